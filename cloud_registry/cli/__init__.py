@@ -1,0 +1,1 @@
+"""The ``edgeline`` command line: a thin layer over the libraries."""

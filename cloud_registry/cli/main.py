@@ -1,0 +1,91 @@
+"""Root of the ``edgeline`` command. Subcommands load lazily so that ``edgeline agent ...`` on a device
+with only ``edgeline[agent]`` installed never imports scikit-learn, skl2onnx or onnx, and so that
+``edgeline --help`` is instant.
+
+Each entry: name -> (module:attribute, one-line help, extra needed).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    # device side (edgeline[agent])
+    "agent": ("edge_agent.cli.agent:agent", "Run, check and inspect the device agent.", "agent"),
+    "predict": ("edge_agent.cli.predict:predict", "Batch inference over an image folder or a video.", "agent"),
+    "verify": ("edge_agent.cli.verify:verify", "Check a bundle's signature, hashes and self-test.", "agent"),
+    # build pipeline (edgeline[cloud])
+    "dataset": ("converters.cli:dataset", "Make and inspect image datasets (synthetic line images).", "cloud"),
+    "train": ("converters.cli:train", "Train, convert, quantize, gate and bundle a model.", "cloud"),
+    "import": ("converters.cli:import_onnx", "Quantize, gate and bundle an existing ONNX model.", "cloud"),
+    "keys": ("cloud_registry.cli.keys:keys", "Create, rotate and revoke signing keys.", "agent"),
+    # registry, delivery and fleet (edgeline[cloud])
+    "registry": ("cloud_registry.cli.registry:registry", "Models, versions, stages and lineage.", "cloud"),
+    "deploy": ("cloud_registry.cli.rollout:deploy", "Roll a model version out to devices in waves.", "cloud"),
+    "rollout": ("cloud_registry.cli.rollout:rollout", "Status, pause, resume or abort a rollout.", "cloud"),
+    "rollback": ("cloud_registry.cli.rollout:rollback", "Send devices back to a previous version.", "cloud"),
+    "fleet": ("cloud_registry.cli.fleet:fleet", "Devices, their state, model and last error.", "cloud"),
+    "ingest": ("cloud_registry.cli.telemetry:ingest", "Run the telemetry ingest service.", "cloud"),
+    "drift": ("cloud_registry.cli.telemetry:drift", "Drift report for a model: table and PNG.", "cloud"),
+    "retrain": ("cloud_registry.cli.telemetry:retrain", "Retrain a model from drift evidence.", "cloud"),
+    "broker": ("cloud_registry.cli.broker:broker", "Broker configs, test CA and certificates.", "cloud"),
+    "demo": ("cloud_registry.cli.demo:demo", "Run the whole cycle on a synthetic line, with a report.", "cloud"),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        target, _, extra = entry
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            missing = exc.name or ""
+            if missing.split(".")[0] in {"edge_agent", "converters", "cloud_registry", "firmware_configs"}:
+                raise click.ClickException(f"'edgeline {cmd_name}' is not available in this build ({exc})") from exc
+            raise click.ClickException(
+                f"'edgeline {cmd_name}' needs the {missing} package: pip install 'edgeline[{extra}]'"
+            ) from exc
+        cmd = getattr(module, attr)
+        assert isinstance(cmd, click.Command)
+        return cmd
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.version_option(package_name="edgeline")
+def cli(verbose: int) -> None:
+    """edgeline: train, quantize, sign and roll out models to offline inspection lines, and close the
+    loop with private telemetry, drift detection and retraining."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    env_level = os.environ.get("EDGELINE_LOG_LEVEL")
+    logging.basicConfig(
+        level=env_level.upper() if env_level else level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: list[str] | None = None) -> Any:
+    return cli.main(args=argv, prog_name="edgeline")
+
+
+if __name__ == "__main__":
+    main()

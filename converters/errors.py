@@ -1,0 +1,27 @@
+"""The one exception hierarchy of the build pipeline."""
+
+from __future__ import annotations
+
+
+class ConverterError(Exception):
+    """Root of every error raised by ``converters``."""
+
+
+class DatasetError(ConverterError):
+    """The dataset is empty, has a single class, or holds unreadable images."""
+
+
+class TrainingError(ConverterError):
+    """Training failed or the estimator is unknown."""
+
+
+class ConversionError(ConverterError):
+    """skl2onnx conversion, ONNX loading or quantization failed."""
+
+
+class GateFailed(ConverterError):
+    """The quality gate refused the model; the message names the figure and the margin."""
+
+
+class SigningKeyError(ConverterError):
+    """A signing key is missing or unreadable."""

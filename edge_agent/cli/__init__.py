@@ -1,0 +1,1 @@
+"""Device-side commands (``edgeline agent``, ``edgeline predict``, ``edgeline verify``)."""

@@ -1,0 +1,1 @@
+"""Typed device configuration, shipped device profiles and deployment templates."""
