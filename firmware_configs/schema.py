@@ -1,0 +1,211 @@
+"""The typed device configuration: one TOML file per device, validated strictly.
+
+Every section forbids unknown keys and is immutable once loaded. The ``[cloud]``, ``[updater]`` and
+``[telemetry]`` sections belong to the delivery and telemetry work and are imported unchanged; all
+sections have defaults, so a profile names only what differs on its device class.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from firmware_configs.base import Section
+from firmware_configs.cloud_section import CloudSection
+from firmware_configs.telemetry_section import TelemetrySection
+from firmware_configs.updater_section import UpdaterSection
+
+#: Same alphabet as an MQTT topic segment: a device id and group names end up in topics.
+SEGMENT_PATTERN = r"^[A-Za-z0-9_.\-]{1,128}$"
+
+SourceKind = Literal["usb", "url", "file", "folder"]
+QueuePolicy = Literal["drop_oldest", "block"]
+
+
+class DeviceSection(Section):
+    """``[device]``: who this device is. ``id`` and ``groups`` select which deployments apply."""
+
+    id: str = Field(pattern=SEGMENT_PATTERN)
+    groups: tuple[str, ...] = ()
+    hardware_class: str = Field(default="generic", pattern=SEGMENT_PATTERN)
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for g in v:
+            if not re.match(SEGMENT_PATTERN, g):
+                raise ValueError(f"group {g!r} must be 1-128 letters, digits, '_', '.', '-'")
+        if len(set(v)) != len(v):
+            raise ValueError("groups must not repeat")
+        return v
+
+
+class SourceSection(Section):
+    """``[source]``: where frames come from.
+
+    ``kind`` picks the field that must be set: ``usb`` → ``index``; ``url`` → ``url`` (rtsp://, http://,
+    https://); ``file`` → ``path`` of a video; ``folder`` → ``path`` of an image directory.
+    """
+
+    kind: SourceKind
+    index: int | None = Field(default=None, ge=0, le=63)
+    url: str | None = None
+    path: str | None = None
+    #: video file / folder: start again at the end instead of stopping
+    loop: bool = False
+    #: pace file/folder sources to this rate (frames/s); 0 = as fast as inference takes them
+    max_fps: float = Field(default=0.0, ge=0.0, le=1000.0)
+    #: requested capture size for USB cameras (0 = camera default)
+    width: int = Field(default=0, ge=0, le=8192)
+    height: int = Field(default=0, ge=0, le=8192)
+    open_timeout_ms: int = Field(default=5000, ge=100, le=120_000)
+    read_timeout_ms: int = Field(default=5000, ge=100, le=120_000)
+    rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    reconnect_min_s: float = Field(default=0.5, gt=0.0, le=600.0)
+    reconnect_max_s: float = Field(default=30.0, gt=0.0, le=3600.0)
+    #: give up (state FAILED) after this many failed reconnects in a row; 0 = never give up
+    max_reconnects: int = Field(default=0, ge=0)
+    queue_size: int = Field(default=4, ge=1, le=10_000)
+    #: backpressure policy; default drop_oldest for live cameras (usb, url), block for files and folders
+    queue_policy: QueuePolicy | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("rtsp://", "rtsps://", "http://", "https://")):
+            raise ValueError("url must start with rtsp://, rtsps://, http:// or https://")
+        return v
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> SourceSection:
+        need = {"usb": "index", "url": "url", "file": "path", "folder": "path"}[self.kind]
+        if getattr(self, need) is None:
+            raise ValueError(f"source kind {self.kind!r} needs the key '{need}'")
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+        return self
+
+    @property
+    def live(self) -> bool:
+        return self.kind in ("usb", "url")
+
+    @property
+    def policy(self) -> QueuePolicy:
+        if self.queue_policy is not None:
+            return self.queue_policy
+        return "drop_oldest" if self.live else "block"
+
+
+class ModelSection(Section):
+    """``[model]``: an optional initial bundle. Without one the agent runs and reports ``no_model``
+    until the updater delivers a model."""
+
+    bundle: str | None = None
+    #: trust store for the initial bundle; defaults to ``updater.trust_file``
+    trust_file: str | None = None
+    #: accept an expired initial bundle (a device offline for months keeps inspecting)
+    allow_expired: bool = True
+
+
+class InferenceSection(Section):
+    """``[inference]``: ONNX Runtime and per-frame work."""
+
+    threads: int = Field(default=1, ge=1, le=64)
+    #: compute input statistics (for drift) on every Nth frame; 0 = never
+    stats_every: int = Field(default=1, ge=0)
+    #: recent latencies kept for percentiles (a bounded ring)
+    latency_window: int = Field(default=2048, ge=16, le=1_000_000)
+
+
+class SinkCommon(Section):
+    enabled: bool = True
+    #: which verdicts go to this sink: every frame, or defects (and uncertain results) only
+    include: Literal["all", "defects"] = "all"
+    #: also send local events (model activated or rejected, camera state, no model)
+    events: bool = True
+    #: records waiting for this sink; when full the oldest is dropped and counted
+    queue_size: int = Field(default=1000, ge=1, le=1_000_000)
+
+
+class JsonlSinkSection(SinkCommon):
+    path: str
+    max_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    backups: int = Field(default=5, ge=0, le=1000)
+    fsync: bool = False
+
+
+class MqttSinkSection(SinkCommon):
+    """Verdicts on a LOCAL broker topic (``<topic_prefix>/<device id>/verdicts``), never the cloud."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    topic_prefix: str = Field(default="line", pattern=SEGMENT_PATTERN)
+    qos: int = Field(default=0, ge=0, le=1)
+    protocol: Literal["5", "3.1.1"] = "3.1.1"
+    username: str | None = None
+    password_file: str | None = None
+
+
+class WebhookSinkSection(SinkCommon):
+    url: str
+    timeout_s: float = Field(default=2.0, gt=0.0, le=120.0)
+    headers: dict[str, str] = {}
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("webhook url must start with http:// or https://")
+        return v
+
+
+class CommandSinkSection(SinkCommon):
+    """Run a command per record (JSON on stdin) or keep one running and feed it JSON lines."""
+
+    argv: tuple[str, ...] = Field(min_length=1)
+    mode: Literal["each", "stream"] = "each"
+    timeout_s: float = Field(default=5.0, gt=0.0, le=600.0)
+    include: Literal["all", "defects"] = "defects"
+
+
+class SinksSection(Section):
+    jsonl: JsonlSinkSection | None = None
+    mqtt: MqttSinkSection | None = None
+    webhook: WebhookSinkSection | None = None
+    command: CommandSinkSection | None = None
+
+
+class StatusSection(Section):
+    """``[status]``: the status file read by ``edgeline agent status`` (written atomically)."""
+
+    path: str = "/run/edgeline/status.json"
+    interval_s: float = Field(default=2.0, gt=0.0, le=3600.0)
+
+
+class ApiSection(Section):
+    """``[api]``: the local prediction API (POST an image, GET /status, GET /metrics)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    #: 0 picks a free port (reported in the status file)
+    port: int = Field(default=8571, ge=0, le=65535)
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+
+
+class DeviceConfig(Section):
+    device: DeviceSection
+    source: SourceSection
+    model: ModelSection = ModelSection()
+    inference: InferenceSection = InferenceSection()
+    sinks: SinksSection = SinksSection()
+    status: StatusSection = StatusSection()
+    api: ApiSection = ApiSection()
+    cloud: CloudSection = CloudSection()
+    updater: UpdaterSection = UpdaterSection()
+    telemetry: TelemetrySection = TelemetrySection()
+
+    @property
+    def trust_file(self) -> str:
+        return self.model.trust_file or self.updater.trust_file
