@@ -96,6 +96,21 @@ class Topics:
         """Shared subscription (MQTT 5) so several ingest workers split the telemetry load."""
         return f"$share/{check_segment(share_group, 'share group')}/{self.all_device_telemetry()}"
 
+    # -- broker access control (Mosquitto ACL lines) ----------------------------------------
+    def all_device_desired(self) -> str:
+        return f"{self.base}/devices/+/desired"
+
+    def all_group_desired(self) -> str:
+        return f"{self.base}/groups/+/desired"
+
+    def all_artifacts(self) -> str:
+        return f"{self.base}/artifacts/#"
+
+    def own_device_patterns(self) -> dict[str, str]:
+        """Per-device topics with Mosquitto's ``%u`` (the connected client's username, i.e. its device id)
+        in place of the id, for ACL ``pattern`` lines. Keys: desired, state, events, telemetry."""
+        return {leaf: f"{self.base}/devices/%u/{leaf}" for leaf in ("desired", "state", "events", "telemetry")}
+
     def device_id_from(self, topic: str) -> str:
         """Extract the device id from a per-device topic of this fleet."""
         prefix = f"{self.base}/devices/"
