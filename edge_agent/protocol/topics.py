@@ -106,11 +106,6 @@ class Topics:
     def all_artifacts(self) -> str:
         return f"{self.base}/artifacts/#"
 
-    def own_device_patterns(self) -> dict[str, str]:
-        """Per-device topics with Mosquitto's ``%u`` (the connected client's username, i.e. its device id)
-        in place of the id, for ACL ``pattern`` lines. Keys: desired, state, events, telemetry."""
-        return {leaf: f"{self.base}/devices/%u/{leaf}" for leaf in ("desired", "state", "events", "telemetry")}
-
     def device_id_from(self, topic: str) -> str:
         """Extract the device id from a per-device topic of this fleet."""
         prefix = f"{self.base}/devices/"
