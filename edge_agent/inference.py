@@ -1,0 +1,94 @@
+"""The ONE path from a frame to a verdict: Preprocessor → LoadedModel → :func:`edge_agent.verdict.decide`.
+
+The live loop (``edge_agent.runtime``), the local prediction API (``edge_agent.http_api``) and batch
+prediction (``edgeline predict``) all call :func:`inspect_frame`, so they give identical verdicts on the
+same image.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge_agent.bundle import open_bundle
+from edge_agent.model import LoadedModel
+from edge_agent.plugins import FrameResult
+from edge_agent.preprocessing import input_stats
+from edge_agent.protocol.signing import TrustStore
+from edge_agent.verdict import Verdict, decide
+
+log = logging.getLogger(__name__)
+
+
+def inspect_frame(
+    model: LoadedModel,
+    image: np.ndarray,
+    frame_id: int,
+    *,
+    ts: float | None = None,
+    with_stats: bool = False,
+) -> FrameResult:
+    """Preprocess, run and decide one frame. Raises ``PreprocessError`` or ``ModelLoadError``.
+
+    ``input_stats`` are computed on the already prepared image (no second resize) when asked.
+    """
+    t0 = time.perf_counter()
+    pre = model.preprocessor
+    prepared = pre.prepare(image)
+    probs = model.predict_features(pre.features_of(prepared)[None, ...])[0]
+    m = model.manifest
+    verdict, label, conf, uncertain = decide(probs, m.labels, m.thresholds)
+    latency_ms = (time.perf_counter() - t0) * 1000.0
+    stats = input_stats(prepared) if with_stats else None
+    v = Verdict(
+        frame_id=frame_id,
+        verdict=verdict,
+        label=label,
+        confidence=conf,
+        uncertain=uncertain,
+        model=m.name,
+        model_version=m.version,
+        latency_ms=latency_ms,
+        ts=time.time() if ts is None else ts,
+    )
+    return FrameResult(verdict=v, probabilities=probs, input_stats=stats, model_sha256=m.artifact.sha256)
+
+
+def load_and_check(
+    bundle_dir: str | Path, trust: TrustStore, *, threads: int = 1, check_expiry: bool = True
+) -> LoadedModel:
+    """Verify a bundle (signature, hashes), load it into ONNX Runtime and run its self-test.
+
+    Returns a model ready to hand to ``Agent.activate``. Raises a ``BundleError`` subclass
+    (``SelfTestError`` for a failed self-test) or ``SignatureError``; never returns a half-checked
+    model.
+    """
+    bundle = open_bundle(Path(bundle_dir), trust, check_expiry=check_expiry)
+    model = LoadedModel.load(bundle.manifest, bundle.model_path, threads=threads)
+    worst = model.self_test()
+    log.info(
+        "bundle %s: %s v%d loaded, self-test passed (max deviation %.2e)",
+        bundle_dir,
+        bundle.manifest.name,
+        bundle.manifest.version,
+        worst,
+    )
+    return model
+
+
+def model_info(model: LoadedModel | None) -> dict[str, object] | None:
+    if model is None:
+        return None
+    m = model.manifest
+    return {"name": m.name, "version": m.version, "sha256": m.artifact.sha256, "labels": list(m.labels)}
+
+
+def verdict_record(result: FrameResult, device_id: str, ref: str = "") -> dict[str, object]:
+    """The JSON record a sink or an API client gets for one frame. No pixels, no features."""
+    rec: dict[str, object] = {"type": "verdict", "device": device_id, "ref": ref}
+    rec.update(result.verdict.to_dict())
+    rec["sha256"] = result.model_sha256
+    return rec

@@ -1,0 +1,205 @@
+"""The agent's status: a JSON document written atomically to a local file (read by ``edgeline agent
+status``), and the same figures in the Prometheus text exposition format (``GET /metrics``).
+
+Both are built from the dict returned by ``Agent.counters()``; the rendering here is pure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from edge_agent.errors import EdgeAgentError
+from edge_agent.fsutil import write_atomic
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "edgeline.agent-status/1"
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class StatusError(EdgeAgentError):
+    """The status file is missing, unreadable or not an agent status document."""
+
+
+def write_status(path: Path, status: dict[str, Any]) -> None:
+    write_atomic(Path(path), json.dumps(status, indent=1, sort_keys=True, default=str).encode("utf-8"))
+
+
+def read_status(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text("utf-8"))
+    except FileNotFoundError as exc:
+        raise StatusError(f"no status file at {path}: is the agent running with this config?") from exc
+    except OSError as exc:
+        raise StatusError(f"cannot read {path}: {exc.strerror}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StatusError(f"{path} is not a JSON status document: {exc}") from exc
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise StatusError(f"{path} is not an edgeline agent status document")
+    return data
+
+
+class StatusWriter:
+    """Writes ``snapshot()`` to ``path`` every ``interval_s`` on its own thread, and once at stop."""
+
+    def __init__(self, path: Path, snapshot: Callable[[], dict[str, Any]], interval_s: float = 2.0) -> None:
+        self.path = Path(path)
+        self.snapshot = snapshot
+        self.interval_s = interval_s
+        self.errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="status", daemon=True)
+
+    def start(self) -> None:
+        self.write_once()
+        self._thread.start()
+
+    def write_once(self) -> bool:
+        try:
+            write_status(self.path, self.snapshot())
+            return True
+        except OSError as exc:
+            self.errors += 1
+            if self.errors == 1 or self.errors % 100 == 0:
+                log.warning("cannot write status file %s: %s (%d failures)", self.path, exc.strerror, self.errors)
+            return False
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.write_once()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5.0)
+        self.write_once()
+
+
+# -- Prometheus text exposition ------------------------------------------------------------------
+
+
+def _esc(value: object) -> str:
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(labels: dict[str, object]) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items()) + "}"
+
+
+def _num(v: float) -> str:
+    if isinstance(v, float) and math.isinf(v):
+        return "+Inf" if v > 0 else "-Inf"
+    return repr(float(v)) if isinstance(v, float) else str(v)
+
+
+class _Doc:
+    def __init__(self, device: str) -> None:
+        self.lines: list[str] = []
+        self.device = device
+
+    def metric(self, name: str, kind: str, help_: str, samples: Iterable[tuple[dict[str, object], float]]) -> None:
+        self.lines.append(f"# HELP {name} {help_}")
+        self.lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            self.lines.append(f"{name}{_labels({'device': self.device, **labels})} {_num(value)}")
+
+
+def prometheus_text(status: dict[str, Any]) -> str:
+    """Render a status document in the Prometheus text format (version 0.0.4)."""
+    dev = str(status.get("device", {}).get("id", ""))
+    d = _Doc(dev)
+    frames = status.get("frames", {})
+    d.metric("edgeline_frames_total", "counter", "Frames read from the camera source.", [({}, frames.get("in", 0))])
+    d.metric("edgeline_inspected_total", "counter", "Frames that got a verdict.", [({}, frames.get("inspected", 0))])
+    d.metric("edgeline_queue_frames", "gauge", "Frames waiting for inference.", [({}, frames.get("queued", 0))])
+    d.metric(
+        "edgeline_dropped_total",
+        "counter",
+        "Frames not inspected, by reason.",
+        [({"reason": k}, v) for k, v in sorted(status.get("dropped", {}).items())],
+    )
+    verdicts = status.get("verdicts", {})
+    d.metric(
+        "edgeline_verdicts_total",
+        "counter",
+        "Verdicts by outcome (ok, defect; uncertain counts low-confidence ok verdicts again).",
+        [({"verdict": k}, v) for k, v in sorted(verdicts.get("by_verdict", {}).items())],
+    )
+    d.metric(
+        "edgeline_class_total",
+        "counter",
+        "Verdicts by predicted class.",
+        [({"label": k}, v) for k, v in sorted(verdicts.get("by_class", {}).items())],
+    )
+    sinks = status.get("sinks", {})
+    d.metric(
+        "edgeline_sink_errors_total",
+        "counter",
+        "Failed deliveries, per sink.",
+        [({"sink": k}, s.get("errors", 0)) for k, s in sorted(sinks.items())],
+    )
+    d.metric(
+        "edgeline_sink_dropped_total",
+        "counter",
+        "Records a full sink queue dropped, per sink.",
+        [({"sink": k}, s.get("dropped", 0)) for k, s in sorted(sinks.items())],
+    )
+    d.metric(
+        "edgeline_plugin_errors_total",
+        "counter",
+        "Exceptions raised by plugins (the loop went on).",
+        [({"plugin": k}, v) for k, v in sorted(status.get("plugin_errors", {}).items())],
+    )
+    d.metric(
+        "edgeline_errors_total",
+        "counter",
+        "Frames that failed preprocessing or inference, by kind.",
+        [({"kind": k}, v) for k, v in sorted(status.get("errors", {}).items())],
+    )
+    models = status.get("models", {})
+    d.metric(
+        "edgeline_models_total",
+        "counter",
+        "Models activated and rejected since start.",
+        [({"result": "activated"}, models.get("activated", 0)), ({"result": "rejected"}, models.get("rejected", 0))],
+    )
+    lat = status.get("latency", {})
+    bounds, counts = lat.get("buckets_ms", []), lat.get("bucket_counts", [])
+    cum, samples = 0, []
+    for bound, c in zip([*bounds, math.inf], counts, strict=False):
+        cum += c
+        samples.append(({"le": "+Inf" if math.isinf(bound) else _num(bound / 1000.0)}, cum))
+    d.lines.append("# HELP edgeline_inference_seconds Per-frame preprocessing + inference + decision time.")
+    d.lines.append("# TYPE edgeline_inference_seconds histogram")
+    for labels, value in samples:
+        d.lines.append(f"edgeline_inference_seconds_bucket{_labels({'device': dev, **labels})} {value}")
+    d.lines.append(f"edgeline_inference_seconds_sum{_labels({'device': dev})} {lat.get('sum_ms', 0.0) / 1000.0!r}")
+    d.lines.append(f"edgeline_inference_seconds_count{_labels({'device': dev})} {lat.get('count', 0)}")
+    camera = status.get("camera", {})
+    d.metric(
+        "edgeline_camera_reconnects_total", "counter", "Camera losses.", [({}, camera.get("reconnects", 0))]
+    )
+    d.metric("edgeline_camera_state", "gauge", "Current camera state (1 for the current one).", [
+        ({"state": camera.get("state", "IDLE")}, 1)
+    ])
+    d.metric("edgeline_agent_state", "gauge", "Current agent state (1 for the current one).", [
+        ({"state": status.get("state", "")}, 1)
+    ])
+    model = status.get("model")
+    if model:
+        d.metric(
+            "edgeline_model_info",
+            "gauge",
+            "The model serving now.",
+            [({"name": model["name"], "version": model["version"], "sha256": model["sha256"]}, 1)],
+        )
+    d.metric("edgeline_uptime_seconds", "gauge", "Seconds since the agent started.", [({}, status.get("uptime_s", 0.0))])
+    return "\n".join(d.lines) + "\n"
