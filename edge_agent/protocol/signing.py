@@ -319,9 +319,10 @@ def init_keys(directory: Path, *, force: bool = False, valid_days: float = 365.0
     return paths
 
 
-def rotate_signing_key(paths: KeyPaths, *, valid_days: float = 365.0) -> KeyCertificate:
-    """Make a fresh signing key, certified by the root. Devices accept it with no change."""
-    root = RootKey(load_private(paths.root_key))
+def rotate_signing_key(paths: KeyPaths, *, valid_days: float = 365.0, root_key: Path | None = None) -> KeyCertificate:
+    """Make a fresh signing key, certified by the root (or by ``root_key``, e.g. a backup root that devices
+    also trust). Devices accept it with no change."""
+    root = RootKey(load_private(paths.root_key if root_key is None else Path(root_key)))
     new = Ed25519PrivateKey.generate()
     cert = root.certify(new.public_key(), valid_days=valid_days)
     save_private(paths.signing_key, new)
