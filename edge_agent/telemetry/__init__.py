@@ -1,0 +1,7 @@
+"""Device telemetry: private aggregate windows, drift scores, a local drift alarm and a durable outbox.
+
+Modules: :mod:`.windows` (aggregation), :mod:`.drift` (PSI with calibrated thresholds, episodes),
+:mod:`.privacy` (pseudonyms, minimum frame count, Laplace noise), :mod:`.outbox` (SQLite WAL queue),
+:mod:`.pump` (outbox -> MQTT, delete on PUBACK), :mod:`.alarm` (local drift events) and
+:mod:`.plugin` (the agent plugin tying them together). Nothing here imports the cloud side.
+"""

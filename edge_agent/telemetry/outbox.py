@@ -1,0 +1,347 @@
+"""The durable outbox: everything the device must tell the cloud waits here until the broker has it.
+
+paho keeps QoS 1 messages only in memory while disconnected, and a restart loses them, so the agent
+holds its own copy: one SQLite database in WAL mode. A message is deleted only after the broker's
+PUBACK (see :mod:`.pump`); delivery is at-least-once and every message carries an idempotency key, so
+the receiver stores it once.
+
+Bounded, with a named drop policy:
+
+* ``max_bytes`` caps the queued bytes (payload + topic + key + a fixed per-row overhead);
+* ``ttl_s`` expires old telemetry;
+* ``oldest-telemetry-first`` (default): when full, the oldest telemetry windows go first;
+  ``refuse-new-telemetry``: when full, a new telemetry window is refused instead;
+* deployment events (kind ``event``) are NEVER dropped, by the cap or the TTL: the updater's
+  history matters more than any window. If events alone exceed the cap the outbox grows past it
+  and says so in the log.
+
+Every drop is counted per kind and reason (``dropped.telemetry.cap``, ``dropped.telemetry.ttl``, ...)
+in the database itself, and the telemetry windows report the total. A database that is not a
+database any more (a corrupt file) is moved aside and a fresh one started: the line keeps running.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from edge_agent.errors import OutboxError
+
+log = logging.getLogger(__name__)
+
+DropPolicy = Literal["oldest-telemetry-first", "refuse-new-telemetry"]
+#: kind -> (droppable, priority). Lower priority numbers are sent first.
+KINDS: dict[str, tuple[bool, int]] = {"event": (False, 0), "telemetry": (True, 1)}
+ROW_OVERHEAD = 64
+MAX_KEY_CHARS = 128
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    created REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS messages_order ON messages(priority, id);
+CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS state(name TEXT PRIMARY KEY, value BLOB NOT NULL);
+"""
+
+_SET_STATE = "INSERT INTO state(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value"
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    id: int
+    key: str
+    kind: str
+    topic: str
+    payload: bytes
+    created: float
+    attempts: int
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    messages: int
+    bytes: int
+    by_kind: dict[str, int]
+    counters: dict[str, int]
+
+    @property
+    def dropped(self) -> int:
+        return sum(v for k, v in self.counters.items() if k.startswith("dropped."))
+
+
+class Outbox:
+    """Thread-safe durable queue on one SQLite file. ``clock`` is injectable (TTL, backoff)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int = 64 * 1024 * 1024,
+        ttl_s: float = 14 * 86400.0,
+        max_message_bytes: int = 256 * 1024,
+        policy: DropPolicy = "oldest-telemetry-first",
+        max_refusals: int = 5,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_bytes <= 0 or ttl_s <= 0 or max_message_bytes <= 0:
+            raise OutboxError("outbox limits must be positive")
+        if policy not in ("oldest-telemetry-first", "refuse-new-telemetry"):
+            raise OutboxError(f"unknown drop policy {policy!r}")
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.ttl_s = ttl_s
+        self.max_message_bytes = max_message_bytes
+        self.policy = policy
+        self.max_refusals = max_refusals
+        self.clock = clock
+        self._lock = threading.RLock()
+        self._db = self._open()
+        self._bytes = int(self._db.execute("SELECT COALESCE(SUM(size), 0) FROM messages").fetchone()[0])
+
+    # -- opening -------------------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+        db.execute("PRAGMA quick_check").fetchone()
+        return db
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._connect()
+        except sqlite3.DatabaseError as exc:
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+            log.error("outbox %s is unreadable (%s); moved aside to %s, starting a new one", self.path, exc, aside)
+            try:
+                self.path.replace(aside)
+                for suffix in ("-wal", "-shm"):
+                    Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+                db = self._connect()
+            except (OSError, sqlite3.Error) as exc2:
+                raise OutboxError(f"cannot open the outbox {self.path}: {exc2}") from exc2
+            self._bump(db, "corrupt.replaced", 1)
+            return db
+        except OSError as exc:
+            raise OutboxError(f"cannot open the outbox {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- writing -------------------------------------------------------------------------------------
+    @staticmethod
+    def _bump(db: sqlite3.Connection, name: str, n: int) -> None:
+        db.execute(
+            "INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + ?",
+            (name, n, n),
+        )
+
+    def put(self, topic: str, payload: bytes, *, kind: str, key: str, state: dict[str, bytes] | None = None) -> bool:
+        """Queue ``payload`` for ``topic``. Returns False when ``key`` is already queued (idempotent) or
+        when the policy refused a telemetry window; raises :class:`OutboxError` on bad input or I/O.
+        ``state`` entries (see :meth:`set_state`) are written in the same transaction."""
+        if kind not in KINDS:
+            raise OutboxError(f"unknown outbox kind {kind!r} (known: {', '.join(KINDS)})")
+        if not isinstance(key, str) or not 0 < len(key) <= MAX_KEY_CHARS:
+            raise OutboxError(f"idempotency key must be 1-{MAX_KEY_CHARS} characters")
+        if not isinstance(payload, bytes | bytearray):
+            raise OutboxError("outbox payloads are bytes")
+        if len(payload) > self.max_message_bytes:
+            raise OutboxError(f"message of {len(payload)} bytes exceeds the outbox limit of {self.max_message_bytes}")
+        droppable, priority = KINDS[kind]
+        size = len(payload) + len(topic) + len(key) + ROW_OVERHEAD
+        with self._lock:
+            try:
+                return self._put(topic, bytes(payload), kind, key, droppable, priority, size, state or {})
+            except sqlite3.Error as exc:
+                raise OutboxError(f"outbox write failed: {exc}") from exc
+
+    def _put(
+        self,
+        topic: str,
+        payload: bytes,
+        kind: str,
+        key: str,
+        droppable: bool,
+        priority: int,
+        size: int,
+        state: dict[str, bytes],
+    ) -> bool:
+        db = self._db
+        db.execute(f"PRAGMA synchronous={'NORMAL' if droppable else 'FULL'}")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if db.execute("SELECT 1 FROM messages WHERE key = ?", (key,)).fetchone():
+                db.execute("ROLLBACK")
+                return False
+            for name, value in state.items():
+                db.execute(_SET_STATE, (name, value))
+            if droppable and self.policy == "refuse-new-telemetry" and self._bytes + size > self.max_bytes:
+                self._bump(db, f"dropped.{kind}.cap", 1)
+                db.execute("COMMIT")
+                log.warning("outbox full (%d bytes): refused a %s message", self._bytes, kind)
+                return False
+            db.execute(
+                "INSERT INTO messages(key, kind, priority, topic, payload, size, created) VALUES (?,?,?,?,?,?,?)",
+                (key, kind, priority, topic, payload, size, self.clock()),
+            )
+            total = self._bytes + size
+            total -= self._shed(db, total)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        self._bytes = total
+        return True
+
+    def _shed(self, db: sqlite3.Connection, total: int) -> int:
+        """Drop the oldest droppable rows until ``total`` fits the cap; returns the bytes freed."""
+        freed = 0
+        droppable = tuple(k for k, (d, _) in KINDS.items() if d)
+        marks = ",".join("?" * len(droppable))
+        while total - freed > self.max_bytes:
+            rows = db.execute(
+                f"SELECT id, size, kind FROM messages WHERE kind IN ({marks}) ORDER BY id LIMIT 64", droppable
+            ).fetchall()
+            if not rows:
+                log.warning("outbox holds %d bytes of never-dropped events, over its cap of %d", total, self.max_bytes)
+                break
+            for row_id, size, kind in rows:
+                if total - freed <= self.max_bytes:
+                    break
+                db.execute("DELETE FROM messages WHERE id = ?", (row_id,))
+                self._bump(db, f"dropped.{kind}.cap", 1)
+                freed += size
+        if freed:
+            log.warning("outbox over its cap of %d bytes: dropped %d bytes of oldest telemetry", self.max_bytes, freed)
+        return freed
+
+    # -- reading and acknowledging -------------------------------------------------------------------
+    def peek(self, limit: int = 32, exclude: Iterable[int] = ()) -> list[OutboxMessage]:
+        """The next messages to send: events first, then oldest first; skips deferred ones."""
+        skip = set(exclude)
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, key, kind, topic, payload, created, attempts FROM messages "
+                "WHERE not_before <= ? ORDER BY priority, id LIMIT ?",
+                (self.clock(), limit + len(skip)),
+            ).fetchall()
+        out = [OutboxMessage(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6]) for r in rows if r[0] not in skip]
+        return out[:limit]
+
+    def ack(self, ids: Iterable[int]) -> int:
+        """Delete delivered messages (after the broker acknowledged them). Returns how many went."""
+        id_list = list(ids)
+        if not id_list:
+            return 0
+        with self._lock:
+            db = self._db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                marks = ",".join("?" * len(id_list))
+                freed = db.execute(f"SELECT COALESCE(SUM(size), 0) FROM messages WHERE id IN ({marks})", id_list)
+                freed_bytes = int(freed.fetchone()[0])
+                n = db.execute(f"DELETE FROM messages WHERE id IN ({marks})", id_list).rowcount
+                self._bump(db, "delivered", n)
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise OutboxError(f"outbox acknowledgement failed: {exc}") from exc
+            self._bytes -= freed_bytes
+            return int(n)
+
+    def refused(self, msg_id: int, reason: str) -> None:
+        """The broker refused a message (e.g. not authorised). Retry later with backoff; telemetry is
+        dropped (and counted) after ``max_refusals`` refusals, events are kept and retried."""
+        with self._lock:
+            row = self._db.execute("SELECT kind, attempts, size FROM messages WHERE id = ?", (msg_id,)).fetchone()
+            if row is None:
+                return
+            kind, attempts, size = row[0], int(row[1]) + 1, int(row[2])
+            log.warning("broker refused outbox message %d (%s, attempt %d): %s", msg_id, kind, attempts, reason)
+            self._db.execute("BEGIN IMMEDIATE")
+            if KINDS[kind][0] and attempts >= self.max_refusals:
+                self._db.execute("DELETE FROM messages WHERE id = ?", (msg_id,))
+                self._bump(self._db, f"dropped.{kind}.refused", 1)
+                self._bytes -= size
+            else:
+                delay = min(3600.0, 5.0 * 2 ** min(attempts, 10))
+                self._db.execute(
+                    "UPDATE messages SET attempts = ?, not_before = ? WHERE id = ?",
+                    (attempts, self.clock() + delay, msg_id),
+                )
+            self._db.execute("COMMIT")
+
+    def expire(self) -> int:
+        """Drop droppable messages older than the TTL; returns how many. Events never expire."""
+        cutoff = self.clock() - self.ttl_s
+        with self._lock:
+            db = self._db
+            droppable = [k for k, (d, _) in KINDS.items() if d]
+            marks = ",".join("?" * len(droppable))
+            db.execute("BEGIN IMMEDIATE")
+            rows = db.execute(
+                f"SELECT kind, COUNT(*), COALESCE(SUM(size), 0) FROM messages WHERE created < ? AND kind IN ({marks}) "
+                "GROUP BY kind",
+                (cutoff, *droppable),
+            ).fetchall()
+            db.execute(f"DELETE FROM messages WHERE created < ? AND kind IN ({marks})", (cutoff, *droppable))
+            for kind, n, _ in rows:
+                self._bump(db, f"dropped.{kind}.ttl", int(n))
+            db.execute("COMMIT")
+            self._bytes -= sum(int(r[2]) for r in rows)
+            n_total = sum(int(r[1]) for r in rows)
+        if n_total:
+            log.warning("outbox expired %d telemetry messages older than %.0f s", n_total, self.ttl_s)
+        return n_total
+
+    # -- figures and small state ---------------------------------------------------------------------
+    def stats(self) -> OutboxStats:
+        with self._lock:
+            by_kind = dict(self._db.execute("SELECT kind, COUNT(*) FROM messages GROUP BY kind").fetchall())
+            counters = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
+        return OutboxStats(sum(by_kind.values()), self._bytes, by_kind, counters)
+
+    def dropped(self, kind: str = "telemetry") -> int:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COALESCE(SUM(value), 0) FROM counters WHERE name LIKE ?", (f"dropped.{kind}.%",)
+            ).fetchone()
+        return int(row[0])
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+
+    def get_state(self, name: str) -> bytes | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM state WHERE name = ?", (name,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def set_state(self, name: str, value: bytes) -> None:
+        """Small device-local state that must survive restarts with the queue (pending windows)."""
+        with self._lock:
+            try:
+                self._db.execute(_SET_STATE, (name, value))
+            except sqlite3.Error as exc:
+                raise OutboxError(f"outbox state write failed: {exc}") from exc

@@ -1,0 +1,289 @@
+"""The telemetry plugin: frames in, private aggregate windows out, through a durable outbox.
+
+On the inference thread, :meth:`TelemetryPlugin.on_result` only adds the frame to the current window
+(a few counters and bin increments under a short lock). Everything else runs on the plugin's worker
+thread, woken every ``tick_s`` seconds, when a window closes and when the link connects:
+
+    closed window -> minimum frame count k (merge) -> optional Laplace noise -> drift scores
+      -> wire window (pseudonymous, bounded) -> outbox (durable) -> local drift alarm
+      -> pump: publish QoS 1, delete on PUBACK
+
+The clock is injectable (windows, TTL, alarm), and ``background=False`` leaves the worker to the
+caller's :meth:`tick`, so tests drive days of simulated time deterministically.
+
+The deployment events of the updater share the outbox: ``plugin.outbox.put(topic, payload,
+kind="event", key=...)``; they are sent first and never dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from edge_agent.errors import EdgeAgentError, OutboxError
+from edge_agent.mqtt_link import MqttLink
+from edge_agent.plugins import AgentHandle, FrameResult
+from edge_agent.protocol.topics import Topics
+from edge_agent.telemetry.alarm import LocalDriftAlarm
+from edge_agent.telemetry.drift import Calibrator
+from edge_agent.telemetry.outbox import Outbox
+from edge_agent.telemetry.privacy import LaplaceNoise, MinFrames, PrivacyError, load_secret, pseudonym
+from edge_agent.telemetry.pump import OutboxPump
+from edge_agent.telemetry.windows import DriftContext, ModelKey, RawWindow, WindowAggregator, build_window
+from firmware_configs.telemetry_section import TelemetrySection
+
+log = logging.getLogger(__name__)
+
+STATE_PENDING = "telemetry.pending"
+STATE_ALARM = "telemetry.alarm"
+#: names under which the agent's counters() may report failed and dropped frames
+ERROR_COUNTERS = ("errors", "frames_failed", "inference_errors")
+DROP_COUNTERS = ("dropped", "drops", "frames_dropped")
+
+
+def _counter(snapshot: Mapping[str, object], names: tuple[str, ...]) -> int:
+    for name in names:
+        value = snapshot.get(name)
+        if isinstance(value, int | float):
+            return int(value)
+    return 0
+
+
+class TelemetryPlugin:
+    name = "telemetry"
+
+    def __init__(
+        self,
+        config: TelemetrySection,
+        *,
+        outbox: Outbox,
+        secret: bytes,
+        topics: Topics,
+        link: MqttLink | None = None,
+        group: str | None = None,
+        clock: Callable[[], float] = time.time,
+        background: bool = True,
+        noise: LaplaceNoise | None = None,
+    ) -> None:
+        self.config = config
+        self.outbox = outbox
+        self.topics = topics
+        self.link = link
+        self.group = group
+        self.clock = clock
+        self.background = background
+        self._secret = secret
+        pseudonym("probe", secret)  # fail early on a short secret
+        self.calibrator = Calibrator(quantile=config.drift_quantile, floor=config.drift_floor)
+        self.aggregator = WindowAggregator(config.window_s, config.window_frames, clock)
+        self.min_frames = MinFrames(config.min_frames)
+        if noise is None and config.epsilon is not None:
+            noise = LaplaceNoise(config.epsilon, config.contribution_frames)
+        self.noise = noise
+        self.alarm = LocalDriftAlarm(self._local_event, config.alarm_need, config.alarm_of, config.alarm_clear)
+        self.pump = OutboxPump(outbox, link) if link is not None else None
+        self.windows_sent = 0
+        self.windows_suppressed = 0
+        self._agent: AgentHandle | None = None
+        self._device = ""
+        self._pseudonym = ""
+        self._contexts: dict[str, DriftContext] = {}
+        self._closed: list[RawWindow] = []
+        self._lock = threading.Lock()
+        self._tick_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_counts = (0, 0)
+        if link is not None:
+            link.on_connect(lambda _session_present: self._wake.set())
+
+    @classmethod
+    def from_config(
+        cls,
+        config: TelemetrySection,
+        *,
+        state_dir: Path,
+        topics: Topics,
+        link: MqttLink | None = None,
+        group: str | None = None,
+    ) -> TelemetryPlugin:
+        """Build from the device's ``[telemetry]`` section (the agent's usual way in)."""
+        if config.pseudonym_key_file is None:
+            raise PrivacyError("telemetry.pseudonym_key_file is required: telemetry never carries the device id")
+        outbox = Outbox(
+            Path(config.outbox_path) if config.outbox_path else Path(state_dir) / "outbox.db",
+            max_bytes=config.outbox_max_bytes,
+            ttl_s=config.outbox_ttl_s,
+            policy=config.drop_policy,
+        )
+        secret = load_secret(Path(config.pseudonym_key_file))
+        return cls(config, outbox=outbox, secret=secret, topics=topics, link=link, group=group)
+
+    # -- AgentPlugin -----------------------------------------------------------------------------------
+    def start(self, agent: AgentHandle) -> None:
+        self._agent = agent
+        self._device = agent.device_id
+        self._pseudonym = pseudonym(self._device, self._secret)
+        self._restore()
+        self._last_counts = self._counts()
+        if self.background:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="telemetry", daemon=True)
+            self._thread.start()
+
+    def on_result(self, result: FrameResult) -> None:
+        v = result.verdict
+        labels: tuple[str, ...] = ()
+        ctx = self._contexts.get(result.model_sha256)
+        if ctx is None:
+            ctx = self._learn_context(result.model_sha256)
+        if ctx is not None:
+            labels = ctx.labels
+        key = ModelKey(v.model, v.model_version, result.model_sha256)
+        with self._lock:
+            closed = self.aggregator.add(result, key, labels)
+            if closed:
+                self._closed.extend(closed)
+        if closed:
+            self._wake.set()
+
+    def stop(self) -> None:
+        """Close the current window (a too-small one is kept for the next run), and stop the worker
+        after a last attempt to deliver."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(30)
+            self._thread = None
+        with self._lock:
+            last = self.aggregator.flush()
+            if last is not None:
+                self._closed.append(last)
+        self.tick()
+
+    # -- worker ------------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.config.tick_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self.tick()
+            except Exception:  # the worker must survive anything; the outbox keeps the data
+                log.exception("telemetry tick failed")
+
+    def tick(self) -> int:
+        """Close a timed-out window, turn closed windows into outbox messages, expire old ones, and
+        drain the outbox if connected. Returns the number of messages delivered."""
+        with self._tick_lock:
+            with self._lock:
+                due = self.aggregator.poll()
+                if due is not None:
+                    self._closed.append(due)
+                closed, self._closed = self._closed, []
+            for i, raw in enumerate(closed):
+                try:
+                    self._finalize(raw)
+                except OutboxError:
+                    log.exception("outbox refused a window; its frames are kept for the next one")
+                    with self._lock:
+                        self._closed[:0] = closed[i + 1 :]
+                    break
+            for old in self.min_frames.expire(self.clock(), self.config.pending_max_age_s):
+                self.windows_suppressed += 1
+                log.info(
+                    "suppressed a %d-frame window of %s v%d (below k)", old.frames, old.model.name, old.model.version
+                )
+                self.outbox.set_state(STATE_PENDING, self._pending_state())
+            self.outbox.expire()
+            if self.pump is not None and self.link is not None and self.link.connected:
+                return self.pump.drain()
+            return 0
+
+    def _finalize(self, raw: RawWindow) -> None:
+        errors, drops = self._counts()
+        raw.errors += max(0, errors - self._last_counts[0])
+        raw.drops += max(0, drops - self._last_counts[1])
+        self._last_counts = (errors, drops)
+        ready = self.min_frames.offer(raw)
+        if ready is None:
+            self.outbox.set_state(STATE_PENDING, self._pending_state())
+            return
+        released = self.noise.apply(ready) if self.noise is not None else ready
+        try:
+            window = build_window(
+                released,
+                key=uuid.uuid4().hex,
+                device=self._pseudonym,
+                group=self.group,
+                ctx=self._contexts.get(raw.model.sha256),
+                calibrator=self.calibrator,
+                outbox_dropped=self.outbox.dropped("telemetry"),
+                noise_epsilon=self.noise.epsilon if self.noise is not None else None,
+            )
+            payload = window.encode()
+        except EdgeAgentError:
+            log.exception("window of %s v%d could not be encoded; dropped", raw.model.name, raw.model.version)
+            self.outbox.set_state(STATE_PENDING, self._pending_state())
+            return
+        self.alarm.observe(window)
+        try:
+            self.outbox.put(
+                self.topics.device_telemetry(self._device),
+                payload,
+                kind="telemetry",
+                key=window.key,
+                state={STATE_PENDING: self._pending_state(), STATE_ALARM: json.dumps(self.alarm.to_state()).encode()},
+            )
+        except OutboxError:
+            # keep the frames: they go out merged into the next window of this model
+            held = self.min_frames.pending.get(ready.model.sha256)
+            self.min_frames.pending[ready.model.sha256] = ready.merge(held) if held is not None else ready
+            raise
+        self.windows_sent += 1
+
+    # -- helpers -----------------------------------------------------------------------------------------
+    def _learn_context(self, sha: str) -> DriftContext | None:
+        agent = self._agent
+        model = agent.current_model if agent is not None else None
+        if model is None or model.manifest.artifact.sha256 != sha:
+            return None
+        ctx = DriftContext(reference=model.manifest.reference, labels=tuple(model.manifest.labels))
+        self._contexts[sha] = ctx
+        return ctx
+
+    def _counts(self) -> tuple[int, int]:
+        if self._agent is None:
+            return (0, 0)
+        try:
+            snap = self._agent.counters()
+        except Exception:
+            log.exception("agent counters unavailable")
+            return self._last_counts
+        return _counter(snap, ERROR_COUNTERS), _counter(snap, DROP_COUNTERS)
+
+    def _local_event(self, kind: str, payload: dict[str, object]) -> None:
+        if self._agent is not None:
+            self._agent.local_event(kind, payload)
+
+    def _pending_state(self) -> bytes:
+        return json.dumps(self.min_frames.to_state()).encode()
+
+    def _restore(self) -> None:
+        for name, apply in ((STATE_PENDING, self.min_frames.restore), (STATE_ALARM, self.alarm.restore)):
+            raw = self.outbox.get_state(name)
+            if raw is None:
+                continue
+            try:
+                data: Any = json.loads(raw)
+                apply(data)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                log.warning("ignoring unreadable telemetry state %s: %s", name, exc)
