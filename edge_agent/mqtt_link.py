@@ -275,7 +275,7 @@ class MqttLink:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self.stats.received += 1
         with self._lock:
-            subs = [s for f, s in self._subs.items() if mqtt.topic_matches_sub(f, msg.topic)]
+            subs = [s for f, s in self._subs.items() if filter_matches(f, msg.topic)]
         for sub in subs:
             try:
                 sub.handler(msg.topic, bytes(msg.payload), bool(msg.retain))
@@ -293,6 +293,16 @@ class MqttLink:
             log.warning("broker refused publish mid=%d: %s", mid, reason_code)
         if ev is not None:
             ev.set()
+
+
+def filter_matches(topic_filter: str, topic: str) -> bool:
+    """MQTT filter matching that also understands MQTT 5 shared subscriptions: messages of
+    ``$share/<group>/<filter>`` arrive with the plain topic, so match them against ``<filter>``."""
+    if topic_filter.startswith("$share/"):
+        parts = topic_filter.split("/", 2)
+        if len(parts) == 3:
+            topic_filter = parts[2]
+    return bool(mqtt.topic_matches_sub(topic_filter, topic))
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
