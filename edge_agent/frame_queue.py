@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from enum import Enum
+from enum import StrEnum
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
 
-class Policy(str, Enum):
+class Policy(StrEnum):
     DROP_OLDEST = "drop_oldest"
     BLOCK = "block"
 
@@ -46,10 +46,10 @@ class FrameQueue(Generic[T]):
                 if self.policy is Policy.DROP_OLDEST:
                     self._items.popleft()
                     self.dropped += 1
-                elif not self._cond.wait_for(lambda: self._closed or len(self._items) < self.maxsize, timeout):
-                    return False
-                elif self._closed:
-                    return False
+                else:
+                    room = self._cond.wait_for(lambda: self._closed or len(self._items) < self.maxsize, timeout)
+                    if not room or self._closed:
+                        return False
             self._items.append(item)
             self.put_count += 1
             self._cond.notify_all()

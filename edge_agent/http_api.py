@@ -28,6 +28,17 @@ from firmware_configs.schema import ApiSection
 
 log = logging.getLogger(__name__)
 
+#: An oversized body up to this much beyond the limit is read and discarded before answering 413.
+_DRAIN_LIMIT = 1024 * 1024
+
+
+def _discard(stream: Any, n: int) -> None:
+    while n > 0:
+        chunk = stream.read(min(n, 65536))
+        if not chunk:
+            return
+        n -= len(chunk)
+
 
 class ApiHost(Protocol):
     """What the API needs from the agent."""
@@ -51,8 +62,8 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        log.debug("api %s: " + format, self.client_address[0], *args)
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("api %s: %s", self.client_address[0], format % args)
 
     def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
         self.send_response(code)
@@ -89,7 +100,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(411, {"error": "Content-Length is required"})
             return
         if length < 0 or length > api.max_body_bytes:
-            self.close_connection = True  # do not read an oversized body
+            self.close_connection = True
+            if 0 < length <= api.max_body_bytes + _DRAIN_LIMIT:
+                _discard(self.rfile, length)  # so the client reads our answer instead of a reset
             self._json(413, {"error": f"body of {length} bytes exceeds the limit of {api.max_body_bytes}"})
             return
         body = self.rfile.read(length)

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 NO_MODEL_REMINDER_S = 60.0
 
 
-class AgentState(str, Enum):
+class AgentState(StrEnum):
     CREATED = "CREATED"
     STARTING = "STARTING"
     NO_MODEL = "NO_MODEL"
@@ -286,6 +286,7 @@ class Agent:
         with self._stop_lock:
             if self.state in (AgentState.STOPPED, AgentState.FAILED) and self._done.is_set():
                 return
+            self.reader.stop()  # joins the reader, so its last camera event reaches the sinks
             failed = self.reader.machine.state is SourceState.FAILED
             for p in self.plugins:
                 try:

@@ -16,12 +16,12 @@ The reader (``edge_agent.sources``) performs the I/O and feeds the events in.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from edge_agent.errors import SourceError
 
 
-class SourceState(str, Enum):
+class SourceState(StrEnum):
     IDLE = "IDLE"
     CONNECTING = "CONNECTING"
     STREAMING = "STREAMING"

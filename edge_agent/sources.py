@@ -69,7 +69,12 @@ class OpenCvCapture:
 
     def open(self) -> None:
         s = self.section
-        timeouts = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, s.open_timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, s.read_timeout_ms]
+        timeouts = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            s.open_timeout_ms,
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            s.read_timeout_ms,
+        ]
         if s.kind == "usb":
             assert s.index is not None
             cap = cv2.VideoCapture(s.index, cv2.CAP_ANY)
@@ -233,6 +238,7 @@ class SourceReader:
         self.max_fps = max_fps
         self.on_state = on_state
         self.frames_read = 0
+        self._next_id = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -317,9 +323,11 @@ class SourceReader:
 
     def _deliver(self, got: tuple[np.ndarray, str]) -> None:
         img, ref = got
-        frame = Frame(self.frames_read, img, time.time(), ref)
-        self.frames_read += 1
-        # The block policy waits for room; poll so that stop() is honoured while waiting.
+        frame = Frame(self._next_id, img, time.time(), ref)
+        self._next_id += 1
+        # The block policy waits for room; poll so that stop() is honoured while waiting. A frame
+        # read while stopping is not counted as read: every counted frame is inspected or dropped.
         while not self.queue.put(frame, timeout=0.2):
             if self.queue.closed or self._stop.is_set():
                 return
+        self.frames_read += 1

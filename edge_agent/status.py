@@ -184,15 +184,19 @@ def prometheus_text(status: dict[str, Any]) -> str:
     d.lines.append(f"edgeline_inference_seconds_sum{_labels({'device': dev})} {lat.get('sum_ms', 0.0) / 1000.0!r}")
     d.lines.append(f"edgeline_inference_seconds_count{_labels({'device': dev})} {lat.get('count', 0)}")
     camera = status.get("camera", {})
+    d.metric("edgeline_camera_reconnects_total", "counter", "Camera losses.", [({}, camera.get("reconnects", 0))])
     d.metric(
-        "edgeline_camera_reconnects_total", "counter", "Camera losses.", [({}, camera.get("reconnects", 0))]
+        "edgeline_camera_state",
+        "gauge",
+        "Current camera state (1 for the current one).",
+        [({"state": camera.get("state", "IDLE")}, 1)],
     )
-    d.metric("edgeline_camera_state", "gauge", "Current camera state (1 for the current one).", [
-        ({"state": camera.get("state", "IDLE")}, 1)
-    ])
-    d.metric("edgeline_agent_state", "gauge", "Current agent state (1 for the current one).", [
-        ({"state": status.get("state", "")}, 1)
-    ])
+    d.metric(
+        "edgeline_agent_state",
+        "gauge",
+        "Current agent state (1 for the current one).",
+        [({"state": status.get("state", "")}, 1)],
+    )
     model = status.get("model")
     if model:
         d.metric(
@@ -201,5 +205,7 @@ def prometheus_text(status: dict[str, Any]) -> str:
             "The model serving now.",
             [({"name": model["name"], "version": model["version"], "sha256": model["sha256"]}, 1)],
         )
-    d.metric("edgeline_uptime_seconds", "gauge", "Seconds since the agent started.", [({}, status.get("uptime_s", 0.0))])
+    d.metric(
+        "edgeline_uptime_seconds", "gauge", "Seconds since the agent started.", [({}, status.get("uptime_s", 0.0))]
+    )
     return "\n".join(d.lines) + "\n"

@@ -144,6 +144,8 @@ class MqttSinkSection(SinkCommon):
     topic_prefix: str = Field(default="line", pattern=SEGMENT_PATTERN)
     qos: int = Field(default=0, ge=0, le=1)
     protocol: Literal["5", "3.1.1"] = "3.1.1"
+    #: at start-up, hold the first records this long for the first connection (on the sink's thread)
+    connect_wait_s: float = Field(default=3.0, ge=0.0, le=60.0)
     username: str | None = None
     password_file: str | None = None
 

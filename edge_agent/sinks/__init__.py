@@ -61,7 +61,7 @@ def build_sinks(section: SinksSection, device_id: str) -> list[SinkWorker]:
                 clean_start=True,
                 reconnect_max_s=5.0,
             )
-            sink = MqttSink(settings, device_id, prefix=m.topic_prefix, qos=m.qos)
+            sink = MqttSink(settings, device_id, prefix=m.topic_prefix, qos=m.qos, connect_wait_s=m.connect_wait_s)
             workers.append(SinkWorker(sink, queue_size=m.queue_size, include=m.include, events=m.events))
         if section.webhook is not None and section.webhook.enabled:
             w = section.webhook

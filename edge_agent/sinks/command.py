@@ -3,6 +3,7 @@ running and feed it one JSON line per record. A failing or hanging command is th
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 from collections.abc import Sequence
@@ -66,10 +67,8 @@ class CommandSink:
         if proc is None:
             return
         if proc.stdin is not None:
-            try:
+            with contextlib.suppress(OSError):
                 proc.stdin.close()
-            except OSError:
-                pass
         try:
             proc.wait(self.timeout_s)
         except subprocess.TimeoutExpired:

@@ -1,0 +1,159 @@
+"""Helpers for the agent tests: a loopback MJPEG camera, video and folder writers, config builders,
+and a plugin that records every result in order."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge_agent.plugins import AgentHandle, FrameResult
+from firmware_configs.loader import parse_config
+from firmware_configs.schema import DeviceConfig
+
+
+def write_video(path: Path, frames: Sequence[np.ndarray], fourcc: str = "MJPG", fps: float = 25.0) -> Path:
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
+    assert writer.isOpened(), f"OpenCV cannot write {fourcc} to {path}"
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    return path
+
+
+def write_folder(folder: Path, frames: Sequence[np.ndarray]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, f in enumerate(frames):
+        assert cv2.imwrite(str(folder / f"img_{i:04d}.png"), f)
+    return folder
+
+
+def make_config(tmp: Path, source: dict[str, Any], **sections: Any) -> DeviceConfig:
+    doc: dict[str, Any] = {
+        "device": {"id": "dev-1", "groups": ["line-1"]},
+        "source": source,
+        "sinks": {"jsonl": {"path": str(tmp / "verdicts.jsonl")}},
+        "status": {"path": str(tmp / "status.json"), "interval_s": 0.2},
+        "cloud": {"enabled": False},
+        "telemetry": {"enabled": False},
+    }
+    doc.update(sections)
+    return parse_config(doc, "test")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+
+
+def verdicts(path: Path) -> list[dict[str, Any]]:
+    return [r for r in read_jsonl(path) if r["type"] == "verdict"]
+
+
+def events(path: Path, kind: str | None = None) -> list[dict[str, Any]]:
+    return [r for r in read_jsonl(path) if r["type"] == "event" and (kind is None or r["kind"] == kind)]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+class Recorder:
+    """A plugin that keeps (frame_id, model version, verdict) of every result, in order."""
+
+    name = "recorder"
+
+    def __init__(self, on_result: Callable[[FrameResult], None] | None = None) -> None:
+        self.results: list[FrameResult] = []
+        self.started = False
+        self.stopped = False
+        self.agent: AgentHandle | None = None
+        self._hook = on_result
+
+    def start(self, agent: AgentHandle) -> None:
+        self.started = True
+        self.agent = agent
+
+    def on_result(self, result: FrameResult) -> None:
+        self.results.append(result)
+        if self._hook is not None:
+            self._hook(result)
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+class MjpegCamera:
+    """An HTTP MJPEG camera on 127.0.0.1 (multipart/x-mixed-replace), served by the test itself.
+    ``stop()`` kills it (open streams end, new connections are refused); ``start()`` brings it back on
+    the same port."""
+
+    def __init__(self, frames: Sequence[np.ndarray], fps: float = 60.0) -> None:
+        self.jpegs = [cv2.imencode(".jpg", f)[1].tobytes() for f in frames]
+        self.fps = fps
+        self.port = _free_port()
+        self.served = 0
+        self._server: ThreadingHTTPServer | None = None
+        self._alive = threading.Event()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/stream.mjpg"
+
+    def start(self) -> None:
+        cam = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                i = 0
+                try:
+                    while cam._alive.is_set():
+                        jpg = cam.jpegs[i % len(cam.jpegs)]
+                        head = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpg)
+                        self.wfile.write(head + jpg + b"\r\n")
+                        cam.served += 1
+                        i += 1
+                        time.sleep(1.0 / cam.fps)
+                except OSError:
+                    pass
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        server.daemon_threads = True
+        self._server = server
+        self._alive.set()
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._alive.clear()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
