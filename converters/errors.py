@@ -20,7 +20,12 @@ class ConversionError(ConverterError):
 
 
 class GateFailed(ConverterError):
-    """The quality gate refused the model; the message names the figure and the margin."""
+    """The quality gate refused the model; the message names the figure and the margin.
+    ``attempts`` holds the figures of every quantization tried."""
+
+    def __init__(self, message: str, *, attempts: list[dict[str, object]] | None = None) -> None:
+        super().__init__(message)
+        self.attempts = list(attempts or [])
 
 
 class SigningKeyError(ConverterError):
