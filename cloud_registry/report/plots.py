@@ -45,7 +45,7 @@ def to_svg(fig: Any) -> str:
 
 def confusion(labels: Sequence[str], matrix: Sequence[Sequence[int]], title: str) -> str:
     m = np.asarray(matrix, dtype=float)
-    fig, ax = plt.subplots(figsize=(3.4, 3.0))
+    fig, ax = plt.subplots(figsize=(3.0, 2.8))
     row = m.sum(axis=1, keepdims=True)
     frac = np.divide(m, row, out=np.zeros_like(m), where=row > 0)
     ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
@@ -79,14 +79,14 @@ def histograms(name: str, edges: Sequence[float], series: dict[str, Sequence[flo
 
 def drift_over_time(series: dict[str, tuple[Sequence[float], Sequence[float]]], threshold: float | None) -> str:
     """Drift score over time, one line per device; ``series[device] = (t_seconds, score)``."""
-    fig, ax = plt.subplots(figsize=(7.2, 2.6))
+    fig, ax = plt.subplots(figsize=(10.5, 2.8))
     for k, (device, (t, score)) in enumerate(sorted(series.items())):
         ax.plot(t, score, marker="o", ms=3, lw=1.6, color=PALETTE[k % len(PALETTE)], label=device)
     if threshold is not None:
         ax.axhline(threshold, color=RED, lw=1, ls="--", label=f"alarm threshold {threshold:g}")
     ax.set_xlabel("seconds since start")
     ax.set_ylabel("drift score")
-    ax.legend(frameon=False, fontsize=8, ncol=4)
+    ax.legend(frameon=False, fontsize=8, ncol=6, loc="lower left", bbox_to_anchor=(0.0, 1.02))
     return to_svg(fig)
 
 
@@ -102,7 +102,7 @@ def timeline(rows: Sequence[dict[str, Any]], devices: Sequence[str]) -> str:
         "rejected": RED,
         "rolled_back": RED,
     }
-    fig, ax = plt.subplots(figsize=(7.2, 0.5 + 0.45 * max(1, len(devices))))
+    fig, ax = plt.subplots(figsize=(10.5, 0.6 + 0.45 * max(1, len(devices))))
     index = {d: i for i, d in enumerate(devices)}
     for r in rows:
         y = index.get(str(r.get("device")))
