@@ -15,7 +15,11 @@ from cloud_registry.security.certs import CertKind
 from cloud_registry.security.errors import SecurityError
 from cloud_registry.security.pki import Pki
 from edge_agent.fsutil import write_atomic
-from edge_agent.mqtt_link import LinkSettings, TlsSettings
+from edge_agent.mqtt_link import LinkSettings, TlsSettings, wait_until
+
+_RELOAD_MARK = "Reloading config."
+#: Mosquitto logs its reloads at the "information" level
+_RELOAD_LOGGING = "log_type information\n"
 
 
 def locked_broker(spec: BrokerSpec, workdir: Path) -> MosquittoBroker:
@@ -26,17 +30,33 @@ def locked_broker(spec: BrokerSpec, workdir: Path) -> MosquittoBroker:
         Path(workdir),
         port=spec.port,
         host=_connect_host(spec.bind),
-        extra_config=render_security(spec),
+        extra_config=render_security(spec) + _RELOAD_LOGGING,
         default_listener=False,
     )
 
 
-def apply_spec(broker: MosquittoBroker, spec: BrokerSpec) -> None:
-    """Re-render ACL and security section for a running broker and reload it (SIGHUP). Listener and TLS
-    file changes need a restart; ACL, password file and CRL are re-read on reload."""
+def apply_spec(broker: MosquittoBroker, spec: BrokerSpec, timeout: float = 10.0) -> None:
+    """Re-render ACL and security section for a running broker and reload it. Mosquitto 2.0.11 re-reads the
+    ACL, the password file, the CRL and the certificates on reload; a listener change needs a restart."""
     write_atomic(Path(spec.acl_file), render_acl(spec).encode(), mode=0o640)
-    broker.extra_config = render_security(spec)
+    broker.extra_config = render_security(spec) + _RELOAD_LOGGING
+    reload_and_wait(broker, timeout)
+
+
+def reload_and_wait(broker: MosquittoBroker, timeout: float = 10.0) -> None:
+    """SIGHUP the broker and wait until its log shows the reload. Mosquitto's event loop is single-threaded,
+    so any connection it handles after that line is judged by the new ACL, passwords and CRL."""
+    before = _log_text(broker).count(_RELOAD_MARK)
     broker.reload()
+    if not wait_until(lambda: _log_text(broker).count(_RELOAD_MARK) > before, timeout):
+        raise SecurityError(f"the broker did not log a reload within {timeout}s (is log_type notice on?)")
+
+
+def _log_text(broker: MosquittoBroker) -> str:
+    try:
+        return broker.log_path.read_text("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
 
 
 def _connect_host(bind: str) -> str:
@@ -66,11 +86,10 @@ def client_settings(
     if spec.auth == "mtls":
         if pki is None:
             raise SecurityError("mTLS needs the PKI directory holding the identity's certificate")
-        kind: CertKind = "registry"
-        if identity in {d.id for d in spec.devices}:
-            kind = "device"
-        elif identity in spec.observers:
-            kind = "observer"
+        kinds: tuple[CertKind, ...] = ("device", "registry", "observer")
+        kind = next((k for k in kinds if pki.cert_path(k, identity).exists()), None)
+        if kind is None:
+            raise SecurityError(f"no client certificate for {identity!r} in {pki.directory}")
         cert_file, key_file = str(pki.cert_path(kind, identity)), str(pki.key_path(kind, identity))
         username = None
     else:
