@@ -20,9 +20,14 @@ class CloudSection(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
     protocol: Literal["5", "3.1.1"] = "5"
-    topic_root: str = "edgeline"
-    fleet: str = "default"
+    topic_root: str = Field(default="edgeline", pattern=r"^[A-Za-z0-9_.\-]{1,128}$")
+    fleet: str = Field(default="default", pattern=r"^[A-Za-z0-9_.\-]{1,128}$")
     username: str | None = None
     password_file: str | None = None
     tls: TlsSection | None = None
+    #: the retained state is re-published this often; the fleet view marks a device offline after 3 missed
     heartbeat_s: float = Field(default=30.0, gt=0)
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    #: how long the broker keeps this device's session (and queued QoS 1 messages) while it is away
+    session_expiry_s: int = Field(default=7 * 86400, ge=0)
+    reconnect_max_s: float = Field(default=10.0, gt=0, le=3600)

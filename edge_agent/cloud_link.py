@@ -1,0 +1,195 @@
+"""The device's connection to the fleet broker: one small class the updater and telemetry share.
+
+* On every connect it publishes its **birth**: the retained :class:`DeviceState` (hardware class,
+  agent version, groups, current model, slot, updater state, health, last event and error).
+* The **Last Will** (retained, QoS 1) is the same state with ``online=False``: when the device
+  vanishes, the broker tells the fleet, and the retained message still says which model it ran.
+* A **heartbeat** republishes the state every ``heartbeat_s``; the fleet view marks a device offline
+  after three missed heartbeats even if no Will arrived (a half-open TCP connection).
+* It subscribes to the device's desired topic, its groups' desired topics and the revocation list.
+
+A clean :meth:`stop` publishes ``online=False`` itself (a clean disconnect does not fire the Will).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_agent import __version__
+from edge_agent.errors import TransportError
+from edge_agent.mqtt_link import LinkSettings, MqttLink, TlsSettings, Will
+from edge_agent.protocol.delivery import DeviceEvent, DeviceState
+from edge_agent.protocol.topics import Topics
+from firmware_configs.cloud_section import CloudSection
+
+log = logging.getLogger(__name__)
+
+MessageHandler = Callable[[str, bytes, bool], None]
+
+
+@dataclass(frozen=True)
+class DeviceIdentity:
+    device_id: str
+    hardware_class: str = "generic"
+    groups: tuple[str, ...] = ()
+    agent_version: str = __version__
+
+
+def link_settings(cloud: CloudSection, identity: DeviceIdentity, will: Will | None) -> LinkSettings:
+    password = None
+    if cloud.password_file:
+        try:
+            password = Path(cloud.password_file).read_text("utf-8").strip()
+        except OSError as exc:
+            raise TransportError(f"cannot read password file {cloud.password_file}: {exc.strerror}") from exc
+    tls = None
+    if cloud.tls is not None:
+        tls = TlsSettings(ca_file=cloud.tls.ca_file, cert_file=cloud.tls.cert_file, key_file=cloud.tls.key_file)
+    return LinkSettings(
+        host=cloud.host,
+        port=cloud.port,
+        client_id=f"edgeline-dev-{identity.device_id}",
+        username=cloud.username,
+        password=password,
+        tls=tls,
+        protocol=cloud.protocol,
+        keepalive=cloud.keepalive_s,
+        clean_start=False,
+        session_expiry_s=cloud.session_expiry_s,
+        reconnect_max_s=cloud.reconnect_max_s,
+        will=will,
+    )
+
+
+class CloudLink:
+    def __init__(self, cloud: CloudSection, identity: DeviceIdentity) -> None:
+        self.cloud = cloud
+        self.identity = identity
+        self.topics = Topics(cloud.topic_root, cloud.fleet)
+        self._lock = threading.Lock()
+        self._state = DeviceState(
+            device_id=identity.device_id,
+            online=True,
+            ts=time.time(),
+            heartbeat_s=cloud.heartbeat_s,
+            hardware_class=identity.hardware_class,
+            groups=identity.groups,
+            agent_version=identity.agent_version,
+        )
+        self.link = MqttLink(link_settings(cloud, identity, self._will(self._state)))
+        self.link.on_connect(self._on_connect)
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Connect in the background (reconnecting forever) and start the heartbeat."""
+        self._stop.clear()
+        self.link.start()
+        if self._heartbeat is None:
+            self._heartbeat = threading.Thread(target=self._beat, name="edgeline-heartbeat", daemon=True)
+            self._heartbeat.start()
+
+    def connect(self, timeout: float = 10.0) -> None:
+        self.start()
+        if not self.link.wait_connected(timeout):
+            raise TransportError(f"fleet broker {self.cloud.host}:{self.cloud.port} not reached within {timeout}s")
+
+    def stop(self) -> None:
+        """Say goodbye (retained offline state) and disconnect cleanly."""
+        self._stop.set()
+        if self.link.connected:
+            try:
+                self.link.publish_sync(
+                    self.topics.device_state(self.identity.device_id), self._offline_bytes(), 1, True, 2.0
+                )
+            except TransportError as exc:
+                log.debug("could not publish offline state: %s", exc)
+        self.link.stop()
+        if self._heartbeat is not None:
+            self._heartbeat.join(2.0)
+            self._heartbeat = None
+
+    @property
+    def connected(self) -> bool:
+        return self.link.connected
+
+    def on_connect(self, listener: Callable[[bool], None]) -> None:
+        self.link.on_connect(listener)
+
+    # -- state ----------------------------------------------------------------------------------
+    @property
+    def state(self) -> DeviceState:
+        with self._lock:
+            return self._state
+
+    def update_state(self, **changes: Any) -> DeviceState:
+        """Merge ``changes`` into the retained state and publish it (when connected)."""
+        with self._lock:
+            data = self._state.model_dump(by_alias=False)
+            data.update(changes)
+            data["ts"] = time.time()
+            self._state = DeviceState.model_validate(data)
+            state = self._state
+        self.link.set_will(self._will(state))
+        self._publish_state(state)
+        return state
+
+    def _will(self, state: DeviceState) -> Will:
+        return Will(self.topics.device_state(self.identity.device_id), self._offline_bytes(state), qos=1, retain=True)
+
+    def _offline_bytes(self, state: DeviceState | None = None) -> bytes:
+        s = state or self.state
+        return s.model_copy(update={"online": False, "ts": time.time()}).to_bytes()
+
+    def _publish_state(self, state: DeviceState) -> None:
+        if not self.link.connected:
+            return
+        try:
+            self.link.publish(self.topics.device_state(self.identity.device_id), state.to_bytes(), 1, True)
+        except TransportError as exc:
+            log.debug("state not published: %s", exc)
+
+    def _on_connect(self, session_present: bool) -> None:
+        with self._lock:
+            self._state = self._state.model_copy(update={"online": True, "ts": time.time()})
+            state = self._state
+        self._publish_state(state)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.cloud.heartbeat_s):
+            with self._lock:
+                self._state = self._state.model_copy(update={"ts": time.time()})
+                state = self._state
+            self._publish_state(state)
+
+    # -- messages -------------------------------------------------------------------------------
+    def send_event(self, event: DeviceEvent) -> None:
+        """Publish an updater event at QoS 1. Raises :class:`TransportError` when offline."""
+        self.link.publish(self.topics.device_events(self.identity.device_id), event.to_bytes(), 1, False)
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> int:
+        return self.link.publish(topic, payload, qos, retain)
+
+    def subscribe(self, topic_filter: str, handler: MessageHandler, qos: int = 1) -> None:
+        self.link.subscribe(topic_filter, handler, qos)
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        self.link.unsubscribe(topic_filter)
+
+    def desired_topics(self) -> list[str]:
+        t = self.topics
+        return [t.device_desired(self.identity.device_id), *(t.group_desired(g) for g in self.identity.groups)]
+
+    def subscribe_desired(self, handler: MessageHandler) -> None:
+        for topic in self.desired_topics():
+            self.subscribe(topic, handler, 1)
+
+    def subscribe_revocations(self, handler: MessageHandler) -> None:
+        self.subscribe(self.topics.trust_revocations(), handler, 1)

@@ -1,0 +1,45 @@
+"""What the updater needs from the device's cloud connection (``CloudLink`` provides it), and the
+trust store with the revocations the device has accepted so far."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from edge_agent.errors import EdgeAgentError
+from edge_agent.protocol.canonical import parse_json
+from edge_agent.protocol.delivery import DeviceState
+from edge_agent.protocol.signing import TrustStore
+from edge_agent.protocol.topics import Topics
+from edge_agent.updater.slots import SlotDisk
+
+log = logging.getLogger(__name__)
+
+MessageHandler = Callable[[str, bytes, bool], None]
+
+
+class UpdaterLink(Protocol):
+    @property
+    def topics(self) -> Topics: ...
+
+    def subscribe(self, topic_filter: str, handler: MessageHandler, qos: int = 1) -> None: ...
+    def unsubscribe(self, topic_filter: str) -> None: ...
+    def subscribe_desired(self, handler: MessageHandler) -> None: ...
+    def subscribe_revocations(self, handler: MessageHandler) -> None: ...
+    def update_state(self, **changes: Any) -> DeviceState: ...
+
+
+def load_trust(trust_file: Path, disk: SlotDisk) -> TrustStore:
+    """The configured trust store plus the newest revocation list accepted from the fleet."""
+    store = TrustStore.load(trust_file)
+    path = disk.revocations_path
+    if path.exists():
+        try:
+            data = parse_json(path.read_bytes(), max_bytes=1024 * 1024)
+            if isinstance(data, dict):
+                store.apply_revocations(data)
+        except (EdgeAgentError, OSError) as exc:
+            log.warning("ignoring unreadable %s: %s", path, exc)
+    return store

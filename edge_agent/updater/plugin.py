@@ -1,0 +1,499 @@
+"""The updater as an :class:`~edge_agent.plugins.AgentPlugin`: the I/O driver around the pure machine.
+
+One worker thread owns the :class:`~edge_agent.updater.machine.Record`; MQTT handlers and the
+inference thread only put commands on its queue (or feed the trial). After every transition the
+record is persisted atomically, the retained device state is updated and an event is published.
+The committed model keeps serving until the new one has loaded and passed its self-test; a failed
+trial re-activates it. Nothing here raises into the inspection loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edge_agent.bundle import open_bundle, sha256_file
+from edge_agent.errors import EdgeAgentError, ProtocolError, SelfTestError, UpdateRejected
+from edge_agent.fsutil import free_bytes
+from edge_agent.model import LoadedModel
+from edge_agent.plugins import AgentHandle, FrameResult
+from edge_agent.protocol.delivery import DeviceEvent, EventKind, ModelRef, Reason, parse_desired
+from edge_agent.protocol.delivery import UpdaterState as S
+from edge_agent.protocol.manifest import Manifest
+from edge_agent.protocol.signing import Envelope, TrustStore
+from edge_agent.updater import machine as m
+from edge_agent.updater.checks import verify_offer
+from edge_agent.updater.download import ChunkDownload
+from edge_agent.updater.events import EventPublisher
+from edge_agent.updater.link import UpdaterLink, load_trust
+from edge_agent.updater.slots import SlotDisk
+from edge_agent.updater.trial import Trial, TrialSpec
+from firmware_configs.updater_section import UpdaterSection
+
+log = logging.getLogger(__name__)
+
+
+class UpdaterPlugin:
+    name = "updater"
+
+    def __init__(
+        self,
+        config: UpdaterSection,
+        identity: m.Identity,
+        link: UpdaterLink,
+        events: EventPublisher,
+        *,
+        trust: TrustStore | None = None,
+        clock: Callable[[], float] = time.time,
+        threads: int = 1,
+    ) -> None:
+        self.cfg = config
+        self.me = identity
+        self.link = link
+        self.events = events
+        self.clock = clock
+        self.threads = threads
+        self.disk = SlotDisk(Path(config.state_dir))
+        self.trust = trust if trust is not None else load_trust(Path(config.trust_file), self.disk)
+        self.limits = m.Limits(config.max_artifact_bytes, config.min_free_bytes)
+        self.record = m.Record()
+        self.agent: AgentHandle | None = None
+        self._q: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._envelope: Envelope | None = None
+        self._manifest: Manifest | None = None
+        self._download: ChunkDownload | None = None
+        self._last_download: ChunkDownload | None = None
+        self._trial: Trial | None = None
+        self._previous: LoadedModel | None = None
+        self._deferred: tuple[bytes, bool] | None = None
+        self._refused: set[str] = set()
+        self._timings: dict[str, float] = {}
+        self._mark = time.monotonic()
+
+    # -- AgentPlugin ----------------------------------------------------------------------------
+    def start(self, agent: AgentHandle) -> None:
+        self.agent = agent
+        self.disk.prepare()
+        try:
+            rec = self.disk.load_record()
+        except EdgeAgentError as exc:
+            log.error("updater state unreadable, starting from the committed slot link: %s", exc)
+            rec = m.Record()
+        rec = self._adopt_initial(rec)
+        rec_before = rec
+        rec_after = m.recover(rec, self.clock())
+        self.record = rec_after.record
+        if self.record is not rec_before:
+            self.disk.save_record(self.record)
+        self._serve_committed()
+        if rec_after.rolled_back:
+            self.disk.clean_downloads()
+            self._emit(
+                EventKind.ROLLED_BACK, rec_before.pending, Reason.CRASHED, "the agent restarted during the trial"
+            )
+        self._report()
+        self.link.subscribe_desired(self._on_desired)
+        self.link.subscribe_revocations(self._on_revocations)
+        self._worker = threading.Thread(target=self._run, name="edgeline-updater", daemon=True)
+        self._worker.start()
+        if rec_after.resume != m.Resume.NOTHING:
+            self._q.put(("resume", rec_after.resume))
+
+    def on_result(self, result: FrameResult) -> None:
+        trial, pending = self._trial, self.record.pending
+        if trial is not None and pending is not None and result.model_sha256 == pending.sha256:
+            finite = bool((result.probabilities == result.probabilities).all()) and bool(
+                abs(result.probabilities).max(initial=0.0) < float("inf")
+            )
+            trial.add(result.verdict.latency_ms, finite)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._q.put(("stop",))
+        if self._worker is not None:
+            self._worker.join(10)
+        if self._download is not None:
+            self._download.cancel()
+
+    # -- inputs from other threads ------------------------------------------------------------
+    def _on_desired(self, topic: str, payload: bytes, retained: bool) -> None:
+        self._q.put(("desired", payload, retained))
+
+    def _on_revocations(self, topic: str, payload: bytes, retained: bool) -> None:
+        self._q.put(("revocations", payload))
+
+    @property
+    def state(self) -> S:
+        return self.record.state
+
+    @property
+    def download(self) -> ChunkDownload | None:
+        """The current (or last) download, for progress and statistics."""
+        return self._download or self._last_download
+
+    # -- worker ---------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                cmd = self._q.get(timeout=0.1)
+            except queue.Empty:
+                cmd = None
+            try:
+                if cmd is not None:
+                    if cmd[0] == "stop":
+                        return
+                    self._handle(cmd)
+                self._judge_trial()
+            except Exception:  # the updater must never take the agent down
+                log.exception("updater step failed")
+
+    def _handle(self, cmd: tuple[Any, ...]) -> None:
+        kind = cmd[0]
+        if kind == "desired":
+            self._offer(cmd[1], cmd[2])
+        elif kind == "revocations":
+            self._revocations(cmd[1])
+        elif kind == "resume":
+            self._resume(cmd[1])
+        elif kind == "downloaded" and self._is_current(cmd[1]):
+            self._verify()
+        elif kind == "download_failed" and self._is_current(cmd[1]):
+            self._reject(cmd[2], cmd[3])
+
+    def _is_current(self, sequence: int) -> bool:
+        return self.record.pending is not None and self.record.pending.sequence == sequence
+
+    # -- offer ----------------------------------------------------------------------------------
+    def _offer(self, payload: bytes, retained: bool) -> None:
+        now = self.clock()
+        try:
+            env = parse_desired(payload)
+        except ProtocolError as exc:
+            self._refuse_once(payload[:256].hex(), 0, Reason.BAD_MANIFEST, str(exc))
+            return
+        if env is None:
+            return  # cleared by the registry: nothing new to do
+        try:
+            manifest = verify_offer(env, self.trust, now)
+            m.check_target(manifest, self.me)
+            if m.check_sequence(self.record, manifest) == m.OfferOutcome.IGNORE:
+                return
+        except UpdateRejected as r:
+            seq = env.body.get("sequence", 0)
+            if r.reason == Reason.REPLAY and retained:
+                log.debug("ignoring stale retained deployment: %s", r)
+                return
+            self._refuse_once(env.signature.sig, seq if isinstance(seq, int) else 0, r.reason, r.detail)
+            return
+        if self.record.state == S.TRIAL:
+            self._deferred = (payload, retained)
+            return
+        if self.record.state in m.IN_FLIGHT:
+            self._reject(Reason.SUPERSEDED, f"deployment {manifest.sequence} replaced it")
+        rec = m.accept_sequence(self.record, manifest)
+        try:
+            outcome = m.check_policy(
+                rec, manifest, now=now, limits=self.limits, free_bytes=free_bytes(self.disk.state_dir)
+            )
+        except UpdateRejected as r:
+            self._commit_record(m.refused_offer(rec, manifest.sequence, r.reason, r.detail, now))
+            self._emit(EventKind.REJECTED, _pending_of(manifest), r.reason, r.detail, sequence=manifest.sequence)
+            return
+        if outcome == m.OfferOutcome.ALREADY_ACTIVE:
+            self._commit_record(m.already_active(rec, manifest, now))
+            self._emit(EventKind.COMMITTED, _pending_of(manifest), detail="already active", sequence=manifest.sequence)
+            return
+        self._envelope, self._manifest = env, manifest
+        self.disk.save_offer(manifest.artifact.sha256, env)
+        self._timings, self._mark = {}, time.monotonic()
+        self._transition(m.begin(rec, manifest, now), EventKind.DOWNLOADING)
+        self._start_download()
+
+    def _refuse_once(self, key: str, sequence: int, reason: str, detail: str) -> None:
+        if key in self._refused:
+            return
+        self._refused.add(key)
+        log.warning("update rejected: %s: %s", reason, detail)
+        self._commit_record(m.refused_offer(self.record, sequence, reason, detail, self.clock()))
+        self._emit(EventKind.REJECTED, None, reason, detail, sequence=sequence)
+
+    # -- download / verify / stage / load -------------------------------------------------------
+    def _resume(self, step: m.Resume) -> None:
+        p = self.record.pending
+        assert p is not None
+        try:
+            self._envelope = self.disk.load_offer(p.sha256)
+            self._manifest = verify_offer(self._envelope, self.trust, self.clock())
+        except (EdgeAgentError, OSError) as exc:
+            reason = exc.reason if isinstance(exc, UpdateRejected) else Reason.IO_ERROR
+            self._reject(reason, f"cannot resume: {exc}")
+            return
+        self._mark = time.monotonic()
+        if step == m.Resume.DOWNLOAD:
+            self._start_download()
+        elif step == m.Resume.STAGE:
+            self._verify()
+        else:
+            self._load()
+
+    def _start_download(self) -> None:
+        p, man = self.record.pending, self._manifest
+        assert p is not None and man is not None
+        part = self.disk.part_path(p.sha256)
+        if not part.exists() and (local := self.disk.find_local(p.sha256)) is not None:
+            self.disk.copy_into_part(local, part)
+        seq = p.sequence
+        try:
+            dl = ChunkDownload(
+                part=part,
+                artifact=man.artifact,
+                topics=self.link.topics,
+                sub=self.link,
+                window=self.cfg.chunk_window,
+                on_done=lambda: self._q.put(("downloaded", seq)),
+                on_fail=lambda reason, detail: self._q.put(("download_failed", seq, reason, detail)),
+                pause_after=self.cfg.faults.pause_after_chunks,
+                pause_s=self.cfg.faults.pause_s,
+            )
+            have = dl.scan()
+        except (ProtocolError, OSError) as exc:
+            self._reject(Reason.BAD_MANIFEST if isinstance(exc, ProtocolError) else Reason.IO_ERROR, str(exc))
+            return
+        self._download = self._last_download = dl
+        if have:
+            self._emit(EventKind.DOWNLOADING, p, detail="resumed", progress={"have": have, "total": dl.total})
+        dl.start()
+
+    def _verify(self) -> None:
+        p = self.record.pending
+        assert p is not None and self._envelope is not None
+        self._lap("download")
+        part = self.disk.part_path(p.sha256)
+        if self.record.state == S.DOWNLOADING:
+            size = part.stat().st_size if part.exists() else -1
+            if size != p.size:
+                self._reject(Reason.LENGTH_MISMATCH, f"artifact is {size} bytes, manifest says {p.size}")
+                return
+            if sha256_file(part) != p.sha256:
+                self._reject(Reason.HASH_MISMATCH, "artifact sha256 does not match the signed manifest")
+                return
+            self._lap("verify")
+            self._transition(m.verified(self.record, self.clock()), EventKind.VERIFIED)
+        try:
+            self.disk.stage(p.slot, part, p.filename, p.sha256, self._envelope)
+        except (EdgeAgentError, OSError) as exc:
+            self._reject(Reason.IO_ERROR, f"staging failed: {exc}")
+            return
+        self._lap("stage")
+        self._transition(m.staged(self.record, self.clock()), EventKind.STAGED)
+        self._load()
+
+    def _load(self) -> None:
+        p, man = self.record.pending, self._manifest
+        assert p is not None and man is not None and self.agent is not None
+        try:
+            model = LoadedModel.load(man, self.disk.slot_dir(p.slot) / p.filename, threads=self.threads)
+        except EdgeAgentError as exc:
+            self._reject(Reason.MODEL_LOAD, str(exc))
+            return
+        self._lap("load")
+        try:
+            model.self_test()
+        except SelfTestError as exc:
+            self._reject(Reason.NAN if "NaN" in str(exc) else Reason.SELFTEST, str(exc))
+            return
+        self._lap("selftest")
+        self._previous = self.agent.current_model
+        errors = _error_count(self.agent)
+        self.agent.activate(model)
+        spec = TrialSpec(
+            self.cfg.trial_frames, self.cfg.trial_timeout_s, self.cfg.trial_latency_budget_ms, self.cfg.trial_max_errors
+        )
+        self._trial = Trial(spec, time.monotonic(), errors)
+        self._transition(m.activated(self.record, self.clock()), EventKind.ACTIVATED)
+
+    # -- trial ----------------------------------------------------------------------------------
+    def _judge_trial(self) -> None:
+        trial = self._trial
+        if trial is None or self.record.state != S.TRIAL or self.agent is None:
+            return
+        verdict = trial.judge(time.monotonic(), _error_count(self.agent))
+        if verdict is None:
+            return
+        self._trial = None
+        self._lap("trial")
+        p = self.record.pending
+        assert p is not None
+        if verdict.passed:
+            self.disk.point_current(p.slot)
+            self._transition(
+                m.committed(self.record, self.clock()), EventKind.COMMITTED, pending=p, detail=verdict.detail
+            )
+        else:
+            if self._previous is not None:
+                self.agent.activate(self._previous)
+            log.warning("trial of %s v%d failed: %s", p.name, p.version, verdict.detail)
+            rec = m.rolled_back(self.record, verdict.reason, verdict.detail, self.clock())
+            self._transition(rec, EventKind.ROLLED_BACK, pending=p, reason=verdict.reason, detail=verdict.detail)
+        self._previous = None
+        self._download = None
+        self.disk.clean_downloads()
+        if self._deferred is not None:
+            payload, retained = self._deferred
+            self._deferred = None
+            self._offer(payload, retained)
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _reject(self, reason: str, detail: str) -> None:
+        p = self.record.pending
+        if p is None:
+            return
+        if self._download is not None:
+            self._download.cancel()
+            self._download = None
+        log.warning("update %s v%d rejected: %s: %s", p.name, p.version, reason, detail)
+        self.disk.part_path(p.sha256).unlink(missing_ok=True)
+        self._transition(
+            m.rejected(self.record, reason, detail, self.clock()),
+            EventKind.REJECTED,
+            pending=p,
+            reason=reason,
+            detail=detail,
+        )
+
+    def _transition(
+        self, rec: m.Record, kind: EventKind, *, pending: m.Pending | None = None, reason: str = "", detail: str = ""
+    ) -> None:
+        self._commit_record(rec)
+        timings = dict(self._timings) if kind in (EventKind.COMMITTED, EventKind.ROLLED_BACK) else {}
+        self._emit(kind, pending or rec.pending, reason, detail, timings=timings)
+        self._fault(rec.state)
+
+    def _commit_record(self, rec: m.Record) -> None:
+        self.disk.save_record(rec)
+        self.record = rec
+        self._report()
+
+    def _emit(
+        self,
+        kind: EventKind,
+        p: m.Pending | None,
+        reason: str = "",
+        detail: str = "",
+        *,
+        sequence: int | None = None,
+        timings: dict[str, float] | None = None,
+        progress: dict[str, int] | None = None,
+    ) -> None:
+        event = DeviceEvent(
+            device_id=self.me.device_id,
+            kind=kind,
+            state=self.record.state,
+            sequence=sequence if sequence is not None else (p.sequence if p else self.record.sequence),
+            model=p.ref() if p else None,
+            reason=str(reason),
+            detail=detail[:2000],
+            timings=timings or {},
+            progress=progress or {},
+        )
+        try:
+            self.events.publish_event(event)
+        except Exception:
+            log.exception("event publisher failed for %s", kind)
+
+    def _report(self) -> None:
+        model = self.agent.current_model if self.agent is not None else None
+        rec = self.record
+        ref = (
+            ModelRef(name=model.manifest.name, version=model.manifest.version, sha256=model.manifest.artifact.sha256)
+            if model
+            else None
+        )
+        serving = rec.pending.slot if rec.state == S.TRIAL and rec.pending else rec.active
+        self.link.update_state(
+            model=ref,
+            slot=serving if model else None,
+            updater=rec.state,
+            sequence=rec.sequence,
+            health="ok" if model else "no_model",
+            last_event=rec.last,
+            last_error=rec.last_error,
+        )
+
+    def _lap(self, phase: str) -> None:
+        now = time.monotonic()
+        self._timings[phase] = round(now - self._mark, 6)
+        self._mark = now
+
+    def _fault(self, state: S) -> None:
+        f = self.cfg.faults
+        if f.crash_at == state.value:
+            log.warning("fault injection: SIGKILL in state %s", state)
+            os.kill(os.getpid(), signal.SIGKILL)
+        if f.pause_at == state.value:
+            log.warning("fault injection: paused in state %s for %.0f s", state, f.pause_s)
+            self._stop.wait(f.pause_s)
+
+    def _revocations(self, payload: bytes) -> None:
+        try:
+            if self.trust.apply_revocations(_json_object(payload)):
+                self.disk.save_revocations(payload)
+                log.info("applied revocation list serial %d", self.trust.revocation_serial)
+        except EdgeAgentError as exc:
+            log.warning("revocation list refused: %s", exc)
+
+    # -- startup --------------------------------------------------------------------------------
+    def _adopt_initial(self, rec: m.Record) -> m.Record:
+        """First start with a record-less state dir: nothing committed yet."""
+        return rec
+
+    def _serve_committed(self) -> None:
+        """Make the committed slot the serving model (after a restart the agent may hold nothing,
+        or the bundle it was configured with)."""
+        assert self.agent is not None
+        info = self.record.active_info
+        current = self.agent.current_model
+        if info is None or (current is not None and current.manifest.artifact.sha256 == info.sha256):
+            return
+        slot_dir = self.disk.slot_dir(self.record.active)  # type: ignore[arg-type]
+        try:
+            bundle = open_bundle(slot_dir, self.trust, check_expiry=False)
+            model = LoadedModel.load(bundle.manifest, bundle.model_path, threads=self.threads)
+            model.self_test()
+        except EdgeAgentError as exc:
+            log.error("committed slot %s cannot serve: %s", self.record.active, exc)
+            return
+        self.agent.activate(model)
+
+
+def _pending_of(manifest: Manifest) -> m.Pending:
+    return m.Pending(
+        manifest.sequence, manifest.name, manifest.version, manifest.artifact.sha256, manifest.artifact.size, "A"
+    )
+
+
+def _error_count(agent: AgentHandle) -> int:
+    counters = agent.counters()
+    for key in ("errors", "inference_errors"):
+        value = counters.get(key)
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+def _json_object(payload: bytes) -> dict[str, Any]:
+    from edge_agent.protocol.canonical import parse_json
+
+    data = parse_json(payload, max_bytes=1024 * 1024)
+    if not isinstance(data, dict):
+        raise ProtocolError("revocation list is not a JSON object")
+    return data

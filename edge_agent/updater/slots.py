@@ -1,0 +1,158 @@
+"""The updater's disk: the persisted state record, the download area and the two model slots.
+
+    <state_dir>/updater.json           the Record, written atomically after every transition
+    <state_dir>/downloads/<sha>.part   an artifact being downloaded (chunks written in place)
+    <state_dir>/slots/A/, slots/B/     bundle directories: model file + manifest.json (signed envelope)
+    <state_dir>/slots/current          symlink to the committed slot, swapped atomically at commit
+    <state_dir>/revocations.json       the newest revocation list accepted from the fleet
+
+A slot is written only while it is not serving; the manifest goes last, so a half-staged slot is
+never a bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_agent.bundle import MANIFEST_FILE, sha256_file
+from edge_agent.errors import EdgeAgentError
+from edge_agent.fsutil import fsync_dir, write_atomic
+from edge_agent.protocol.delivery import envelope_bytes, parse_desired
+from edge_agent.protocol.signing import Envelope
+from edge_agent.updater.machine import Record, Slot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SlotDisk:
+    state_dir: Path
+
+    @property
+    def record_path(self) -> Path:
+        return self.state_dir / "updater.json"
+
+    @property
+    def downloads(self) -> Path:
+        return self.state_dir / "downloads"
+
+    @property
+    def slots(self) -> Path:
+        return self.state_dir / "slots"
+
+    @property
+    def current(self) -> Path:
+        return self.slots / "current"
+
+    @property
+    def revocations_path(self) -> Path:
+        return self.state_dir / "revocations.json"
+
+    def slot_dir(self, slot: Slot) -> Path:
+        return self.slots / slot
+
+    def part_path(self, sha256: str) -> Path:
+        return self.downloads / f"{sha256}.part"
+
+    def prepare(self) -> None:
+        for d in (self.downloads, self.slot_dir("A"), self.slot_dir("B")):
+            d.mkdir(parents=True, exist_ok=True)
+
+    # -- record ---------------------------------------------------------------------------------
+    def load_record(self) -> Record:
+        try:
+            raw = self.record_path.read_bytes()
+        except FileNotFoundError:
+            return Record()
+        except OSError as exc:
+            raise EdgeAgentError(f"cannot read {self.record_path}: {exc.strerror}") from exc
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise EdgeAgentError(f"{self.record_path} is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise EdgeAgentError(f"{self.record_path} does not hold an object")
+        return Record.from_dict(data)
+
+    def save_record(self, rec: Record) -> None:
+        write_atomic(self.record_path, json.dumps(rec.to_dict(), indent=1, sort_keys=True).encode())
+
+    # -- slots ----------------------------------------------------------------------------------
+    def find_local(self, sha256: str, filename_hint: str = "model.onnx") -> Path | None:
+        """A model file with this hash already on disk (a slot), so a rollback needs no download."""
+        for d in (self.slot_dir("A"), self.slot_dir("B")):
+            for f in d.iterdir() if d.exists() else ():
+                if f.is_file() and f.name != MANIFEST_FILE and not f.name.startswith("."):
+                    try:
+                        if f.stat().st_size > 0 and sha256_file(f) == sha256:
+                            return f
+                    except OSError:
+                        continue
+        return None
+
+    def stage(self, slot: Slot, part: Path, filename: str, sha256: str, envelope: Envelope) -> Path:
+        """Move a verified artifact into ``slot`` and write its manifest last. Idempotent: a rerun
+        after a crash finds the model already in place."""
+        d = self.slot_dir(slot)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / MANIFEST_FILE).unlink(missing_ok=True)
+        fsync_dir(d)
+        target = d / filename
+        if part.exists():
+            for stale in d.iterdir():
+                if stale.is_file() and stale != target:
+                    stale.unlink()
+            os.replace(part, target)
+            fsync_dir(d)
+            fsync_dir(part.parent)
+        if not target.exists() or sha256_file(target) != sha256:
+            raise EdgeAgentError(f"staged model in slot {slot} is missing or altered")
+        write_atomic(d / MANIFEST_FILE, envelope_bytes(envelope))
+        return d
+
+    def copy_into_part(self, source: Path, part: Path) -> None:
+        part.parent.mkdir(parents=True, exist_ok=True)
+        tmp = part.with_name(part.name + ".copy")
+        shutil.copyfile(source, tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, part)
+
+    def point_current(self, slot: Slot) -> None:
+        """Swap ``slots/current`` to ``slot`` atomically (a new symlink renamed over the old one)."""
+        tmp = self.slots / ".current.tmp"
+        tmp.unlink(missing_ok=True)
+        os.symlink(slot, tmp)
+        os.replace(tmp, self.current)
+        fsync_dir(self.slots)
+
+    # -- offers and revocations -----------------------------------------------------------------
+    def offer_path(self, sha256: str) -> Path:
+        return self.downloads / f"{sha256}.offer.json"
+
+    def save_offer(self, sha256: str, envelope: Envelope) -> None:
+        """Keep the signed manifest of the deployment in progress, to resume it after a restart."""
+        write_atomic(self.offer_path(sha256), envelope_bytes(envelope))
+
+    def load_offer(self, sha256: str) -> Envelope:
+        try:
+            raw = self.offer_path(sha256).read_bytes()
+        except OSError as exc:
+            raise EdgeAgentError(f"the manifest of the pending deployment is gone: {exc.strerror}") from exc
+        env = parse_desired(raw)
+        if env is None:
+            raise EdgeAgentError("the manifest of the pending deployment is empty")
+        return env
+
+    def save_revocations(self, payload: bytes) -> None:
+        write_atomic(self.revocations_path, payload)
+
+    def clean_downloads(self, keep: str | None = None) -> None:
+        for f in self.downloads.iterdir():
+            if keep is None or not f.name.startswith(keep):
+                f.unlink(missing_ok=True)
