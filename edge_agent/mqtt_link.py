@@ -125,6 +125,7 @@ class MqttLink:
         self._subs: dict[str, _Subscription] = {}
         self._acked: dict[int, threading.Event] = {}
         self._refused: dict[int, str] = {}
+        self._early: dict[int, bool] = {}
         self._connect_listeners: list[Callable[[bool], None]] = []
         self._disconnect_listeners: list[Callable[[], None]] = []
         self._started = False
@@ -183,6 +184,10 @@ class MqttLink:
     def on_disconnect(self, listener: Callable[[], None]) -> None:
         self._disconnect_listeners.append(listener)
 
+    def set_will(self, will: Will) -> None:
+        """Replace the Last Will used from the next (re)connect on (e.g. to carry the current model)."""
+        self._client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+
     # -- subscribe -----------------------------------------------------------------------------
     def subscribe(self, topic_filter: str, handler: MessageHandler, qos: int = 1) -> None:
         with self._lock:
@@ -203,14 +208,18 @@ class MqttLink:
         if not self.connected:
             raise TransportError("not connected")
         data = payload.encode("utf-8") if isinstance(payload, str) else payload
-        # The lock is held across publish and registration so the network thread's PUBACK callback
-        # (which takes the same lock) cannot run before the waiter exists.
-        with self._lock:
-            info = self._client.publish(topic, data, qos=qos, retain=retain)
-            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                raise TransportError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
-            if qos > 0:
-                self._acked[info.mid] = threading.Event()
+        # Our lock must NOT be held across paho's publish: paho calls on_publish while holding its
+        # own outgoing-message mutex, and on_publish takes our lock (lock-order deadlock). A PUBACK
+        # that arrives before the waiter is registered is remembered in ``_early`` instead.
+        info = self._client.publish(topic, data, qos=qos, retain=retain)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise TransportError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
+        if qos > 0:
+            with self._lock:
+                ev = threading.Event()
+                if self._early.pop(info.mid, None) is not None:
+                    ev.set()
+                self._acked[info.mid] = ev
         return int(info.mid)
 
     def wait_published(self, mid: int, timeout: float) -> bool:
@@ -287,8 +296,12 @@ class MqttLink:
         refused = bool(getattr(reason_code, "is_failure", False))
         with self._lock:
             ev = self._acked.get(mid)
-            if refused and ev is not None:
+            if refused:
                 self._refused[mid] = str(reason_code)
+            if ev is None:
+                self._early[mid] = True
+                while len(self._early) > 4096:  # QoS 0 sends also land here; keep it bounded
+                    self._early.pop(next(iter(self._early)))
         if refused:
             log.warning("broker refused publish mid=%d: %s", mid, reason_code)
         if ev is not None:
