@@ -10,10 +10,10 @@ tokens, so their strength does not rest on the iteration count; it matters for h
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -23,6 +23,8 @@ from edge_agent.fsutil import write_atomic
 
 DEFAULT_ITERATIONS = 20_000
 SALT_BYTES = 12
+MAX_ITERATIONS = 10_000_000
+_DIGITS = re.compile(r"^[0-9]{1,9}$")
 MAX_PASSWORD = 65_535  # MQTT's password field is a 16-bit length-prefixed binary
 
 
@@ -37,8 +39,8 @@ def hash_password(password: str, *, iterations: int = DEFAULT_ITERATIONS, salt: 
     raw = password.encode("utf-8")
     if len(raw) > MAX_PASSWORD:
         raise SecurityError(f"a password is at most {MAX_PASSWORD} bytes")
-    if not 1 <= iterations <= 10_000_000:
-        raise SecurityError("iterations must be between 1 and 10,000,000")
+    if not 1 <= iterations <= MAX_ITERATIONS:
+        raise SecurityError(f"iterations must be between 1 and {MAX_ITERATIONS:,}")
     salt = os.urandom(SALT_BYTES) if salt is None else salt
     digest = hashlib.pbkdf2_hmac("sha512", raw, salt, iterations)
     return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
@@ -47,14 +49,17 @@ def hash_password(password: str, *, iterations: int = DEFAULT_ITERATIONS, salt: 
 def verify_password(password: str, encoded: str) -> bool:
     """Check a password against a ``$7$`` hash, as the broker does."""
     parts = encoded.split("$")
-    if len(parts) != 5 or parts[0] != "" or parts[1] != "7" or not parts[2].isdigit():
+    if len(parts) != 5 or parts[0] != "" or parts[1] != "7" or not _DIGITS.match(parts[2]):
         raise SecurityError("not a $7$ (PBKDF2-SHA512) password hash")
+    iterations = int(parts[2])
+    if not 1 <= iterations <= MAX_ITERATIONS:
+        raise SecurityError(f"password hash iteration count {iterations} is out of range")
     try:
         salt = base64.b64decode(parts[3], validate=True)
         expected = base64.b64decode(parts[4], validate=True)
-    except binascii.Error as exc:
+    except ValueError as exc:  # binascii.Error, or non-ASCII text
         raise SecurityError("password hash has invalid base64") from exc
-    got = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, int(parts[2]))
+    got = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations)
     return hmac.compare_digest(got, expected)
 
 
