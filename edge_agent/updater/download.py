@@ -56,6 +56,7 @@ class ChunkDownload:
         on_fail: Callable[[str, str], None],
         pause_after: int | None = None,
         pause_s: float = 0.0,
+        on_pause: Callable[[int], None] | None = None,
     ) -> None:
         if not artifact.chunk_sha256:
             raise ProtocolError("the manifest carries no chunk hashes; every chunk must be verifiable")
@@ -68,6 +69,7 @@ class ChunkDownload:
         self.on_fail = on_fail
         self.pause_after = pause_after
         self.pause_s = pause_s
+        self.on_pause = on_pause
         self.stats = DownloadStats()
         self._lock = threading.Lock()
         self._have: set[int] = set()
@@ -198,6 +200,8 @@ class ChunkDownload:
             log.warning("fault injection: download paused after %d chunks for %.1f s", self.have, self.pause_s)
             for i in held:
                 self.sub.unsubscribe(self.topics.artifact_chunk(self.art.sha256, i))
+            if self.on_pause is not None:
+                self.on_pause(self.have)
             timer = threading.Timer(self.pause_s, self._unpause)
             timer.daemon = True
             timer.start()

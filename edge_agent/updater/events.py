@@ -7,10 +7,11 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-from typing import Protocol
+from typing import Any, Protocol
 
-from edge_agent.errors import TransportError
+from edge_agent.errors import EdgeAgentError, TransportError
 from edge_agent.protocol.delivery import DeviceEvent
+from edge_agent.protocol.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -89,3 +90,43 @@ class FanOutPublisher:
     def publish_event(self, event: DeviceEvent) -> None:
         for p in self.publishers:
             p.publish_event(event)
+
+
+class OutboxEventPublisher:
+    """Durable: every event is written to a SQLite outbox (kind ``event``: never dropped) before this
+    returns, and a pump thread delivers it at QoS 1, deleting it only on the broker's PUBACK. Events
+    taken while offline, or before a crash, go out after the next connect."""
+
+    def __init__(self, outbox: Any, link: Any, topics: Topics, device_id: str) -> None:
+        from edge_agent.telemetry.pump import OutboxPump
+
+        self.outbox = outbox
+        self.pump = OutboxPump(outbox, link)
+        self.topic = topics.device_events(device_id)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="updater-events", daemon=True)
+        link.on_connect(lambda _session_present: self._wake.set())
+        self._thread.start()
+
+    def publish_event(self, event: DeviceEvent) -> None:
+        try:
+            self.outbox.put(self.topic, event.to_bytes(), kind="event", key=f"ev-{event.event_id}")
+        except EdgeAgentError:
+            log.exception("deployment event %s could not be stored", event.kind)
+            return
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(5.0)
+            self._wake.clear()
+            try:
+                self.pump.drain()
+            except Exception:
+                log.exception("event pump failed; will retry")
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(5.0)

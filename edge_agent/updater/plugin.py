@@ -21,7 +21,7 @@ from typing import Any
 
 from edge_agent.bundle import open_bundle, sha256_file
 from edge_agent.errors import EdgeAgentError, ProtocolError, SelfTestError, UpdateRejected
-from edge_agent.fsutil import free_bytes
+from edge_agent.fsutil import free_bytes, write_atomic
 from edge_agent.model import LoadedModel
 from edge_agent.plugins import AgentHandle, FrameResult
 from edge_agent.protocol.delivery import DeviceEvent, EventKind, ModelRef, Reason, parse_desired
@@ -38,6 +38,8 @@ from edge_agent.updater.trial import Trial, TrialSpec
 from firmware_configs.updater_section import UpdaterSection
 
 log = logging.getLogger(__name__)
+
+FAULT_MARKER = "fault-hit"
 
 
 class UpdaterPlugin:
@@ -123,6 +125,9 @@ class UpdaterPlugin:
             self._worker.join(10)
         if self._download is not None:
             self._download.cancel()
+        close = getattr(self.events, "close", None)
+        if callable(close):
+            close()
 
     # -- inputs from other threads ------------------------------------------------------------
     def _on_desired(self, topic: str, payload: bytes, retained: bool) -> None:
@@ -263,6 +268,7 @@ class UpdaterPlugin:
                 on_fail=lambda reason, detail: self._q.put(("download_failed", seq, reason, detail)),
                 pause_after=self.cfg.faults.pause_after_chunks,
                 pause_s=self.cfg.faults.pause_s,
+                on_pause=lambda have: self._fault_marker(f"chunks:{have}"),
             )
             have = dl.scan()
         except (ProtocolError, OSError) as exc:
@@ -435,13 +441,20 @@ class UpdaterPlugin:
         self._mark = now
 
     def _fault(self, state: S) -> None:
+        """Injected faults (``[updater.faults]``), right after ``state`` was persisted."""
         f = self.cfg.faults
         if f.crash_at == state.value:
             log.warning("fault injection: SIGKILL in state %s", state)
+            self._fault_marker(state.value)
             os.kill(os.getpid(), signal.SIGKILL)
         if f.pause_at == state.value:
             log.warning("fault injection: paused in state %s for %.0f s", state, f.pause_s)
+            self._fault_marker(state.value)
             self._stop.wait(f.pause_s)
+
+    def _fault_marker(self, point: str) -> None:
+        """Tell a test harness where the injected fault holds the updater (``<state_dir>/fault-hit``)."""
+        write_atomic(self.disk.state_dir / FAULT_MARKER, point.encode())
 
     def _revocations(self, payload: bytes) -> None:
         try:
@@ -482,12 +495,25 @@ def _pending_of(manifest: Manifest) -> m.Pending:
 
 
 def _error_count(agent: AgentHandle) -> int:
-    counters = agent.counters()
-    for key in ("errors", "inference_errors"):
-        value = counters.get(key)
-        if isinstance(value, int):
-            return value
-    return 0
+    """Inference errors so far, from the agent's counters (a number or a map of reason -> number)."""
+
+    def total(value: object) -> int:
+        if isinstance(value, bool):
+            return 0
+        if isinstance(value, int | float):
+            return int(value)
+        if isinstance(value, dict):
+            return sum(total(v) for v in value.values())
+        return 0
+
+    return total(agent.counters().get("errors"))
+
+
+def build_plugin(config: Any) -> UpdaterPlugin | None:
+    """Factory used by ``edgeline agent run`` (see ``edge_agent.cli.agent.DEFAULT_PLUGINS``)."""
+    from edge_agent.updater.factory import build
+
+    return build(config)
 
 
 def _json_object(payload: bytes) -> dict[str, Any]:

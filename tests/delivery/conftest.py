@@ -46,9 +46,7 @@ def read_bundle(path: Path) -> BuiltBundle:
 def bundles(tmp_path_factory: pytest.TempPathFactory, signing_key: SigningKey) -> dict[int, BuiltBundle]:
     """Real signed bundles of model 'tiny', versions 1-3 (different weights, so different hashes)."""
     root = tmp_path_factory.mktemp("versions")
-    return {
-        v: read_bundle(write_tiny_bundle(root / f"v{v}", signing_key, version=v, seed=v - 1)) for v in (1, 2, 3)
-    }
+    return {v: read_bundle(write_tiny_bundle(root / f"v{v}", signing_key, version=v, seed=v - 1)) for v in (1, 2, 3)}
 
 
 @pytest.fixture(scope="session")

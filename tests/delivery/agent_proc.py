@@ -1,0 +1,134 @@
+"""Run the real agent (``edgeline agent run``) in a subprocess with a folder camera, for crash tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write_frames(directory: Path, frames: list[np.ndarray]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(directory / f"f{i:03d}.png"), f)
+    return directory
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(str(v))
+
+
+def render_toml(sections: dict[str, dict[str, Any]]) -> str:
+    out = []
+    for name, values in sections.items():
+        out.append(f"[{name}]")
+        out += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+        out.append("")
+    return "\n".join(out)
+
+
+@dataclass
+class AgentProcess:
+    device_id: str
+    workdir: Path
+    port: int
+    trust_file: Path
+    frames_dir: Path
+    updater: dict[str, Any]
+    faults: dict[str, Any]
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def state_dir(self) -> Path:
+        return self.workdir / "state"
+
+    @property
+    def status_path(self) -> Path:
+        return self.workdir / "status.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "agent.log"
+
+    def config_path(self, with_faults: bool) -> Path:
+        sections: dict[str, dict[str, Any]] = {
+            "device": {"id": self.device_id},
+            "source": {"kind": "folder", "path": str(self.frames_dir), "loop": True, "max_fps": 40.0},
+            "model": {"bundle": str(self.state_dir / "slots" / "current"), "trust_file": str(self.trust_file)},
+            "status": {"path": str(self.status_path), "interval_s": 0.2},
+            "cloud": {"port": self.port, "heartbeat_s": 1.0},
+            "updater": {"state_dir": str(self.state_dir), "trust_file": str(self.trust_file), **self.updater},
+            "telemetry": {"enabled": False},
+        }
+        if with_faults and self.faults:
+            sections["updater.faults"] = dict(self.faults)
+        path = self.workdir / ("agent-faults.toml" if with_faults else "agent.toml")
+        path.write_text(render_toml(sections), "utf-8")
+        return path
+
+    def start(self, *, with_faults: bool) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        cfg = self.config_path(with_faults)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        env = dict(os.environ, PYTHONPATH=str(ROOT), EDGELINE_LOG_LEVEL="INFO")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cloud_registry.cli.main", "agent", "run", "--config", str(cfg)],
+            cwd=ROOT,
+            stdout=log,
+            stderr=log,
+            env=env,
+            start_new_session=True,
+        )
+        log.close()
+
+    def sigkill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def terminate(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.sigkill()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def fault_hit(self) -> str | None:
+        path = self.state_dir / "fault-hit"
+        return path.read_text() if path.exists() else None
+
+    def status(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.status_path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def record(self) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.state_dir / "updater.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text("utf-8", "replace")[-3000:] if self.log_path.exists() else ""
