@@ -212,11 +212,22 @@ def passwd() -> None:
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the generated password here (0600)."
 )
-@click.option("--iterations", type=int, default=None, help="PBKDF2 iterations (default 20000).")
+@click.option(
+    "--iterations",
+    type=int,
+    default=None,
+    help="PBKDF2 iterations (default: 101 for a generated password, 20000 for one read from stdin; the broker "
+    "pays them at every connect).",
+)
 def passwd_set(path: Path, username: str, password_stdin: bool, out: Path | None, iterations: int | None) -> None:
     """Set USERNAME's password. Without --password-stdin a 256-bit random password is generated and printed
     once (or written to --out). Reload the broker afterwards."""
-    from cloud_registry.security.passwords import DEFAULT_ITERATIONS, PasswordFile, generate_password
+    from cloud_registry.security.passwords import (
+        HUMAN_ITERATIONS,
+        RANDOM_ITERATIONS,
+        PasswordFile,
+        generate_password,
+    )
     from edge_agent.fsutil import write_atomic
 
     if password_stdin:
@@ -226,7 +237,8 @@ def passwd_set(path: Path, username: str, password_stdin: bool, out: Path | None
     else:
         password = generate_password()
     try:
-        PasswordFile(path).set(username, password, iterations=iterations or DEFAULT_ITERATIONS)
+        default = HUMAN_ITERATIONS if password_stdin else RANDOM_ITERATIONS
+        PasswordFile(path).set(username, password, iterations=iterations or default)
     except SecurityError as exc:
         raise _fail(exc) from exc
     if not password_stdin:
