@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from cloud_registry.security.lockdown import apply_spec, reload_and_wait
+from cloud_registry.security.lockdown import apply_spec
 from edge_agent.errors import TransportError
 from edge_agent.mqtt_link import TlsSettings, wait_until
 from edge_agent.protocol.signing import SigningKey, TrustStore
@@ -245,10 +245,19 @@ def test_removed_device_is_cut_off_at_reload(locked_factory: Callable[[str], Loc
 
 
 def test_revoked_certificate_is_refused_after_reload(locked_factory: Callable[[str], Locked]) -> None:
-    """mTLS: revoking a device certificate (CRL) and reloading refuses its next connection."""
+    """mTLS: revoking a device certificate (CRL) and removing the device from the spec, then reloading:
+    its next connection fails the TLS handshake; its open connection stays up but has no rights left."""
     env = locked_factory("mtls")
-    assert env.connect("dev-b").connected
+    b = env.connect("dev-b")
     env.pki.revoke("dev-b")
-    reload_and_wait(env.broker)
-    assert "certificate verify failed" in assert_refused(env, env.link(env.settings("dev-b", client_id="dev-b-2")))
+    apply_spec(
+        env.broker,
+        make_spec("mtls", env.pki, env.workdir, devices={"dev-a": ["line-1"]}).model_copy(
+            update={"port": env.spec.port}
+        ),
+    )
+    with pytest.raises(TransportError, match="refused"):
+        b.publish_sync(TOPICS.device_state("dev-b"), b"still here?")
+    log = assert_refused(env, env.link(env.settings("dev-b", client_id="dev-b-2")))
+    assert "certificate verify failed" in log
     assert env.connect("dev-a").connected  # control: the CRL names only dev-b
