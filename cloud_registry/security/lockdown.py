@@ -37,7 +37,7 @@ def locked_broker(spec: BrokerSpec, workdir: Path) -> MosquittoBroker:
 
 def apply_spec(broker: MosquittoBroker, spec: BrokerSpec, timeout: float = 10.0) -> None:
     """Re-render ACL and security section for a running broker and reload it. Mosquitto 2.0.11 re-reads the
-    ACL, the password file, the CRL and the certificates on reload; a listener change needs a restart."""
+    ACL, the password file and the CRL on reload; a listener change needs a restart."""
     write_atomic(Path(spec.acl_file), render_acl(spec).encode(), mode=0o640)
     broker.extra_config = render_security(spec) + _RELOAD_LOGGING
     reload_and_wait(broker, timeout)
