@@ -158,8 +158,10 @@ def check_target(manifest: Manifest, me: Identity) -> None:
 
 
 def check_sequence(rec: Record, manifest: Manifest) -> OfferOutcome | None:
-    """IGNORE for the deployment already accepted; raise REPLAY below it; None when new."""
-    if manifest.sequence == rec.sequence and rec.sequence > 0:
+    """IGNORE for the deployment already accepted (the same sequence for the same artifact: a retained
+    redelivery); raise REPLAY for anything at or below the last accepted sequence; None when new."""
+    known = {i.sha256 for i in (rec.pending, rec.active_info) if i is not None}
+    if manifest.sequence == rec.sequence and rec.sequence > 0 and manifest.artifact.sha256 in known:
         return OfferOutcome.IGNORE
     if manifest.sequence <= rec.sequence:
         raise UpdateRejected(Reason.REPLAY, f"sequence {manifest.sequence} <= last accepted {rec.sequence}")

@@ -54,6 +54,7 @@ class UpdaterPlugin:
         *,
         trust: TrustStore | None = None,
         clock: Callable[[], float] = time.time,
+        free_disk: Callable[[Path], int] = free_bytes,
         threads: int = 1,
     ) -> None:
         self.cfg = config
@@ -61,6 +62,7 @@ class UpdaterPlugin:
         self.link = link
         self.events = events
         self.clock = clock
+        self.free_disk = free_disk
         self.threads = threads
         self.disk = SlotDisk(Path(config.state_dir))
         self.trust = trust if trust is not None else load_trust(Path(config.trust_file), self.disk)
@@ -207,7 +209,7 @@ class UpdaterPlugin:
         rec = m.accept_sequence(self.record, manifest)
         try:
             outcome = m.check_policy(
-                rec, manifest, now=now, limits=self.limits, free_bytes=free_bytes(self.disk.state_dir)
+                rec, manifest, now=now, limits=self.limits, free_bytes=self.free_disk(self.disk.state_dir)
             )
         except UpdateRejected as r:
             self._commit_record(m.refused_offer(rec, manifest.sequence, r.reason, r.detail, now))
