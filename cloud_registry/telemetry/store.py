@@ -1,0 +1,184 @@
+"""Where telemetry windows live in the cloud: one SQLite database (WAL), windows keyed by their
+idempotency key, indexed by model, version, group and time.
+
+Only what the window carries is stored: the device is its pseudonym, never the id in the MQTT topic.
+The database also keeps the ingest counters and the alert episodes (see :mod:`.alerts`), so a
+restarted ingest service neither stores a window twice nor fires an alert twice.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cloud_registry.errors import BackendError
+from edge_agent.errors import ProtocolError
+from edge_agent.protocol.canonical import canonical_json
+from edge_agent.protocol.telemetry import STAT_NAMES, TelemetryWindow, parse_window
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS windows(
+    key TEXT PRIMARY KEY,
+    device TEXT NOT NULL,
+    grp TEXT NOT NULL DEFAULT '',
+    model TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    start REAL NOT NULL,
+    end_ REAL NOT NULL,
+    frames INTEGER NOT NULL,
+    input_drifted INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    received REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS windows_by_model ON windows(model, version, grp, start);
+CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS episodes(
+    kind TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    active INTEGER NOT NULL,
+    opened REAL NOT NULL,
+    closed REAL,
+    state TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (kind, scope)
+);
+CREATE TABLE IF NOT EXISTS seen(device TEXT PRIMARY KEY, last REAL NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class StoredWindow:
+    window: TelemetryWindow
+    received: float
+
+
+def _input_drifted(w: TelemetryWindow) -> int:
+    return int(any(d.drifted for k, d in w.drift.items() if k in (*STAT_NAMES, "confidence")))
+
+
+class TelemetryStore:
+    """Thread-safe; one connection guarded by a lock (writes are short)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise BackendError(f"cannot open the telemetry store {self.path}: {exc}") from exc
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _row(self, w: TelemetryWindow, received: float) -> tuple[object, ...]:
+        body = canonical_json(w.to_body()).decode("utf-8")
+        m = w.model
+        return (w.key, w.device, w.group or "", m.name, m.version, m.sha256, w.start, w.end, w.frames,
+                _input_drifted(w), body, received)  # fmt: skip
+
+    def add(self, window: TelemetryWindow, received: float | None = None) -> bool:
+        """Store a window; False when its key is already stored (a redelivery)."""
+        return self.add_many([window], received) == [True]
+
+    def add_many(self, windows: Iterable[TelemetryWindow], received: float | None = None) -> list[bool]:
+        """Store windows in one transaction; returns, per window, whether it was new."""
+        now = time.time() if received is None else received
+        out: list[bool] = []
+        with self._lock:
+            db = self._db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                for w in windows:
+                    cur = db.execute(
+                        "INSERT OR IGNORE INTO windows VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", self._row(w, now)
+                    )
+                    out.append(cur.rowcount == 1)
+                new = sum(out)
+                self._bump(db, "stored", new)
+                self._bump(db, "duplicates", len(out) - new)
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise BackendError(f"telemetry store write failed: {exc}") from exc
+        return out
+
+    @staticmethod
+    def _bump(db: sqlite3.Connection, name: str, n: int) -> None:
+        if n:
+            db.execute(
+                "INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + ?",
+                (name, n, n),
+            )
+
+    def bump(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._bump(self._db, name, n)
+
+    def counters(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._db.execute("SELECT name, value FROM counters").fetchall())
+
+    def count(self, model: str | None = None) -> int:
+        with self._lock:
+            if model is None:
+                return int(self._db.execute("SELECT COUNT(*) FROM windows").fetchone()[0])
+            return int(self._db.execute("SELECT COUNT(*) FROM windows WHERE model = ?", (model,)).fetchone()[0])
+
+    def keys(self) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT key FROM windows")}
+
+    def models(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT DISTINCT model FROM windows ORDER BY model")]
+
+    def versions(self, model: str) -> list[int]:
+        with self._lock:
+            rows = self._db.execute("SELECT DISTINCT version FROM windows WHERE model = ? ORDER BY version", (model,))
+            return [int(r[0]) for r in rows]
+
+    def windows(
+        self,
+        model: str,
+        version: int | None = None,
+        group: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> Iterator[StoredWindow]:
+        """Windows of a model (optionally one version, group and time range), oldest first."""
+        sql = "SELECT body, received FROM windows WHERE model = ?"
+        args: list[object] = [model]
+        for clause, value in (
+            ("version = ?", version),
+            ("grp = ?", group),
+            ("start >= ?", since),
+            ("end_ <= ?", until),
+        ):
+            if value is not None:
+                sql += f" AND {clause}"
+                args.append(value)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY start, key", args).fetchall()
+        for body, received in rows:
+            try:
+                yield StoredWindow(parse_window(body.encode("utf-8")), float(received))
+            except ProtocolError as exc:  # a row the current schema cannot read: say so clearly
+                raise BackendError(f"stored window does not parse any more: {exc}") from exc
+
+    # -- small tables for alerts --------------------------------------------------------------------------
+    def execute(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        with self._lock:
+            try:
+                return list(self._db.execute(sql, args).fetchall())
+            except sqlite3.Error as exc:
+                raise BackendError(f"telemetry store query failed: {exc}") from exc
