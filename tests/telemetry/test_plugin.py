@@ -19,7 +19,9 @@ from tests.telemetry.conftest import SECRET, AgentStub, SimClock, frames, run_fr
 def make(tmp_path: Path, clock: SimClock, agent: AgentStub, **cfg: object) -> TelemetryPlugin:
     config = TelemetrySection(**{"window_s": 60.0, "min_frames": 10, **cfg})  # type: ignore[arg-type]
     ob = Outbox(tmp_path / "outbox.db", clock=clock)
-    p = TelemetryPlugin(config, outbox=ob, secret=SECRET, topics=Topics(), clock=clock, background=False, group="hall-1")
+    p = TelemetryPlugin(
+        config, outbox=ob, secret=SECRET, topics=Topics(), clock=clock, background=False, group="hall-1"
+    )
     p.start(agent)
     return p
 
