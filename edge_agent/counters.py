@@ -8,6 +8,7 @@ many agents can share a process.
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 import time
 from collections import Counter
 from typing import Any
@@ -25,21 +26,18 @@ class LatencyWindow:
 
     def __init__(self, size: int = 2048) -> None:
         self._ring = np.zeros(size, dtype=np.float64)
+        self._size = size
         self._n = 0
         self.count = 0
         self.sum_ms = 0.0
         self.buckets = [0] * (len(LATENCY_BUCKETS_MS) + 1)  # last is +Inf
 
     def add(self, ms: float) -> None:
-        self._ring[self._n % len(self._ring)] = ms
+        self._ring[self._n % self._size] = ms
         self._n += 1
         self.count += 1
         self.sum_ms += ms
-        for i, bound in enumerate(LATENCY_BUCKETS_MS):
-            if ms <= bound:
-                self.buckets[i] += 1
-                return
-        self.buckets[-1] += 1
+        self.buckets[bisect_left(LATENCY_BUCKETS_MS, ms)] += 1
 
     def percentiles(self) -> dict[str, float]:
         n = min(self._n, len(self._ring))

@@ -31,15 +31,18 @@ class FrameQueue(Generic[T]):
         self.maxsize = maxsize
         self.policy = Policy(policy)
         self._items: deque[T] = deque()
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._not_empty = threading.Condition(lock)
+        self._not_full = threading.Condition(lock)
         self._closed = False
+        self._low_water = maxsize // 2
         self.put_count = 0
         self.dropped = 0
 
     def put(self, item: T, timeout: float | None = None) -> bool:
         """Enqueue ``item``. Returns False when the queue is closed, or (``block`` policy) when
         ``timeout`` passed without room; never blocks with ``drop_oldest``."""
-        with self._cond:
+        with self._not_full:
             if self._closed:
                 return False
             if len(self._items) >= self.maxsize:
@@ -47,29 +50,44 @@ class FrameQueue(Generic[T]):
                     self._items.popleft()
                     self.dropped += 1
                 else:
-                    room = self._cond.wait_for(lambda: self._closed or len(self._items) < self.maxsize, timeout)
+                    room = self._not_full.wait_for(lambda: self._closed or len(self._items) < self.maxsize, timeout)
                     if not room or self._closed:
                         return False
             self._items.append(item)
             self.put_count += 1
-            self._cond.notify_all()
+            self._not_empty.notify()
             return True
 
     def get(self, timeout: float | None = None) -> T | None:
         """Dequeue the oldest item; ``None`` on timeout, or when closed and empty."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._closed or bool(self._items), timeout):
+        with self._not_empty:
+            if not self._items and not self._not_empty.wait_for(lambda: self._closed or bool(self._items), timeout):
                 return None
             if not self._items:
                 return None
             item = self._items.popleft()
-            self._cond.notify_all()
+            # Wake a blocked producer only at the low-water mark: it then refills in one burst
+            # instead of one wake-up (and context switch) per frame.
+            if len(self._items) <= self._low_water:
+                self._not_full.notify()
             return item
 
+    def get_many(self, max_items: int, timeout: float | None = None) -> list[T]:
+        """Wait for at least one item (up to ``timeout``), then take up to ``max_items``. An empty list
+        means timeout, or closed and empty."""
+        with self._not_empty:
+            if not self._items and not self._not_empty.wait_for(lambda: self._closed or bool(self._items), timeout):
+                return []
+            out = [self._items.popleft() for _ in range(min(max_items, len(self._items)))]
+            if out:
+                self._not_full.notify_all()
+            return out
+
     def close(self) -> None:
-        with self._cond:
+        with self._not_empty:
             self._closed = True
-            self._cond.notify_all()
+            self._not_empty.notify_all()
+            self._not_full.notify_all()
 
     @property
     def closed(self) -> bool:
@@ -77,9 +95,8 @@ class FrameQueue(Generic[T]):
 
     def drained(self) -> bool:
         """Closed and nothing left to take."""
-        with self._cond:
+        with self._not_empty:
             return self._closed and not self._items
 
     def __len__(self) -> int:
-        with self._cond:
-            return len(self._items)
+        return len(self._items)

@@ -113,8 +113,10 @@ class InferenceSection(Section):
     """``[inference]``: ONNX Runtime and per-frame work."""
 
     threads: int = Field(default=1, ge=1, le=64)
-    #: compute input statistics (for drift) on every Nth frame; 0 = never
-    stats_every: int = Field(default=1, ge=0)
+    #: compute input statistics (for drift) on every Nth frame; 0 = never. They cost ~60 us per frame
+    #: (Canny, Laplacian) against ~450 us for a whole small frame: every 10th keeps the agent within
+    #: 10% of a bare loop at full speed and still gives telemetry 3 samples/s at 30 frames/s.
+    stats_every: int = Field(default=10, ge=0)
     #: recent latencies kept for percentiles (a bounded ring)
     latency_window: int = Field(default=2048, ge=16, le=1_000_000)
 

@@ -32,6 +32,10 @@ __all__ = [
 ]
 
 
+#: the JSONL log is written in batches at most this late (the line's live sinks are immediate)
+JSONL_LINGER_S = 0.05
+
+
 def _read_secret(path: str | None) -> str | None:
     if path is None:
         return None
@@ -48,7 +52,9 @@ def build_sinks(section: SinksSection, device_id: str) -> list[SinkWorker]:
         if section.jsonl is not None and section.jsonl.enabled:
             c = section.jsonl
             sink: Sink = JsonlSink(c.path, max_bytes=c.max_bytes, backups=c.backups, fsync=c.fsync)
-            workers.append(SinkWorker(sink, queue_size=c.queue_size, include=c.include, events=c.events))
+            workers.append(
+                SinkWorker(sink, queue_size=c.queue_size, include=c.include, events=c.events, linger_s=JSONL_LINGER_S)
+            )
         if section.mqtt is not None and section.mqtt.enabled:
             m = section.mqtt
             settings = LinkSettings(

@@ -47,13 +47,21 @@ class JsonlSink:
         self.rotations += 1
 
     def write(self, record: Record) -> None:
-        line = encode(record) + b"\n"
+        self.write_batch([record])
+
+    def write_batch(self, records: list[Record]) -> None:
+        """Append records, rotating before a line that would push the file past ``max_bytes``; one
+        flush (and fsync when asked) per batch."""
         fh = self._open()
-        if self._size and self._size + len(line) > self.max_bytes:
-            self._rotate()
-            fh = self._open()
         try:
-            fh.write(line)
+            for record in records:
+                line = encode(record) + b"\n"
+                if self._size and self._size + len(line) > self.max_bytes:
+                    fh.flush()
+                    self._rotate()
+                    fh = self._open()
+                fh.write(line)
+                self._size += len(line)
             fh.flush()
             if self.fsync:
                 os.fsync(fh.fileno())
@@ -61,7 +69,6 @@ class JsonlSink:
             # Reopen on the next write (the disk may come back, or the file was removed).
             self.close()
             raise SinkError(f"cannot write {self.path}: {exc.strerror}") from exc
-        self._size += len(line)
 
     def close(self) -> None:
         if self._fh is not None:

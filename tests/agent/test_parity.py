@@ -174,3 +174,14 @@ def test_predict_refuses_a_bundle_that_does_not_verify(
     notvideo.write_bytes(b"\0" * 100)
     res = CliRunner().invoke(cli, ["predict", "--bundle", str(bad_bundle), "--trust", str(trust_path), str(notvideo)])
     assert res.exit_code == 1
+
+
+def test_verdict_records_carry_every_verdict_field(
+    tiny_bundle: Path, trust: TrustStore, line_frames: tuple[list[Any], list[str]]
+) -> None:
+    from edge_agent.inference import inspect_frame, verdict_record
+
+    result = inspect_frame(load_and_check(tiny_bundle, trust), line_frames[0][1], 5, ts=12.5)
+    rec = verdict_record(result, "dev-1", "part-5")
+    assert {k: rec[k] for k in result.verdict.to_dict()} == result.verdict.to_dict()
+    assert rec["sha256"] == result.model_sha256 and rec["ref"] == "part-5" and rec["ts"] == 12.5
