@@ -8,8 +8,8 @@ many agents can share a process.
 from __future__ import annotations
 
 import threading
-from bisect import bisect_left
 import time
+from bisect import bisect_left
 from collections import Counter
 from typing import Any
 
