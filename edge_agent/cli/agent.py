@@ -74,7 +74,13 @@ def agent() -> None:
 
 
 @agent.command()
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Device configuration (TOML), e.g. /etc/edgeline/agent.toml.",
+)
 @click.option(
     "--plugin",
     "extra_plugins",
@@ -279,6 +285,8 @@ def simulate(
     from edge_agent.simulate import synthetic_frames
     from firmware_configs.loader import parse_config
 
+    if use_source and config_path is None:
+        raise click.ClickException("--use-source needs --config (the source to read)")
     if config_path is not None:
         base = _load(config_path)
     else:
