@@ -1,0 +1,134 @@
+"""The model registry: versions that only go up, stages (staging, production), lineage, and the
+artifact bytes, over a :class:`~cloud_registry.store.RegistryStore` and an
+:class:`~cloud_registry.artifacts.ArtifactStore`."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cloud_registry.artifacts import ArtifactStore, open_artifacts
+from cloud_registry.errors import NotFound, RegistryError
+from cloud_registry.store import STAGES, ModelVersion, RegistryStore, open_store
+from edge_agent.bundle import open_bundle
+from edge_agent.errors import EdgeAgentError
+from edge_agent.model import LoadedModel
+from edge_agent.protocol.manifest import Manifest, parse_manifest
+from edge_agent.protocol.signing import TrustStore
+
+log = logging.getLogger(__name__)
+
+_REF = re.compile(r"^(?P<name>[A-Za-z0-9_.\-]{1,64})@(?P<ver>\d+|staging|production|latest)$")
+
+
+@dataclass(frozen=True)
+class RegistryPaths:
+    """Default locations under one home directory (``--home``, ``EDGELINE_HOME``)."""
+
+    home: Path
+
+    @property
+    def store_url(self) -> str:
+        return f"sqlite:///{(self.home / 'registry.db').resolve()}"
+
+    @property
+    def artifacts_url(self) -> str:
+        return f"file://{(self.home / 'artifacts').resolve()}"
+
+
+class Registry:
+    def __init__(self, store: RegistryStore, artifacts: ArtifactStore) -> None:
+        self.store = store
+        self.artifacts = artifacts
+
+    @classmethod
+    def open(cls, store_url: str, artifacts_url: str) -> Registry:
+        return cls(open_store(store_url), open_artifacts(artifacts_url))
+
+    def close(self) -> None:
+        self.store.close()
+
+    def add_bundle(
+        self, bundle_dir: Path, trust: TrustStore, *, note: str = "", parent: int | None = None, selftest: bool = True
+    ) -> ModelVersion:
+        """Verify a signed bundle (signature, hashes and, by default, load + self-test) and register it."""
+        try:
+            bundle = open_bundle(Path(bundle_dir), trust, check_expiry=False)
+            if selftest:
+                LoadedModel.load(bundle.manifest, bundle.model_path).self_test()
+            data = bundle.model_path.read_bytes()
+        except EdgeAgentError as exc:
+            raise RegistryError(f"bundle {bundle_dir} refused: {exc}") from exc
+        except OSError as exc:
+            raise RegistryError(f"cannot read bundle {bundle_dir}: {exc.strerror}") from exc
+        m = bundle.manifest
+        if parent is None:
+            lineage_parent = m.lineage.get("parent_version")
+            parent = lineage_parent if isinstance(lineage_parent, int) else None
+        if parent is not None and parent >= m.version:
+            raise RegistryError(f"parent v{parent} must be below v{m.version}")
+        uri = self.artifacts.put(data)
+        mv = ModelVersion(
+            name=m.name,
+            version=m.version,
+            sha256=m.artifact.sha256,
+            size=m.artifact.size,
+            envelope=bundle.envelope.model_dump(mode="json"),
+            artifact_uri=uri,
+            created_at=time.time(),
+            parent=parent,
+            lineage=dict(m.lineage),
+            metrics=dict(m.metrics),
+            note=note,
+        )
+        self.store.add_version(mv)
+        log.info("registered %s v%d (%s)", m.name, m.version, m.artifact.sha256[:12])
+        return mv
+
+    def resolve(self, ref: str) -> ModelVersion:
+        """``name@3``, ``name@production``, ``name@staging`` or ``name@latest``."""
+        match = _REF.match(ref)
+        if not match:
+            raise RegistryError(f"bad model reference {ref!r}: use NAME@VERSION, NAME@staging or NAME@production")
+        name, ver = match["name"], match["ver"]
+        if ver.isdigit():
+            return self.store.get_version(name, int(ver))
+        if ver == "latest":
+            versions = self.store.list_versions(name)
+            if not versions:
+                raise NotFound(f"model {name} has no versions")
+            return versions[-1]
+        stage = self.store.stages(name).get(ver)
+        if stage is None:
+            raise NotFound(f"model {name} has no {ver} version (promote one first)")
+        return self.store.get_version(name, stage)
+
+    def manifest(self, mv: ModelVersion) -> Manifest:
+        try:
+            return parse_manifest(mv.envelope["body"])
+        except (EdgeAgentError, KeyError) as exc:
+            raise RegistryError(f"stored manifest of {mv.name} v{mv.version} is unreadable: {exc}") from exc
+
+    def artifact(self, mv: ModelVersion) -> bytes:
+        return self.artifacts.get(mv.sha256)
+
+    def promote(self, name: str, version: int, stage: str) -> None:
+        if stage not in STAGES:
+            raise RegistryError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+        self.store.set_stage(name, stage, version)
+
+    def lineage(self, name: str, version: int) -> dict[str, object]:
+        """Ancestors (via parent links) and direct children of a version."""
+        versions = {v.version: v for v in self.store.list_versions(name)}
+        if version not in versions:
+            raise NotFound(f"model {name} v{version} is not registered")
+        ancestors: list[int] = []
+        cur = versions[version].parent
+        while cur is not None and cur in versions and cur not in ancestors:
+            ancestors.append(cur)
+            cur = versions[cur].parent
+        children = [v.version for v in versions.values() if v.parent == version]
+        return {"version": version, "ancestors": ancestors, "children": children, "recorded": versions[version].lineage}

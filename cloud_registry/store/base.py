@@ -1,0 +1,84 @@
+"""The registry's storage interface and its records. Backends are chosen by URL (see ``open_store``):
+``sqlite:///path.db`` (default) or ``postgresql://user@host/db[?schema=name]``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+STAGES = ("staging", "production")
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str
+    version: int
+    sha256: str
+    size: int
+    #: the bundle's signed envelope (body = manifest) as registered
+    envelope: dict[str, Any]
+    artifact_uri: str
+    created_at: float
+    parent: int | None = None
+    lineage: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    name: str
+    versions: int
+    latest: int
+    stages: dict[str, int]
+
+
+@dataclass(frozen=True)
+class RolloutRow:
+    id: str
+    status: str
+    doc: dict[str, Any]
+    created_at: float
+    updated_at: float
+    control: str | None = None
+    runner_seen: float = 0.0
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    device_id: str
+    state: dict[str, Any]
+    last_seen: float
+    last_event: dict[str, Any] | None = None
+
+
+class RegistryStore(Protocol):
+    url: str
+
+    # models
+    def add_version(self, v: ModelVersion) -> None: ...
+    def get_version(self, name: str, version: int) -> ModelVersion: ...
+    def list_versions(self, name: str) -> list[ModelVersion]: ...
+    def list_models(self) -> list[ModelSummary]: ...
+    def set_stage(self, name: str, stage: str, version: int) -> None: ...
+    def stages(self, name: str) -> dict[str, int]: ...
+
+    # deployment serial: strictly increasing, never reused
+    def next_sequence(self) -> int: ...
+
+    # rollouts
+    def put_rollout(self, row: RolloutRow) -> None: ...
+    def get_rollout(self, rollout_id: str) -> RolloutRow: ...
+    def list_rollouts(self, limit: int = 50) -> list[RolloutRow]: ...
+    def save_rollout(
+        self, rollout_id: str, status: str, doc: dict[str, Any], runner_seen: float | None = None
+    ) -> None: ...
+    def request_control(self, rollout_id: str, control: str) -> None: ...
+    def take_control(self, rollout_id: str) -> str | None: ...
+
+    # fleet
+    def upsert_device(self, device_id: str, state: dict[str, Any], last_seen: float) -> None: ...
+    def record_event(self, device_id: str, event: dict[str, Any]) -> None: ...
+    def list_devices(self) -> list[DeviceRow]: ...
+
+    def close(self) -> None: ...
