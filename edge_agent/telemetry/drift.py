@@ -7,8 +7,9 @@ Pure numpy, used on the device (per window, offline) and in the cloud (reports a
 * :class:`Calibrator`: PSI of a small window is biased upwards (roughly ``(bins - 1) / n`` with no drift
   at all), so a fixed threshold such as the usual 0.25 either fires on every 50-frame window or misses
   everything on big ones. The threshold for ``n`` frames is the ``quantile`` of PSI under *no drift*,
-  simulated by Monte Carlo from the reference itself (a reference estimated from ``ref_n`` samples and
-  a window of ``n`` frames both drawn from the same distribution), and never below ``floor`` (0.1, the
+  simulated by Monte Carlo from the reference itself (the true distribution drawn around the
+  reference as if it had been estimated from ``ref_n`` images, a window of ``n`` frames drawn from
+  it, scored against the reference), and never below ``floor`` (0.1, the
   customary "stable" limit: with thousands of frames a statistically significant shift can still be
   too small to matter).
 * :class:`Sustained`: one drifted window is noise; an episode starts when ``need`` of the last ``of``
@@ -165,24 +166,28 @@ class Calibrator:
         k = int(np.floor(np.log(n / 32) / np.log(1.25)))
         return int(32 * 1.25**k)
 
-    def threshold(self, reference: np.ndarray, n: int) -> float:
-        """PSI above which a window of ``n`` frames counts as drifted against ``reference``."""
+    def threshold(self, reference: np.ndarray, n: int, noise_scale: float = 0.0) -> float:
+        """PSI above which a window of ``n`` frames counts as drifted against ``reference``. With
+        ``noise_scale`` > 0 the windows carry Laplace noise of that scale on every count (see
+        :mod:`.privacy`), and the simulation adds the same noise, so noise alone does not alarm."""
         if n <= 0:
             return float("inf")
         p = ref_freqs(reference)
         nb = self.bucket(int(n))
-        key = (p.tobytes(), nb)
+        key = (p.tobytes() + np.float64(noise_scale).tobytes(), nb)
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
             return hit
         rng = np.random.default_rng(self.seed)
-        ref_counts = rng.multinomial(self.ref_n, p, size=self.draws).astype(np.float64)
-        p_hat = (ref_counts + PSEUDO) / (self.ref_n + PSEUDO * p.size)
-        p_hat = np.maximum(p_hat, REF_FLOOR)
-        p_hat /= p_hat.sum(axis=1, keepdims=True)
-        field_counts = rng.multinomial(nb, p, size=self.draws).astype(np.float64)
-        null = psi_many(p_hat, field_counts)
+        # The true field distribution differs from the reference by the reference's own estimation
+        # error (it came from ref_n training images): draw it, draw a window from it, score it.
+        truth = rng.dirichlet(self.ref_n * p, size=self.draws)
+        field_counts = np.stack([rng.multinomial(nb, t) for t in truth]).astype(np.float64)
+        if noise_scale > 0:
+            noisy = field_counts + rng.laplace(0.0, noise_scale, size=field_counts.shape)
+            field_counts = np.maximum(np.rint(noisy), 0.0)
+        null = psi_many(p, field_counts)
         value = max(self.floor, float(np.quantile(null, self.quantile)))
         self._cache[key] = value
         if len(self._cache) > self.cache_size:
@@ -200,12 +205,21 @@ class Score:
         return self.psi > self.threshold
 
 
-def score(reference: np.ndarray, counts: Sequence[float] | np.ndarray, calibrator: Calibrator) -> Score:
+def score(
+    reference: np.ndarray,
+    counts: Sequence[float] | np.ndarray,
+    calibrator: Calibrator,
+    *,
+    n: int | None = None,
+    noise_scale: float = 0.0,
+) -> Score:
+    """PSI of ``counts`` and its calibrated threshold. ``n`` is the window's frame count when the
+    counts are noised (their sum then overstates it: noise is clipped at zero)."""
     c = _check_counts(counts, len(reference))
-    n = round(float(c.sum()))
-    if n <= 0:
+    frames = round(float(c.sum())) if n is None else n
+    if frames <= 0 or c.sum() <= 0:
         return Score(0.0, float("inf"))
-    return Score(psi(reference, c), calibrator.threshold(reference, n))
+    return Score(psi(reference, c), calibrator.threshold(reference, frames, noise_scale))
 
 
 def class_mix_vectors(

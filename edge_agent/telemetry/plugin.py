@@ -33,7 +33,7 @@ from edge_agent.protocol.topics import Topics
 from edge_agent.telemetry.alarm import LocalDriftAlarm
 from edge_agent.telemetry.drift import Calibrator
 from edge_agent.telemetry.outbox import Outbox
-from edge_agent.telemetry.privacy import LaplaceNoise, MinFrames, PrivacyError, load_secret, pseudonym
+from edge_agent.telemetry.privacy import LaplaceNoise, MinFrames, load_secret, new_secret, pseudonym
 from edge_agent.telemetry.pump import OutboxPump
 from edge_agent.telemetry.windows import DriftContext, ModelKey, RawWindow, WindowAggregator, build_window
 from firmware_configs.telemetry_section import TelemetrySection
@@ -42,17 +42,24 @@ log = logging.getLogger(__name__)
 
 STATE_PENDING = "telemetry.pending"
 STATE_ALARM = "telemetry.alarm"
-#: names under which the agent's counters() may report failed and dropped frames
-ERROR_COUNTERS = ("errors", "frames_failed", "inference_errors")
-DROP_COUNTERS = ("dropped", "drops", "frames_dropped")
+#: frames dropped for these reasons are counted as errors, not drops (the agent counts both)
+ERROR_DROP_REASONS = frozenset({"error"})
 
 
-def _counter(snapshot: Mapping[str, object], names: tuple[str, ...]) -> int:
-    for name in names:
-        value = snapshot.get(name)
-        if isinstance(value, int | float):
-            return int(value)
+def _total(value: object, skip: frozenset[str] = frozenset()) -> int:
+    """A counter of the agent's ``counters()`` snapshot: a number, or a map of reason -> number."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int | float):
+        return int(value)
+    if isinstance(value, Mapping):
+        return sum(_total(v) for k, v in value.items() if k not in skip)
     return 0
+
+
+def error_and_drop_counts(snapshot: Mapping[str, object]) -> tuple[int, int]:
+    """(frames that failed inspection, frames dropped before inspection) from ``Agent.counters()``."""
+    return _total(snapshot.get("errors")), _total(snapshot.get("dropped"), ERROR_DROP_REASONS)
 
 
 class TelemetryPlugin:
@@ -101,6 +108,8 @@ class TelemetryPlugin:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_counts = (0, 0)
+        #: the shared device connection (``edge_agent.cloud_link.CloudLink``), started with the plugin
+        self.cloud: Any = None
         if link is not None:
             link.on_connect(lambda _session_present: self._wake.set())
 
@@ -114,16 +123,20 @@ class TelemetryPlugin:
         link: MqttLink | None = None,
         group: str | None = None,
     ) -> TelemetryPlugin:
-        """Build from the device's ``[telemetry]`` section (the agent's usual way in)."""
-        if config.pseudonym_key_file is None:
-            raise PrivacyError("telemetry.pseudonym_key_file is required: telemetry never carries the device id")
+        """Build from the device's ``[telemetry]`` section. Without ``pseudonym_key_file`` the device
+        makes its own random secret (``<state_dir>/telemetry.key``): its pseudonym is then stable but
+        nobody, the fleet operator included, can tell which device it is."""
         outbox = Outbox(
             Path(config.outbox_path) if config.outbox_path else Path(state_dir) / "outbox.db",
             max_bytes=config.outbox_max_bytes,
             ttl_s=config.outbox_ttl_s,
             policy=config.drop_policy,
         )
-        secret = load_secret(Path(config.pseudonym_key_file))
+        if config.pseudonym_key_file is not None:
+            secret = load_secret(Path(config.pseudonym_key_file))
+        else:
+            own = Path(state_dir) / "telemetry.key"
+            secret = load_secret(own) if own.exists() else new_secret(own)
         return cls(config, outbox=outbox, secret=secret, topics=topics, link=link, group=group)
 
     # -- AgentPlugin -----------------------------------------------------------------------------------
@@ -133,6 +146,8 @@ class TelemetryPlugin:
         self._pseudonym = pseudonym(self._device, self._secret)
         self._restore()
         self._last_counts = self._counts()
+        if self.cloud is not None:
+            self.cloud.start()
         if self.background:
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="telemetry", daemon=True)
@@ -228,6 +243,7 @@ class TelemetryPlugin:
                 calibrator=self.calibrator,
                 outbox_dropped=self.outbox.dropped("telemetry"),
                 noise_epsilon=self.noise.epsilon if self.noise is not None else None,
+                noise_scale=self.noise.scale if self.noise is not None else 0.0,
             )
             payload = window.encode()
         except EdgeAgentError:
@@ -268,7 +284,7 @@ class TelemetryPlugin:
         except Exception:
             log.exception("agent counters unavailable")
             return self._last_counts
-        return _counter(snap, ERROR_COUNTERS), _counter(snap, DROP_COUNTERS)
+        return error_and_drop_counts(snap)
 
     def _local_event(self, kind: str, payload: dict[str, object]) -> None:
         if self._agent is not None:
@@ -287,3 +303,26 @@ class TelemetryPlugin:
                 apply(data)
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 log.warning("ignoring unreadable telemetry state %s: %s", name, exc)
+
+
+def build_plugin(config: Any) -> TelemetryPlugin | None:
+    """Plugin factory for ``edgeline agent run`` (``config`` is a ``DeviceConfig``): telemetry through
+    the process's shared cloud link, or offline-only (outbox and local alarm) when ``[cloud]`` is off.
+    None when ``[telemetry]`` is disabled."""
+    from edge_agent.cloud_link import shared_cloud_link
+
+    section: TelemetrySection = config.telemetry
+    if not section.enabled:
+        return None
+    cloud = shared_cloud_link(config)
+    topics = cloud.topics if cloud is not None else Topics(config.cloud.topic_root, config.cloud.fleet)
+    groups = tuple(config.device.groups)
+    plugin = TelemetryPlugin.from_config(
+        section,
+        state_dir=Path(config.updater.state_dir),
+        topics=topics,
+        link=cloud.link if cloud is not None else None,
+        group=groups[0] if groups else None,
+    )
+    plugin.cloud = cloud
+    return plugin

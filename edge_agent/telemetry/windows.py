@@ -218,28 +218,30 @@ class DriftContext:
     labels: tuple[str, ...] = ()
 
 
-def drift_of(raw: RawWindow, ctx: DriftContext | None, calibrator: Calibrator) -> dict[str, DriftStat]:
+def drift_of(
+    raw: RawWindow, ctx: DriftContext | None, calibrator: Calibrator, noise_scale: float = 0.0
+) -> dict[str, DriftStat]:
     """Drift of each input statistic, the confidence histogram and the class mix, for which the
-    manifest has a reference."""
+    manifest has a reference. ``noise_scale``: the Laplace scale already added to ``raw``'s counts."""
     out: dict[str, DriftStat] = {}
     if ctx is None:
         return out
 
-    def put(name: str, ref: np.ndarray, counts: np.ndarray) -> None:
-        if counts.sum() <= 0:
+    def put(name: str, ref: np.ndarray, counts: np.ndarray, n: int) -> None:
+        if counts.sum() <= 0 or n <= 0:
             return
-        s = score(ref, counts, calibrator)
+        s = score(ref, counts, calibrator, n=n if noise_scale > 0 else None, noise_scale=noise_scale)
         out[name] = DriftStat(psi=round(min(s.psi, 1000.0), 6), threshold=round(s.threshold, 6), drifted=s.drifted)
 
     for name, hist in ctx.reference.input_stats.items():
         if name in raw.stats:
-            put(name, reference_on(hist, _STAT_EDGES[name]), raw.stats[name])
+            put(name, reference_on(hist, _STAT_EDGES[name]), raw.stats[name], raw.stats_frames)
     if ctx.reference.confidence is not None:
-        put("confidence", reference_on(ctx.reference.confidence, CONF_EDGES), raw.confidence)
+        put("confidence", reference_on(ctx.reference.confidence, CONF_EDGES), raw.confidence, raw.frames)
     if ctx.reference.class_mix:
         ref, obs = class_mix_vectors(ctx.reference.class_mix, raw.class_counts, ctx.labels)
         if ref.sum() > 0:
-            put("class_mix", ref_freqs(ref), obs)
+            put("class_mix", ref_freqs(ref), obs, raw.frames)
     return out
 
 
@@ -253,6 +255,7 @@ def build_window(
     calibrator: Calibrator,
     outbox_dropped: int = 0,
     noise_epsilon: float | None = None,
+    noise_scale: float = 0.0,
 ) -> TelemetryWindow:
     """The wire window for ``raw`` (already merged and, if configured, noised: see :mod:`.privacy`)."""
     latency = None
@@ -264,7 +267,8 @@ def build_window(
             max=min(raw.latency_max, 1e7),
         )
     try:
-        return _window(raw, key, device, group, ctx, calibrator, outbox_dropped, noise_epsilon, latency)
+        drift = drift_of(raw, ctx, calibrator, noise_scale)
+        return _window(raw, key, device, group, drift, outbox_dropped, noise_epsilon, latency)
     except ValidationError as exc:
         raise ProtocolError(f"window does not fit the telemetry schema: {exc.errors()[0]['msg']}") from exc
 
@@ -279,8 +283,7 @@ def _window(
     key: str,
     device: str,
     group: str | None,
-    ctx: DriftContext | None,
-    calibrator: Calibrator,
+    drift: dict[str, DriftStat],
     outbox_dropped: int,
     noise_epsilon: float | None,
     latency: Latency | None,
@@ -304,7 +307,7 @@ def _window(
         latency_ms=latency,
         errors=raw.errors,
         drops=raw.drops,
-        drift=drift_of(raw, ctx, calibrator),
+        drift=drift,
         outbox_dropped=outbox_dropped,
         noise_epsilon=noise_epsilon,
     )
