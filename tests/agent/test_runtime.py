@@ -282,3 +282,47 @@ def test_prometheus_text_exposes_the_counters(
         if not line.startswith("#"):
             float(line.rsplit(" ", 1)[1].replace("+Inf", "inf"))
     assert json.loads(json.dumps(agent.counters()))  # the status document is plain JSON
+
+
+def test_a_corrupt_video_fails_the_agent_with_exit_code_1(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.avi"
+    junk.write_bytes(b"RIFF\x00\x00\x00\x00AVI garbage" * 50)
+    agent = Agent(make_config(tmp_path, {"kind": "file", "path": str(junk)}))
+    assert agent.run() == 1
+    c = agent.counters()
+    assert c["state"] == "FAILED" and c["camera"]["state"] == "FAILED"
+    assert "cannot open" in c["camera"]["last_error"]
+
+
+def test_a_truncated_video_is_inspected_up_to_where_it_breaks(
+    tmp_path: Path, video_file: Path, tiny_bundle: Path, trust: TrustStore
+) -> None:
+    cut = tmp_path / "cut.avi"
+    data = video_file.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    agent = Agent(make_config(tmp_path, {"kind": "file", "path": str(cut)}), model=load_and_check(tiny_bundle, trust))
+    assert agent.run() == 0
+    c = agent.counters()
+    assert 0 < c["frames"]["inspected"] < N_VIDEO
+    assert c["frames"]["in"] == c["frames"]["inspected"] and c["camera"]["state"] == "ENDED"
+
+
+def test_frames_that_cannot_be_preprocessed_are_counted_and_skipped(
+    tmp_path: Path, tiny_bundle: Path, trust: TrustStore, line_frames: tuple[list[np.ndarray], list[str]]
+) -> None:
+    from edge_agent.sources import MemoryCapture
+
+    good = line_frames[0][:4]
+    frames = [good[0], np.zeros((96, 128, 3), np.float64), good[1], np.zeros((0, 0), np.uint8), good[2]]
+    rec = Recorder()
+    agent = Agent(
+        make_config(tmp_path, {"kind": "file", "path": "memory"}),
+        plugins=[rec],
+        capture=MemoryCapture(frames),
+        model=load_and_check(tiny_bundle, trust),
+    )
+    assert agent.run() == 0
+    c = agent.counters()
+    assert [r.verdict.frame_id for r in rec.results] == [0, 2, 4]
+    assert c["dropped"] == {"error": 2} and c["errors"] == {"PreprocessError": 2}
+    assert c["frames"]["in"] == 5
