@@ -180,3 +180,26 @@ def cloud(mosquitto: MosquittoBroker, key_dir: Path, signing_key: SigningKey, tm
 
 def wait_for(pred: Any, timeout: float = 15.0) -> bool:
     return wait_until(pred, timeout, 0.02)
+
+
+def padded_model(data: bytes, extra_bytes: int, seed: int = 0) -> bytes:
+    """The same ONNX model plus an unused initializer of random bytes (a real model of any size)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load_from_string(data)
+    rng = np.random.default_rng(seed)
+    pad = rng.integers(0, 255, size=extra_bytes, dtype=np.uint8)
+    m.graph.initializer.append(numpy_helper.from_array(pad, "edgeline_padding"))
+    return m.SerializeToString()
+
+
+def variant(b: BuiltBundle, data: bytes, version: int, chunk_size: int | None = None) -> BuiltBundle:
+    """``b``'s manifest (and self-test vectors) for other model bytes: a new version."""
+    from edge_agent.protocol.manifest import DEFAULT_CHUNK_SIZE, artifact_for
+
+    body = b.manifest.to_body()
+    art = artifact_for(data, chunk_size=chunk_size or DEFAULT_CHUNK_SIZE)
+    body.update(version=version, artifact=art.model_dump(mode="json"))
+    return BuiltBundle(b.path, parse_manifest(body), data)

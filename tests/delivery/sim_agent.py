@@ -25,6 +25,8 @@ class SimAgent:
         self.activations: list[str] = []
         self.frames_done = 0
         self.errors = 0
+        #: inference "fails" for this model on this device (a health check that fails on the line)
+        self.fail_sha: str | None = None
         self._ids = itertools.count()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -56,6 +58,9 @@ class SimAgent:
     def step(self) -> bool:
         model = self._model
         if model is None:
+            return False
+        if model.manifest.artifact.sha256 == self.fail_sha:
+            self.errors += 1
             return False
         frame = self.frames[self.frames_done % len(self.frames)]
         t0 = time.perf_counter()

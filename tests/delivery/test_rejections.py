@@ -16,17 +16,11 @@ from onnx import helper, numpy_helper
 
 from cloud_registry.publisher import reissue
 from edge_agent.protocol.delivery import envelope_bytes
-from edge_agent.protocol.manifest import Manifest, Target, artifact_for, parse_manifest
+from edge_agent.protocol.manifest import Manifest, Target, parse_manifest
 from edge_agent.protocol.signing import SigningKey, init_keys, load_signing_key
 from edge_agent.updater.machine import Limits
-from tests.delivery.conftest import BuiltBundle, Cloud, Device, read_bundle, wait_for
+from tests.delivery.conftest import BuiltBundle, Cloud, Device, read_bundle, variant, wait_for
 from tests.factories import write_tiny_bundle
-
-
-def variant(b: BuiltBundle, data: bytes, version: int, **changes: Any) -> BuiltBundle:
-    body = b.manifest.to_body()
-    body.update(version=version, artifact=artifact_for(data).model_dump(mode="json"), **changes)
-    return BuiltBundle(b.path, parse_manifest(body), data)
 
 
 def nan_model(data: bytes) -> bytes:
