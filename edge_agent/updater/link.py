@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from edge_agent.errors import EdgeAgentError
+from edge_agent.errors import EdgeAgentError, ProtocolError
 from edge_agent.protocol.canonical import parse_json
 from edge_agent.protocol.delivery import DeviceState
 from edge_agent.protocol.signing import TrustStore
@@ -43,3 +43,10 @@ def load_trust(trust_file: Path, disk: SlotDisk) -> TrustStore:
         except (EdgeAgentError, OSError) as exc:
             log.warning("ignoring unreadable %s: %s", path, exc)
     return store
+
+
+def parse_revocations(payload: bytes) -> dict[str, Any]:
+    data = parse_json(payload, max_bytes=1024 * 1024)
+    if not isinstance(data, dict):
+        raise ProtocolError("revocation list is not a JSON object")
+    return data

@@ -140,6 +140,12 @@ class OfferOutcome(StrEnum):
     IGNORE = "ignore"  # the same deployment again (retained redelivery): nothing to do
 
 
+def pending_of(manifest: Manifest, slot: Slot = "A") -> Pending:
+    """A Pending describing ``manifest`` (for events about an offer that never started)."""
+    art = manifest.artifact
+    return Pending(manifest.sequence, manifest.name, manifest.version, art.sha256, art.size, slot, art.filename)
+
+
 def _other(slot: Slot | None) -> Slot:
     return "B" if slot == "A" else "A"
 

@@ -10,21 +10,21 @@ trial re-activates it. Nothing here raises into the inspection loop.
 from __future__ import annotations
 
 import logging
-import os
 import queue
-import signal
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge_agent.bundle import open_bundle, sha256_file
+import numpy as np
+
+from edge_agent.bundle import sha256_file
 from edge_agent.errors import EdgeAgentError, ProtocolError, SelfTestError, UpdateRejected
-from edge_agent.fsutil import free_bytes, write_atomic
+from edge_agent.fsutil import free_bytes
 from edge_agent.model import LoadedModel
 from edge_agent.plugins import AgentHandle, FrameResult
-from edge_agent.protocol.delivery import DeviceEvent, EventKind, ModelRef, Reason, parse_desired
+from edge_agent.protocol.delivery import EventKind, Reason
 from edge_agent.protocol.delivery import UpdaterState as S
 from edge_agent.protocol.manifest import Manifest
 from edge_agent.protocol.signing import Envelope, TrustStore
@@ -32,14 +32,14 @@ from edge_agent.updater import machine as m
 from edge_agent.updater.checks import verify_offer
 from edge_agent.updater.download import ChunkDownload
 from edge_agent.updater.events import EventPublisher
-from edge_agent.updater.link import UpdaterLink, load_trust
+from edge_agent.updater.link import UpdaterLink, load_trust, parse_revocations
+from edge_agent.updater.offer import Refusal, triage
+from edge_agent.updater.reporter import Reporter
 from edge_agent.updater.slots import SlotDisk
-from edge_agent.updater.trial import Trial, TrialSpec
+from edge_agent.updater.trial import Trial, TrialSpec, error_count
 from firmware_configs.updater_section import UpdaterSection
 
 log = logging.getLogger(__name__)
-
-FAULT_MARKER = "fault-hit"
 
 
 class UpdaterPlugin:
@@ -82,6 +82,7 @@ class UpdaterPlugin:
         self._refused: set[str] = set()
         self._timings: dict[str, float] = {}
         self._mark = time.monotonic()
+        self.reporter = Reporter(identity.device_id, link, events, self.disk.state_dir, config.faults, self._stop)
 
     # -- AgentPlugin ----------------------------------------------------------------------------
     def start(self, agent: AgentHandle) -> None:
@@ -90,9 +91,8 @@ class UpdaterPlugin:
         try:
             rec = self.disk.load_record()
         except EdgeAgentError as exc:
-            log.error("updater state unreadable, starting from the committed slot link: %s", exc)
-            rec = m.Record()
-        rec = self._adopt_initial(rec)
+            log.error("updater state unreadable, rebuilt from the committed slot link: %s", exc)
+            rec = self.disk.adopt_current(self.trust)
         rec_before = rec
         rec_after = m.recover(rec, self.clock())
         self.record = rec_after.record
@@ -115,10 +115,7 @@ class UpdaterPlugin:
     def on_result(self, result: FrameResult) -> None:
         trial, pending = self._trial, self.record.pending
         if trial is not None and pending is not None and result.model_sha256 == pending.sha256:
-            finite = bool((result.probabilities == result.probabilities).all()) and bool(
-                abs(result.probabilities).max(initial=0.0) < float("inf")
-            )
-            trial.add(result.verdict.latency_ms, finite)
+            trial.add(result.verdict.latency_ms, bool(np.isfinite(result.probabilities).all()))
 
     def stop(self) -> None:
         self._stop.set()
@@ -182,28 +179,16 @@ class UpdaterPlugin:
     # -- offer ----------------------------------------------------------------------------------
     def _offer(self, payload: bytes, retained: bool) -> None:
         now = self.clock()
-        try:
-            env = parse_desired(payload)
-        except ProtocolError as exc:
-            self._refuse_once(payload[:256].hex(), 0, Reason.BAD_MANIFEST, str(exc))
+        got = triage(payload, retained, self.record, self.trust, self.me, now)
+        if isinstance(got, Refusal):
+            self._refuse_once(got)
             return
-        if env is None:
-            return  # cleared by the registry: nothing new to do
-        try:
-            manifest = verify_offer(env, self.trust, now)
-            m.check_target(manifest, self.me)
-            if m.check_sequence(self.record, manifest) == m.OfferOutcome.IGNORE:
-                return
-        except UpdateRejected as r:
-            seq = env.body.get("sequence", 0)
-            if r.reason == Reason.REPLAY and retained:
-                log.debug("ignoring stale retained deployment: %s", r)
-                return
-            self._refuse_once(env.signature.sig, seq if isinstance(seq, int) else 0, r.reason, r.detail)
+        if got is None:
             return
         if self.record.state == S.TRIAL:
-            self._deferred = (payload, retained)
+            self._deferred = (payload, retained)  # taken up when the trial ends
             return
+        env, manifest = got.envelope, got.manifest
         if self.record.state in m.IN_FLIGHT:
             self._reject(Reason.SUPERSEDED, f"deployment {manifest.sequence} replaced it")
         rec = m.accept_sequence(self.record, manifest)
@@ -213,11 +198,11 @@ class UpdaterPlugin:
             )
         except UpdateRejected as r:
             self._commit_record(m.refused_offer(rec, manifest.sequence, r.reason, r.detail, now))
-            self._emit(EventKind.REJECTED, _pending_of(manifest), r.reason, r.detail, sequence=manifest.sequence)
+            self._emit(EventKind.REJECTED, m.pending_of(manifest), r.reason, r.detail, sequence=manifest.sequence)
             return
         if outcome == m.OfferOutcome.ALREADY_ACTIVE:
             self._commit_record(m.already_active(rec, manifest, now))
-            self._emit(EventKind.COMMITTED, _pending_of(manifest), detail="already active", sequence=manifest.sequence)
+            self._emit(EventKind.COMMITTED, m.pending_of(manifest), detail="already active", sequence=manifest.sequence)
             return
         self._envelope, self._manifest = env, manifest
         self.disk.save_offer(manifest.artifact.sha256, env)
@@ -225,13 +210,13 @@ class UpdaterPlugin:
         self._transition(m.begin(rec, manifest, now), EventKind.DOWNLOADING)
         self._start_download()
 
-    def _refuse_once(self, key: str, sequence: int, reason: str, detail: str) -> None:
-        if key in self._refused:
+    def _refuse_once(self, r: Refusal) -> None:
+        if r.key in self._refused:
             return
-        self._refused.add(key)
-        log.warning("update rejected: %s: %s", reason, detail)
-        self._commit_record(m.refused_offer(self.record, sequence, reason, detail, self.clock()))
-        self._emit(EventKind.REJECTED, None, reason, detail, sequence=sequence)
+        self._refused.add(r.key)
+        log.warning("update rejected: %s: %s", r.reason, r.detail)
+        self._commit_record(m.refused_offer(self.record, r.sequence, r.reason, r.detail, self.clock()))
+        self._emit(EventKind.REJECTED, None, r.reason, r.detail, sequence=r.sequence)
 
     # -- download / verify / stage / load -------------------------------------------------------
     def _resume(self, step: m.Resume) -> None:
@@ -270,7 +255,7 @@ class UpdaterPlugin:
                 on_fail=lambda reason, detail: self._q.put(("download_failed", seq, reason, detail)),
                 pause_after=self.cfg.faults.pause_after_chunks,
                 pause_s=self.cfg.faults.pause_s,
-                on_pause=lambda have: self._fault_marker(f"chunks:{have}"),
+                on_pause=lambda have: self.reporter.marker(f"chunks:{have}"),
             )
             have = dl.scan()
         except (ProtocolError, OSError) as exc:
@@ -321,7 +306,7 @@ class UpdaterPlugin:
             return
         self._lap("selftest")
         self._previous = self.agent.current_model
-        errors = _error_count(self.agent)
+        errors = error_count(self.agent.counters())
         self.agent.activate(model)
         spec = TrialSpec(
             self.cfg.trial_frames, self.cfg.trial_timeout_s, self.cfg.trial_latency_budget_ms, self.cfg.trial_max_errors
@@ -334,7 +319,7 @@ class UpdaterPlugin:
         trial = self._trial
         if trial is None or self.record.state != S.TRIAL or self.agent is None:
             return
-        verdict = trial.judge(time.monotonic(), _error_count(self.agent))
+        verdict = trial.judge(time.monotonic(), error_count(self.agent.counters()))
         if verdict is None:
             return
         self._trial = None
@@ -384,131 +369,46 @@ class UpdaterPlugin:
         self._commit_record(rec)
         timings = dict(self._timings) if kind in (EventKind.COMMITTED, EventKind.ROLLED_BACK) else {}
         self._emit(kind, pending or rec.pending, reason, detail, timings=timings)
-        self._fault(rec.state)
+        self.reporter.fault(rec.state)
 
     def _commit_record(self, rec: m.Record) -> None:
         self.disk.save_record(rec)
         self.record = rec
         self._report()
 
-    def _emit(
-        self,
-        kind: EventKind,
-        p: m.Pending | None,
-        reason: str = "",
-        detail: str = "",
-        *,
-        sequence: int | None = None,
-        timings: dict[str, float] | None = None,
-        progress: dict[str, int] | None = None,
-    ) -> None:
-        event = DeviceEvent(
-            device_id=self.me.device_id,
-            kind=kind,
-            state=self.record.state,
-            sequence=sequence if sequence is not None else (p.sequence if p else self.record.sequence),
-            model=p.ref() if p else None,
-            reason=str(reason),
-            detail=detail[:2000],
-            timings=timings or {},
-            progress=progress or {},
-        )
-        try:
-            self.events.publish_event(event)
-        except Exception:
-            log.exception("event publisher failed for %s", kind)
+    def _emit(self, kind: EventKind, p: m.Pending | None, reason: str = "", detail: str = "", **kw: Any) -> None:
+        self.reporter.emit(kind, self.record, p, reason, detail, **kw)
 
     def _report(self) -> None:
-        model = self.agent.current_model if self.agent is not None else None
-        rec = self.record
-        ref = (
-            ModelRef(name=model.manifest.name, version=model.manifest.version, sha256=model.manifest.artifact.sha256)
-            if model
-            else None
-        )
-        serving = rec.pending.slot if rec.state == S.TRIAL and rec.pending else rec.active
-        self.link.update_state(
-            model=ref,
-            slot=serving if model else None,
-            updater=rec.state,
-            sequence=rec.sequence,
-            health="ok" if model else "no_model",
-            last_event=rec.last,
-            last_error=rec.last_error,
-        )
+        self.reporter.report(self.record, self.agent.current_model if self.agent is not None else None)
 
     def _lap(self, phase: str) -> None:
         now = time.monotonic()
         self._timings[phase] = round(now - self._mark, 6)
         self._mark = now
 
-    def _fault(self, state: S) -> None:
-        """Injected faults (``[updater.faults]``), right after ``state`` was persisted."""
-        f = self.cfg.faults
-        if f.crash_at == state.value:
-            log.warning("fault injection: SIGKILL in state %s", state)
-            self._fault_marker(state.value)
-            os.kill(os.getpid(), signal.SIGKILL)
-        if f.pause_at == state.value:
-            log.warning("fault injection: paused in state %s for %.0f s", state, f.pause_s)
-            self._fault_marker(state.value)
-            self._stop.wait(f.pause_s)
-
-    def _fault_marker(self, point: str) -> None:
-        """Tell a test harness where the injected fault holds the updater (``<state_dir>/fault-hit``)."""
-        write_atomic(self.disk.state_dir / FAULT_MARKER, point.encode())
-
     def _revocations(self, payload: bytes) -> None:
         try:
-            if self.trust.apply_revocations(_json_object(payload)):
+            if self.trust.apply_revocations(parse_revocations(payload)):
                 self.disk.save_revocations(payload)
                 log.info("applied revocation list serial %d", self.trust.revocation_serial)
         except EdgeAgentError as exc:
             log.warning("revocation list refused: %s", exc)
 
     # -- startup --------------------------------------------------------------------------------
-    def _adopt_initial(self, rec: m.Record) -> m.Record:
-        """First start with a record-less state dir: nothing committed yet."""
-        return rec
-
     def _serve_committed(self) -> None:
         """Make the committed slot the serving model (after a restart the agent may hold nothing,
         or the bundle it was configured with)."""
         assert self.agent is not None
-        info = self.record.active_info
-        current = self.agent.current_model
-        if info is None or (current is not None and current.manifest.artifact.sha256 == info.sha256):
+        info, current = self.record.active_info, self.agent.current_model
+        if info is None or self.record.active is None:
             return
-        slot_dir = self.disk.slot_dir(self.record.active)  # type: ignore[arg-type]
+        if current is not None and current.manifest.artifact.sha256 == info.sha256:
+            return
         try:
-            bundle = open_bundle(slot_dir, self.trust, check_expiry=False)
-            model = LoadedModel.load(bundle.manifest, bundle.model_path, threads=self.threads)
-            model.self_test()
+            self.agent.activate(self.disk.load_slot(self.record.active, self.trust, self.threads))
         except EdgeAgentError as exc:
             log.error("committed slot %s cannot serve: %s", self.record.active, exc)
-            return
-        self.agent.activate(model)
-
-
-def _pending_of(manifest: Manifest) -> m.Pending:
-    return m.Pending(
-        manifest.sequence, manifest.name, manifest.version, manifest.artifact.sha256, manifest.artifact.size, "A"
-    )
-
-
-def _error_count(agent: AgentHandle) -> int:
-    """Inference errors so far, from the agent's counters (a number or a map of reason -> number)."""
-
-    def total(value: object) -> int:
-        if isinstance(value, bool):
-            return 0
-        if isinstance(value, int | float):
-            return int(value)
-        if isinstance(value, dict):
-            return sum(total(v) for v in value.values())
-        return 0
-
-    return total(agent.counters().get("errors"))
 
 
 def build_plugin(config: Any) -> UpdaterPlugin | None:
@@ -516,12 +416,3 @@ def build_plugin(config: Any) -> UpdaterPlugin | None:
     from edge_agent.updater.factory import build
 
     return build(config)
-
-
-def _json_object(payload: bytes) -> dict[str, Any]:
-    from edge_agent.protocol.canonical import parse_json
-
-    data = parse_json(payload, max_bytes=1024 * 1024)
-    if not isinstance(data, dict):
-        raise ProtocolError("revocation list is not a JSON object")
-    return data

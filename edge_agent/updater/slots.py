@@ -19,12 +19,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_agent.bundle import MANIFEST_FILE, sha256_file
+from edge_agent.bundle import MANIFEST_FILE, open_bundle, sha256_file
 from edge_agent.errors import EdgeAgentError
 from edge_agent.fsutil import fsync_dir, write_atomic
-from edge_agent.protocol.delivery import envelope_bytes, parse_desired
-from edge_agent.protocol.signing import Envelope
-from edge_agent.updater.machine import Record, Slot
+from edge_agent.model import LoadedModel
+from edge_agent.protocol.delivery import UpdaterState, envelope_bytes, parse_desired
+from edge_agent.protocol.signing import Envelope, TrustStore
+from edge_agent.updater.machine import Record, Slot, SlotInfo
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,31 @@ class SlotDisk:
         os.symlink(slot, tmp)
         os.replace(tmp, self.current)
         fsync_dir(self.slots)
+
+    def load_slot(self, slot: Slot, trust: TrustStore, threads: int = 1) -> LoadedModel:
+        """Verify (signature, hashes; not expiry: a committed model keeps serving), load, self-test."""
+        bundle = open_bundle(self.slot_dir(slot), trust, check_expiry=False)
+        model = LoadedModel.load(bundle.manifest, bundle.model_path, threads=threads)
+        model.self_test()
+        return model
+
+    def adopt_current(self, trust: TrustStore) -> Record:
+        """A record rebuilt from ``slots/current`` when ``updater.json`` is lost or unreadable: the
+        slot it points to is taken as committed if its bundle verifies; otherwise nothing is."""
+        try:
+            name = os.readlink(self.current)
+            if name not in ("A", "B"):
+                return Record()
+            slot: Slot = "A" if name == "A" else "B"
+            bundle = open_bundle(self.slot_dir(slot), trust, check_expiry=False)
+        except (OSError, EdgeAgentError) as exc:
+            log.warning("no committed slot to adopt: %s", exc)
+            return Record()
+        man = bundle.manifest
+        info = SlotInfo(man.name, man.version, man.artifact.sha256, man.sequence)
+        slots: dict[str, SlotInfo | None] = {"A": None, "B": None}
+        slots[slot] = info
+        return Record(state=UpdaterState.COMMITTED, active=slot, slots=slots, sequence=man.sequence)
 
     # -- offers and revocations -----------------------------------------------------------------
     def offer_path(self, sha256: str) -> Path:

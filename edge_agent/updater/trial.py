@@ -84,3 +84,18 @@ class Trial:
                 f"saw {len(lat)} of {self.spec.frames} frames in {self.spec.timeout_s:.0f} s (fails closed)",
             )
         return None
+
+
+def error_count(counters: dict[str, object]) -> int:
+    """Inference errors so far, from an agent's ``counters()`` (a number or a map of reason -> number)."""
+
+    def total(value: object) -> int:
+        if isinstance(value, bool):
+            return 0
+        if isinstance(value, int | float):
+            return int(value)
+        if isinstance(value, dict):
+            return sum(total(v) for v in value.values())
+        return 0
+
+    return total(counters.get("errors"))

@@ -1,0 +1,56 @@
+"""Triage of a desired-state message, pure: parse, verify the signature, check the target and the
+sequence. What is left for the plugin is a candidate manifest, a refusal, or nothing to do."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from edge_agent.errors import ProtocolError, UpdateRejected
+from edge_agent.protocol.delivery import Reason, parse_desired
+from edge_agent.protocol.manifest import Manifest
+from edge_agent.protocol.signing import Envelope, TrustStore
+from edge_agent.updater import machine as m
+from edge_agent.updater.checks import verify_offer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    #: identifies the message, so a retained refusal is reported once, not at every reconnect
+    key: str
+    sequence: int
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    envelope: Envelope
+    manifest: Manifest
+
+
+def triage(
+    payload: bytes, retained: bool, rec: m.Record, trust: TrustStore, me: m.Identity, now: float
+) -> Candidate | Refusal | None:
+    """None: nothing to do (cleared desired state, the same deployment again, or a stale retained
+    one that a newer deployment already replaced)."""
+    try:
+        env = parse_desired(payload)
+    except ProtocolError as exc:
+        return Refusal(payload[:256].hex(), 0, Reason.BAD_MANIFEST, str(exc))
+    if env is None:
+        return None
+    try:
+        manifest = verify_offer(env, trust, now)
+        m.check_target(manifest, me)
+        if m.check_sequence(rec, manifest) == m.OfferOutcome.IGNORE:
+            return None
+    except UpdateRejected as r:
+        if r.reason == Reason.REPLAY and retained:
+            log.debug("ignoring stale retained deployment: %s", r)
+            return None
+        seq = env.body.get("sequence", 0)
+        return Refusal(env.signature.sig, seq if isinstance(seq, int) else 0, r.reason, r.detail)
+    return Candidate(env, manifest)
