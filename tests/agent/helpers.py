@@ -138,9 +138,7 @@ class MjpegCamera:
                 except OSError:
                     pass
 
-        ThreadingHTTPServer.allow_reuse_address = True
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        server.daemon_threads = True
+        server = _ReusableServer(("127.0.0.1", self.port), Handler)
         self._server = server
         self._alive.set()
         threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -151,6 +149,11 @@ class MjpegCamera:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+class _ReusableServer(ThreadingHTTPServer):
+    allow_reuse_address = True  # the camera comes back on the same port
+    daemon_threads = True
 
 
 def _free_port() -> int:
