@@ -30,7 +30,7 @@ from edge_agent.protocol.topics import Topics
 
 log = logging.getLogger(__name__)
 
-WindowListener = Callable[[TelemetryWindow], None]
+WindowListener = Callable[[TelemetryWindow], object]
 
 
 @dataclass

@@ -166,15 +166,17 @@ class Calibrator:
         k = int(np.floor(np.log(n / 32) / np.log(1.25)))
         return int(32 * 1.25**k)
 
-    def threshold(self, reference: np.ndarray, n: int, noise_scale: float = 0.0) -> float:
+    def threshold(self, reference: np.ndarray, n: int, noise_scale: float = 0.0, ref_n: int | None = None) -> float:
         """PSI above which a window of ``n`` frames counts as drifted against ``reference``. With
         ``noise_scale`` > 0 the windows carry Laplace noise of that scale on every count (see
-        :mod:`.privacy`), and the simulation adds the same noise, so noise alone does not alarm."""
+        :mod:`.privacy`), and the simulation adds the same noise, so noise alone does not alarm.
+        ``ref_n``: how many samples the reference was measured on, when known (default ``self.ref_n``)."""
         if n <= 0:
             return float("inf")
         p = ref_freqs(reference)
         nb = self.bucket(int(n))
-        key = (p.tobytes() + np.float64(noise_scale).tobytes(), nb)
+        rn = max(10, int(ref_n if ref_n is not None else self.ref_n))
+        key = (p.tobytes() + np.float64(noise_scale).tobytes() + rn.to_bytes(8, "little"), nb)
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
@@ -182,7 +184,7 @@ class Calibrator:
         rng = np.random.default_rng(self.seed)
         # The true field distribution differs from the reference by the reference's own estimation
         # error (it came from ref_n training images): draw it, draw a window from it, score it.
-        truth = rng.dirichlet(self.ref_n * p, size=self.draws)
+        truth = rng.dirichlet(rn * p, size=self.draws)
         field_counts = np.stack([rng.multinomial(nb, t) for t in truth]).astype(np.float64)
         if noise_scale > 0:
             noisy = field_counts + rng.laplace(0.0, noise_scale, size=field_counts.shape)
@@ -212,6 +214,7 @@ def score(
     *,
     n: int | None = None,
     noise_scale: float = 0.0,
+    ref_n: int | None = None,
 ) -> Score:
     """PSI of ``counts`` and its calibrated threshold. ``n`` is the window's frame count when the
     counts are noised (their sum then overstates it: noise is clipped at zero)."""
@@ -219,7 +222,7 @@ def score(
     frames = round(float(c.sum())) if n is None else n
     if frames <= 0 or c.sum() <= 0:
         return Score(0.0, float("inf"))
-    return Score(psi(reference, c), calibrator.threshold(reference, frames, noise_scale))
+    return Score(psi(reference, c), calibrator.threshold(reference, frames, noise_scale, ref_n))
 
 
 def class_mix_vectors(

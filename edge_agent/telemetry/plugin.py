@@ -35,7 +35,7 @@ from edge_agent.telemetry.drift import Calibrator
 from edge_agent.telemetry.outbox import Outbox
 from edge_agent.telemetry.privacy import LaplaceNoise, MinFrames, load_secret, new_secret, pseudonym
 from edge_agent.telemetry.pump import OutboxPump
-from edge_agent.telemetry.windows import DriftContext, ModelKey, RawWindow, WindowAggregator, build_window
+from edge_agent.telemetry.windows import DriftContext, ModelKey, RawWindow, WindowAggregator, build_window, context_of
 from firmware_configs.telemetry_section import TelemetrySection
 
 log = logging.getLogger(__name__)
@@ -272,7 +272,7 @@ class TelemetryPlugin:
         model = agent.current_model if agent is not None else None
         if model is None or model.manifest.artifact.sha256 != sha:
             return None
-        ctx = DriftContext(reference=model.manifest.reference, labels=tuple(model.manifest.labels))
+        ctx = context_of(model.manifest)
         self._contexts[sha] = ctx
         return ctx
 

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from edge_agent.errors import ProtocolError
 from edge_agent.plugins import FrameResult
 from edge_agent.preprocessing import STAT_BINS, STAT_RANGES, stat_edges
-from edge_agent.protocol.manifest import Reference
+from edge_agent.protocol.manifest import Manifest, Reference
 from edge_agent.protocol.telemetry import CONF_BINS, DriftStat, Latency, ModelRef, TelemetryWindow
 from edge_agent.telemetry.drift import Calibrator, class_mix_vectors, ref_freqs, reference_on, score
 
@@ -212,10 +212,28 @@ class WindowAggregator:
 
 @dataclass
 class DriftContext:
-    """What drift scoring needs from the serving model's manifest."""
+    """What drift scoring needs from the serving model's manifest. ``ref_n``: how many images the
+    reference histograms were measured on, per drift key, where the manifest says (see
+    :func:`context_of`); unknown ones use the calibrator's default."""
 
     reference: Reference
     labels: tuple[str, ...] = ()
+    ref_n: dict[str, int] = field(default_factory=dict)
+
+
+def context_of(manifest: Manifest) -> DriftContext:
+    """Drift context of a manifest. The build pipeline measures the confidence and class-mix
+    references on the held-out rows (``metrics.test_rows``) and the input statistics on the original
+    training and held-out images; a small reference is noisier, so its thresholds must be wider."""
+    m = manifest.metrics
+    test_rows = int(m["test_rows"]) if m.get("test_rows", 0) >= 10 else None
+    ref_n: dict[str, int] = {}
+    if test_rows is not None:
+        ref_n = {"confidence": test_rows, "class_mix": test_rows}
+        if m.get("train_rows", 0) >= 10:
+            # training rows may include augmented copies; the statistics come from originals only
+            ref_n |= dict.fromkeys(STAT_RANGES, test_rows + int(m["train_rows"]) // 2)
+    return DriftContext(manifest.reference, tuple(manifest.labels), ref_n)
 
 
 def drift_of(
@@ -230,7 +248,14 @@ def drift_of(
     def put(name: str, ref: np.ndarray, counts: np.ndarray, n: int) -> None:
         if counts.sum() <= 0 or n <= 0:
             return
-        s = score(ref, counts, calibrator, n=n if noise_scale > 0 else None, noise_scale=noise_scale)
+        s = score(
+            ref,
+            counts,
+            calibrator,
+            n=n if noise_scale > 0 else None,
+            noise_scale=noise_scale,
+            ref_n=ctx.ref_n.get(name),
+        )
         out[name] = DriftStat(psi=round(min(s.psi, 1000.0), 6), threshold=round(s.threshold, 6), drifted=s.drifted)
 
     for name, hist in ctx.reference.input_stats.items():

@@ -1,0 +1,267 @@
+"""``edgeline ingest``, ``edgeline drift`` and ``edgeline retrain``: the cloud half of the telemetry loop."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shlex
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cloud_registry.errors import RegistryError
+from cloud_registry.telemetry.alerts import AlertEngine, AlertSink, CommandSink, WebhookSink
+from cloud_registry.telemetry.store import TelemetryStore
+from edge_agent.errors import EdgeAgentError
+from edge_agent.protocol.manifest import Reference
+from edge_agent.protocol.topics import Topics
+
+log = logging.getLogger(__name__)
+
+HOME = click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="EDGELINE_HOME",
+    default=Path(".edgeline"),
+    show_default=True,
+    help="edgeline home: registry.db, artifacts/ and telemetry.db live here (env EDGELINE_HOME).",
+)
+DB = click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Telemetry database (default: HOME/telemetry.db).",
+)
+
+
+def _db_path(home: Path, db: Path | None) -> Path:
+    return db if db is not None else home / "telemetry.db"
+
+
+@contextmanager
+def _registry(home: Path) -> Iterator[Any]:
+    """The registry under HOME, or None when there is none yet."""
+    if not (home / "registry.db").exists():
+        yield None
+        return
+    from cloud_registry.registry import Registry, RegistryPaths
+
+    paths = RegistryPaths(home)
+    reg = Registry.open(paths.store_url, paths.artifacts_url)
+    try:
+        yield reg
+    finally:
+        reg.close()
+
+
+# -- ingest --------------------------------------------------------------------------------------------
+@click.command()
+@HOME
+@DB
+@click.option("--host", default="127.0.0.1", show_default=True, help="Fleet broker host.")
+@click.option("--port", type=click.IntRange(1, 65535), default=1883, show_default=True, help="Fleet broker port.")
+@click.option("--protocol", type=click.Choice(["5", "3.1.1"]), default="5", show_default=True, help="MQTT version.")
+@click.option("--topic-root", default="edgeline", show_default=True)
+@click.option("--fleet", default="default", show_default=True)
+@click.option("--client-id", default="edgeline-ingest-1", show_default=True, help="Unique per worker.")
+@click.option("--username", default=None)
+@click.option("--password-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None)
+@click.option("--ca-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None)
+@click.option("--cert-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None)
+@click.option("--key-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None)
+@click.option("--share-group", default="ingest", show_default=True, help="Shared-subscription group (MQTT 5).")
+@click.option("--no-shared", is_flag=True, help="Plain subscription even on MQTT 5 (a single worker).")
+@click.option("--webhook", "webhooks", multiple=True, metavar="URL", help="POST alerts here (repeatable).")
+@click.option("--command", "commands", multiple=True, metavar="CMD", help="Run CMD with each alert on stdin.")
+@click.option("--silent-budget", type=float, default=90.0, show_default=True, help="Seconds before a device is silent.")
+@click.option("--duration", type=float, default=0.0, help="Stop after this many seconds (0: until SIGTERM/Ctrl-C).")
+@click.option("--json", "as_json", is_flag=True, help="Print the final counts as JSON.")
+def ingest(
+    home: Path,
+    db: Path | None,
+    host: str,
+    port: int,
+    protocol: str,
+    topic_root: str,
+    fleet: str,
+    client_id: str,
+    username: str | None,
+    password_file: Path | None,
+    ca_file: Path | None,
+    cert_file: Path | None,
+    key_file: Path | None,
+    share_group: str,
+    no_shared: bool,
+    webhooks: tuple[str, ...],
+    commands: tuple[str, ...],
+    silent_budget: float,
+    duration: float,
+    as_json: bool,
+) -> None:
+    """Run the telemetry ingest service: subscribe to every device's telemetry (a shared subscription
+    on MQTT 5, so several workers with different --client-id split the load), validate each window
+    against the strict schema, store it once per idempotency key, and fire alerts (webhook or command)
+    once per episode of sustained drift, label drift, silent device or aborted rollout."""
+    from cloud_registry.telemetry.ingest import Ingestor, IngestService
+    from edge_agent.mqtt_link import LinkSettings, TlsSettings
+
+    try:
+        topics = Topics(topic_root, fleet)
+        store = TelemetryStore(_db_path(home, db))
+        sinks: list[AlertSink] = [WebhookSink(u) for u in webhooks]
+        sinks += [CommandSink(shlex.split(c)) for c in commands]
+    except (RegistryError, EdgeAgentError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    engine = AlertEngine(store, sinks, silent_budget_s=silent_budget)
+    password = password_file.read_text("utf-8").strip() if password_file else None
+    tls = TlsSettings(str(ca_file), str(cert_file) if cert_file else None, str(key_file) if key_file else None)
+    settings = LinkSettings(
+        host=host,
+        port=port,
+        client_id=client_id,
+        username=username,
+        password=password,
+        tls=tls if ca_file else None,
+        protocol=protocol,  # type: ignore[arg-type]
+    )
+    service = IngestService(
+        Ingestor(store, topics, listeners=[engine.on_window]), settings, shared=False if no_shared else None
+    )
+    try:
+        service.start()
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"ingesting {service.topic_filter} from {host}:{port} into {store.path}", err=True)
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    if duration > 0:
+        threading.Timer(duration, stop.set).start()
+
+    def periodic() -> None:
+        with _registry(home) as reg:
+            if reg is None:
+                return
+            engine.check_silent((d.device_id, d.last_seen) for d in reg.store.list_devices())
+            engine.check_rollouts((r.id, r.status, str(r.doc.get("reason", ""))) for r in reg.store.list_rollouts(200))
+
+    try:
+        service.run(stop, every_s=min(5.0, max(0.5, duration / 4)) if duration else 5.0, on_tick=periodic)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    stats = service.ingestor.stats.as_dict() | {"alerts": len(engine.sent), "alert_failures": engine.failures}
+    click.echo(json.dumps(stats) if as_json else f"stopped: {stats}")
+
+
+# -- drift ---------------------------------------------------------------------------------------------
+def _reference_from_bundle(bundle: Path) -> Reference:
+    from edge_agent.bundle import read_envelope
+    from edge_agent.protocol.manifest import parse_manifest
+
+    env = read_envelope(bundle)
+    return parse_manifest(env.get("body")).reference
+
+
+@click.command()
+@click.option("--model", "-m", required=True, help="Model name.")
+@click.option("--version", "-V", type=click.IntRange(min=1), default=None, help="One version (default: all).")
+@HOME
+@DB
+@click.option("--by-group", is_flag=True, help="One row per group.")
+@click.option("--hours", type=float, default=None, help="Only the last N hours of windows.")
+@click.option(
+    "--bundle",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Take the reference histograms from this bundle instead of the registry.",
+)
+@click.option("--png", type=click.Path(dir_okay=False, path_type=Path), default=None, help="PNG path.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def drift(
+    model: str,
+    version: int | None,
+    home: Path,
+    db: Path | None,
+    by_group: bool,
+    hours: float | None,
+    bundle: Path | None,
+    png: Path | None,
+    as_json: bool,
+) -> None:
+    """Drift report for MODEL: per version, the field's input statistics against the reference the
+    model shipped with (means, pooled PSI and its calibrated threshold, earth mover's distance, windows
+    the devices flagged), as a table and a PNG (reference vs field histograms, drift over time)."""
+    from cloud_registry.telemetry.drift_report import build_report, render_png
+
+    path = _db_path(home, db)
+    if not path.exists():
+        raise click.ClickException(f"no telemetry database at {path} (run 'edgeline ingest' first, or pass --db)")
+    try:
+        store = TelemetryStore(path)
+        with _registry(home) as reg:
+            fixed = _reference_from_bundle(bundle) if bundle is not None else None
+
+            def reference_for(name: str, ver: int) -> Reference | None:
+                if fixed is not None:
+                    return fixed
+                if reg is None:
+                    return None
+                try:
+                    return reg.manifest(reg.resolve(f"{name}@{ver}")).reference
+                except RegistryError:
+                    return None
+
+            since = time.time() - hours * 3600 if hours else None
+            reports = build_report(
+                store, model, version=version, by_group=by_group, since=since, reference_for=reference_for
+            )
+        out_png = render_png(reports, png or Path(f"drift-{model}.png"))
+    except (RegistryError, EdgeAgentError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps({"png": str(out_png), "versions": [r.to_dict() for r in reports]}, default=str))
+        return
+    _print_table(reports)
+    click.echo(f"plot: {out_png}")
+
+
+def _fmt(v: float | None, digits: int = 3) -> str:
+    return "-" if v is None or not math.isfinite(v) else f"{v:.{digits}f}"
+
+
+def _print_table(reports: list[Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"drift of {reports[0].model}")
+    for col in ("version", "group", "windows", "frames", "devices", "statistic", "ref mean", "field mean"):
+        table.add_column(col)
+    for col in ("PSI", "threshold", "EMD", "windows drifted"):
+        table.add_column(col, justify="right")
+    for r in reports:
+        for i, s in enumerate(r.stats):
+            first = i == 0
+            verdict = "[red]DRIFT[/red] " if s.drifted else ""
+            table.add_row(
+                f"v{r.version}" if first else "",
+                (r.group or "-") if first else "",
+                str(r.windows) if first else "",
+                str(r.frames) if first else "",
+                str(r.devices) if first else "",
+                s.name,
+                _fmt(s.ref_mean),
+                _fmt(s.field_mean),
+                verdict + _fmt(s.psi),
+                _fmt(s.threshold),
+                _fmt(s.emd),
+                f"{s.windows_drifted}/{s.windows}",
+            )
+    Console(width=int(os.environ.get("COLUMNS", "160"))).print(table)
