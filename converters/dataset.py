@@ -99,6 +99,19 @@ def scan_image_folder(roots: Path | str | Sequence[Path | str], *, min_classes: 
     return ImageFolder(tuple(root_list), classes, tuple(paths), tuple(targets))
 
 
+def scan_images(root: Path | str) -> list[Path]:
+    """Every PNG/JPEG under ``root``: in class subfolders, or directly in it (calibration sets)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"image directory {root} does not exist")
+    found = sorted(p for p in root.iterdir() if _is_image(p))
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        found += sorted(p for p in sub.iterdir() if _is_image(p))
+    if not found:
+        raise DatasetError(f"no PNG/JPEG images in {root} or its subfolders")
+    return found
+
+
 def _looks_complete(path: Path, data: bytes) -> None:
     """libjpeg decodes a truncated JPEG into a grey-filled image with only a warning; catch that
     (and a truncated PNG) from the file structure before decoding."""

@@ -60,6 +60,10 @@ def make_estimator(name: str, *, seed: int = 0, params: dict[str, Any] | None = 
                 raise TrainingError(f"estimator {name!r} has no parameter {key!r}; settable: {settable}")
         try:
             pipe.set_params(**params)
+            for _, step in pipe.steps:  # check values now, not after minutes of feature extraction
+                validate = getattr(step, "_validate_params", None)
+                if callable(validate):
+                    validate()
         except (ValueError, TypeError) as exc:
             raise TrainingError(f"bad parameter for {name!r}: {exc}") from exc
     return pipe

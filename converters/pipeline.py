@@ -23,7 +23,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from converters import report as report_io
-from converters.dataset import ImageFolder, dataset_sha256, scan_image_folder
+from converters.dataset import ImageFolder, dataset_sha256, scan_image_folder, scan_images
 from converters.errors import DatasetError, GateFailed, TrainingError
 from converters.estimators import fit, make_estimator
 from converters.features import DEFAULT_SPEC, extract
@@ -91,7 +91,7 @@ def build_bundle(
     name: str = "inspection",
     version: int = 1,
     key_dir: Path | str = Path("keys"),
-    quantization: QuantChoice | str = "static",
+    quantization: QuantChoice | str = "auto",
     gate: GateConfig | None = None,
     augment: Augment | None = None,
     augment_copies: int = 1,
@@ -100,6 +100,7 @@ def build_bundle(
     seed: int = 0,
     test_size: float = 0.25,
     calib_rows: int = 500,
+    calib_dir: Path | str | None = None,
     selftest_per_class: int = 1,
     thresholds: Thresholds | None = None,
     target: Target | None = None,
@@ -112,7 +113,9 @@ def build_bundle(
     """Build and sign a bundle from an image folder (or several, merged). See the module doc.
 
     ``augment(frame, rng) -> frame`` is applied to ``augment_copies`` extra copies of every TRAINING
-    image (never to held-out images): e.g. :func:`converters.synth.lighting_augment`. ``lineage`` is
+    image (never to held-out images): e.g. :func:`converters.synth.lighting_augment`. Static int8 is
+    calibrated on up to ``calib_rows`` training rows, or on the images in ``calib_dir`` (flat or in
+    subfolders) when given, e.g. recent frames of the line the model is for. ``lineage`` is
     merged into the manifest's lineage (e.g. the parent version and the drift evidence). Raises a
     :class:`~converters.errors.ConverterError` subclass on any failure; no bundle is written then."""
     t_start = time.perf_counter()
@@ -166,7 +169,11 @@ def build_bundle(
     p_float = run_probabilities(float_model, test.x)
 
     hook.stage(f"quantization ({quantization}) and gate")
-    calib = train.x[rng.permutation(len(train.x))[:calib_rows]]
+    if calib_dir is not None:
+        calib_paths = scan_images(calib_dir)[:calib_rows]
+        calib = extract(calib_paths, [0] * len(calib_paths), spec).x
+    else:
+        calib = train.x[rng.permutation(len(train.x))[:calib_rows]]
     is_forest = estimator == "forest"
     try:
         chosen = select_model(
@@ -228,6 +235,7 @@ def build_bundle(
             "test_size": test_size,
             "augment": getattr(augment, "__qualname__", repr(augment)) if augment else None,
             "augmented_rows": train.augmented,
+            "calibration": str(calib_dir) if calib_dir is not None else f"{len(calib)} training rows",
             "fit": fit_notes,
         },
         **code_lineage(),

@@ -1,0 +1,158 @@
+"""``edgeline train``: image folder -> scikit-learn -> ONNX -> int8 -> quality gate -> signed bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from converters.cli_common import KEYS_OPTION, echo_json, parse_params, progress_bars, run_or_fail
+from converters.estimators import ESTIMATORS
+from converters.gate import GateConfig
+from converters.pipeline import BuildResult, build_bundle
+from converters.selection import QUANT_CHOICES
+from edge_agent.protocol.manifest import Thresholds
+
+GATE_HELP = "Quality gate: no bundle when the int8 model is worse than float by more than these margins."
+
+
+def gate_options(fn: click.decorators.FC) -> click.decorators.FC:
+    fn = click.option(
+        "--no-fallback", is_flag=True, help="With --quantization auto, do not fall back to dynamic int8."
+    )(fn)
+    fn = click.option(
+        "--min-agreement",
+        type=click.FloatRange(0, 1),
+        default=0.99,
+        show_default=True,
+        help="Smallest accepted label agreement between int8 and float.",
+    )(fn)
+    fn = click.option(
+        "--max-accuracy-drop",
+        type=click.FloatRange(0, 100),
+        default=1.0,
+        show_default=True,
+        help="Largest accepted accuracy drop of int8 vs float, in percentage points. " + GATE_HELP,
+    )(fn)
+    fn = click.option(
+        "--quantization",
+        type=click.Choice(QUANT_CHOICES),
+        default="auto",
+        show_default=True,
+        help="static: QDQ int8 calibrated on training images; dynamic: int8 weights; auto: static, "
+        "then dynamic if static fails the gate; float: no quantization.",
+    )(fn)
+    return fn
+
+
+@click.command()
+@click.argument("dataset", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Bundle directory to write.",
+)
+@click.option(
+    "--estimator",
+    type=click.Choice(list(ESTIMATORS)),
+    default="mlp",
+    show_default=True,
+    help="; ".join(f"{k}: {v}" for k, v in ESTIMATORS.items()),
+)
+@click.option("--name", default="inspection", show_default=True, help="Model name (letters, digits, . _ -).")
+@click.option("--version", "version", type=click.IntRange(1), default=1, show_default=True, help="Model version.")
+@KEYS_OPTION
+@gate_options
+@click.option(
+    "--param", "params", multiple=True, help="Estimator parameter, scikit-learn style: --param pca__n_components=32."
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the split and the estimator.")
+@click.option(
+    "--test-size", type=click.FloatRange(0.05, 0.5), default=0.25, show_default=True, help="Held-out fraction."
+)
+@click.option("--ok-label", default="ok", show_default=True, help="The class of good parts.")
+@click.option(
+    "--min-confidence",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Smallest probability for a defect verdict.",
+)
+@click.option("--valid-days", type=click.FloatRange(0.01), default=365.0, show_default=True, help="Manifest lifetime.")
+@click.option("--force", is_flag=True, help="Overwrite a bundle already in --out.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (no progress bars).")
+def train(
+    dataset: tuple[Path, ...],
+    out_dir: Path,
+    estimator: str,
+    name: str,
+    version: int,
+    key_dir: Path,
+    quantization: str,
+    max_accuracy_drop: float,
+    min_agreement: float,
+    no_fallback: bool,
+    params: tuple[str, ...],
+    seed: int,
+    test_size: float,
+    ok_label: str,
+    min_confidence: float,
+    valid_days: float,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Train a model on DATASET (one or more image folders with a subfolder per class), convert it to
+    ONNX, quantize it to int8, gate it against the float model, and write a signed bundle to --out
+    (model.onnx + manifest.json, report in --out/report). Exits 1 when the gate refuses the model."""
+    gate = GateConfig(max_accuracy_drop, min_agreement, fallback_to_dynamic=not no_fallback)
+    thresholds = Thresholds(ok_label=ok_label, defect_min_confidence=min_confidence)
+    overrides = parse_params(params)
+    with progress_bars(not as_json) as hook:
+        result: BuildResult = run_or_fail(
+            lambda: build_bundle(
+                list(dataset),
+                out_dir,
+                estimator=estimator,
+                name=name,
+                version=version,
+                key_dir=key_dir,
+                quantization=quantization,
+                gate=gate,
+                params=overrides or None,
+                seed=seed,
+                test_size=test_size,
+                thresholds=thresholds,
+                valid_days=valid_days,
+                force=force,
+                progress=hook,
+            ),
+            as_json,
+        )
+    summary = {
+        "ok": True,
+        "bundle": str(result.bundle_dir),
+        "report": str(result.report_json),
+        "report_png": str(result.report_png),
+        "quantization": result.quantization.to_dict(),
+        "gate": result.gate.to_dict(),
+        "conversion": {
+            "label_agreement": result.conversion.label_agreement,
+            "max_prob_diff": result.conversion.max_prob_diff,
+        },
+        "metrics": result.metrics,
+    }
+    if as_json:
+        echo_json(summary)
+        return
+    q, g = result.quantization, result.gate.figures
+    click.echo(f"bundle   {result.bundle_dir}  ({name} v{version}, {estimator})")
+    click.echo(f"model    {q.mode}, {q.model_bytes:,} bytes ({q.size_ratio:.1%} of float {q.float_bytes:,}); {q.note}")
+    acc = f"accuracy {g.quant_accuracy:.4f} (float {g.float_accuracy:.4f})" if g.quant_accuracy is not None else ""
+    click.echo(f"gate     passed: {acc}, label agreement {g.label_agreement:.4f}, max prob diff {g.max_prob_diff:.3f}")
+    conv = result.conversion
+    click.echo(
+        f"parity   scikit-learn vs ONNX: agreement {conv.label_agreement:.4f}, max diff {conv.max_prob_diff:.1e}"
+    )
+    click.echo(f"report   {result.report_json}, {result.report_png}")
