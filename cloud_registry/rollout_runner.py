@@ -167,8 +167,13 @@ class RolloutRunner:
     def load(self, rollout_id: str) -> ro.Rollout:
         return ro.Rollout.from_dict(self.store.get_rollout(rollout_id).doc)
 
-    def _save(self, r: ro.Rollout) -> None:
-        self.store.save_rollout(r.plan.id, r.status.value, r.to_dict(), runner_seen=self.clock())
+    def _save(self, r: ro.Rollout, *, alive: bool = True) -> None:
+        """Persist; ``runner_seen`` tells other processes whether a runner is driving this rollout."""
+        self.store.save_rollout(r.plan.id, r.status.value, r.to_dict(), runner_seen=self.clock() if alive else 0.0)
+
+    def release(self, r: ro.Rollout) -> None:
+        """Say this process stops driving ``r`` (so controls from other processes act at once)."""
+        self._save(r, alive=False)
 
     def apply_control(self, r: ro.Rollout, control: str) -> ro.Rollout:
         try:
@@ -229,7 +234,7 @@ class RolloutRunner:
             r = self.step(r)
             if on_update is not None:
                 on_update(r)
-        self._save(r)
+        self._save(r, alive=False)
         return r
 
 

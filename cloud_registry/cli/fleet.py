@@ -1,0 +1,68 @@
+"""``edgeline fleet``: every device, online or not, its model, slot, updater state, last event and error."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from cloud_registry.cli.common import BrokerOptions, broker_options, connect, echo_json, json_option
+from cloud_registry.fleet import FleetWatcher
+
+
+def _ago(ts: float, now: float) -> str:
+    if ts <= 0:
+        return "never"
+    d = max(0.0, now - ts)
+    return f"{d:.0f}s" if d < 120 else f"{d / 60:.0f}m" if d < 7200 else f"{d / 3600:.0f}h"
+
+
+@click.command()
+@broker_options
+@click.option("--group", default=None, help="Only devices of this group.")
+@click.option(
+    "--wait", type=float, default=2.0, show_default=True, help="Seconds to collect the retained device states."
+)
+@json_option
+def fleet(broker: BrokerOptions, group: str | None, wait: float, as_json: bool) -> None:
+    """Devices from their retained birth/state messages: online, offline (Last Will or clean goodbye)
+    or stale (no heartbeat for three intervals), with model, slot, updater state, last event and error."""
+    link = connect(broker, f"edgeline-fleet-{os.getpid()}")
+    try:
+        watcher = FleetWatcher(link, broker.topics)
+        watcher.settle(quiet_s=min(0.5, wait), max_s=wait)
+        now = time.time()
+        rows = [r for r in watcher.view.rows(now) if group is None or (r.state and group in r.state.groups)]
+    finally:
+        link.stop()
+    if as_json:
+        echo_json([r.to_dict() for r in rows])
+        return
+    table = Table(
+        "device", "status", "model", "slot", "updater", "last event", "last error", "seen", "hardware", "agent"
+    )
+    colour = {"online": "green", "offline": "red", "stale": "yellow"}
+    for r in rows:
+        d = r.to_dict()
+        model = f"{d['model']['name']} v{d['model']['version']}" if d["model"] else "-"
+        ev = d["last_event"]
+        last = f"{ev['kind']}" + (f" ({ev['reason']})" if ev and ev.get("reason") else "") if ev else "-"
+        table.add_row(
+            r.device_id,
+            f"[{colour[r.status]}]{r.status}[/]",
+            model,
+            d["slot"] or "-",
+            d["updater"] or "-",
+            last,
+            (d["last_error"] or "-")[:60],
+            _ago(r.last_seen, now),
+            d["hardware_class"] or "-",
+            d["agent_version"] or "-",
+        )
+    console = Console()
+    console.print(table)
+    online = sum(1 for r in rows if r.online)
+    console.print(f"{len(rows)} devices, {online} online")
