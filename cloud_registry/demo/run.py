@@ -1,0 +1,177 @@
+"""Run the whole story, stage after stage, and always clean up.
+
+A stage that fails stops the story (the later stages are marked skipped); whatever happened, the
+agents, the camera simulator, the cloud connections and the broker are stopped in that order, the
+verdicts are scored, and the summary and the report are written. Ctrl-C (or SIGTERM) ends the
+current stage as failed and takes the same path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from cloud_registry.demo import stages, tamper, updates
+from cloud_registry.demo.context import DemoContext, Outcome
+from cloud_registry.demo.models import MODEL_NAME
+from cloud_registry.demo.processes import stop_process
+from cloud_registry.demo.progress import StageProgress
+from cloud_registry.demo.settings import DemoSettings
+from cloud_registry.demo.summary import StageRecord, build_summary, fleet_snapshot, score
+from cloud_registry.demo.workspace import Workspace
+from cloud_registry.errors import RegistryError
+from cloud_registry.report.html import render
+from edge_agent.fsutil import write_atomic
+
+log = logging.getLogger(__name__)
+
+Stage = Callable[[DemoContext], Outcome]
+
+STORY: list[tuple[str, str, Stage]] = [
+    ("setup", "Start the broker, the camera simulator and the devices", stages.setup),
+    ("build_v1", "1. Build v1 from synthetic line images, register it", stages.build),
+    ("deploy_v1", "2. Deploy v1 as a canary, then to all devices", stages.deploy_v1),
+    ("inspect", "3. The devices inspect their streams offline", stages.inspect),
+    ("drift", "4. The lighting on one line drifts darker", stages.drift),
+    ("detect", "5. Telemetry shows the drift, on that line only", stages.detect),
+    ("retrain", "6. Retrain v2 from the drift evidence, gate it", updates.retrain_stage),
+    ("deploy_v2", "7. v2 as a canary on that line, then promoted", updates.deploy_v2),
+    ("tampered", "8. A tampered update is refused, inspection goes on", tamper.tampered_stage),
+]
+SCORE = ("score", "Score the devices' verdicts against ground truth")
+
+
+@dataclass
+class DemoRun:
+    summary: dict[str, Any]
+    interrupted: bool
+
+
+def _teardown(ctx: DemoContext) -> dict[str, Any]:
+    """Stop everything this run started; returns exit codes (agents first: they flush their outbox
+    to the broker and publish their offline state on the way out)."""
+    codes: dict[str, Any] = {}
+    for proc in ctx.devices.values():
+        if proc.alive() and proc.proc is not None:
+            proc.proc.terminate()
+    for d, proc in ctx.devices.items():
+        codes[d] = proc.stop()
+    if ctx.camera is not None:
+        codes["camera"] = stop_process(ctx.camera.proc, 5.0)
+    if ctx.cloud is not None:
+        time.sleep(0.5)  # the agents' last windows, flushed on the way out, reach the ingest
+        try:
+            ctx.windows = [sw.window for sw in ctx.cloud.telemetry.windows(MODEL_NAME)]
+        except RegistryError:
+            log.exception("cannot read the telemetry store")
+        ctx.cloud.stop()
+    if ctx.broker is not None:
+        ctx.broker.stop()
+        codes["broker"] = "stopped"
+    return codes
+
+
+def leftover_processes(root: Path) -> list[dict[str, Any]]:
+    """Processes still running whose command line mentions the workspace (there should be none)."""
+    out = []
+    needle = str(root).encode()
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if needle in cmd and ") Z" not in stat:
+            out.append({"pid": int(entry.name), "cmdline": cmd.replace(b"\0", b" ").decode("utf-8", "replace")[:200]})
+    return out
+
+
+def _run_stage(ctx: DemoContext, name: str, fn: Callable[[DemoContext], Outcome]) -> Outcome:
+    try:
+        return fn(ctx)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # the orchestrator's boundary: any failure ends the story, cleanly
+        from converters.errors import ConverterError
+        from edge_agent.errors import EdgeAgentError
+
+        if not isinstance(exc, RegistryError | ConverterError | EdgeAgentError):
+            log.error("stage %s crashed:\n%s", name, traceback.format_exc())
+            return Outcome(False, f"internal error: {type(exc).__name__}: {exc}")
+        log.warning("stage %s failed: %s", name, exc)
+        return Outcome(False, str(exc))
+
+
+def run_demo(
+    settings: DemoSettings,
+    workdir: Path | None,
+    console: Console,
+    on_workspace: Callable[[Workspace], None] | None = None,
+) -> DemoRun:
+    ws = Workspace.create(workdir)
+    if on_workspace is not None:
+        on_workspace(ws)
+    titles = [(n, t) for n, t, _ in STORY] + [SCORE]
+    header = f"edgeline demo · {settings.devices} devices · workspace {ws.root}"
+    records: list[StageRecord] = []
+    interrupted = False
+    table: dict[str, dict[str, Any]] = {}
+    with StageProgress(titles, console, header) as ui:
+        ctx = DemoContext(settings, ws, detail=ui.detail)
+        failed = False
+        try:
+            for name, title, fn in STORY:
+                if failed:
+                    ui.skip(name, "an earlier stage failed")
+                    records.append(StageRecord(name, title, "skipped", summary="an earlier stage failed"))
+                    continue
+                ui.start(name)
+                started = time.monotonic()
+                try:
+                    out = _run_stage(ctx, name, fn)
+                except KeyboardInterrupt:
+                    out, interrupted = Outcome(False, "interrupted"), True
+                seconds = time.monotonic() - started
+                ui.end(name, out.ok, out.summary, seconds)
+                records.append(
+                    StageRecord(name, title, "passed" if out.ok else "failed", seconds, out.summary, out.details)
+                )
+                failed = failed or not out.ok or interrupted
+            if ctx.cloud is not None:
+                ctx.fleet = fleet_snapshot(ctx)
+        finally:
+            ui.detail("stopping agents, camera, broker")
+            codes = _teardown(ctx)
+            log.info("teardown exit codes: %s", codes)
+        if failed and not (ctx.v1 and ctx.v2):
+            ui.skip(SCORE[0], "nothing to compare")
+            records.append(StageRecord(*SCORE, "skipped", summary="v1 and v2 did not both run"))
+        else:
+            ui.start(SCORE[0])
+            started = time.monotonic()
+
+            def scoring(c: DemoContext) -> Outcome:
+                nonlocal table
+                result, table = score(c)
+                return result
+
+            out = _run_stage(ctx, SCORE[0], scoring)
+            seconds = time.monotonic() - started
+            ui.end(SCORE[0], out.ok, out.summary, seconds)
+            records.append(StageRecord(*SCORE, "passed" if out.ok else "failed", seconds, out.summary, out.details))
+    summary = build_summary(ctx, records, table)
+    summary["processes"] = {"exit_codes": codes, "leftover": leftover_processes(ws.root)}
+    write_atomic(ws.summary_path, json.dumps(summary, indent=1, default=str).encode())
+    write_atomic(ws.report_path, render(summary).encode("utf-8"))
+    return DemoRun(summary, interrupted)

@@ -1,0 +1,62 @@
+"""The knobs of one demo run. ``--quick`` is the same story with less data and shorter phases."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    devices: int = 3
+    #: training images per class for v1 (v2 reuses them, with augmentation)
+    per_class: int = 120
+    #: parts per second each line's camera shows
+    fps: float = 16.0
+    #: a telemetry window closes after this many frames (or ``window_s``, whichever first)
+    window_frames: int = 48
+    window_s: float = 8.0
+    #: clean inspection on v1 before the lighting drifts, seconds
+    clean_s: float = 12.0
+    #: the drifted line's lighting: brightness offset (grey levels), contrast gain, ramp duration
+    drift_brightness: float = -70.0
+    drift_contrast: float = 0.7
+    drift_ramp_s: float = 3.0
+    #: the drift must be confirmed by telemetry within this long after the ramp ends
+    detect_timeout_s: float = 60.0
+    #: telemetry windows of the settled drift that retraining reads the field's lighting from
+    evidence_windows: int = 3
+    #: inspection on v2 after it is promoted, before the tampered update, seconds
+    after_v2_s: float = 8.0
+    #: frames every device must inspect while the tampered update is refused
+    tamper_watch_s: float = 4.0
+    #: live frames a new model serves in its trial before it commits
+    trial_frames: int = 10
+    rollout_timeout_s: float = 90.0
+    #: 1-based index of the line whose lighting drifts
+    drift_line: int = 2
+    #: v2 must beat v1 on drifted frames by at least this much (accuracy, 0-1)
+    min_gain: float = 0.15
+    seed: int = 7
+    quick: bool = False
+
+    @classmethod
+    def make(cls, *, quick: bool, devices: int, seed: int = 7) -> DemoSettings:
+        base = cls(devices=devices, seed=seed)
+        if quick:
+            base = replace(
+                base, per_class=70, fps=16.0, window_frames=40, clean_s=5.0, after_v2_s=4.0, tamper_watch_s=2.5,
+                trial_frames=6, evidence_windows=2, quick=True,
+            )  # fmt: skip
+        return replace(base, drift_line=min(base.drift_line, devices))
+
+    @property
+    def device_ids(self) -> list[str]:
+        return [f"line-{i}" for i in range(1, self.devices + 1)]
+
+    @property
+    def drifted_device(self) -> str:
+        return f"line-{self.drift_line}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
