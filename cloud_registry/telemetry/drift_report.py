@@ -156,14 +156,18 @@ def build_report(
     since: float | None = None,
     until: float | None = None,
     reference_for: ReferenceFor | None = None,
+    select: Callable[[TelemetryWindow], bool] | None = None,
 ) -> list[VersionReport]:
-    """One :class:`VersionReport` per version (per group with ``by_group``), oldest version first."""
+    """One :class:`VersionReport` per version (per group with ``by_group``), oldest version first;
+    ``select`` keeps only some windows (e.g. those flagged as drifted)."""
     versions = [version] if version is not None else store.versions(model)
     if not versions or store.count(model) == 0:
         raise NotFound(f"no telemetry for model {model!r}")
     out: list[VersionReport] = []
     for v in versions:
         windows = [sw.window for sw in store.windows(model, v, since=since, until=until)]
+        if select is not None:
+            windows = [w for w in windows if select(w)]
         if not windows:
             continue
         ref = reference_for(model, v) if reference_for is not None else None

@@ -143,3 +143,43 @@ def store(tmp_path: Path) -> Iterator[TelemetryStore]:
     s = TelemetryStore(tmp_path / "telemetry.db")
     yield s
     s.close()
+
+
+# -- the synthetic line and its v1 model (converters pipeline), shared by drift and retraining tests ----
+DARK = {"brightness": -40.0, "contrast": 0.85}
+
+
+@dataclass(frozen=True)
+class Line:
+    data: Path
+    v1: Path
+    key_dir: Path
+
+
+@pytest.fixture(scope="session")
+def line(tmp_path_factory: pytest.TempPathFactory, key_dir: Path) -> Line:
+    """400 labeled synthetic line images (4 classes) and a v1 bundle trained on them by the build
+    pipeline (MLP, int8, gate, reference histograms), signed with the session's keys."""
+    from converters.pipeline import build_bundle
+    from converters.synth import generate_dataset
+
+    root = tmp_path_factory.mktemp("line")
+    generate_dataset(root / "data", per_class=100, seed=1)
+    build_bundle(root / "data", root / "v1", name="plates", version=1, key_dir=key_dir)
+    return Line(root / "data", root / "v1", key_dir)
+
+
+@pytest.fixture
+def line_v1(line: Line, trust: TrustStore) -> LoadedModel:
+    from edge_agent.inference import load_and_check
+
+    return load_and_check(line.v1, trust)
+
+
+def line_frames(n: int, seed: int, dark: bool = False) -> tuple[list[np.ndarray], list[str]]:
+    from converters.synth import CLASSES, Conditions, Lighting, render_part
+
+    rng = np.random.default_rng(seed)
+    cond = Conditions(lighting=Lighting(**DARK) if dark else Lighting())
+    labels = [CLASSES[int(rng.integers(len(CLASSES)))] for _ in range(n)]
+    return [render_part(lab, rng, conditions=cond) for lab in labels], labels
