@@ -99,6 +99,23 @@ def scan_image_folder(roots: Path | str | Sequence[Path | str], *, min_classes: 
     return ImageFolder(tuple(root_list), classes, tuple(paths), tuple(targets))
 
 
+def stratified_split(folder: ImageFolder, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, held-out indices), both sorted: the split :func:`converters.pipeline.build_bundle`
+    makes (scikit-learn ``train_test_split``, stratified by class, ``random_state=seed``)."""
+    from sklearn.model_selection import train_test_split
+
+    counts = folder.counts
+    small = {c: n for c, n in counts.items() if n < 2}
+    if small:
+        raise DatasetError(f"every class needs at least 2 images for a held-out split; too few: {small}")
+    idx = np.arange(len(folder))
+    try:
+        tr, te = train_test_split(idx, test_size=test_size, stratify=np.asarray(folder.targets), random_state=seed)
+    except ValueError as exc:
+        raise DatasetError(f"cannot make a stratified split of {len(folder)} images ({counts}): {exc}") from exc
+    return np.sort(tr), np.sort(te)
+
+
 def scan_images(root: Path | str) -> list[Path]:
     """Every PNG/JPEG under ``root``: in class subfolders, or directly in it (calibration sets)."""
     root = Path(root)

@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from converters import report as report_io
-from converters.dataset import ImageFolder, dataset_sha256, scan_image_folder, scan_images
+from converters.dataset import dataset_sha256, scan_image_folder, scan_images, stratified_split
 from converters.errors import DatasetError, GateFailed, TrainingError
 from converters.estimators import fit, make_estimator
 from converters.features import DEFAULT_SPEC, extract
@@ -41,7 +40,7 @@ from edge_agent.protocol.manifest import Manifest, PreprocessSpec, Target, Thres
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BuildResult", "GateConfig", "ProgressHook", "build_bundle"]
+__all__ = ["BuildArtifacts", "BuildResult", "GateConfig", "ProgressHook", "build_bundle"]
 
 
 class ProgressHook:
@@ -52,6 +51,17 @@ class ProgressHook:
 
     def advance(self, n: int = 1) -> None:
         """``n`` steps of the current stage are done."""
+
+
+@dataclass
+class BuildArtifacts:
+    """In-memory products of a build, kept on request (benchmarks, notebooks)."""
+
+    estimator: Any  # the fitted scikit-learn pipeline
+    float_model: bytes
+    model: bytes  # the shipped model
+    x_test: np.ndarray
+    y_test: np.ndarray
 
 
 @dataclass
@@ -68,19 +78,7 @@ class BuildResult:
     quantization: QuantReport
     conversion: Agreement  # scikit-learn vs float ONNX on the held-out rows
     report: dict[str, Any] = field(default_factory=dict)
-
-
-def _split(folder: ImageFolder, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    counts = folder.counts
-    small = {c: n for c, n in counts.items() if n < 2}
-    if small:
-        raise DatasetError(f"every class needs at least 2 images for a held-out split; too few: {small}")
-    idx = np.arange(len(folder))
-    try:
-        tr, te = train_test_split(idx, test_size=test_size, stratify=np.asarray(folder.targets), random_state=seed)
-    except ValueError as exc:
-        raise DatasetError(f"cannot make a stratified split of {len(folder)} images ({counts}): {exc}") from exc
-    return np.sort(tr), np.sort(te)
+    artifacts: BuildArtifacts | None = None
 
 
 def build_bundle(
@@ -108,6 +106,7 @@ def build_bundle(
     lineage: dict[str, Any] | None = None,
     report_dir: Path | str | None = None,
     force: bool = False,
+    keep_artifacts: bool = False,
     progress: ProgressHook | None = None,
 ) -> BuildResult:
     """Build and sign a bundle from an image folder (or several, merged). See the module doc.
@@ -135,7 +134,7 @@ def build_bundle(
         raise DatasetError(
             f"no class {thresholds.ok_label!r} among {', '.join(labels)}; name the good-part class (ok_label)"
         )
-    tr, te = _split(folder, test_size, seed)
+    tr, te = stratified_split(folder, test_size, seed)
     rng = np.random.default_rng(seed)
 
     hook.stage("features (training images)", len(tr))
@@ -295,6 +294,7 @@ def build_bundle(
         quantization=chosen.report,
         conversion=parity,
         report=doc,
+        artifacts=BuildArtifacts(pipe, float_model, chosen.model, test.x, test.y) if keep_artifacts else None,
     )
 
 

@@ -16,7 +16,6 @@ CNN_SPEC = PreprocessSpec(
     color="gray", roi=(0.2, 0.15, 0.6, 0.7), size=(32, 28), features="tensor", mean=(0.5,), std=(0.25,)
 )
 C1, C2 = 12, 24
-POOL = "GlobalAveragePool"
 
 
 def _graph(
@@ -28,7 +27,7 @@ def _graph(
         helper.make_node("Relu", ["c1"], ["r1"]),
         helper.make_node("Conv", ["r1", "conv2.weight", "conv2.bias"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
         helper.make_node("Relu", ["c2"], ["r2"]),
-        helper.make_node(POOL, ["r2"], ["gap"]),
+        helper.make_node("GlobalAveragePool", ["r2"], ["gap"]),
         helper.make_node("Flatten", ["gap"], ["feat"]),
         helper.make_node("Sub", ["feat", "norm.mean"], ["centred"]),
         helper.make_node("Div", ["centred", "norm.std"], ["normed"]),
