@@ -12,7 +12,6 @@ from cloud_registry.broker import AmqttBroker, MosquittoBroker
 from cloud_registry.demo.cloud import DemoCloud
 from cloud_registry.demo.devices import DeviceProcess
 from cloud_registry.demo.errors import DemoError
-from cloud_registry.demo.models import Labelled
 from cloud_registry.demo.processes import CameraProcess
 from cloud_registry.demo.retrain import Retrained
 from cloud_registry.demo.settings import DemoSettings
@@ -43,7 +42,6 @@ class DemoContext:
     devices: dict[str, DeviceProcess] = field(default_factory=dict)
     signer: SigningKey | None = None
     trust: TrustStore | None = None
-    holdout: Labelled | None = None
     v1: BuildResult | None = None
     v2: Retrained | None = None
     rollouts: list[dict[str, Any]] = field(default_factory=list)

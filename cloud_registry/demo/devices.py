@@ -189,8 +189,13 @@ class DeviceProcess:
         st = self.status()
         return int(st["frames"]["inspected"]) if st else 0
 
-    def stop(self, timeout: float = 15.0) -> int | None:
-        return stop_process(self.proc, timeout)
+    def terminate(self) -> None:
+        """Ask the agent to stop (SIGTERM) without waiting: stop the whole fleet at once."""
+        if self.alive() and self.proc is not None:
+            self.proc.terminate()
+
+    def stop(self, timeout: float = 15.0, *, signal_it: bool = True) -> int | None:
+        return stop_process(self.proc, timeout, signal_it=signal_it)
 
     def records(self) -> Iterator[dict[str, Any]]:
         """Every record of the line's local JSONL log (verdicts and local events)."""

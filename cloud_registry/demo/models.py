@@ -1,29 +1,19 @@
-"""Models of the demo: the synthetic dataset, v1 built with the normal build pipeline
-(:func:`converters.pipeline.build_bundle`), and offline evaluation of a bundle on labelled images
-under a given lighting (ONNX Runtime through the agent's own model loader)."""
+"""Models of the demo: the synthetic dataset and v1, built with the normal build pipeline
+(:func:`converters.pipeline.build_bundle`)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from cloud_registry.demo.errors import DemoError
 from cloud_registry.demo.settings import DemoSettings
 from cloud_registry.demo.workspace import Workspace
-from converters.dataset import scan_image_folder
 from converters.errors import ConverterError
 from converters.pipeline import BuildResult, ProgressHook, build_bundle
-from converters.synth import apply_lighting, generate_dataset
-from edge_agent.bundle import open_bundle
-from edge_agent.errors import EdgeAgentError
-from edge_agent.model import LoadedModel
-from edge_agent.protocol.signing import TrustStore
-from edge_agent.sources import read_image
+from converters.synth import generate_dataset
+from edge_agent.protocol.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +42,7 @@ class HookToDetail(ProgressHook):
 
 
 def make_datasets(ws: Workspace, s: DemoSettings, report: Report) -> dict[str, Any]:
-    """Training images (``dataset/``) and a separate held-out set (``holdout/``), JPEG like the cameras."""
+    """Training images (``dataset/``, the build pipeline holds a quarter out), JPEG like the cameras."""
     done = 0
     total = s.per_class * 4
 
@@ -64,10 +54,9 @@ def make_datasets(ws: Workspace, s: DemoSettings, report: Report) -> dict[str, A
 
     try:
         train = generate_dataset(ws.dataset, s.per_class, seed=s.seed, image_format="jpg", progress=tick)
-        hold = generate_dataset(ws.holdout, max(20, s.per_class // 3), seed=s.seed + 1000, image_format="jpg")
     except ConverterError as exc:
         raise DemoError(f"cannot make the synthetic dataset: {exc}") from exc
-    return {"train": train.counts, "holdout": hold.counts}
+    return dict(train.counts)
 
 
 def build_v1(ws: Workspace, s: DemoSettings, report: Report) -> BuildResult:
@@ -87,48 +76,13 @@ def build_v1(ws: Workspace, s: DemoSettings, report: Report) -> BuildResult:
         raise DemoError(f"building v1 failed: {exc}") from exc
 
 
-def model_facts(result: BuildResult) -> dict[str, Any]:
-    m = result.manifest
+def model_facts(m: Manifest) -> dict[str, Any]:
+    accuracy = m.metrics.get("accuracy")
     return {
         "version": m.version,
         "sha256": m.artifact.sha256,
         "quantization": m.quantization.mode,
         "size_bytes": m.artifact.size,
-        "accuracy_holdout": round(result.evaluation.accuracy, 4),
+        "accuracy_holdout": round(accuracy, 4) if accuracy is not None else None,
         "labels": list(m.labels),
-        "build_seconds": result.report.get("seconds"),
     }
-
-
-@dataclass(frozen=True)
-class Labelled:
-    frames: list[np.ndarray]
-    labels: list[str]
-
-
-def load_holdout(ws: Workspace) -> Labelled:
-    folder = scan_image_folder(ws.holdout)
-    frames: list[np.ndarray] = []
-    labels: list[str] = []
-    for path, target in zip(folder.paths, folder.targets, strict=True):
-        img = read_image(path)
-        if img is None:
-            raise DemoError(f"held-out image {path} is unreadable")
-        frames.append(img)
-        labels.append(folder.classes[target])
-    return Labelled(frames, labels)
-
-
-def accuracy(bundle_dir: Path, trust: TrustStore, data: Labelled, lighting: tuple[float, float] = (0.0, 1.0)) -> float:
-    """Accuracy of a bundle on ``data`` rendered under ``lighting`` (brightness offset, contrast gain)."""
-    try:
-        b = open_bundle(bundle_dir, trust, check_expiry=False)
-        model = LoadedModel.load(b.manifest, b.model_path)
-        labels = b.manifest.labels
-        hits = 0
-        for frame, truth in zip(data.frames, data.labels, strict=True):
-            img = apply_lighting(frame, lighting[0], lighting[1]) if lighting != (0.0, 1.0) else frame
-            hits += labels[int(np.argmax(model.predict_frame(img)))] == truth
-    except (EdgeAgentError, ConverterError) as exc:
-        raise DemoError(f"cannot evaluate {bundle_dir}: {exc}") from exc
-    return hits / max(1, len(data.labels))

@@ -49,13 +49,15 @@ def spawn(argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None
             raise DemoError(f"cannot start {argv[0]}: {exc.strerror}") from exc
 
 
-def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> int | None:
-    """SIGTERM, wait up to ``timeout``, then SIGKILL. Returns the exit code (None if never started)."""
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0, *, signal_it: bool = True) -> int | None:
+    """SIGTERM (unless already sent: ``signal_it=False``), wait up to ``timeout``, then SIGKILL.
+    Returns the exit code (None if never started)."""
     if proc is None:
         return None
-    if proc.poll() is None:
+    if proc.poll() is None and signal_it:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
+    if proc.poll() is None:
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -144,3 +146,37 @@ class CameraProcess:
 
     def stop(self) -> None:
         stop_process(self.proc, timeout=5.0)
+
+
+def _ancestors() -> set[int]:
+    out, pid = set(), os.getpid()
+    while pid > 1 and pid not in out:
+        out.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            pid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return out
+
+
+def leftover_processes(root: Path) -> list[dict[str, Any]]:
+    """Processes still running whose command line mentions ``root`` (the workspace), other than this
+    process and the ones that started it. After a demo there must be none."""
+    proc_dir = Path("/proc")
+    if not proc_dir.is_dir():
+        return []
+    skip = _ancestors()
+    needle = str(root).encode()
+    out = []
+    for entry in proc_dir.iterdir():
+        if not entry.name.isdigit() or int(entry.name) in skip:
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if needle in cmd and state != "Z":
+            out.append({"pid": int(entry.name), "cmdline": cmd.replace(b"\0", b" ").decode("utf-8", "replace")[:200]})
+    return out

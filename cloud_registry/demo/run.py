@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import traceback
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from rich.console import Console
 from cloud_registry.demo import stages, tamper, updates
 from cloud_registry.demo.context import DemoContext, Outcome
 from cloud_registry.demo.models import MODEL_NAME
-from cloud_registry.demo.processes import stop_process
+from cloud_registry.demo.processes import leftover_processes, stop_process
 from cloud_registry.demo.progress import StageProgress
 from cloud_registry.demo.settings import DemoSettings
 from cloud_registry.demo.summary import StageRecord, build_summary, fleet_snapshot, score
@@ -61,10 +60,9 @@ def _teardown(ctx: DemoContext) -> dict[str, Any]:
     to the broker and publish their offline state on the way out)."""
     codes: dict[str, Any] = {}
     for proc in ctx.devices.values():
-        if proc.alive() and proc.proc is not None:
-            proc.proc.terminate()
+        proc.terminate()
     for d, proc in ctx.devices.items():
-        codes[d] = proc.stop()
+        codes[d] = proc.stop(signal_it=False)
     if ctx.camera is not None:
         codes["camera"] = stop_process(ctx.camera.proc, 5.0)
     if ctx.cloud is not None:
@@ -78,23 +76,6 @@ def _teardown(ctx: DemoContext) -> dict[str, Any]:
         ctx.broker.stop()
         codes["broker"] = "stopped"
     return codes
-
-
-def leftover_processes(root: Path) -> list[dict[str, Any]]:
-    """Processes still running whose command line mentions the workspace (there should be none)."""
-    out = []
-    needle = str(root).encode()
-    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes()
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if needle in cmd and ") Z" not in stat:
-            out.append({"pid": int(entry.name), "cmdline": cmd.replace(b"\0", b" ").decode("utf-8", "replace")[:200]})
-    return out
 
 
 def _run_stage(ctx: DemoContext, name: str, fn: Callable[[DemoContext], Outcome]) -> Outcome:

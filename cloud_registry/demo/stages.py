@@ -14,7 +14,7 @@ from cloud_registry.demo.cloud import DemoCloud
 from cloud_registry.demo.context import DemoContext, Outcome
 from cloud_registry.demo.devices import DeviceProcess, DeviceSpec
 from cloud_registry.demo.errors import DemoError
-from cloud_registry.demo.models import MODEL_NAME, build_v1, load_holdout, make_datasets, model_facts
+from cloud_registry.demo.models import MODEL_NAME, build_v1, make_datasets, model_facts
 from cloud_registry.demo.processes import CameraProcess
 from cloud_registry.demo.rollouts import deploy
 from cloud_registry.demo.telemetry_view import drift_ratio, line_view
@@ -71,16 +71,15 @@ def setup(ctx: DemoContext) -> Outcome:
 def build(ctx: DemoContext) -> Outcome:
     s = ctx.settings
     counts = make_datasets(ctx.ws, s, ctx.detail)
-    ctx.holdout = load_holdout(ctx.ws)
     ctx.v1 = result = build_v1(ctx.ws, s, ctx.detail)
     try:
         mv = ctx.need_cloud().register(result.bundle_dir, "v1: trained on the normal line", stage="staging")
     except RegistryError as exc:
         raise DemoError(f"registering v1 failed: {exc}") from exc
-    facts = model_facts(result)
+    facts = model_facts(result.manifest)
     details = {**facts, "dataset": counts, "registered": {"name": mv.name, "version": mv.version, "stage": "staging"}}
     summary = (
-        f"{sum(counts['train'].values())} images → {facts['quantization']} ONNX, {facts['size_bytes'] / 1024:.0f} KiB, "
+        f"{sum(counts.values())} images → {facts['quantization']} ONNX, {facts['size_bytes'] / 1024:.0f} KiB, "
         f"held-out accuracy {facts['accuracy_holdout']:.1%}; registered {mv.name} v{mv.version}"
     )
     return Outcome(True, summary, details)

