@@ -63,28 +63,29 @@ def demo(ctx: click.Context, devices: int, quick: bool, workdir: Path | None, as
     report path is printed at the end. Exit status 1 when any stage failed, 130 when interrupted.
     About 2 minutes on 2 cores (--quick: about 1 minute).
     """
+    from cloud_registry.demo.workspace import Workspace
+
+    try:  # a bad --workdir fails here, before anything heavy is imported or started
+        ws = Workspace.create(workdir)
+    except DemoError as exc:
+        raise click.ClickException(str(exc)) from exc
+
     from cloud_registry.demo.run import run_demo
     from cloud_registry.demo.settings import DemoSettings
     from cloud_registry.demo.summary import summary_table
-    from cloud_registry.demo.workspace import Workspace
 
     err = Console(stderr=True)
     settings = DemoSettings.make(quick=quick, devices=devices, seed=seed)
     verbose = int((ctx.parent.params.get("verbose") if ctx.parent else 0) or 0)
-    saved: list[logging.Handler] = []
-
-    def on_workspace(ws: Workspace) -> None:
-        saved.extend(_log_to_file(ws.root / "logs" / "demo.log", verbose))
-
+    saved = _log_to_file(ws.root / "logs" / "demo.log", verbose)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        result = run_demo(settings, workdir, err, on_workspace=on_workspace)
+        result = run_demo(settings, ws, err)
     except DemoError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if saved:
-            logging.getLogger().handlers = saved
+        logging.getLogger().handlers = saved
     summary = result.summary
     if as_json:
         click.echo(json.dumps(summary, indent=1, default=str))

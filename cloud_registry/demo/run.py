@@ -14,7 +14,6 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -94,15 +93,7 @@ def _run_stage(ctx: DemoContext, name: str, fn: Callable[[DemoContext], Outcome]
         return Outcome(False, str(exc))
 
 
-def run_demo(
-    settings: DemoSettings,
-    workdir: Path | None,
-    console: Console,
-    on_workspace: Callable[[Workspace], None] | None = None,
-) -> DemoRun:
-    ws = Workspace.create(workdir)
-    if on_workspace is not None:
-        on_workspace(ws)
+def run_demo(settings: DemoSettings, ws: Workspace, console: Console) -> DemoRun:
     titles = [(n, t) for n, t, _ in STORY] + [SCORE]
     header = f"edgeline demo · {settings.devices} devices · workspace {ws.root}"
     records: list[StageRecord] = []

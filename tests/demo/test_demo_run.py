@@ -1,0 +1,140 @@
+"""``edgeline demo --quick --json`` end to end: a real broker, camera simulator and agent processes.
+Every stage's outcome is checked from the JSON it prints, and nothing may be left running."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tests.demo.conftest import DemoRun, chromium_args
+
+STORY = ["setup", "build_v1", "deploy_v1", "inspect", "drift", "detect", "retrain", "deploy_v2", "tampered", "score"]
+SECTIONS = ["stages", "models", "drift", "rollouts", "fleet", "tampered"]
+
+
+def test_every_stage_passes_and_stdout_is_the_json_summary(quick_run: DemoRun) -> None:
+    assert quick_run.returncode == 0, quick_run.stderr[-3000:]
+    s = quick_run.summary  # stdout is nothing but the JSON document
+    assert s["schema"] == "edgeline.demo/1"
+    assert [st["name"] for st in s["stages"]] == STORY
+    failed = [(st["name"], st["summary"]) for st in s["stages"] if st["status"] != "passed"]
+    assert not failed
+    assert s["ok"] is True
+    assert json.loads((quick_run.workdir / "summary.json").read_text()) == s
+    assert "passed" in quick_run.stderr  # progress went to stderr
+
+
+def test_devices_are_separate_agent_processes_with_generated_configs(quick_run: DemoRun) -> None:
+    setup = quick_run.stage("setup")["details"]
+    pids = [d["pid"] for d in setup["devices"].values()]
+    assert len(set(pids)) == 3 and os.getpid() not in pids
+    for device, info in setup["devices"].items():
+        text = Path(info["config"]).read_text()
+        assert f'id = "{device}"' in text and 'kind = "url"' in text
+    assert quick_run.summary["processes"]["exit_codes"] == {
+        "line-1": 0,
+        "line-2": 0,
+        "line-3": 0,
+        "camera": 0,
+        "broker": "stopped",
+    }
+
+
+def test_v1_then_v2_rolled_out_canary_first(quick_run: DemoRun) -> None:
+    v1, v2 = quick_run.stage("deploy_v1")["details"], quick_run.stage("deploy_v2")["details"]
+    assert v1["state"] == v2["state"] == "completed"
+    assert len(v1["waves"][0]) == 1 and len(v2["waves"][0]) == 1  # a canary wave of one device
+    assert v2["waves"][0] == ["line-2"]  # v2 first goes to the line that drifted
+    assert {d["model_version"] for d in quick_run.summary["fleet"]} == {2}
+    assert all(d["online"] for d in quick_run.summary["fleet"])
+    kinds = {(e["device"], e["event"], e["version"]) for e in quick_run.summary["timeline"]}
+    for device in ("line-1", "line-2", "line-3"):
+        assert (device, "committed", 1) in kinds and (device, "committed", 2) in kinds
+
+
+def test_drift_is_detected_on_the_darkened_line_only(quick_run: DemoRun) -> None:
+    detect = quick_run.stage("detect")["details"]
+    assert detect["line"] == "line-2"
+    assert detect["lines"]["line-2"]["alarm"] is True
+    assert detect["false_alarms"] == []
+    drift = quick_run.summary["drift"]["devices"]
+    assert [d for d, v in drift.items() if v["alarm"]] == ["line-2"]
+    assert drift["line-2"]["max_score"] > 2 * max(drift["line-1"]["max_score"], drift["line-3"]["max_score"])
+
+
+def test_v2_recovers_the_accuracy_v1_lost_on_the_darkened_line(quick_run: DemoRun) -> None:
+    score = quick_run.stage("score")["details"]
+    acc, frames = score["accuracy"], score["frames"]
+    assert frames["v1_drifted"] >= 20 and frames["v2_drifted"] >= 20
+    assert acc["v2_drifted"] - acc["v1_drifted"] >= 0.15, acc
+    assert acc["v2_drifted"] >= 0.75, acc
+    assert acc["v1_clean"] >= 0.75 and acc["v2_clean"] >= 0.75, acc
+    assert score["unmatched"] <= 0.02 * score["frames_scored"]
+    retrain = quick_run.stage("retrain")["details"]
+    assert retrain["registered"]["version"] == 2 and retrain["registered"]["parent"] == 1
+    assert abs(retrain["estimated_lighting"]["brightness"] - (-70)) < 20  # read from telemetry histograms
+    models = quick_run.summary["models"]
+    assert models["v2"]["accuracy_drifted"] == acc["v2_drifted"]
+
+
+def test_tampered_update_is_refused_while_inspection_continues(quick_run: DemoRun) -> None:
+    t = quick_run.summary["tampered"]
+    assert t["rejected"] is True
+    assert set(t["reasons"].values()) == {"bad_signature"}
+    assert sorted(t["reasons"]) == ["line-1", "line-2", "line-3"]
+    assert all(n > 0 for n in t["frames_by_device"].values())  # frame counters kept rising
+    assert set(t["running_after"].values()) == {2}
+    refused = json.loads(Path(t["manifest"]).read_text())
+    assert refused["body"]["version"] == 3
+
+
+def test_nothing_is_left_running(quick_run: DemoRun) -> None:
+    assert quick_run.summary["processes"]["leftover"] == []
+    needle = str(quick_run.workdir).encode()
+    alive = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "cmdline").read_bytes():
+                    alive.append(int(entry.name))
+            except OSError:
+                continue
+    assert alive == []  # no agent, camera simulator or broker of this workspace
+
+
+def test_report_renders_in_chromium(quick_run: DemoRun, tmp_path: Path) -> None:
+    report = quick_run.workdir / "report.html"
+    assert quick_run.summary["report"] == str(report)
+    url = report.as_uri()
+    dom = subprocess.run(
+        [*chromium_args(tmp_path / "p1"), "--enable-logging=stderr", "--v=0", "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in dom.stdout
+    assert dom.stdout.count("<svg") >= 5
+    assert "the run stopped before" not in dom.stdout
+    console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
+    assert console == []
+    shot = tmp_path / "report.png"
+    run = subprocess.run(
+        [*chromium_args(tmp_path / "p2"), "--window-size=1280,3000", f"--screenshot={shot}", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0 and shot.is_file(), run.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float32)
+    assert pixels.shape[:2] == (3000, 1280)
+    assert pixels.std() > 20  # not a blank page
+    assert len(np.unique(pixels.reshape(-1, 3)[::7], axis=0)) > 200  # text, tables and figures
