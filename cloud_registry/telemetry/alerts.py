@@ -145,7 +145,9 @@ class AlertEngine:
         self.clock = clock
         self.sent: list[Alert] = []
         self.failures = 0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._detectors: dict[tuple[str, str, str], Sustained] = {}
+        self._scopes: dict[tuple[str, str], set[str]] = {}
 
     # -- episodes --------------------------------------------------------------------------------------
     def _episode(self, kind: str, scope: str) -> tuple[bool, dict[str, Any]]:
@@ -208,8 +210,20 @@ class AlertEngine:
         return [(str(k), str(s)) for k, s in rows]
 
     # -- drift and label drift from windows -------------------------------------------------------------
+    def _active_devices(self, kind: str, scope: str) -> set[str]:
+        """Devices of a scope in a sustained episode (cached; persisted only when the set changes)."""
+        key = (kind, scope)
+        cached = self._scopes.get(key)
+        if cached is None:
+            _, state = self._episode(kind, scope)
+            devices = state.get("active_devices", [])
+            cached = self._scopes[key] = {str(d) for d in devices} if isinstance(devices, list) else set()
+        return cached
+
     def on_window(self, w: TelemetryWindow) -> list[Alert]:
-        """Feed one newly stored window (an ingest listener). Returns the alerts it caused."""
+        """Feed one newly stored window (an ingest listener). Returns the alerts it caused. Only a
+        device entering or leaving sustained drift touches the database; the per-device window history
+        lives in memory (after a restart a device in an episode stays in it until it has recovered)."""
         out: list[Alert] = []
         scope = f"{w.model.name}/v{w.model.version}/{w.group or '-'}"
         for kind, keys in CHANNELS.items():
@@ -218,26 +232,34 @@ class AlertEngine:
                 continue
             drifted = sorted(k for k, d in entries.items() if d.drifted)
             with self._lock:
-                _, state = self._episode(kind, scope)
-            det = Sustained(*self.rule)
-            det.restore(state.get(w.device, {}))
-            det.update(bool(drifted))
-            state[w.device] = det.state()
-            devices = sorted(d for d, st in state.items() if st.get("active"))
+                active = self._active_devices(kind, scope)
+                det = self._detectors.get((kind, scope, w.device))
+                if det is None:
+                    det = self._detectors[(kind, scope, w.device)] = Sustained(*self.rule)
+                    det.active = w.device in active
+                transition = det.update(bool(drifted))
+                if transition is None:
+                    continue
+                if transition == "start":
+                    active.add(w.device)
+                else:
+                    active.discard(w.device)
+                devices = sorted(active)
+                seen = sum(1 for k in self._detectors if k[:2] == (kind, scope))
             details = {
                 "model": w.model.name,
                 "version": w.model.version,
                 "group": w.group,
                 "devices_drifting": len(devices),
-                "devices_seen": len(state),
+                "devices_seen": seen,
                 "last_window": {"device": w.device, "end": w.end, "psi": {k: d.psi for k, d in entries.items()}},
                 "drifted": drifted,
             }
             what = "input drift" if kind == "drift" else "predicted-class mix shift"
             summary = f"sustained {what} on {w.model.name} v{w.model.version} ({w.group or 'no group'}): " + (
-                f"{len(devices)} of {len(state)} devices" if devices else "recovered"
+                f"{len(devices)} device(s) drifting" if devices else "recovered"
             )
-            alert = self._transition(kind, scope, bool(devices), summary, details, state)
+            alert = self._transition(kind, scope, bool(devices), summary, details, {"active_devices": devices})
             if alert is not None:
                 out.append(alert)
         return out

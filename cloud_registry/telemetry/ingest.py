@@ -92,7 +92,7 @@ class Ingestor:
             self.store.bump(f"rejected.{reason}")
             log.warning("telemetry rejected on %s: %s", topic, str(exc)[:300])
             return f"rejected: {reason}"
-        new = self.store.add(window)
+        new = self.store.add(window, raw=payload)
         with self._lock:
             if new:
                 self.stats.stored += 1

@@ -49,6 +49,8 @@ CREATE TABLE IF NOT EXISTS episodes(
 CREATE TABLE IF NOT EXISTS seen(device TEXT PRIMARY KEY, last REAL NOT NULL);
 """
 
+_INSERT = "INSERT OR IGNORE INTO windows VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+
 
 @dataclass(frozen=True)
 class StoredWindow:
@@ -79,17 +81,29 @@ class TelemetryStore:
         with self._lock:
             self._db.close()
 
-    def _row(self, w: TelemetryWindow, received: float) -> tuple[object, ...]:
-        body = canonical_json(w.to_body()).decode("utf-8")
+    def _row(self, w: TelemetryWindow, received: float, raw: bytes | None = None) -> tuple[object, ...]:
+        body = (raw if raw is not None else canonical_json(w.to_body())).decode("utf-8")
         m = w.model
-        return (w.key, w.device, w.group or "", m.name, m.version, m.sha256, w.start, w.end, w.frames,
-                _input_drifted(w), body, received)  # fmt: skip
+        head = (w.key, w.device, w.group or "", m.name, m.version, m.sha256, w.start, w.end, w.frames)
+        return (*head, _input_drifted(w), body, received)
 
-    def add(self, window: TelemetryWindow, received: float | None = None) -> bool:
-        """Store a window; False when its key is already stored (a redelivery)."""
-        return self.add_many([window], received) == [True]
+    def add(self, window: TelemetryWindow, received: float | None = None, raw: bytes | None = None) -> bool:
+        """Store a window; False when its key is already stored (a redelivery). ``raw``: the payload
+        the window was validated from, stored as is (it parses to the same window). One statement in
+        autocommit: durable (WAL) when it returns, the cheapest write SQLite offers per window."""
+        row = self._row(window, time.time() if received is None else received, raw)
+        with self._lock:
+            try:
+                new = self._db.execute(_INSERT, row).rowcount == 1
+                if not new:
+                    self._bump(self._db, "duplicates", 1)
+            except sqlite3.Error as exc:
+                raise BackendError(f"telemetry store write failed: {exc}") from exc
+        return new
 
-    def add_many(self, windows: Iterable[TelemetryWindow], received: float | None = None) -> list[bool]:
+    def add_many(
+        self, windows: Iterable[TelemetryWindow | tuple[TelemetryWindow, bytes | None]], received: float | None = None
+    ) -> list[bool]:
         """Store windows in one transaction; returns, per window, whether it was new."""
         now = time.time() if received is None else received
         out: list[bool] = []
@@ -97,14 +111,12 @@ class TelemetryStore:
             db = self._db
             try:
                 db.execute("BEGIN IMMEDIATE")
-                for w in windows:
-                    cur = db.execute(
-                        "INSERT OR IGNORE INTO windows VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", self._row(w, now)
-                    )
+                for item in windows:
+                    w, raw = item if isinstance(item, tuple) else (item, None)
+                    row = self._row(w, now, raw)
+                    cur = db.execute(_INSERT, row)
                     out.append(cur.rowcount == 1)
-                new = sum(out)
-                self._bump(db, "stored", new)
-                self._bump(db, "duplicates", len(out) - new)
+                self._bump(db, "duplicates", len(out) - sum(out))
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
                 if db.in_transaction:
