@@ -38,7 +38,7 @@ DB = click.option(
     "--db",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Telemetry database (default: HOME/telemetry.db).",
+    help="Telemetry database (default: telemetry.db in HOME).",
 )
 
 
