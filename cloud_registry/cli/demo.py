@@ -46,8 +46,17 @@ def _log_to_file(path: Path, verbose: int) -> list[logging.Handler]:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary of every stage as JSON on stdout.")
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of the synthetic data and the line.")
+@click.option(
+    "--broker",
+    type=click.Choice(["auto", "mosquitto", "amqtt"]),
+    default="auto",
+    show_default=True,
+    help="auto: Mosquitto when installed, else the in-process amqtt broker (MQTT 3.1.1).",
+)
 @click.pass_context
-def demo(ctx: click.Context, devices: int, quick: bool, workdir: Path | None, as_json: bool, seed: int) -> None:
+def demo(
+    ctx: click.Context, devices: int, quick: bool, workdir: Path | None, as_json: bool, seed: int, broker: str
+) -> None:
     """Run the whole edgeline cycle on a synthetic inspection line, with an HTML report.
 
     \b
@@ -75,7 +84,7 @@ def demo(ctx: click.Context, devices: int, quick: bool, workdir: Path | None, as
     from cloud_registry.demo.summary import summary_table
 
     err = Console(stderr=True)
-    settings = DemoSettings.make(quick=quick, devices=devices, seed=seed)
+    settings = DemoSettings.make(quick=quick, devices=devices, seed=seed, broker=broker)
     verbose = int((ctx.parent.params.get("verbose") if ctx.parent else 0) or 0)
     saved = _log_to_file(ws.root / "logs" / "demo.log", verbose)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)

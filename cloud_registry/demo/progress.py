@@ -41,7 +41,7 @@ class StageProgress:
 
     def __enter__(self) -> StageProgress:
         if self.console.is_terminal:
-            self._live = Live(self._render(), console=self.console, refresh_per_second=6, transient=False)
+            self._live = Live(self._render(), console=self.console, refresh_per_second=6, transient=True)
             self._live.__enter__()
         else:
             self.console.print(self.header, highlight=False, markup=False, soft_wrap=True)

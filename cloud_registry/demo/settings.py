@@ -39,10 +39,12 @@ class DemoSettings:
     min_gain: float = 0.15
     seed: int = 7
     quick: bool = False
+    #: "auto" (Mosquitto when installed, else amqtt in-process), "mosquitto" or "amqtt"
+    broker: str = "auto"
 
     @classmethod
-    def make(cls, *, quick: bool, devices: int, seed: int = 7) -> DemoSettings:
-        base = cls(devices=devices, seed=seed)
+    def make(cls, *, quick: bool, devices: int, seed: int = 7, broker: str = "auto") -> DemoSettings:
+        base = cls(devices=devices, seed=seed, broker=broker)
         if quick:
             base = replace(
                 base, per_class=70, fps=16.0, window_frames=40, clean_s=5.0, after_v2_s=4.0, tamper_watch_s=2.5,

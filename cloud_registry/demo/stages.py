@@ -28,7 +28,7 @@ def setup(ctx: DemoContext) -> Outcome:
     ctx.detail("keys: a root key, a signing key it certifies, the devices' trust store")
     ctx.signer, ctx.trust = ws.init_secrets()
     ctx.detail("starting the broker")
-    ctx.broker = broker = start_embedded_broker(ws.root)
+    ctx.broker = broker = start_embedded_broker(ws.root, prefer=s.broker)
     kind = "mosquitto" if broker.protocol == "5" else "amqtt (in-process, MQTT 3.1.1)"
     ctx.cloud = DemoCloud(
         ws.root, port=broker.port, protocol=broker.protocol, fleet=FLEET, signer=ctx.signer, trust=ctx.trust, t0=ctx.t0

@@ -212,12 +212,11 @@ def summary_table(summary: dict[str, Any]) -> Table:
     t = Table(
         title=f"edgeline demo: {'all stages passed' if summary['ok'] else 'a stage FAILED'}", title_justify="left"
     )
-    t.add_column("#", justify="right")
     t.add_column("stage")
     t.add_column("outcome")
     t.add_column("s", justify="right")
     t.add_column("what happened", overflow="fold")
-    for i, st in enumerate(summary["stages"]):
+    for st in summary["stages"]:
         mark = {"passed": "[green]passed[/]", "failed": "[bold red]FAILED[/]"}.get(st["status"], "[dim]skipped[/]")
-        t.add_row(str(i), st["title"], mark, f"{st['seconds']:.1f}", st["summary"])
+        t.add_row(st["title"], mark, f"{st['seconds']:.1f}", st["summary"])
     return t
