@@ -48,6 +48,7 @@ from edge_agent.protocol.manifest import Reference  # noqa: E402
 from edge_agent.protocol.topics import Topics  # noqa: E402
 from edge_agent.telemetry.drift import Calibrator, reference_histogram, reference_input_stats  # noqa: E402
 from edge_agent.telemetry.outbox import Outbox  # noqa: E402
+from edge_agent.telemetry.privacy import LaplaceNoise  # noqa: E402
 from edge_agent.telemetry.windows import (  # noqa: E402
     CONF_EDGES,
     DriftContext,
@@ -256,6 +257,11 @@ def drift_figures() -> dict[str, Any]:
         for name, light in (("mild_-15", Lighting(-15.0, 1.0)), ("contrast_0.8", Lighting(0.0, 0.8))):
             ev = evaluate_drift(model, frames_per_window=50, normal_windows=20, drift_trials=10, lighting=light)
             out[f"lighting_{name}"] = ev.to_dict()
+        for eps in (4.0, 1.0):
+            for fpw in (50, 200):
+                noise = LaplaceNoise(eps, rng=np.random.default_rng(int(eps * 1000 + fpw)))
+                ev = evaluate_drift(model, frames_per_window=fpw, normal_windows=60, drift_trials=5, noise=noise)
+                out[f"noise_eps{eps:g}_frames_{fpw}"] = ev.to_dict()
         return out
 
 

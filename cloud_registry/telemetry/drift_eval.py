@@ -21,6 +21,7 @@ from edge_agent.inference import inspect_frame
 from edge_agent.model import LoadedModel
 from edge_agent.protocol.telemetry import STAT_NAMES, DriftStat
 from edge_agent.telemetry.drift import Calibrator, Sustained
+from edge_agent.telemetry.privacy import LaplaceNoise
 from edge_agent.telemetry.windows import ModelKey, RawWindow, WindowAggregator, context_of, drift_of
 
 FIXED_PSI = 0.25
@@ -41,6 +42,7 @@ class DriftEvaluation:
     false_episodes: int
     drift_trials: int
     lighting: dict[str, float]
+    noise_epsilon: float | None
     #: share of drifted windows flagged
     window_detection_rate: float
     #: windows from the drift onset to the sustained alarm, per trial (None: not detected)
@@ -109,6 +111,7 @@ def evaluate_drift(
     calibrator: Calibrator | None = None,
     rule: tuple[int, int, int] = (3, 4, 3),
     seed: int = 2024,
+    noise: LaplaceNoise | None = None,
 ) -> DriftEvaluation:
     """Run ``normal_windows`` undrifted windows, then ``drift_trials`` trials of a darker line (each
     starting from a fresh sustained-drift rule after two normal windows) of up to
@@ -117,11 +120,17 @@ def evaluate_drift(
     light = lighting or Lighting(brightness=-40.0, contrast=0.85)
     normal = Lighting()
     stream = _Stream(model, seed)
+    scale = noise.scale if noise is not None else 0.0
+
+    def drift(raw: RawWindow) -> dict[str, DriftStat]:
+        released = noise.apply(raw) if noise is not None else raw
+        return drift_of(released, stream.ctx, cal, scale)
+
     det = Sustained(*rule)
     fa = fa_fixed = episodes = 0
     per_stat: dict[str, int] = {}
     for _ in range(normal_windows):
-        calibrated, fixed, flags = _flags(drift_of(stream.window(frames_per_window, normal), stream.ctx, cal))
+        calibrated, fixed, flags = _flags(drift(stream.window(frames_per_window, normal)))
         fa += calibrated
         fa_fixed += fixed
         for k, v in flags.items():
@@ -135,11 +144,11 @@ def evaluate_drift(
     for _ in range(drift_trials):
         det = Sustained(*rule)
         for _ in range(2):
-            det.update(_flags(drift_of(stream.window(frames_per_window, normal), stream.ctx, cal))[0])
+            det.update(_flags(drift(stream.window(frames_per_window, normal)))[0])
         stream.take()
         delay: int | None = None
         for i in range(1, max_drift_windows + 1):
-            calibrated = _flags(drift_of(stream.window(frames_per_window, light), stream.ctx, cal))[0]
+            calibrated = _flags(drift(stream.window(frames_per_window, light)))[0]
             detected += calibrated
             drifted_windows += 1
             if det.update(calibrated) == "start":
@@ -157,6 +166,7 @@ def evaluate_drift(
         false_episodes=episodes,
         drift_trials=drift_trials,
         lighting={"brightness": light.brightness, "contrast": light.contrast},
+        noise_epsilon=noise.epsilon if noise is not None else None,
         window_detection_rate=detected / max(1, drifted_windows),
         delays_windows=delays,
         accuracy_normal=acc_normal,
