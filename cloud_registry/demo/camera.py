@@ -21,7 +21,6 @@ also stops by itself when the process that started it goes away (no orphan camer
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import os
@@ -30,119 +29,17 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import cv2
-import numpy as np
-
-from converters.synth import CLASSES, Conditions, Lighting, render_part
+from cloud_registry.demo.linefeed import LineFeed
 from edge_agent.fsutil import write_atomic
 
 log = logging.getLogger(__name__)
 
-TRUTH_FIELDS = ("conn", "index", "t", "label", "brightness", "contrast")
 _LINE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 MAX_CONTROL_BYTES = 4096
-
-
-@dataclass(frozen=True)
-class Ramp:
-    """Lighting that moves linearly from ``start`` to ``target`` between ``t0`` and ``t1``."""
-
-    start: tuple[float, float] = (0.0, 1.0)
-    target: tuple[float, float] = (0.0, 1.0)
-    t0: float = 0.0
-    t1: float = 0.0
-
-    def at(self, t: float) -> tuple[float, float]:
-        if t >= self.t1 or self.t1 <= self.t0:
-            return self.target
-        if t <= self.t0:
-            return self.start
-        f = (t - self.t0) / (self.t1 - self.t0)
-        return (
-            self.start[0] + f * (self.target[0] - self.start[0]),
-            self.start[1] + f * (self.target[1] - self.start[1]),
-        )
-
-
-def draw_label(rng: np.random.Generator, defect_rate: float) -> str:
-    """``ok`` with probability ``1 - defect_rate``, otherwise one of the defects, evenly."""
-    if rng.random() >= defect_rate:
-        return "ok"
-    defects = [c for c in CLASSES if c != "ok"]
-    return defects[int(rng.integers(0, len(defects)))]
-
-
-class LineFeed:
-    """One line: the part sequence, its lighting, and its ground-truth log. Thread-safe."""
-
-    def __init__(
-        self, name: str, seed: int, truth_path: Path, *, defect_rate: float = 0.5, jpeg_quality: int = 95
-    ) -> None:
-        self.name = name
-        self.defect_rate = defect_rate
-        self.jpeg_quality = jpeg_quality
-        self._rng = np.random.default_rng(seed)
-        self._lock = threading.Lock()
-        self._ramp = Ramp()
-        self.served = 0
-        self.connections = 0
-        self._fh: IO[str] = open(truth_path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        self._csv = csv.writer(self._fh)
-        self._csv.writerow(TRUTH_FIELDS)
-        self._last_flush = time.monotonic()
-
-    def connect(self) -> int:
-        with self._lock:
-            self.connections += 1
-            return self.connections
-
-    def set_lighting(self, brightness: float, contrast: float, ramp_s: float) -> None:
-        Lighting(brightness, contrast)  # validates (raises DatasetError)
-        now = time.time()
-        with self._lock:
-            current = self._ramp.at(now)
-            self._ramp = Ramp(current, (float(brightness), float(contrast)), now, now + max(0.0, ramp_s))
-
-    def lighting(self) -> dict[str, float]:
-        with self._lock:
-            b, c = self._ramp.at(time.time())
-            return {
-                "brightness": round(b, 3),
-                "contrast": round(c, 4),
-                "target_brightness": self._ramp.target[0],
-                "target_contrast": self._ramp.target[1],
-                "ramp_ends": self._ramp.t1,
-            }
-
-    def next_jpeg(self, conn: int, index: int) -> bytes:
-        """Render, encode and log the next part for connection ``conn`` (frame ``index`` of it)."""
-        with self._lock:
-            if self._fh.closed:
-                raise OSError("the camera is shutting down")
-            now = time.time()
-            label = draw_label(self._rng, self.defect_rate)
-            b, c = self._ramp.at(now)
-            frame = render_part(label, self._rng, conditions=Conditions(lighting=Lighting(b, c)))
-            ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
-            if not ok:
-                raise RuntimeError("JPEG encoding failed")
-            self._csv.writerow((conn, index, f"{now:.3f}", label, f"{b:.3f}", f"{c:.4f}"))
-            self.served += 1
-            if now - self._last_flush > 0.5:
-                self._fh.flush()
-                self._last_flush = now
-            return bytes(buf.tobytes())
-
-    def close(self) -> None:
-        with self._lock:
-            if not self._fh.closed:
-                self._fh.flush()
-                self._fh.close()
 
 
 class CameraServer:

@@ -8,11 +8,14 @@ current stage as failed and takes the same path.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import signal
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +55,20 @@ SCORE = ("score", "Score the devices' verdicts against ground truth")
 class DemoRun:
     summary: dict[str, Any]
     interrupted: bool
+
+
+@contextlib.contextmanager
+def _shielded() -> Iterator[None]:
+    """Cleanup must finish: a second Ctrl-C (or SIGTERM) while it runs is ignored, not obeyed halfway."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def _teardown(ctx: DemoContext) -> dict[str, Any]:
@@ -124,7 +141,8 @@ def run_demo(settings: DemoSettings, ws: Workspace, console: Console) -> DemoRun
                 ctx.fleet = fleet_snapshot(ctx)
         finally:
             ui.detail("stopping agents, camera, broker")
-            codes = _teardown(ctx)
+            with _shielded():
+                codes = _teardown(ctx)
             log.info("teardown exit codes: %s", codes)
         if failed and not (ctx.v1 and ctx.v2):
             ui.skip(SCORE[0], "nothing to compare")

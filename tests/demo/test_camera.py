@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from cloud_registry.demo.camera import CameraServer, LineFeed, Ramp
+from cloud_registry.demo.camera import CameraServer
+from cloud_registry.demo.linefeed import LineFeed, Ramp
 from cloud_registry.demo.scoring import load_truth
 
 
