@@ -120,7 +120,7 @@ class Topics:
         """Parse ``.../artifacts/<sha>/chunks/<n>`` into (sha256, n)."""
         prefix = f"{self.base}/artifacts/"
         parts = topic[len(prefix) :].split("/") if topic.startswith(prefix) else []
-        if len(parts) != 3 or parts[1] != "chunks" or not parts[2].isdigit():
+        if len(parts) != 3 or parts[1] != "chunks" or not (parts[2].isascii() and parts[2].isdigit()):
             raise ProtocolError(f"topic {topic!r} is not an artifact chunk topic")
         return check_sha256(parts[0]), int(parts[2])
 
