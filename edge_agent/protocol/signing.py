@@ -38,8 +38,8 @@ def b64e(data: bytes) -> str:
 def b64d(text: str, what: str = "base64 field") -> bytes:
     try:
         return base64.b64decode(text.encode("ascii"), validate=True)
-    except (ValueError, UnicodeEncodeError) as exc:
-        raise ProtocolError(f"{what} is not valid base64") from exc
+    except (ValueError, UnicodeEncodeError) as exc:  # keys and signatures only: a signature failure
+        raise SignatureError(f"{what} is not valid base64") from exc
 
 
 def public_bytes(key: Ed25519PublicKey) -> bytes:
