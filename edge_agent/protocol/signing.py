@@ -227,7 +227,11 @@ class TrustStore:
             raise SignatureError("signature key id does not match the certificate")
         key = self.verify_certificate(env.certificate, now)
         try:
-            key.verify(b64d(env.signature.sig, "signature"), canonical_json(env.body))
+            message = canonical_json(env.body)
+        except ProtocolError as exc:  # e.g. nested too deep to encode: it cannot have been signed
+            raise SignatureError(f"bad signature: the signed document cannot be encoded: {exc}") from exc
+        try:
+            key.verify(b64d(env.signature.sig, "signature"), message)
         except InvalidSignature as exc:
             raise SignatureError("bad signature: the signed document was altered or signed by another key") from exc
         return env.body
