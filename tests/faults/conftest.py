@@ -23,6 +23,7 @@ from cloud_registry.broker import MosquittoBroker
 from cloud_registry.telemetry.ingest import Ingestor, IngestService
 from cloud_registry.telemetry.store import TelemetryStore
 from edge_agent.mqtt_link import LinkSettings
+from edge_agent.protocol.signing import SigningKey
 from edge_agent.protocol.topics import Topics
 from tests.delivery.conftest import BuiltBundle, bundles, cloud, frames, padded_model, variant  # noqa: F401
 from tests.faults.tools.ledger import EventLedger
@@ -47,10 +48,22 @@ def counts(full_campaign: bool) -> Counts:
 
 
 @pytest.fixture(scope="session")
-def chunky(bundles: dict[int, BuiltBundle]) -> dict[int, BuiltBundle]:  # noqa: F811
+def chunky(
+    bundles: dict[int, BuiltBundle],  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+    signing_key: SigningKey,
+) -> dict[int, BuiltBundle]:
     """Versions 1-3 of model 'tiny' padded to ~120 KB and cut in 1 KiB chunks (~120 chunks each), so a
-    power cut or a network fault can land in the middle of a download."""
-    return {v: variant(b, padded_model(b.data, 120_000, seed=10 + v), v, chunk_size=1024) for v, b in bundles.items()}
+    power cut or a network fault can land in the middle of a download. Real signed bundles on disk."""
+    from converters.bundle_writer import write_bundle
+
+    root = tmp_path_factory.mktemp("chunky")
+    out = {}
+    for v, b in bundles.items():
+        padded = variant(b, padded_model(b.data, 120_000, seed=10 + v), v, chunk_size=1024)
+        path = write_bundle(root / f"v{v}", padded.data, padded.manifest, signing_key)
+        out[v] = BuiltBundle(path, padded.manifest, padded.data)
+    return out
 
 
 @pytest.fixture(scope="session")

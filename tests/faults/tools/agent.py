@@ -55,6 +55,7 @@ class FaultAgent(AgentProcess):
     """``AgentProcess`` with telemetry on. ``cloud`` and ``telemetry`` entries override the defaults."""
 
     pseudonym_key: Path | None = None
+    groups: tuple[str, ...] = ()
     cloud: dict[str, Any] = field(default_factory=dict)
     telemetry: dict[str, Any] = field(default_factory=dict)
     max_fps: float = 20.0
@@ -73,7 +74,7 @@ class FaultAgent(AgentProcess):
         if self.outbox_path is not None:
             telemetry["outbox_path"] = str(self.outbox_path)
         sections: dict[str, dict[str, Any]] = {
-            "device": {"id": self.device_id},
+            "device": {"id": self.device_id, "groups": list(self.groups)},
             "source": {"kind": "folder", "path": str(self.frames_dir), "loop": True, "max_fps": self.max_fps},
             "model": {"bundle": str(self.state_dir / "slots" / "current"), "trust_file": str(self.trust_file)},
             "status": {"path": str(self.status_path), "interval_s": 0.2},
