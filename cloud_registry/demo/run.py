@@ -110,58 +110,81 @@ def _run_stage(ctx: DemoContext, name: str, fn: Callable[[DemoContext], Outcome]
         return Outcome(False, str(exc))
 
 
+def _story(ctx: DemoContext, ui: StageProgress, records: list[StageRecord]) -> bool:
+    """Run the stages in order; returns whether the story was interrupted. A Ctrl-C or SIGTERM
+    arriving anywhere in here (inside a stage or between two) ends the current stage as failed."""
+    current: tuple[str, str, float] | None = None
+    failed = False
+    try:
+        for name, title, fn in STORY:
+            if failed:
+                ui.skip(name, "an earlier stage failed")
+                records.append(StageRecord(name, title, "skipped", summary="an earlier stage failed"))
+                continue
+            current = (name, title, time.monotonic())
+            ui.start(name)
+            out = _run_stage(ctx, name, fn)
+            seconds = time.monotonic() - current[2]
+            current = None
+            ui.end(name, out.ok, out.summary, seconds)
+            records.append(
+                StageRecord(name, title, "passed" if out.ok else "failed", seconds, out.summary, out.details)
+            )
+            failed = not out.ok
+        if ctx.cloud is not None:
+            ctx.fleet = fleet_snapshot(ctx)
+        return False
+    except KeyboardInterrupt:
+        with _shielded():
+            done = {r.name for r in records}
+            for name, title, _ in STORY:
+                if name in done:
+                    continue
+                if current is not None and name == current[0]:
+                    seconds = time.monotonic() - current[2]
+                    ui.end(name, False, "interrupted", seconds)
+                    records.append(StageRecord(name, title, "failed", seconds, "interrupted"))
+                else:
+                    ui.skip(name, "interrupted")
+                    records.append(StageRecord(name, title, "skipped", summary="interrupted"))
+        return True
+
+
 def run_demo(settings: DemoSettings, ws: Workspace, console: Console) -> DemoRun:
     titles = [(n, t) for n, t, _ in STORY] + [SCORE]
     header = f"edgeline demo · {settings.devices} devices · workspace {ws.root}"
     records: list[StageRecord] = []
-    interrupted = False
     table: dict[str, dict[str, Any]] = {}
     with StageProgress(titles, console, header) as ui:
         ctx = DemoContext(settings, ws, detail=ui.detail)
-        failed = False
+        interrupted = True
         try:
-            for name, title, fn in STORY:
-                if failed:
-                    ui.skip(name, "an earlier stage failed")
-                    records.append(StageRecord(name, title, "skipped", summary="an earlier stage failed"))
-                    continue
-                ui.start(name)
-                started = time.monotonic()
-                try:
-                    out = _run_stage(ctx, name, fn)
-                except KeyboardInterrupt:
-                    out, interrupted = Outcome(False, "interrupted"), True
-                seconds = time.monotonic() - started
-                ui.end(name, out.ok, out.summary, seconds)
-                records.append(
-                    StageRecord(name, title, "passed" if out.ok else "failed", seconds, out.summary, out.details)
-                )
-                failed = failed or not out.ok or interrupted
-            if ctx.cloud is not None:
-                ctx.fleet = fleet_snapshot(ctx)
+            interrupted = _story(ctx, ui, records)
         finally:
-            ui.detail("stopping agents, camera, broker")
             with _shielded():
+                ui.detail("stopping agents, camera, broker")
                 codes = _teardown(ctx)
-            log.info("teardown exit codes: %s", codes)
-        if failed and not (ctx.v1 and ctx.v2):
-            ui.skip(SCORE[0], "nothing to compare")
-            records.append(StageRecord(*SCORE, "skipped", summary="v1 and v2 did not both run"))
-        else:
-            ui.start(SCORE[0])
-            started = time.monotonic()
+                log.info("teardown exit codes: %s", codes)
+        with _shielded():
+            if interrupted or not (ctx.v1 and ctx.v2):
+                ui.skip(SCORE[0], "nothing to compare")
+                records.append(StageRecord(*SCORE, "skipped", summary="the story did not reach v2"))
+            else:
+                ui.start(SCORE[0])
+                started = time.monotonic()
 
-            def scoring(c: DemoContext) -> Outcome:
-                nonlocal table
-                result, table = score(c)
-                return result
+                def scoring(c: DemoContext) -> Outcome:
+                    nonlocal table
+                    result, table = score(c)
+                    return result
 
-            out = _run_stage(ctx, SCORE[0], scoring)
-            seconds = time.monotonic() - started
-            ui.end(SCORE[0], out.ok, out.summary, seconds)
-            records.append(StageRecord(*SCORE, "passed" if out.ok else "failed", seconds, out.summary, out.details))
-    summary = build_summary(ctx, records, table)
-    summary["processes"] = {"exit_codes": codes, "leftover": leftover_processes(ws.root)}
-    write_atomic(ws.summary_path, json.dumps(summary, indent=1, default=str).encode())
-    write_atomic(ws.report_path, render(summary).encode("utf-8"))
+                out = _run_stage(ctx, SCORE[0], scoring)
+                seconds = time.monotonic() - started
+                ui.end(SCORE[0], out.ok, out.summary, seconds)
+                records.append(StageRecord(*SCORE, "passed" if out.ok else "failed", seconds, out.summary, out.details))
+    with _shielded():
+        summary = build_summary(ctx, records, table)
+        summary["processes"] = {"exit_codes": codes, "leftover": leftover_processes(ws.root)}
+        write_atomic(ws.summary_path, json.dumps(summary, indent=1, default=str).encode())
+        write_atomic(ws.report_path, render(summary).encode("utf-8"))
     return DemoRun(summary, interrupted)
