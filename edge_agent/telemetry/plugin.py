@@ -301,7 +301,7 @@ class TelemetryPlugin:
             try:
                 data: Any = json.loads(raw)
                 apply(data)
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            except (ValueError, KeyError, TypeError, AttributeError, IndexError, OverflowError) as exc:
                 log.warning("ignoring unreadable telemetry state %s: %s", name, exc)
 
 
