@@ -63,6 +63,7 @@ def policy_for(s: DemoSettings) -> RetrainPolicy:
         min_windows=s.evidence_windows,
         min_drifted_share=0.5 / s.devices,
         min_gain_pp=100.0 * s.min_gain,
+        augment_copies=s.augment_copies,
         rollout_target=None,
     )
 

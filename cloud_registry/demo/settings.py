@@ -26,6 +26,8 @@ class DemoSettings:
     detect_timeout_s: float = 60.0
     #: telemetry windows of the settled drift that retraining reads the field's lighting from
     evidence_windows: int = 3
+    #: augmented copies of each training image for v2 (the originals are kept as well)
+    augment_copies: int = 2
     #: inspection on v2 after it is promoted, before the tampered update, seconds
     after_v2_s: float = 8.0
     #: frames every device must inspect while the tampered update is refused
@@ -47,8 +49,8 @@ class DemoSettings:
         base = cls(devices=devices, seed=seed, broker=broker)
         if quick:
             base = replace(
-                base, per_class=70, fps=16.0, window_frames=40, clean_s=5.0, after_v2_s=4.0, tamper_watch_s=2.5,
-                trial_frames=6, evidence_windows=2, quick=True,
+                base, per_class=70, fps=16.0, window_frames=40, clean_s=4.0, after_v2_s=3.0, tamper_watch_s=2.5,
+                trial_frames=6, evidence_windows=2, augment_copies=1, quick=True,
             )  # fmt: skip
         return replace(base, drift_line=min(base.drift_line, devices))
 
