@@ -74,7 +74,7 @@ class SlotDisk:
             raise EdgeAgentError(f"cannot read {self.record_path}: {exc.strerror}") from exc
         try:
             data = json.loads(raw)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise EdgeAgentError(f"{self.record_path} is not valid JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise EdgeAgentError(f"{self.record_path} does not hold an object")
