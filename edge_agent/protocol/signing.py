@@ -190,7 +190,7 @@ class TrustStore:
             return cls.from_dict(json.loads(Path(path).read_text("utf-8")))
         except OSError as exc:
             raise SignatureError(f"cannot read trust store {path}: {exc.strerror}") from exc
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise SignatureError(f"trust store {path} is not valid JSON: {exc}") from exc
 
     def save(self, path: Path) -> None:
