@@ -151,6 +151,19 @@ def _model_block(ctx: DemoContext, key: str, table: dict[str, dict[str, Any]]) -
     return block
 
 
+def _local_alarm(ctx: DemoContext, device: str) -> float | None:
+    """When the device's own offline alarm (a local event to the line) first fired on input drift."""
+    proc = ctx.devices.get(device)
+    if proc is None:
+        return None
+    times = [
+        float(r["ts"])
+        for r in proc.records()
+        if r.get("type") == "event" and r.get("kind") == "drift_alarm" and r.get("channel") == "input"
+    ]
+    return min(times, default=None)
+
+
 def drift_block(ctx: DemoContext) -> dict[str, Any]:
     if ctx.v1 is None:
         return {}
@@ -163,9 +176,11 @@ def drift_block(ctx: DemoContext) -> dict[str, Any]:
         field_windows = [w for w in view.windows if w.model.version == 1 and w.start >= since]
         pts = series(view, ctx.t0)
         first = view.first_alarm()
+        local = _local_alarm(ctx, d)
         devices[d] = {
             "drifted": d == line,
             "alarm": view.alarm,
+            "local_alarm_s": round(local - ctx.t0, 2) if local is not None else None,
             "first_alarm_s": round(first - ctx.t0, 2) if first is not None else None,
             "windows": len(view.windows),
             "max_score": max((p["score"] for p in pts), default=0.0),

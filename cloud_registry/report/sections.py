@@ -148,19 +148,19 @@ def drift(s: dict[str, Any]) -> str:
         pts = v.get("series", [])
         if pts:
             series[dev] = ([p["t"] for p in pts], [p["score"] for p in pts])
-        verdict = '<span class="bad">alarm</span>' if v.get("alarm") else '<span class="ok">quiet</span>'
-        first = v.get("first_alarm_s")
         rows.append(
             [
                 dev,
                 "darkened" if v.get("drifted") else "normal",
                 v.get("windows", 0),
                 f"{float(v.get('max_score', 0)):.2f}",
-                Raw(verdict + (f" from {float(first):.0f} s" if first is not None else "")),
+                _alarm(v.get("local_alarm_s")),
+                _alarm(v.get("first_alarm_s") if v.get("alarm") else None),
             ]
         )
     marks = {MARK_LABELS[k]: float(t) for k, t in s.get("marks", {}).items() if k in MARK_LABELS}
-    body = table(["line", "lighting", "windows", "max score", "sustained drift"], rows, (2, 3))
+    head = ["line", "lighting", "windows", "max score", "alarm on the device (offline)", "alarm in the cloud"]
+    body = table(head, rows, (2, 3))
     if series:
         body += figure(
             plots.drift_over_time(series, d.get("threshold"), marks, highlight=line),
@@ -182,9 +182,16 @@ def drift(s: dict[str, Any]) -> str:
     lead = (
         "Only aggregates leave the devices: per window, class counts and histograms of input statistics. The score "
         "is the largest population stability index over the input statistics, divided by its threshold calibrated "
-        f"for the window's size; an alarm needs {esc(d.get('rule', 'sustained drift'))}."
+        f"for the window's size; an alarm needs {esc(d.get('rule', 'sustained drift'))}. The device raises its own "
+        "alarm to the line from the same windows, without the cloud."
     )
     return _section("drift", "Drift", lead, body)
+
+
+def _alarm(at: Any) -> Raw:
+    if at is None:
+        return Raw('<span class="ok">quiet</span>')
+    return Raw(f'<span class="bad">alarm</span> at {float(at):.0f} s')
 
 
 def _waves(waves: Sequence[Sequence[str]]) -> str:

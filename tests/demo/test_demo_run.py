@@ -65,6 +65,9 @@ def test_drift_is_detected_on_the_darkened_line_only(quick_run: DemoRun) -> None
     drift = quick_run.summary["drift"]["devices"]
     assert [d for d, v in drift.items() if v["alarm"]] == ["line-2"]
     assert drift["line-2"]["max_score"] > 2 * max(drift["line-1"]["max_score"], drift["line-3"]["max_score"])
+    # the device's own offline alarm (a local event to the line) fired too, and only there
+    assert drift["line-2"]["local_alarm_s"] is not None
+    assert drift["line-1"]["local_alarm_s"] is None and drift["line-3"]["local_alarm_s"] is None
 
 
 def test_v2_recovers_the_accuracy_v1_lost_on_the_darkened_line(quick_run: DemoRun) -> None:
