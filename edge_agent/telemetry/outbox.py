@@ -111,6 +111,7 @@ class Outbox:
         self.max_refusals = max_refusals
         self.clock = clock
         self._lock = threading.RLock()
+        self._dropped_logged = 0
         self._db = self._open()
         self._bytes = int(self._db.execute("SELECT COALESCE(SUM(size), 0) FROM messages").fetchone()[0])
 
@@ -119,6 +120,11 @@ class Outbox:
         db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        # keep the write-ahead log in proportion to the cap: by default it grows to 4 MB and stays
+        # there, more than the whole queue of a small device
+        pages = max(32, min(1000, self.max_bytes // (4 * 4096)))
+        db.execute(f"PRAGMA wal_autocheckpoint={pages}")
+        db.execute(f"PRAGMA journal_size_limit={pages * 4096 * 2}")
         db.executescript(_SCHEMA)
         db.execute("PRAGMA quick_check").fetchone()
         return db
@@ -232,7 +238,11 @@ class Outbox:
                 self._bump(db, f"dropped.{kind}.cap", 1)
                 freed += size
         if freed:
-            log.warning("outbox over its cap of %d bytes: dropped %d bytes of oldest telemetry", self.max_bytes, freed)
+            self._dropped_logged += 1
+            n = self._dropped_logged
+            if n == 1 or (n % 10 == 0 and str(n).rstrip("0") == "1"):  # 1st, 10th, 100th, ... time
+                cap = self.max_bytes
+                log.warning("outbox over its cap of %d bytes: dropping oldest telemetry (%d times so far)", cap, n)
         return freed
 
     # -- reading and acknowledging -------------------------------------------------------------------

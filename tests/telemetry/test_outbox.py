@@ -151,3 +151,18 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     other = sqlite3.connect(tmp_path / "o.db")
     assert other.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 400
     other.close()
+
+
+def test_disk_use_stays_bounded_by_the_cap_through_days_of_churn(tmp_path: Path) -> None:
+    """3,000 windows (3.6 MB) into a 256 KB outbox: the queue keeps the newest that fit, and the files
+    on disk (database, write-ahead log, shared memory) stay in proportion to the cap."""
+    cap = 256 * 1024
+    ob = Outbox(tmp_path / "o.db", max_bytes=cap)
+    for i in range(3000):
+        ob.put("edgeline/default/x", b"w" * 1200, kind="telemetry", key=f"k{i:05d}")
+    on_disk = sum(f.stat().st_size for f in tmp_path.iterdir())
+    assert ob.stats().bytes <= cap
+    assert on_disk < 2.5 * cap
+    kept = [m.key for m in ob.peek(1000)]
+    assert kept == [f"k{i:05d}" for i in range(3000 - len(kept), 3000)]
+    assert ob.dropped() == 3000 - len(kept) > 2500
