@@ -95,6 +95,18 @@ class Publisher:
         art = manifest.artifact
         if len(data) != art.size or not art.chunk_sha256:
             raise RegistryError("artifact bytes do not match the manifest (size or chunk hashes)")
+        self._publish_all(self._artifact_messages(manifest, data), progress)
+        log.info("published artifact %s: %d bytes in %d chunks", art.sha256[:12], art.size, art.chunk_count)
+        return ArtifactMeta(
+            sha256=art.sha256,
+            size=art.size,
+            chunk_size=art.chunk_size,
+            chunk_sha256=art.chunk_sha256,
+            published_at=time.time(),
+        )
+
+    def _artifact_messages(self, manifest: Manifest, data: bytes) -> list[tuple[str, bytes]]:
+        art = manifest.artifact
         meta = ArtifactMeta(
             sha256=art.sha256,
             size=art.size,
@@ -107,9 +119,24 @@ class Publisher:
             for i in range(art.chunk_count)
         ]
         messages.append((self.topics.artifact_meta(art.sha256), meta.to_bytes()))
-        self._publish_all(messages, progress)
-        log.info("published artifact %s: %d bytes in %d chunks", art.sha256[:12], art.size, art.chunk_count)
-        return meta
+        return messages
+
+    def publish_deployment(
+        self, manifest: Manifest, data: bytes, deployments: list[tuple[str, Manifest]]
+    ) -> list[Envelope]:
+        """The desired states of a wave and the artifact in one pipelined batch, then one wait for every
+        acknowledgement. The desired states go first, so devices check signatures and prepare while the
+        chunks stream in; a device that subscribes before a chunk is retained gets it live instead."""
+        art = manifest.artifact
+        if len(data) != art.size or not art.chunk_sha256:
+            raise RegistryError("artifact bytes do not match the manifest (size or chunk hashes)")
+        envs = [self.sign(man) for _, man in deployments]
+        messages = [
+            (self.topics.device_desired(d), envelope_bytes(e)) for (d, _), e in zip(deployments, envs, strict=True)
+        ]
+        messages += self._artifact_messages(manifest, data)
+        self._publish_all(messages)
+        return envs
 
     def retire_artifact(self, sha256: str, chunk_count: int) -> None:
         """Clear the retained chunks and meta (an empty retained message deletes one)."""
@@ -121,9 +148,19 @@ class Publisher:
         return self.signer.sign(manifest.to_body())
 
     def publish_desired(self, device_id: str, manifest: Manifest) -> Envelope:
-        env = self.sign(manifest)
-        self._publish_all([(self.topics.device_desired(device_id), envelope_bytes(env))])
-        return env
+        return self.publish_desired_many([(device_id, manifest)])[0]
+
+    def publish_desired_many(self, deployments: list[tuple[str, Manifest]]) -> list[Envelope]:
+        """Sign and publish several devices' desired states, then wait for all acknowledgements
+        (one round trip for a whole wave, not one per device)."""
+        envs = [self.sign(man) for _, man in deployments]
+        self._publish_all(
+            [
+                (self.topics.device_desired(d), envelope_bytes(env))
+                for (d, _), env in zip(deployments, envs, strict=True)
+            ]
+        )
+        return envs
 
     def publish_group_desired(self, group: str, manifest: Manifest) -> Envelope:
         env = self.sign(manifest)

@@ -134,14 +134,18 @@ class RolloutRunner:
         return with_chunk_hashes(self.registry.manifest(mv), self.registry.artifact(mv))
 
     def _execute(self, r: ro.Rollout, actions: list[ro.Action]) -> ro.Rollout:
-        for a in actions:
-            if isinstance(a, ro.Dispatch):
+        dispatches = [a.device_id for a in actions if isinstance(a, ro.Dispatch)]
+        if dispatches:  # a whole wave: signed one by one, published in one batch
+            base = self._manifest(r.plan.model.name, r.plan.model.version)
+            batch = []
+            for d in dispatches:
                 seq = self.store.next_sequence()
-                base = self._manifest(r.plan.model.name, r.plan.model.version)
-                man = reissue(base, sequence=seq, devices=(a.device_id,), allow_downgrade=r.plan.allow_downgrade)
-                self.publisher.publish_desired(a.device_id, man)
-                r = ro.dispatched(r, a.device_id, seq)
-            else:
+                batch.append((d, reissue(base, sequence=seq, devices=(d,), allow_downgrade=r.plan.allow_downgrade)))
+            self.publisher.publish_desired_many(batch)
+            for d, man in batch:
+                r = ro.dispatched(r, d, man.sequence)
+        for a in actions:
+            if isinstance(a, ro.SendBack):
                 r = self._send_back(r, a)
         return r
 

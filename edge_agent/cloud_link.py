@@ -124,6 +124,9 @@ class CloudLink:
     def on_connect(self, listener: Callable[[bool], None]) -> None:
         self.link.on_connect(listener)
 
+    def on_disconnect(self, listener: Callable[[], None]) -> None:
+        self.link.on_disconnect(listener)
+
     # -- state ----------------------------------------------------------------------------------
     @property
     def state(self) -> DeviceState:
@@ -183,6 +186,12 @@ class CloudLink:
 
     def unsubscribe(self, topic_filter: str) -> None:
         self.link.unsubscribe(topic_filter)
+
+    def subscribe_many(self, topic_filters: list[str], handler: MessageHandler, qos: int = 1) -> None:
+        self.link.subscribe_many(topic_filters, handler, qos)
+
+    def unsubscribe_many(self, topic_filters: list[str]) -> None:
+        self.link.unsubscribe_many(topic_filters)
 
     def desired_topics(self) -> list[str]:
         t = self.topics

@@ -123,6 +123,7 @@ class MqttLink:
         self._connected = threading.Event()
         self._lock = threading.RLock()
         self._subs: dict[str, _Subscription] = {}
+        self._wild: set[str] = set()  # filters with wildcards or a $share prefix
         self._acked: dict[int, threading.Event] = {}
         self._refused: dict[int, str] = {}
         self._early: dict[int, bool] = {}
@@ -190,16 +191,33 @@ class MqttLink:
 
     # -- subscribe -----------------------------------------------------------------------------
     def subscribe(self, topic_filter: str, handler: MessageHandler, qos: int = 1) -> None:
-        with self._lock:
-            self._subs[topic_filter] = _Subscription(qos, handler)
-        if self.connected:
-            self._client.subscribe(topic_filter, qos)
+        self.subscribe_many([topic_filter], handler, qos)
 
     def unsubscribe(self, topic_filter: str) -> None:
+        self.unsubscribe_many([topic_filter])
+
+    def subscribe_many(self, topic_filters: list[str], handler: MessageHandler, qos: int = 1) -> None:
+        """Subscribe several filters to one handler in a single SUBSCRIBE packet."""
+        if not topic_filters:
+            return
         with self._lock:
-            self._subs.pop(topic_filter, None)
+            for f in topic_filters:
+                self._subs[f] = _Subscription(qos, handler)
+                if _is_wildcard(f):
+                    self._wild.add(f)
         if self.connected:
-            self._client.unsubscribe(topic_filter)
+            self._client.subscribe([(f, qos) for f in topic_filters])
+
+    def unsubscribe_many(self, topic_filters: list[str]) -> None:
+        """Unsubscribe several filters in a single UNSUBSCRIBE packet."""
+        if not topic_filters:
+            return
+        with self._lock:
+            for f in topic_filters:
+                self._subs.pop(f, None)
+                self._wild.discard(f)
+        if self.connected:
+            self._client.unsubscribe(list(topic_filters))
 
     # -- publish -------------------------------------------------------------------------------
     def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> int:
@@ -284,7 +302,11 @@ class MqttLink:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self.stats.received += 1
         with self._lock:
-            subs = [s for f, s in self._subs.items() if filter_matches(f, msg.topic)]
+            # exact filters by lookup, only wildcard filters by matching (many chunk topics at once)
+            exact = self._subs.get(msg.topic)
+            subs = [self._subs[f] for f in self._wild if filter_matches(f, msg.topic)]
+            if exact is not None and msg.topic not in self._wild:
+                subs.insert(0, exact)
         for sub in subs:
             try:
                 sub.handler(msg.topic, bytes(msg.payload), bool(msg.retain))
@@ -306,6 +328,10 @@ class MqttLink:
             log.warning("broker refused publish mid=%d: %s", mid, reason_code)
         if ev is not None:
             ev.set()
+
+
+def _is_wildcard(topic_filter: str) -> bool:
+    return "+" in topic_filter or "#" in topic_filter or topic_filter.startswith("$")
 
 
 def filter_matches(topic_filter: str, topic: str) -> bool:

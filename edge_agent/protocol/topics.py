@@ -79,6 +79,10 @@ class Topics:
             raise ProtocolError(f"invalid chunk index {index!r}")
         return f"{self.base}/artifacts/{check_sha256(sha256)}/chunks/{index}"
 
+    def artifact_chunks(self, sha256: str) -> str:
+        """Filter for every chunk of one artifact (a device that holds none of them yet)."""
+        return f"{self.base}/artifacts/{check_sha256(sha256)}/chunks/+"
+
     def trust_revocations(self) -> str:
         return f"{self.base}/trust/revocations"
 

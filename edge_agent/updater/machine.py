@@ -29,7 +29,9 @@ ALLOWED: dict[UpdaterState, frozenset[UpdaterState]] = {
     S.COMMITTED: frozenset({S.DOWNLOADING}),
     S.ROLLED_BACK: frozenset({S.DOWNLOADING}),
     S.DOWNLOADING: frozenset({S.VERIFIED, S.IDLE}),
-    S.VERIFIED: frozenset({S.STAGED, S.IDLE}),
+    # back to DOWNLOADING only when a restart finds the verified file no longer intact (power cut
+    # before it reached the disk): the chunks that are intact are kept
+    S.VERIFIED: frozenset({S.STAGED, S.IDLE, S.DOWNLOADING}),
     S.STAGED: frozenset({S.TRIAL, S.IDLE}),
     S.TRIAL: frozenset({S.COMMITTED, S.ROLLED_BACK}),
 }
@@ -63,6 +65,8 @@ class Pending:
     filename: str = "model.onnx"
     started_at: float = 0.0
     trial_started_at: float = 0.0
+    #: the signed desired-state envelope, kept to resume after a restart
+    envelope: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def ref(self) -> ModelRef:
         return ModelRef(name=self.name, version=self.version, sha256=self.sha256)
@@ -215,7 +219,7 @@ def _move(rec: Record, to: UpdaterState, **changes: Any) -> Record:
     return replace(rec, state=to, **changes)
 
 
-def begin(rec: Record, manifest: Manifest, now: float) -> Record:
+def begin(rec: Record, manifest: Manifest, now: float, envelope: dict[str, Any] | None = None) -> Record:
     """A resting machine takes an accepted offer: DOWNLOADING into the inactive slot."""
     pending = Pending(
         sequence=manifest.sequence,
@@ -226,6 +230,7 @@ def begin(rec: Record, manifest: Manifest, now: float) -> Record:
         slot=_other(rec.active),
         filename=manifest.artifact.filename,
         started_at=now,
+        envelope=envelope or {},
     )
     last = LastEvent(kind=EventKind.DOWNLOADING, sequence=manifest.sequence, ts=now)
     return _move(rec, S.DOWNLOADING, pending=pending, last=last, last_error="")
@@ -233,6 +238,11 @@ def begin(rec: Record, manifest: Manifest, now: float) -> Record:
 
 def verified(rec: Record, now: float) -> Record:
     return _move(rec, S.VERIFIED, last=_last(rec, EventKind.VERIFIED, now))
+
+
+def reverify_failed(rec: Record, now: float) -> Record:
+    """After a restart the VERIFIED file did not verify again: download what is missing."""
+    return _move(rec, S.DOWNLOADING, last=_last(rec, EventKind.DOWNLOADING, now))
 
 
 def staged(rec: Record, now: float) -> Record:

@@ -27,7 +27,7 @@ from edge_agent.plugins import AgentHandle, FrameResult
 from edge_agent.protocol.delivery import EventKind, Reason
 from edge_agent.protocol.delivery import UpdaterState as S
 from edge_agent.protocol.manifest import Manifest
-from edge_agent.protocol.signing import Envelope, TrustStore
+from edge_agent.protocol.signing import Envelope, TrustStore, parse_envelope
 from edge_agent.updater import machine as m
 from edge_agent.updater.checks import verify_offer
 from edge_agent.updater.download import ChunkDownload
@@ -107,6 +107,7 @@ class UpdaterPlugin:
         self._report()
         self.link.subscribe_desired(self._on_desired)
         self.link.subscribe_revocations(self._on_revocations)
+        self.link.on_disconnect(self._on_link_down)
         self._worker = threading.Thread(target=self._run, name="edgeline-updater", daemon=True)
         self._worker.start()
         if rec_after.resume != m.Resume.NOTHING:
@@ -116,6 +117,8 @@ class UpdaterPlugin:
         trial, pending = self._trial, self.record.pending
         if trial is not None and pending is not None and result.model_sha256 == pending.sha256:
             trial.add(result.verdict.latency_ms, bool(np.isfinite(result.probabilities).all()))
+            if trial.seen == trial.spec.frames:
+                self._q.put(("judge",))  # wake the worker: the trial has its frames
 
     def stop(self) -> None:
         self._stop.set()
@@ -132,6 +135,11 @@ class UpdaterPlugin:
     def _on_desired(self, topic: str, payload: bytes, retained: bool) -> None:
         self._q.put(("desired", payload, retained))
 
+    def _on_link_down(self) -> None:
+        dl = self._download
+        if dl is not None:
+            dl.on_disconnect()
+
     def _on_revocations(self, topic: str, payload: bytes, retained: bool) -> None:
         self._q.put(("revocations", payload))
 
@@ -147,8 +155,8 @@ class UpdaterPlugin:
     # -- worker ---------------------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                cmd = self._q.get(timeout=0.1)
+            try:  # sleep until a command comes; poll only while a trial runs (it can time out)
+                cmd = self._q.get(timeout=0.1 if self._trial is not None else None)
             except queue.Empty:
                 cmd = None
             try:
@@ -164,6 +172,8 @@ class UpdaterPlugin:
         kind = cmd[0]
         if kind == "desired":
             self._offer(cmd[1], cmd[2])
+        elif kind == "call":
+            cmd[1]()
         elif kind == "revocations":
             self._revocations(cmd[1])
         elif kind == "resume":
@@ -205,9 +215,8 @@ class UpdaterPlugin:
             self._emit(EventKind.COMMITTED, m.pending_of(manifest), detail="already active", sequence=manifest.sequence)
             return
         self._envelope, self._manifest = env, manifest
-        self.disk.save_offer(manifest.artifact.sha256, env)
         self._timings, self._mark = {}, time.monotonic()
-        self._transition(m.begin(rec, manifest, now), EventKind.DOWNLOADING)
+        self._transition(m.begin(rec, manifest, now, env.model_dump(mode="json")), EventKind.DOWNLOADING)
         self._start_download()
 
     def _refuse_once(self, r: Refusal) -> None:
@@ -223,7 +232,7 @@ class UpdaterPlugin:
         p = self.record.pending
         assert p is not None
         try:
-            self._envelope = self.disk.load_offer(p.sha256)
+            self._envelope = parse_envelope(p.envelope)
             self._manifest = verify_offer(self._envelope, self.trust, self.clock())
         except (EdgeAgentError, OSError) as exc:
             reason = exc.reason if isinstance(exc, UpdateRejected) else Reason.IO_ERROR
@@ -256,6 +265,7 @@ class UpdaterPlugin:
                 pause_after=self.cfg.faults.pause_after_chunks,
                 pause_s=self.cfg.faults.pause_s,
                 on_pause=lambda have: self.reporter.marker(f"chunks:{have}"),
+                schedule=lambda fn: self._q.put(("call", fn)),  # hash and write on this worker
             )
             have = dl.scan()
         except (ProtocolError, OSError) as exc:
@@ -271,15 +281,23 @@ class UpdaterPlugin:
         assert p is not None and self._envelope is not None
         self._lap("download")
         part = self.disk.part_path(p.sha256)
-        if self.record.state == S.DOWNLOADING:
+        resumed = self.record.state == S.VERIFIED
+        if not resumed or part.exists():
             size = part.stat().st_size if part.exists() else -1
-            if size != p.size:
+            if size != p.size and not resumed:
                 self._reject(Reason.LENGTH_MISMATCH, f"artifact is {size} bytes, manifest says {p.size}")
                 return
-            if sha256_file(part) != p.sha256:
-                self._reject(Reason.HASH_MISMATCH, "artifact sha256 does not match the signed manifest")
+            dl = self._download
+            whole = dl.sha256 if dl is not None and dl.art.sha256 == p.sha256 and not resumed else None
+            if size != p.size or (whole or sha256_file(part)) != p.sha256:
+                if resumed:  # the verified file did not survive the restart intact: fetch what is missing
+                    self._transition(m.reverify_failed(self.record, self.clock()), EventKind.DOWNLOADING)
+                    self._start_download()
+                else:
+                    self._reject(Reason.HASH_MISMATCH, "artifact sha256 does not match the signed manifest")
                 return
             self._lap("verify")
+        if not resumed:
             self._transition(m.verified(self.record, self.clock()), EventKind.VERIFIED)
         try:
             self.disk.stage(p.slot, part, p.filename, p.sha256, self._envelope)

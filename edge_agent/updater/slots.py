@@ -23,7 +23,7 @@ from edge_agent.bundle import MANIFEST_FILE, open_bundle, sha256_file
 from edge_agent.errors import EdgeAgentError
 from edge_agent.fsutil import fsync_dir, write_atomic
 from edge_agent.model import LoadedModel
-from edge_agent.protocol.delivery import UpdaterState, envelope_bytes, parse_desired
+from edge_agent.protocol.delivery import UpdaterState, envelope_bytes
 from edge_agent.protocol.signing import Envelope, TrustStore
 from edge_agent.updater.machine import Record, Slot, SlotInfo
 
@@ -81,7 +81,8 @@ class SlotDisk:
         return Record.from_dict(data)
 
     def save_record(self, rec: Record) -> None:
-        write_atomic(self.record_path, json.dumps(rec.to_dict(), indent=1, sort_keys=True).encode())
+        # compact: an indent would push json onto its slow pure-Python encoder (the record holds the manifest)
+        write_atomic(self.record_path, json.dumps(rec.to_dict(), separators=(",", ":")).encode())
 
     # -- slots ----------------------------------------------------------------------------------
     def find_local(self, sha256: str, filename_hint: str = "model.onnx") -> Path | None:
@@ -108,9 +109,13 @@ class SlotDisk:
             for stale in d.iterdir():
                 if stale.is_file() and stale != target:
                     stale.unlink()
+            fd = os.open(part, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # the download never fsynced: the bytes reach the disk here, once
+            finally:
+                os.close(fd)
             os.replace(part, target)
             fsync_dir(d)
-            fsync_dir(part.parent)
         if not target.exists() or sha256_file(target) != sha256:
             raise EdgeAgentError(f"staged model in slot {slot} is missing or altered")
         write_atomic(d / MANIFEST_FILE, envelope_bytes(envelope))
@@ -157,24 +162,7 @@ class SlotDisk:
         slots[slot] = info
         return Record(state=UpdaterState.COMMITTED, active=slot, slots=slots, sequence=man.sequence)
 
-    # -- offers and revocations -----------------------------------------------------------------
-    def offer_path(self, sha256: str) -> Path:
-        return self.downloads / f"{sha256}.offer.json"
-
-    def save_offer(self, sha256: str, envelope: Envelope) -> None:
-        """Keep the signed manifest of the deployment in progress, to resume it after a restart."""
-        write_atomic(self.offer_path(sha256), envelope_bytes(envelope))
-
-    def load_offer(self, sha256: str) -> Envelope:
-        try:
-            raw = self.offer_path(sha256).read_bytes()
-        except OSError as exc:
-            raise EdgeAgentError(f"the manifest of the pending deployment is gone: {exc.strerror}") from exc
-        env = parse_desired(raw)
-        if env is None:
-            raise EdgeAgentError("the manifest of the pending deployment is empty")
-        return env
-
+    # -- revocations ----------------------------------------------------------------------------
     def save_revocations(self, payload: bytes) -> None:
         write_atomic(self.revocations_path, payload)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -79,13 +80,16 @@ class SimAgent:
             p.on_result(result)
         return True
 
-    def run(self, interval: float = 0.01) -> None:
+    def run(self, interval: float = 0.01, gate: Callable[[], bool] | None = None) -> None:
+        """Feed frames every ``interval`` seconds (only while ``gate()`` says so, when given)."""
+
         def loop() -> None:
             while not self._stop.is_set():
-                if not self.step():
+                if gate is None or gate():
+                    self.step()
                     self._stop.wait(interval)
                 else:
-                    self._stop.wait(interval)
+                    self._stop.wait(max(interval, 0.1))
 
         self._thread = threading.Thread(target=loop, name=f"sim-{self._device_id}", daemon=True)
         self._thread.start()
