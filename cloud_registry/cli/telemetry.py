@@ -109,7 +109,9 @@ def ingest(
     """Run the telemetry ingest service: subscribe to every device's telemetry (a shared subscription
     on MQTT 5, so several workers with different --client-id split the load), validate each window
     against the strict schema, store it once per idempotency key, and fire alerts (webhook or command)
-    once per episode of sustained drift, label drift, silent device or aborted rollout."""
+    once per episode of sustained drift, label drift, a device silent past --silent-budget (from the
+    devices' state heartbeats) or an aborted rollout (from the registry under HOME)."""
+    from cloud_registry.fleet import FleetWatcher
     from cloud_registry.telemetry.ingest import Ingestor, IngestService
     from edge_agent.mqtt_link import LinkSettings, TlsSettings
 
@@ -132,9 +134,10 @@ def ingest(
         tls=tls if ca_file else None,
         protocol=protocol,  # type: ignore[arg-type]
     )
-    service = IngestService(
-        Ingestor(store, topics, listeners=[engine.on_window]), settings, shared=False if no_shared else None
-    )
+    ingestor = Ingestor(store, topics, listeners=[engine.on_window])
+    service = IngestService(ingestor, settings, shared=False if no_shared else None)
+    # heartbeats for the silent-device alert: the devices' retained state messages, on the same link
+    fleet_view = FleetWatcher(service.link, topics).view
     try:
         service.start()
     except RegistryError as exc:
@@ -146,11 +149,12 @@ def ingest(
         threading.Timer(duration, stop.set).start()
 
     def periodic() -> None:
+        now = time.time()
+        engine.check_silent(((r.device_id, r.last_seen) for r in fleet_view.rows(now) if r.state), now)
         with _registry(home) as reg:
-            if reg is None:
-                return
-            engine.check_silent((d.device_id, d.last_seen) for d in reg.store.list_devices())
-            engine.check_rollouts((r.id, r.status, str(r.doc.get("reason", ""))) for r in reg.store.list_rollouts(200))
+            if reg is not None:
+                rollouts = reg.store.list_rollouts(200)
+                engine.check_rollouts((r.id, r.status, str(r.doc.get("reason", ""))) for r in rollouts)
 
     try:
         service.run(stop, every_s=min(5.0, max(0.5, duration / 4)) if duration else 5.0, on_tick=periodic)

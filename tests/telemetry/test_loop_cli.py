@@ -165,9 +165,15 @@ def test_retrain_refuses_without_sustained_drift(
 
 def test_ingest_command_runs_as_a_service(mosquitto: MosquittoBroker, line_v1: LoadedModel, tmp_path: Path) -> None:
     db = tmp_path / "telemetry.db"
+    alerts = tmp_path / "alerts.jsonl"
+    hook = f"{sys.executable} -c \"import sys; open('{alerts}', 'a').write(sys.stdin.read() + '\\n')\""
+    # a device that said hello and went away: silent past the 1 s budget while the service runs
+    gone = CloudLink(CloudSection(port=mosquitto.port, heartbeat_s=60), DeviceIdentity("cam-9"))
+    gone.connect(10)
+    gone.stop()
     proc = subprocess.Popen(
         [sys.executable, "-m", "cloud_registry.cli.main", "ingest", "--port", str(mosquitto.port), "--db", str(db),
-         "--duration", "6", "--json"],
+         "--duration", "6", "--json", "--silent-budget", "1", "--command", hook],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "120"},
     )  # fmt: skip
     try:
@@ -193,3 +199,6 @@ def test_ingest_command_runs_as_a_service(mosquitto: MosquittoBroker, line_v1: L
     stats = json.loads(out.decode().strip().splitlines()[-1])
     assert stats["stored"] == 3 and set(stats["rejected"]) == {"schema"} and stats["duplicates"] == 0
     assert probe.count() == 3
+    fired = [json.loads(line) for line in alerts.read_text().splitlines()]
+    assert [(a["kind"], a["scope"], a["state"]) for a in fired] == [("device_silent", "cam-9", "firing")]
+    assert stats["alerts"] == 1
