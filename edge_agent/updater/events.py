@@ -40,6 +40,9 @@ class LinkEventPublisher:
         self.sink = sink
         self._queue: collections.deque[DeviceEvent] = collections.deque(maxlen=max_queued)
         self._lock = threading.Lock()
+        on_connect = getattr(sink, "on_connect", None)
+        if callable(on_connect):
+            on_connect(lambda _session_present: self.flush())
 
     def publish_event(self, event: DeviceEvent) -> None:
         with self._lock:
