@@ -26,7 +26,8 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -60,6 +61,11 @@ CREATE TABLE IF NOT EXISTS state(name TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
 
 _SET_STATE = "INSERT INTO state(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value"
+
+
+def _disk_full(exc: BaseException) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, sqlite3.OperationalError) and "full" in str(cause).lower()
 
 
 @dataclass(frozen=True)
@@ -177,8 +183,50 @@ class Outbox:
         with self._lock:
             try:
                 return self._put(topic, bytes(payload), kind, key, droppable, priority, size, state or {})
-            except sqlite3.Error as exc:
-                raise OutboxError(f"outbox write failed: {exc}") from exc
+            except OutboxError as exc:
+                if not _disk_full(exc) or not self._free_for_disk():
+                    raise
+            # the drop policy applies to the disk as well: oldest telemetry went, try once more
+            return self._put(topic, bytes(payload), kind, key, droppable, priority, size, state or {})
+
+    @contextmanager
+    def _tx(self, what: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction; every SQLite failure (disk full, I/O error) becomes an OutboxError
+        and nothing of the transaction stays."""
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            yield db
+            db.execute("COMMIT")
+        except BaseException as exc:
+            if db.in_transaction:
+                with suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise OutboxError(f"outbox {what} failed: {exc}") from exc
+            raise
+
+    def _free_for_disk(self) -> bool:
+        """The disk is full: drop the oldest quarter of the queued telemetry (counted as
+        ``dropped.telemetry.disk_full``). False when there is none to drop."""
+        droppable = tuple(k for k, (d, _) in KINDS.items() if d)
+        marks = ",".join("?" * len(droppable))
+        try:
+            with self._tx("freeing space") as db:
+                rows = db.execute(
+                    f"SELECT id, size, kind FROM messages WHERE kind IN ({marks}) ORDER BY id", droppable
+                ).fetchall()
+                drop = rows[: max(1, len(rows) // 4)] if rows else []
+                for row_id, _, kind in drop:
+                    db.execute("DELETE FROM messages WHERE id = ?", (row_id,))
+                    self._bump(db, f"dropped.{kind}.disk_full", 1)
+        except OutboxError:
+            log.exception("outbox: the disk is full and nothing could be freed")
+            return False
+        self._bytes -= sum(int(r[1]) for r in drop)
+        if drop:
+            log.warning("disk full: dropped the %d oldest telemetry windows of the outbox", len(drop))
+        return bool(drop)
 
     def _put(
         self,
@@ -191,18 +239,17 @@ class Outbox:
         size: int,
         state: dict[str, bytes],
     ) -> bool:
-        db = self._db
-        db.execute(f"PRAGMA synchronous={'NORMAL' if droppable else 'FULL'}")
-        db.execute("BEGIN IMMEDIATE")
         try:
+            self._db.execute(f"PRAGMA synchronous={'NORMAL' if droppable else 'FULL'}")
+        except sqlite3.Error as exc:
+            raise OutboxError(f"outbox write failed: {exc}") from exc
+        with self._tx("write") as db:
             if db.execute("SELECT 1 FROM messages WHERE key = ?", (key,)).fetchone():
-                db.execute("ROLLBACK")
                 return False
             for name, value in state.items():
                 db.execute(_SET_STATE, (name, value))
             if droppable and self.policy == "refuse-new-telemetry" and self._bytes + size > self.max_bytes:
                 self._bump(db, f"dropped.{kind}.cap", 1)
-                db.execute("COMMIT")
                 log.warning("outbox full (%d bytes): refused a %s message", self._bytes, kind)
                 return False
             db.execute(
@@ -211,11 +258,6 @@ class Outbox:
             )
             total = self._bytes + size
             total -= self._shed(db, total)
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
         self._bytes = total
         return True
 
@@ -263,20 +305,13 @@ class Outbox:
         id_list = list(ids)
         if not id_list:
             return 0
+        marks = ",".join("?" * len(id_list))
         with self._lock:
-            db = self._db
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                marks = ",".join("?" * len(id_list))
+            with self._tx("acknowledgement") as db:
                 freed = db.execute(f"SELECT COALESCE(SUM(size), 0) FROM messages WHERE id IN ({marks})", id_list)
                 freed_bytes = int(freed.fetchone()[0])
                 n = db.execute(f"DELETE FROM messages WHERE id IN ({marks})", id_list).rowcount
                 self._bump(db, "delivered", n)
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise OutboxError(f"outbox acknowledgement failed: {exc}") from exc
             self._bytes -= freed_bytes
             return int(n)
 
@@ -289,36 +324,35 @@ class Outbox:
                 return
             kind, attempts, size = row[0], int(row[1]) + 1, int(row[2])
             log.warning("broker refused outbox message %d (%s, attempt %d): %s", msg_id, kind, attempts, reason)
-            self._db.execute("BEGIN IMMEDIATE")
-            if KINDS[kind][0] and attempts >= self.max_refusals:
-                self._db.execute("DELETE FROM messages WHERE id = ?", (msg_id,))
-                self._bump(self._db, f"dropped.{kind}.refused", 1)
+            drop = KINDS[kind][0] and attempts >= self.max_refusals
+            with self._tx("refusal bookkeeping") as db:
+                if drop:
+                    db.execute("DELETE FROM messages WHERE id = ?", (msg_id,))
+                    self._bump(db, f"dropped.{kind}.refused", 1)
+                else:
+                    delay = min(3600.0, 5.0 * 2 ** min(attempts, 10))
+                    db.execute(
+                        "UPDATE messages SET attempts = ?, not_before = ? WHERE id = ?",
+                        (attempts, self.clock() + delay, msg_id),
+                    )
+            if drop:
                 self._bytes -= size
-            else:
-                delay = min(3600.0, 5.0 * 2 ** min(attempts, 10))
-                self._db.execute(
-                    "UPDATE messages SET attempts = ?, not_before = ? WHERE id = ?",
-                    (attempts, self.clock() + delay, msg_id),
-                )
-            self._db.execute("COMMIT")
 
     def expire(self) -> int:
         """Drop droppable messages older than the TTL; returns how many. Events never expire."""
         cutoff = self.clock() - self.ttl_s
+        droppable = [k for k, (d, _) in KINDS.items() if d]
+        marks = ",".join("?" * len(droppable))
         with self._lock:
-            db = self._db
-            droppable = [k for k, (d, _) in KINDS.items() if d]
-            marks = ",".join("?" * len(droppable))
-            db.execute("BEGIN IMMEDIATE")
-            rows = db.execute(
-                f"SELECT kind, COUNT(*), COALESCE(SUM(size), 0) FROM messages WHERE created < ? AND kind IN ({marks}) "
-                "GROUP BY kind",
-                (cutoff, *droppable),
-            ).fetchall()
-            db.execute(f"DELETE FROM messages WHERE created < ? AND kind IN ({marks})", (cutoff, *droppable))
-            for kind, n, _ in rows:
-                self._bump(db, f"dropped.{kind}.ttl", int(n))
-            db.execute("COMMIT")
+            with self._tx("expiry") as db:
+                rows = db.execute(
+                    f"SELECT kind, COUNT(*), COALESCE(SUM(size), 0) FROM messages "
+                    f"WHERE created < ? AND kind IN ({marks}) GROUP BY kind",
+                    (cutoff, *droppable),
+                ).fetchall()
+                db.execute(f"DELETE FROM messages WHERE created < ? AND kind IN ({marks})", (cutoff, *droppable))
+                for kind, n, _ in rows:
+                    self._bump(db, f"dropped.{kind}.ttl", int(n))
             self._bytes -= sum(int(r[2]) for r in rows)
             n_total = sum(int(r[1]) for r in rows)
         if n_total:

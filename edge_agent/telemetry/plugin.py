@@ -212,13 +212,15 @@ class TelemetryPlugin:
                     with self._lock:
                         self._closed[:0] = closed[i + 1 :]
                     break
-            for old in self.min_frames.expire(self.clock(), self.config.pending_max_age_s):
-                self.windows_suppressed += 1
-                log.info(
-                    "suppressed a %d-frame window of %s v%d (below k)", old.frames, old.model.name, old.model.version
-                )
-                self.outbox.set_state(STATE_PENDING, self._pending_state())
-            self.outbox.expire()
+            try:
+                for old in self.min_frames.expire(self.clock(), self.config.pending_max_age_s):
+                    self.windows_suppressed += 1
+                    m = old.model
+                    log.info("suppressed a %d-frame window of %s v%d (below k)", old.frames, m.name, m.version)
+                    self.outbox.set_state(STATE_PENDING, self._pending_state())
+                self.outbox.expire()
+            except OutboxError as exc:  # e.g. the disk is full: delivery below still frees space
+                log.warning("outbox housekeeping failed: %s", exc)
             if self.pump is not None and self.link is not None and self.link.connected:
                 return self.pump.drain()
             return 0

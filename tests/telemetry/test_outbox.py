@@ -166,3 +166,25 @@ def test_disk_use_stays_bounded_by_the_cap_through_days_of_churn(tmp_path: Path)
     kept = [m.key for m in ob.peek(1000)]
     assert kept == [f"k{i:05d}" for i in range(3000 - len(kept), 3000)]
     assert ob.dropped() == 3000 - len(kept) > 2500
+
+
+def test_a_full_disk_drops_oldest_telemetry_and_refuses_clearly_when_only_events_are_left(tmp_path: Path) -> None:
+    """SQLite's page limit stands in for a full filesystem: the same SQLITE_FULL error."""
+    ob = Outbox(tmp_path / "o.db", max_bytes=64 * 1024 * 1024)
+    for i in range(40):
+        ob.put(TOPIC, b"t" * 3000, kind="telemetry", key=f"t{i:02d}")
+    pages = ob._db.execute("PRAGMA page_count").fetchone()[0]
+    ob._db.execute(f"PRAGMA max_page_count={pages}")
+    assert ob.put(TOPIC, b"e" * 3000, kind="event", key="e-1")  # room made by dropping old telemetry
+    st = ob.stats()
+    assert st.counters["dropped.telemetry.disk_full"] >= 1
+    assert "t00" not in {m.key for m in ob.peek(100)} and "e-1" in {m.key for m in ob.peek(100)}
+    ob.ack([m.id for m in ob.peek(100) if m.kind == "telemetry"])
+    while True:  # fill the disk with events only
+        try:
+            ob.put(TOPIC, b"e" * 3000, kind="event", key=f"e-{len(ob) + 1}")
+        except OutboxError as exc:
+            assert "full" in str(exc)
+            break
+    events = len(ob)
+    assert events > 1 and all(m.kind == "event" for m in ob.peek(1000))

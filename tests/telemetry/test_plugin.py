@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edge_agent.errors import OutboxError
 from edge_agent.model import LoadedModel
 from edge_agent.protocol.telemetry import parse_window
 from edge_agent.protocol.topics import Topics
@@ -130,3 +131,31 @@ def test_deployment_events_share_the_outbox_and_go_first(tmp_path: Path, ref_mod
     topic = Topics().device_events("line-7-cam-2")
     assert p.outbox.put(topic, b'{"event":"committed"}', kind="event", key="evt-1")
     assert [m.kind for m in p.outbox.peek(10)] == ["event", "telemetry"]
+
+
+def test_frames_of_a_window_the_full_disk_refused_go_out_merged_later(tmp_path: Path, ref_model: LoadedModel) -> None:
+    clock = SimClock()
+    p = make(tmp_path, clock, AgentStub(current_model=ref_model), window_frames=20)
+    results = list(run_frames(ref_model, frames(60, seed=8)))
+    topic = Topics().device_events("line-7-cam-2")
+    pages = p.outbox._db.execute("PRAGMA page_count").fetchone()[0]
+    p.outbox._db.execute(f"PRAGMA max_page_count={pages + 2}")
+    n = 0
+    for size in (2000, 200, 20):  # the disk fills up with deployment events, which are never dropped
+        while True:
+            try:
+                p.outbox.put(topic, b"e" * size, kind="event", key=f"e{n}")
+                n += 1
+            except OutboxError:
+                break
+    for r in results[:40]:
+        p.on_result(r)
+    p.tick()  # two windows closed; neither could be stored, the line went on
+    assert queued(p) == []
+    p.outbox.ack([m.id for m in p.outbox.peek(1000)])  # connectivity back: the events went out
+    for r in results[40:]:
+        p.on_result(r)
+    p.tick()
+    ws = queued(p)
+    assert sum(w.frames for w in ws) == 60  # nothing lost: the refused frames came along
+    assert max(w.merged for w in ws) >= 2
