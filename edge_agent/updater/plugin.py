@@ -207,7 +207,7 @@ class UpdaterPlugin:
                 rec, manifest, now=now, limits=self.limits, free_bytes=self.free_disk(self.disk.state_dir)
             )
         except UpdateRejected as r:
-            self._commit_record(m.refused_offer(rec, manifest.sequence, r.reason, r.detail, now))
+            self._commit_record(m.refused_offer(rec, manifest.sequence, r.reason, r.detail, now), must_persist=False)
             self._emit(EventKind.REJECTED, m.pending_of(manifest), r.reason, r.detail, sequence=manifest.sequence)
             return
         if outcome == m.OfferOutcome.ALREADY_ACTIVE:
@@ -224,7 +224,9 @@ class UpdaterPlugin:
             return
         self._refused.add(r.key)
         log.warning("update rejected: %s: %s", r.reason, r.detail)
-        self._commit_record(m.refused_offer(self.record, r.sequence, r.reason, r.detail, self.clock()))
+        self._commit_record(
+            m.refused_offer(self.record, r.sequence, r.reason, r.detail, self.clock()), must_persist=False
+        )
         self._emit(EventKind.REJECTED, None, r.reason, r.detail, sequence=r.sequence)
 
     # -- download / verify / stage / load -------------------------------------------------------
@@ -389,8 +391,15 @@ class UpdaterPlugin:
         self._emit(kind, pending or rec.pending, reason, detail, timings=timings)
         self.reporter.fault(rec.state)
 
-    def _commit_record(self, rec: m.Record) -> None:
-        self.disk.save_record(rec)
+    def _commit_record(self, rec: m.Record, *, must_persist: bool = True) -> None:
+        try:
+            self.disk.save_record(rec)
+        except OSError as exc:
+            if must_persist:
+                raise
+            # a refusal changes no slot and no state (e.g. refused BECAUSE the disk is full): it is
+            # reported now and persisted with the next change; lost at a restart, it is decided again
+            log.error("updater record not saved (%s); the refusal is reported anyway", exc.strerror)
         self.record = rec
         self._report()
 
