@@ -98,14 +98,19 @@ class FanOutPublisher:
 class OutboxEventPublisher:
     """Durable: every event is written to a SQLite outbox (kind ``event``: never dropped) before this
     returns, and a pump thread delivers it at QoS 1, deleting it only on the broker's PUBACK. Events
-    taken while offline, or before a crash, go out after the next connect."""
+    taken while offline, or before a crash, go out after the next connect. An event the outbox cannot
+    store (the disk is full) is held in memory and retried, and sent without being stored if the
+    disk stays full: only a power cut while the disk is full can lose it."""
 
     def __init__(self, outbox: Any, link: Any, topics: Topics, device_id: str) -> None:
         from edge_agent.telemetry.pump import OutboxPump
 
         self.outbox = outbox
+        self.link = link
         self.pump = OutboxPump(outbox, link)
         self.topic = topics.device_events(device_id)
+        self._lock = threading.Lock()
+        self._held: list[DeviceEvent] = []
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="updater-events", daemon=True)
@@ -115,19 +120,40 @@ class OutboxEventPublisher:
     def publish_event(self, event: DeviceEvent) -> None:
         try:
             self.outbox.put(self.topic, event.to_bytes(), kind="event", key=f"ev-{event.event_id}")
-        except EdgeAgentError:
-            log.exception("deployment event %s could not be stored", event.kind)
-            return
+        except EdgeAgentError as exc:  # e.g. the disk is full: never dropped, held and retried
+            log.error("deployment event %s could not be stored (%s); held in memory", event.kind, exc)
+            with self._lock:
+                self._held.append(event)
         self._wake.set()
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(5.0)
+            self._wake.wait(1.0 if self._held else 5.0)
             self._wake.clear()
             try:
+                self._retry_held()
                 self.pump.drain()
             except Exception:
                 log.exception("event pump failed; will retry")
+
+    def _retry_held(self) -> None:
+        """Store the events the outbox refused; while it still cannot, send them straight to the
+        broker (QoS 1, acknowledged) so that the fleet hears of them even if the disk stays full."""
+        with self._lock:
+            held = list(self._held)
+        for event in held:
+            payload = event.to_bytes()
+            try:
+                self.outbox.put(self.topic, payload, kind="event", key=f"ev-{event.event_id}")
+            except EdgeAgentError:
+                try:
+                    if not self.link.wait_published(self.link.publish(self.topic, payload, qos=1), 10.0):
+                        return
+                except EdgeAgentError:
+                    return
+                log.warning("deployment event %s sent without being stored (the outbox refused it)", event.kind)
+            with self._lock:
+                self._held.remove(event)
 
     def close(self) -> None:
         self._stop.set()
