@@ -26,6 +26,7 @@ class OutboxSnapshot:
     keys: frozenset[str]
     counters: dict[str, int]
     payloads: dict[str, bytes]
+    created: dict[str, float] = field(default_factory=dict)
 
     @property
     def delivered(self) -> int:
@@ -41,13 +42,15 @@ def read_outbox(path: Path) -> OutboxSnapshot:
         return OutboxSnapshot(frozenset(), {}, {})
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
     try:
-        rows = db.execute("SELECT key, payload FROM messages").fetchall()
+        rows = db.execute("SELECT key, payload, created FROM messages").fetchall()
         counters = dict(db.execute("SELECT name, value FROM counters").fetchall())
     except sqlite3.OperationalError:  # created but the schema not written yet
         return OutboxSnapshot(frozenset(), {}, {})
     finally:
         db.close()
-    return OutboxSnapshot(frozenset(r[0] for r in rows), counters, {r[0]: bytes(r[1]) for r in rows})
+    return OutboxSnapshot(
+        frozenset(r[0] for r in rows), counters, {r[0]: bytes(r[1]) for r in rows}, {r[0]: float(r[2]) for r in rows}
+    )
 
 
 @dataclass
