@@ -118,6 +118,7 @@ class Outbox:
         self.clock = clock
         self._lock = threading.RLock()
         self._dropped_logged = 0
+        self._sync_mode = "NORMAL"
         self._db = self._open()
         self._bytes = int(self._db.execute("SELECT COALESCE(SUM(size), 0) FROM messages").fetchone()[0])
 
@@ -239,10 +240,13 @@ class Outbox:
         size: int,
         state: dict[str, bytes],
     ) -> bool:
-        try:
-            self._db.execute(f"PRAGMA synchronous={'NORMAL' if droppable else 'FULL'}")
-        except sqlite3.Error as exc:
-            raise OutboxError(f"outbox write failed: {exc}") from exc
+        mode = "NORMAL" if droppable else "FULL"  # an event survives a power cut, not just a crash
+        if mode != self._sync_mode:
+            try:
+                self._db.execute(f"PRAGMA synchronous={mode}")
+            except sqlite3.Error as exc:
+                raise OutboxError(f"outbox write failed: {exc}") from exc
+            self._sync_mode = mode
         with self._tx("write") as db:
             if db.execute("SELECT 1 FROM messages WHERE key = ?", (key,)).fetchone():
                 return False
