@@ -10,6 +10,7 @@ never asked for again and no separate bitmap has to be kept consistent with it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -273,7 +274,8 @@ class ChunkDownload:
         try:
             os.pwrite(fd, payload, index * self.art.chunk_size)
         except OSError as exc:
-            self._fail(Reason.IO_ERROR, f"cannot write chunk {index}: {exc.strerror}")
+            reason = Reason.DISK_FULL if exc.errno in (errno.ENOSPC, errno.EDQUOT) else Reason.IO_ERROR
+            self._fail(reason, f"cannot write chunk {index}: {exc.strerror}")
             return False
         with self._lock:
             self._have.add(index)
