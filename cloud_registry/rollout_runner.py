@@ -223,6 +223,15 @@ class RolloutRunner:
         """Drive until the rollout is settled (completed, or aborted with every rollback confirmed),
         ``stop`` is set, or ``timeout_s`` passes. Safe to call again later to continue."""
         r = self.load(rollout_id)
+        # a dispatch that never reached the broker (the broker went away under an earlier run or
+        # under ``create``): publish it now, or its device would be waited for forever
+        lost: list[ro.Action] = [
+            ro.Dispatch(d) for d, t in r.devices.items() if t.status == ro.DeviceStatus.SENT and t.sequence == 0
+        ]
+        if lost and r.status == ro.RolloutStatus.RUNNING:
+            self._ensure_artifact(r.plan.model.name, r.plan.model.version)
+            r = self._execute(r, lost)
+            self._save(r)
         self.fleet.settle(0.2, 2.0)
         for d in r.devices:  # what the retained states say happened while no runner was watching
             for o in observations("state", d, self.fleet.view.state(d)):
