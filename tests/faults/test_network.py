@@ -263,3 +263,24 @@ def test_rollouts_and_telemetry_survive_network_faults_and_broker_restarts(
             a.sigkill()
         for p in proxies:
             p.close()
+
+
+def test_a_broker_outage_at_dispatch_time_does_not_strand_the_rollout(
+    cloud: Cloud, registry_side: RegistrySide, chunky: dict[int, BuiltBundle], frames: list[Any], tmp_path: Path
+) -> None:
+    """The broker goes away between the artifact upload and the wave's dispatch: ``rollout create``
+    fails. The stored rollout must not be left waiting for deployments that were never published:
+    running it again once the broker is back dispatches them, and the rollout completes."""
+    side = registry_side
+    dev = cloud.device("strand-1", groups=(GROUP,), frames=frames, state_dir=tmp_path / "strand-1")
+    assert wait_for(lambda: side.fleet.view.members(GROUP) == ["strand-1"], 20)
+    side.runner._ensure_artifact("tiny", 1)  # the upload went through ...
+    time.sleep(1.3)  # ... and is on the broker's disk
+    cloud.broker.stop()  # ... then the broker goes away before the wave is dispatched
+    with pytest.raises(RegistryError):
+        side.runner.create("tiny@1", f"group:{GROUP}", rollout_id="stranded")
+    cloud.broker.start()
+    assert wait_for(lambda: side.link.connected and dev.link.connected, 20)
+    r = side.runner.run("stranded", timeout_s=30)
+    assert r.status == "completed", (r.status, r.log, r.devices)
+    assert dev.version() == 1
