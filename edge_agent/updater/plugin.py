@@ -94,6 +94,7 @@ class UpdaterPlugin:
             log.error("updater state unreadable, rebuilt from the committed slot link: %s", exc)
             rec = self.disk.adopt_current(self.trust)
         rec_before = rec
+        self._resend_last(rec)  # before the recovery may replace the record's last transition
         rec_after = m.recover(rec, self.clock())
         self.record = rec_after.record
         if self.record is not rec_before:
@@ -423,6 +424,19 @@ class UpdaterPlugin:
             log.warning("revocation list refused: %s", exc)
 
     # -- startup --------------------------------------------------------------------------------
+    def _resend_last(self, rec: m.Record) -> None:
+        """A power cut may fall between persisting a transition and storing its event: send the event
+        of the record's last transition again, under the same idempotency key (a copy that did go out
+        is deduplicated by the outbox or by the receiver)."""
+        last = rec.last
+        if last is None:
+            return
+        p = rec.pending if rec.pending is not None and rec.pending.sequence == last.sequence else None
+        info = rec.active_info
+        if p is None and info is not None and info.sequence == last.sequence and rec.active is not None:
+            p = m.Pending(info.sequence, info.name, info.version, info.sha256, 0, rec.active)
+        self.reporter.emit(last.kind, rec, p, last.reason, "sent again after a restart", sequence=last.sequence)
+
     def _serve_committed(self) -> None:
         """Make the committed slot the serving model (after a restart the agent may hold nothing,
         or the bundle it was configured with)."""

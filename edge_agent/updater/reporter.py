@@ -3,6 +3,7 @@ state (through the link), and the injected fault points of ``[updater.faults]``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from edge_agent.fsutil import write_atomic
 from edge_agent.model import LoadedModel
-from edge_agent.protocol.delivery import DeviceEvent, EventKind, ModelRef
+from edge_agent.protocol.delivery import DeviceEvent, EventKind, LastEvent, ModelRef
 from edge_agent.protocol.delivery import UpdaterState as S
 from edge_agent.updater import machine as m
 from edge_agent.updater.events import EventPublisher
@@ -21,6 +22,14 @@ from firmware_configs.updater_section import FaultSection
 log = logging.getLogger(__name__)
 
 FAULT_MARKER = "fault-hit"
+
+
+def transition_event_id(device_id: str, last: LastEvent) -> str:
+    """Idempotency key of the event reporting the transition ``last`` (the record's last event): the
+    same before and after a restart, so the event can be sent again safely when a power cut came
+    between persisting the transition and storing its event."""
+    raw = f"{device_id}|{last.sequence}|{last.kind.value}|{last.reason}|{last.ts!r}"
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:32]
 
 
 class Reporter:
@@ -52,11 +61,17 @@ class Reporter:
         timings: dict[str, float] | None = None,
         progress: dict[str, int] | None = None,
     ) -> None:
+        seq = sequence if sequence is not None else (p.sequence if p else rec.sequence)
+        last = rec.last
+        # the event of the record's last transition gets a stable id; progress reports get their own
+        same = last is not None and last.kind == kind and last.sequence == seq and not progress
+        ids = {"event_id": transition_event_id(self.device_id, last)} if same and last is not None else {}
         event = DeviceEvent(
+            **ids,
             device_id=self.device_id,
             kind=kind,
             state=rec.state,
-            sequence=sequence if sequence is not None else (p.sequence if p else rec.sequence),
+            sequence=seq,
             model=p.ref() if p else None,
             reason=str(reason),
             detail=detail[:2000],
