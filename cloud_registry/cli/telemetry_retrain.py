@@ -1,0 +1,193 @@
+"""``edgeline retrain``: sustained drift -> the next version, gated, registered, canary rollout."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cloud_registry.cli.telemetry_common import DB, HOME, db_path, registry_at
+from cloud_registry.errors import RegistryError
+from cloud_registry.telemetry.store import TelemetryStore
+from edge_agent.errors import EdgeAgentError
+from edge_agent.protocol.manifest import Reference
+from edge_agent.protocol.topics import Topics
+
+
+@click.command()
+@click.option("--model", "-m", required=True, help="Model name.")
+@click.option("--version", "-V", type=click.IntRange(min=1), default=None, help="Drifted version (default: latest).")
+@click.option(
+    "--data",
+    "data_dir",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Labeled images on hand (one folder per class).",
+)
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="New bundle.")
+@click.option(
+    "--keys",
+    "key_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("keys"),
+    show_default=True,
+    help="Key directory (signing key, trust.json).",
+)
+@HOME
+@DB
+@click.option("--estimator", default="mlp", show_default=True, help="Estimator of the build pipeline.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--hours", type=float, default=None, help="Only the last N hours of drift evidence.")
+@click.option("--min-windows", type=click.IntRange(min=1), default=6, show_default=True, help="Evidence needed.")
+@click.option(
+    "--min-drifted-share",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Share of windows flagged on brightness/contrast needed.",
+)
+@click.option("--rollout-target", default=None, metavar="group:NAME|device:ID", help="Start a canary rollout here.")
+@click.option("--canary", type=click.IntRange(min=0), default=1, show_default=True, help="Canary devices first.")
+@click.option("--waves", default="100%", show_default=True, help="Waves after the canary.")
+@click.option("--broker", default="127.0.0.1:1883", show_default=True, help="HOST:PORT for the rollout.")
+@click.option("--force", is_flag=True, help="Overwrite an existing --out directory.")
+@click.option("--dry-run", is_flag=True, help="Only read the evidence and print the plan.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def retrain(
+    model: str,
+    version: int | None,
+    data_dir: Path,
+    out_dir: Path,
+    key_dir: Path,
+    home: Path,
+    db: Path | None,
+    estimator: str,
+    seed: int,
+    hours: float | None,
+    min_windows: int,
+    min_drifted_share: float,
+    rollout_target: str | None,
+    canary: int,
+    waves: str,
+    broker: str,
+    force: bool,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Retrain MODEL from drift evidence: read the brightness and contrast shift of the field from the
+    telemetry histograms, train the next version on the labeled images in --data with augmentation
+    matched to it, gate it (the build pipeline's quality gate, then: better than its parent on held-out
+    images under the measured lighting, not worse on normal ones), register it as vN+1 with lineage
+    pointing to the drift evidence, and optionally start a canary rollout. Exits 1 when the evidence
+    does not show sustained drift or a gate refuses the model."""
+    from cloud_registry.telemetry.retrain import RetrainPolicy, plan_retrain
+    from cloud_registry.telemetry.retrain import retrain as run_retrain
+    from converters.cli_common import progress_bars
+    from edge_agent.protocol.signing import KeyPaths, TrustStore
+
+    path = db_path(home, db)
+    if not path.exists():
+        raise click.ClickException(f"no telemetry database at {path} (run 'edgeline ingest' first, or pass --db)")
+    policy = RetrainPolicy(
+        min_windows=min_windows,
+        min_drifted_share=min_drifted_share,
+        rollout_target=rollout_target,
+        canary=canary,
+        waves=waves,
+    )
+    try:
+        with registry_at(home) as reg:
+            if reg is None:
+                raise click.ClickException(f"no registry under {home}: register the model first")
+
+            def reference_for(name: str, ver: int) -> Reference | None:
+                return reg.manifest(reg.resolve(f"{name}@{ver}")).reference
+
+            latest = reg.resolve(f"{model}@latest").version
+            plan = plan_retrain(
+                TelemetryStore(path),
+                model,
+                version=version,
+                reference_for=reference_for,
+                next_version=latest + 1,
+                since=time.time() - hours * 3600 if hours else None,
+                policy=policy,
+            )
+            if dry_run:
+                doc = {
+                    "plan": {"model": model, "parent": plan.parent_version, "next": plan.next_version},
+                    "lighting": plan.lighting.__dict__,
+                    "evidence": plan.shift.evidence,
+                }
+                click.echo(json.dumps(doc, default=str, indent=None if as_json else 1))
+                return
+            parent_mv = reg.resolve(f"{model}@{plan.parent_version}")
+            trust = TrustStore.load(KeyPaths(key_dir).trust)
+
+            def register(bundle_dir: Path, parent: int) -> object:
+                return reg.add_bundle(bundle_dir, trust, parent=parent, note="retrained for drift")
+
+            with progress_bars(not as_json) as hook:
+                result = run_retrain(
+                    plan,
+                    data_dir,
+                    out_dir,
+                    key_dir=key_dir,
+                    parent=(reg.manifest(parent_mv), reg.artifact(parent_mv)),
+                    policy=policy,
+                    estimator=estimator,
+                    seed=seed,
+                    register=register,
+                    start_rollout=_rollout_starter(reg, key_dir, broker) if rollout_target else None,
+                    force=force,
+                    progress=hook,
+                )
+    except (RegistryError, EdgeAgentError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    doc = result.to_dict()
+    if as_json:
+        click.echo(json.dumps(doc, default=str))
+        return
+    a = result.accuracy
+    click.echo(
+        f"{model} v{result.version} registered (parent v{plan.parent_version}); matched lighting "
+        f"brightness {plan.lighting.brightness:+.1f}, contrast x{plan.lighting.contrast:.2f}\n"
+        f"  accuracy under the field's lighting: v{plan.parent_version} {a['parent_drifted']:.3f} -> "
+        f"v{result.version} {a['new_drifted']:.3f}; normal lighting {a['parent_normal']:.3f} -> {a['new_normal']:.3f}"
+        + (f"\n  canary rollout {result.rollout_id} started" if result.rollout_id else "")
+    )
+
+
+def _rollout_starter(reg: Any, key_dir: Path, broker: str) -> Any:
+    """A rollout starter (see ``retrain.RolloutStarter``) through the registry's rollout runner."""
+
+    def start(ref: str, policy: Any) -> str:
+        from cloud_registry.fleet import FleetWatcher
+        from cloud_registry.publisher import Publisher
+        from cloud_registry.rollout_runner import RolloutRunner
+        from edge_agent.mqtt_link import LinkSettings, MqttLink
+        from edge_agent.protocol.signing import load_signing_key
+
+        host, _, port = broker.rpartition(":")
+        link = MqttLink(LinkSettings(host=host or "127.0.0.1", port=int(port), client_id="edgeline-retrain"))
+        topics = Topics()
+        fleet = FleetWatcher(link, topics)
+        link.connect(10)
+        try:
+            fleet.settle()
+            runner = RolloutRunner(reg, Publisher(link, topics, load_signing_key(key_dir)), fleet)
+            r = runner.create(
+                ref,
+                policy.rollout_target,
+                canary=policy.canary,
+                waves=policy.waves,
+                max_failure_pct=policy.max_failure_pct,
+            )
+            return str(r.plan.id)
+        finally:
+            link.stop()
+
+    return start
