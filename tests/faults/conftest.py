@@ -44,7 +44,7 @@ class Counts:
 def counts(full_campaign: bool) -> Counts:
     if full_campaign:
         return Counts(True, power_cuts=60, network_faults_s=90.0, network_rollouts=3, disk_rounds=5)
-    return Counts(False, power_cuts=6, network_faults_s=12.0, network_rollouts=1, disk_rounds=1)
+    return Counts(False, power_cuts=6, network_faults_s=8.0, network_rollouts=1, disk_rounds=1)
 
 
 @pytest.fixture(scope="session")
