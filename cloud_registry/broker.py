@@ -96,7 +96,9 @@ class MosquittoBroker:
 
     def render_config(self) -> str:
         user = pwd.getpwuid(os.getuid()).pw_name
-        lines = [f"user {user}"]
+        # Mosquitto's default of 1000 queued messages per client silently drops QoS 1 telemetry for an
+        # ingest that falls behind (measured: 1,602 of 2,000 windows arrived, no error anywhere).
+        lines = [f"user {user}", "max_queued_messages 100000"]
         if self.default_listener:
             lines += [f"listener {self.port} {self.host}", "allow_anonymous true"]
         if self.persistence:

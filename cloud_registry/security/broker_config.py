@@ -107,6 +107,9 @@ class BrokerSpec(_Strict):
     pin_client_id: bool = True
     #: Largest MQTT packet accepted; a client sending more is disconnected. Artifact chunks must fit.
     max_packet_size: int | None = Field(default=DEFAULT_MAX_PACKET, ge=4096)
+    #: Per-client queue of QoS 1 messages. Mosquitto's default (1000) silently drops telemetry for an
+    #: ingest that falls behind while a fleet flushes its outboxes after an outage; 0 means unlimited.
+    max_queued_messages: int = Field(default=100_000, ge=0)
     persistence_location: str = "/var/lib/mosquitto/"
     log_dest: str = "syslog"
     registry: list[str] = Field(default_factory=lambda: ["registry"], min_length=1)
@@ -253,6 +256,7 @@ def render_security(spec: BrokerSpec) -> str:
         acl_file=spec.acl_file,
         global_auth_lines=global_auth,
         max_packet_line=f"max_packet_size {spec.max_packet_size}\n" if spec.max_packet_size else "",
+        max_queued=spec.max_queued_messages,
         port=spec.port,
         bind=spec.bind,
         tls_version=spec.tls_version,
