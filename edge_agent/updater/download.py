@@ -77,8 +77,6 @@ class ChunkDownload:
         self.schedule: Callable[[Callable[[], None]], None] = schedule or (lambda fn: fn())
         self._arrived: list[tuple[int, bytes]] = []
         self._wildcard = False
-        self._hasher = hashlib.sha256()
-        self._hashed = 0  # chunks folded into _hasher, in order
         self.stats = DownloadStats()
         self._lock = threading.Lock()
         self._have: set[int] = set()
@@ -112,14 +110,9 @@ class ChunkDownload:
             data = os.pread(fd, self._expected_len(i), i * self.art.chunk_size)
             if hashlib.sha256(data).hexdigest() == expected:
                 have.add(i)
-        hasher, hashed = hashlib.sha256(), 0
-        while hashed in have:
-            hasher.update(os.pread(fd, self._expected_len(hashed), hashed * self.art.chunk_size))
-            hashed += 1
         with self._lock:
             self._fd = fd
             self._have = have
-            self._hasher, self._hashed = hasher, hashed
             self.stats.resumed_with = len(have)
         return len(have)
 
@@ -231,6 +224,8 @@ class ChunkDownload:
             self.stats.bytes_received += len(payload)
             if not self._store(fd, index, payload):
                 return
+            if self._pause_due():
+                break  # fault injection: hold here; whatever else arrived is fetched after the pause
         with self._lock:
             # refill when half the window landed and there is more to ask for (one UNSUBSCRIBE for the
             # landed ones, one SUBSCRIBE for the next); what lands after that is unsubscribed at the end
@@ -240,13 +235,7 @@ class ChunkDownload:
                 and len(self._have) + len(self._inflight) < self.total
             )
             complete = len(self._have) == self.total
-            pause = (
-                self.pause_after is not None
-                and not self._paused_once
-                and len(self._have) >= self.pause_after
-                and not complete
-                and self._state == "running"
-            )
+            pause = self._pause_due()
             if pause:
                 self._paused_once = True
                 self._state = "paused"
@@ -262,6 +251,14 @@ class ChunkDownload:
             timer.start()
         elif refill:
             self._fill()
+
+    def _pause_due(self) -> bool:
+        return (
+            self.pause_after is not None
+            and not self._paused_once
+            and self.pause_after <= len(self._have) < self.total
+            and self._state == "running"
+        )
 
     def _store(self, fd: int, index: int, payload: bytes) -> bool:
         expected = self._expected_len(index)
@@ -281,20 +278,13 @@ class ChunkDownload:
             self._have.add(index)
             self._inflight.discard(index)
             self._landed.add(index)
-            if index == self._hashed:  # the whole-artifact hash advances over the in-order prefix
-                self._hasher.update(payload)
-                self._hashed += 1
-                while self._hashed in self._have:
-                    n = self._hashed
-                    self._hasher.update(os.pread(fd, self._expected_len(n), n * self.art.chunk_size))
-                    self._hashed += 1
         return True
 
     @property
-    def sha256(self) -> str | None:
-        """The whole artifact's sha256 as written, once every chunk is in (None before)."""
+    def complete(self) -> bool:
+        """Every chunk is on disk and matched its signed sha256 (the signed chunk hashes pin every byte)."""
         with self._lock:
-            return self._hasher.hexdigest() if self._hashed == self.total else None
+            return self._state == "done" and len(self._have) == self.total
 
     def _unpause(self) -> None:
         with self._lock:

@@ -290,9 +290,11 @@ class UpdaterPlugin:
             if size != p.size and not resumed:
                 self._reject(Reason.LENGTH_MISMATCH, f"artifact is {size} bytes, manifest says {p.size}")
                 return
+            # every chunk matched its signed hash as it landed: that pins every byte, so the whole-file
+            # hash is left to staging (which checks it before anything is loaded); otherwise hash it now
             dl = self._download
-            whole = dl.sha256 if dl is not None and dl.art.sha256 == p.sha256 and not resumed else None
-            if size != p.size or (whole or sha256_file(part)) != p.sha256:
+            by_chunks = dl is not None and dl.art.sha256 == p.sha256 and dl.complete and not resumed
+            if size != p.size or (not by_chunks and sha256_file(part) != p.sha256):
                 if resumed:  # the verified file did not survive the restart intact: fetch what is missing
                     self._transition(m.reverify_failed(self.record, self.clock()), EventKind.DOWNLOADING)
                     self._start_download()

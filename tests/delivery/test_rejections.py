@@ -215,6 +215,7 @@ def test_revoked_signing_key_is_refused(
     root = RootKey(load_private(KeyPaths(key_dir).root_key))
     cloud.publisher.publish_revocations(root.revoke([signing_key.key_id], serial=1))
     assert wait_for(lambda: signing_key.key_id in dev.plugin.trust.revoked)
+    assert wait_for(dev.plugin.disk.revocations_path.exists)
     saved = json.loads(dev.plugin.disk.revocations_path.read_text())
     assert saved["serial"] == 1  # survives a restart
     cloud.deploy(bundles[2], "dev-r")

@@ -3,7 +3,6 @@ completes, and never fetches again a chunk it already holds."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from edge_agent.protocol.delivery import parse_meta
@@ -21,7 +20,8 @@ def test_broker_killed_mid_transfer_resumes_without_refetching(
     assert wait_for(lambda: dev.version() == 1 and dev.plugin.state == "COMMITTED")
 
     cloud.publisher.publish_artifact(big.manifest, big.data)
-    time.sleep(1.3)  # > autosave_interval: the retained chunks are in Mosquitto's database
+    db = cloud.broker.workdir / "mosquitto.db"  # the retained chunks must be in Mosquitto's database
+    assert wait_for(lambda: db.exists() and db.stat().st_size > len(big.data), 20)
     cloud.deploy(big, "dev-k", publish_artifact=False)
     assert wait_for(lambda: dev.plugin.download is not None and dev.plugin.download.have >= 30)
     held = set(dev.plugin.download.stats.received)  # type: ignore[union-attr]
