@@ -205,7 +205,8 @@ class MqttLink:
                 self._subs[f] = _Subscription(qos, handler)
                 if _is_wildcard(f):
                     self._wild.add(f)
-        if self.connected:
+            send = self._connected.is_set()
+        if send:
             self._client.subscribe([(f, qos) for f in topic_filters])
 
     def unsubscribe_many(self, topic_filters: list[str]) -> None:
@@ -216,7 +217,8 @@ class MqttLink:
             for f in topic_filters:
                 self._subs.pop(f, None)
                 self._wild.discard(f)
-        if self.connected:
+            send = self._connected.is_set()
+        if send:
             self._client.unsubscribe(list(topic_filters))
 
     # -- publish -------------------------------------------------------------------------------
@@ -275,11 +277,13 @@ class MqttLink:
             return
         session_present = bool(getattr(flags, "session_present", False))
         with self._lock:
+            # snapshot and "connected" together: a subscribe racing with this reconnect is either in
+            # the snapshot or sees connected and sends itself (it used to fall between the two)
             subs = list(self._subs.items())
+            self._connected.set()
         for topic_filter, sub in subs:
             client.subscribe(topic_filter, sub.qos)
         self.stats.connects += 1
-        self._connected.set()
         log.info("connected to %s:%d (session present: %s)", self.settings.host, self.settings.port, session_present)
         for listener in list(self._connect_listeners):
             try:
