@@ -135,7 +135,11 @@ class PredictionApi:
         log.info("prediction API on %s", self.url)
 
     def stop(self) -> None:
-        self._server.shutdown()
+        """Stop serving. Safe to call twice or before :meth:`start` (``shutdown()`` on a server whose
+        loop never ran would wait forever)."""
+        if self._thread.is_alive():
+            self._server.shutdown()
+            self._thread.join(5.0)
         self._server.server_close()
 
     def predict(self, body: bytes) -> tuple[int, dict[str, Any]]:
