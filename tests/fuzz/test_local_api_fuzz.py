@@ -1,0 +1,80 @@
+"""Fuzz test of the local prediction API's body parser (``POST /predict``): any bytes, and real PNG,
+JPEG and BMP images with bytes flipped, cut short or spliced, get an answer (200, 400, 422), never an
+exception out of the handler, and a 200 only with a verdict from the serving model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edge_agent.inference import load_and_check
+from edge_agent.model import LoadedModel
+from edge_agent.protocol.signing import KeyPaths, TrustStore
+from firmware_configs.schema import ApiSection
+from tests.factories import tiny_frames
+
+#: an ApiSection on a free port; the server is never started, only its parser is called
+SECTION = ApiSection(enabled=True, port=0)
+
+
+class Host:
+    def __init__(self, model: LoadedModel) -> None:
+        self.device_id = "fuzz-1"
+        self.current_model = model
+
+    def counters(self) -> dict[str, Any]:
+        return {}
+
+
+@pytest.fixture(scope="module")
+def api(tiny_bundle: Path, key_dir: Path) -> Any:
+    from edge_agent.http_api import PredictionApi
+
+    model = load_and_check(tiny_bundle, TrustStore.load(KeyPaths(key_dir).trust))
+    server = PredictionApi(Host(model), SECTION)
+    yield server
+    server.stop()
+
+
+def encoded(ext: str) -> bytes:
+    frame = tiny_frames(1, seed=3)[0][0]
+    ok, buf = cv2.imencode(ext, frame)
+    assert ok
+    return bytes(buf)
+
+
+IMAGES = [encoded(".png"), encoded(".jpg"), encoded(".bmp")]
+
+
+@st.composite
+def damaged_images(draw: st.DrawFn) -> bytes:
+    data = bytearray(draw(st.sampled_from(IMAGES)))
+    for _ in range(draw(st.integers(0, 6))):
+        op = draw(st.sampled_from(["flip", "cut", "splice"]))
+        if not data:
+            break
+        i = draw(st.integers(0, len(data) - 1))
+        if op == "flip":
+            data[i] ^= 1 << draw(st.integers(0, 7))
+        elif op == "cut":
+            del data[i:]
+        else:
+            data[i:i] = draw(st.binary(min_size=1, max_size=64))
+    return bytes(data)
+
+
+@given(st.binary(max_size=2048) | damaged_images())
+def test_predict_answers_any_body(api: Any, body: bytes) -> None:
+    code, doc = api.predict(body)
+    assert code in (200, 400, 422), (code, doc)
+    if code == 200:
+        assert doc["label"] in ("ok", "spot") and 0.0 <= doc["confidence"] <= 1.0
+        assert np.isfinite(doc["confidence"])
+    else:
+        assert doc["error"]
