@@ -277,7 +277,7 @@ def edgeline_round(st: Setup, pub: Publisher, manifest: Any, data: bytes, rnd: i
     )
     seq = rnd + 1
     t0 = time.time()
-    pub.publish_deployment(manifest, data, [(d, reissue(manifest, sequence=seq, devices=(d,))) for d in ids])
+    pub.publish_deployment(manifest, data, ((d, reissue(manifest, sequence=seq, devices=(d,))) for d in ids))
     for _, conn in workers:
         conn.send(seq)
     reports: list[dict[str, Any]] = []

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from cloud_registry.errors import RegistryError
@@ -75,8 +75,10 @@ class Publisher:
         self.topics = topics
         self.signer = signer
 
-    def _publish_all(self, messages: list[tuple[str, bytes]], progress: Callable[[int], None] | None = None) -> None:
-        """Publish retained QoS 1 messages and wait for every acknowledgement."""
+    def _publish_all(
+        self, messages: Iterable[tuple[str, bytes]], progress: Callable[[int], None] | None = None
+    ) -> None:
+        """Publish retained QoS 1 messages (as the iterable yields them) and wait for every acknowledgement."""
         pending: list[tuple[str, int]] = []
         try:
             for topic, payload in messages:
@@ -122,20 +124,25 @@ class Publisher:
         return messages
 
     def publish_deployment(
-        self, manifest: Manifest, data: bytes, deployments: list[tuple[str, Manifest]]
+        self, manifest: Manifest, data: bytes, deployments: Iterable[tuple[str, Manifest]]
     ) -> list[Envelope]:
         """The desired states of a wave and the artifact in one pipelined batch, then one wait for every
-        acknowledgement. The desired states go first, so devices check signatures and prepare while the
-        chunks stream in; a device that subscribes before a chunk is retained gets it live instead."""
+        acknowledgement. Each desired state goes out as soon as it is signed (``deployments`` may be a
+        generator), before the chunks, so devices check signatures and prepare while the chunks stream
+        in; a device that subscribes before a chunk is retained gets it live instead."""
         art = manifest.artifact
         if len(data) != art.size or not art.chunk_sha256:
             raise RegistryError("artifact bytes do not match the manifest (size or chunk hashes)")
-        envs = [self.sign(man) for _, man in deployments]
-        messages = [
-            (self.topics.device_desired(d), envelope_bytes(e)) for (d, _), e in zip(deployments, envs, strict=True)
-        ]
-        messages += self._artifact_messages(manifest, data)
-        self._publish_all(messages)
+        envs: list[Envelope] = []
+
+        def messages() -> Iterator[tuple[str, bytes]]:
+            for device_id, man in deployments:
+                env = self.sign(man)
+                envs.append(env)
+                yield self.topics.device_desired(device_id), envelope_bytes(env)
+            yield from self._artifact_messages(manifest, data)
+
+        self._publish_all(messages())
         return envs
 
     def retire_artifact(self, sha256: str, chunk_count: int) -> None:
