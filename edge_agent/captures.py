@@ -186,7 +186,10 @@ def read_image(path: Path) -> np.ndarray | None:
 def decode_image(data: bytes) -> np.ndarray | None:
     if not data:
         return None
-    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    try:
+        img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:  # e.g. a damaged header claiming an impossible size: OpenCV asserts
+        return None
     return img if img is not None and img.size else None
 
 
