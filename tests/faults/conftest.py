@@ -40,6 +40,16 @@ class Counts:
     disk_rounds: int
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """At full count a campaign runs for minutes: lift the suite's per-test timeout for this folder."""
+    if not config.getoption("--full", default=False):
+        return
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.timeout(3600))
+
+
 @pytest.fixture(scope="session")
 def counts(full_campaign: bool) -> Counts:
     if full_campaign:

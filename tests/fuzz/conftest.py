@@ -1,7 +1,7 @@
 """Hypothesis settings and strategies for the parser fuzz tests.
 
-Two profiles: ``ci`` (default, modest example counts, so the whole fuzz suite runs in seconds) and
-``full`` (selected by ``pytest --full``). ``deadline=None`` everywhere: a slow example on a busy
+Every test takes :func:`fuzz_settings`: modest example counts by default (the whole fuzz suite runs
+in seconds), thousands with ``pytest --full``. ``deadline=None`` everywhere: a slow example on a busy
 2-core machine is not a failure. Strategies build arbitrary JSON values, arbitrary bytes, and
 mutations of VALID documents (a field replaced, removed, added or re-typed), which reach much deeper
 into a parser than random noise does.
@@ -10,28 +10,36 @@ into a parser than random noise does.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-settings.register_profile(
-    "ci",
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
-)
-settings.register_profile(
-    "full",
-    max_examples=1500,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
-)
+_HEALTH = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large]
+_FULL = {"on": False}
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    settings.load_profile("full" if config.getoption("--full", default=False) else "ci")
+    # called when this conftest is registered, before the fuzz modules are imported
+    _FULL["on"] = bool(config.getoption("--full", default=False))
+
+
+def fuzz_settings(ci: int = 60, full: int = 1500) -> settings:
+    """Settings for one fuzz test: ``ci`` examples by default, ``full`` with ``pytest --full``.
+    Applied per test (not as a global profile) so other areas' hypothesis tests keep their own."""
+    return settings(max_examples=full if _FULL["on"] else ci, deadline=None, suppress_health_check=_HEALTH)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With ``--full`` a property test runs thousands of examples: lift the per-test timeout here."""
+    if not config.getoption("--full", default=False):
+        return
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.timeout(3600))
 
 
 #: scalars a JSON document can hold, with the awkward ones well represented

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from firmware_configs.errors import ConfigError
 from firmware_configs.loader import load_config, parse_config, parse_toml, shipped_profiles
 from firmware_configs.schema import DeviceConfig
-from tests.fuzz.conftest import json_values, mutated
+from tests.fuzz.conftest import fuzz_settings, json_values, mutated
 
 
 def profiles() -> list[dict[str, Any]]:
@@ -42,6 +42,7 @@ def to_toml(doc: dict[str, Any], prefix: str = "") -> str:
 
 
 @pytest.mark.parametrize("index", range(len(shipped_profiles())))
+@fuzz_settings()
 @given(data=st.data())
 def test_mutated_profiles_load_or_raise_config_errors(index: int, data: st.DataObject) -> None:
     doc = data.draw(mutated(profiles()[index], max_mutations=4))
@@ -53,6 +54,7 @@ def test_mutated_profiles_load_or_raise_config_errors(index: int, data: st.DataO
     assert isinstance(cfg, DeviceConfig)
 
 
+@fuzz_settings()
 @given(st.data())
 def test_mutated_profiles_as_toml_text(data: st.DataObject) -> None:
     doc = data.draw(mutated(data.draw(st.sampled_from(profiles())), max_mutations=3))
@@ -61,6 +63,7 @@ def test_mutated_profiles_as_toml_text(data: st.DataObject) -> None:
         parse_toml(text, "fuzz.toml")
 
 
+@fuzz_settings()
 @given(st.text(max_size=400))
 def test_arbitrary_text_is_a_config_error(text: str) -> None:
     try:
@@ -69,12 +72,14 @@ def test_arbitrary_text_is_a_config_error(text: str) -> None:
         return
 
 
+@fuzz_settings()
 @given(json_values)
 def test_arbitrary_tables(doc: Any) -> None:
     with pytest.raises(ConfigError):
         parse_config(doc if not isinstance(doc, dict) else {**doc, "device": None}, "fuzz.toml")
 
 
+@fuzz_settings()
 @given(st.binary(max_size=800))
 def test_config_files_with_any_bytes(tmp_path_factory: pytest.TempPathFactory, raw: bytes) -> None:
     path = tmp_path_factory.mktemp("cfg") / "agent.toml"

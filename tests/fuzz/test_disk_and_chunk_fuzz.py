@@ -31,7 +31,7 @@ from edge_agent.updater.download import ChunkDownload
 from edge_agent.updater.link import load_trust
 from edge_agent.updater.machine import Pending, Record, SlotInfo
 from edge_agent.updater.slots import SlotDisk
-from tests.fuzz.conftest import json_values, mutated, payloads
+from tests.fuzz.conftest import fuzz_settings, json_values, mutated, payloads
 
 TOPICS = Topics()
 
@@ -49,6 +49,7 @@ def record_doc() -> dict[str, Any]:
     return rec.to_dict()
 
 
+@fuzz_settings()
 @given(st.data())
 def test_updater_records_load_or_raise_edge_agent_errors(data: st.DataObject) -> None:
     doc = data.draw(mutated(record_doc(), max_mutations=3))
@@ -59,6 +60,7 @@ def test_updater_records_load_or_raise_edge_agent_errors(data: st.DataObject) ->
     assert Record.from_dict(rec.to_dict()) == rec
 
 
+@fuzz_settings()
 @given(payloads)
 def test_updater_record_files_with_any_bytes(tmp_path_factory: pytest.TempPathFactory, raw: bytes) -> None:
     disk = SlotDisk(tmp_path_factory.mktemp("state"))
@@ -67,6 +69,7 @@ def test_updater_record_files_with_any_bytes(tmp_path_factory: pytest.TempPathFa
         disk.load_record()
 
 
+@fuzz_settings()
 @given(st.data())
 def test_bundles_with_a_corrupt_manifest(
     tmp_path_factory: pytest.TempPathFactory, tiny_bundle: Path, key_dir: Path, data: st.DataObject
@@ -85,6 +88,7 @@ def test_bundles_with_a_corrupt_manifest(
     assert bundle.manifest.to_body() == env["body"] or json.loads(raw) == env  # only the signed manifest opens
 
 
+@fuzz_settings()
 @given(payloads)
 def test_trust_and_revocation_files_with_any_bytes(
     tmp_path_factory: pytest.TempPathFactory, key_dir: Path, raw: bytes
@@ -99,6 +103,7 @@ def test_trust_and_revocation_files_with_any_bytes(
     assert store.revocation_serial == -1 and not store.revoked
 
 
+@fuzz_settings()
 @given(payloads)
 def test_status_files_and_secrets_with_any_bytes(tmp_path_factory: pytest.TempPathFactory, raw: bytes) -> None:
     d = tmp_path_factory.mktemp("misc")
@@ -153,6 +158,7 @@ message = st.one_of(
 )
 
 
+@fuzz_settings()
 @given(st.lists(message, max_size=25))
 def test_the_chunk_handler_takes_only_verified_bytes(
     tmp_path_factory: pytest.TempPathFactory, messages: list[tuple[str, bytes]]
@@ -184,6 +190,7 @@ def fleet() -> FleetWatcher:
     return FleetWatcher(MqttLink(LinkSettings(client_id="fuzz-fleet")), TOPICS)  # never connected
 
 
+@fuzz_settings()
 @given(
     st.sampled_from([TOPICS.device_state("dev-1"), TOPICS.device_events("dev-1")]) | st.text(max_size=50),
     payloads | json_values.map(lambda v: json.dumps(v).encode()),

@@ -18,6 +18,7 @@ from edge_agent.model import LoadedModel
 from edge_agent.protocol.signing import KeyPaths, TrustStore
 from firmware_configs.schema import ApiSection
 from tests.factories import tiny_frames
+from tests.fuzz.conftest import fuzz_settings
 
 #: an ApiSection on a free port; the server is never started, only its parser is called
 SECTION = ApiSection(enabled=True, port=0)
@@ -69,6 +70,7 @@ def damaged_images(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
+@fuzz_settings()
 @given(st.binary(max_size=2048) | damaged_images())
 def test_predict_answers_any_body(api: Any, body: bytes) -> None:
     code, doc = api.predict(body)
@@ -78,3 +80,11 @@ def test_predict_answers_any_body(api: Any, body: bytes) -> None:
         assert np.isfinite(doc["confidence"])
     else:
         assert doc["error"]
+
+
+def test_an_image_header_claiming_an_impossible_size_is_a_400(api: Any) -> None:
+    """Found by the fuzz test: OpenCV asserts (cv2.error) on such a header instead of returning None."""
+    bmp = bytearray(IMAGES[2])
+    bmp[18:22] = (0x7FFFFFFF).to_bytes(4, "little")  # BITMAPINFOHEADER width
+    code, doc = api.predict(bytes(bmp))
+    assert code == 400 and "not a decodable image" in doc["error"]

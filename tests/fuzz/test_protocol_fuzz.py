@@ -48,7 +48,7 @@ from edge_agent.protocol.topics import Topics
 from edge_agent.updater import machine as m
 from edge_agent.updater.link import parse_revocations
 from edge_agent.updater.offer import Candidate, Refusal, triage
-from tests.fuzz.conftest import json_texts, json_values, mutated, payloads
+from tests.fuzz.conftest import fuzz_settings, json_texts, json_values, mutated, payloads
 
 TOPICS = Topics()
 SHA = "ab" * 32
@@ -67,12 +67,14 @@ def trust_store(key_dir: Path) -> TrustStore:
 
 
 # -- canonical JSON ---------------------------------------------------------------------------------
+@fuzz_settings()
 @given(payloads | json_texts)
 def test_parse_json_raises_only_protocol_errors(payload: bytes | str) -> None:
     with contextlib.suppress(ProtocolError):
         parse_json(payload)
 
 
+@fuzz_settings()
 @given(st.integers(1, 20_000), st.sampled_from(["[", '{"a":']))
 @example(990, "[")  # parses, but is too deep to encode again from a deeper call stack
 @example(990, '{"a":')
@@ -87,12 +89,14 @@ def test_deep_nesting_is_refused_or_parsed_and_then_encodable(depth: int, opener
         canonical_json(value)
 
 
+@fuzz_settings()
 @given(json_values)
 def test_canonical_json_is_a_fixed_point(value: Any) -> None:
     once = canonical_json(value)
     assert canonical_json(parse_json(once)) == once
 
 
+@fuzz_settings()
 @given(st.binary(max_size=64))
 def test_oversized_payloads_are_refused_before_parsing(extra: bytes) -> None:
     with pytest.raises(ProtocolError, match="exceeds"):
@@ -100,6 +104,7 @@ def test_oversized_payloads_are_refused_before_parsing(extra: bytes) -> None:
 
 
 # -- manifest -------------------------------------------------------------------------------------------
+@fuzz_settings()
 @given(st.data())
 def test_mutated_manifests_validate_or_raise_manifest_error(envelope: dict[str, Any], data: st.DataObject) -> None:
     body = data.draw(mutated(envelope["body"]))
@@ -111,6 +116,7 @@ def test_mutated_manifests_validate_or_raise_manifest_error(envelope: dict[str, 
     assert parse_manifest(man.to_body()) == man  # what is accepted round-trips
 
 
+@fuzz_settings()
 @given(json_values)
 def test_arbitrary_json_is_not_a_manifest(value: Any) -> None:
     with pytest.raises(ManifestError):
@@ -118,6 +124,7 @@ def test_arbitrary_json_is_not_a_manifest(value: Any) -> None:
 
 
 # -- signed envelope ---------------------------------------------------------------------------------
+@fuzz_settings()
 @given(json_values)
 def test_parse_envelope_raises_only_signature_errors(value: Any) -> None:
     with pytest.raises(SignatureError):
@@ -155,6 +162,7 @@ def signature_mutated(envelope: dict[str, Any]) -> st.SearchStrategy[Any]:
     return mutated(wrapper).map(lambda w: {**w, "body": envelope["body"]} if isinstance(w, dict) else w)
 
 
+@fuzz_settings()
 @given(st.data())
 def test_a_tampered_envelope_never_verifies(
     envelope: dict[str, Any], trust_store: TrustStore, data: st.DataObject
@@ -169,6 +177,7 @@ def test_a_tampered_envelope_never_verifies(
     assert canonical_json(body) == canonical_json(envelope["body"]), "an altered document was accepted"
 
 
+@fuzz_settings()
 @given(st.data())
 def test_the_updater_triage_never_raises_and_never_accepts_a_tampered_offer(
     envelope: dict[str, Any], trust_store: TrustStore, data: st.DataObject
@@ -195,6 +204,7 @@ SIGNED_FIELDS = [
 ]
 
 
+@fuzz_settings()
 @given(st.sampled_from(SIGNED_FIELDS), json_values | st.text(max_size=90) | st.binary(max_size=40).map(b64e))
 def test_any_change_to_the_signature_or_certificate_is_refused_by_the_updater(
     envelope: dict[str, Any], trust_store: TrustStore, where: tuple[str, str], value: Any
@@ -209,12 +219,14 @@ def test_any_change_to_the_signature_or_certificate_is_refused_by_the_updater(
         assert isinstance(got, Refusal)
 
 
+@fuzz_settings()
 @given(payloads)
 def test_parse_desired_raises_only_protocol_errors(payload: bytes) -> None:
     with contextlib.suppress(ProtocolError):
         parse_desired(payload)
 
 
+@fuzz_settings()
 @given(st.data())
 def test_revocation_lists_must_be_root_signed(key_dir: Path, data: st.DataObject) -> None:
     root = RootKey(load_private(KeyPaths(key_dir).root_key))
@@ -231,6 +243,7 @@ def test_revocation_lists_must_be_root_signed(key_dir: Path, data: st.DataObject
     assert RevocationList.model_validate(doc) == RevocationList.model_validate(valid)
 
 
+@fuzz_settings()
 @given(st.data())
 def test_trust_store_documents_load_or_raise_signature_errors(key_dir: Path, data: st.DataObject) -> None:
     valid = json.loads(KeyPaths(key_dir).trust.read_text())
@@ -270,6 +283,7 @@ def _meta() -> dict[str, Any]:
     [(_state, parse_state), (_event, parse_event), (_meta, parse_meta)],
     ids=["state", "event", "meta"],
 )
+@fuzz_settings()
 @given(data=st.data())
 def test_delivery_messages_parse_or_raise_protocol_errors(valid: Any, parse: Any, data: st.DataObject) -> None:
     doc = data.draw(mutated(valid()) | json_values)
@@ -288,6 +302,7 @@ def test_the_envelope_bytes_of_a_parsed_desired_state_round_trip(envelope: dict[
 
 
 # -- topics --------------------------------------------------------------------------------------------
+@fuzz_settings()
 @given(
     st.text(max_size=80)
     | st.builds(
@@ -305,6 +320,7 @@ def test_chunk_topics_parse_or_raise_protocol_errors(topic: str) -> None:
     assert suffix.isascii() and int(suffix) == index
 
 
+@fuzz_settings()
 @given(st.text(max_size=80) | st.builds(lambda s: f"{TOPICS.base}/devices/{s}", st.text(max_size=20)))
 def test_device_topics_parse_or_raise_protocol_errors(topic: str) -> None:
     try:
@@ -314,6 +330,7 @@ def test_device_topics_parse_or_raise_protocol_errors(topic: str) -> None:
     assert topic.startswith(f"{TOPICS.base}/devices/{device}/")
 
 
+@fuzz_settings()
 @given(st.text(max_size=140))
 def test_topic_builders_refuse_what_is_not_a_segment(segment: str) -> None:
     try:

@@ -41,7 +41,7 @@ from edge_agent.telemetry.outbox import Outbox
 from edge_agent.telemetry.plugin import STATE_ALARM, STATE_PENDING, TelemetryPlugin
 from edge_agent.telemetry.privacy import MinFrames
 from firmware_configs.telemetry_section import TelemetrySection
-from tests.fuzz.conftest import json_values, mutated, payloads
+from tests.fuzz.conftest import fuzz_settings, json_values, mutated, payloads
 
 TOPICS = Topics()
 #: what TelemetryPlugin._restore catches around a restore (anything else would stop the plugin)
@@ -76,6 +76,7 @@ def ingestor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ingestor]:
     store.close()
 
 
+@fuzz_settings()
 @given(st.data())
 def test_windows_parse_or_raise_protocol_errors(data: st.DataObject) -> None:
     doc = data.draw(mutated(window_body(), max_mutations=4) | json_values)
@@ -92,6 +93,7 @@ def test_windows_parse_or_raise_protocol_errors(data: st.DataObject) -> None:
     assert again == w
 
 
+@fuzz_settings()
 @given(
     topic=st.sampled_from([TOPICS.device_telemetry("dev-1"), TOPICS.device_events("dev-1")])
     | st.text(max_size=60)
@@ -118,12 +120,14 @@ def test_the_ingest_never_raises_and_stores_only_valid_windows_once(
         assert ingestor.store.count() == before
 
 
+@fuzz_settings()
 @given(json_values)
 def test_pending_window_state_restores_or_raises_what_the_plugin_catches(state: Any) -> None:
     with contextlib.suppress(*RESTORE_CAUGHT):
         MinFrames(5).restore(state)
 
 
+@fuzz_settings()
 @given(st.data())
 def test_mutated_pending_window_state(data: st.DataObject) -> None:
     from edge_agent.telemetry.windows import RawWindow
@@ -134,6 +138,7 @@ def test_mutated_pending_window_state(data: st.DataObject) -> None:
         MinFrames(5).restore(state)
 
 
+@fuzz_settings()
 @given(
     st.dictionaries(st.integers(-500, 5000).map(str), st.integers(-(2**70), 2**70), max_size=4),
     st.lists(st.integers(-(2**70), 2**70), max_size=12),
@@ -163,6 +168,7 @@ def _pending_state() -> dict[str, Any]:
     }
 
 
+@fuzz_settings()
 @given(json_values)
 def test_alarm_state_restores_or_raises_what_the_plugin_catches(state: Any) -> None:
     alarm = LocalDriftAlarm(lambda kind, payload: None, 3, 4, 3)
@@ -170,6 +176,7 @@ def test_alarm_state_restores_or_raises_what_the_plugin_catches(state: Any) -> N
         alarm.restore(state)
 
 
+@fuzz_settings()
 @given(st.data())
 def test_a_corrupt_telemetry_state_row_does_not_keep_the_plugin_from_starting(
     tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
@@ -206,6 +213,7 @@ def test_a_corrupt_telemetry_state_row_does_not_keep_the_plugin_from_starting(
     outbox.close()
 
 
+@fuzz_settings()
 @given(st.binary(max_size=2000))
 def test_a_corrupt_outbox_file_is_set_aside_not_fatal(tmp_path_factory: pytest.TempPathFactory, junk: bytes) -> None:
     path = tmp_path_factory.mktemp("corrupt") / "outbox.db"
