@@ -357,6 +357,12 @@ class UpdaterPlugin:
         else:
             if self._previous is not None:
                 self.agent.activate(self._previous)
+            else:  # a first install: there is no previous model to go back to
+                deactivate = getattr(self.agent, "deactivate", None)
+                if callable(deactivate):
+                    deactivate()
+                else:
+                    log.error("the first model failed its trial but this agent cannot stop serving it")
             log.warning("trial of %s v%d failed: %s", p.name, p.version, verdict.detail)
             rec = m.rolled_back(self.record, verdict.reason, verdict.detail, self.clock())
             self._transition(rec, EventKind.ROLLED_BACK, pending=p, reason=verdict.reason, detail=verdict.detail)
