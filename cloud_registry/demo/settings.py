@@ -10,7 +10,7 @@ from typing import Any
 class DemoSettings:
     devices: int = 3
     #: training images per class for v1 (v2 reuses them, with augmentation)
-    per_class: int = 120
+    per_class: int = 160
     #: parts per second each line's camera shows
     fps: float = 16.0
     #: a telemetry window closes after this many frames (or ``window_s``, whichever first)
@@ -49,7 +49,7 @@ class DemoSettings:
         base = cls(devices=devices, seed=seed, broker=broker)
         if quick:
             base = replace(
-                base, per_class=70, fps=16.0, window_frames=40, clean_s=4.0, after_v2_s=3.0, tamper_watch_s=2.5,
+                base, fps=16.0, window_frames=40, clean_s=4.0, after_v2_s=3.0, tamper_watch_s=2.5,
                 trial_frames=6, evidence_windows=2, augment_copies=1, quick=True,
             )  # fmt: skip
         return replace(base, drift_line=min(base.drift_line, devices))
