@@ -217,8 +217,24 @@ class UpdaterPlugin:
             return
         self._envelope, self._manifest = env, manifest
         self._timings, self._mark = {}, time.monotonic()
-        self._transition(m.begin(rec, manifest, now, env.model_dump(mode="json")), EventKind.DOWNLOADING)
-        self._start_download()
+        begun = m.begin(rec, manifest, now, env.model_dump(mode="json"))
+        # subscribe to the chunks first, persist the record while the broker already sends them: chunks
+        # only land in the part file (re-scanned against the signed hashes at a restart) and are hashed
+        # and written on this worker, i.e. after the record is durable; no later transition and no event
+        # goes out before it is. The persist (two fsyncs) used to hold back the download's first packet.
+        assert begun.pending is not None
+        dl = self._open_download(begun.pending)
+        try:
+            self._transition(begun, EventKind.DOWNLOADING)
+        except BaseException:
+            if dl is not None:  # not recorded: nothing may download for it
+                dl.cancel()
+                self._download = None
+            raise
+        if dl is None:  # the part file could not be opened: rejected now that the offer is recorded
+            self._start_download()
+        elif dl.stats.resumed_with:
+            self._emit_resumed(begun.pending, dl)
 
     def _refuse_once(self, r: Refusal) -> None:
         if r.key in self._refused:
@@ -249,34 +265,55 @@ class UpdaterPlugin:
         else:
             self._load()
 
-    def _start_download(self) -> None:
-        p, man = self.record.pending, self._manifest
-        assert p is not None and man is not None
+    def _open_download(self, p: m.Pending) -> ChunkDownload | None:
+        """Create, scan and start the download of ``p`` (subscribe to what is missing); None when the
+        part file cannot be opened (left to :meth:`_start_download`, which rejects the update)."""
+        man = self._manifest
+        assert man is not None
+        try:
+            dl = self._new_download(p, man)
+            dl.scan()
+        except (ProtocolError, OSError):
+            return None
+        self._download = self._last_download = dl
+        dl.start()
+        return dl
+
+    def _emit_resumed(self, p: m.Pending, dl: ChunkDownload) -> None:
+        progress = {"have": dl.stats.resumed_with, "total": dl.total}
+        self._emit(EventKind.DOWNLOADING, p, detail="resumed", progress=progress)
+
+    def _new_download(self, p: m.Pending, man: Manifest) -> ChunkDownload:
         part = self.disk.part_path(p.sha256)
         if not part.exists() and (local := self.disk.find_local(p.sha256)) is not None:
             self.disk.copy_into_part(local, part)
         seq = p.sequence
+        return ChunkDownload(
+            part=part,
+            artifact=man.artifact,
+            topics=self.link.topics,
+            sub=self.link,
+            window=self.cfg.chunk_window,
+            on_done=lambda: self._q.put(("downloaded", seq)),
+            on_fail=lambda reason, detail: self._q.put(("download_failed", seq, reason, detail)),
+            pause_after=self.cfg.faults.pause_after_chunks,
+            pause_s=self.cfg.faults.pause_s,
+            on_pause=lambda have: self.reporter.marker(f"chunks:{have}"),
+            schedule=lambda fn: self._q.put(("call", fn)),  # hash and write on this worker
+        )
+
+    def _start_download(self) -> None:
+        p, man = self.record.pending, self._manifest
+        assert p is not None and man is not None
         try:
-            dl = ChunkDownload(
-                part=part,
-                artifact=man.artifact,
-                topics=self.link.topics,
-                sub=self.link,
-                window=self.cfg.chunk_window,
-                on_done=lambda: self._q.put(("downloaded", seq)),
-                on_fail=lambda reason, detail: self._q.put(("download_failed", seq, reason, detail)),
-                pause_after=self.cfg.faults.pause_after_chunks,
-                pause_s=self.cfg.faults.pause_s,
-                on_pause=lambda have: self.reporter.marker(f"chunks:{have}"),
-                schedule=lambda fn: self._q.put(("call", fn)),  # hash and write on this worker
-            )
+            dl = self._new_download(p, man)
             have = dl.scan()
         except (ProtocolError, OSError) as exc:
             self._reject(Reason.BAD_MANIFEST if isinstance(exc, ProtocolError) else Reason.IO_ERROR, str(exc))
             return
         self._download = self._last_download = dl
         if have:
-            self._emit(EventKind.DOWNLOADING, p, detail="resumed", progress={"have": have, "total": dl.total})
+            self._emit_resumed(p, dl)
         dl.start()
 
     def _verify(self) -> None:
