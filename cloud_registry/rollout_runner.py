@@ -62,6 +62,7 @@ class RolloutRunner:
         self.clock = clock
         self._obs: queue.Queue[ro.Observation] = queue.Queue()
         self._published: set[str] = set()
+        self._connects = publisher.link.stats.connects
         fleet.add_listener(self._on_fleet)
 
     def _on_fleet(self, kind: str, device_id: str, msg: Any) -> None:
@@ -197,6 +198,8 @@ class RolloutRunner:
     def step(self, r: ro.Rollout, wait_s: float = 0.2) -> ro.Rollout:
         """One round: a pending control request, then every observation that arrived, then save."""
         before = r
+        if self.publisher.link.stats.connects != self._connects:
+            self._republish(r)
         control = self.store.take_control(r.plan.id)
         if control:
             r = self.apply_control(r, control)
@@ -211,6 +214,28 @@ class RolloutRunner:
         if r != before or self.clock() - self.store.get_rollout(r.plan.id).runner_seen > 1.0:
             self._save(r)
         return r
+
+    def _republish(self, r: ro.Rollout) -> None:
+        """The broker connection came back. A broker that crashed forgets what it acknowledged since
+        its last save (Mosquitto saves periodically): publish again what unfinished devices still
+        need, the artifact and their desired state under the same sequence (a device that has it
+        already ignores it)."""
+        connects = self.publisher.link.stats.connects
+        waiting = [
+            (d, t)
+            for d, t in r.devices.items()
+            if t.status in (ro.DeviceStatus.SENT, ro.DeviceStatus.UPDATING) and t.sequence > 0
+        ]
+        if waiting and r.status == ro.RolloutStatus.RUNNING:
+            log.info("rollout %s: broker reconnected, publishing again for %d devices", r.plan.id, len(waiting))
+            model = r.plan.model
+            self._published.discard(model.sha256)
+            self._ensure_artifact(model.name, model.version)
+            base = self._manifest(model.name, model.version)
+            for d, t in waiting:
+                man = reissue(base, sequence=t.sequence, devices=(d,), allow_downgrade=r.plan.allow_downgrade)
+                self.publisher.publish_desired(d, man)
+        self._connects = connects
 
     def run(
         self,
