@@ -40,14 +40,23 @@ class Counts:
     disk_rounds: int
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "full_only: a campaign variant run only with --full (deselected otherwise)")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """At full count a campaign runs for minutes: lift the suite's per-test timeout for this folder."""
-    if not config.getoption("--full", default=False):
-        return
+    """At full count a campaign runs for minutes: lift the suite's per-test timeout for this folder.
+    Without ``--full``, variants marked ``full_only`` are deselected (not skipped)."""
     here = Path(__file__).parent
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
+    mine = [i for i in items if here in Path(str(i.fspath)).parents]
+    if config.getoption("--full", default=False):
+        for item in mine:
             item.add_marker(pytest.mark.timeout(3600))
+        return
+    dropped = [i for i in mine if i.get_closest_marker("full_only")]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [i for i in items if i not in dropped]
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,14 @@ ledger talk to the broker directly. While rollouts run, a seeded random schedule
 things: connections cut, new connections refused, bytes stalled, bytes black-holed, latency added,
 and the broker itself restarted gracefully or SIGKILLed and started again.
 
+Two broker configurations. Mosquitto saves its database periodically (``autosave_interval``): a
+broker that is SIGKILLed forgets the QoS 1 messages and retained messages it acknowledged since its
+last save. With ``autosave_on_changes true`` (save after every change) the campaign must lose
+nothing at all. With periodic saving only (the default) a broker crash can lose what it had
+acknowledged; there the campaign requires that rollouts still complete (the registry publishes again
+what a crashed broker may have lost when its connection comes back) and that nothing is ever
+duplicated, and it reports what was lost (docs/reliability.md).
+
 Must hold: every rollout completes (its runner restarted, as a service supervisor would, if the
 broker vanished under it); each device serves the rolled-out model; each deployment's event history
 is complete with no step twice (after dedup); and the ingest holds exactly the telemetry windows each
@@ -108,6 +116,24 @@ class Schedule:
                 p.heal()
 
 
+SAVE_ON_CHANGE = "save-on-change"
+PERIODIC = "periodic-save"
+
+
+@pytest.fixture
+def mosquitto(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MosquittoBroker]:
+    """The real Mosquitto of the campaign, saving its database after every change or periodically
+    (every second, Mosquitto's own default being 30 minutes and edgeline's production template 60 s)."""
+    mode = getattr(request, "param", SAVE_ON_CHANGE)
+    extra = "autosave_on_changes true" if mode == SAVE_ON_CHANGE else ""
+    broker = MosquittoBroker(tmp_path / "mosquitto", extra_config=extra)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.kill()
+
+
 @dataclass
 class RegistrySide:
     registry: Registry
@@ -159,7 +185,11 @@ def registry_side(
         reg.close()
 
 
+@pytest.mark.parametrize(
+    "mosquitto", [SAVE_ON_CHANGE, pytest.param(PERIODIC, marks=pytest.mark.full_only)], indirect=True
+)
 def test_rollouts_and_telemetry_survive_network_faults_and_broker_restarts(
+    mosquitto: MosquittoBroker,
     cloud: Cloud,
     registry_side: RegistrySide,
     chunky: dict[int, BuiltBundle],
@@ -172,9 +202,10 @@ def test_rollouts_and_telemetry_survive_network_faults_and_broker_restarts(
     counts: Counts,
     report: CampaignReport,
 ) -> None:
+    durable = "autosave_on_changes" in mosquitto.extra_config
     seed = int(os.environ.get("EDGELINE_FAULT_SEED", time.time_ns() % 1_000_000))
     rng = random.Random(seed)
-    report.figures["seed"] = seed
+    report.figures.update(seed=seed, broker=SAVE_ON_CHANGE if durable else PERIODIC)
     frames_dir = write_frames(tmp_path / "frames", frames)
     proxies = [FaultProxy(cloud.broker.port) for _ in DEVICES]
     agents = [
@@ -228,20 +259,26 @@ def test_rollouts_and_telemetry_survive_network_faults_and_broker_restarts(
                 f"windows {a.windows_outbox().counters} {sorted(a.windows_outbox().keys)}"
             )
             a.terminate()
-        stored = 0
+        stored = lost_windows = 0
+        event_problems: list[str] = []
         for a in agents:
             problems = history_problems(ledger.of(a.device_id))
-            assert problems == [], f"seed {seed}: {a.device_id}: events lost or duplicated: {problems}"
+            event_problems += problems
             out = a.windows_outbox()
             assert out.keys == frozenset() and out.dropped() == 0
             pseudo = pseudonym(a.device_id, bytes.fromhex(PSEUDONYM_SECRET))
-            assert wait_for(lambda p=pseudo, n=out.delivered: len(stored_windows(store, p)) >= n, 20)
+            wait_for(lambda p=pseudo, n=out.delivered: len(stored_windows(store, p)) >= n, 20)
             spans = stored_windows(store, pseudo)
-            assert window_problems(spans) == [], f"seed {seed}: {a.device_id}"
-            assert len(spans) == out.delivered, (
-                f"seed {seed}: {a.device_id}: {len(spans)} windows stored, the outbox delivered {out.delivered}"
-            )
+            assert window_problems(spans) == [], f"seed {seed}: {a.device_id}: windows duplicated"
+            assert len(spans) <= out.delivered
+            if durable:
+                assert problems == [], f"seed {seed}: {a.device_id}: events lost or duplicated: {problems}"
+                assert len(spans) == out.delivered, (
+                    f"seed {seed}: {a.device_id}: {len(spans)} windows stored, the outbox delivered {out.delivered}"
+                )
+            assert not [p for p in problems if "times" in p], f"seed {seed}: {a.device_id}: duplicated: {problems}"
             stored += len(spans)
+            lost_windows += out.delivered - len(spans)
         assert ingest.ingestor.stats.rejected == {}
         report.figures.update(
             outcome="passed",
@@ -253,6 +290,8 @@ def test_rollouts_and_telemetry_survive_network_faults_and_broker_restarts(
             rollouts_completed=len(done),
             runner_restarts=side.restarts,
             windows_stored=stored,
+            windows_lost=lost_windows,
+            event_history_problems=event_problems,
             ingest_duplicates=ingest.ingestor.stats.duplicates,
             events_unique=sum(len(ledger.of(d)) for d in DEVICES),
             event_redeliveries=ledger.redelivered,
