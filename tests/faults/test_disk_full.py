@@ -39,7 +39,9 @@ from tests.faults.tools.capped import CannotCap, capped_dir, fill
 from tests.faults.tools.ledger import EventLedger, history_problems, stored_windows, window_problems
 from tests.faults.tools.proxy import FaultProxy
 
-FS_BYTES = 6 * 1024 * 1024
+#: room for the old model, the previous one kept in the other slot for a fast rollback, a new one
+#: being downloaded and the two outboxes
+FS_BYTES = 8 * 1024 * 1024
 CHUNK = 64 * 1024
 
 
@@ -87,8 +89,8 @@ def test_disk_full_during_download_and_in_the_outbox(
     mount, how = state_fs
     report.figures["filesystem"] = f"{how}, {FS_BYTES // 1024} KiB"
     v1 = chunky[1]
-    v2 = big(bundles[2], 2_500_000, seed=21)  # ~2.5 MB: fits the 6 MB disk, not a full one
-    huge = big(bundles[3], 8_000_000, seed=31)  # bigger than the whole disk
+    v2 = big(bundles[2], 2_500_000, seed=21)  # ~2.5 MB: fits the 8 MB disk, not a full one
+    huge = big(bundles[3], 10_000_000, seed=31)  # bigger than the whole disk
     for b in (v1, v2, huge):
         cloud.publisher.publish_artifact(b.manifest, b.data)
     proxy = FaultProxy(cloud.broker.port)

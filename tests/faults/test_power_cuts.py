@@ -88,7 +88,7 @@ def plan(n: int, rng: random.Random, chunks: int) -> list[Cut]:
         else:
             method = rng.choice(("pause", "crash"))
             phase = rng.choice(PHASES)
-            if phase == "DOWNLOADING" and rng.random() < 0.5:
+            if phase == "DOWNLOADING" and rng.random() < 0.7:
                 method = "chunks"  # somewhere in the middle of the download, not at its start
             picks.append((method, phase))
     return [Cut(m, p, chunks=rng.randint(1, chunks - 1), delay_s=rng.random()) for m, p in picks]
@@ -263,7 +263,7 @@ def test_power_cuts_during_updates_leave_one_working_model_and_the_outboxes_inta
             )
             if cut.method == "timed":
                 seq = dev.deploy(new)
-                time.sleep(cut.delay_s * deploy_s * 1.3)
+                time.sleep(cut.delay_s * deploy_s)
                 agent.sigkill()
             else:
                 proxy.refuse()  # the network goes first: windows pile up in the outbox ...
