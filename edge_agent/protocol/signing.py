@@ -206,7 +206,7 @@ class TrustStore:
         root = self._root(cert.root_key_id)
         try:
             root.verify(b64d(cert.signature, "certificate signature"), canonical_json(cert.body()))
-        except InvalidSignature as exc:
+        except (InvalidSignature, ProtocolError) as exc:  # ProtocolError: e.g. an infinite time, never signed
             raise SignatureError(f"certificate of key {cert.key_id} is not signed by its root") from exc
         key = load_public(cert.public_key)
         if key_id_of(key) != cert.key_id:
@@ -245,7 +245,7 @@ class TrustStore:
         root = self._root(lst.root_key_id)
         try:
             root.verify(b64d(lst.signature, "revocation signature"), canonical_json(lst.body()))
-        except InvalidSignature as exc:
+        except (InvalidSignature, ProtocolError) as exc:  # ProtocolError: e.g. an infinite time, never signed
             raise SignatureError("revocation list is not signed by a trusted root") from exc
         if lst.serial <= self.revocation_serial:
             return False
