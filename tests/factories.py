@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_agent.preprocessing import Preprocessor
-from edge_agent.protocol.manifest import PreprocessSpec, Quantization, Target
+from edge_agent.protocol.manifest import PreprocessSpec, Quantization, Reference, Target
 from edge_agent.protocol.signing import SigningKey
 
 LABELS = ("ok", "spot")
@@ -77,6 +77,7 @@ def write_tiny_bundle(
     model: TinyModel | None = None,
     corrupt_expected: bool = False,
     issued_at: float | None = None,
+    reference: Reference | None = None,
 ) -> Path:
     """A real signed bundle whose self-test vectors come from ONNX Runtime itself."""
     from converters.bundle_writer import SelfTestVector, build_manifest, write_bundle
@@ -110,5 +111,6 @@ def write_tiny_bundle(
         valid_days=valid_days,
         output_name=out_name,
         now=issued_at,
+        reference=reference,
     )
     return write_bundle(out_dir, tm.onnx_bytes, manifest, key)

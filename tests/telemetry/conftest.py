@@ -21,7 +21,7 @@ from edge_agent.protocol.manifest import Reference
 from edge_agent.protocol.signing import SigningKey, TrustStore
 from edge_agent.telemetry.drift import reference_input_stats
 from edge_agent.verdict import Verdict
-from tests.factories import LABELS, SPEC, tiny_frame, tiny_model
+from tests.factories import LABELS, SPEC, tiny_frame, tiny_model, write_tiny_bundle
 
 SECRET = b"fleet-secret-for-tests-0123456789"
 SHA_A = "a" * 64
@@ -88,9 +88,8 @@ def frames(n: int, seed: int, dark: int = 0) -> list[np.ndarray]:
 def ref_bundle(tmp_path_factory: pytest.TempPathFactory, signing_key: SigningKey) -> Path:
     """A real signed bundle (tiny logistic regression) whose manifest has reference histograms of
     the input statistics, confidence and class mix, measured on 400 frames like its training set."""
-    from converters.bundle_writer import SelfTestVector, build_manifest, write_bundle
     from edge_agent.model import make_session
-    from edge_agent.protocol.manifest import Histogram, Quantization
+    from edge_agent.protocol.manifest import Histogram
     from edge_agent.telemetry.drift import reference_histogram
     from edge_agent.telemetry.windows import CONF_EDGES
 
@@ -105,24 +104,8 @@ def ref_bundle(tmp_path_factory: pytest.TempPathFactory, signing_key: SigningKey
     top = np.argmax(probs, axis=1)
     mix = {lab: float(np.mean(top == i)) for i, lab in enumerate(LABELS)}
     reference = Reference(input_stats=reference_input_stats(stats), confidence=conf, class_mix=mix)
-    vectors = [
-        SelfTestVector(f, sess.run([out_name], {"input": pre(f)[None, :]})[0][0].tolist(), lab)
-        for f, lab in zip(tm.frames[:2], tm.labels[:2], strict=True)
-    ]
-    manifest = build_manifest(
-        name="tiny",
-        version=1,
-        model_bytes=tm.onnx_bytes,
-        input_name="input",
-        input_shape=pre.output_shape,
-        preprocessing=SPEC,
-        labels=LABELS,
-        selftest=vectors,
-        quantization=Quantization(mode="float", note="test model"),
-        reference=reference,
-        output_name=out_name,
-    )
-    return write_bundle(tmp_path_factory.mktemp("refbundle") / "tiny-v1", tm.onnx_bytes, manifest, signing_key)
+    out = tmp_path_factory.mktemp("refbundle") / "tiny-v1"
+    return write_tiny_bundle(out, signing_key, model=tm, valid_days=365.0, reference=reference)
 
 
 @pytest.fixture
