@@ -52,7 +52,7 @@ def state_fs(tmp_path: Path) -> Iterator[tuple[Path, str]]:
         with capped_dir(mount, FS_BYTES) as how:
             yield mount, how
     except CannotCap as exc:
-        pytest.skip(f"no size-capped filesystem can be mounted here (needs root): {exc}")
+        pytest.fail(f"no size-capped filesystem can be mounted here (run as root, as .ci/run does): {exc}")
 
 
 def big(b: BuiltBundle, size: int, seed: int) -> BuiltBundle:
