@@ -340,12 +340,23 @@ def _is_wildcard(topic_filter: str) -> bool:
 
 def filter_matches(topic_filter: str, topic: str) -> bool:
     """MQTT filter matching that also understands MQTT 5 shared subscriptions: messages of
-    ``$share/<group>/<filter>`` arrive with the plain topic, so match them against ``<filter>``."""
+    ``$share/<group>/<filter>`` arrive with the plain topic, so match them against ``<filter>``.
+    Runs for every message on a wildcard subscription (every artifact chunk), so it splits and
+    compares levels instead of building paho's matcher tree for each call."""
     if topic_filter.startswith("$share/"):
         parts = topic_filter.split("/", 2)
         if len(parts) == 3:
             topic_filter = parts[2]
-    return bool(mqtt.topic_matches_sub(topic_filter, topic))
+    if topic.startswith("$") != topic_filter.startswith("$"):
+        return False  # wildcards never match $-topics (MQTT 4.7.2)
+    f_levels = topic_filter.split("/")
+    t_levels = topic.split("/")
+    for i, level in enumerate(f_levels):
+        if level == "#":
+            return i == len(f_levels) - 1
+        if i >= len(t_levels) or (level != "+" and level != t_levels[i]):
+            return False
+    return len(f_levels) == len(t_levels)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:

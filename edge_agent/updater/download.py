@@ -59,7 +59,6 @@ class ChunkDownload:
         pause_after: int | None = None,
         pause_s: float = 0.0,
         on_pause: Callable[[int], None] | None = None,
-        schedule: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
         if not artifact.chunk_sha256:
             raise ProtocolError("the manifest carries no chunk hashes; every chunk must be verifiable")
@@ -73,9 +72,6 @@ class ChunkDownload:
         self.pause_after = pause_after
         self.pause_s = pause_s
         self.on_pause = on_pause
-        #: runs :meth:`drain` (default: right away, on the MQTT thread)
-        self.schedule: Callable[[Callable[[], None]], None] = schedule or (lambda fn: fn())
-        self._arrived: list[tuple[int, bytes]] = []
         self._wildcard = False
         self.stats = DownloadStats()
         self._lock = threading.Lock()
@@ -190,8 +186,11 @@ class ChunkDownload:
         self.sub.subscribe_many(self._topics(to_sub), self._on_chunk, 1)
 
     def _on_chunk(self, topic: str, payload: bytes, retained: bool) -> None:
-        """On the MQTT thread: only take the bytes (so the PUBACK goes out at once and the broker keeps
-        sending); hashing and writing happen in :meth:`drain`, on the thread ``schedule`` names."""
+        """On the MQTT thread, in place: check the chunk against its signed hash and write it. Both
+        release the interpreter lock (sha256 runs at about 2 GB/s here, the write lands in the page
+        cache), so this costs the broker's next packet ~0.1 ms; handing every chunk to another thread
+        cost more in thread switches than the work itself, and queued chunks behind the record's
+        fsyncs (see docs/decisions.md, "Chunks are checked where they land")."""
         if not payload:
             return  # a cleared retained chunk: the registry retired it; wait for a republish
         try:
@@ -201,45 +200,45 @@ class ChunkDownload:
         if sha != self.art.sha256 or index >= self.total:
             return
         with self._lock:
-            if self._state not in ("running", "paused") or index in self._have:
+            if self._state != "running" or index in self._have:
+                return  # paused (fault injection): what arrives now is fetched after the pause
+        expected = self._expected_len(index)
+        if len(payload) != expected:
+            self._fail(Reason.LENGTH_MISMATCH, f"chunk {index} is {len(payload)} bytes, expected {expected}")
+            return
+        if hashlib.sha256(payload).hexdigest() != self.art.chunk_sha256[index]:
+            self._fail(Reason.HASH_MISMATCH, f"chunk {index} does not match its signed sha256")
+            return
+        error: OSError | None = None
+        with self._lock:  # the descriptor cannot be closed (cancel) while this writes through it
+            if self._state != "running" or index in self._have or self._fd is None:
                 return
-            self._arrived.append((index, payload))
-            first = len(self._arrived) == 1
-            backlog = len(self._arrived) > self.window
-        if backlog:
-            self.drain()  # the worker lags: process here, which holds back the PUBACK and the broker
-        elif first:
-            self.schedule(self.drain)
-
-    def drain(self) -> None:
-        """Verify and write every chunk that arrived, then move the window."""
-        with self._lock:
-            arrived, self._arrived = self._arrived, []
-            fd = self._fd
-        for index, payload in arrived:
-            with self._lock:
-                if self._state not in ("running", "paused") or index in self._have or fd is None:
-                    continue
-            self.stats.received.append(index)
-            self.stats.bytes_received += len(payload)
-            if not self._store(fd, index, payload):
-                return
-            if self._pause_due():
-                break  # fault injection: hold here; whatever else arrived is fetched after the pause
-        with self._lock:
-            # refill when half the window landed and there is more to ask for (one UNSUBSCRIBE for the
-            # landed ones, one SUBSCRIBE for the next); what lands after that is unsubscribed at the end
-            refill = (
-                not self._wildcard
-                and len(self._inflight) <= self.window // 2
-                and len(self._have) + len(self._inflight) < self.total
-            )
-            complete = len(self._have) == self.total
-            pause = self._pause_due()
-            if pause:
-                self._paused_once = True
-                self._state = "paused"
-        if complete:
+            try:
+                os.pwrite(self._fd, payload, index * self.art.chunk_size)
+            except OSError as exc:
+                error = exc
+            else:
+                self._have.add(index)
+                self._inflight.discard(index)
+                self._landed.add(index)
+                self.stats.received.append(index)
+                self.stats.bytes_received += len(payload)
+                # refill when half the window landed and there is more to ask for (one UNSUBSCRIBE for
+                # the landed ones, one SUBSCRIBE for the next); what lands after that goes at the end
+                refill = (
+                    not self._wildcard
+                    and len(self._inflight) <= self.window // 2
+                    and len(self._have) + len(self._inflight) < self.total
+                )
+                complete = len(self._have) == self.total
+                pause = self._pause_due()
+                if pause:
+                    self._paused_once = True
+                    self._state = "paused"
+        if error is not None:
+            reason = Reason.DISK_FULL if error.errno in (errno.ENOSPC, errno.EDQUOT) else Reason.IO_ERROR
+            self._fail(reason, f"cannot write chunk {index}: {error.strerror}")
+        elif complete:
             self._finish()
         elif pause:
             log.warning("fault injection: download paused after %d chunks for %.1f s", self.have, self.pause_s)
@@ -259,26 +258,6 @@ class ChunkDownload:
             and self.pause_after <= len(self._have) < self.total
             and self._state == "running"
         )
-
-    def _store(self, fd: int, index: int, payload: bytes) -> bool:
-        expected = self._expected_len(index)
-        if len(payload) != expected:
-            self._fail(Reason.LENGTH_MISMATCH, f"chunk {index} is {len(payload)} bytes, expected {expected}")
-            return False
-        if hashlib.sha256(payload).hexdigest() != self.art.chunk_sha256[index]:
-            self._fail(Reason.HASH_MISMATCH, f"chunk {index} does not match its signed sha256")
-            return False
-        try:
-            os.pwrite(fd, payload, index * self.art.chunk_size)
-        except OSError as exc:
-            reason = Reason.DISK_FULL if exc.errno in (errno.ENOSPC, errno.EDQUOT) else Reason.IO_ERROR
-            self._fail(reason, f"cannot write chunk {index}: {exc.strerror}")
-            return False
-        with self._lock:
-            self._have.add(index)
-            self._inflight.discard(index)
-            self._landed.add(index)
-        return True
 
     @property
     def complete(self) -> bool:

@@ -299,7 +299,6 @@ class UpdaterPlugin:
             pause_after=self.cfg.faults.pause_after_chunks,
             pause_s=self.cfg.faults.pause_s,
             on_pause=lambda have: self.reporter.marker(f"chunks:{have}"),
-            schedule=lambda fn: self._q.put(("call", fn)),  # hash and write on this worker
         )
 
     def _start_download(self) -> None:
