@@ -10,6 +10,9 @@ measured side by side in the same run.
   the self-test and a trial of live frames, and commit.
   Reported: time until all 50 hold the VERIFIED artifact (check: <= 1.5x baseline), time until all
   50 COMMITTED, and the median per-device breakdown (download, verify, stage, load, self-test, trial).
+* floor: the baseline's subscribers, each also checking every chunk's sha256 and writing it into a
+  file at its offset: the least work any device must do before it can say it holds a verified
+  artifact. It shows how much of edgeline's figure is that work and how much is edgeline's own.
 
 Both arms run in the same layout: ``--procs`` worker processes (default 10, five clients each) share
 the 50 clients. A real fleet is 50 processes on 50 machines; 25 agents behind one interpreter lock
@@ -17,8 +20,8 @@ the 50 clients. A real fleet is 50 processes on 50 machines; 25 agents behind on
 scheduler. Each device is held between VERIFIED and staging until all are VERIFIED (``--no-hold``
 lets early devices load and trial while others still download, on the same two cores).
 The simulated cameras feed frames only while a trial runs (50 free-running inspection loops on a
-2-core machine would measure CPU contention, not delivery). Rounds alternate baseline / edgeline;
-medians are compared.
+2-core machine would measure CPU contention, not delivery). Rounds alternate baseline / floor /
+edgeline; medians are compared.
 
     python bench/bench_delivery.py [--devices 50] [--size-mb 5] [--rounds 3] [--chunk-kib 128] [--procs 10]
 """
@@ -30,6 +33,7 @@ import logging
 import math
 import multiprocessing as mp
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -67,8 +71,17 @@ def padded(data: bytes, size: int) -> bytes:
 
 
 # -- worker processes ------------------------------------------------------------------------------
-def subscribers_worker(port: int, tag: str, n: int, total: int, protocol: str, conn: Any) -> None:
-    """Baseline: ``n`` plain paho subscribers; report when each holds all ``total`` chunks."""
+def subscribers_worker(
+    port: int, tag: str, n: int, total: int, protocol: str, floor: tuple[str, list[str], int] | None, conn: Any
+) -> None:
+    """Baseline: ``n`` plain paho subscribers; report when each holds all ``total`` chunks.
+
+    ``floor=(workdir, chunk_sha256, chunk_size)`` makes them do the least any verifying device must
+    do with each chunk: check its sha256 against the expected one and write it into a file at its
+    offset (no signature, no state record, no events). Nothing that skips these can call the artifact
+    verified and held, so this arm is the floor under edgeline's figure on this machine."""
+    import hashlib
+
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -76,13 +89,25 @@ def subscribers_worker(port: int, tag: str, n: int, total: int, protocol: str, c
     lock = threading.Lock()
     subscribed = threading.Semaphore(0)
     clients = []
+    fds: list[int] = []
     for i in range(n):
         got: dict[int, bytes] = {}
         proto = mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{tag}-{i}", protocol=proto)
+        fd = -1
+        if floor is not None:
+            fd = os.open(Path(floor[0]) / f"{tag}-{i}.part", os.O_RDWR | os.O_CREAT, 0o644)
+            fds.append(fd)
 
-        def on_message(c: Any, u: Any, msg: Any, got: dict[int, bytes] = got) -> None:
-            got[int(msg.topic.rsplit("/", 1)[1])] = msg.payload
+        def on_message(c: Any, u: Any, msg: Any, got: dict[int, bytes] = got, fd: int = fd) -> None:
+            index = int(msg.topic.rsplit("/", 1)[1])
+            if floor is not None:
+                if hashlib.sha256(msg.payload).hexdigest() != floor[1][index]:
+                    raise SystemExit(f"floor arm: chunk {index} does not match its hash")
+                os.pwrite(fd, msg.payload, index * floor[2])
+                got[index] = b""
+            else:
+                got[index] = msg.payload
             if len(got) == total:
                 with lock:
                     finished.append(time.time())
@@ -96,22 +121,15 @@ def subscribers_worker(port: int, tag: str, n: int, total: int, protocol: str, c
     for _ in range(n):
         subscribed.acquire(timeout=60)
     conn.send("ready")
-    import resource
-
-    ru0 = resource.getrusage(resource.RUSAGE_SELF)
     deadline = time.monotonic() + 120
     while len(finished) < n and time.monotonic() < deadline:
         time.sleep(0.005)
-    ru1 = resource.getrusage(resource.RUSAGE_SELF)
-    if os.environ.get("BENCH_DEBUG"):
-        print(
-            f"subscribers worker cpu user {ru1.ru_utime - ru0.ru_utime:.2f} sys {ru1.ru_stime - ru0.ru_stime:.2f}",
-            file=sys.stderr,
-        )
     conn.send(list(finished))
     for c in clients:
         c.disconnect()
         c.loop_stop()
+    for fd in fds:
+        os.close(fd)
 
 
 def hold_after_verified(hold: Any) -> dict[str, float]:
@@ -180,21 +198,12 @@ def agents_worker(
         link.link.wait_connected(60)
     conn.send("ready")
     seq = conn.recv()
-    import resource
-
-    ru0 = resource.getrusage(resource.RUSAGE_SELF)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         done = ("committed", "rolled_back", "rejected")
         if all(any(e.kind in done and e.sequence == seq for e in ev.events) for _, _, _, ev in devices):
             break
         time.sleep(0.01)
-    ru1 = resource.getrusage(resource.RUSAGE_SELF)
-    if os.environ.get("BENCH_DEBUG"):
-        print(
-            f"agents worker cpu user {ru1.ru_utime - ru0.ru_utime:.2f} sys {ru1.ru_stime - ru0.ru_stime:.2f}",
-            file=sys.stderr,
-        )
     report = []
     for _, p, _, ev in devices:
         kinds = ("downloading", "verified", "staged", "committed")
@@ -241,15 +250,21 @@ class Setup:
     hold: bool
 
 
-def baseline_round(st: Setup, chunks: list[bytes], rnd: int) -> float:
+def baseline_round(st: Setup, chunks: list[bytes], rnd: int, floor: tuple[list[str], int] | None = None) -> float:
+    """Plain subscribers (``floor`` None) or the floor arm (sha256 check and write of every chunk)."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
+    arm = "floor" if floor else "base"
+    workdir = st.work / f"{arm}{rnd}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    fl = (str(workdir), *floor) if floor else None
     counts = [len(x) for x in split(list(range(st.devices)), st.procs)]
     workers = start_workers(
-        subscribers_worker, [(st.port, f"base{rnd}-{w}", c, len(chunks), st.protocol) for w, c in enumerate(counts)]
+        subscribers_worker,
+        [(st.port, f"{arm}{rnd}-{w}", c, len(chunks), st.protocol, fl) for w, c in enumerate(counts)],
     )
-    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"base-pub-{rnd}")
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{arm}-pub-{rnd}")
     pub.connect("127.0.0.1", st.port)
     pub.loop_start()
     t0 = time.time()
@@ -262,8 +277,10 @@ def baseline_round(st: Setup, chunks: list[bytes], rnd: int) -> float:
         info.wait_for_publish(10)
     pub.disconnect()
     pub.loop_stop()
+    # unwritten page-cache data of these files would be flushed in the middle of the next arm
+    shutil.rmtree(workdir, ignore_errors=True)
     if len(finished) != st.devices:
-        raise SystemExit(f"baseline: only {len(finished)} of {st.devices} subscribers got everything")
+        raise SystemExit(f"{arm}: only {len(finished)} of {st.devices} subscribers got everything")
     return max(finished) - t0
 
 
@@ -320,6 +337,7 @@ def main() -> int:
         action="store_true",
         help="let early devices load and trial while others still download (they share this machine's CPUs)",
     )
+    ap.add_argument("--no-floor", action="store_true", help="skip the floor arm (sha256 check + write per chunk)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
     from tests.factories import write_tiny_bundle
@@ -345,10 +363,14 @@ def main() -> int:
         pub = Publisher(link, Topics(), key)
         st = Setup(broker.port, args.devices, args.procs, args.protocol, args.window, work, trust, not args.no_hold)
         base_s: list[float] = []
+        floor_s: list[float] = []
         ours: list[dict[str, Any]] = []
+        floor = (list(manifest.artifact.chunk_sha256), chunk)
         try:
             for rnd in range(args.rounds):
                 base_s.append(baseline_round(st, chunks, rnd))
+                if not args.no_floor:
+                    floor_s.append(baseline_round(st, chunks, rnd, floor))
                 ours.append(edgeline_round(st, pub, manifest, data, rnd))
                 # the next round starts with no retained artifact, like the baseline
                 pub.retire_artifact(manifest.artifact.sha256, manifest.artifact.chunk_count)
@@ -359,6 +381,7 @@ def main() -> int:
     med = statistics.median
     breakdown = {ph: med([t.get(ph, 0.0) for r in ours for t in r["timings"]]) for ph in PHASES}
     b, v, c = med(base_s), med([r["verified_s"] for r in ours]), med([r["committed_s"] for r in ours])
+    f = med(floor_s) if floor_s else math.nan
     results = {
         "devices": args.devices,
         "procs_per_arm": args.procs,
@@ -373,10 +396,16 @@ def main() -> int:
         "edgeline_all_verified_s": round(v, 3),
         "edgeline_all_committed_s": round(c, 3),
         "verified_over_baseline": round(v / b, 3),
+        # the floor arm: plain subscribers that only check each chunk's sha256 and write it to a file
+        "floor_all_verified_s": round(f, 3),
+        "floor_over_baseline": round(f / b, 3),
+        "verified_over_floor": round(v / f, 3),
+        "verified_over_baseline_per_round": [round(r["verified_s"] / x, 3) for r, x in zip(ours, base_s, strict=True)],
         "committed_over_baseline": round(c / b, 3),
         "per_device_median_s": {k: round(x, 4) for k, x in breakdown.items()},
         "rounds_detail": {
             "baseline_s": [round(x, 3) for x in base_s],
+            "floor_s": [round(x, 3) for x in floor_s],
             "verified_s": [round(r["verified_s"], 3) for r in ours],
             "committed_s": [round(r["committed_s"], 3) for r in ours],
         },

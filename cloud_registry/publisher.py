@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from cloud_registry.errors import RegistryError
@@ -127,24 +127,17 @@ class Publisher:
         self, manifest: Manifest, data: bytes, deployments: Iterable[tuple[str, Manifest]]
     ) -> list[Envelope]:
         """The artifact and the desired states of a wave in one pipelined batch, then one wait for every
-        acknowledgement. The chunks go first (the order the rollout runner uses, without its wait in
-        between): they are on the broker within milliseconds, while signing a wave's desired states
-        takes about a millisecond per device, and the chunks used to wait for the last signature. Each
-        desired state goes out as soon as it is signed (``deployments`` may be a generator)."""
+        acknowledgement. Every desired state is signed before the first byte goes out (about 0.4 ms a
+        device on an idle machine): signed one by one between publishes, the signatures competed for
+        the CPU with the devices already downloading, and the last device of 50 got its offer 0.3 s
+        after the first. The chunks go first, so an offer never arrives before its artifact."""
         art = manifest.artifact
         if len(data) != art.size or not art.chunk_sha256:
             raise RegistryError("artifact bytes do not match the manifest (size or chunk hashes)")
-        envs: list[Envelope] = []
-
-        def messages() -> Iterator[tuple[str, bytes]]:
-            yield from self._artifact_messages(manifest, data)
-            for device_id, man in deployments:
-                env = self.sign(man)
-                envs.append(env)
-                yield self.topics.device_desired(device_id), envelope_bytes(env)
-
-        self._publish_all(messages())
-        return envs
+        signed = [(device_id, self.sign(man)) for device_id, man in deployments]
+        desired = [(self.topics.device_desired(d), envelope_bytes(env)) for d, env in signed]
+        self._publish_all([*self._artifact_messages(manifest, data), *desired])
+        return [env for _, env in signed]
 
     def retire_artifact(self, sha256: str, chunk_count: int) -> None:
         """Clear the retained chunks and meta (an empty retained message deletes one)."""
