@@ -173,8 +173,6 @@ class UpdaterPlugin:
         kind = cmd[0]
         if kind == "desired":
             self._offer(cmd[1], cmd[2])
-        elif kind == "call":
-            cmd[1]()
         elif kind == "revocations":
             self._revocations(cmd[1])
         elif kind == "resume":
@@ -218,11 +216,14 @@ class UpdaterPlugin:
         self._envelope, self._manifest = env, manifest
         self._timings, self._mark = {}, time.monotonic()
         begun = m.begin(rec, manifest, now, env.model_dump(mode="json"))
-        # subscribe to the chunks first, persist the record while the broker already sends them: chunks
-        # only land in the part file (re-scanned against the signed hashes at a restart) and are hashed
-        # and written on this worker, i.e. after the record is durable; no later transition and no event
-        # goes out before it is. The persist (two fsyncs) used to hold back the download's first packet.
+        # subscribe to the chunks first, persist the record while the broker already sends them: the
+        # persist (two fsyncs) used to hold back the download's first packet. Chunks may land in the
+        # part file before the record is durable; that is harmless: after a power cut the part file is
+        # re-scanned against the signed hashes when the offer comes again, and one that no offer wants
+        # is removed here at the next one. No later transition and no event goes out before the record
+        # is durable (they run on this worker, after it).
         assert begun.pending is not None
+        self.disk.clean_downloads(keep=begun.pending.sha256)
         dl = self._open_download(begun.pending)
         try:
             self._transition(begun, EventKind.DOWNLOADING)
@@ -285,7 +286,7 @@ class UpdaterPlugin:
 
     def _new_download(self, p: m.Pending, man: Manifest) -> ChunkDownload:
         part = self.disk.part_path(p.sha256)
-        if not part.exists() and (local := self.disk.find_local(p.sha256)) is not None:
+        if not part.exists() and (local := self.disk.find_local(p.sha256, self.record.slots)) is not None:
             self.disk.copy_into_part(local, part)
         seq = p.sequence
         return ChunkDownload(

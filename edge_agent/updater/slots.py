@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,13 +86,20 @@ class SlotDisk:
         write_atomic(self.record_path, json.dumps(rec.to_dict(), separators=(",", ":")).encode())
 
     # -- slots ----------------------------------------------------------------------------------
-    def find_local(self, sha256: str, filename_hint: str = "model.onnx") -> Path | None:
-        """A model file with this hash already on disk (a slot), so a rollback needs no download."""
-        for d in (self.slot_dir("A"), self.slot_dir("B")):
-            for f in d.iterdir() if d.exists() else ():
+    def find_local(self, sha256: str, slots: Mapping[str, SlotInfo | None]) -> Path | None:
+        """The model file of a slot that the record says holds ``sha256`` (a rollback needs no
+        download). Found through the record, not by hashing every slot file at every offer (that
+        hashed the serving model each time); the copy is checked chunk by chunk against the signed
+        hashes when the download scans it, so a stale record costs a copy, never a wrong model."""
+        for name in ("A", "B"):
+            info = slots.get(name)
+            if info is None or info.sha256 != sha256:
+                continue
+            d = self.slot_dir(name)
+            for f in sorted(d.iterdir()) if d.exists() else ():
                 if f.is_file() and f.name != MANIFEST_FILE and not f.name.startswith("."):
                     try:
-                        if f.stat().st_size > 0 and sha256_file(f) == sha256:
+                        if f.stat().st_size > 0:
                             return f
                     except OSError:
                         continue

@@ -61,3 +61,38 @@ def test_agent_restart_resumes_from_the_part_file(
     assert wait_for(lambda: second.version() == 2 and second.plugin.state == "COMMITTED", 20)
     stats = second.plugin.download.stats  # type: ignore[union-attr]
     assert stats.resumed_with == have and len(stats.received) == total - have
+
+
+def test_rollback_to_the_model_in_the_other_slot_fetches_nothing(
+    cloud: Cloud, bundles: dict[int, BuiltBundle], frames: list[Any]
+) -> None:
+    """An authorised rollback to the model the other slot still holds: the record says which slot
+    has it, the file is copied into the part file and checked chunk by chunk, nothing is downloaded
+    (the artifact is not even on the broker any more)."""
+    dev = cloud.device("dev-rb", frames=frames)
+    cloud.deploy(bundles[1], "dev-rb")
+    assert wait_for(lambda: dev.version() == 1 and dev.plugin.state == "COMMITTED")
+    cloud.deploy(bundles[2], "dev-rb")
+    assert wait_for(lambda: dev.version() == 2 and dev.plugin.state == "COMMITTED")
+    art = bundles[1].manifest.artifact
+    cloud.publisher.retire_artifact(art.sha256, art.chunk_count)  # v1's chunks are gone from the broker
+    cloud.deploy(bundles[1], "dev-rb", allow_downgrade=True, publish_artifact=False)
+    assert wait_for(lambda: dev.version() == 1 and dev.plugin.state == "COMMITTED", 20), dev.kinds()
+    stats = dev.plugin.download.stats  # type: ignore[union-attr]
+    assert stats.resumed_with == art.chunk_count and stats.received == []
+
+
+def test_a_part_file_no_offer_wants_is_removed_at_the_next_offer(
+    cloud: Cloud, bundles: dict[int, BuiltBundle], frames: list[Any]
+) -> None:
+    """Chunks may land before the DOWNLOADING record is durable; a power cut there leaves a part
+    file the record knows nothing of. The next accepted offer removes it (at the latest the end of
+    the trial does)."""
+    state_dir = cloud.tmp / "dev-orphan"
+    orphan = state_dir / "downloads" / f"{'ab' * 32}.part"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"half a model from before the power cut")
+    dev = cloud.device("dev-orphan", frames=frames, state_dir=state_dir)
+    cloud.deploy(bundles[1], "dev-orphan")
+    assert wait_for(lambda: dev.version() == 1 and dev.plugin.state == "COMMITTED")
+    assert not orphan.exists()
