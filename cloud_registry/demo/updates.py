@@ -39,7 +39,7 @@ def retrain_stage(ctx: DemoContext) -> Outcome:
     r = retrain(ctx.need_cloud(), ctx.ws, s, parent=1, since=since, report=ctx.detail)
     ctx.v2 = r
     ev = r.result.plan.shift.evidence
-    gate = r.gate(s.min_gain)
+    gate = r.gate(s.min_gain, s.max_normal_drop_pp)
     mv = r.registered
     details = {
         **model_facts(r.manifest),
