@@ -265,20 +265,29 @@ def test_rollouts_and_telemetry_survive_network_faults_and_broker_restarts(
             problems = history_problems(ledger.of(a.device_id))
             event_problems += problems
             out = a.windows_outbox()
-            assert out.keys == frozenset() and out.dropped() == 0
+            # the outbox was empty above, with the agent running; its graceful stop then closes the
+            # running window into the outbox (and one more may have closed in between): kept, durable,
+            # for the next start. None may be dropped. (Asserting an empty outbox here failed once in
+            # five suite runs: one window, the one closed at the stop.)
+            assert out.dropped() == 0 and len(out.keys) <= 2, (
+                f"seed {seed}: {a.device_id}: outbox after the stop: {sorted(out.keys)} {out.counters}"
+            )
             pseudo = pseudonym(a.device_id, bytes.fromhex(PSEUDONYM_SECRET))
             wait_for(lambda p=pseudo, n=out.delivered: len(stored_windows(store, p)) >= n, 20)
             spans = stored_windows(store, pseudo)
             assert window_problems(spans) == [], f"seed {seed}: {a.device_id}: windows duplicated"
-            assert len(spans) <= out.delivered
+            # a window still queued may already be stored: sent at the stop, its acknowledgement not
+            # processed before the exit; it goes again at the next start and the ingest deduplicates it
+            assert len(spans) <= out.delivered + len(out.keys)
             if durable:
                 assert problems == [], f"seed {seed}: {a.device_id}: events lost or duplicated: {problems}"
-                assert len(spans) == out.delivered, (
+                assert out.delivered <= len(spans) <= out.delivered + len(out.keys), (
                     f"seed {seed}: {a.device_id}: {len(spans)} windows stored, the outbox delivered {out.delivered}"
+                    f" and still holds {len(out.keys)}"
                 )
             assert not [p for p in problems if "times" in p], f"seed {seed}: {a.device_id}: duplicated: {problems}"
             stored += len(spans)
-            lost_windows += out.delivered - len(spans)
+            lost_windows += max(0, out.delivered - len(spans))
         assert ingest.ingestor.stats.rejected == {}
         report.figures.update(
             outcome="passed",
