@@ -14,8 +14,8 @@ measured side by side in the same run.
   file at its offset: the least work any device must do before it can say it holds a verified
   artifact. It shows how much of edgeline's figure is that work and how much is edgeline's own.
 
-Both arms run in the same layout: ``--procs`` worker processes (default 10, five clients each) share
-the 50 clients. A real fleet is 50 processes on 50 machines; 25 agents behind one interpreter lock
+All three arms run in the same layout: ``--procs`` worker processes (default 10, five clients each)
+share the 50 clients. A real fleet is 50 processes on 50 machines; 25 agents behind one interpreter lock
 (``--procs 2``) measure lock contention more than delivery, 50 processes on two cores measure the
 scheduler. Each device is held between VERIFIED and staging until all are VERIFIED (``--no-hold``
 lets early devices load and trial while others still download, on the same two cores).
@@ -379,12 +379,12 @@ def main() -> int:
         base_s: list[float] = []
         floor_s: list[float] = []
         ours: list[dict[str, Any]] = []
-        floor = (list(manifest.artifact.chunk_sha256), chunk)
+        floor_work = (list(manifest.artifact.chunk_sha256), chunk)  # what the floor arm checks against
         try:
             for rnd in range(args.rounds):
                 base_s.append(baseline_round(st, chunks, rnd))
                 if not args.no_floor:
-                    floor_s.append(baseline_round(st, chunks, rnd, floor))
+                    floor_s.append(baseline_round(st, chunks, rnd, floor_work))
                 ours.append(edgeline_round(st, pub, manifest, data, rnd))
                 # the next round starts with no retained artifact, like the baseline
                 pub.retire_artifact(manifest.artifact.sha256, manifest.artifact.chunk_count)

@@ -82,7 +82,7 @@ def test_rollback_to_the_model_in_the_other_slot_fetches_nothing(
     assert stats.resumed_with == art.chunk_count and stats.received == []
 
 
-def test_a_part_file_no_offer_wants_is_removed_at_the_next_offer(
+def test_a_part_file_no_offer_wants_is_removed_by_the_next_update(
     cloud: Cloud, bundles: dict[int, BuiltBundle], frames: list[Any]
 ) -> None:
     """Chunks may land before the DOWNLOADING record is durable; a power cut there leaves a part
