@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,20 @@ from edge_agent.protocol.manifest import Manifest, parse_manifest
 from edge_agent.protocol.signing import Envelope, TrustStore, parse_envelope
 
 MANIFEST_FILE = "manifest.json"
+
+
+def child_path(directory: Path, name: str) -> Path:
+    """``directory / name`` for a ``name`` that comes from signed (or stored) data, refused unless it is
+    one plain file name that stays inside ``directory``: no separator, not ``.``/``..``, not absolute,
+    and no symlink leading out. The manifest schema already allows only plain names; this holds even
+    for a manifest built without it (a stored record, a future schema)."""
+    seps = {"/", "\\", "\0", os.sep} | ({os.altsep} if os.altsep else set())
+    if not name or name in (".", "..") or any(s in name for s in seps) or name.startswith("."):
+        raise BundleError(f"model file name {name[:80]!r} is not a plain file name")
+    path = Path(directory) / name
+    if path.resolve().parent != Path(directory).resolve():
+        raise BundleError(f"model file {name[:80]!r} resolves outside {directory}")
+    return path
 
 
 def sha256_file(path: Path, block: int = 1 << 20) -> str:
@@ -37,7 +52,7 @@ class Bundle:
 
     @property
     def model_path(self) -> Path:
-        return self.directory / self.manifest.artifact.filename
+        return child_path(self.directory, self.manifest.artifact.filename)
 
 
 def read_envelope(directory: Path) -> dict[str, Any]:

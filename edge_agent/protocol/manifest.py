@@ -30,6 +30,42 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Registration(_Strict):
+    """Locate the part in the (ROI-cropped) image and align it before features.
+
+    The image is resized so that ``window`` (fractions of its width and height: the part plus a
+    margin, measured on good parts at training) becomes the output ``size``; the part's silhouette
+    (pixels that differ from the border's median by more than an Otsu threshold, at least
+    ``min_contrast`` grey levels) gives its centre and principal-axis angle; the output is the window
+    centred on the part and, with ``rigid``, turned so the part's axis lies at ``reference_angle``
+    (only while the deviation is within ``max_angle``: beyond it the axis is ambiguous). ``area`` is
+    the range of the silhouette's share of the resized image seen on good training parts; a frame
+    outside ``area_tolerance`` times that range, or with no silhouette at all, is not a part this
+    model knows (verdict ``unknown``)."""
+
+    mode: Literal["translate", "rigid"] = "translate"
+    window: tuple[float, float] = (1.0, 1.0)
+    reference_angle: float = Field(default=0.0, ge=-90.0, le=90.0)
+    max_angle: float = Field(default=30.0, ge=0.0, le=90.0)
+    min_contrast: float = Field(default=15.0, ge=1.0, le=255.0)
+    area: tuple[float, float] = (0.0, 1.0)
+    area_tolerance: float = Field(default=1.5, ge=1.0, le=10.0)
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.05 <= f <= 1.0 for f in v):
+            raise ValueError("registration window must be fractions between 0.05 and 1")
+        return v
+
+    @field_validator("area")
+    @classmethod
+    def _area(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not (0.0 <= v[0] <= v[1] <= 1.0):
+            raise ValueError("registration area must be [low, high] fractions with low <= high")
+        return v
+
+
 class PreprocessSpec(_Strict):
     """Image preprocessing as data. Interpreted by :mod:`edge_agent.preprocessing`, for training and serving.
 
@@ -50,6 +86,11 @@ class PreprocessSpec(_Strict):
     pixel_pool: tuple[int, int] = (32, 32)
     hog_cell: int = Field(default=8, ge=4, le=32)
     hog_bins: int = Field(default=9, ge=4, le=18)
+    #: locate and align the part before features (None: the ROI as it is)
+    register: Registration | None = None
+    #: "fixed": ``(x * scale - mean) / std``; "per_image": each pooled image standardised to zero mean
+    #: and unit variance first (robust to the line's brightness and contrast), then as "fixed"
+    normalize: Literal["fixed", "per_image"] = "fixed"
 
     @field_validator("roi")
     @classmethod
@@ -91,11 +132,20 @@ class InputSpec(_Strict):
 
 
 class Artifact(_Strict):
-    filename: str = "model.onnx"
+    #: one plain file name inside the slot directory: no path separator, no leading dot, not ``..``
+    #: (a name from signed data is still joined onto a directory; see ``edge_agent.bundle.child_path``)
+    filename: str = Field(default="model.onnx", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     size: int = Field(gt=0, le=MAX_ARTIFACT_BYTES)
     chunk_size: int = Field(default=DEFAULT_CHUNK_SIZE, ge=1024, le=8 * 1024 * 1024)
     chunk_sha256: tuple[str, ...] = ()
+
+    @field_validator("filename")
+    @classmethod
+    def _not_the_manifest(cls, v: str) -> str:
+        if v == "manifest.json":
+            raise ValueError("the model file cannot be named like the bundle's manifest")
+        return v
 
     @model_validator(mode="after")
     def _chunks(self) -> Artifact:
@@ -137,11 +187,14 @@ class SelfTestCase(_Strict):
     image_png_b64: str  # a raw frame, PNG-encoded: the device runs the full preprocessing on it
     expected: tuple[float, ...]  # expected class probabilities
     label: str
+    #: expected anomaly score (models with an anomaly part), compared with ``SelfTest.score_atol``
+    anomaly_score: float | None = None
 
 
 class SelfTest(_Strict):
     cases: tuple[SelfTestCase, ...] = Field(min_length=1)
     atol: float = Field(default=1e-3, gt=0, le=0.5)
+    score_atol: float = Field(default=0.02, gt=0, le=5.0)
 
 
 class Thresholds(_Strict):
@@ -175,6 +228,52 @@ class Quantization(_Strict):
     note: str = ""
 
 
+class AnomalySpec(_Strict):
+    """The good-part (anomaly) model inside the ONNX graph, and how its outputs are read.
+
+    ``score_output`` (N, 1): the largest smoothed z-score of the reconstruction residual over the
+    part; ``map_output`` (N, h, w): that z-map on the pooled grid (stays on the device);
+    ``global_output`` (N, 1): the mean squared z over the whole part, high for frames unlike any
+    good part (a wrong part, an empty belt, a covered lens), where a local defect stays low. The
+    graph's probabilities already include the anomaly as ``sigmoid((score - center) / scale)``;
+    ``unknown_global`` is the global score above which a frame is ``unknown``."""
+
+    score_output: str = "anomaly_score"
+    map_output: str = "anomaly_map"
+    global_output: str = "anomaly_global"
+    map_shape: tuple[int, int]  # (height, width)
+    center: float
+    scale: float = Field(gt=0)
+    unknown_global: float = Field(gt=0)
+    method: str = "pca-residual"
+
+    @field_validator("map_shape")
+    @classmethod
+    def _map(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if min(v) < 1 or max(v) > 1024:
+            raise ValueError("map_shape must be between 1 and 1024 cells a side")
+        return v
+
+
+class OperatingPoint(_Strict):
+    """The line's decision, chosen on held-out data for a named target.
+
+    The defect score is ``1 - p(ok)`` from the graph's probabilities (which combine the classifier
+    and the anomaly score as a noisy OR). ``threshold``: defect at or above it; ``review``: from
+    here to the threshold the part passes but is flagged ``uncertain`` (a human looks)."""
+
+    threshold: float = Field(ge=0.0, le=1.0)
+    review: float = Field(ge=0.0, le=1.0)
+    target: Literal["max_false_reject", "max_escape"] = "max_false_reject"
+    target_value: float = Field(default=0.01, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _order(self) -> OperatingPoint:
+        if self.review > self.threshold:
+            raise ValueError("review must not be above threshold")
+        return self
+
+
 class Manifest(_Strict):
     schema_: Literal["edgeline.manifest/1"] = Field(default="edgeline.manifest/1", alias="schema")
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
@@ -195,6 +294,10 @@ class Manifest(_Strict):
     quantization: Quantization
     metrics: dict[str, float] = {}
     lineage: dict[str, Any] = {}
+    anomaly: AnomalySpec | None = None
+    operating_point: OperatingPoint | None = None
+    #: why the gate would have refused this bundle, when it was forced past it (empty: verified)
+    unverified: tuple[str, ...] = ()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

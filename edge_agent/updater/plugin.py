@@ -99,6 +99,7 @@ class UpdaterPlugin:
         self.record = rec_after.record
         if self.record is not rec_before:
             self.disk.save_record(self.record)
+        self.disk.sync_current(self.record.active)
         self._serve_committed()
         if rec_after.rolled_back:
             self.disk.clean_downloads()
@@ -354,7 +355,7 @@ class UpdaterPlugin:
         p, man = self.record.pending, self._manifest
         assert p is not None and man is not None and self.agent is not None
         try:
-            model = LoadedModel.load(man, self.disk.slot_dir(p.slot) / p.filename, threads=self.threads)
+            model = LoadedModel.load(man, self.disk.model_path(p.slot, p.filename), threads=self.threads)
         except EdgeAgentError as exc:
             self._reject(Reason.MODEL_LOAD, str(exc))
             return

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge_agent.bundle import MANIFEST_FILE, open_bundle, sha256_file
+from edge_agent.bundle import MANIFEST_FILE, child_path, open_bundle, sha256_file
 from edge_agent.errors import EdgeAgentError
 from edge_agent.fsutil import fsync_dir, write_atomic
 from edge_agent.model import LoadedModel
@@ -109,10 +109,12 @@ class SlotDisk:
         """Move a verified artifact into ``slot`` and write its manifest last. Idempotent: a rerun
         after a crash finds the model already in place."""
         d = self.slot_dir(slot)
+        target = self.model_path(slot, filename)  # before anything in the slot changes
+        if self.committed_slot() == slot:
+            raise EdgeAgentError(f"slot {slot} holds the committed model: a deployment never stages into it")
         d.mkdir(parents=True, exist_ok=True)
         (d / MANIFEST_FILE).unlink(missing_ok=True)
         fsync_dir(d)
-        target = d / filename
         if part.exists():
             for stale in d.iterdir():
                 if stale.is_file() and stale != target:
@@ -129,6 +131,18 @@ class SlotDisk:
         write_atomic(d / MANIFEST_FILE, envelope_bytes(envelope))
         return d
 
+    def model_path(self, slot: Slot, filename: str) -> Path:
+        """The model file of ``slot``; ``filename`` comes from a signed manifest (or the record) and must
+        be one plain name inside the slot directory (:class:`~edge_agent.errors.BundleError` if not)."""
+        return child_path(self.slot_dir(slot), filename)
+
+    def committed_slot(self) -> str | None:
+        """The slot ``slots/current`` points to, if any."""
+        try:
+            return os.readlink(self.current)
+        except OSError:
+            return None
+
     def copy_into_part(self, source: Path, part: Path) -> None:
         part.parent.mkdir(parents=True, exist_ok=True)
         tmp = part.with_name(part.name + ".copy")
@@ -144,6 +158,19 @@ class SlotDisk:
         os.symlink(slot, tmp)
         os.replace(tmp, self.current)
         fsync_dir(self.slots)
+
+    def sync_current(self, active: Slot | None) -> None:
+        """Make ``slots/current`` agree with the record (the record is the truth): a power cut between
+        the link swap and the record of a commit leaves the link on the trial slot, which the restart
+        rolls back; the link then goes back to the committed slot (or away, after a first install)."""
+        if self.committed_slot() == active:
+            return
+        log.warning("slots/current pointed to %s, the record says %s: link repaired", self.committed_slot(), active)
+        if active is None:
+            self.current.unlink(missing_ok=True)
+            fsync_dir(self.slots)
+        else:
+            self.point_current(active)
 
     def load_slot(self, slot: Slot, trust: TrustStore, threads: int = 1) -> LoadedModel:
         """Verify (signature, hashes; not expiry: a committed model keeps serving), load, self-test."""
