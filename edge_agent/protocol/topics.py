@@ -7,6 +7,7 @@ Layout, under a configurable root (default ``edgeline``) and fleet (default ``de
     <root>/<fleet>/devices/<id>/state          retained, device state; the Last Will marks it offline
     <root>/<fleet>/devices/<id>/events         updater events (QoS 1)
     <root>/<fleet>/devices/<id>/telemetry      windows of aggregate metrics (QoS 1)
+    <root>/<fleet>/devices/<id>/acks           ingest -> device: idempotency keys stored (QoS 1)
     <root>/<fleet>/artifacts/<sha256>/meta     retained, artifact description (size, chunk hashes)
     <root>/<fleet>/artifacts/<sha256>/chunks/<n>   retained, raw chunk bytes
     <root>/<fleet>/trust/revocations           retained, root-signed list of revoked signing keys
@@ -67,6 +68,10 @@ class Topics:
     def device_telemetry(self, device_id: str) -> str:
         return f"{self.base}/devices/{check_segment(device_id, 'device id')}/telemetry"
 
+    def device_acks(self, device_id: str) -> str:
+        """Where the ingest tells one device which of its windows and events are stored."""
+        return f"{self.base}/devices/{check_segment(device_id, 'device id')}/acks"
+
     def group_desired(self, group: str) -> str:
         return f"{self.base}/groups/{check_segment(group, 'group name')}/desired"
 
@@ -100,6 +105,13 @@ class Topics:
         """Shared subscription (MQTT 5) so several ingest workers split the telemetry load."""
         return f"$share/{check_segment(share_group, 'share group')}/{self.all_device_telemetry()}"
 
+    def shared_events(self, share_group: str = "ingest") -> str:
+        """Shared subscription (MQTT 5) of the ingest workers that store deployment events."""
+        return f"$share/{check_segment(share_group, 'share group')}/{self.all_device_events()}"
+
+    def all_device_acks(self) -> str:
+        return f"{self.base}/devices/+/acks"
+
     # -- broker access control (Mosquitto ACL lines) ----------------------------------------
     def all_device_desired(self) -> str:
         return f"{self.base}/devices/+/desired"
@@ -121,12 +133,18 @@ class Topics:
         return check_segment(rest[0], "device id")
 
     def chunk_index_from(self, topic: str) -> tuple[str, int]:
-        """Parse ``.../artifacts/<sha>/chunks/<n>`` into (sha256, n)."""
+        """Parse ``.../artifacts/<sha>/chunks/<n>`` into (sha256, n). Only the canonical spelling of
+        ``n`` (what :meth:`artifact_chunk` writes: ASCII digits, no leading zero) is a chunk topic:
+        ``chunks/00`` is not chunk 0, so what is retained there cannot stand in for a chunk."""
         prefix = f"{self.base}/artifacts/"
         parts = topic[len(prefix) :].split("/") if topic.startswith(prefix) else []
-        if len(parts) != 3 or parts[1] != "chunks" or not (parts[2].isascii() and parts[2].isdigit()):
+        if len(parts) != 3 or parts[1] != "chunks" or not _canonical_index(parts[2]):
             raise ProtocolError(f"topic {topic!r} is not an artifact chunk topic")
         return check_sha256(parts[0]), int(parts[2])
+
+
+def _canonical_index(text: str) -> bool:
+    return 0 < len(text) <= 12 and text.isascii() and text.isdigit() and (text == "0" or text[0] != "0")
 
 
 def line_verdict_topic(device_id: str, prefix: str = "line") -> str:
