@@ -1,16 +1,28 @@
-"""Seeded synthetic inspection-line images: a machined plate on a conveyor belt, with defects.
+"""Seeded synthetic inspection-line images: machined parts on a conveyor belt, with defects.
 
-A frame (BGR, 320x240 by default) shows a dark textured belt and, at the inspection position, an
-aluminium plate with four drilled holes. Defect classes:
+A frame (BGR, 320x240 by default) shows a belt and, at the inspection position, a part of one of
+two families (``family=``):
 
-* ``ok``: a clean plate;
-* ``scratch``: a thin bright or dark line across the plate;
+* ``plate`` (the default): an aluminium plate, 150x108 px, with four drilled holes, on a dark
+  green-grey rubber belt with cleats;
+* ``flange``: a round turned steel flange, 132 px across, with a centre bore and a bolt circle of six
+  holes, on a blue-grey modular plastic belt (see :mod:`converters.synth.flange`).
+
+Default defect classes (:data:`CLASSES`, what a dataset holds unless asked otherwise):
+
+* ``ok``: a clean part;
+* ``scratch``: a thin bright or dark line across the part;
 * ``dent``: a dark, soft-edged spot;
-* ``missing_hole``: one of the four holes was never drilled.
+* ``missing_hole``: one of the holes (on the flange: one of the six bolt holes) was never drilled.
+
+Extra kinds, only when asked for by name (:data:`EXTRA_DEFECTS`; looks and sizes in
+:mod:`converters.synth.defects`): ``crack``, ``stain``, ``chip``. ``label="empty"`` gives the belt
+alone. Frames that are no part at all (a black or covered lens, a cup, a cat, the wrong part) come
+from :func:`converters.synth.ood.render_ood`.
 
 Everything random comes from the ``numpy.random.Generator`` passed in, so a seed reproduces a dataset
 bit for bit. The lighting (:class:`~converters.synth.lighting.Lighting`) is applied last, exactly as
-:func:`~converters.synth.lighting.apply_lighting` applies it to any image. Rendering costs under a
+:func:`~converters.synth.lighting.apply_lighting` applies it to any image. Rendering costs about a
 millisecond per 320x240 frame: textures are drawn once per frame size and cached.
 """
 
@@ -24,9 +36,16 @@ import cv2
 import numpy as np
 
 from converters.errors import DatasetError
+from converters.synth.defects import EXTRA_DEFECTS, draw_extra
+from converters.synth.flange import draw_flange, flange_belt_strip
 from converters.synth.lighting import Lighting, apply_lighting
+from converters.synth.shape import Hole, PartShape, fix, rotated
 
+#: the classes of a dataset unless asked otherwise; models trained on them never saw the extra kinds
 CLASSES: tuple[str, ...] = ("ok", "scratch", "dent", "missing_hole")
+#: every part class that can be rendered, on either family
+ALL_CLASSES: tuple[str, ...] = CLASSES + EXTRA_DEFECTS
+FAMILIES: tuple[str, ...] = ("plate", "flange")
 FRAME_SIZE: tuple[int, int] = (320, 240)  # (width, height)
 #: Plate size in pixels at the default frame size; scaled with the frame.
 _PLATE = (150.0, 108.0)
@@ -46,17 +65,29 @@ class Conditions:
     blur: float = 0.6
     #: sensor noise standard deviation in grey levels; 0 = none
     noise: float = 3.0
-    #: position jitter in pixels and rotation jitter in degrees
+    #: the plate's position jitter in pixels and rotation jitter in degrees
     jitter_px: float = 6.0
     rotation_deg: float = 3.0
+    #: the flange's position jitter in pixels and in-plane rotation jitter in degrees (180 = any angle)
+    flange_jitter_px: float = 10.0
+    flange_rotation_deg: float = 180.0
 
     def __post_init__(self) -> None:
-        for name in ("brightness_jitter", "contrast_jitter", "blur", "noise", "jitter_px", "rotation_deg"):
+        names = ("brightness_jitter", "contrast_jitter", "blur", "noise", "jitter_px", "rotation_deg")
+        for name in (*names, "flange_jitter_px", "flange_rotation_deg"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise DatasetError(f"{name} must be a non-negative number, got {value}")
         if self.blur > 10 or self.noise > 64 or self.jitter_px > 40 or self.rotation_deg > 45:
             raise DatasetError("blur <= 10, noise <= 64, jitter_px <= 40 and rotation_deg <= 45")
+        if self.flange_jitter_px > 40 or self.flange_rotation_deg > 180:
+            raise DatasetError("flange_jitter_px <= 40 and flange_rotation_deg <= 180")
+
+    def jitter_for(self, family: str) -> tuple[float, float]:
+        """``(position jitter px, rotation jitter degrees)`` of a part family."""
+        if family == "flange":
+            return self.flange_jitter_px, self.flange_rotation_deg
+        return self.jitter_px, self.rotation_deg
 
 
 # --- textures (cached per frame size; they are the same belt and the same metal in every frame) --
@@ -108,10 +139,8 @@ def _noise_bank(w: int, h: int, sigma: float) -> np.ndarray:
 # --- rendering -----------------------------------------------------------------------------------
 
 
-def _rotated(points: np.ndarray, angle_deg: float, centre: tuple[float, float]) -> np.ndarray:
-    a = math.radians(angle_deg)
-    rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]], dtype=np.float64)
-    return points @ rot.T + np.asarray(centre)
+_rotated = rotated
+_fix = fix
 
 
 def _plate_outline(pw: float, ph: float, corner: float) -> np.ndarray:
@@ -128,11 +157,6 @@ def _plate_outline(pw: float, ph: float, corner: float) -> np.ndarray:
             for t in range(0, 91, 15)
         ]
     return np.asarray(pts, dtype=np.float64)
-
-
-def _fix(p: np.ndarray) -> np.ndarray:
-    """Points to the 4-bit fixed point cv2 drawing functions take with ``shift=4``."""
-    return np.rint(p * 16).astype(np.int32)
 
 
 def _draw_scratch(
@@ -173,66 +197,87 @@ def _draw_dent(
     img[y0:y1, x0:x1] = np.clip(patch, 0, 255).astype(np.uint8)
 
 
-def render_part(
-    label: str,
-    rng: np.random.Generator,
-    lighting: Lighting | None = None,
-    *,
-    conditions: Conditions | None = None,
-    size: tuple[int, int] = FRAME_SIZE,
-    x_offset: float = 0.0,
-    belt_shift: int = 0,
-    part_seed: int | None = None,
-) -> np.ndarray:
-    """One BGR frame of a plate of class ``label`` at the inspection position.
+def check_family(family: str) -> None:
+    if family not in FAMILIES:
+        raise DatasetError(f"unknown part family {family!r}; known: {', '.join(FAMILIES)}")
 
-    ``rng`` draws everything by default. With ``part_seed``, the part itself (position jitter,
-    rotation, which hole is missing, the defect's shape) comes from that seed and only the camera
-    (blur, noise, lighting flicker) from ``rng``: the video shows one physical part over several
-    frames that way. ``x_offset`` moves the plate along the belt (pixels from the centre) and
-    ``belt_shift`` the belt texture. ``label`` may also be ``"empty"``: the belt alone.
-    ``lighting`` overrides ``conditions.lighting``."""
-    cond = conditions or Conditions()
-    light = lighting if lighting is not None else cond.lighting
-    if label not in CLASSES and label != "empty":
-        raise DatasetError(f"unknown class {label!r}; known: {', '.join(CLASSES)}")
+
+def check_label(label: str) -> None:
+    if label not in ALL_CLASSES and label != "empty":
+        raise DatasetError(f"unknown class {label!r}; known: {', '.join(ALL_CLASSES)} (and 'empty')")
+
+
+def check_size(size: tuple[int, int]) -> None:
     w, h = size
     if not (64 <= w <= 4096 and 48 <= h <= 4096):
         raise DatasetError(f"frame size {w}x{h} is outside 64x48..4096x4096")
-    k = w / FRAME_SIZE[0]
-    strip = _belt_strip(w, h)
+
+
+def belt(family: str, size: tuple[int, int], belt_shift: int = 0) -> np.ndarray:
+    """A fresh (writable) frame of a family's belt, shifted by ``belt_shift`` pixels."""
+    w, h = size
+    strip = flange_belt_strip(w, h) if family == "flange" else _belt_strip(w, h)
     shift = belt_shift % w
-    img = np.ascontiguousarray(strip[:, w - shift : 2 * w - shift])
+    return np.ascontiguousarray(strip[:, w - shift : 2 * w - shift])
 
-    if label != "empty":
-        geo = rng if part_seed is None else np.random.default_rng(part_seed)
-        dx = geo.uniform(-1, 1) * cond.jitter_px * k
-        dy = geo.uniform(-1, 1) * cond.jitter_px * k
-        angle = geo.uniform(-1, 1) * cond.rotation_deg
-        pw, ph = _PLATE[0] * k, _PLATE[1] * k
-        centre = np.array([w / 2 + dx + x_offset, h / 2 + dy])
-        outline = _rotated(_plate_outline(pw, ph, 9.0 * k), angle, (float(centre[0]), float(centre[1])))
-        # a soft shadow down-right of the plate, then the plate itself
-        cv2.fillPoly(img, [_fix(outline + 4 * k)], (30, 33, 28), cv2.LINE_AA, 4)
-        mask = np.zeros((h, w), np.uint8)
-        cv2.fillPoly(mask, [_fix(outline)], 255, cv2.LINE_AA, 4)
-        metal = _metal(w, h)
-        cv2.copyTo(metal, mask, img)
-        cv2.polylines(img, [_fix(outline)], True, (205, 205, 208), max(1, round(k)), cv2.LINE_AA, 4)
-        holes = list(_HOLES)
-        if label == "missing_hole":
-            holes.pop(int(geo.integers(0, len(holes))))
-        hole_px = _rotated(np.array(holes) * [pw, ph], angle, (float(centre[0]), float(centre[1])))
-        r = _HOLE_R * k * geo.uniform(0.95, 1.05)
-        for hx, hy in hole_px:
-            at = (round(hx * 16), round(hy * 16))
-            cv2.circle(img, at, int((r + 1.8 * k) * 16), (122, 122, 126), -1, cv2.LINE_AA, 4)  # chamfer
-            cv2.circle(img, at, int(r * 16), (34, 37, 32), -1, cv2.LINE_AA, 4)  # through-hole: belt shows
-        if label == "scratch":
-            _draw_scratch(img, geo, centre, pw, ph, angle)
-        elif label == "dent":
-            _draw_dent(img, geo, centre, pw, ph, angle)
 
+def _draw_plate(img: np.ndarray, label: str, geo: np.random.Generator, cond: Conditions, x_offset: float) -> PartShape:
+    """Draw a plate of class ``label`` onto ``img`` in place; every part draw comes from ``geo``."""
+    h, w = img.shape[:2]
+    k = w / FRAME_SIZE[0]
+    dx = geo.uniform(-1, 1) * cond.jitter_px * k
+    dy = geo.uniform(-1, 1) * cond.jitter_px * k
+    angle = geo.uniform(-1, 1) * cond.rotation_deg
+    pw, ph = _PLATE[0] * k, _PLATE[1] * k
+    centre = np.array([w / 2 + dx + x_offset, h / 2 + dy])
+    outline = _rotated(_plate_outline(pw, ph, 9.0 * k), angle, (float(centre[0]), float(centre[1])))
+    # a soft shadow down-right of the plate, then the plate itself
+    cv2.fillPoly(img, [_fix(outline + 4 * k)], (30, 33, 28), cv2.LINE_AA, 4)
+    background = img.copy() if label == "chip" else None
+    mask = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(mask, [_fix(outline)], 255, cv2.LINE_AA, 4)
+    metal = _metal(w, h)
+    cv2.copyTo(metal, mask, img)
+    cv2.polylines(img, [_fix(outline)], True, (205, 205, 208), max(1, round(k)), cv2.LINE_AA, 4)
+    holes = list(_HOLES)
+    if label == "missing_hole":
+        holes.pop(int(geo.integers(0, len(holes))))
+    hole_px = _rotated(np.array(holes) * [pw, ph], angle, (float(centre[0]), float(centre[1])))
+    r = _HOLE_R * k * geo.uniform(0.95, 1.05)
+    for hx, hy in hole_px:
+        at = (round(hx * 16), round(hy * 16))
+        cv2.circle(img, at, int((r + 1.8 * k) * 16), (122, 122, 126), -1, cv2.LINE_AA, 4)  # chamfer
+        cv2.circle(img, at, int(r * 16), (34, 37, 32), -1, cv2.LINE_AA, 4)  # through-hole: belt shows
+    shape = PartShape(
+        (float(centre[0]), float(centre[1])),
+        float(angle),
+        pw,
+        outline,
+        tuple(Hole(float(hx), float(hy), float(r), float(r + 1.8 * k)) for hx, hy in hole_px),
+        mask,
+    )
+    if label == "scratch":
+        _draw_scratch(img, geo, centre, pw, ph, angle)
+    elif label == "dent":
+        _draw_dent(img, geo, centre, pw, ph, angle)
+    elif label in EXTRA_DEFECTS:
+        draw_extra(label, img, shape, geo, k, background)
+    return shape
+
+
+def draw_part(
+    img: np.ndarray, family: str, label: str, geo: np.random.Generator, cond: Conditions, x_offset: float = 0.0
+) -> PartShape:
+    """Draw a part of ``family`` and class ``label`` onto ``img`` (any background) in place."""
+    if family == "flange":
+        jitter, rotation = cond.jitter_for("flange")
+        return draw_flange(img, label, geo, jitter_px=jitter, rotation_deg=rotation, x_offset=x_offset)
+    return _draw_plate(img, label, geo, cond, x_offset)
+
+
+def camera(img: np.ndarray, rng: np.random.Generator, cond: Conditions, light: Lighting) -> np.ndarray:
+    """The camera's share of a frame, drawn from ``rng``: blur, sensor noise, lighting and its flicker."""
+    h, w = img.shape[:2]
     if cond.blur > 0:
         sigma = float(rng.uniform(0.0, cond.blur))
         if sigma > 0.25:
@@ -246,3 +291,36 @@ def render_part(
     if b != 0.0 or c != 1.0 or light.vignette > 0:
         img = apply_lighting(img, float(np.clip(b, -255, 255)), float(np.clip(c, 1e-3, 10.0)), light.vignette)
     return img
+
+
+def render_part(
+    label: str,
+    rng: np.random.Generator,
+    lighting: Lighting | None = None,
+    *,
+    conditions: Conditions | None = None,
+    size: tuple[int, int] = FRAME_SIZE,
+    x_offset: float = 0.0,
+    belt_shift: int = 0,
+    part_seed: int | None = None,
+    family: str = "plate",
+) -> np.ndarray:
+    """One BGR frame of a part of ``family`` (``"plate"`` or ``"flange"``) and class ``label`` at the
+    inspection position, on that family's belt.
+
+    ``label`` is one of :data:`ALL_CLASSES` or ``"empty"`` (the belt alone). ``rng`` draws everything
+    by default. With ``part_seed``, the part itself (position jitter, rotation, which hole is missing,
+    the defect's shape) comes from that seed and only the camera (blur, noise, lighting flicker) from
+    ``rng``: the video shows one physical part over several frames that way, and the same part can be
+    rendered with and without a defect. ``x_offset`` moves the part along the belt (pixels from the
+    centre) and ``belt_shift`` the belt texture. ``lighting`` overrides ``conditions.lighting``."""
+    cond = conditions or Conditions()
+    light = lighting if lighting is not None else cond.lighting
+    check_family(family)
+    check_label(label)
+    check_size(size)
+    img = belt(family, size, belt_shift)
+    if label != "empty":
+        geo = rng if part_seed is None else np.random.default_rng(part_seed)
+        draw_part(img, family, label, geo, cond, x_offset)
+    return camera(img, rng, cond, light)

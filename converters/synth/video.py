@@ -6,7 +6,8 @@ separate parts. Ground truth goes next to the video:
 
 * ``<video>.truth.csv``: one row per frame: ``frame,part,label,phase,x_offset`` where ``phase`` is
   ``enter``, ``inspect``, ``leave`` or ``gap`` (``part`` is -1 and ``label`` ``empty`` in a gap);
-* ``<video>.truth.json``: fps, frame size, seed, lighting, and per part its label and frame ranges.
+* ``<video>.truth.json``: fps, frame size, seed, lighting, part family, and per part its label and
+  frame ranges.
 
 Score verdicts on ``inspect`` frames: there the part is where the training images put it.
 
@@ -28,8 +29,9 @@ import cv2
 import numpy as np
 
 from converters.errors import DatasetError
+from converters.synth.flange import FLANGE_R
 from converters.synth.lighting import Lighting
-from converters.synth.render import _PLATE, CLASSES, FRAME_SIZE, Conditions, render_part
+from converters.synth.render import _PLATE, ALL_CLASSES, CLASSES, FRAME_SIZE, Conditions, check_family, render_part
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,7 @@ class LineTruth:
     lighting: Lighting
     parts: tuple[PartTruth, ...]
     frames: tuple[FrameTruth, ...]
+    family: str = "plate"
 
     @property
     def inspect_frames(self) -> list[FrameTruth]:
@@ -77,8 +80,16 @@ def truth_paths(video: Path) -> tuple[Path, Path]:
     return video.with_name(video.name + ".truth.csv"), video.with_name(video.name + ".truth.json")
 
 
-def _schedule(labels: Sequence[str], w: int, enter_frames: int, dwell_frames: int, gap_frames: int) -> list[FrameTruth]:
-    travel = w / 2 + _PLATE[0] * (w / FRAME_SIZE[0]) / 2 + 12.0  # centre to fully off-screen
+def _travel(w: int, family: str) -> float:
+    """Belt travel from the inspection position until the part is fully off-screen."""
+    part_w = 2 * FLANGE_R if family == "flange" else _PLATE[0]
+    return w / 2 + part_w * (w / FRAME_SIZE[0]) / 2 + 12.0
+
+
+def _schedule(
+    labels: Sequence[str], w: int, enter_frames: int, dwell_frames: int, gap_frames: int, family: str = "plate"
+) -> list[FrameTruth]:
+    travel = _travel(w, family)
     frames: list[FrameTruth] = []
     for part, label in enumerate(labels):
         for i in range(enter_frames):
@@ -109,11 +120,14 @@ def write_line_video(
     dwell_frames: int = 6,
     gap_frames: int = 2,
     progress: Callable[[int], None] | None = None,
+    family: str = "plate",
 ) -> LineTruth:
     """Write a video of ``n_parts`` parts passing the camera, plus its ground truth (see module doc).
 
     Part labels are drawn from ``classes``: ``ok`` with probability ``1 - defect_rate``, the defects
-    evenly; or pass ``labels`` to fix the sequence. Returns the ground truth."""
+    evenly; or pass ``labels`` to fix the sequence. ``family`` picks the part (``"plate"`` or
+    ``"flange"``). Returns the ground truth."""
+    check_family(family)
     path = Path(path)
     fourcc = FOURCC_BY_SUFFIX.get(path.suffix.lower())
     if fourcc is None:
@@ -131,16 +145,16 @@ def write_line_video(
             raise DatasetError("n_parts must be between 1 and 100000")
         labels = _draw_labels(rng, n_parts, classes, defect_rate)
     for lab in labels:
-        if lab not in CLASSES:
-            raise DatasetError(f"unknown class {lab!r}; known: {', '.join(CLASSES)}")
+        if lab not in ALL_CLASSES:
+            raise DatasetError(f"unknown class {lab!r}; known: {', '.join(ALL_CLASSES)}")
     w, h = size
-    schedule = _schedule(labels, w, enter_frames, dwell_frames, gap_frames)
+    schedule = _schedule(labels, w, enter_frames, dwell_frames, gap_frames, family)
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), float(fps), (w, h))
     if not writer.isOpened():
         raise DatasetError(f"OpenCV cannot write {fourcc} video to {path}")
     part_seeds = [int(x) for x in rng.integers(0, 2**63 - 1, size=len(labels))]
-    step = (w / 2 + _PLATE[0] * (w / FRAME_SIZE[0]) / 2 + 12.0) / enter_frames  # belt travel per frame
+    step = _travel(w, family) / enter_frames  # belt travel per frame
     belt = 0.0
     try:
         for ft in schedule:
@@ -154,13 +168,14 @@ def write_line_video(
                 x_offset=ft.x_offset,
                 belt_shift=int(belt),
                 part_seed=part_seeds[ft.part] if ft.part >= 0 else None,
+                family=family,
             )
             writer.write(frame)
             if progress is not None:
                 progress(1)
     finally:
         writer.release()
-    truth = LineTruth(path, float(fps), (w, h), seed, fourcc, cond.lighting, _parts(schedule), tuple(schedule))
+    truth = LineTruth(path, float(fps), (w, h), seed, fourcc, cond.lighting, _parts(schedule), tuple(schedule), family)
     _write_truth(truth)
     _check_readable(path, len(schedule))
     log.info("wrote %s: %d parts, %d frames, %s", path, len(labels), len(schedule), fourcc)
@@ -203,6 +218,7 @@ def _write_truth(truth: LineTruth) -> None:
         "fourcc": truth.fourcc,
         "frame_count": len(truth.frames),
         "lighting": asdict(truth.lighting),
+        "family": truth.family,
         "parts": [asdict(p) for p in truth.parts],
     }
     json_path.write_text(json.dumps(meta, indent=1), "utf-8")
@@ -241,6 +257,7 @@ def read_line_truth(video: Path) -> LineTruth:
             Lighting(**meta["lighting"]),
             parts,
             frames,
+            str(meta.get("family", "plate")),
         )
     except FileNotFoundError as exc:
         raise DatasetError(f"no ground truth next to {video} ({exc.filename} is missing)") from exc

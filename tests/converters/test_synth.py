@@ -50,7 +50,7 @@ def test_a_defect_changes_only_a_small_part_of_the_plate(defect: str) -> None:
 def test_unknown_class_and_bad_conditions_are_refused() -> None:
     rng = np.random.default_rng(0)
     with pytest.raises(DatasetError, match="unknown class"):
-        render_part("crack", rng)
+        render_part("burr", rng)
     with pytest.raises(DatasetError, match="noise"):
         Conditions(noise=-1.0)
     with pytest.raises(DatasetError, match="contrast"):
