@@ -10,7 +10,17 @@ from rich.progress import Progress
 from converters.cli_common import echo_json, err_console, fail, run_or_fail
 from converters.dataset import dataset_sha256, read_image, scan_image_folder
 from converters.errors import ConverterError, DatasetError
-from converters.synth import CLASSES, Conditions, Lighting, generate_dataset, write_line_video
+from converters.synth import (
+    CLASSES,
+    EXTRA_DEFECTS,
+    FAMILIES,
+    OOD_KINDS,
+    Conditions,
+    Lighting,
+    generate_dataset,
+    generate_ood,
+    write_line_video,
+)
 
 
 @click.group()
@@ -22,17 +32,36 @@ def dataset() -> None:
 @dataset.command("synth")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--per-class", type=click.IntRange(1, 100_000), default=400, show_default=True, help="Images per class.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed: same seed, same images.")
-@click.option("--classes", default=",".join(CLASSES), show_default=True, help="Comma-separated classes to render.")
+@click.option(
+    "--seed", type=click.IntRange(0), default=0, show_default=True, help="Random seed: same seed, same images."
+)
+@click.option(
+    "--family",
+    type=click.Choice(FAMILIES),
+    default="plate",
+    show_default=True,
+    help="Part family: 'plate' (rectangular aluminium plate, four holes, dark rubber belt) or 'flange' (round "
+    "turned flange, centre bore and six bolt holes, any rotation, blue-grey modular belt).",
+)
+@click.option(
+    "--classes",
+    default=",".join(CLASSES),
+    show_default=True,
+    help=f"Comma-separated classes to render. Extra defect kinds, only when named: {', '.join(EXTRA_DEFECTS)}.",
+)
 @click.option("--brightness", type=float, default=0.0, show_default=True, help="Lighting offset in grey levels.")
 @click.option("--contrast", type=float, default=1.0, show_default=True, help="Contrast gain around mid-grey.")
 @click.option("--vignette", type=float, default=0.0, show_default=True, help="Corner darkening, 0..0.9.")
 @click.option("--blur", type=float, default=0.6, show_default=True, help="Largest Gaussian blur sigma (px).")
 @click.option("--noise", type=float, default=3.0, show_default=True, help="Sensor noise sigma (grey levels).")
-@click.option("--jitter", type=float, default=6.0, show_default=True, help="Position jitter (px).")
-@click.option("--rotation", type=float, default=3.0, show_default=True, help="Rotation jitter (degrees).")
+@click.option("--jitter", type=float, help="Position jitter (px) [default: 6 for the plate, 10 for the flange].")
+@click.option(
+    "--rotation",
+    type=float,
+    help="Rotation jitter (degrees) [default: 3 for the plate, 180 (any angle) for the flange].",
+)
 @click.option("--format", "image_format", type=click.Choice(["png", "jpg"]), default="png", show_default=True)
-@click.option("--no-images", is_flag=True, help="Only write the video.")
+@click.option("--no-images", is_flag=True, help="Skip the class images: write only --video and/or --ood.")
 @click.option(
     "--video", type=click.Path(dir_okay=False, path_type=Path), help="Also write a line video (.avi/.mp4/.mkv)."
 )
@@ -47,42 +76,76 @@ def dataset() -> None:
     show_default=True,
     help="Share of defective parts in the video.",
 )
+@click.option(
+    "--ood",
+    "ood_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write out-of-distribution frames (no valid part) into this folder, one subfolder per kind.",
+)
+@click.option(
+    "--ood-kinds",
+    default=",".join(OOD_KINDS),
+    show_default=True,
+    help="Comma-separated out-of-distribution kinds for --ood (wrong_part is the other family's part).",
+)
+@click.option(
+    "--ood-per-kind", type=click.IntRange(1, 100_000), help="Frames per kind for --ood [default: --per-class]."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 def synth(
     out: Path,
     per_class: int,
     seed: int,
+    family: str,
     classes: str,
     brightness: float,
     contrast: float,
     vignette: float,
     blur: float,
     noise: float,
-    jitter: float,
-    rotation: float,
+    jitter: float | None,
+    rotation: float | None,
     image_format: str,
     no_images: bool,
     video: Path | None,
     video_parts: int,
     fps: float,
     defect_rate: float,
+    ood_dir: Path | None,
+    ood_kinds: str,
+    ood_per_kind: int | None,
     as_json: bool,
 ) -> None:
-    """Render a seeded synthetic inspection line into OUT/<class>/*.png: machined plates on a conveyor,
-    classes ok, scratch, dent and missing_hole, with controllable lighting, blur, noise and jitter.
-    A darker line for drift tests: --brightness -50 --contrast 0.75."""
+    """Render a seeded synthetic inspection line into OUT/<class>/*.png: machined parts on a conveyor,
+    classes ok, scratch, dent and missing_hole by default, with controllable lighting, blur, noise and
+    jitter. A darker line for drift tests: --brightness -50 --contrast 0.75.
+
+    For evaluation on data a model was not tuned on: another part family (--family flange), defect
+    kinds absent from the defaults (--classes ok,crack,stain,chip), other seeds and lighting, and
+    frames with no valid part at all (--ood DIR: black and covered lenses, the empty belt, a cup, a cat,
+    the wrong part). Example: edgeline dataset synth held_out --family flange --classes ok,crack,stain
+    --seed 1000 --brightness -30 --ood held_out_ood"""
     names = tuple(c.strip() for c in classes.split(",") if c.strip())
+    kinds = tuple(c.strip() for c in ood_kinds.split(",") if c.strip())
     try:
-        cond = Conditions(
-            lighting=Lighting(brightness, contrast, vignette),
-            blur=blur,
-            noise=noise,
-            jitter_px=jitter,
-            rotation_deg=rotation,
-        )
+        geometry: dict[str, float] = {}
+        if jitter is not None:
+            geometry["flange_jitter_px" if family == "flange" else "jitter_px"] = jitter
+        if rotation is not None:
+            geometry["flange_rotation_deg" if family == "flange" else "rotation_deg"] = rotation
+        cond = Conditions(lighting=Lighting(brightness, contrast, vignette), blur=blur, noise=noise, **geometry)
     except ConverterError as exc:
         raise fail(exc, as_json) from exc
-    summary: dict[str, object] = {"ok": True, "seed": seed, "lighting": cond.lighting.__dict__}
+    jit, rot = cond.jitter_for(family)
+    ood_counts: dict[str, int] = {}
+    summary: dict[str, object] = {
+        "ok": True,
+        "seed": seed,
+        "family": family,
+        "lighting": cond.lighting.__dict__,
+        "jitter_px": jit,
+        "rotation_deg": rot,
+    }
     with Progress(console=err_console, disable=as_json) as bars:
         if not no_images:
             task = bars.add_task("rendering images", total=per_class * len(names))
@@ -95,10 +158,29 @@ def synth(
                     classes=names,
                     image_format=image_format,  # type: ignore[arg-type]
                     progress=lambda n: bars.advance(task, n),
+                    family=family,
                 ),
                 as_json,
             )
             summary |= {"out": str(out), "counts": result.counts}
+        if ood_dir is not None:
+            n_ood = ood_per_kind or per_class
+            otask = bars.add_task("rendering out-of-distribution frames", total=n_ood * len(kinds))
+            ood = run_or_fail(
+                lambda: generate_ood(
+                    ood_dir,
+                    n_ood,
+                    seed,
+                    conditions=cond,
+                    kinds=kinds,
+                    family=family,
+                    image_format=image_format,  # type: ignore[arg-type]
+                    progress=lambda n: bars.advance(otask, n),
+                ),
+                as_json,
+            )
+            ood_counts = ood.counts
+            summary |= {"ood": str(ood_dir), "ood_counts": ood_counts}
         if video is not None:
             vtask = bars.add_task("rendering video", total=None)
             truth = run_or_fail(
@@ -111,6 +193,7 @@ def synth(
                     defect_rate=defect_rate,
                     fps=fps,
                     progress=lambda n: bars.advance(vtask, n),
+                    family=family,
                 ),
                 as_json,
             )
@@ -119,7 +202,10 @@ def synth(
         echo_json(summary)
         return
     if "counts" in summary:
-        click.echo(f"wrote {per_class * len(names)} images to {out} ({', '.join(names)})")
+        click.echo(f"wrote {per_class * len(names)} {family} images to {out} ({', '.join(names)})")
+    if ood_dir is not None:
+        total = sum(ood_counts.values())
+        click.echo(f"wrote {total} out-of-distribution frames to {ood_dir} ({', '.join(ood_counts)})")
     if video is not None:
         click.echo(f"wrote {video} ({summary['frames']} frames, {video_parts} parts) + ground truth {video}.truth.csv")
 

@@ -45,6 +45,11 @@ class SynthResult:
     family: str = "plate"
 
 
+def _check_seed(seed: int) -> None:
+    if not isinstance(seed, int) or seed < 0:
+        raise DatasetError(f"seed must be a non-negative integer, got {seed!r}")
+
+
 def _check(per_class: int, classes: Sequence[str], family: str = "plate") -> None:
     check_family(family)
     if not 1 <= per_class <= MAX_PER_CLASS:
@@ -86,6 +91,7 @@ def generate_dataset(
     frame with the SUB filter and Huffman-only deflate, 4x faster than zlib level 1) or JPEG
     (quality 95, lossy, ~0.2 ms). ``progress`` is called with the number of files just written."""
     _check(per_class, classes, family)
+    _check_seed(seed)
     params = _params(image_format)
     cond = _conditions(conditions, lighting)
     out_dir = Path(out_dir)
@@ -142,6 +148,7 @@ def generate_ood(
     as a line of ``family`` parts would see them (its belt; ``wrong_part`` is the other family's part).
     See :func:`converters.synth.ood.render_ood` for the kinds. ``counts`` of the result is per kind."""
     check_family(family)
+    _check_seed(seed)
     if not 1 <= per_kind <= MAX_PER_CLASS:
         raise DatasetError(f"per_kind must be between 1 and {MAX_PER_CLASS}, got {per_kind}")
     if not kinds or len(set(kinds)) != len(kinds):
@@ -153,7 +160,7 @@ def generate_ood(
     cond = _conditions(conditions, lighting)
     out_dir = Path(out_dir)
     _mkdirs(out_dir, kinds)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng((seed, 0x00D))  # a stream of its own: not the part images' of the same seed
     for i in range(per_kind):
         for kind in kinds:
             frame = render_ood(kind, rng, size=size, family=family, conditions=cond)

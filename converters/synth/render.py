@@ -80,8 +80,13 @@ class Conditions:
                 raise DatasetError(f"{name} must be a non-negative number, got {value}")
         if self.blur > 10 or self.noise > 64 or self.jitter_px > 40 or self.rotation_deg > 45:
             raise DatasetError("blur <= 10, noise <= 64, jitter_px <= 40 and rotation_deg <= 45")
-        if self.flange_jitter_px > 40 or self.flange_rotation_deg > 180:
-            raise DatasetError("flange_jitter_px <= 40 and flange_rotation_deg <= 180")
+        if self.flange_jitter_px > 40:
+            raise DatasetError(f"flange_jitter_px (position jitter) must be at most 40 px, got {self.flange_jitter_px}")
+        if self.flange_rotation_deg > 180:
+            raise DatasetError(
+                f"flange_rotation_deg (rotation jitter) must be at most 180 degrees (any angle), "
+                f"got {self.flange_rotation_deg}"
+            )
 
     def jitter_for(self, family: str) -> tuple[float, float]:
         """``(position jitter px, rotation jitter degrees)`` of a part family."""

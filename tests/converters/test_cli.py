@@ -61,8 +61,8 @@ def test_dataset_synth_images_and_video_json(tmp_path: Path) -> None:
 def test_dataset_synth_rejects_bad_lighting(tmp_path: Path) -> None:
     res = run("dataset", "synth", str(tmp_path / "x"), "--contrast", "0")
     assert res.exit_code == 1 and "contrast" in res.output
-    res = run("dataset", "synth", str(tmp_path / "x"), "--classes", "ok,crack")
-    assert res.exit_code == 1 and "unknown class 'crack'" in res.output
+    res = run("dataset", "synth", str(tmp_path / "x"), "--classes", "ok,burr")
+    assert res.exit_code == 1 and "unknown class 'burr'" in res.output
 
 
 def test_dataset_info_check_lists_unreadable_files(small_ds: Path, tmp_path: Path) -> None:
