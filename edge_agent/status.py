@@ -45,6 +45,30 @@ def read_status(path: Path) -> dict[str, Any]:
     return data
 
 
+#: Camera states in which a live camera delivers no frames (after a loss, or never opened).
+_CAMERA_DOWN = frozenset({"RECONNECTING", "FAILED"})
+
+
+def health(status: dict[str, Any]) -> dict[str, Any]:
+    """``ok`` or ``degraded``, with the reasons: no model serving, or a camera that is lost, stalled
+    (the stall watchdog turns a frozen stream into a loss) or failed. A file or folder source that
+    reached its end is not a fault."""
+    reasons: list[str] = []
+    if not status.get("model"):
+        reasons.append("no model serving")
+    camera = status.get("camera") or {}
+    state = str(camera.get("state", ""))
+    error = str(camera.get("last_error", "") or "")
+    if state in _CAMERA_DOWN or (state == "CONNECTING" and error):
+        reasons.append(f"camera {state.lower()}" + (f": {error}" if error else ""))
+    return {"status": "degraded" if reasons else "ok", "ok": not reasons, "reasons": reasons}
+
+
+def with_health(status: dict[str, Any]) -> dict[str, Any]:
+    """The status document with its ``health`` section (see :func:`health`)."""
+    return {**status, "health": health(status)} if status else status
+
+
 class StatusWriter:
     """Writes ``snapshot()`` to ``path`` every ``interval_s`` on its own thread, and once at stop."""
 
@@ -62,7 +86,7 @@ class StatusWriter:
 
     def write_once(self) -> bool:
         try:
-            write_status(self.path, self.snapshot())
+            write_status(self.path, with_health(self.snapshot()))
             return True
         except OSError as exc:
             self.errors += 1

@@ -21,6 +21,11 @@ from firmware_configs.updater_section import UpdaterSection
 SEGMENT_PATTERN = r"^[A-Za-z0-9_.\-]{1,128}$"
 
 SourceKind = Literal["usb", "url", "file", "folder"]
+
+#: Decoded-image pixel limit (width x height declared in the header, checked before decoding): 25 MP
+#: covers 4K and 20 MP line cameras; a 20000x20000 "bomb" (400 MP, 1.2 GB as BGR) is refused.
+DEFAULT_MAX_IMAGE_PIXELS = 25_000_000
+MAX_IMAGE_PIXELS_CEILING = 1 << 30
 QueuePolicy = Literal["drop_oldest", "block"]
 
 
@@ -64,7 +69,19 @@ class SourceSection(Section):
     read_timeout_ms: int = Field(default=5000, ge=100, le=120_000)
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
     reconnect_min_s: float = Field(default=0.5, gt=0.0, le=600.0)
-    reconnect_max_s: float = Field(default=30.0, gt=0.0, le=3600.0)
+    #: the backoff cap: a camera that comes back is seen again within this (jittered down to half)
+    reconnect_max_s: float = Field(default=2.0, gt=0.0, le=3600.0)
+    #: while waiting to reconnect a network camera, try a TCP connect this often and reconnect as
+    #: soon as the camera answers again after refusing; 0 = wait out the backoff
+    reconnect_probe_s: float = Field(default=0.25, ge=0.0, le=60.0)
+    #: stall watchdog: no new frame for this many frame intervals (measured; 0 = watchdog off) ...
+    stall_intervals: float = Field(default=10.0, ge=0.0, le=100_000.0)
+    #: ... but never less than stall_min_s nor more than stall_max_s → reconnect. A live capture is
+    #: opened with a read timeout of at most stall_max_s, so a blocked read ends by then.
+    stall_min_s: float = Field(default=1.0, gt=0.0, le=600.0)
+    stall_max_s: float = Field(default=5.0, gt=0.0, le=600.0)
+    #: frames (or folder images) larger than this many pixels are refused; images before decoding
+    max_image_pixels: int = Field(default=DEFAULT_MAX_IMAGE_PIXELS, ge=1, le=MAX_IMAGE_PIXELS_CEILING)
     #: give up (state FAILED) after this many failed reconnects in a row; 0 = never give up
     max_reconnects: int = Field(default=0, ge=0)
     queue_size: int = Field(default=4, ge=1, le=10_000)
@@ -85,6 +102,8 @@ class SourceSection(Section):
             raise ValueError(f"source kind {self.kind!r} needs the key '{need}'")
         if self.reconnect_max_s < self.reconnect_min_s:
             raise ValueError("reconnect_max_s must be >= reconnect_min_s")
+        if self.stall_max_s < self.stall_min_s:
+            raise ValueError("stall_max_s must be >= stall_min_s")
         return self
 
     @property
@@ -196,6 +215,8 @@ class ApiSection(Section):
     #: 0 picks a free port (reported in the status file)
     port: int = Field(default=8571, ge=0, le=65535)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    #: an image declaring more pixels than this is refused (422) before it is decoded
+    max_image_pixels: int = Field(default=DEFAULT_MAX_IMAGE_PIXELS, ge=1, le=MAX_IMAGE_PIXELS_CEILING)
 
 
 class DeviceConfig(Section):

@@ -1,12 +1,15 @@
-"""Helpers for the agent tests: a loopback MJPEG camera, video and folder writers, config builders,
-and a plugin that records every result in order."""
+"""Helpers for the agent tests: a loopback MJPEG camera (that can also freeze with its connections
+open), video and folder writers, config builders, crafted images (a decompression bomb, an
+EXIF-rotated JPEG), and a plugin that records every result in order."""
 
 from __future__ import annotations
 
 import json
 import socket
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -110,6 +113,19 @@ class MjpegCamera:
         self.served = 0
         self._server: ThreadingHTTPServer | None = None
         self._alive = threading.Event()
+        self._frozen = threading.Event()
+
+    def freeze(self) -> None:
+        """Like a camera process that hangs: connections stay open (and new ones are accepted), but
+        no byte is sent on any of them until :meth:`thaw`."""
+        self._frozen.set()
+
+    def thaw(self) -> None:
+        self._frozen.clear()
+
+    def _hold(self) -> None:
+        while self._frozen.is_set() and self._alive.is_set():
+            time.sleep(0.005)
 
     @property
     def url(self) -> str:
@@ -123,12 +139,14 @@ class MjpegCamera:
                 pass
 
             def do_GET(self) -> None:
+                cam._hold()
                 self.send_response(200)
                 self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
                 self.end_headers()
                 i = 0
                 try:
                     while cam._alive.is_set():
+                        cam._hold()
                         jpg = cam.jpegs[i % len(cam.jpegs)]
                         head = b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpg)
                         self.wfile.write(head + jpg + b"\r\n")
@@ -149,6 +167,41 @@ class MjpegCamera:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_bomb(width: int = 20000, height: int = 20000) -> bytes:
+    """A valid grey PNG of ``width`` x ``height`` black pixels: a few hundred KB that decode to
+    ``width * height`` bytes (20000x20000: ~390 KB -> 400 MB, several GB while OpenCV decodes it).
+    Built in slices, so making it never holds the pixels."""
+    comp = zlib.compressobj(9)
+    row = b"\x00" * (width + 1)  # filter byte + pixels
+    parts = []
+    block = 256
+    for start in range(0, height, block):
+        parts.append(comp.compress(row * min(block, height - start)))
+    parts.append(comp.flush())
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", b"".join(parts))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """``jpeg`` with an APP1 Exif segment whose Orientation tag (0x0112) is ``orientation``
+    (6 = the camera was turned 90 degrees clockwise: show it rotated)."""
+    ifd = struct.pack("<H", 1) + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack("<I", 0)
+    tiff = b"II*\x00" + struct.pack("<I", 8) + ifd
+    payload = b"Exif\x00\x00" + tiff
+    app1 = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+    assert jpeg[:2] == b"\xff\xd8"
+    return jpeg[:2] + app1 + jpeg[2:]
 
 
 class _ReusableServer(ThreadingHTTPServer):
