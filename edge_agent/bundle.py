@@ -83,11 +83,13 @@ def check_artifact(path: Path, manifest: Manifest) -> None:
 
 
 def open_bundle(directory: Path, trust: TrustStore, *, now: float | None = None, check_expiry: bool = True) -> Bundle:
-    """Verify signature, schema and artifact hash of a bundle directory (no model loading)."""
+    """Verify signature, schema and artifact hash of a bundle directory (no model loading).
+    ``check_expiry=False`` (the committed slot at a restart) skips the expiry of the manifest AND of
+    the signing key's certificate: both were checked when the deployment was accepted."""
     directory = Path(directory)
     data = read_envelope(directory)
     env = parse_envelope(data)
-    body = trust.verify(env, now=now)
+    body = trust.verify(env, now=now, check_expiry=check_expiry)
     manifest = parse_manifest(body)
     if check_expiry and manifest.is_expired(now):
         raise BundleError(f"manifest of {manifest.name} v{manifest.version} has expired")

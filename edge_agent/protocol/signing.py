@@ -202,7 +202,11 @@ class TrustStore:
             raise SignatureError(f"unknown root key {root_key_id}")
         return root
 
-    def verify_certificate(self, cert: KeyCertificate, now: float | None = None) -> Ed25519PublicKey:
+    def verify_certificate(
+        self, cert: KeyCertificate, now: float | None = None, *, check_expiry: bool = True
+    ) -> Ed25519PublicKey:
+        """The certified public key, if a trusted root signed ``cert`` and the key is not revoked (and,
+        with ``check_expiry``, the certificate has not expired at ``now``)."""
         root = self._root(cert.root_key_id)
         try:
             root.verify(b64d(cert.signature, "certificate signature"), canonical_json(cert.body()))
@@ -212,20 +216,26 @@ class TrustStore:
         if key_id_of(key) != cert.key_id:
             raise SignatureError(f"certificate key id {cert.key_id} does not match its public key")
         t = time.time() if now is None else now
-        if t > cert.expires_at:
+        if check_expiry and t > cert.expires_at:
             raise SignatureError(f"signing key {cert.key_id} expired")
         if cert.key_id in self.revoked:
             raise SignatureError(f"signing key {cert.key_id} is revoked")
         return key
 
-    def verify(self, envelope: Envelope | dict[str, Any], now: float | None = None) -> dict[str, Any]:
-        """Verify an envelope and return its body. Raises :class:`SignatureError` on any failure."""
+    def verify(
+        self, envelope: Envelope | dict[str, Any], now: float | None = None, *, check_expiry: bool = True
+    ) -> dict[str, Any]:
+        """Verify an envelope and return its body. Raises :class:`SignatureError` on any failure.
+
+        ``check_expiry=False`` is for a document accepted earlier and read back from the device's own
+        disk (the committed model at a restart): the signature, the root and revocation still count,
+        the signing certificate's expiry does not (it was checked when the deployment was accepted)."""
         env = parse_envelope(envelope) if isinstance(envelope, dict) else envelope
         if env.signature.alg != ALGORITHM:
             raise SignatureError(f"unsupported signature algorithm {env.signature.alg!r}")
         if env.signature.key_id != env.certificate.key_id:
             raise SignatureError("signature key id does not match the certificate")
-        key = self.verify_certificate(env.certificate, now)
+        key = self.verify_certificate(env.certificate, now, check_expiry=check_expiry)
         try:
             message = canonical_json(env.body)
         except ProtocolError as exc:  # e.g. nested too deep to encode: it cannot have been signed

@@ -11,7 +11,7 @@ from edge_agent.protocol.delivery import Reason, parse_desired
 from edge_agent.protocol.manifest import Manifest
 from edge_agent.protocol.signing import Envelope, TrustStore
 from edge_agent.updater import machine as m
-from edge_agent.updater.checks import verify_offer
+from edge_agent.updater.checks import check_key_expiry, verify_offer
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,10 @@ def triage(
     if env is None:
         return None
     try:
-        manifest = verify_offer(env, trust, now)
+        manifest = verify_offer(env, trust, now, check_expiry=False)
+        if _already_taken(rec, manifest):
+            return None  # retained again (e.g. at a restart), even past its signing key's expiry
+        check_key_expiry(env, now)
         m.check_target(manifest, me)
         if m.check_sequence(rec, manifest) == m.OfferOutcome.IGNORE:
             return None
@@ -54,3 +57,11 @@ def triage(
         seq = env.body.get("sequence", 0)
         return Refusal(env.signature.sig, seq if isinstance(seq, int) else 0, r.reason, r.detail)
     return Candidate(env, manifest)
+
+
+def _already_taken(rec: m.Record, manifest: Manifest) -> bool:
+    """The deployment this device already accepted (same sequence, same artifact): nothing to decide."""
+    try:
+        return m.check_sequence(rec, manifest) == m.OfferOutcome.IGNORE
+    except UpdateRejected:
+        return False

@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,8 @@ class AgentProcess:
     updater: dict[str, Any]
     faults: dict[str, Any]
     proc: subprocess.Popen[bytes] | None = None
+    #: extra environment for the next start (e.g. a shifted clock through libfaketime)
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def state_dir(self) -> Path:
@@ -86,7 +88,7 @@ class AgentProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         cfg = self.config_path(with_faults)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        env = dict(os.environ, PYTHONPATH=str(ROOT), EDGELINE_LOG_LEVEL="INFO")
+        env = dict(os.environ, PYTHONPATH=str(ROOT), EDGELINE_LOG_LEVEL="INFO", **self.env)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cloud_registry.cli.main", "agent", "run", "--config", str(cfg)],
             cwd=ROOT,
