@@ -36,6 +36,7 @@ class SelfTestVector:
     image: np.ndarray  # a raw frame (uint8)
     expected: Sequence[float]
     label: str
+    anomaly_score: float | None = None
 
 
 def build_manifest(
@@ -60,7 +61,9 @@ def build_manifest(
     selftest_atol: float = 1e-3,
     output_name: str = "probabilities",
     now: float | None = None,
+    decision: dict[str, Any] | None = None,
 ) -> Manifest:
+    """``decision``: the optional ``anomaly``, ``operating_point`` and ``unverified`` fields."""
     issued = time.time() if now is None else now
     try:
         return Manifest(
@@ -83,6 +86,7 @@ def build_manifest(
                         image_png_b64=encode_png_b64(v.image),
                         expected=tuple(float(x) for x in v.expected),
                         label=v.label,
+                        anomaly_score=v.anomaly_score,
                     )
                     for v in selftest
                 ),
@@ -91,6 +95,7 @@ def build_manifest(
             quantization=quantization,
             metrics=metrics or {},
             lineage=lineage or {},
+            **(decision or {}),
         )
     except (ValueError, EdgeAgentError) as exc:
         raise ConverterError(f"cannot build the manifest: {exc}") from exc

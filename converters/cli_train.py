@@ -9,7 +9,11 @@ import click
 from converters.cli_common import KEYS_OPTION, echo_json, parse_params, progress_bars, run_or_fail
 from converters.estimators import ESTIMATORS
 from converters.gate import GateConfig
+from converters.inspection_build import InspectionResult, build_inspection
+from converters.inspection_report import summary_lines
+from converters.line_gate import LineTargets
 from converters.pipeline import BuildResult, build_bundle
+from converters.registration_fit import REGISTER_CHOICES
 from converters.selection import QUANT_CHOICES
 from edge_agent.protocol.manifest import Thresholds
 
@@ -45,6 +49,78 @@ def gate_options(fn: click.decorators.FC) -> click.decorators.FC:
     return fn
 
 
+def parse_share(value: str, what: str) -> float:
+    """'1%' or '0.01' -> 0.01."""
+    text = value.strip()
+    try:
+        share = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
+    except ValueError:
+        raise click.BadParameter(f"{what} must be a share like 1% or 0.01, got {value!r}") from None
+    if not 0.0 < share < 1.0:
+        raise click.BadParameter(f"{what} must be between 0 and 100%, got {value!r}")
+    return share
+
+
+def line_options(fn: click.decorators.FC) -> click.decorators.FC:
+    fn = click.option(
+        "--force-unverified",
+        is_flag=True,
+        help="Sign the bundle even when the line gate refuses it; the manifest and 'edgeline registry show' "
+        "then say UNVERIFIED and why.",
+    )(fn)
+    fn = click.option(
+        "--folds",
+        type=click.IntRange(2, 20),
+        default=5,
+        show_default=True,
+        help="Cross-validation folds: every image is judged by a model that never saw it.",
+    )(fn)
+    fn = click.option(
+        "--min-class-images",
+        type=click.IntRange(2),
+        default=20,
+        show_default=True,
+        help="Defect kinds with fewer images are caught by the good-part model, not learned by a classifier.",
+    )(fn)
+    fn = click.option(
+        "--register",
+        type=click.Choice(REGISTER_CHOICES),
+        default="auto",
+        show_default=True,
+        help="Part registration before features: auto (fitted on good parts), none, translate, rigid.",
+    )(fn)
+    fn = click.option(
+        "--operate-for",
+        type=click.Choice(["false-reject", "escape"]),
+        default="false-reject",
+        show_default=True,
+        help="Which target the decision threshold is chosen for; the other is gated.",
+    )(fn)
+    fn = click.option(
+        "--max-escape",
+        default="5%",
+        show_default=True,
+        help="Largest accepted escape rate (defective parts passed as good); 'none' to measure only.",
+    )(fn)
+    fn = click.option(
+        "--max-false-reject",
+        default="1%",
+        show_default=True,
+        help="Largest accepted false-reject rate (good parts scrapped or sent to review).",
+    )(fn)
+    fn = click.option(
+        "--model",
+        "kind",
+        type=click.Choice(["auto", "anomaly", "hybrid", "classifier"]),
+        default="auto",
+        show_default=True,
+        help="anomaly: learn from good parts only; hybrid: good-part model + classifier for defect kinds with "
+        "enough images; auto: hybrid when a defect kind has enough images, else anomaly; classifier: the "
+        "classifier alone, gated on int8 fidelity only (no escape/false-reject gate).",
+    )(fn)
+    return fn
+
+
 @click.command()
 @click.argument("dataset", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
@@ -65,6 +141,7 @@ def gate_options(fn: click.decorators.FC) -> click.decorators.FC:
 @click.option("--version", "version", type=click.IntRange(1), default=1, show_default=True, help="Model version.")
 @KEYS_OPTION
 @gate_options
+@line_options
 @click.option(
     "--param", "params", multiple=True, help="Estimator parameter, scikit-learn style: --param pca__n_components=32."
 )
@@ -94,6 +171,14 @@ def train(
     max_accuracy_drop: float,
     min_agreement: float,
     no_fallback: bool,
+    kind: str,
+    max_false_reject: str,
+    max_escape: str,
+    operate_for: str,
+    register: str,
+    min_class_images: int,
+    folds: int,
+    force_unverified: bool,
     params: tuple[str, ...],
     seed: int,
     test_size: float,
@@ -103,12 +188,68 @@ def train(
     force: bool,
     as_json: bool,
 ) -> None:
-    """Train a model on DATASET (one or more image folders with a subfolder per class), convert it to
-    ONNX, quantize it to int8, gate it against the float model, and write a signed bundle to --out
-    (model.onnx + manifest.json, report in --out/report). Exits 1 when the gate refuses the model."""
+    """Train an inspection model on DATASET (one or more image folders with a subfolder per class; good
+    parts alone are enough), convert it to ONNX, quantize it to int8, gate it in the line's terms
+    (escape and false-reject rates with 95% intervals, judged out of fold) and on int8 fidelity, and
+    write a signed bundle to --out (model.onnx + manifest.json, report in --out/report). Exits 1 when
+    a gate refuses the model, naming the figure and the margin."""
     gate = GateConfig(max_accuracy_drop, min_agreement, fallback_to_dynamic=not no_fallback)
     thresholds = Thresholds(ok_label=ok_label, defect_min_confidence=min_confidence)
     overrides = parse_params(params)
+    if kind != "classifier":
+        targets = LineTargets(
+            max_false_reject=parse_share(max_false_reject, "--max-false-reject"),
+            max_escape=None if max_escape.strip().lower() == "none" else parse_share(max_escape, "--max-escape"),
+            operate_for="max_escape" if operate_for == "escape" else "max_false_reject",
+        )
+        with progress_bars(not as_json) as hook:
+            res: InspectionResult = run_or_fail(
+                lambda: build_inspection(
+                    list(dataset),
+                    out_dir,
+                    kind=kind,
+                    targets=targets,
+                    register=register,
+                    estimator=estimator,
+                    params=overrides or None,
+                    name=name,
+                    version=version,
+                    key_dir=key_dir,
+                    quantization=quantization,
+                    gate=gate,
+                    folds=folds,
+                    min_class_images=min_class_images,
+                    seed=seed,
+                    thresholds=thresholds,
+                    valid_days=valid_days,
+                    force=force,
+                    force_unverified=force_unverified,
+                    progress=hook,
+                ),
+                as_json,
+            )
+        if as_json:
+            echo_json(
+                {
+                    "ok": True,
+                    "bundle": str(res.bundle_dir),
+                    "report": str(res.report_json),
+                    "report_png": str(res.report_png),
+                    "kind": res.kind,
+                    "metrics": res.metrics,
+                    "line_gate": res.gate.to_dict(),
+                    "unverified": list(res.manifest.unverified),
+                    "quantization": res.quantization.to_dict(),
+                }
+            )
+            return
+        q = res.quantization
+        click.echo(f"bundle   {res.bundle_dir}  ({name} v{version}, {res.kind})")
+        for text in summary_lines(res.report):
+            click.echo(f"         {text}")
+        click.echo(f"model    {q.mode}, {q.model_bytes:,} bytes ({q.size_ratio:.1%} of float {q.float_bytes:,})")
+        click.echo(f"report   {res.report_json}, {res.report_png}")
+        return
     with progress_bars(not as_json) as hook:
         result: BuildResult = run_or_fail(
             lambda: build_bundle(

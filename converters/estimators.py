@@ -69,7 +69,7 @@ def make_estimator(name: str, *, seed: int = 0, params: dict[str, Any] | None = 
     return pipe
 
 
-def fit(pipe: Pipeline, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+def fit(pipe: Pipeline, x: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> dict[str, Any]:
     """Fit in place. Clamps PCA components to what the data allows. Returns fit notes (iterations,
     convergence) for the report; scikit-learn errors become :class:`TrainingError`."""
     notes: dict[str, Any] = {}
@@ -83,7 +83,10 @@ def fit(pipe: Pipeline, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
         try:
-            pipe.fit(x, y)
+            if sample_weight is None:
+                pipe.fit(x, y)
+            else:  # class weights for rare defects; every estimator offered takes sample weights
+                pipe.fit(x, y, clf__sample_weight=sample_weight)
         except (ValueError, MemoryError) as exc:
             raise TrainingError(f"training failed: {exc}") from exc
     clf = pipe.named_steps["clf"]

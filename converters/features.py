@@ -21,6 +21,7 @@ from converters.synth.lighting import Augment
 from edge_agent.errors import PreprocessError
 from edge_agent.preprocessing import STAT_RANGES, Preprocessor, input_stats
 from edge_agent.protocol.manifest import PreprocessSpec
+from edge_agent.registration import is_foreign
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,12 @@ class FeatureSet:
     #: a few original frames per class, kept for self-test vectors: class index -> frames
     samples: dict[int, list[np.ndarray]] = field(default_factory=dict)
     augmented: int = 0
+    #: per row, the index of the image it came from (augmented copies share their original's)
+    groups: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    #: per row, True for an original image (False for an augmented copy)
+    original: np.ndarray = field(default_factory=lambda: np.empty(0, bool))
+    #: per ORIGINAL image: registration found no part, or one unlike good parts in size
+    foreign: list[bool] = field(default_factory=list)
 
 
 def features_of(pre: Preprocessor, frame: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -57,6 +64,17 @@ def features_of(pre: Preprocessor, frame: np.ndarray, where: str) -> tuple[np.nd
     try:
         prepared = pre.prepare(frame)
         return prepared, pre.features_of(prepared)
+    except PreprocessError as exc:
+        raise DatasetError(f"{where}: cannot preprocess: {exc}") from exc
+
+
+def placed_features_of(pre: Preprocessor, frame: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(prepared image, feature vector, foreign) of one frame: foreign when registration finds no
+    part like the good ones."""
+    try:
+        prepared, placement = pre.place(frame)
+        foreign = is_foreign(placement.silhouette, pre.spec.registration)
+        return prepared, pre.features_of(prepared), foreign
     except PreprocessError as exc:
         raise DatasetError(f"{where}: cannot preprocess: {exc}") from exc
 
@@ -82,13 +100,18 @@ def extract(
     pre = Preprocessor(spec)
     rows: list[np.ndarray] = []
     ys: list[int] = []
+    groups: list[int] = []
+    original: list[bool] = []
     out = FeatureSet(np.empty((0, 0), np.float32), np.empty(0, np.int64), {name: [] for name in STAT_RANGES})
-    for path, target in zip(paths, targets, strict=True):
+    for index, (path, target) in enumerate(zip(paths, targets, strict=True)):
         frame, digest = read_image_and_digest(path)
         out.digests[path] = digest
-        prepared, vec = features_of(pre, frame, str(path))
+        prepared, vec, foreign = placed_features_of(pre, frame, str(path))
+        out.foreign.append(foreign)
         rows.append(vec)
         ys.append(int(target))
+        groups.append(index)
+        original.append(True)
         for name, value in input_stats(prepared).items():
             out.stats[name].append(value)
         kept = out.samples.setdefault(int(target), [])
@@ -102,6 +125,8 @@ def extract(
                     raise DatasetError(f"augmentation failed on {path}: {exc}") from exc
                 rows.append(features_of(pre, aug, f"{path} (augmented)")[1])
                 ys.append(int(target))
+                groups.append(index)
+                original.append(False)
                 out.augmented += 1
         if progress is not None:
             progress(1)
@@ -109,6 +134,8 @@ def extract(
         raise DatasetError("no images to extract features from")
     out.x = np.stack(rows).astype(np.float32, copy=False)
     out.y = np.asarray(ys, dtype=np.int64)
+    out.groups = np.asarray(groups, dtype=np.int64)
+    out.original = np.asarray(original, dtype=bool)
     if not np.all(np.isfinite(out.x)):
         raise DatasetError("preprocessing produced NaN or infinite features")
     return out

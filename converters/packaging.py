@@ -92,6 +92,7 @@ def write_signed_bundle(
     target: Target | None = None,
     valid_days: float = 365.0,
     selftest_atol: float | None = None,
+    decision: dict[str, Any] | None = None,
 ) -> Manifest:
     lineage_safe = json_safe(lineage)
     json.dumps(lineage_safe, allow_nan=False)
@@ -112,6 +113,7 @@ def write_signed_bundle(
         target=target,
         valid_days=valid_days,
         selftest_atol=selftest_atol if selftest_atol is not None else SELFTEST_ATOL[quant.mode],
+        decision=decision,
     )
     try:
         write_bundle(out_dir, model, manifest, key)

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_agent.anomaly_region import region_of
 from edge_agent.bundle import open_bundle
 from edge_agent.model import LoadedModel
 from edge_agent.plugins import FrameResult
 from edge_agent.preprocessing import input_stats
 from edge_agent.protocol.signing import TrustStore
+from edge_agent.registration import is_foreign
 from edge_agent.verdict import Verdict, decide
 
 log = logging.getLogger(__name__)
@@ -37,10 +39,21 @@ def inspect_frame(
     """
     t0 = time.perf_counter()
     pre = model.preprocessor
-    prepared = pre.prepare(image)
-    probs = model.predict_features(pre.features_of(prepared)[None, ...])[0]
     m = model.manifest
-    verdict, label, conf, uncertain = decide(probs, m.labels, m.thresholds)
+    prepared, placement = pre.place(image)
+    out = model.run(pre.features_of(prepared)[None, ...])
+    probs = out.probabilities[0]
+    score = region = None
+    unknown = is_foreign(placement.silhouette, m.preprocessing.registration)
+    if m.anomaly is not None and out.anomaly_score is not None and out.anomaly_global is not None:
+        score = float(out.anomaly_score[0])
+        glob = float(out.anomaly_global[0])
+        unknown = unknown or not (np.isfinite(glob) and glob <= m.anomaly.unknown_global)
+    verdict, label, conf, uncertain = decide(
+        probs, m.labels, m.thresholds, operating_point=m.operating_point, unknown=unknown
+    )
+    if verdict == "defect" and out.anomaly_map is not None:
+        region = region_of(out.anomaly_map[0], placement, m.preprocessing.size)
     latency_ms = (time.perf_counter() - t0) * 1000.0
     stats = input_stats(prepared) if with_stats else None
     v = Verdict(
@@ -53,6 +66,8 @@ def inspect_frame(
         model_version=m.version,
         latency_ms=latency_ms,
         ts=time.time() if ts is None else ts,
+        anomaly_score=score,
+        region=region,
     )
     return FrameResult(verdict=v, probabilities=probs, input_stats=stats, model_sha256=m.artifact.sha256)
 
@@ -104,4 +119,6 @@ def verdict_record(result: FrameResult, device_id: str, ref: str = "") -> dict[s
         "latency_ms": v.latency_ms,
         "ts": v.ts,
         "sha256": result.model_sha256,
+        "anomaly_score": v.anomaly_score,
+        "region": v.region.to_dict() if v.region is not None else None,
     }

@@ -19,6 +19,7 @@ import numpy as np
 
 from edge_agent.errors import PreprocessError
 from edge_agent.protocol.manifest import PreprocessSpec
+from edge_agent.registration import Placement, align, working_size
 
 #: Input statistics tracked for drift, with the fixed value range of their histograms.
 STAT_RANGES: dict[str, tuple[float, float]] = {
@@ -59,14 +60,22 @@ def to_color(frame: np.ndarray, color: str) -> np.ndarray:
     return frame
 
 
-def crop_roi(img: np.ndarray, roi: tuple[float, float, float, float] | None) -> np.ndarray:
-    if roi is None:
-        return img
+def roi_origin(img: np.ndarray, roi: tuple[float, float, float, float] | None) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) of the ROI in ``img``'s pixels."""
     h, w = img.shape[:2]
+    if roi is None:
+        return 0, 0, w, h
     x0, y0 = round(roi[0] * w), round(roi[1] * h)
     x1, y1 = min(w, round((roi[0] + roi[2]) * w)), min(h, round((roi[1] + roi[3]) * h))
     if x1 - x0 < 2 or y1 - y0 < 2:
         raise PreprocessError(f"roi {roi} leaves no pixels of a {w}x{h} frame")
+    return x0, y0, x1, y1
+
+
+def crop_roi(img: np.ndarray, roi: tuple[float, float, float, float] | None) -> np.ndarray:
+    if roi is None:
+        return img
+    x0, y0, x1, y1 = roi_origin(img, roi)
     return img[y0:y1, x0:x1]
 
 
@@ -99,12 +108,36 @@ class Preprocessor:
 
     # -- stages ---------------------------------------------------------------------------
     def prepare(self, frame: np.ndarray) -> np.ndarray:
-        """Colour conversion, ROI crop and resize: the uint8 image the features are computed on."""
-        img = crop_roi(to_color(frame, self.spec.color), self.spec.roi)
-        return resize(img, self.spec.size)
+        """Colour conversion, ROI crop, resize and (when declared) registration: the uint8 image the
+        features are computed on."""
+        return self.place(frame)[0]
+
+    def place(self, frame: np.ndarray) -> tuple[np.ndarray, Placement]:
+        """:meth:`prepare`, and where the prepared image came from in the frame (for the defect
+        region and for telling a part from something else)."""
+        img = to_color(frame, self.spec.color)
+        x0, y0, x1, y1 = roi_origin(img, self.spec.roi)
+        img = img[y0:y1, x0:x1] if self.spec.roi is not None else img
+        h, w = img.shape[:2]
+        reg = self.spec.registration
+        if reg is None:
+            out = resize(img, self.spec.size)
+            identity = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+            scale = (w / self.spec.size[0], h / self.spec.size[1])
+            return out, Placement(identity, scale, (float(x0), float(y0)), None)
+        work_w, work_h = working_size(reg, self.spec.size)
+        work = resize(img, (work_w, work_h))
+        out, matrix, sil = align(work, reg, self.spec.size)
+        return out, Placement(matrix, (w / work_w, h / work_h), (float(x0), float(y0)), sil)
 
     def _normalise(self, img: np.ndarray) -> np.ndarray:
-        x = img.astype(np.float32) * np.float32(self.spec.scale)
+        x = img.astype(np.float32)
+        if self.spec.normalize == "per_image":
+            mean, std = cv2.meanStdDev(x)
+            x = (x - np.float32(mean[0, 0])) * np.float32(1.0 / max(float(std[0, 0]), 1.0))
+            x = x * np.float32(64.0 / 255.0) + np.float32(0.5)  # back on the 0..1 scale: +-2 std -> 0..1
+            return (x - np.asarray(self.spec.mean, dtype=np.float32)) / np.asarray(self.spec.std, dtype=np.float32)
+        x = x * np.float32(self.spec.scale)
         mean = np.asarray(self.spec.mean, dtype=np.float32)
         std = np.asarray(self.spec.std, dtype=np.float32)
         return (x - mean) / std

@@ -87,7 +87,7 @@ class PreprocessSpec(_Strict):
     hog_cell: int = Field(default=8, ge=4, le=32)
     hog_bins: int = Field(default=9, ge=4, le=18)
     #: locate and align the part before features (None: the ROI as it is)
-    register: Registration | None = None
+    registration: Registration | None = None
     #: "fixed": ``(x * scale - mean) / std``; "per_image": each pooled image standardised to zero mean
     #: and unit variance first (robust to the line's brightness and contrast), then as "fixed"
     normalize: Literal["fixed", "per_image"] = "fixed"
@@ -312,7 +312,15 @@ class Manifest(_Strict):
         for case in self.selftest.cases:
             if len(case.expected) != len(self.labels):
                 raise ValueError("self-test expected outputs must have one value per label")
+            if (case.anomaly_score is None) != (self.anomaly is None):
+                raise ValueError("self-test cases carry an anomaly score exactly when the model has an anomaly part")
+        if len({self.output_probabilities, *self._anomaly_outputs()}) != 1 + len(self._anomaly_outputs()):
+            raise ValueError("output names must be distinct")
         return self
+
+    def _anomaly_outputs(self) -> tuple[str, ...]:
+        a = self.anomaly
+        return () if a is None else (a.score_output, a.map_output, a.global_output)
 
     def to_body(self) -> dict[str, Any]:
         """The JSON body that is signed (aliases applied, tuples as lists)."""

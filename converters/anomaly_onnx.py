@@ -1,0 +1,145 @@
+"""The good-part model as ONNX, alone or joined to a classifier in one graph.
+
+Outputs (names from :class:`~edge_agent.protocol.manifest.AnomalySpec`): ``anomaly_score`` (N, 1),
+``anomaly_map`` (N, h, w), ``anomaly_global`` (N, 1) and ``probabilities``:
+
+* alone: ``[1 - a, a]`` over the labels ``(ok, anomaly)``;
+* with a classifier: ``[p_1 (1 - a), ..., p_C (1 - a), a]`` over the classifier's labels plus
+  ``anomaly`` — a noisy OR: the part is good only when the classifier says good AND the good-part
+  model does not object, so ``1 - p(ok)`` is the one defect score the operating point thresholds;
+
+where ``a = sigmoid((score - center) / scale)``. Built with ``onnx.helper`` at the pinned opsets of
+:mod:`converters.onnx_export`; the two MatMuls of the branch quantize to int8 like a classifier's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from converters.anomaly import Calibration, GoodPartModel
+from converters.errors import ConversionError
+from converters.onnx_export import INPUT_NAME, OUTPUT_NAME, TARGET_OPSET, dedupe_opsets
+from edge_agent.protocol.manifest import AnomalySpec
+
+CLASS_PROBS = "class_probabilities"
+_P = "anomaly_"  # prefix of every node and tensor the branch adds
+
+
+def _const(name: str, value: np.ndarray) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(value), name=_P + name)
+
+
+def _branch(
+    model: GoodPartModel, cal: Calibration, spec: AnomalySpec
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    h, w = model.grid
+    inits = [
+        _const("starts", np.array([0], np.int64)),
+        _const("ends", np.array([model.pixels], np.int64)),
+        _const("axes", np.array([1], np.int64)),
+        _const("mean", model.mean.astype(np.float32)),
+        _const("proj", np.ascontiguousarray(model.components.T, dtype=np.float32)),  # (P, k)
+        _const("back", np.ascontiguousarray(model.components, dtype=np.float32)),  # (k, P)
+        _const("inv_rsd", model.inv_rsd.astype(np.float32)),
+        _const("grid4", np.array([-1, 1, h, w], np.int64)),
+        _const("grid3", np.array([-1, h, w], np.int64)),
+        _const("center", np.array(cal.center, np.float32)),
+        _const("inv_scale", np.array(1.0 / cal.scale, np.float32)),
+    ]
+    n = _P
+    nodes = [
+        helper.make_node("Slice", [INPUT_NAME, n + "starts", n + "ends", n + "axes"], [n + "pixels"], name=n + "slice"),
+        helper.make_node("Sub", [n + "pixels", n + "mean"], [n + "centred"], name=n + "centre"),
+        helper.make_node("MatMul", [n + "centred", n + "proj"], [n + "coords"], name=n + "project"),
+        helper.make_node("MatMul", [n + "coords", n + "back"], [n + "recon"], name=n + "reconstruct"),
+        helper.make_node("Sub", [n + "centred", n + "recon"], [n + "resid"], name=n + "residual"),
+        helper.make_node("Abs", [n + "resid"], [n + "abs"], name=n + "abs"),
+        helper.make_node("Mul", [n + "abs", n + "inv_rsd"], [n + "z"], name=n + "zscore"),
+        helper.make_node("Reshape", [n + "z", n + "grid4"], [n + "z4"], name=n + "to_grid"),
+        helper.make_node(
+            "AveragePool",
+            [n + "z4"],
+            [n + "pooled"],
+            name=n + "smooth",
+            kernel_shape=[3, 3],
+            pads=[1, 1, 1, 1],
+            strides=[1, 1],
+            count_include_pad=0,
+        ),
+        helper.make_node("Reshape", [n + "pooled", n + "grid3"], [spec.map_output], name=n + "map"),
+        helper.make_node("ReduceMax", [n + "pooled"], [n + "max4"], name=n + "peak", axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Unsqueeze", [n + "max4", n + "axes"], [spec.score_output], name=n + "score"),
+        helper.make_node("Mul", [n + "z", n + "z"], [n + "z2"], name=n + "square"),
+        helper.make_node("ReduceMean", [n + "z2"], [spec.global_output], name=n + "global", axes=[1], keepdims=1),
+        helper.make_node("Sub", [spec.score_output, n + "center"], [n + "shifted"], name=n + "shift"),
+        helper.make_node("Mul", [n + "shifted", n + "inv_scale"], [n + "logit"], name=n + "logit"),
+        helper.make_node("Sigmoid", [n + "logit"], [n + "prob"], name=n + "prob"),
+    ]
+    return nodes, inits
+
+
+def _outputs(spec: AnomalySpec, h: int, w: int, n_probs: int) -> list[onnx.ValueInfoProto]:
+    return [
+        helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, [None, n_probs]),
+        helper.make_tensor_value_info(spec.score_output, TensorProto.FLOAT, [None, 1]),
+        helper.make_tensor_value_info(spec.map_output, TensorProto.FLOAT, [None, h, w]),
+        helper.make_tensor_value_info(spec.global_output, TensorProto.FLOAT, [None, 1]),
+    ]
+
+
+def anomaly_only_onnx(model: GoodPartModel, cal: Calibration, spec: AnomalySpec, n_features: int) -> bytes:
+    """A graph with the good-part branch alone; probabilities over ``(ok, anomaly)``."""
+    nodes, inits = _branch(model, cal, spec)
+    inits.append(_const("one", np.array(1.0, np.float32)))
+    nodes += [
+        helper.make_node("Sub", [_P + "one", _P + "prob"], [_P + "good"], name=_P + "good"),
+        helper.make_node("Concat", [_P + "good", _P + "prob"], [OUTPUT_NAME], name=_P + "probs", axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "edgeline_good_part_model",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [None, n_features])],
+        _outputs(spec, *model.grid, 2),
+        initializer=inits,
+    )
+    onx = helper.make_model(graph, opset_imports=[helper.make_opsetid("", TARGET_OPSET[""])], producer_name="edgeline")
+    return _checked(onx)
+
+
+def join_with_classifier(classifier: bytes, model: GoodPartModel, cal: Calibration, spec: AnomalySpec) -> bytes:
+    """The classifier graph plus the good-part branch, probabilities combined as a noisy OR."""
+    onx = onnx.load_from_string(classifier)
+    graph = onx.graph
+    outs = [o for o in graph.output if o.name == OUTPUT_NAME]
+    if not outs or len(graph.input) != 1 or graph.input[0].name != INPUT_NAME:
+        raise ConversionError("the classifier graph must have one input 'input' and a 'probabilities' output")
+    dims = outs[0].type.tensor_type.shape.dim
+    n_classes = dims[1].dim_value if len(dims) == 2 and dims[1].dim_value > 0 else 0
+    for node in graph.node:
+        node.output[:] = [CLASS_PROBS if o == OUTPUT_NAME else o for o in node.output]
+        node.input[:] = [CLASS_PROBS if i == OUTPUT_NAME else i for i in node.input]
+    del graph.output[:]
+    nodes, inits = _branch(model, cal, spec)
+    inits.append(_const("one", np.array(1.0, np.float32)))
+    nodes += [
+        helper.make_node("Sub", [_P + "one", _P + "prob"], [_P + "good"], name=_P + "good"),
+        helper.make_node("Mul", [CLASS_PROBS, _P + "good"], [_P + "scaled"], name=_P + "noisy_or"),
+        helper.make_node("Concat", [_P + "scaled", _P + "prob"], [OUTPUT_NAME], name=_P + "probs", axis=1),
+    ]
+    graph.node.extend(nodes)
+    graph.initializer.extend(inits)
+    graph.output.extend(_outputs(spec, *model.grid, n_classes + 1 if n_classes else 0))
+    if not n_classes:
+        graph.output[0].type.tensor_type.shape.dim[1].dim_param = "labels"
+    dedupe_opsets(onx)
+    return _checked(onx)
+
+
+def _checked(onx: onnx.ModelProto) -> bytes:
+    try:
+        onnx.checker.check_model(onx)
+    except onnx.checker.ValidationError as exc:
+        raise ConversionError(f"the good-part model graph fails the ONNX checker: {exc}") from exc
+    return onx.SerializeToString()
