@@ -35,6 +35,13 @@ class TelemetrySection(Section):
     outbox_max_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     outbox_ttl_s: float = Field(default=14 * 86400.0, gt=0)
     drop_policy: Literal["oldest-telemetry-first", "refuse-new-telemetry"] = "oldest-telemetry-first"
+    #: a window the broker acknowledged but the ingest has not confirmed goes again after this long
+    #: (doubling per send up to ``ack_resend_max_s``), and after every reconnect
+    ack_resend_s: float = Field(default=30.0, gt=0, le=86400.0)
+    ack_resend_max_s: float = Field(default=900.0, gt=0, le=7 * 86400.0)
+    #: until an ingest has confirmed anything (an ingest without acknowledgements), a window is
+    #: deleted after this many sends the broker acknowledged
+    ack_unconfirmed_sends: int = Field(default=3, ge=1, le=1000)
     #: drift: per-window false-alarm quantile of the calibrated threshold, and the PSI floor
     drift_quantile: float = Field(default=0.995, gt=0.5, lt=1.0)
     drift_floor: float = Field(default=0.1, ge=0.0, le=10.0)
@@ -50,4 +57,6 @@ class TelemetrySection(Section):
     def _alarm_rule(self) -> TelemetrySection:
         if self.alarm_need > self.alarm_of:
             raise ValueError("alarm_need must not exceed alarm_of")
+        if self.ack_resend_max_s < self.ack_resend_s:
+            raise ValueError("ack_resend_max_s must not be below ack_resend_s")
         return self

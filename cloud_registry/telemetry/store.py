@@ -4,6 +4,10 @@ idempotency key, indexed by model, version, group and time.
 Only what the window carries is stored: the device is its pseudonym, never the id in the MQTT topic.
 The database also keeps the ingest counters and the alert episodes (see :mod:`.alerts`), so a
 restarted ingest service neither stores a window twice nor fires an alert twice.
+
+The deployment events of the devices (``edgeline.event/1``, keyed by ``event_id``) are kept in their
+own table, so the ingest can confirm them end to end as it confirms windows. An event names its device
+(the fleet view knows it anyway) and carries no inspection data.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 from cloud_registry.errors import BackendError
 from edge_agent.errors import ProtocolError
 from edge_agent.protocol.canonical import canonical_json
+from edge_agent.protocol.delivery import DeviceEvent
 from edge_agent.protocol.telemetry import STAT_NAMES, TelemetryWindow, parse_window
 
 _SCHEMA = """
@@ -47,9 +52,20 @@ CREATE TABLE IF NOT EXISTS episodes(
     PRIMARY KEY (kind, scope)
 );
 CREATE TABLE IF NOT EXISTS seen(device TEXT PRIMARY KEY, last REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS events(
+    event_id TEXT PRIMARY KEY,
+    device_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    ts REAL NOT NULL,
+    body TEXT NOT NULL,
+    received REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_device ON events(device_id, sequence, ts);
 """
 
 _INSERT = "INSERT OR IGNORE INTO windows VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+_INSERT_EVENT = "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?)"
 
 
 @dataclass(frozen=True)
@@ -100,6 +116,26 @@ class TelemetryStore:
             except sqlite3.Error as exc:
                 raise BackendError(f"telemetry store write failed: {exc}") from exc
         return new
+
+    def add_event(self, event: DeviceEvent, raw: bytes, received: float | None = None) -> bool:
+        """Store a deployment event; False when its ``event_id`` is already stored (a redelivery)."""
+        row = (event.event_id, event.device_id, event.kind.value, event.sequence, event.ts)
+        body = raw.decode("utf-8")
+        with self._lock:
+            try:
+                cur = self._db.execute(_INSERT_EVENT, (*row, body, time.time() if received is None else received))
+                new = cur.rowcount == 1
+                if not new:
+                    self._bump(self._db, "events.duplicates", 1)
+            except sqlite3.Error as exc:
+                raise BackendError(f"event store write failed: {exc}") from exc
+        return new
+
+    def event_ids(self, device_id: str | None = None) -> set[str]:
+        with self._lock:
+            if device_id is None:
+                return {r[0] for r in self._db.execute("SELECT event_id FROM events")}
+            return {r[0] for r in self._db.execute("SELECT event_id FROM events WHERE device_id = ?", (device_id,))}
 
     def add_many(
         self, windows: Iterable[TelemetryWindow | tuple[TelemetryWindow, bytes | None]], received: float | None = None

@@ -152,3 +152,76 @@ def parse_window(payload: bytes | str | dict[str, Any], *, max_bytes: int = MAX_
         loc = ".".join(str(p) for p in first["loc"]) or "window"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ProtocolError(f"telemetry field {loc[:80]}: {first['msg']}{more}") from exc
+
+
+# -- the end-to-end acknowledgement (ingest -> device) ------------------------------------------------
+ACK_SCHEMA: Literal["edgeline.ack/1"] = "edgeline.ack/1"
+#: Most keys of one kind in one acknowledgement.
+MAX_ACK_KEYS = 256
+#: Hard ceiling on an encoded acknowledgement (4 lists of 256 keys of 32 characters fit).
+MAX_ACK_BYTES = 48 * 1024
+AckKey = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+AckKeys = Annotated[list[AckKey], Field(max_length=MAX_ACK_KEYS)]
+
+
+class Ack(_Strict):
+    """On ``devices/<id>/acks``: which of the device's messages the ingest has stored (now or
+    before: a redelivery is acknowledged again), and which it refused for good (the schema), so the
+    device stops sending them. Idempotency keys only, never data: window ``key`` and event
+    ``event_id`` values."""
+
+    schema_: Literal["edgeline.ack/1"] = Field(default=ACK_SCHEMA, alias="schema")
+    windows: AckKeys = Field(default_factory=list)
+    events: AckKeys = Field(default_factory=list)
+    rejected_windows: AckKeys = Field(default_factory=list)
+    rejected_events: AckKeys = Field(default_factory=list)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.windows or self.events or self.rejected_windows or self.rejected_events)
+
+    def encode(self) -> bytes:
+        return canonical_json(self.model_dump(mode="json", by_alias=True))
+
+
+def parse_ack(payload: bytes | str) -> Ack:
+    """Validate an acknowledgement from the wire; anything else becomes a :class:`ProtocolError`."""
+    body = parse_json(payload, max_bytes=MAX_ACK_BYTES)
+    if not isinstance(body, dict):
+        raise ProtocolError("acknowledgement must be a JSON object")
+    try:
+        return Ack.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "acknowledgement"
+        raise ProtocolError(f"acknowledgement field {loc[:80]}: {first['msg']}") from exc
+
+
+CAPABILITIES_SCHEMA: Literal["edgeline.ingest/1"] = "edgeline.ingest/1"
+
+
+class IngestCapabilities(_Strict):
+    """Retained on ``ingest/capabilities`` by the ingest. ``acks``: it acknowledges every window and
+    event it stores, so a device keeps each message until acknowledged, however long that takes."""
+
+    schema_: Literal["edgeline.ingest/1"] = Field(default=CAPABILITIES_SCHEMA, alias="schema")
+    acks: bool = True
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def encode(self) -> bytes:
+        return canonical_json(self.model_dump(mode="json", by_alias=True))
+
+
+def parse_capabilities(payload: bytes | str) -> IngestCapabilities:
+    body = parse_json(payload, max_bytes=4096)
+    if not isinstance(body, dict):
+        raise ProtocolError("ingest capabilities must be a JSON object")
+    try:
+        return IngestCapabilities.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "capabilities"
+        raise ProtocolError(f"ingest capabilities field {loc[:80]}: {first['msg']}") from exc

@@ -8,6 +8,7 @@ Layout, under a configurable root (default ``edgeline``) and fleet (default ``de
     <root>/<fleet>/devices/<id>/events         updater events (QoS 1)
     <root>/<fleet>/devices/<id>/telemetry      windows of aggregate metrics (QoS 1)
     <root>/<fleet>/devices/<id>/acks           ingest -> device: idempotency keys stored (QoS 1)
+    <root>/<fleet>/ingest/capabilities         retained, the ingest says it acknowledges end to end
     <root>/<fleet>/artifacts/<sha256>/meta     retained, artifact description (size, chunk hashes)
     <root>/<fleet>/artifacts/<sha256>/chunks/<n>   retained, raw chunk bytes
     <root>/<fleet>/trust/revocations           retained, root-signed list of revoked signing keys
@@ -90,6 +91,10 @@ class Topics:
 
     def trust_revocations(self) -> str:
         return f"{self.base}/trust/revocations"
+
+    def ingest_capabilities(self) -> str:
+        """Retained by the ingest: what it does for devices (end-to-end acknowledgements)."""
+        return f"{self.base}/ingest/capabilities"
 
     # -- subscription filters for the cloud side -----------------------------------------
     def all_device_states(self) -> str:

@@ -1,9 +1,17 @@
-"""The durable outbox: everything the device must tell the cloud waits here until the broker has it.
+"""The durable outbox: everything the device must tell the cloud waits here until the ingest has stored it.
 
 paho keeps QoS 1 messages only in memory while disconnected, and a restart loses them, so the agent
-holds its own copy: one SQLite database in WAL mode. A message is deleted only after the broker's
-PUBACK (see :mod:`.pump`); delivery is at-least-once and every message carries an idempotency key, so
-the receiver stores it once.
+holds its own copy: one SQLite database in WAL mode. Delivery is end to end (see :mod:`.pump` and
+:mod:`.acks`): the broker's PUBACK only marks a message *sent*; it is deleted when the ingest's
+acknowledgement names its idempotency key (the ingest has stored it), because a broker that saves its
+database periodically can acknowledge a message and then crash without it. A sent message that is
+not confirmed goes again after every reconnect and after ``resend_s`` (doubling up to
+``resend_max_s``); the receiver stores it once.
+
+An ingest older than the acknowledgement never confirms anything. Until the device knows that its
+ingest confirms (the ingest's retained capabilities message said so, or an acknowledgement came; kept
+in the database), a message is therefore deleted after ``unconfirmed_sends`` PUBACKs without a
+confirmation (counted as ``delivered.unconfirmed``): the guarantee of an old ingest, no worse.
 
 Bounded, with a named drop policy:
 
@@ -53,12 +61,16 @@ CREATE TABLE IF NOT EXISTS messages(
     size INTEGER NOT NULL,
     created REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
-    not_before REAL NOT NULL DEFAULT 0
+    not_before REAL NOT NULL DEFAULT 0,
+    sends INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS messages_order ON messages(priority, id);
 CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS state(name TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
+
+#: state row set once the device has received an acknowledgement from an ingest
+STATE_PEER_CONFIRMS = "acks.peer"
 
 _SET_STATE = "INSERT INTO state(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value"
 
@@ -103,10 +115,15 @@ class Outbox:
         max_message_bytes: int = 256 * 1024,
         policy: DropPolicy = "oldest-telemetry-first",
         max_refusals: int = 5,
+        resend_s: float = 30.0,
+        resend_max_s: float = 900.0,
+        unconfirmed_sends: int = 3,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if max_bytes <= 0 or ttl_s <= 0 or max_message_bytes <= 0:
             raise OutboxError("outbox limits must be positive")
+        if resend_s <= 0 or resend_max_s < resend_s or unconfirmed_sends < 1:
+            raise OutboxError("resend_s must be positive, resend_max_s >= resend_s, unconfirmed_sends >= 1")
         if policy not in ("oldest-telemetry-first", "refuse-new-telemetry"):
             raise OutboxError(f"unknown drop policy {policy!r}")
         self.path = Path(path)
@@ -115,12 +132,16 @@ class Outbox:
         self.max_message_bytes = max_message_bytes
         self.policy = policy
         self.max_refusals = max_refusals
+        self.resend_s = resend_s
+        self.resend_max_s = resend_max_s
+        self.unconfirmed_sends = unconfirmed_sends
         self.clock = clock
         self._lock = threading.RLock()
         self._dropped_logged = 0
         self._sync_mode = "NORMAL"
         self._db = self._open()
         self._bytes = int(self._db.execute("SELECT COALESCE(SUM(size), 0) FROM messages").fetchone()[0])
+        self._peer_confirms = self.get_state(STATE_PEER_CONFIRMS) is not None
 
     # -- opening -------------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -133,6 +154,9 @@ class Outbox:
         db.execute(f"PRAGMA wal_autocheckpoint={pages}")
         db.execute(f"PRAGMA journal_size_limit={pages * 4096 * 2}")
         db.executescript(_SCHEMA)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(messages)")}
+        if "sends" not in columns:  # an outbox written before the end-to-end acknowledgement
+            db.execute("ALTER TABLE messages ADD COLUMN sends INTEGER NOT NULL DEFAULT 0")
         db.execute("PRAGMA quick_check").fetchone()
         return db
 
@@ -292,20 +316,112 @@ class Outbox:
         return freed
 
     # -- reading and acknowledging -------------------------------------------------------------------
-    def peek(self, limit: int = 32, exclude: Iterable[int] = ()) -> list[OutboxMessage]:
-        """The next messages to send: events first, then oldest first; skips deferred ones."""
+    def peek(
+        self, limit: int = 32, exclude: Iterable[int] = (), *, include_unconfirmed: bool = False
+    ) -> list[OutboxMessage]:
+        """The next messages to send: events first, then oldest first; skips deferred ones (sent and
+        waiting for their acknowledgement, or refused and backing off) unless ``include_unconfirmed``."""
         skip = set(exclude)
+        until = float("inf") if include_unconfirmed else self.clock()
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, key, kind, topic, payload, created, attempts FROM messages "
                 "WHERE not_before <= ? ORDER BY priority, id LIMIT ?",
-                (self.clock(), limit + len(skip)),
+                (until, limit + len(skip)),
             ).fetchall()
         out = [OutboxMessage(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6]) for r in rows if r[0] not in skip]
         return out[:limit]
 
+    @property
+    def peer_confirms(self) -> bool:
+        """Whether an ingest has ever acknowledged a message of this outbox (or of its device)."""
+        return self._peer_confirms
+
+    def sent(self, ids: Iterable[int]) -> int:
+        """The broker acknowledged (PUBACK) these messages: they wait for the ingest's confirmation,
+        and go again after ``resend_s`` doubling per send, at most ``resend_max_s``. Before any
+        acknowledgement was ever received, a message sent ``unconfirmed_sends`` times is deleted
+        (``delivered.unconfirmed``). Returns how many were deleted."""
+        id_list = list(ids)
+        if not id_list:
+            return 0
+        now = self.clock()
+        marks = ",".join("?" * len(id_list))
+        with self._lock:
+            with self._tx("send bookkeeping") as db:
+                rows = db.execute(f"SELECT id, sends, size FROM messages WHERE id IN ({marks})", id_list).fetchall()
+                gone: list[tuple[int, int]] = []
+                for row_id, sends, size in rows:
+                    n = int(sends) + 1
+                    if not self._peer_confirms and n >= self.unconfirmed_sends:
+                        db.execute("DELETE FROM messages WHERE id = ?", (row_id,))
+                        gone.append((int(row_id), int(size)))
+                        continue
+                    delay = min(self.resend_max_s, self.resend_s * 2.0 ** min(n - 1, 30))
+                    db.execute("UPDATE messages SET sends = ?, not_before = ? WHERE id = ?", (n, now + delay, row_id))
+                self._bump(db, "sent", len(rows))
+                self._bump(db, "resent", sum(1 for r in rows if int(r[1]) > 0))
+                if gone:
+                    self._bump(db, "delivered.unconfirmed", len(gone))
+            self._bytes -= sum(size for _, size in gone)
+        return len(gone)
+
+    def rearm(self) -> int:
+        """Make every sent, unconfirmed message due now (after a reconnect: the broker may have lost
+        what it acknowledged). Returns how many."""
+        with self._lock, self._tx("rearm") as db:
+            n = db.execute("UPDATE messages SET not_before = 0 WHERE sends > 0 AND not_before > 0").rowcount
+        return int(n)
+
+    def confirm(self, keys: Iterable[str]) -> int:
+        """The ingest stored the messages with these idempotency keys: delete them (``delivered``).
+        Keys this outbox does not hold are ignored (another outbox's, or confirmed before)."""
+        return self._settle(keys, None)
+
+    def reject(self, keys: Iterable[str]) -> int:
+        """The ingest refused these messages for good (its schema): delete them, counted as
+        ``dropped.<kind>.rejected``, instead of sending them forever."""
+        return self._settle(keys, "rejected")
+
+    def set_peer_confirms(self, confirms: bool) -> None:
+        """Whether the ingest confirms end to end (its capabilities message; an acknowledgement sets it
+        too). Durable. While False, a message is deleted after ``unconfirmed_sends`` PUBACKs."""
+        with self._lock:
+            if confirms == self._peer_confirms:
+                return
+            if confirms:
+                self.set_state(STATE_PEER_CONFIRMS, b"1")
+            else:
+                try:
+                    self._db.execute("DELETE FROM state WHERE name = ?", (STATE_PEER_CONFIRMS,))
+                except sqlite3.Error as exc:
+                    raise OutboxError(f"outbox state write failed: {exc}") from exc
+            self._peer_confirms = confirms
+        log.info("the ingest %s end-to-end acknowledgements", "sends" if confirms else "no longer sends")
+
+    def _settle(self, keys: Iterable[str], drop_reason: str | None) -> int:
+        key_list = [k for k in dict.fromkeys(keys) if isinstance(k, str)]
+        with self._lock:
+            self.set_peer_confirms(True)
+            if not key_list:
+                return 0
+            marks = ",".join("?" * len(key_list))
+            with self._tx("confirmation") as db:
+                rows = db.execute(f"SELECT kind, size FROM messages WHERE key IN ({marks})", key_list).fetchall()
+                db.execute(f"DELETE FROM messages WHERE key IN ({marks})", key_list)
+                if drop_reason is None:
+                    self._bump(db, "delivered", len(rows))
+                else:
+                    for kind, _ in rows:
+                        self._bump(db, f"dropped.{kind}.{drop_reason}", 1)
+            self._bytes -= sum(int(r[1]) for r in rows)
+        if rows and drop_reason is not None:
+            log.error("the ingest refused %d outbox messages for good; deleted them", len(rows))
+        return len(rows)
+
     def ack(self, ids: Iterable[int]) -> int:
-        """Delete delivered messages (after the broker acknowledged them). Returns how many went."""
+        """Delete delivered messages by row id, without waiting for a confirmation (the transport
+        itself confirms delivery). Returns how many went."""
         id_list = list(ids)
         if not id_list:
             return 0

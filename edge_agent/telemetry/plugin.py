@@ -6,7 +6,7 @@ thread, woken every ``tick_s`` seconds, when a window closes and when the link c
 
     closed window -> minimum frame count k (merge) -> optional Laplace noise -> drift scores
       -> wire window (pseudonymous, bounded) -> outbox (durable) -> local drift alarm
-      -> pump: publish QoS 1, delete on PUBACK
+      -> pump: publish QoS 1 (PUBACK: sent) -> the ingest's acknowledgement deletes it (:mod:`.acks`)
 
 The clock is injectable (windows, TTL, alarm), and ``background=False`` leaves the worker to the
 caller's :meth:`tick`, so tests drive days of simulated time deterministically.
@@ -30,6 +30,7 @@ from edge_agent.errors import EdgeAgentError, OutboxError
 from edge_agent.mqtt_link import MqttLink
 from edge_agent.plugins import AgentHandle, FrameResult
 from edge_agent.protocol.topics import Topics
+from edge_agent.telemetry.acks import ack_router
 from edge_agent.telemetry.alarm import LocalDriftAlarm
 from edge_agent.telemetry.drift import Calibrator
 from edge_agent.telemetry.outbox import Outbox
@@ -131,6 +132,9 @@ class TelemetryPlugin:
             max_bytes=config.outbox_max_bytes,
             ttl_s=config.outbox_ttl_s,
             policy=config.drop_policy,
+            resend_s=config.ack_resend_s,
+            resend_max_s=config.ack_resend_max_s,
+            unconfirmed_sends=config.ack_unconfirmed_sends,
         )
         if config.pseudonym_key_file is not None:
             secret = load_secret(Path(config.pseudonym_key_file))
@@ -144,6 +148,8 @@ class TelemetryPlugin:
         self._agent = agent
         self._device = agent.device_id
         self._pseudonym = pseudonym(self._device, self._secret)
+        if self.link is not None:
+            ack_router(self.link, self.topics, self._device).add(self.outbox)
         self._restore()
         self._last_counts = self._counts()
         if self.cloud is not None:

@@ -1,9 +1,11 @@
-"""Drain the outbox through the MQTT link: QoS 1, deleted only after the broker's PUBACK.
+"""Drain the outbox through the MQTT link: QoS 1; a PUBACK marks a message sent, the ingest's
+acknowledgement (:mod:`.acks`) deletes it.
 
 The pump runs on its own thread (the telemetry worker), never on paho's network thread: it publishes
-a batch, then waits for the acknowledgements with :meth:`MqttLink.wait_published`, which would
-deadlock inside a paho callback. A message whose PUBACK does not come (disconnect, timeout) stays in
-the outbox and goes again later, so delivery is at-least-once; the idempotency key makes the second
+a batch, then waits for the PUBACKs with :meth:`MqttLink.wait_published`, which would deadlock inside
+a paho callback. A message whose PUBACK does not come (disconnect, timeout) stays due and goes again
+at the next drain; a sent one goes again after every reconnect (the broker may have crashed with it)
+and after the outbox's resend delay. Delivery is at-least-once; the idempotency key makes the second
 copy harmless. A message the broker refuses (e.g. not authorised) is deferred with backoff and, if
 it is telemetry, dropped and counted after a few refusals.
 """
@@ -36,18 +38,32 @@ class OutboxPump:
     batch: int = 32
     ack_timeout_s: float = 10.0
     stats: PumpStats = field(default_factory=PumpStats)
+    #: make sent but unconfirmed messages due at the next drain (set at start and on every connect)
+    _rearm: bool = field(default=True, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.link.on_connect(self._on_connect)
+
+    def _on_connect(self, _session_present: bool) -> None:
+        self._rearm = True  # applied by the pump's own thread at its next drain
 
     def drain(self, max_messages: int | None = None) -> int:
-        """Send until the outbox is empty, the link drops, or ``max_messages`` went. Returns how many
-        messages were acknowledged (and deleted). Blocks; call from a worker thread."""
+        """Send until nothing is due, the link drops, or ``max_messages`` went. Returns how many
+        messages the broker acknowledged. Blocks; call from a worker thread."""
         delivered = 0
+        if self._rearm:
+            self._rearm = False
+            again = self.outbox.rearm()
+            if again:
+                log.info("reconnected: %d sent but unconfirmed messages go again", again)
         while self.link.connected and (max_messages is None or delivered < max_messages):
             limit = self.batch if max_messages is None else min(self.batch, max_messages - delivered)
             msgs = self.outbox.peek(limit)
             if not msgs:
                 break
             acked, complete = self._send(msgs)
-            delivered += self.outbox.ack(acked)
+            self.outbox.sent(acked)
+            delivered += len(acked)
             if not complete:
                 break
         return delivered

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from edge_agent.errors import EdgeAgentError, TransportError
 from edge_agent.protocol.delivery import DeviceEvent
 from edge_agent.protocol.topics import Topics
+from edge_agent.telemetry.acks import ack_router, event_key
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,8 @@ class FanOutPublisher:
 
 class OutboxEventPublisher:
     """Durable: every event is written to a SQLite outbox (kind ``event``: never dropped) before this
-    returns, and a pump thread delivers it at QoS 1, deleting it only on the broker's PUBACK. Events
+    returns, and a pump thread delivers it at QoS 1, deleting it only when the ingest acknowledges
+    it (``devices/<id>/acks``, :mod:`edge_agent.telemetry.acks`). Events
     taken while offline, or before a crash, go out after the next connect. An event the outbox cannot
     store (the disk is full) is held in memory and retried, and sent without being stored if the
     disk stays full: only a power cut while the disk is full can lose it."""
@@ -109,6 +111,7 @@ class OutboxEventPublisher:
         self.link = link
         self.pump = OutboxPump(outbox, link)
         self.topic = topics.device_events(device_id)
+        ack_router(link, topics, device_id).add(outbox)
         self._lock = threading.Lock()
         self._held: list[DeviceEvent] = []
         self._wake = threading.Event()
@@ -119,7 +122,7 @@ class OutboxEventPublisher:
 
     def publish_event(self, event: DeviceEvent) -> None:
         try:
-            self.outbox.put(self.topic, event.to_bytes(), kind="event", key=f"ev-{event.event_id}")
+            self.outbox.put(self.topic, event.to_bytes(), kind="event", key=event_key(event.event_id))
         except EdgeAgentError as exc:  # e.g. the disk is full: never dropped, held and retried
             log.error("deployment event %s could not be stored (%s); held in memory", event.kind, exc)
             with self._lock:
@@ -144,7 +147,7 @@ class OutboxEventPublisher:
         for event in held:
             payload = event.to_bytes()
             try:
-                self.outbox.put(self.topic, payload, kind="event", key=f"ev-{event.event_id}")
+                self.outbox.put(self.topic, payload, kind="event", key=event_key(event.event_id))
             except EdgeAgentError:
                 try:
                     if not self.link.wait_published(self.link.publish(self.topic, payload, qos=1), 10.0):

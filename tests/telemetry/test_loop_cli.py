@@ -189,7 +189,7 @@ def test_ingest_command_runs_as_a_service(mosquitto: MosquittoBroker, line_v1: L
 
         assert wait_until(service_listening, 10, interval=0.2)
         ob = device_windows(line_v1, tmp_path, normal=3, dark=0, link=link)
-        assert len(ob) == 0
+        assert wait_until(lambda: len(ob) == 0, 10), "the service acknowledges what it stored"
         assert wait_until(lambda: probe.count() == 3, 10)
         out, err = proc.communicate(timeout=30)
     finally:
