@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from cloud_registry.errors import BackendError, IngestRejected
 from cloud_registry.telemetry.store import TelemetryStore
 from edge_agent.errors import EdgeAgentError, ProtocolError
-from edge_agent.mqtt_link import LinkSettings, MqttLink
+from edge_agent.mqtt_link import LinkSettings, MessageHandler, MqttLink
 from edge_agent.protocol.canonical import parse_json
 from edge_agent.protocol.delivery import MAX_EVENT_BYTES, DeviceEvent, parse_event
 from edge_agent.protocol.telemetry import MAX_WINDOW_BYTES, Ack, IngestCapabilities, TelemetryWindow, parse_window
@@ -261,6 +261,23 @@ class IngestService:
             return
         self.ingestor.stats.acks_sent += 1
 
+    def _chained(self, topic_filter: str, handler: MessageHandler) -> MessageHandler:
+        """``handler``, after the one already on ``topic_filter`` of this link, if any: a link holds one
+        handler per filter, and the fleet view sharing the ingest's link (``edgeline ingest
+        --no-shared``) subscribes the same events filter before the service starts."""
+        subs = getattr(self.link, "_subs", {})
+        prior = getattr(subs.get(topic_filter), "handler", None)
+        if prior is None:
+            return handler
+
+        def both(topic: str, payload: bytes, retained: bool) -> None:
+            try:
+                prior(topic, payload, retained)
+            finally:
+                handler(topic, payload, retained)
+
+        return both
+
     def _announce(self, _session_present: bool) -> None:
         """At every connect: the retained capabilities message (a crashed broker may have lost it)."""
         topic = self.ingestor.topics.ingest_capabilities()
@@ -273,7 +290,7 @@ class IngestService:
         self.link.on_connect(self._announce)
         self.link.subscribe(self.topic_filter, self._on_message, qos=1)
         if self.events:
-            self.link.subscribe(self.events_filter, self._on_event, qos=1)
+            self.link.subscribe(self.events_filter, self._chained(self.events_filter, self._on_event), qos=1)
         try:
             self.link.connect(timeout)
         except EdgeAgentError as exc:

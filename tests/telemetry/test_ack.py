@@ -7,6 +7,8 @@ session, and is SIGKILLed before its next save. Deleting on PUBACK lost those me
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,8 +21,10 @@ from edge_agent.model import LoadedModel
 from edge_agent.mqtt_link import LinkSettings, MqttLink, wait_until
 from edge_agent.protocol.delivery import DeviceEvent, EventKind, UpdaterState
 from edge_agent.protocol.topics import Topics
+from edge_agent.telemetry.acks import ack_router
 from edge_agent.telemetry.outbox import Outbox
 from edge_agent.telemetry.plugin import TelemetryPlugin
+from edge_agent.telemetry.pump import OutboxPump
 from edge_agent.updater.events import OutboxEventPublisher
 from firmware_configs.telemetry_section import TelemetrySection
 from tests.telemetry.conftest import SECRET, AgentStub, SimClock, frames, run_frames
@@ -146,3 +150,180 @@ def test_deployment_events_acknowledged_by_a_crashed_broker_are_sent_again_and_s
         pub.close()
         link.stop()
         outbox.close()
+
+
+# -- the outbox's side, pure (a real SQLite file, a simulated clock) ----------------------------------
+def test_a_sent_message_waits_for_its_confirmation_and_goes_again_until_then(tmp_path: Path) -> None:
+    clock = SimClock()
+    ob = Outbox(tmp_path / "o.db", clock=clock, resend_s=30, resend_max_s=100)
+    ob.set_peer_confirms(True)
+    ob.put("t", b"w1", kind="telemetry", key="a" * 32)
+    ob.put("t", b"w2", kind="telemetry", key="b" * 32)
+    ids = [m.id for m in ob.peek(10)]
+    assert ob.sent(ids) == 0  # PUBACK: sent, not deleted
+    assert ob.peek(10) == [] and len(ob) == 2
+    clock.advance(29)
+    assert ob.peek(10) == []
+    clock.advance(2)
+    assert len(ob.peek(10)) == 2  # 30 s without a confirmation: due again
+    ob.sent(ids)
+    clock.advance(59)
+    assert ob.peek(10) == []  # the delay doubles ...
+    clock.advance(2)
+    ob.sent(ids)
+    clock.advance(99)
+    assert ob.peek(10) == []
+    clock.advance(2)
+    assert len(ob.peek(10)) == 2  # ... up to resend_max_s
+    ob.sent(ids)
+    assert ob.rearm() == 2 and len(ob.peek(10)) == 2  # a reconnect makes them due at once
+    assert ob.confirm(["a" * 32, "f" * 32]) == 1  # a key of another outbox is ignored
+    assert ob.reject(["b" * 32]) == 1
+    assert len(ob) == 0 and ob.stats().bytes == 0
+    c = ob.stats().counters
+    assert (c["sent"], c["resent"], c["delivered"], c["dropped.telemetry.rejected"]) == (8, 6, 1, 1)
+
+
+def test_without_a_confirming_ingest_a_message_goes_after_three_acknowledged_sends(tmp_path: Path) -> None:
+    clock = SimClock()
+    ob = Outbox(tmp_path / "o.db", clock=clock, resend_s=30)
+    assert not ob.peer_confirms
+    ob.put("t", b"e", kind="event", key="ev-1")
+    for sends in range(1, 4):
+        msgs = ob.peek(10)
+        assert len(msgs) == 1, f"send {sends}"
+        ob.sent([m.id for m in msgs])
+        clock.advance(1000)
+    assert len(ob) == 0
+    assert ob.stats().counters["delivered.unconfirmed"] == 1
+    assert "delivered" not in ob.stats().counters
+
+
+def test_the_peer_state_is_durable_and_cleared_by_an_empty_capabilities_message(tmp_path: Path) -> None:
+    ob = Outbox(tmp_path / "o.db")
+    ob.confirm([])  # any acknowledgement proves an ingest that confirms
+    ob.close()
+    ob = Outbox(tmp_path / "o.db")
+    assert ob.peer_confirms
+    ob.set_peer_confirms(False)
+    ob.close()
+    assert not Outbox(tmp_path / "o.db").peer_confirms
+
+
+def test_an_outbox_written_before_the_acknowledgement_opens_with_its_messages(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        """CREATE TABLE messages(id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL UNIQUE, kind TEXT NOT NULL,
+        priority INTEGER NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL, size INTEGER NOT NULL,
+        created REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, not_before REAL NOT NULL DEFAULT 0);
+        INSERT INTO messages(key, kind, priority, topic, payload, size, created)
+        VALUES ('k', 'event', 0, 't', x'00', 70, 1);"""
+    )
+    db.commit()
+    db.close()
+    ob = Outbox(path)
+    [m] = ob.peek(10)
+    ob.set_peer_confirms(True)
+    ob.sent([m.id])
+    assert len(ob) == 1 and ob.confirm(["k"]) == 1
+
+
+# -- old and new on either side, on a real broker ---------------------------------------------------------
+def test_a_device_whose_ingest_does_not_acknowledge_keeps_the_old_guarantee(
+    mosquitto: MosquittoBroker, tmp_path: Path, store: TelemetryStore, ref_model: LoadedModel
+) -> None:
+    """An ingest from before the acknowledgement: a plain subscriber that stores, and says nothing."""
+    old = MqttLink(settings(mosquitto, "old-ingest"))
+    ingestor = Ingestor(store, TOPICS)
+    old.subscribe(TOPICS.all_device_telemetry(), lambda t, p, r: ingestor.handle(t, p, r))
+    old.connect(10)
+    link = MqttLink(settings(mosquitto, "device-new"))
+    outbox = Outbox(tmp_path / "outbox.db", resend_s=0.2, resend_max_s=0.2)
+    plugin = TelemetryPlugin(
+        TelemetrySection(window_frames=5, min_frames=5, tick_s=0.05),
+        outbox=outbox,
+        secret=SECRET,
+        topics=TOPICS,
+        link=link,
+    )
+    plugin.start(AgentStub(device_id=DEVICE, current_model=ref_model))
+    link.start()
+    try:
+        assert link.wait_connected(10)
+        for r in run_frames(ref_model, frames(20, seed=32)):
+            plugin.on_result(r)
+        assert wait_until(lambda: len(outbox) == 0 and store.count() == 4, 20), outbox.stats()
+        c = outbox.stats().counters
+        assert c["delivered.unconfirmed"] == 4 and c["sent"] == 12  # three sends each, then deleted
+        assert wait_until(lambda: ingestor.stats.duplicates == 8, 10)  # the old ingest stored each once
+        assert not outbox.peer_confirms
+    finally:
+        plugin.stop()
+        link.stop()
+        old.stop()
+        outbox.close()
+
+
+def test_an_old_device_is_served_by_a_new_ingest(mosquitto: MosquittoBroker, store: TelemetryStore) -> None:
+    """A device from before the acknowledgement publishes and forgets; nobody hears the acknowledgements."""
+    from tests.telemetry.test_window_schema import body
+
+    svc = ingest_service(mosquitto, store)
+    svc.start()
+    dev = MqttLink(settings(mosquitto, "device-old"))
+    dev.connect(10)
+    try:
+        for i in range(5):
+            payload = json.dumps(body(key=f"{i:032x}")).encode()
+            dev.publish_sync(TOPICS.device_telemetry("old-1"), payload)
+        assert wait_until(lambda: store.count() == 5, 10)
+        assert wait_until(lambda: svc.ingestor.stats.acks_sent == 5, 10)
+    finally:
+        dev.stop()
+        svc.stop()
+
+
+def test_a_window_the_ingest_refuses_for_good_is_dropped_and_counted_not_sent_forever(
+    mosquitto: MosquittoBroker, tmp_path: Path, store: TelemetryStore
+) -> None:
+    svc = ingest_service(mosquitto, store)
+    svc.start()
+    link = MqttLink(settings(mosquitto, "device-bad"))
+    outbox = Outbox(tmp_path / "outbox.db")
+    ack_router(link, TOPICS, DEVICE).add(outbox)
+    pump = OutboxPump(outbox, link)
+    link.connect(10)
+    try:
+        key = "c" * 32
+        outbox.put(TOPICS.device_telemetry(DEVICE), b'{"schema": "edgeline.telemetry/9", "key": "%s"}' % key.encode(),
+                   kind="telemetry", key=key)  # fmt: skip
+        assert wait_until(lambda: (pump.drain(), len(outbox) == 0)[1], 10)
+        assert outbox.stats().counters["dropped.telemetry.rejected"] == 1
+        assert store.count() == 0 and svc.ingestor.stats.rejected == {"schema": 1}
+    finally:
+        link.stop()
+        svc.stop()
+        outbox.close()
+
+
+def test_the_fleet_view_on_the_ingest_link_still_sees_the_events(
+    mosquitto: MosquittoBroker, store: TelemetryStore
+) -> None:
+    """``edgeline ingest --no-shared``: the fleet view and the ingest subscribe the same events filter
+    on one link; both get every event."""
+    from cloud_registry.fleet import FleetWatcher
+
+    svc = ingest_service(mosquitto, store)
+    fleet = FleetWatcher(svc.link, TOPICS)
+    svc.start()
+    dev = MqttLink(settings(mosquitto, "device-ev"))
+    dev.connect(10)
+    try:
+        ev = event(7)
+        dev.publish_sync(TOPICS.device_events(DEVICE), ev.to_bytes())
+        assert wait_until(lambda: store.event_ids() == {ev.event_id}, 10)
+        assert wait_until(lambda: fleet.view.row(DEVICE, 0).last_event is not None, 10)
+    finally:
+        dev.stop()
+        svc.stop()
