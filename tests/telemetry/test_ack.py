@@ -236,7 +236,11 @@ def test_a_device_whose_ingest_does_not_acknowledge_keeps_the_old_guarantee(
     """An ingest from before the acknowledgement: a plain subscriber that stores, and says nothing."""
     old = MqttLink(settings(mosquitto, "old-ingest"))
     ingestor = Ingestor(store, TOPICS)
-    old.subscribe(TOPICS.all_device_telemetry(), lambda t, p, r: ingestor.handle(t, p, r))
+
+    def store_only(topic: str, payload: bytes, retained: bool) -> None:
+        ingestor.handle(topic, payload, retained)
+
+    old.subscribe(TOPICS.all_device_telemetry(), store_only)
     old.connect(10)
     link = MqttLink(settings(mosquitto, "device-new"))
     outbox = Outbox(tmp_path / "outbox.db", resend_s=0.2, resend_max_s=0.2)
