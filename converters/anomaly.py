@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 #: the good parts seen must not turn the smallest deviation into a huge z
 RSD_FLOOR = 0.5
 MIN_GOOD = 8
+#: a map cell this many residual spreads away counts as "hot" for the global score
+HOT_CELL_Z = 3.0
+#: a frame with at least this share of hot cells is never a part this model knows, whatever
+#: defects were seen in training
+UNKNOWN_SHARE_FLOOR = 0.25
 
 
 @dataclass(frozen=True)
@@ -109,7 +114,8 @@ def score_numpy(model: GoodPartModel, x: np.ndarray) -> Scores:
     z = np.abs(d - rec) * model.inv_rsd
     z_img = z.reshape(-1, 1, h, w)
     maps = _avg_pool3(z_img)[:, 0]
-    return Scores(maps.reshape(len(x), -1).max(axis=1), np.mean(z * z, axis=1), maps)
+    flat = maps.reshape(len(x), -1)
+    return Scores(flat.max(axis=1), np.mean(flat > np.float32(HOT_CELL_Z), axis=1), maps)
 
 
 def _avg_pool3(z: np.ndarray) -> np.ndarray:
@@ -148,10 +154,11 @@ def calibrate(good_scores: np.ndarray) -> Calibration:
 
 
 def unknown_limit(good_global: np.ndarray, defect_global: np.ndarray | None = None) -> float:
-    """The global score above which a frame is ``unknown``: three times the largest a good part
-    reached, and above every known defect seen (a defect is a part, not a foreign object)."""
+    """The global score (share of hot cells) above which a frame is ``unknown``: three times the
+    largest share a good part reached, above every known defect seen (a defect is a part, not a
+    foreign object), at least :data:`UNKNOWN_SHARE_FLOOR` and at most 0.9."""
     g = np.asarray(good_global, dtype=np.float64)
-    limit = 3.0 * float(np.max(g))
+    limit = max(UNKNOWN_SHARE_FLOOR, 3.0 * float(np.max(g)))
     if defect_global is not None and len(defect_global):
         limit = max(limit, 1.5 * float(np.max(defect_global)))
-    return limit
+    return min(0.9, limit)

@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from converters.anomaly import Calibration, GoodPartModel
+from converters.anomaly import HOT_CELL_Z, Calibration, GoodPartModel
 from converters.errors import ConversionError
 from converters.onnx_export import INPUT_NAME, OUTPUT_NAME, TARGET_OPSET, dedupe_opsets
 from edge_agent.protocol.manifest import AnomalySpec
@@ -47,6 +47,7 @@ def _branch(
         _const("grid3", np.array([-1, h, w], np.int64)),
         _const("center", np.array(cal.center, np.float32)),
         _const("inv_scale", np.array(1.0 / cal.scale, np.float32)),
+        _const("cell_z", np.array(HOT_CELL_Z, np.float32)),
     ]
     n = _P
     nodes = [
@@ -71,8 +72,10 @@ def _branch(
         helper.make_node("Reshape", [n + "pooled", n + "grid3"], [spec.map_output], name=n + "map"),
         helper.make_node("ReduceMax", [n + "pooled"], [n + "max4"], name=n + "peak", axes=[1, 2, 3], keepdims=0),
         helper.make_node("Unsqueeze", [n + "max4", n + "axes"], [spec.score_output], name=n + "score"),
-        helper.make_node("Mul", [n + "z", n + "z"], [n + "z2"], name=n + "square"),
-        helper.make_node("ReduceMean", [n + "z2"], [spec.global_output], name=n + "global", axes=[1], keepdims=1),
+        helper.make_node("Greater", [n + "pooled", n + "cell_z"], [n + "hot"], name=n + "hot"),
+        helper.make_node("Cast", [n + "hot"], [n + "hot_f"], name=n + "hot_float", to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", [n + "hot_f"], [n + "share"], name=n + "share", axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Unsqueeze", [n + "share", n + "axes"], [spec.global_output], name=n + "global"),
         helper.make_node("Sub", [spec.score_output, n + "center"], [n + "shifted"], name=n + "shift"),
         helper.make_node("Mul", [n + "shifted", n + "inv_scale"], [n + "logit"], name=n + "logit"),
         helper.make_node("Sigmoid", [n + "logit"], [n + "prob"], name=n + "prob"),

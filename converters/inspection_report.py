@@ -135,7 +135,7 @@ def write_png(
     bad = np.flatnonzero(targets != ok)
     worst_good = good[np.argsort(-d[good])][:3]
     missed = bad[np.argsort(d[bad])][:3] if len(bad) else np.empty(0, np.int64)
-    fig = Figure(figsize=(12, 8.5))
+    fig = Figure(figsize=(12, 8.5), layout="constrained")
     grid = fig.add_gridspec(3, 6, height_ratios=[1.1, 1, 1])
     ax_t = fig.add_subplot(grid[0, :2])
     ax_t.axis("off")
@@ -183,7 +183,6 @@ def write_png(
             ax.axis("off")
             ax.text(0.5, 0.5, f"{title}: none", ha="center")
     fig.suptitle(f"{doc['name']} v{doc['version']}: {doc['kind']} model - {doc['verdict']}")
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
     return path

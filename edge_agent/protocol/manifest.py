@@ -233,8 +233,8 @@ class AnomalySpec(_Strict):
 
     ``score_output`` (N, 1): the largest smoothed z-score of the reconstruction residual over the
     part; ``map_output`` (N, h, w): that z-map on the pooled grid (stays on the device);
-    ``global_output`` (N, 1): the mean squared z over the whole part, high for frames unlike any
-    good part (a wrong part, an empty belt, a covered lens), where a local defect stays low. The
+    ``global_output`` (N, 1): the share of map cells far from every good part, high for frames
+    unlike any good part (a wrong part, an empty belt, a covered lens), low for a local defect. The
     graph's probabilities already include the anomaly as ``sigmoid((score - center) / scale)``;
     ``unknown_global`` is the global score above which a frame is ``unknown``."""
 
