@@ -14,6 +14,7 @@ from cloud_registry.cli.common import echo_json, fail, json_option, open_registr
 from cloud_registry.errors import RegistryError
 from cloud_registry.store import STAGES, ModelVersion
 from edge_agent.errors import EdgeAgentError
+from edge_agent.protocol.manifest import Manifest
 from edge_agent.protocol.signing import TrustStore
 
 
@@ -118,6 +119,7 @@ def show(ref: str, home: Path, store_url: str | None, artifacts_url: str | None,
                 rows[0]["labels"] = list(m.labels)
                 rows[0]["quantization"] = m.quantization.mode
                 rows[0]["signed_by"] = v.envelope.get("signature", {}).get("key_id")
+                rows[0]["line"] = _line_figures(m)
         except RegistryError as exc:
             raise fail(exc) from exc
     if as_json:
@@ -135,6 +137,10 @@ def show(ref: str, home: Path, store_url: str | None, artifacts_url: str | None,
             str(r["note"]),
         )
     console = Console()
+    line = rows[0].get("line") if len(rows) == 1 else None
+    if isinstance(line, dict):
+        for text in line["summary"]:
+            console.print(text)
     console.print(table)
     if lineage is not None:
         console.print(f"lineage: ancestors {lineage['ancestors'] or '-'}, children {lineage['children'] or '-'}")
@@ -155,3 +161,30 @@ def promote(ref: str, stage: str, home: Path, store_url: str | None, artifacts_u
         except RegistryError as exc:
             raise fail(exc) from exc
     click.echo(f"{v.name}@{stage} -> v{v.version}")
+
+
+def _line_figures(m: Manifest) -> dict[str, object]:
+    """Escape and false reject first: the figures a line engineer judges a model by."""
+    met = m.metrics
+    lines: list[str] = []
+    status = "UNVERIFIED (forced past the gate)" if m.unverified else "verified by the line gate"
+    if m.operating_point is None:
+        status = "no operating point (gated on int8 fidelity only)"
+    lines.append(f"[bold]{m.name} v{m.version}: {status}[/bold]")
+    for key, what in (("false_reject", "false reject"), ("escape", "escape")):
+        n = int(met.get(f"{key}_n", 0))
+        if key in met and n:
+            lines.append(
+                f"{what}: {100 * met[key]:.2f}% of {n} held-out parts (95% upper bound {100 * met[f'{key}_high']:.2f}%)"
+            )
+        elif m.operating_point is not None:
+            lines.append(f"{what}: UNMEASURED (no {'good' if key == 'false_reject' else 'defect'} examples)")
+    if m.operating_point is not None:
+        op = m.operating_point
+        lines.append(f"operating point: defect score >= {op.threshold:.4f} ({op.target} {100 * op.target_value:g}%)")
+    lines += [f"[red]unverified: {why}[/red]" for why in m.unverified]
+    return {
+        "summary": lines,
+        "unverified": list(m.unverified),
+        "operating_point": m.operating_point.model_dump() if m.operating_point else None,
+    }

@@ -1,0 +1,180 @@
+"""Inspection-grade models on data the project did not tune on: escape and false reject on fresh parts.
+
+Training sets come from the plate family (seeds 70000+); the evaluation sets are fresh parts with
+seeds and lighting never used in development, the three extra defect kinds (crack, stain, chip) no
+model was trained on, and a second part family (flange: round, any rotation, another belt) that no
+one looked at while tuning. Every model is built by the real pipeline and served by the agent's own
+path (:func:`edge_agent.inference.inspect_frame`): escape = defective parts with verdict ``ok``,
+false reject = good parts with verdict ``defect`` or ``unknown``.
+
+    python bench/bench_inspection.py            # JSON on stdout
+    python bench/bench_inspection.py --quick    # fewer evaluation parts
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from converters.gate import GateConfig  # noqa: E402
+from converters.inspection_build import build_inspection  # noqa: E402
+from converters.line_gate import LineTargets  # noqa: E402
+from converters.operating_point import auroc, rate  # noqa: E402
+from converters.pipeline import build_bundle  # noqa: E402
+from converters.synth import Conditions, Lighting, generate_dataset, render_part  # noqa: E402
+from edge_agent.inference import inspect_frame  # noqa: E402
+from edge_agent.model import LoadedModel  # noqa: E402
+from edge_agent.preprocessing import Preprocessor  # noqa: E402
+from edge_agent.protocol.signing import init_keys  # noqa: E402
+
+TRAIN_DEFECTS = ("scratch", "dent", "missing_hole")
+FRESH_DEFECTS = ("scratch", "dent", "missing_hole", "crack", "stain", "chip")
+EVAL_LIGHT = Lighting(brightness=-18.0, contrast=0.9, vignette=0.15)
+
+
+def fresh(family: str, n_good: int, n_bad: int, seed: int) -> tuple[list[np.ndarray], list[str]]:
+    rng = np.random.default_rng(seed)
+    cond = Conditions(lighting=EVAL_LIGHT, noise=3.5)
+    frames, labels = [], []
+    for _ in range(n_good):
+        frames.append(render_part("ok", rng, conditions=cond, family=family))
+        labels.append("ok")
+    for i in range(n_bad):
+        kind = FRESH_DEFECTS[i % len(FRESH_DEFECTS)]
+        frames.append(render_part(kind, rng, conditions=cond, family=family))
+        labels.append(kind)
+    return frames, labels
+
+
+def judge(model: LoadedModel, frames: list[np.ndarray], labels: list[str]) -> dict[str, object]:
+    verdicts = [inspect_frame(model, f, i).verdict for i, f in enumerate(frames)]
+    good = [v for v, lab in zip(verdicts, labels, strict=True) if lab == "ok"]
+    bad = [(v, lab) for v, lab in zip(verdicts, labels, strict=True) if lab != "ok"]
+    fr = rate(sum(v.verdict != "ok" for v in good), len(good))
+    esc = rate(sum(v.verdict == "ok" for v, _ in bad), len(bad))
+    per_kind = {}
+    for kind in sorted({lab for _, lab in bad}):
+        ks = [v for v, lab in bad if lab == kind]
+        per_kind[kind] = {"escapes": sum(v.verdict == "ok" for v in ks), "n": len(ks)}
+    ok_i = model.manifest.labels.index(model.manifest.thresholds.ok_label)
+    pre = model.preprocessor
+    x = np.stack([pre(f) for f in frames])
+    d = 1.0 - model.run(x).probabilities[:, ok_i]
+    is_good = np.array([lab == "ok" for lab in labels])
+    return {
+        "false_reject": {"events": fr.events, "n": fr.n, "value": fr.value, "ci95": [fr.low, fr.high]},
+        "escape": {"events": esc.events, "n": esc.n, "value": esc.value, "ci95": [esc.low, esc.high]},
+        "escape_by_kind": per_kind,
+        "unknown": sum(v.verdict == "unknown" for v in verdicts),
+        "auroc_defect_score": auroc(d[is_good], d[~is_good]),
+    }
+
+
+def dataset(root: Path, family: str, n_good: int, n_defect: int, seed: int) -> Path:
+    generate_dataset(root, per_class=n_good, seed=seed, classes=("ok", "dent"), family=family)
+    shutil.rmtree(root / "dent")
+    if n_defect:
+        tmp = root.parent / f"{root.name}-defects"
+        generate_dataset(tmp, per_class=n_defect, seed=seed + 1, classes=("ok", *TRAIN_DEFECTS), family=family)
+        for kind in TRAIN_DEFECTS:
+            shutil.copytree(tmp / kind, root / kind)
+    return root
+
+
+def latency(model: LoadedModel, frames: list[np.ndarray], rounds: int = 3) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for i, f in enumerate(frames):
+            inspect_frame(model, f, i)
+        best = min(best, (time.perf_counter() - t0) / len(frames))
+    return best * 1000.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="150 good + 150 defective evaluation parts, not 300 + 300")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    n_eval = 150 if args.quick else 300
+    work = Path(tempfile.mkdtemp(prefix="edgeline-bench-insp-"))
+    keys = work / "keys"
+    init_keys(keys)
+    out: dict[str, object] = {"eval_parts": {"good": n_eval, "defective": n_eval, "defect_kinds": FRESH_DEFECTS,
+                                             "lighting": EVAL_LIGHT.__dict__}}
+    results: dict[str, object] = {}
+    served: dict[str, LoadedModel] = {}
+    for family in ("plate", "flange"):
+        frames, labels = fresh(family, n_eval, n_eval, seed=91000 if family == "plate" else 92000)
+        for scenario, n_good, n_def in (("good_only", 200, 0), ("rare_defects", 300, 5)):
+            t0 = time.perf_counter()
+            data = dataset(work / f"{family}-{scenario}", family, n_good, n_def, seed=70000 + n_good + n_def)
+            res = build_inspection(data, work / f"b-{family}-{scenario}", key_dir=keys, force_unverified=True,
+                                   targets=LineTargets(), name=f"{family}-{scenario}")
+            m = res.manifest
+            model = LoadedModel.load(m, res.bundle_dir / m.artifact.filename)
+            served[f"{family}-{scenario}"] = model
+            results[f"{family}/{scenario}"] = {
+                "build_seconds": round(time.perf_counter() - t0, 1), "kind": res.kind,
+                "gate": {"passed": not m.unverified, "failures": list(m.unverified)},
+                "fresh": judge(model, frames, labels),
+            }
+        # balanced: the inspection model (auto -> hybrid) against today's classifier
+        data = work / f"{family}-balanced"
+        generate_dataset(data, per_class=150, seed=71000, classes=("ok", *TRAIN_DEFECTS), family=family)
+        hyb = build_inspection(data, work / f"b-{family}-hybrid", key_dir=keys, force_unverified=True, name="hyb")
+        cls = build_bundle(data, work / f"b-{family}-classifier", key_dir=keys, name="cls",
+                           gate=GateConfig(max_accuracy_drop_pp=100.0, min_label_agreement=0.0))
+        mh = LoadedModel.load(hyb.manifest, hyb.bundle_dir / hyb.manifest.artifact.filename)
+        mc = LoadedModel.load(cls.manifest, cls.model_path)
+        results[f"{family}/balanced"] = {
+            "inspection_hybrid": {"gate": {"passed": not hyb.manifest.unverified}, "fresh": judge(mh, frames, labels)},
+            "todays_classifier": {"fresh": judge(mc, frames, labels)},
+        }
+        if family == "plate":
+            served["classifier"], served["hybrid"] = mc, mh
+            lat_frames = frames[:100]
+            anomaly_ms = latency(served["plate-good_only"], lat_frames)
+            classifier_ms = latency(mc, lat_frames)
+            hybrid_ms = latency(mh, lat_frames)
+            b = work / "b-plate-good_only"
+            float_b = build_inspection(work / "plate-good_only", work / "b-float", key_dir=keys, quantization="float",
+                                       force_unverified=True)
+            mf = LoadedModel.load(float_b.manifest, float_b.bundle_dir / float_b.manifest.artifact.filename)
+            pre = Preprocessor(mf.manifest.preprocessing)
+            x = np.stack([pre(f) for f in frames])
+            s8 = served["plate-good_only"].run(x).anomaly_score
+            sf = mf.run(x).anomaly_score
+            assert s8 is not None and sf is not None
+            out["latency_ms_per_frame"] = {
+                "anomaly": round(anomaly_ms, 3), "hybrid": round(hybrid_ms, 3), "todays_classifier": round(classifier_ms, 3),
+                "anomaly_over_classifier": round(anomaly_ms / classifier_ms, 2),
+                "hybrid_over_classifier": round(hybrid_ms / classifier_ms, 2),
+                "floor": "today's classifier bundle through the same inspect_frame, same frames, same run",
+            }
+            out["int8_vs_float"] = {
+                "int8_bytes": (b / "model.onnx").stat().st_size,
+                "float_bytes": (float_b.bundle_dir / "model.onnx").stat().st_size,
+                "score_max_abs_diff": float(np.max(np.abs(s8 - sf))),
+                "score_median_rel_diff": float(np.median(np.abs(s8 - sf) / np.maximum(np.abs(sf), 1e-6))),
+                "verdict_agreement_at_threshold": float(np.mean(
+                    [inspect_frame(served["plate-good_only"], f, 0).verdict.verdict == inspect_frame(mf, f, 0).verdict.verdict
+                     for f in frames])),
+            }
+    out["results"] = results
+    shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(out, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()
