@@ -12,13 +12,15 @@ from edge_agent.protocol.manifest import Manifest
 from edge_agent.protocol.signing import Envelope, TrustStore
 from edge_agent.updater import machine as m
 from edge_agent.updater.checks import check_key_expiry, verify_offer
+from edge_agent.updater.refusals import payload_key
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Refusal:
-    #: identifies the message, so a retained refusal is reported once, not at every reconnect
+    #: the sha256 of the whole payload: a retained refusal is reported once, not at every reconnect,
+    #: and a different payload (even one carrying the same signature) is a different refusal
     key: str
     sequence: int
     reason: str
@@ -39,7 +41,7 @@ def triage(
     try:
         env = parse_desired(payload)
     except ProtocolError as exc:
-        return Refusal(payload[:256].hex(), 0, Reason.BAD_MANIFEST, str(exc))
+        return Refusal(payload_key(payload), 0, Reason.BAD_MANIFEST, str(exc))
     if env is None:
         return None
     try:
@@ -55,7 +57,7 @@ def triage(
             log.debug("ignoring stale retained deployment: %s", r)
             return None
         seq = env.body.get("sequence", 0)
-        return Refusal(env.signature.sig, seq if isinstance(seq, int) else 0, r.reason, r.detail)
+        return Refusal(payload_key(payload), seq if isinstance(seq, int) else 0, r.reason, r.detail)
     return Candidate(env, manifest)
 
 

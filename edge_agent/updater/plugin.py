@@ -34,12 +34,16 @@ from edge_agent.updater.download import ChunkDownload
 from edge_agent.updater.events import EventPublisher
 from edge_agent.updater.link import UpdaterLink, load_trust, parse_revocations
 from edge_agent.updater.offer import Refusal, triage
+from edge_agent.updater.refusals import Decision, RefusalGate
 from edge_agent.updater.reporter import Reporter
 from edge_agent.updater.slots import SlotDisk
 from edge_agent.updater.trial import Trial, TrialSpec, error_count
 from firmware_configs.updater_section import UpdaterSection
 
 log = logging.getLogger(__name__)
+
+#: the device state is republished at most this often for refusals alone (a flood of them)
+STATE_EVERY_S = 1.0
 
 
 class UpdaterPlugin:
@@ -79,7 +83,9 @@ class UpdaterPlugin:
         self._trial: Trial | None = None
         self._previous: LoadedModel | None = None
         self._deferred: tuple[bytes, bool] | None = None
-        self._refused: set[str] = set()
+        self.refusals = RefusalGate()
+        self._counts_dirty = False
+        self._counts_at = 0.0
         self._timings: dict[str, float] = {}
         self._mark = time.monotonic()
         self.reporter = Reporter(identity.device_id, link, events, self.disk.state_dir, config.faults, self._stop)
@@ -157,8 +163,11 @@ class UpdaterPlugin:
     # -- worker ---------------------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:  # sleep until a command comes; poll only while a trial runs (it can time out)
-                cmd = self._q.get(timeout=0.1 if self._trial is not None else None)
+            # sleep until a command comes; poll only while a trial runs (it can time out) or while
+            # refusals held back by the rate limit are not in the device state yet
+            timeout = 0.1 if self._trial is not None else (STATE_EVERY_S if self._counts_dirty else None)
+            try:
+                cmd = self._q.get(timeout=timeout)
             except queue.Empty:
                 cmd = None
             try:
@@ -167,6 +176,7 @@ class UpdaterPlugin:
                         return
                     self._handle(cmd)
                 self._judge_trial()
+                self._report_counts()
             except Exception:  # the updater must never take the agent down
                 log.exception("updater step failed")
 
@@ -239,14 +249,22 @@ class UpdaterPlugin:
             self._emit_resumed(begun.pending, dl)
 
     def _refuse_once(self, r: Refusal) -> None:
-        if r.key in self._refused:
+        """A rejected event for each distinct refused payload, within the rate limit (see refusals.py);
+        one held back by the limit is counted, and the count goes out with the next event sent."""
+        decision = self.refusals.admit(r.key, r.reason)
+        if decision is not Decision.REPORT:
+            self._counts_dirty = decision is Decision.HELD or self._counts_dirty
+            if decision is Decision.HELD and self.refusals.counts.unreported % 100 == 1:
+                log.warning("refusals over the rate limit: %d not reported so far", self.refusals.counts.unreported)
             return
-        self._refused.add(r.key)
-        log.warning("update rejected: %s: %s", r.reason, r.detail)
+        detail = r.detail
+        if held := self.refusals.take_held():
+            detail = f"{detail} ({held} more refusals since the last report were not sent: rate limit)"
+        log.warning("update rejected: %s: %s", r.reason, detail)
         self._commit_record(
-            m.refused_offer(self.record, r.sequence, r.reason, r.detail, self.clock()), must_persist=False
+            m.refused_offer(self.record, r.sequence, r.reason, detail, self.clock()), must_persist=False
         )
-        self._emit(EventKind.REJECTED, None, r.reason, r.detail, sequence=r.sequence)
+        self._emit(EventKind.REJECTED, None, r.reason, detail, sequence=r.sequence)
 
     # -- download / verify / stage / load -------------------------------------------------------
     def _resume(self, step: m.Resume) -> None:
@@ -453,8 +471,15 @@ class UpdaterPlugin:
     def _emit(self, kind: EventKind, p: m.Pending | None, reason: str = "", detail: str = "", **kw: Any) -> None:
         self.reporter.emit(kind, self.record, p, reason, detail, **kw)
 
+    def _report_counts(self) -> None:
+        """The refusal counts into the device state, at most every STATE_EVERY_S under a flood."""
+        if self._counts_dirty and time.monotonic() - self._counts_at >= STATE_EVERY_S:
+            self._report()
+
     def _report(self) -> None:
-        self.reporter.report(self.record, self.agent.current_model if self.agent is not None else None)
+        self._counts_dirty, self._counts_at = False, time.monotonic()
+        model = self.agent.current_model if self.agent is not None else None
+        self.reporter.report(self.record, model, self.refusals.counts.as_state())
 
     def _lap(self, phase: str) -> None:
         now = time.monotonic()

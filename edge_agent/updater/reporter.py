@@ -83,8 +83,11 @@ class Reporter:
         except Exception:
             log.exception("event publisher failed for %s", kind)
 
-    def report(self, rec: m.Record, model: LoadedModel | None) -> None:
-        """Update the retained device state: the serving model, its slot, the updater's state."""
+    def report(
+        self, rec: m.Record, model: LoadedModel | None, counts: dict[str, float | int | str] | None = None
+    ) -> None:
+        """Update the retained device state: the serving model, its slot, the updater's state (and
+        ``counts``, e.g. the refusals, in the state's ``extra``)."""
         ref = None
         if model is not None:
             man = model.manifest
@@ -98,6 +101,7 @@ class Reporter:
             health="ok" if model else "no_model",
             last_event=rec.last,
             last_error=rec.last_error,
+            **({"extra": dict(counts)} if counts else {}),
         )
 
     def fault(self, state: S) -> None:
