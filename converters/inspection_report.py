@@ -135,7 +135,8 @@ def write_png(
     bad = np.flatnonzero(targets != ok)
     worst_good = good[np.argsort(-d[good])][:3]
     missed = bad[np.argsort(d[bad])][:3] if len(bad) else np.empty(0, np.int64)
-    fig = Figure(figsize=(12, 8.5), layout="constrained")
+    fig = Figure(figsize=(12, 8.5))
+    fig.subplots_adjust(left=0.03, right=0.98, top=0.92, bottom=0.04, hspace=0.55, wspace=0.35)
     grid = fig.add_gridspec(3, 6, height_ratios=[1.1, 1, 1])
     ax_t = fig.add_subplot(grid[0, :2])
     ax_t.axis("off")
