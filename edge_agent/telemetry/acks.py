@@ -1,6 +1,8 @@
 """The device's end of the end-to-end acknowledgement: one subscription to ``devices/<id>/acks`` per
 MQTT link, applied to every outbox of the device (telemetry windows and deployment events), and one to
-the ingest's retained ``ingest/capabilities`` (does the ingest acknowledge at all?).
+the ingest's retained ``ingest/capabilities`` (does the ingest acknowledge at all?). The ingest
+publishes its capabilities at every connect; each one makes the device's sent but unconfirmed messages
+due again, since a message that reached the broker before the ingest was subscribed again is gone.
 
 The ingest publishes an :class:`~edge_agent.protocol.telemetry.Ack` after it has stored a window or
 an event (or found it stored already); the outbox holding that key deletes it. An acknowledgement
@@ -39,6 +41,8 @@ class Settles(Protocol):
     def reject(self, keys: list[str]) -> int: ...
 
     def set_peer_confirms(self, confirms: bool) -> None: ...
+
+    def rearm(self) -> int: ...
 
 
 class Subscribes(Protocol):
@@ -109,6 +113,13 @@ class AckRouter:
             outboxes = list(self._outboxes)
         for ob in outboxes:
             self._set_peer(ob, confirms)
+            if confirms:
+                # the ingest announces itself at every connect: what it may have missed while it was
+                # away (sent to a broker that had nobody subscribed yet) goes again now
+                try:
+                    ob.rearm()
+                except EdgeAgentError as exc:
+                    log.warning("could not make unconfirmed messages due: %s", exc)
 
     def _on_ack(self, topic: str, payload: bytes, retained: bool) -> None:
         try:
