@@ -1,5 +1,8 @@
-"""Batch inference over an image folder or a video file, through the same path as the live loop
-(:func:`edge_agent.inference.inspect_frame`), so ``edgeline predict`` gives the agent's verdicts."""
+"""Batch inference over an image folder, a single image or a video file, through the same path as the
+live loop (:func:`edge_agent.inference.inspect_frame`), so ``edgeline predict`` gives the agent's
+verdicts. Images (a folder's, or a single file) go through the agent's guarded decoder
+(:mod:`edge_agent.image_decode`), as in the local API: declared size checked before decoding, EXIF
+orientation applied, truncated files refused. Only videos are read through FFmpeg."""
 
 from __future__ import annotations
 
@@ -15,9 +18,11 @@ import cv2
 import numpy as np
 
 from edge_agent.errors import EdgeAgentError, SourceError
+from edge_agent.image_decode import ImageError, read_header, read_image_file
 from edge_agent.inference import inspect_frame, verdict_record
 from edge_agent.model import LoadedModel
-from edge_agent.sources import list_images, read_image
+from edge_agent.sources import IMAGE_EXTENSIONS, list_images
+from firmware_configs.schema import DEFAULT_MAX_IMAGE_PIXELS
 
 CSV_FIELDS = ("ref", "verdict", "label", "confidence", "uncertain", "model", "model_version", "error")
 
@@ -29,10 +34,32 @@ class Item:
     error: str = ""
 
 
+def is_image_file(path: Path) -> bool:
+    """A single image rather than a video: an image extension, or the header of a format the agent's
+    decoder reads (a damaged image with an image extension is still an image, and gets its error)."""
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            read_header(fh.read(4096))
+    except (OSError, ImageError):
+        return False
+    return True
+
+
+def _image_item(path: Path, ref: str, max_pixels: int) -> Item:
+    try:
+        return Item(ref, read_image_file(path, max_pixels))
+    except ImageError as exc:
+        return Item(ref, None, str(exc))
+
+
 def count_items(path: Path) -> int | None:
     """How many images or frames ``path`` holds (None when a video does not say)."""
     if path.is_dir():
         return len(list_images(path))
+    if is_image_file(path):
+        return 1
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     try:
         n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
@@ -41,20 +68,27 @@ def count_items(path: Path) -> int | None:
     return n if n > 0 else None
 
 
-def iter_items(path: Path) -> Iterator[Item]:
-    """Images of a folder in name order, or the frames of a video (ref = frame index)."""
+def iter_items(path: Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Iterator[Item]:
+    """Images of a folder in name order (ref = file name), one image file (ref = its name), or the
+    frames of a video (ref = frame index). Images larger than ``max_pixels`` get an error item."""
     path = Path(path)
     if path.is_dir():
         for f in list_images(path):
-            img = read_image(f)
-            yield Item(f.name, img, "" if img is not None else "not a decodable image")
+            yield _image_item(f, f.name, max_pixels)
         return
     if not path.is_file():
-        raise SourceError(f"{path} is neither an image folder nor a video file")
+        raise SourceError(f"{path} is neither an image folder, an image nor a video file")
+    if is_image_file(path):
+        yield _image_item(path, path.name, max_pixels)
+        return
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     if not cap.isOpened():
         cap.release()
         raise SourceError(f"{path} is not a video OpenCV can read")
+    width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if width * height > max_pixels:
+        cap.release()
+        raise SourceError(f"{path} declares {width}x{height} frames, above the limit of {max_pixels:,} pixels")
     try:
         i = 0
         while True:

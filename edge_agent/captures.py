@@ -1,11 +1,16 @@
 """Frame sources through OpenCV: USB index, RTSP/HTTP URL, video file, image folder, and frames held in
 memory. OpenCV's failures (``isOpened()`` false, ``read()`` false) become :class:`SourceError` or a lost
-frame here; nothing else touches ``cv2.VideoCapture`` on the live path."""
+frame here; nothing else touches ``cv2.VideoCapture`` on the live path.
+
+Image sizes are bounded everywhere (``source.max_image_pixels``): folder images go through the guarded
+decoder (:mod:`edge_agent.image_decode`: declared size checked before decoding), and a stream or video
+whose declared frame size is above the limit is refused at open, before its first frame is read."""
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +20,8 @@ import cv2
 import numpy as np
 
 from edge_agent.errors import SourceError
-from firmware_configs.schema import SourceSection
+from edge_agent.image_decode import ImageError, read_image_file
+from firmware_configs.schema import DEFAULT_MAX_IMAGE_PIXELS, SourceSection
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +44,12 @@ class Capture(Protocol):
     def describe(self) -> str: ...
 
 
+class Probe(Protocol):
+    """A capture that can tell cheaply, without opening it, whether its camera answers."""
+
+    def probe(self) -> bool: ...
+
+
 class OpenCvCapture:
     """``cv2.VideoCapture`` on a USB index, a URL or a video file."""
 
@@ -46,10 +58,40 @@ class OpenCvCapture:
         self.live = section.live
         self._cap: cv2.VideoCapture | None = None
         self._index = 0
+        #: frames per second the stream or file declares (0 when it does not say)
+        self.declared_fps = 0.0
+        self.oversized = 0
 
     def describe(self) -> str:
         s = self.section
         return {"usb": f"usb:{s.index}", "url": str(s.url), "file": str(s.path)}.get(s.kind, s.kind)
+
+    @property
+    def read_timeout_ms(self) -> int:
+        """OpenCV's read timeout: ``read_timeout_ms``, but at most the stall watchdog's ceiling for a
+        live source, so a frozen stream's blocked read ends in time for the watchdog."""
+        s = self.section
+        if self.live and s.stall_intervals > 0:
+            return min(s.read_timeout_ms, max(100, int(s.stall_max_s * 1000)))
+        return s.read_timeout_ms
+
+    def probe(self) -> bool:
+        """Does the camera answer? A TCP connect to a URL's host and port, the device node of a USB
+        camera, the file of a video. Never raises."""
+        s = self.section
+        if s.kind == "usb":
+            return os.path.exists(f"/dev/video{s.index}")
+        if s.kind != "url":
+            return Path(str(s.path)).is_file()
+        from urllib.parse import urlsplit
+
+        try:
+            u = urlsplit(str(s.url))
+            port = u.port or {"rtsp": 554, "rtsps": 322, "http": 80, "https": 443}.get(u.scheme, 80)
+            with socket.create_connection((u.hostname or "", port), timeout=0.2):
+                return True
+        except (OSError, ValueError):
+            return False
 
     def open(self) -> None:
         s = self.section
@@ -57,7 +99,7 @@ class OpenCvCapture:
             cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
             s.open_timeout_ms,
             cv2.CAP_PROP_READ_TIMEOUT_MSEC,
-            s.read_timeout_ms,
+            self.read_timeout_ms,
         ]
         if s.kind == "usb":
             assert s.index is not None
@@ -86,6 +128,14 @@ class OpenCvCapture:
         if s.kind == "usb" and s.width and s.height:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, s.width)
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, s.height)
+        width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if width * height > s.max_image_pixels:
+            cap.release()
+            raise SourceError(
+                f"{self.describe()} declares {width}x{height} = {width * height:,} pixels per frame, above "
+                f"the limit of {s.max_image_pixels:,} (source.max_image_pixels); no frame read"
+            )
+        self.declared_fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self._cap = cap
         self._index = 0
 
@@ -98,6 +148,11 @@ class OpenCvCapture:
             log.warning("read from %s failed: %s", self.describe(), exc)
             return None
         if not ok or img is None or img.size == 0:
+            return None
+        if img.shape[0] * img.shape[1] > self.section.max_image_pixels:  # the stream changed size
+            self.oversized += 1
+            h, w = img.shape[:2]
+            log.warning("%s: a %dx%d frame is above source.max_image_pixels", self.describe(), w, h)
             return None
         ref = str(self._index)
         self._index += 1
@@ -114,11 +169,13 @@ class FolderCapture:
 
     live = False
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> None:
         self.path = Path(path)
+        self.max_pixels = max_pixels
         self._files: list[Path] = []
         self._pos = 0
         self.unreadable = 0
+        self.last_error = ""
 
     def describe(self) -> str:
         return str(self.path)
@@ -133,11 +190,12 @@ class FolderCapture:
         while self._pos < len(self._files):
             f = self._files[self._pos]
             self._pos += 1
-            img = read_image(f)
-            if img is not None:
-                return img, f.name
-            self.unreadable += 1
-            log.warning("skipping unreadable image %s", f)
+            try:
+                return read_image_file(f, self.max_pixels), f.name
+            except ImageError as exc:
+                self.unreadable += 1
+                self.last_error = f"{f.name}: {exc}"
+                log.warning("skipping image %s: %s", f, exc)
         return None
 
     def close(self) -> None:
@@ -174,26 +232,7 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def read_image(path: Path) -> np.ndarray | None:
-    """Decode an image file with OpenCV; None when it is not a decodable image."""
-    try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError:
-        return None
-    return decode_image(data.tobytes())
-
-
-def decode_image(data: bytes) -> np.ndarray | None:
-    if not data:
-        return None
-    try:
-        img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    except cv2.error:  # e.g. a damaged header claiming an impossible size: OpenCV asserts
-        return None
-    return img if img is not None and img.size else None
-
-
 def build_capture(section: SourceSection) -> Capture:
     if section.kind == "folder":
-        return FolderCapture(Path(str(section.path)))
+        return FolderCapture(Path(str(section.path)), section.max_image_pixels)
     return OpenCvCapture(section)

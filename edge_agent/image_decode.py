@@ -47,6 +47,10 @@ _PNG_SIG = b"\x89PNG\r\n\x1a\n"
 #: JPEG start-of-frame markers (C4 = DHT, C8 = JPG extension, CC = DAC are not frames).
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _PNM_MAGIC = frozenset(b"123456")
+#: OpenCV's own ceilings (OPENCV_IO_MAX_IMAGE_WIDTH/HEIGHT/PIXELS defaults): a header declaring more
+#: is damaged, not merely large.
+_MAX_SIDE = 1 << 20
+_MAX_PIXELS = 1 << 30
 
 
 class ImageError(EdgeAgentError):
@@ -107,6 +111,11 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.
     header = read_header(data)
     if header.width <= 0 or header.height <= 0:
         raise ImageError(f"{header.format} image declares an empty size {header.width}x{header.height}")
+    if max(header.width, header.height) > _MAX_SIDE or header.pixels > _MAX_PIXELS:
+        raise ImageError(
+            f"not a decodable image: the {header.format} header declares an impossible size "
+            f"{header.width}x{header.height}"
+        )
     if header.pixels > max_pixels:
         raise ImageTooLarge(header, max_pixels)
     if not header.complete:

@@ -9,12 +9,17 @@
                         '--open failed (file)--> FAILED
     any state --stop--> STOPPED
 
-Reconnect delays grow exponentially from ``min_s`` to ``max_s`` and reset after a successful open.
-The reader (``edge_agent.sources``) performs the I/O and feeds the events in.
+Reconnect delays grow exponentially from ``min_s`` to the cap ``max_s``, are jittered (so cameras of a
+line that failed together do not all retry in step) and reset after a successful open. A stream that
+stays open but sends no new frame is noticed by :class:`StallWatchdog` and handled as a loss.
+The reader (``edge_agent.sources``) performs the I/O and feeds the events and the times in.
 """
 
 from __future__ import annotations
 
+import random
+import statistics
+from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -51,14 +56,73 @@ TERMINAL = frozenset({SourceState.ENDED, SourceState.FAILED, SourceState.STOPPED
 @dataclass(frozen=True)
 class Backoff:
     min_s: float = 0.5
-    max_s: float = 30.0
+    max_s: float = 2.0
     factor: float = 2.0
+    #: the delay actually waited is ``delay * (1 - jitter * u)``, u uniform in [0, 1)
+    jitter: float = 0.5
 
     def delay(self, attempt: int) -> float:
-        """Delay before reconnect attempt number ``attempt`` (1-based)."""
+        """The (un-jittered) delay before reconnect attempt number ``attempt`` (1-based): exponential,
+        capped at ``max_s``."""
         if attempt < 1:
             return 0.0
-        return float(min(self.max_s, self.min_s * self.factor ** (attempt - 1)))
+        exponent = min(attempt - 1, 64)  # no float overflow after days of retries
+        return float(min(self.max_s, self.min_s * self.factor**exponent))
+
+    def jittered(self, attempt: int, u: float) -> float:
+        """:meth:`delay` scaled down by the jitter; ``u`` in [0, 1). Never above the cap."""
+        return self.delay(attempt) * (1.0 - self.jitter * min(max(u, 0.0), 1.0))
+
+
+@dataclass
+class StallWatchdog:
+    """Notices a stream that stays open but delivers no new frame.
+
+    The deadline is ``intervals`` frame intervals, bounded to [``min_s``, ``max_s``]. The frame
+    interval is the median of the recent gaps between frames, or the interval the stream declares
+    until gaps are known, or ``max_s`` when it declares nothing. ``intervals = 0`` turns it off."""
+
+    intervals: float = 10.0
+    min_s: float = 1.0
+    max_s: float = 5.0
+    _gaps: deque[float] = field(default_factory=lambda: deque(maxlen=32))
+    _last: float | None = None
+    _nominal: float = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.intervals > 0
+
+    def start(self, nominal_interval_s: float = 0.0) -> None:
+        """A new connection: forget the previous gaps."""
+        self._gaps.clear()
+        self._last = None
+        self._nominal = nominal_interval_s if nominal_interval_s > 0 else 0.0
+
+    def frame(self, at: float) -> None:
+        """A new frame arrived at monotonic time ``at``."""
+        if self._last is not None and at > self._last:
+            self._gaps.append(at - self._last)
+        self._last = at
+
+    @property
+    def interval_s(self) -> float:
+        if self._gaps:
+            return float(statistics.median(self._gaps))
+        return self._nominal
+
+    @property
+    def timeout_s(self) -> float:
+        if not self.enabled:
+            return float("inf")
+        interval = self.interval_s
+        if interval <= 0:
+            return self.max_s
+        return min(self.max_s, max(self.min_s, self.intervals * interval))
+
+    def stalled(self, waited_s: float) -> bool:
+        """True when waiting ``waited_s`` for the next frame is past the deadline."""
+        return self.enabled and waited_s > self.timeout_s
 
 
 @dataclass
@@ -68,11 +132,16 @@ class SourceStateMachine:
     backoff: Backoff = field(default_factory=Backoff)
     #: give up after this many failed attempts in a row (0 = never)
     max_reconnects: int = 0
+    #: the jitter's random source (seed it for a reproducible test)
+    rng: random.Random = field(default_factory=random.Random)
     state: SourceState = SourceState.IDLE
     attempts: int = 0
     reconnects: int = 0
+    #: losses noticed by the stall watchdog (a subset of ``reconnects``)
+    stalls: int = 0
     last_error: str = ""
     history: list[SourceState] = field(default_factory=list)
+    _delay: float = 0.0
 
     def _go(self, new: SourceState) -> SourceState:
         if new not in ALLOWED[self.state]:
@@ -85,8 +154,8 @@ class SourceStateMachine:
 
     @property
     def delay(self) -> float:
-        """How long to wait in RECONNECTING before :meth:`retry`."""
-        return self.backoff.delay(self.attempts)
+        """How long to wait in RECONNECTING before :meth:`retry` (drawn once per attempt)."""
+        return self._delay
 
     # -- events ----------------------------------------------------------------------------------
     def start(self) -> SourceState:
@@ -111,6 +180,11 @@ class SourceStateMachine:
         self.reconnects += 1
         return self._schedule_retry()
 
+    def stalled(self, error: str) -> SourceState:
+        """The stall watchdog fired: the stream is open but no new frame came in time. A loss."""
+        self.stalls += 1
+        return self.lost(error)
+
     def retry(self) -> SourceState:
         return self._go(SourceState.CONNECTING)
 
@@ -131,6 +205,7 @@ class SourceStateMachine:
         self.attempts += 1
         if self.max_reconnects and self.attempts > self.max_reconnects:
             return self._go(SourceState.FAILED)
+        self._delay = self.backoff.jittered(self.attempts, self.rng.random())
         return self._go(SourceState.RECONNECTING)
 
     @property

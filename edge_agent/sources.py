@@ -1,5 +1,9 @@
 """The reader thread that drives :class:`~edge_agent.source_state.SourceStateMachine` over a capture
-(:mod:`edge_agent.captures`) and feeds the bounded frame queue, reconnecting with backoff."""
+(:mod:`edge_agent.captures`) and feeds the bounded frame queue, reconnecting with backoff.
+
+Live sources also get a stall watchdog (a stream that stays open but sends no new frame is handled
+as a loss) and, while waiting to reconnect, a quick probe: a camera that refused connections and
+answers again is reconnected at once instead of at the end of the backoff."""
 
 from __future__ import annotations
 
@@ -18,13 +22,12 @@ from edge_agent.captures import (
     MemoryCapture,
     OpenCvCapture,
     build_capture,
-    decode_image,
     list_images,
-    read_image,
 )
 from edge_agent.errors import SourceError
 from edge_agent.frame_queue import FrameQueue
-from edge_agent.source_state import Backoff, SourceState, SourceStateMachine
+from edge_agent.image_decode import decode_image, read_image_file
+from edge_agent.source_state import Backoff, SourceState, SourceStateMachine, StallWatchdog
 from firmware_configs.schema import SourceSection
 
 __all__ = [
@@ -32,13 +35,14 @@ __all__ = [
     "Capture",
     "FolderCapture",
     "Frame",
+    "LiveSettings",
     "MemoryCapture",
     "OpenCvCapture",
     "SourceReader",
     "build_capture",
     "decode_image",
     "list_images",
-    "read_image",
+    "read_image_file",
 ]
 
 log = logging.getLogger(__name__)
@@ -56,6 +60,26 @@ class Frame:
 StateListener = Callable[[SourceState, str], None]
 
 
+@dataclass(frozen=True, slots=True)
+class LiveSettings:
+    """The reader's live-camera settings: reconnect probe and stall watchdog (``[source]`` keys)."""
+
+    probe_s: float = 0.25
+    stall_intervals: float = 10.0
+    stall_min_s: float = 1.0
+    stall_max_s: float = 5.0
+
+    @classmethod
+    def from_section(cls, s: SourceSection) -> LiveSettings:
+        return cls(s.reconnect_probe_s, s.stall_intervals, s.stall_min_s, s.stall_max_s)
+
+    @classmethod
+    def of(cls, capture: Capture) -> LiveSettings:
+        """The settings of the section a capture was built from, else the defaults."""
+        section = getattr(capture, "section", None)
+        return cls.from_section(section) if isinstance(section, SourceSection) else cls()
+
+
 class SourceReader:
     """Reads a :class:`Capture` on its own thread into a :class:`FrameQueue`, reconnecting with backoff."""
 
@@ -70,12 +94,20 @@ class SourceReader:
         max_reconnects: int = 0,
         on_state: StateListener | None = None,
         name: str = "source",
+        live_settings: LiveSettings | None = None,
     ) -> None:
         self.capture = capture
         self.queue = queue
         self.machine = SourceStateMachine(
             live=capture.live, loop=loop, backoff=backoff or Backoff(), max_reconnects=max_reconnects
         )
+        settings = live_settings or LiveSettings.of(capture)
+        self.probe_s = settings.probe_s if capture.live else 0.0
+        self.watchdog = StallWatchdog(
+            settings.stall_intervals if capture.live else 0.0, settings.stall_min_s, settings.stall_max_s
+        )
+        #: monotonic time of the last frame read (None before the first)
+        self.last_frame_at: float | None = None
         self.max_fps = max_fps
         self.on_state = on_state
         self.frames_read = 0
@@ -96,6 +128,7 @@ class SourceReader:
             max_reconnects=section.max_reconnects,
             on_state=on_state,
             name=name or "source",
+            live_settings=LiveSettings.from_section(section),
         )
 
     @property
@@ -135,18 +168,24 @@ class SourceReader:
                         self._emit(m.open_failed(str(exc)))
                     else:
                         log.info("%s: streaming", self.capture.describe())
+                        fps = float(getattr(self.capture, "declared_fps", 0.0) or 0.0)
+                        self.watchdog.start(1.0 / fps if fps > 0 else 0.0)
                         self._emit(m.opened())
                 elif m.state is SourceState.RECONNECTING:
                     log.info("%s: reconnect in %.2fs (attempt %d)", self.capture.describe(), m.delay, m.attempts)
-                    if self._stop.wait(m.delay):
+                    if self._wait_to_reconnect(m.delay):
                         break
                     self._emit(m.retry())
                 elif m.state is SourceState.STREAMING:
+                    asked = time.monotonic()
                     got = self.capture.read()
-                    if got is None:
+                    now = time.monotonic()
+                    if got is None or self.watchdog.stalled(now - asked):
                         self.capture.close()
-                        self._emit(m.lost("camera lost" if self.capture.live else "end of stream"))
+                        self._emit(self._lost(now - asked))
                         continue
+                    self.watchdog.frame(now)
+                    self.last_frame_at = now
                     if self.max_fps > 0:
                         next_due = max(next_due + 1.0 / self.max_fps, time.monotonic())
                         if self._stop.wait(max(0.0, next_due - time.monotonic())):
@@ -161,6 +200,33 @@ class SourceReader:
             if self._stop.is_set() and not m.done:
                 self._emit(m.stop())
             self.queue.close()
+
+    def _lost(self, waited: float) -> SourceState:
+        m = self.machine
+        if not self.capture.live:
+            return m.lost("end of stream")
+        if self.watchdog.stalled(waited):
+            msg = f"stalled: no new frame for {waited:.1f} s (watchdog {self.watchdog.timeout_s:.1f} s)"
+            log.warning("%s: %s", self.capture.describe(), msg)
+            return m.stalled(msg)
+        return m.lost("camera lost")
+
+    def _wait_to_reconnect(self, delay: float) -> bool:
+        """Wait ``delay`` before the next attempt, or less: when a probe finds the camera answering
+        after a probe found it refusing, go at once. True when stopped meanwhile."""
+        probe = getattr(self.capture, "probe", None) if self.probe_s > 0 else None
+        answering = True if probe is None else bool(probe())
+        deadline = time.monotonic() + delay
+        while (remaining := deadline - time.monotonic()) > 0:
+            if self._stop.wait(min(self.probe_s, remaining) if probe is not None else remaining):
+                return True
+            if probe is None:
+                continue
+            was, answering = answering, bool(probe())
+            if answering and not was:
+                log.info("%s: the camera answers again; reconnecting now", self.capture.describe())
+                return False
+        return self._stop.is_set()
 
     def _deliver(self, got: tuple[np.ndarray, str]) -> None:
         img, ref = got

@@ -1,4 +1,4 @@
-"""``edgeline predict --bundle B PATH``: batch inference over an image folder or a video."""
+"""``edgeline predict --bundle B PATH``: batch inference over an image folder, an image or a video."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from edge_agent.batch import RecordWriter, count_items, iter_items, predict_item
 from edge_agent.errors import EdgeAgentError
 from edge_agent.inference import load_and_check
 from edge_agent.protocol.signing import TrustStore
+from firmware_configs.schema import DEFAULT_MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS_CEILING
 
 
 @click.command()
@@ -41,17 +42,29 @@ from edge_agent.protocol.signing import TrustStore
 )
 @click.option("--no-expiry", is_flag=True, help="Accept an expired manifest.")
 @click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True, help="ONNX Runtime threads.")
-def predict(path: Path, bundle: Path, trust: Path, fmt: str, out: Path | None, no_expiry: bool, threads: int) -> None:
-    """Run BUNDLE's model over PATH (an image folder, in name order, or a video file, frame by frame) and
-    write one row per image or frame: verdict, class, confidence and per-class probabilities.
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(1, MAX_IMAGE_PIXELS_CEILING),
+    default=DEFAULT_MAX_IMAGE_PIXELS,
+    show_default=True,
+    help="Refuse images (and video frames) declaring more pixels than this, before decoding them.",
+)
+def predict(
+    path: Path, bundle: Path, trust: Path, fmt: str, out: Path | None, no_expiry: bool, threads: int, max_pixels: int
+) -> None:
+    """Run BUNDLE's model over PATH (an image folder, in name order; a single image; or a video file,
+    frame by frame) and write one row per image or frame: verdict, class, confidence and per-class
+    probabilities.
 
-    The bundle is verified and self-tested first, and frames go through the same preprocessing,
-    model and thresholds as the live agent, so the verdicts are the agent's. Unreadable images get a
-    row with an error; the command then exits 1 after writing every other row."""
+    The bundle is verified and self-tested first. Images are decoded by the agent's own decoder (as
+    in the local API: EXIF orientation applied, truncated or oversized images refused), and frames go
+    through the same preprocessing, model and thresholds as the live agent, so the verdicts are the
+    agent's. Unreadable images get a row with an error; the command then exits 1 after writing every
+    other row."""
     try:
         model = load_and_check(bundle, TrustStore.load(trust), threads=threads, check_expiry=not no_expiry)
         total = count_items(path)
-        items = iter_items(path)
+        items = iter_items(path, max_pixels)
     except EdgeAgentError as exc:
         raise click.ClickException(str(exc)) from exc
     errors: list[str] = []

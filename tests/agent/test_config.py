@@ -65,6 +65,27 @@ def test_rules_across_keys_name_the_table() -> None:
     assert msg.startswith("source.url = 'ftp://cam':")
 
 
+def test_camera_recovery_and_pixel_limit_keys_are_validated() -> None:
+    cfg = parse_toml(GOOD)
+    s = cfg.source
+    assert (s.reconnect_max_s, s.reconnect_probe_s, s.stall_intervals, s.stall_min_s, s.stall_max_s) == (
+        2.0,
+        0.25,
+        10.0,
+        1.0,
+        5.0,
+    )
+    assert s.max_image_pixels == cfg.api.max_image_pixels == 25_000_000
+    (msg,) = problems(GOOD + "stall_min_s = 4.0\nstall_max_s = 2.0\n")
+    assert msg == "source: stall_max_s must be >= stall_min_s"
+    (msg,) = problems(GOOD + "max_image_pixels = 0\n")
+    assert msg.startswith("source.max_image_pixels = 0:") and "greater than or equal to 1" in msg
+    (msg,) = problems(GOOD + "[api]\nmax_image_pixels = 99999999999\n")
+    assert msg.startswith("api.max_image_pixels = 99999999999:")
+    (msg,) = problems(GOOD + "stall_seconds = 3\n")
+    assert msg == "source.stall_seconds: unknown key (value 3)"
+
+
 def test_every_problem_is_reported_at_once() -> None:
     found = problems('[source]\nkind = "usb"\nindex = -1\n[sinks.jsonl]\nmax_bytes = 1\n')
     assert "device: required key is missing" in found

@@ -119,7 +119,8 @@ def test_prediction_api_refuses_bad_requests(
 ) -> None:
     cfg = make_config(
         tmp_path,
-        {"kind": "folder", "path": str(image_folder)},
+        # looping, so the agent (and its API) does not stop when the folder ends, mid-test
+        {"kind": "folder", "path": str(image_folder), "loop": True, "max_fps": 50},
         api={"enabled": True, "port": 0, "max_body_bytes": 65536},
     )
     agent = Agent(cfg)  # no model yet

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 
@@ -9,7 +10,7 @@ import pytest
 
 from edge_agent.errors import SourceError
 from edge_agent.frame_queue import FrameQueue, Policy
-from edge_agent.source_state import Backoff, SourceState, SourceStateMachine
+from edge_agent.source_state import Backoff, SourceState, SourceStateMachine, StallWatchdog
 
 
 def test_drop_oldest_keeps_the_newest_and_counts_drops() -> None:
@@ -68,7 +69,7 @@ def test_backoff_grows_exponentially_to_a_ceiling() -> None:
 
 
 def test_live_camera_loss_reconnects_with_growing_delay_then_resets() -> None:
-    m = SourceStateMachine(live=True, backoff=Backoff(0.1, 1.0))
+    m = SourceStateMachine(live=True, backoff=Backoff(0.1, 1.0, jitter=0.0))
     assert m.start() is SourceState.CONNECTING
     assert m.opened() is SourceState.STREAMING
     assert m.lost("camera lost") is SourceState.RECONNECTING and m.reconnects == 1
@@ -80,6 +81,43 @@ def test_live_camera_loss_reconnects_with_growing_delay_then_resets() -> None:
         m.retry()
     assert delays == [0.1, 0.2, 0.4, 0.8, 1.0]
     assert m.opened() is SourceState.STREAMING and m.attempts == 0 and m.last_error == ""
+
+
+def test_backoff_is_capped_and_jittered_below_the_cap() -> None:
+    b = Backoff(0.5, 2.0)  # the defaults: cap 2 s, jitter down to half
+    assert b.delay(10_000) == 2.0  # capped, and no float overflow after days of retries
+    m = SourceStateMachine(live=True, backoff=b, rng=random.Random(1))
+    m.start()
+    delays = []
+    for _ in range(200):
+        m.open_failed("refused")
+        delays.append(m.delay)
+        m.retry()
+    tail = delays[5:]
+    assert all(1.0 <= d <= 2.0 for d in tail), (min(tail), max(tail))
+    assert len({round(d, 6) for d in tail}) > 100  # jittered: cameras that failed together spread out
+
+
+def test_stall_watchdog_deadline_follows_the_frame_interval_within_bounds() -> None:
+    w = StallWatchdog(intervals=10, min_s=1.0, max_s=5.0)
+    w.start(nominal_interval_s=0.0)
+    assert w.timeout_s == 5.0  # nothing known yet: the ceiling
+    w.start(nominal_interval_s=1 / 25)
+    assert w.timeout_s == 1.0  # 10 x 40 ms = 0.4 s, raised to the floor
+    for i in range(20):
+        w.frame(i * 0.3)  # a 3.3 frames/s camera
+    assert abs(w.timeout_s - 3.0) < 1e-9
+    assert not w.stalled(2.9) and w.stalled(3.1)
+    off = StallWatchdog(intervals=0)
+    assert not off.stalled(1e9)
+
+
+def test_a_stall_is_a_loss_that_is_counted() -> None:
+    m = SourceStateMachine(live=True)
+    m.start()
+    m.opened()
+    assert m.stalled("stalled: no new frame for 5.0 s") is SourceState.RECONNECTING
+    assert m.stalls == 1 and m.reconnects == 1 and m.last_error.startswith("stalled")
 
 
 def test_live_camera_gives_up_after_max_reconnects() -> None:
