@@ -26,16 +26,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from converters.gate import GateConfig  # noqa: E402
-from converters.inspection_build import build_inspection  # noqa: E402
-from converters.line_gate import LineTargets  # noqa: E402
-from converters.operating_point import auroc, rate  # noqa: E402
-from converters.pipeline import build_bundle  # noqa: E402
-from converters.synth import Conditions, Lighting, generate_dataset, render_part  # noqa: E402
-from edge_agent.inference import inspect_frame  # noqa: E402
-from edge_agent.model import LoadedModel  # noqa: E402
-from edge_agent.preprocessing import Preprocessor  # noqa: E402
-from edge_agent.protocol.signing import init_keys  # noqa: E402
+from converters.gate import GateConfig
+from converters.inspection_build import build_inspection
+from converters.line_gate import LineTargets
+from converters.operating_point import auroc, rate
+from converters.pipeline import build_bundle
+from converters.synth import Conditions, Lighting, generate_dataset, render_part
+from edge_agent.inference import inspect_frame
+from edge_agent.model import LoadedModel
+from edge_agent.preprocessing import Preprocessor
+from edge_agent.protocol.signing import init_keys
 
 TRAIN_DEFECTS = ("scratch", "dent", "missing_hole")
 FRESH_DEFECTS = ("scratch", "dent", "missing_hole", "crack", "stain", "chip")
@@ -110,8 +110,14 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="edgeline-bench-insp-"))
     keys = work / "keys"
     init_keys(keys)
-    out: dict[str, object] = {"eval_parts": {"good": n_eval, "defective": n_eval, "defect_kinds": FRESH_DEFECTS,
-                                             "lighting": EVAL_LIGHT.__dict__}}
+    out: dict[str, object] = {
+        "eval_parts": {
+            "good": n_eval,
+            "defective": n_eval,
+            "defect_kinds": FRESH_DEFECTS,
+            "lighting": EVAL_LIGHT.__dict__,
+        }
+    }
     results: dict[str, object] = {}
     served: dict[str, LoadedModel] = {}
     for family in ("plate", "flange"):
@@ -119,13 +125,20 @@ def main() -> None:
         for scenario, n_good, n_def in (("good_only", 200, 0), ("rare_defects", 300, 5)):
             t0 = time.perf_counter()
             data = dataset(work / f"{family}-{scenario}", family, n_good, n_def, seed=70000 + n_good + n_def)
-            res = build_inspection(data, work / f"b-{family}-{scenario}", key_dir=keys, force_unverified=True,
-                                   targets=LineTargets(), name=f"{family}-{scenario}")
+            res = build_inspection(
+                data,
+                work / f"b-{family}-{scenario}",
+                key_dir=keys,
+                force_unverified=True,
+                targets=LineTargets(),
+                name=f"{family}-{scenario}",
+            )
             m = res.manifest
             model = LoadedModel.load(m, res.bundle_dir / m.artifact.filename)
             served[f"{family}-{scenario}"] = model
             results[f"{family}/{scenario}"] = {
-                "build_seconds": round(time.perf_counter() - t0, 1), "kind": res.kind,
+                "build_seconds": round(time.perf_counter() - t0, 1),
+                "kind": res.kind,
                 "gate": {"passed": not m.unverified, "failures": list(m.unverified)},
                 "fresh": judge(model, frames, labels),
             }
@@ -133,8 +146,13 @@ def main() -> None:
         data = work / f"{family}-balanced"
         generate_dataset(data, per_class=150, seed=71000, classes=("ok", *TRAIN_DEFECTS), family=family)
         hyb = build_inspection(data, work / f"b-{family}-hybrid", key_dir=keys, force_unverified=True, name="hyb")
-        cls = build_bundle(data, work / f"b-{family}-classifier", key_dir=keys, name="cls",
-                           gate=GateConfig(max_accuracy_drop_pp=100.0, min_label_agreement=0.0))
+        cls = build_bundle(
+            data,
+            work / f"b-{family}-classifier",
+            key_dir=keys,
+            name="cls",
+            gate=GateConfig(max_accuracy_drop_pp=100.0, min_label_agreement=0.0),
+        )
         mh = LoadedModel.load(hyb.manifest, hyb.bundle_dir / hyb.manifest.artifact.filename)
         mc = LoadedModel.load(cls.manifest, cls.model_path)
         results[f"{family}/balanced"] = {
@@ -148,8 +166,9 @@ def main() -> None:
             classifier_ms = latency(mc, lat_frames)
             hybrid_ms = latency(mh, lat_frames)
             b = work / "b-plate-good_only"
-            float_b = build_inspection(work / "plate-good_only", work / "b-float", key_dir=keys, quantization="float",
-                                       force_unverified=True)
+            float_b = build_inspection(
+                work / "plate-good_only", work / "b-float", key_dir=keys, quantization="float", force_unverified=True
+            )
             mf = LoadedModel.load(float_b.manifest, float_b.bundle_dir / float_b.manifest.artifact.filename)
             pre = Preprocessor(mf.manifest.preprocessing)
             x = np.stack([pre(f) for f in frames])
@@ -157,7 +176,9 @@ def main() -> None:
             sf = mf.run(x).anomaly_score
             assert s8 is not None and sf is not None
             out["latency_ms_per_frame"] = {
-                "anomaly": round(anomaly_ms, 3), "hybrid": round(hybrid_ms, 3), "todays_classifier": round(classifier_ms, 3),
+                "anomaly": round(anomaly_ms, 3),
+                "hybrid": round(hybrid_ms, 3),
+                "todays_classifier": round(classifier_ms, 3),
                 "anomaly_over_classifier": round(anomaly_ms / classifier_ms, 2),
                 "hybrid_over_classifier": round(hybrid_ms / classifier_ms, 2),
                 "floor": "today's classifier bundle through the same inspect_frame, same frames, same run",
@@ -167,9 +188,15 @@ def main() -> None:
                 "float_bytes": (float_b.bundle_dir / "model.onnx").stat().st_size,
                 "score_max_abs_diff": float(np.max(np.abs(s8 - sf))),
                 "score_median_rel_diff": float(np.median(np.abs(s8 - sf) / np.maximum(np.abs(sf), 1e-6))),
-                "verdict_agreement_at_threshold": float(np.mean(
-                    [inspect_frame(served["plate-good_only"], f, 0).verdict.verdict == inspect_frame(mf, f, 0).verdict.verdict
-                     for f in frames])),
+                "verdict_agreement_at_threshold": float(
+                    np.mean(
+                        [
+                            inspect_frame(served["plate-good_only"], f, 0).verdict.verdict
+                            == inspect_frame(mf, f, 0).verdict.verdict
+                            for f in frames
+                        ]
+                    )
+                ),
             }
     out["results"] = results
     shutil.rmtree(work, ignore_errors=True)

@@ -217,11 +217,20 @@ def build_inspection(
         calib = extract(calib_paths, [0] * len(calib_paths), spec).x
     else:
         calib = feats.x[rng.permutation(len(feats.x))[:calib_rows]]
-    chosen = select_model(
-        float_model, quantization, calibration=calib, x_eval=x_orig, y_eval=None, p_float=p_float, gate=gate
-    )
     ok_pos = labels.index(ok_label)
-    agree = float(np.mean((1 - p_float[:, ok_pos] >= threshold) == (1 - chosen.probs[:, ok_pos] >= threshold)))
+    plan_q = [quantization] + (["dynamic", "float"] if quantization == "auto" else [])
+    for mode in plan_q:
+        chosen = select_model(
+            float_model, mode, calibration=calib, x_eval=x_orig, y_eval=None, p_float=p_float, gate=gate
+        )
+        agree = float(np.mean((1 - p_float[:, ok_pos] >= threshold) == (1 - chosen.probs[:, ok_pos] >= threshold)))
+        if agree >= gate.min_label_agreement or mode == plan_q[-1]:
+            break
+        log.warning(
+            "%s verdicts agree with float on %.2f%% of parts; trying the next quantization",
+            chosen.report.mode,
+            100 * agree,
+        )
     score_float = _scores(float_model, x_orig)
     score_ship = _scores(chosen.model, x_orig)
     score_diff = float(np.max(np.abs(score_float - score_ship)))

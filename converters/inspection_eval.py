@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from converters.anomaly import GoodPartModel, Scores, calibrate, fit_good_part_model, score_numpy
+from converters.anomaly import MIN_GOOD, GoodPartModel, Scores, calibrate, fit_good_part_model, score_numpy
 from converters.errors import TrainingError
 from converters.estimators import fit, make_estimator
 
@@ -109,7 +109,12 @@ def out_of_fold(
     img_target = np.zeros(n_images, dtype=np.int64)
     img_target[groups[original]] = y[original]
     n_good = int(np.sum(img_target == plan.ok))
-    k = max(2, min(k, n_good // 2))
+    if n_good < 2 * MIN_GOOD:
+        raise TrainingError(
+            f"{n_good} good images: judging a model out of fold needs at least {2 * MIN_GOOD} (two folds of "
+            f"{MIN_GOOD}); add good parts"
+        )
+    k = max(2, min(k, n_good // MIN_GOOD))
     fold = folds_for(img_target, k, plan.seed)
     h, w = plan.grid
     score = np.full(n_images, np.nan)

@@ -81,6 +81,8 @@ def test_train_json_then_verify(small_ds: Path, key_dir: Path, tmp_path: Path) -
         str(out),
         "--keys",
         str(key_dir),
+        "--model",
+        "classifier",
         "--estimator",
         "logreg",
         "--quantization",
@@ -129,7 +131,10 @@ def test_train_bad_input_exits_non_zero_with_a_clear_message(
         shutil.copytree(small_ds, ds)
     if setup == "corrupt":
         (ds / "ok" / "ok_00002.png").write_bytes(b"GIF89a not a png")
-    res = run("train", str(ds), "--out", str(tmp_path / "b"), "--keys", str(key_dir), "--estimator", "logreg", *args)
+    kind = ["--model", "classifier"] if setup == "single" else []  # good parts alone train an anomaly model
+    res = run(
+        "train", str(ds), "--out", str(tmp_path / "b"), "--keys", str(key_dir), "--estimator", "logreg", *kind, *args
+    )
     assert res.exit_code == code, res.output
     assert message in res.output
     assert not (tmp_path / "b" / "manifest.json").exists()
@@ -140,3 +145,35 @@ def test_train_failure_in_json_mode_is_one_json_line(small_ds: Path, tmp_path: P
     assert res.exit_code == 1
     doc = json.loads(res.output)
     assert doc == {"ok": False, "error": doc["error"], "kind": "SigningKeyError"} and "keys init" in doc["error"]
+
+
+def test_train_on_good_parts_alone_writes_an_anomaly_bundle_the_device_verifies(key_dir: Path, tmp_path: Path) -> None:
+    ds = tmp_path / "ds"
+    generate_dataset(ds, per_class=60, seed=21, classes=("ok", "dent"))
+    shutil.rmtree(ds / "dent")
+    res = run(
+        "train",
+        str(ds),
+        "--out",
+        str(tmp_path / "b"),
+        "--keys",
+        str(key_dir),
+        "--max-false-reject",
+        "10%",
+        "--max-escape",
+        "none",
+        "--json",
+    )
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    assert doc["kind"] == "anomaly" and doc["line_gate"]["passed"] and doc["unverified"] == []
+    assert any("UNMEASURED" in n for n in doc["line_gate"]["notes"])
+    ver = run("verify", str(tmp_path / "b"), "--trust", str(key_dir / "trust.json"), "--json")
+    assert ver.exit_code == 0, ver.output
+
+
+def test_train_refuses_a_bad_target_share(small_ds: Path, key_dir: Path, tmp_path: Path) -> None:
+    res = run(
+        "train", str(small_ds), "--out", str(tmp_path / "b"), "--keys", str(key_dir), "--max-false-reject", "150%"
+    )
+    assert res.exit_code == 2 and "between 0 and 100%" in res.output
