@@ -112,6 +112,9 @@ class _Handler(BaseHTTPRequestHandler):
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         self.wfile.write(head + (b"" if self.command == "HEAD" else body))
         self.log_request(code, len(body))
+        counters = getattr(self.server.api.host, "counters_", None)
+        if counters is not None:  # per endpoint and status code (edgeline_api_requests_total)
+            counters.api_request(getattr(self, "path", "").split("?", 1)[0], code)
 
     def _json(self, code: int, doc: dict[str, Any], extra: dict[str, str] | None = None) -> None:
         self._send(code, json.dumps(doc, sort_keys=True, default=str).encode("utf-8"), extra=extra)

@@ -160,6 +160,7 @@ class Agent:
             "verdicts": snap["verdicts"],
             "latency": snap["latency"],
             "errors": snap["errors"],
+            "plugins": [getattr(p, "name", type(p).__name__) for p in self.plugins],
             "plugin_errors": snap["plugin_errors"],
             "sinks": {s.name: s.stats() for s in self.sinks},
             "models": {
@@ -167,7 +168,7 @@ class Agent:
                 "rejected": snap["models_rejected"],
                 "last_rejection": self.last_rejection,
             },
-            "api": {"url": api_url, "requests": snap["api_requests"]} if api_url else None,
+            "api": {"url": api_url, "requests": snap["api_requests"], **snap["api"]} if api_url else None,
             "uptime_s": snap["uptime_s"],
             "first_verdict_s": (
                 None

@@ -9,13 +9,23 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from edge_agent.counters import (
+    API_ENDPOINTS,
+    DROP_REASONS,
+    ERROR_KINDS,
+    KNOWN_VERDICTS,
+    LATENCY_BUCKETS_MS,
+    process_figures,
+)
 from edge_agent.errors import EdgeAgentError
 from edge_agent.fsutil import write_atomic
+from edge_agent.source_state import SourceState
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +79,12 @@ def with_health(status: dict[str, Any]) -> dict[str, Any]:
     return {**status, "health": health(status)} if status else status
 
 
+def with_process(status: dict[str, Any]) -> dict[str, Any]:
+    """The status document with this process's CPU and memory figures (``process``)."""
+    proc = process_figures()
+    return {**status, "process": proc} if status and proc else status
+
+
 class StatusWriter:
     """Writes ``snapshot()`` to ``path`` every ``interval_s`` on its own thread, and once at stop."""
 
@@ -86,7 +102,7 @@ class StatusWriter:
 
     def write_once(self) -> bool:
         try:
-            write_status(self.path, with_health(self.snapshot()))
+            write_status(self.path, with_process(with_health(self.snapshot())))
             return True
         except OSError as exc:
             self.errors += 1
@@ -136,8 +152,32 @@ class _Doc:
             self.lines.append(f"{name}{_labels({'device': self.device, **labels})} {_num(value)}")
 
 
+#: Every state of the agent (``edge_agent.runtime.AgentState``; a test keeps the two equal). The
+#: runtime imports this module, so the names are listed here rather than imported.
+AGENT_STATES: tuple[str, ...] = ("CREATED", "STARTING", "NO_MODEL", "RUNNING", "STOPPING", "STOPPED", "FAILED")
+CAMERA_STATES: tuple[str, ...] = tuple(s.value for s in SourceState)
+
+
+def _states(current: object, every: Iterable[str]) -> list[tuple[dict[str, object], float]]:
+    """One 0/1 sample per state, so no series vanishes when the state changes (an unexpected current
+    state gets its own sample)."""
+    names = list(every)
+    if current not in names:
+        names.append(str(current))
+    return [({"state": name}, 1 if name == current else 0) for name in names]
+
+
+def _seeded(values: dict[str, Any], known: Iterable[str]) -> list[tuple[str, Any]]:
+    """``values`` with every ``known`` key present (0 when absent), sorted."""
+    out = dict.fromkeys(known, 0)
+    out.update(values)
+    return sorted(out.items())
+
+
 def prometheus_text(status: dict[str, Any]) -> str:
-    """Render a status document in the Prometheus text format (version 0.0.4)."""
+    """Render a status document in the Prometheus text format (version 0.0.4). Every counter has its
+    known series from 0, every state gauge one 0/1 series per state. Process figures come from the
+    document (the status file) or, for this very process, are read now."""
     dev = str(status.get("device", {}).get("id", ""))
     d = _Doc(dev)
     frames = status.get("frames", {})
@@ -147,21 +187,30 @@ def prometheus_text(status: dict[str, Any]) -> str:
     d.metric(
         "edgeline_dropped_total",
         "counter",
-        "Frames not inspected, by reason.",
-        [({"reason": k}, v) for k, v in sorted(status.get("dropped", {}).items())],
+        "Frames read but not inspected, by reason (queue_full, no_model, error).",
+        [({"reason": k}, v) for k, v in _seeded(status.get("dropped", {}), (*DROP_REASONS, "queue_full"))],
     )
     verdicts = status.get("verdicts", {})
+    by_verdict = {k: v for k, v in verdicts.get("by_verdict", {}).items() if k != "uncertain"}
     d.metric(
         "edgeline_verdicts_total",
         "counter",
-        "Verdicts by outcome (ok, defect; uncertain counts low-confidence ok verdicts again).",
-        [({"verdict": k}, v) for k, v in sorted(verdicts.get("by_verdict", {}).items())],
+        "Verdicts by outcome; each frame counted once.",
+        [({"verdict": k}, v) for k, v in _seeded(by_verdict, KNOWN_VERDICTS)],
     )
+    uncertain = verdicts.get("uncertain", verdicts.get("by_verdict", {}).get("uncertain", 0))
+    d.metric(
+        "edgeline_uncertain_verdicts_total",
+        "counter",
+        "Verdicts given with low confidence (routed to review); also counted in edgeline_verdicts_total.",
+        [({}, uncertain)],
+    )
+    labels = (status.get("model") or {}).get("labels", [])
     d.metric(
         "edgeline_class_total",
         "counter",
-        "Verdicts by predicted class.",
-        [({"label": k}, v) for k, v in sorted(verdicts.get("by_class", {}).items())],
+        "Verdicts by predicted class (the serving model's classes from 0).",
+        [({"label": k}, v) for k, v in _seeded(verdicts.get("by_class", {}), labels)],
     )
     sinks = status.get("sinks", {})
     d.metric(
@@ -179,57 +228,103 @@ def prometheus_text(status: dict[str, Any]) -> str:
     d.metric(
         "edgeline_plugin_errors_total",
         "counter",
-        "Exceptions raised by plugins (the loop went on).",
-        [({"plugin": k}, v) for k, v in sorted(status.get("plugin_errors", {}).items())],
+        "Exceptions raised by plugins (the loop went on), per plugin.",
+        [({"plugin": k}, v) for k, v in _seeded(status.get("plugin_errors", {}), status.get("plugins", []))],
     )
     d.metric(
         "edgeline_errors_total",
         "counter",
-        "Frames that failed preprocessing or inference, by kind.",
-        [({"kind": k}, v) for k, v in sorted(status.get("errors", {}).items())],
+        "Frames that failed preprocessing or inference, by error kind.",
+        [({"kind": k}, v) for k, v in _seeded(status.get("errors", {}), ERROR_KINDS)],
     )
     models = status.get("models", {})
     d.metric(
         "edgeline_models_total",
         "counter",
-        "Models activated and rejected since start.",
+        "Models activated and models rejected since start.",
         [({"result": "activated"}, models.get("activated", 0)), ({"result": "rejected"}, models.get("rejected", 0))],
     )
-    lat = status.get("latency", {})
-    bounds, counts = lat.get("buckets_ms", []), lat.get("bucket_counts", [])
-    cum, samples = 0, []
-    for bound, c in zip([*bounds, math.inf], counts, strict=False):
-        cum += c
-        samples.append(({"le": "+Inf" if math.isinf(bound) else _num(bound / 1000.0)}, cum))
-    d.lines.append("# HELP edgeline_inference_seconds Per-frame preprocessing + inference + decision time.")
-    d.lines.append("# TYPE edgeline_inference_seconds histogram")
-    for labels, value in samples:
-        d.lines.append(f"edgeline_inference_seconds_bucket{_labels({'device': dev, **labels})} {value}")
-    d.lines.append(f"edgeline_inference_seconds_sum{_labels({'device': dev})} {lat.get('sum_ms', 0.0) / 1000.0!r}")
-    d.lines.append(f"edgeline_inference_seconds_count{_labels({'device': dev})} {lat.get('count', 0)}")
+    _api(d, status.get("api") or {})
+    _latency(d, dev, status.get("latency", {}))
     camera = status.get("camera", {})
-    d.metric("edgeline_camera_reconnects_total", "counter", "Camera losses.", [({}, camera.get("reconnects", 0))])
+    d.metric(
+        "edgeline_camera_reconnects_total",
+        "counter",
+        "Times the camera source was opened again after a loss or a failed open.",
+        [({}, camera.get("reconnects", 0))],
+    )
     d.metric(
         "edgeline_camera_state",
         "gauge",
-        "Current camera state (1 for the current one).",
-        [({"state": camera.get("state", "IDLE")}, 1)],
+        "Camera source state: 1 for the current state, 0 for every other.",
+        _states(camera.get("state", "IDLE"), CAMERA_STATES),
     )
     d.metric(
         "edgeline_agent_state",
         "gauge",
-        "Current agent state (1 for the current one).",
-        [({"state": status.get("state", "")}, 1)],
+        "Agent state: 1 for the current state, 0 for every other.",
+        _states(status.get("state", "CREATED"), AGENT_STATES),
     )
     model = status.get("model")
+    d.metric("edgeline_model_loaded", "gauge", "1 while a model serves, 0 without one.", [({}, 1 if model else 0)])
     if model:
         d.metric(
             "edgeline_model_info",
             "gauge",
-            "The model serving now.",
+            "The model serving now (always 1; its identity is in the labels).",
             [({"name": model["name"], "version": model["version"], "sha256": model["sha256"]}, 1)],
         )
     d.metric(
         "edgeline_uptime_seconds", "gauge", "Seconds since the agent started.", [({}, status.get("uptime_s", 0.0))]
     )
+    proc = status.get("process")
+    if not proc and status.get("pid") == os.getpid():
+        proc = process_figures()
+    _process(d, proc or {})
     return "\n".join(d.lines) + "\n"
+
+
+def _api(d: _Doc, api: dict[str, Any]) -> None:
+    d.metric(
+        "edgeline_api_requests_total",
+        "counter",
+        "Requests the local API answered, per endpoint (other: any unknown path).",
+        [({"endpoint": k}, v) for k, v in _seeded(api.get("by_endpoint", {}), API_ENDPOINTS)],
+    )
+    d.metric(
+        "edgeline_api_errors_total",
+        "counter",
+        "Requests the local API answered with a 4xx or 5xx status, per endpoint.",
+        [({"endpoint": k}, v) for k, v in _seeded(api.get("errors_by_endpoint", {}), API_ENDPOINTS)],
+    )
+
+
+def _latency(d: _Doc, dev: str, lat: dict[str, Any]) -> None:
+    bounds, counts = lat.get("buckets_ms", list(LATENCY_BUCKETS_MS)), lat.get("bucket_counts", [])
+    counts = list(counts) + [0] * (len(bounds) + 1 - len(counts))
+    cum, samples = 0, []
+    for bound, c in zip([*bounds, math.inf], counts, strict=False):
+        cum += c
+        samples.append(({"le": "+Inf" if math.isinf(bound) else _num(bound / 1000.0)}, cum))
+    d.lines.append("# HELP edgeline_inference_seconds Per-frame preprocessing, inference and decision time.")
+    d.lines.append("# TYPE edgeline_inference_seconds histogram")
+    for labels, value in samples:
+        d.lines.append(f"edgeline_inference_seconds_bucket{_labels({'device': dev, **labels})} {value}")
+    d.lines.append(
+        f"edgeline_inference_seconds_sum{_labels({'device': dev})} {float(lat.get('sum_ms', 0.0)) / 1000.0!r}"
+    )
+    d.lines.append(f"edgeline_inference_seconds_count{_labels({'device': dev})} {lat.get('count', 0)}")
+
+
+def _process(d: _Doc, proc: dict[str, Any]) -> None:
+    """The standard process metrics (the names the Prometheus client libraries use)."""
+    for name, kind, help_, key in (
+        ("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.", "cpu_seconds"),
+        ("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", "resident_memory_bytes"),
+        ("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", "virtual_memory_bytes"),
+        ("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.", "start_time"),
+        ("process_open_fds", "gauge", "Number of open file descriptors.", "open_fds"),
+        ("process_max_fds", "gauge", "Maximum number of open file descriptors.", "max_fds"),
+    ):
+        if key in proc:
+            d.metric(name, kind, help_, [({}, proc[key])])
