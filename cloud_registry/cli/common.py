@@ -1,4 +1,11 @@
-"""Options and helpers shared by ``edgeline registry``, ``deploy``, ``rollout``, ``rollback`` and ``fleet``."""
+"""Options and helpers shared by every command that talks to a registry or a broker: ``registry``,
+``deploy``, ``rollout``, ``rollback``, ``fleet``, ``ingest``, ``drift`` and ``retrain``.
+
+* :func:`registry_options`: ``--home``, ``--store`` (SQLite or PostgreSQL URL), ``--artifacts``.
+* :func:`broker_options`: the fleet broker (``--broker-host``, ``--broker-port``, ``--protocol``), its
+  TLS (``--ca-file``, ``--cert-file``, ``--key-file``), credentials (``--username``,
+  ``--password-file``) and the topics (``--topic-root``, ``--fleet``), as one :class:`BrokerOptions`.
+"""
 
 from __future__ import annotations
 
@@ -66,6 +73,35 @@ class BrokerOptions:
     @property
     def topics(self) -> Topics:
         return Topics(self.topic_root, self.fleet)
+
+    def link_settings(self, client_id: str, **overrides: Any) -> LinkSettings:
+        """Settings for an MQTT link to this broker: TLS when a CA is given, the password read from
+        its file. ``overrides`` set other :class:`LinkSettings` fields (e.g. ``clean_start``)."""
+        password = None
+        if self.password_file is not None:
+            try:
+                password = self.password_file.read_text("utf-8").strip()
+            except OSError as exc:
+                raise click.ClickException(f"cannot read {self.password_file}: {exc.strerror}") from exc
+        tls = None
+        if self.ca_file is not None:
+            tls = TlsSettings(
+                str(self.ca_file),
+                str(self.cert_file) if self.cert_file else None,
+                str(self.key_file) if self.key_file else None,
+            )
+        elif self.cert_file is not None or self.key_file is not None:
+            raise click.ClickException("--cert-file/--key-file need --ca-file (TLS)")
+        return LinkSettings(
+            host=self.host,
+            port=self.port,
+            client_id=client_id,
+            username=self.username,
+            password=password,
+            tls=tls,
+            protocol="5" if self.protocol == "5" else "3.1.1",
+            **overrides,
+        )
 
 
 def broker_options(fn: F) -> F:
@@ -147,6 +183,17 @@ def json_option(fn: F) -> F:
 
 
 @contextmanager
+def optional_registry(home: Path, store_url: str | None, artifacts_url: str | None) -> Iterator[Registry | None]:
+    """The registry at ``--store``/``--artifacts``, or under HOME; None when neither URL is given and
+    HOME holds no registry yet (commands that can work without one: ``drift``, ``ingest``)."""
+    if store_url is None and not (Path(home) / "registry.db").exists():
+        yield None
+        return
+    with open_registry(home, store_url, artifacts_url) as reg:
+        yield reg
+
+
+@contextmanager
 def open_registry(home: Path, store_url: str | None, artifacts_url: str | None) -> Iterator[Registry]:
     paths = RegistryPaths(home)
     try:
@@ -164,28 +211,7 @@ def connect(broker: BrokerOptions, client_id: str, timeout: float = 10.0) -> Mqt
         socket.create_connection((broker.host, broker.port), timeout=min(timeout, 5.0)).close()
     except OSError as exc:
         raise click.ClickException(f"fleet broker {broker.host}:{broker.port} is not reachable: {exc}") from exc
-    password = None
-    if broker.password_file is not None:
-        password = broker.password_file.read_text("utf-8").strip()
-    tls = None
-    if broker.ca_file is not None:
-        tls = TlsSettings(
-            str(broker.ca_file),
-            str(broker.cert_file) if broker.cert_file else None,
-            str(broker.key_file) if broker.key_file else None,
-        )
-    link = MqttLink(
-        LinkSettings(
-            host=broker.host,
-            port=broker.port,
-            client_id=client_id,
-            username=broker.username,
-            password=password,
-            tls=tls,
-            protocol="5" if broker.protocol == "5" else "3.1.1",
-            clean_start=True,
-        )
-    )
+    link = MqttLink(broker.link_settings(client_id, clean_start=True))
     try:
         link.connect(timeout)
     except EdgeAgentError as exc:

@@ -16,33 +16,26 @@ from typing import Any
 
 import click
 
-from cloud_registry.cli.telemetry_common import DB, HOME, db_path, registry_at
+from cloud_registry.cli.common import BrokerOptions, broker_options, optional_registry, registry_options
+from cloud_registry.cli.telemetry_common import DB, db_path
 from cloud_registry.cli.telemetry_retrain import retrain  # the command table names it in this module
 from cloud_registry.errors import RegistryError
 from cloud_registry.telemetry.alerts import AlertEngine, AlertSink, CommandSink, WebhookSink
 from cloud_registry.telemetry.store import TelemetryStore
 from edge_agent.errors import EdgeAgentError
 from edge_agent.protocol.manifest import Reference
-from edge_agent.protocol.topics import Topics
 
 log = logging.getLogger(__name__)
 
 
 # -- ingest --------------------------------------------------------------------------------------------
 @click.command()
-@HOME
+@registry_options
 @DB
-@click.option("--host", default="127.0.0.1", show_default=True, help="Fleet broker host.")
-@click.option("--port", type=click.IntRange(1, 65535), default=1883, show_default=True, help="Fleet broker port.")
-@click.option("--protocol", type=click.Choice(["5", "3.1.1"]), default="5", show_default=True, help="MQTT version.")
-@click.option("--topic-root", default="edgeline", show_default=True)
-@click.option("--fleet", default="default", show_default=True)
+@broker_options
+@click.option("--host", "legacy_host", default=None, hidden=True, help="Old name of --broker-host.")
+@click.option("--port", "legacy_port", type=click.IntRange(1, 65535), default=None, hidden=True)
 @click.option("--client-id", default="edgeline-ingest-1", show_default=True, help="Unique per worker.")
-@click.option("--username", default=None)
-@click.option("--password-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None)
-@click.option("--ca-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None)
-@click.option("--cert-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None)
-@click.option("--key-file", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None)
 @click.option("--share-group", default="ingest", show_default=True, help="Shared-subscription group (MQTT 5).")
 @click.option("--no-shared", is_flag=True, help="Plain subscription even on MQTT 5 (a single worker).")
 @click.option("--webhook", "webhooks", multiple=True, metavar="URL", help="POST alerts here (repeatable).")
@@ -52,18 +45,13 @@ log = logging.getLogger(__name__)
 @click.option("--json", "as_json", is_flag=True, help="Print the final counts as JSON.")
 def ingest(
     home: Path,
+    store_url: str | None,
+    artifacts_url: str | None,
     db: Path | None,
-    host: str,
-    port: int,
-    protocol: str,
-    topic_root: str,
-    fleet: str,
+    broker: BrokerOptions,
+    legacy_host: str | None,
+    legacy_port: int | None,
     client_id: str,
-    username: str | None,
-    password_file: Path | None,
-    ca_file: Path | None,
-    cert_file: Path | None,
-    key_file: Path | None,
     share_group: str,
     no_shared: bool,
     webhooks: tuple[str, ...],
@@ -77,29 +65,22 @@ def ingest(
     against the strict schema, store it once per idempotency key, and fire alerts (webhook or command)
     once per episode of sustained drift, label drift, a device silent past --silent-budget (from the
     devices' state heartbeats) or an aborted rollout (from the registry under HOME)."""
+    import dataclasses
+
     from cloud_registry.fleet import FleetWatcher
     from cloud_registry.telemetry.ingest import Ingestor, IngestService
-    from edge_agent.mqtt_link import LinkSettings, TlsSettings
 
+    if legacy_host is not None or legacy_port is not None:
+        broker = dataclasses.replace(broker, host=legacy_host or broker.host, port=legacy_port or broker.port)
     try:
-        topics = Topics(topic_root, fleet)
+        topics = broker.topics
         store = TelemetryStore(db_path(home, db))
         sinks: list[AlertSink] = [WebhookSink(u) for u in webhooks]
         sinks += [CommandSink(shlex.split(c)) for c in commands]
     except (RegistryError, EdgeAgentError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     engine = AlertEngine(store, sinks, silent_budget_s=silent_budget)
-    password = password_file.read_text("utf-8").strip() if password_file else None
-    tls = TlsSettings(str(ca_file), str(cert_file) if cert_file else None, str(key_file) if key_file else None)
-    settings = LinkSettings(
-        host=host,
-        port=port,
-        client_id=client_id,
-        username=username,
-        password=password,
-        tls=tls if ca_file else None,
-        protocol=protocol,  # type: ignore[arg-type]
-    )
+    settings = broker.link_settings(client_id)
     ingestor = Ingestor(store, topics, listeners=[engine.on_window])
     service = IngestService(ingestor, settings, shared=False if no_shared else None)
     # heartbeats for the silent-device alert: the devices' retained state messages, on the same link
@@ -108,7 +89,7 @@ def ingest(
         service.start()
     except RegistryError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"ingesting {service.topic_filter} from {host}:{port} into {store.path}", err=True)
+    click.echo(f"ingesting {service.topic_filter} from {broker.host}:{broker.port} into {store.path}", err=True)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     if duration > 0:
@@ -117,7 +98,7 @@ def ingest(
     def periodic() -> None:
         now = time.time()
         engine.check_silent(((r.device_id, r.last_seen) for r in fleet_view.rows(now) if r.state), now)
-        with registry_at(home) as reg:
+        with optional_registry(home, store_url, artifacts_url) as reg:
             if reg is not None:
                 rollouts = reg.store.list_rollouts(200)
                 engine.check_rollouts((r.id, r.status, str(r.doc.get("reason", ""))) for r in rollouts)
@@ -143,7 +124,7 @@ def _reference_from_bundle(bundle: Path) -> Reference:
 @click.command()
 @click.option("--model", "-m", required=True, help="Model name.")
 @click.option("--version", "-V", type=click.IntRange(min=1), default=None, help="One version (default: all).")
-@HOME
+@registry_options
 @DB
 @click.option("--by-group", is_flag=True, help="One row per group.")
 @click.option("--hours", type=float, default=None, help="Only the last N hours of windows.")
@@ -159,6 +140,8 @@ def drift(
     model: str,
     version: int | None,
     home: Path,
+    store_url: str | None,
+    artifacts_url: str | None,
     db: Path | None,
     by_group: bool,
     hours: float | None,
@@ -176,7 +159,7 @@ def drift(
         raise click.ClickException(f"no telemetry database at {path} (run 'edgeline ingest' first, or pass --db)")
     try:
         store = TelemetryStore(path)
-        with registry_at(home) as reg:
+        with optional_registry(home, store_url, artifacts_url) as reg:
             fixed = _reference_from_bundle(bundle) if bundle is not None else None
 
             def reference_for(name: str, ver: int) -> Reference | None:

@@ -9,12 +9,12 @@ from typing import Any
 
 import click
 
-from cloud_registry.cli.telemetry_common import DB, HOME, db_path, registry_at
+from cloud_registry.cli.common import BrokerOptions, broker_options, connect, open_registry, registry_options
+from cloud_registry.cli.telemetry_common import DB, db_path
 from cloud_registry.errors import RegistryError
 from cloud_registry.telemetry.store import TelemetryStore
 from edge_agent.errors import EdgeAgentError
 from edge_agent.protocol.manifest import Reference
-from edge_agent.protocol.topics import Topics
 
 
 @click.command()
@@ -36,7 +36,7 @@ from edge_agent.protocol.topics import Topics
     show_default=True,
     help="Key directory (signing key, trust.json).",
 )
-@HOME
+@registry_options
 @DB
 @click.option("--estimator", default="mlp", show_default=True, help="Estimator of the build pipeline.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -52,7 +52,8 @@ from edge_agent.protocol.topics import Topics
 @click.option("--rollout-target", default=None, metavar="group:NAME|device:ID", help="Start a canary rollout here.")
 @click.option("--canary", type=click.IntRange(min=0), default=1, show_default=True, help="Canary devices first.")
 @click.option("--waves", default="100%", show_default=True, help="Waves after the canary.")
-@click.option("--broker", default="127.0.0.1:1883", show_default=True, help="HOST:PORT for the rollout.")
+@broker_options
+@click.option("--broker", "legacy_broker", default=None, hidden=True, help="Old HOST:PORT form of --broker-host/-port.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --out directory.")
 @click.option("--dry-run", is_flag=True, help="Only read the evidence and print the plan.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -63,6 +64,8 @@ def retrain(
     out_dir: Path,
     key_dir: Path,
     home: Path,
+    store_url: str | None,
+    artifacts_url: str | None,
     db: Path | None,
     estimator: str,
     seed: int,
@@ -72,7 +75,8 @@ def retrain(
     rollout_target: str | None,
     canary: int,
     waves: str,
-    broker: str,
+    broker: BrokerOptions,
+    legacy_broker: str | None,
     force: bool,
     dry_run: bool,
     as_json: bool,
@@ -91,6 +95,15 @@ def retrain(
     path = db_path(home, db)
     if not path.exists():
         raise click.ClickException(f"no telemetry database at {path} (run 'edgeline ingest' first, or pass --db)")
+    if legacy_broker:
+        import dataclasses
+
+        host, _, port = legacy_broker.rpartition(":")
+        if not port.isdigit():
+            raise click.ClickException(f"--broker {legacy_broker!r}: expected HOST:PORT")
+        broker = dataclasses.replace(broker, host=host or broker.host, port=int(port))
+    if store_url is None and not (home / "registry.db").exists():
+        raise click.ClickException(f"no registry under {home} (or pass --store): register the model first")
     policy = RetrainPolicy(
         min_windows=min_windows,
         min_drifted_share=min_drifted_share,
@@ -99,9 +112,7 @@ def retrain(
         waves=waves,
     )
     try:
-        with registry_at(home) as reg:
-            if reg is None:
-                raise click.ClickException(f"no registry under {home}: register the model first")
+        with open_registry(home, store_url, artifacts_url) as reg:
 
             def reference_for(name: str, ver: int) -> Reference | None:
                 return reg.manifest(reg.resolve(f"{name}@{ver}")).reference
@@ -161,22 +172,20 @@ def retrain(
     )
 
 
-def _rollout_starter(reg: Any, key_dir: Path, broker: str) -> Any:
-    """A rollout starter (see ``retrain.RolloutStarter``) through the registry's rollout runner."""
+def _rollout_starter(reg: Any, key_dir: Path, broker: BrokerOptions) -> Any:
+    """A rollout starter (see ``retrain.RolloutStarter``) through the registry's rollout runner, on
+    the fleet broker given by the shared broker options (TLS, credentials, topic root, fleet)."""
 
     def start(ref: str, policy: Any) -> str:
         from cloud_registry.fleet import FleetWatcher
         from cloud_registry.publisher import Publisher
         from cloud_registry.rollout_runner import RolloutRunner
-        from edge_agent.mqtt_link import LinkSettings, MqttLink
         from edge_agent.protocol.signing import load_signing_key
 
-        host, _, port = broker.rpartition(":")
-        link = MqttLink(LinkSettings(host=host or "127.0.0.1", port=int(port), client_id="edgeline-retrain"))
-        topics = Topics()
-        fleet = FleetWatcher(link, topics)
-        link.connect(10)
+        link = connect(broker, "edgeline-retrain")
+        topics = broker.topics
         try:
+            fleet = FleetWatcher(link, topics)
             fleet.settle()
             runner = RolloutRunner(reg, Publisher(link, topics, load_signing_key(key_dir)), fleet)
             r = runner.create(
