@@ -39,13 +39,12 @@ import pytest
 from cloud_registry.broker import MosquittoBroker
 from cloud_registry.telemetry.ingest import IngestService
 from cloud_registry.telemetry.store import TelemetryStore
-from edge_agent.protocol.delivery import DeviceEvent, parse_event
 from edge_agent.protocol.signing import KeyPaths
 from edge_agent.telemetry.privacy import pseudonym
 from tests.delivery.agent_proc import write_frames
 from tests.delivery.conftest import BuiltBundle, Cloud, wait_for
 from tests.faults.conftest import PSEUDONYM_SECRET, CampaignReport, Counts
-from tests.faults.test_network import GROUP, RegistrySide, registry_side  # noqa: F401
+from tests.faults.test_network import GROUP, RegistrySide, registry_side, stored_events  # noqa: F401
 from tests.faults.tools.agent import FaultAgent, read_outbox
 from tests.faults.tools.ledger import history_problems, stored_windows, window_problems
 
@@ -129,11 +128,6 @@ class Sampler:
     def run(self) -> None:
         while not self.stop.wait(0.2):
             self.sample()
-
-
-def stored_events(store: TelemetryStore, device_id: str) -> list[DeviceEvent]:
-    rows = store.execute("SELECT body FROM events WHERE device_id = ? ORDER BY ts", (device_id,))
-    return [parse_event(str(r[0]).encode()) for r in rows]
 
 
 def pending_frames(agent: FaultAgent) -> int:
