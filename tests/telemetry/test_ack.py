@@ -7,12 +7,16 @@ session, and is SIGKILLed before its next save. Deleting on PUBACK lost those me
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 
 from cloud_registry.broker import MosquittoBroker
 from cloud_registry.telemetry.ingest import Ingestor, IngestService
@@ -331,3 +335,40 @@ def test_the_fleet_view_on_the_ingest_link_still_sees_the_events(
     finally:
         dev.stop()
         svc.stop()
+
+
+# -- what arrives on the acknowledgement topics is network input ----------------------------------------
+@examples(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.builds(
+            lambda d: json.dumps(d).encode(),
+            st.dictionaries(
+                st.sampled_from(["schema", "windows", "events", "rejected_windows", "rejected_events", "x"]),
+                st.one_of(
+                    st.just("edgeline.ack/1"),
+                    st.lists(st.one_of(st.text(max_size=40), st.just("a" * 32), st.integers()), max_size=5),
+                    st.none(),
+                ),
+            ),
+        ),
+    )
+)
+def test_any_payload_on_the_ack_topics_is_parsed_or_refused_and_never_breaks_the_router(payload: bytes) -> None:
+    from edge_agent.errors import ProtocolError
+    from edge_agent.protocol.telemetry import parse_ack, parse_capabilities
+
+    for parse in (parse_ack, parse_capabilities):
+        with contextlib.suppress(ProtocolError):
+            parse(payload)
+    router = ack_router(_NullLink(), TOPICS, DEVICE)
+    router._on_ack(TOPICS.device_acks(DEVICE), payload, False)
+    router._on_capabilities(TOPICS.ingest_capabilities(), payload, True)
+
+
+class _NullLink:
+    """A link that takes subscriptions and delivers nothing (the handlers are driven directly)."""
+
+    def subscribe(self, topic_filter: str, handler: object, qos: int = 1) -> None:
+        pass
