@@ -11,6 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edge_agent.errors import ModelLoadError, SelfTestError
+from edge_agent.onnx_guard import check_no_external_data
 from edge_agent.preprocessing import Preprocessor, decode_png_b64
 from edge_agent.protocol.manifest import Manifest
 
@@ -24,6 +25,7 @@ def make_session(model: Path | bytes, threads: int = 1) -> ort.InferenceSession:
     opts.log_severity_level = 3
     # Spinning threads double the CPU per call for no latency gain at batch 1.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    check_no_external_data(model)  # before ONNX Runtime opens it, whatever its version (onnx_guard.py)
     try:
         src = model if isinstance(model, bytes) else str(model)
         return ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"])

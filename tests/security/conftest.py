@@ -21,6 +21,7 @@ from cloud_registry.security.pki import Pki
 from edge_agent.errors import TransportError
 from edge_agent.mqtt_link import LinkSettings, MqttLink, wait_until
 from edge_agent.protocol.topics import Topics
+from tests.delivery.conftest import bundles, cloud, frames  # noqa: F401  (hostile deployments to a real device)
 
 DEVICES = {"dev-a": ["line-1"], "dev-b": ["line-2"]}
 REGISTRY = "registry"
