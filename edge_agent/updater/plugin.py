@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -41,6 +41,14 @@ from edge_agent.updater.trial import Trial, TrialSpec, error_count
 from firmware_configs.updater_section import UpdaterSection
 
 log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class CanStopServing(Protocol):
+    """An agent that can stop serving (a first install that failed its trial has nothing to go back to)."""
+
+    def deactivate(self) -> None: ...
+
 
 #: the device state is republished at most this often for refusals alone (a flood of them)
 STATE_EVERY_S = 1.0
@@ -413,12 +421,8 @@ class UpdaterPlugin:
         else:
             if self._previous is not None:
                 self.agent.activate(self._previous)
-            else:  # a first install: there is no previous model to go back to
-                deactivate = getattr(self.agent, "deactivate", None)
-                if callable(deactivate):
-                    deactivate()
-                else:
-                    log.error("the first model failed its trial but this agent cannot stop serving it")
+            else:  # a first install: there is no previous model to go back to; fail closed
+                self._stop_serving(p)
             log.warning("trial of %s v%d failed: %s", p.name, p.version, verdict.detail)
             rec = m.rolled_back(self.record, verdict.reason, verdict.detail, self.clock())
             self._transition(rec, EventKind.ROLLED_BACK, pending=p, reason=verdict.reason, detail=verdict.detail)
@@ -429,6 +433,13 @@ class UpdaterPlugin:
             payload, retained = self._deferred
             self._deferred = None
             self._offer(payload, retained)
+
+    def _stop_serving(self, p: m.Pending) -> None:
+        agent = self.agent
+        if isinstance(agent, CanStopServing):
+            agent.deactivate()
+        else:
+            log.error("%s v%d failed its trial; this agent has no deactivate() and keeps serving it", p.name, p.version)
 
     # -- helpers --------------------------------------------------------------------------------
     def _reject(self, reason: str, detail: str) -> None:

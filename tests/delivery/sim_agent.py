@@ -45,6 +45,10 @@ class SimAgent:
         self._model = model
         self.activations.append(model.manifest.artifact.sha256)
 
+    def deactivate(self) -> None:
+        self._model = None
+        self.activations.append("")
+
     def local_event(self, kind: str, payload: dict[str, object]) -> None:
         pass
 
