@@ -79,9 +79,18 @@ class Cut:
     delay_s: float = 0.0
 
 
-def plan(n: int, rng: random.Random, chunks: int) -> list[Cut]:
+#: the --full run: at least this many SIGKILLs (cuts during a deployment plus cuts at rest)
+FULL_KILLS = 1000
+
+
+def kills_of(picks: list[tuple[str, str | None]]) -> int:
+    """Every cut is one SIGKILL; every cut at a fault point is preceded by one at rest."""
+    return len(picks) + sum(1 for method, _ in picks if method != "timed")
+
+
+def plan(n: int, rng: random.Random, chunks: int, min_kills: int = 0) -> list[Cut]:
     picks = list(OPENING[:n])
-    while len(picks) < n:
+    while len(picks) < n or kills_of(picks) < min_kills:
         r = rng.random()
         if r < 0.4:
             picks.append(("timed", None))
@@ -243,7 +252,7 @@ def test_power_cuts_during_updates_leave_one_working_model_and_the_outboxes_inta
     )
     dev = Device(agent, cloud, ledger, store, trust)
     tally = Tally()
-    cuts = plan(counts.power_cuts, rng, total_chunks)
+    cuts = plan(counts.power_cuts, rng, total_chunks, min_kills=FULL_KILLS if counts.full else 0)
     try:
         # the first model, installed without faults: from here on there is always an old model
         dev.start()
@@ -337,8 +346,10 @@ def test_power_cuts_during_updates_leave_one_working_model_and_the_outboxes_inta
         assert len(spans) == windows.delivered, f"{len(spans)} windows stored, the outbox delivered {windows.delivered}"
         assert ingest.ingestor.stats.rejected == {}
         assert sum(tally.cuts.values()) == len(cuts)
+        assert len(cuts) + tally.at_rest == kills_of([(c.method, c.phase) for c in cuts])
         if counts.full:
             assert set(PHASES) <= set(tally.cuts), tally.cuts
+            assert len(cuts) + tally.at_rest >= FULL_KILLS
         report.figures.update(
             outcome="passed",
             kills=len(cuts) + tally.at_rest,
