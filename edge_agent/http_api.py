@@ -88,7 +88,8 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("api %s: %s", self.client_address[0], format % args)
+        if log.isEnabledFor(logging.DEBUG):  # called for every request: format only when it is shown
+            log.debug("api %s: %s", self.client_address[0], format % args)
 
     # -- answers ------------------------------------------------------------------------------------
     def _send(

@@ -79,7 +79,7 @@ class SourceSection(Section):
     #: ... but never less than stall_min_s nor more than stall_max_s → reconnect. A live capture is
     #: opened with a read timeout of at most stall_max_s, so a blocked read ends by then.
     stall_min_s: float = Field(default=1.0, gt=0.0, le=600.0)
-    stall_max_s: float = Field(default=5.0, gt=0.0, le=600.0)
+    stall_max_s: float = Field(default=3.0, gt=0.0, le=600.0)
     #: frames (or folder images) larger than this many pixels are refused; images before decoding
     max_image_pixels: int = Field(default=DEFAULT_MAX_IMAGE_PIXELS, ge=1, le=MAX_IMAGE_PIXELS_CEILING)
     #: give up (state FAILED) after this many failed reconnects in a row; 0 = never give up

@@ -73,7 +73,7 @@ def test_camera_recovery_and_pixel_limit_keys_are_validated() -> None:
         0.25,
         10.0,
         1.0,
-        5.0,
+        3.0,
     )
     assert s.max_image_pixels == cfg.api.max_image_pixels == 25_000_000
     (msg,) = problems(GOOD + "stall_min_s = 4.0\nstall_max_s = 2.0\n")
