@@ -9,6 +9,7 @@ process's CPU and memory are there."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import urllib.error
@@ -21,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from edge_agent.counters import AgentCounters
 from edge_agent.runtime import Agent, AgentState
 from edge_agent.source_state import SourceState
-from edge_agent.status import AGENT_STATES, prometheus_text
+from edge_agent.status import AGENT_STATES, prometheus_text, read_status
 from edge_agent.verdict import Verdict
 from tests.agent.helpers import make_config, wait_for
 
@@ -143,3 +144,8 @@ def test_metrics_of_a_running_agent_with_its_api_traffic_and_process_figures(
     assert fams["process_open_fds"].samples[0].value >= 3
     check = promtool(text)
     assert check.returncode == 0 and not check.stdout.strip(), check.stdout + check.stderr
+    # the status file carries the agent's own process figures, for `agent status --prometheus`
+    doc = read_status(tmp_path / "status.json")
+    assert doc["process"]["resident_memory_bytes"] > 10 * 2**20 and doc["pid"] == os.getpid()
+    doc["pid"] = -1  # as read by another process: the figures come from the file
+    assert families(prometheus_text(doc))["process_cpu_seconds"].samples[0].value == doc["process"]["cpu_seconds"]
