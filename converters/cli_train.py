@@ -69,6 +69,11 @@ def line_options(fn: click.decorators.FC) -> click.decorators.FC:
         "then say UNVERIFIED and why.",
     )(fn)
     fn = click.option(
+        "--no-photometric",
+        is_flag=True,
+        help="Do not add randomly lit copies of the training images (offset, gain, vignette, light gradient).",
+    )(fn)
+    fn = click.option(
         "--folds",
         type=click.IntRange(2, 20),
         default=5,
@@ -178,6 +183,7 @@ def train(
     register: str,
     min_class_images: int,
     folds: int,
+    no_photometric: bool,
     force_unverified: bool,
     params: tuple[str, ...],
     seed: int,
@@ -219,6 +225,7 @@ def train(
                     gate=gate,
                     folds=folds,
                     min_class_images=min_class_images,
+                    photometric=not no_photometric,
                     seed=seed,
                     thresholds=thresholds,
                     valid_days=valid_days,

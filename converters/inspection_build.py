@@ -37,6 +37,7 @@ from converters.lineage import code_lineage
 from converters.onnx_export import sklearn_to_onnx
 from converters.operating_point import auroc, choose_threshold, count, cross_fitted, curve
 from converters.packaging import finite_metrics, load_key, prepare_out_dir, write_signed_bundle
+from converters.photometric import photometric_augment
 from converters.quantize import QuantReport
 from converters.reference import build_reference, selftest_vectors
 from converters.registration_fit import RegisterChoice, fit_registration
@@ -90,6 +91,7 @@ def build_inspection(
     gate: GateConfig | None = None,
     augment: Augment | None = None,
     augment_copies: int = 1,
+    photometric: bool = True,
     spec: PreprocessSpec = INSPECTION_SPEC,
     components: int = 48,
     folds: int = 5,
@@ -106,7 +108,9 @@ def build_inspection(
     force_unverified: bool = False,
     progress: Any = None,
 ) -> InspectionResult:
-    """Build, judge and sign an inspection bundle (see the module doc). Raises a
+    """Build, judge and sign an inspection bundle (see the module doc). Training images get
+    ``augment_copies`` augmented copies: ``augment`` when given, else (``photometric``) random light
+    (:mod:`converters.photometric`). Raises a
     :class:`~converters.errors.ConverterError` subclass; :class:`GateFailed` names every missed target."""
     t_start = time.perf_counter()
     hook = progress or _Hook()
@@ -148,6 +152,8 @@ def build_inspection(
     spec, reg_notes = fit_registration(good_frames, spec, register)  # type: ignore[arg-type]
     del good_frames
 
+    if augment is None and photometric:
+        augment = photometric_augment()
     hook.stage("features", len(folder))
     rng = np.random.default_rng(seed)
     feats = extract(
@@ -179,7 +185,7 @@ def build_inspection(
     is_good = img_target == ok
     limit = unknown_limit(oof.global_[is_good], oof.global_[~is_good])
     unknown = (oof.global_ > limit) | np.asarray(feats.foreign, dtype=bool)
-    threshold = choose_threshold(d[is_good], d[~is_good], unknown[is_good], targets.operate_for, targets.target_value)
+    threshold = choose_threshold(d[is_good], d[~is_good], unknown[is_good], targets.operate_for, targets.design_value)
     review_fr = min(0.25, 5 * targets.max_false_reject)
     review = min(threshold, choose_threshold(d[is_good], d[~is_good], unknown[is_good], "max_false_reject", review_fr))
     honest = cross_fitted(
@@ -188,7 +194,7 @@ def build_inspection(
         unknown[is_good],
         unknown[~is_good],
         targets.operate_for,
-        targets.target_value,
+        targets.design_value,
         seed=seed,
     )
     line = judge(honest, targets)

@@ -30,6 +30,9 @@ class LineTargets:
     operate_for: Target = "max_false_reject"
     confidence: float = 0.95
     evidence_factor: float = 5.0
+    #: the threshold is chosen for this share of the target, so that new parts stay within it (a
+    #: threshold chosen AT the target would miss it on about half of all fresh sets)
+    design_margin: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0.0 < self.max_false_reject < 1.0:
@@ -42,6 +45,8 @@ class LineTargets:
             raise ConverterError("confidence must be between 0.5 and 1")
         if self.evidence_factor < 1.0:
             raise ConverterError("evidence_factor must be at least 1")
+        if not 0.0 < self.design_margin <= 1.0:
+            raise ConverterError("design_margin must be in (0, 1]")
 
     @property
     def target_value(self) -> float:
@@ -49,6 +54,11 @@ class LineTargets:
             assert self.max_escape is not None
             return self.max_escape
         return self.max_false_reject
+
+    @property
+    def design_value(self) -> float:
+        """What the threshold is chosen for: ``design_margin`` times the target."""
+        return self.design_margin * self.target_value
 
 
 @dataclass
