@@ -204,6 +204,8 @@ def _bmp(data: bytes) -> ImageHeader:
         width, height = struct.unpack("<ii", data[18:26])
     else:
         raise ImageError(f"damaged BMP: info header of {hsize} bytes")
+    if width < 0:  # a negative height means top-down rows; a negative width means nothing
+        raise ImageError(f"damaged BMP: width {width}")
     return ImageHeader("BMP", width, abs(height))
 
 

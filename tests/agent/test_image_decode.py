@@ -10,6 +10,8 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edge_agent.image_decode import ImageError, ImageTooLarge, decode_image, read_header
 from tests.agent.helpers import png_bomb, with_exif_orientation
@@ -111,3 +113,46 @@ def test_exif_orientation_is_applied() -> None:
     rotated = with_exif_orientation(encoded(".jpg"), 6)
     assert read_header(rotated).width == 128
     assert decode_image(rotated).shape == (128, 96, 3)  # shown upright: turned 90 degrees
+
+
+# -- fuzz: damaged headers of every accepted format ----------------------------------------------------
+
+_SAMPLES = [encoded(ext) for ext in (".png", ".jpg", ".bmp", ".tiff", ".webp", ".ppm")] + [
+    encoded(".webp", FRAME)[:12] + b"VP8L" + bytes(32),
+    b"P5\n# c\n128 96\n255\n" + bytes(64),
+]
+
+
+@st.composite
+def damaged(draw: st.DrawFn) -> bytes:
+    data = bytearray(draw(st.sampled_from(_SAMPLES)))
+    for _ in range(draw(st.integers(0, 6))):
+        if not data:
+            break
+        i = draw(st.integers(0, min(len(data) - 1, 200)))  # the headers live near the start
+        op = draw(st.sampled_from(["flip", "cut", "splice", "set"]))
+        if op == "flip":
+            data[i] ^= 1 << draw(st.integers(0, 7))
+        elif op == "cut":
+            del data[i:]
+        elif op == "splice":
+            data[i:i] = draw(st.binary(min_size=1, max_size=16))
+        else:
+            data[i] = draw(st.sampled_from([0x00, 0xFF, 0x7F, 0x80]))
+    return bytes(data)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(damaged() | st.binary(max_size=64))
+def test_any_damaged_header_gets_an_image_error_or_a_bounded_image(data: bytes) -> None:
+    try:
+        header = read_header(data)
+    except ImageError:
+        header = None
+    if header is not None:
+        assert header.width >= 0 and header.height >= 0
+    try:
+        img = decode_image(data, max_pixels=200_000)
+    except ImageError:
+        return
+    assert img.ndim == 3 and img.shape[2] == 3 and img.shape[0] * img.shape[1] <= 200_000
