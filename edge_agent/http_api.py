@@ -179,7 +179,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/metrics":
             self._send(200, prometheus_text(api.host.counters()).encode("utf-8"), PROMETHEUS_CONTENT_TYPE)
         else:
-            doc = health(api.host.counters())
+            doc = health(api.host.counters(), has_model=api.host.current_model is not None)
             self._json(200 if doc["status"] == "ok" else 503, doc)
 
     def do_GET(self) -> None:

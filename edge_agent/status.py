@@ -59,12 +59,12 @@ def read_status(path: Path) -> dict[str, Any]:
 _CAMERA_DOWN = frozenset({"RECONNECTING", "FAILED"})
 
 
-def health(status: dict[str, Any]) -> dict[str, Any]:
+def health(status: dict[str, Any], has_model: bool | None = None) -> dict[str, Any]:
     """``ok`` or ``degraded``, with the reasons: no model serving, or a camera that is lost, stalled
     (the stall watchdog turns a frozen stream into a loss) or failed. A file or folder source that
-    reached its end is not a fault."""
+    reached its end is not a fault. ``has_model`` overrides the document's ``model`` entry."""
     reasons: list[str] = []
-    if not status.get("model"):
+    if not (bool(status.get("model")) if has_model is None else has_model):
         reasons.append("no model serving")
     camera = status.get("camera") or {}
     state = str(camera.get("state", ""))

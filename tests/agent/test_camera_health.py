@@ -90,3 +90,5 @@ def test_health_rules() -> None:
     assert health({**ok, "camera": {"state": "CONNECTING", "last_error": "camera lost"}})["status"] == "degraded"
     assert health({**ok, "camera": {"state": "FAILED", "last_error": "x"}})["status"] == "degraded"
     assert health({**ok, "camera": {"state": "ENDED", "last_error": ""}})["status"] == "ok"  # a file ended
+    assert health({}, has_model=True)["status"] == "ok"  # the API asks its host for the model
+    assert health(ok, has_model=False)["reasons"] == ["no model serving"]
