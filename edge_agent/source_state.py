@@ -80,7 +80,8 @@ class StallWatchdog:
 
     The deadline is ``intervals`` frame intervals, bounded to [``min_s``, ``max_s``]. The frame
     interval is the median of the recent gaps between frames, or the interval the stream declares
-    until gaps are known, or ``max_s`` when it declares nothing. ``intervals = 0`` turns it off."""
+    until gaps are known, or ``max_s`` when it declares nothing. Before the first frame of a
+    connection the deadline is ``max_s``. ``intervals = 0`` turns it off."""
 
     intervals: float = 10.0
     min_s: float = 1.0
@@ -115,6 +116,8 @@ class StallWatchdog:
     def timeout_s(self) -> float:
         if not self.enabled:
             return float("inf")
+        if self._last is None:  # the first frame of a connection may wait for a key frame: the ceiling
+            return self.max_s
         interval = self.interval_s
         if interval <= 0:
             return self.max_s

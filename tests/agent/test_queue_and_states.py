@@ -103,8 +103,10 @@ def test_stall_watchdog_deadline_follows_the_frame_interval_within_bounds() -> N
     w.start(nominal_interval_s=0.0)
     assert w.timeout_s == 5.0  # nothing known yet: the ceiling
     w.start(nominal_interval_s=1 / 25)
-    assert w.timeout_s == 1.0  # 10 x 40 ms = 0.4 s, raised to the floor
-    for i in range(20):
+    assert w.timeout_s == 5.0  # the first frame of a connection may wait for a key frame
+    w.frame(0.0)
+    assert w.timeout_s == 1.0  # then 10 x 40 ms = 0.4 s (declared), raised to the floor
+    for i in range(1, 20):
         w.frame(i * 0.3)  # a 3.3 frames/s camera
     assert abs(w.timeout_s - 3.0) < 1e-9
     assert not w.stalled(2.9) and w.stalled(3.1)
