@@ -48,7 +48,8 @@ ROUTES: dict[str, tuple[str, ...]] = {
 #: Every status code the API answers, and when.
 STATUS_CODES: dict[int, str] = {
     200: "success: a verdict (POST /predict), a document, or healthy (GET /healthz)",
-    400: "the body is not a decodable image (unknown format, damaged, truncated), or a malformed request",
+    400: "the body is not a decodable image (unknown format, damaged, truncated), or a malformed request "
+    "(bad or repeated Content-Length)",
     404: "no such endpoint",
     405: "the endpoint exists but not for this method (see the Allow header)",
     411: "a body without Content-Length (chunked bodies are not accepted)",
@@ -134,6 +135,9 @@ class _Handler(BaseHTTPRequestHandler):
         error was answered instead (the connection then closes)."""
         if self.headers.get("Transfer-Encoding"):
             self._json(411, {"error": "chunked bodies are not accepted: send Content-Length"})
+            return None
+        if len(self.headers.get_all("Content-Length") or ()) > 1:
+            self._json(400, {"error": "more than one Content-Length"})
             return None
         raw = self.headers.get("Content-Length")
         if raw is None:

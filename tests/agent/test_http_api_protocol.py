@@ -103,6 +103,7 @@ def test_a_request_in_the_body_of_a_post_to_an_unknown_path_is_never_answered(ap
         (b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 411),
         (b"POST /predict HTTP/1.1\r\nHost: x\r\n\r\n" + SMUGGLED, 411),
         (b"BREW /predict HTTP/1.1\r\nHost: x\r\n\r\n", 501),
+        (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 33\r\n\r\n" + SMUGGLED, 400),
     ],
     ids=[
         "post-known-path-405",
@@ -114,6 +115,7 @@ def test_a_request_in_the_body_of_a_post_to_an_unknown_path_is_never_answered(ap
         "chunked-411",
         "no-length-411",
         "unknown-method-501",
+        "two-lengths-400",
     ],
 )
 def test_every_body_is_consumed_and_errors_close_the_connection(
