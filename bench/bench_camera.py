@@ -9,7 +9,7 @@ times per scenario and arm:
   to notice (leave STREAMING).
 
 Arms: ``edgeline`` — the ``[source]`` defaults (backoff 0.5 s doubling to a 2 s cap with jitter,
-reconnect probe every 0.25 s, stall watchdog 10 frame intervals within [1 s, 3 s]); ``previous`` —
+reconnect probe every 0.25 s, stall watchdog 10 frame intervals within [2 s, 3 s]); ``previous`` —
 the earlier defaults (backoff doubling to 30 s, no jitter, no probe, no watchdog). Both with OpenCV's
 open and read timeouts at their 5 s defaults.
 

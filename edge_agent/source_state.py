@@ -84,7 +84,7 @@ class StallWatchdog:
     connection the deadline is ``max_s``. ``intervals = 0`` turns it off."""
 
     intervals: float = 10.0
-    min_s: float = 1.0
+    min_s: float = 2.0
     max_s: float = 3.0
     _gaps: deque[float] = field(default_factory=lambda: deque(maxlen=32))
     _last: float | None = None

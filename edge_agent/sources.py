@@ -66,7 +66,7 @@ class LiveSettings:
 
     probe_s: float = 0.25
     stall_intervals: float = 10.0
-    stall_min_s: float = 1.0
+    stall_min_s: float = 2.0
     stall_max_s: float = 3.0
 
     @classmethod

@@ -78,7 +78,7 @@ class SourceSection(Section):
     stall_intervals: float = Field(default=10.0, ge=0.0, le=100_000.0)
     #: ... but never less than stall_min_s nor more than stall_max_s → reconnect. A live capture is
     #: opened with a read timeout of at most stall_max_s, so a blocked read ends by then.
-    stall_min_s: float = Field(default=1.0, gt=0.0, le=600.0)
+    stall_min_s: float = Field(default=2.0, gt=0.0, le=600.0)
     stall_max_s: float = Field(default=3.0, gt=0.0, le=600.0)
     #: frames (or folder images) larger than this many pixels are refused; images before decoding
     max_image_pixels: int = Field(default=DEFAULT_MAX_IMAGE_PIXELS, ge=1, le=MAX_IMAGE_PIXELS_CEILING)

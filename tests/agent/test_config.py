@@ -72,7 +72,7 @@ def test_camera_recovery_and_pixel_limit_keys_are_validated() -> None:
         2.0,
         0.25,
         10.0,
-        1.0,
+        2.0,
         3.0,
     )
     assert s.max_image_pixels == cfg.api.max_image_pixels == 25_000_000
