@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,7 +26,7 @@ import numpy as np
 from converters import inspection_report
 from converters.anomaly import Calibration, unknown_limit
 from converters.anomaly_onnx import anomaly_only_onnx, join_with_classifier
-from converters.dataset import dataset_sha256, read_image_and_digest, scan_image_folder, scan_images
+from converters.dataset import ImageFolder, dataset_sha256, read_image_and_digest, scan_image_folder, scan_images
 from converters.errors import DatasetError, GateFailed, TrainingError
 from converters.estimators import make_estimator
 from converters.features import DEFAULT_SPEC, extract
@@ -39,12 +39,13 @@ from converters.operating_point import auroc, choose_threshold, count, cross_fit
 from converters.packaging import finite_metrics, load_key, prepare_out_dir, write_signed_bundle
 from converters.photometric import photometric_augment
 from converters.quantize import QuantReport
-from converters.reference import build_reference, selftest_vectors
+from converters.reference import build_reference, histogram, selftest_vectors
 from converters.registration_fit import RegisterChoice, fit_registration
 from converters.selection import QuantChoice, select_model
 from converters.synth.lighting import Augment
 from edge_agent.preprocessing import Preprocessor
 from edge_agent.protocol.manifest import AnomalySpec, Manifest, OperatingPoint, PreprocessSpec, Target, Thresholds
+from edge_agent.telemetry.windows import ANOMALY_EDGES
 from edge_agent.verdict import ANOMALY
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ def build_inspection(
     report_dir: Path | str | None = None,
     force: bool = False,
     force_unverified: bool = False,
+    exclude: Sequence[Path] = (),
     progress: Any = None,
 ) -> InspectionResult:
     """Build, judge and sign an inspection bundle (see the module doc). Training images get
@@ -124,6 +126,8 @@ def build_inspection(
     key = load_key(Path(key_dir))
     make_estimator(estimator, seed=seed, params=params)
     folder = scan_image_folder(dataset_dir if not isinstance(dataset_dir, str) else Path(dataset_dir), min_classes=1)
+    if exclude:  # images kept apart for a later judgement (e.g. retraining's drift gate)
+        folder = _without(folder, {Path(x) for x in exclude})
     classes = folder.classes
     ok_label = thresholds.ok_label
     if ok_label not in classes:
@@ -260,7 +264,11 @@ def build_inspection(
     frames = [f for c in sorted(feats.samples) for f in feats.samples[c]]
     frame_labels = [classes[c] for c in sorted(feats.samples) for _ in feats.samples[c]]
     vectors = selftest_vectors(chosen.model, spec, frames, frame_labels)
-    reference = build_reference(feats.stats, chosen.probs, labels)
+    oof_probs = combine(oof.class_probs, Calibration(center, scale).apply(oof.score))
+    logits = (oof.score - center) / scale  # every image, like the confidence and class-mix references
+    reference = build_reference(feats.stats, oof_probs.astype(np.float32), labels).model_copy(
+        update={"anomaly_score": histogram(logits, ANOMALY_EDGES)}
+    )
     op = OperatingPoint(
         threshold=threshold, review=review, target=targets.operate_for, target_value=targets.target_value
     )
@@ -365,6 +373,13 @@ def build_inspection(
         "; ".join([f"false reject {fr.text()}", f"escape {esc.text()}"]),
     )
     return InspectionResult(out, manifest, chosen_kind, line, chosen.gate, chosen.report, metrics, rjson, rpng, doc)
+
+
+def _without(folder: ImageFolder, drop: set[Path]) -> ImageFolder:
+    keep = [i for i, path in enumerate(folder.paths) if path not in drop]
+    if not keep:
+        raise DatasetError("every image of the dataset was excluded")
+    return replace(folder, paths=tuple(folder.paths[i] for i in keep), targets=tuple(folder.targets[i] for i in keep))
 
 
 def _probabilities(model: bytes, x: np.ndarray) -> np.ndarray:

@@ -69,7 +69,12 @@ def inspect_frame(
         anomaly_score=score,
         region=region,
     )
-    return FrameResult(verdict=v, probabilities=probs, input_stats=stats, model_sha256=m.artifact.sha256)
+    logit = None
+    if score is not None and m.anomaly is not None:
+        logit = (score - m.anomaly.center) / m.anomaly.scale
+    return FrameResult(
+        verdict=v, probabilities=probs, input_stats=stats, model_sha256=m.artifact.sha256, anomaly_logit=logit
+    )
 
 
 def load_and_check(

@@ -30,6 +30,9 @@ class FrameResult:
     input_stats: dict[str, float] | None
     #: model that produced it (name, version, sha256), so a trial can tell old from new
     model_sha256: str
+    #: the anomaly score as a calibrated logit ``(score - center) / scale`` (models with a good-part
+    #: part), for the anomaly-score histogram of telemetry windows; None otherwise
+    anomaly_logit: float | None = None
 
 
 class AgentHandle(Protocol):

@@ -39,7 +39,10 @@ from edge_agent.telemetry.drift import Sustained
 log = logging.getLogger(__name__)
 
 AlertKind = Literal["drift", "label_drift", "device_silent", "rollout_aborted"]
-CHANNELS: dict[str, tuple[str, ...]] = {"drift": (*STAT_NAMES, "confidence"), "label_drift": ("class_mix",)}
+CHANNELS: dict[str, tuple[str, ...]] = {
+    "drift": (*STAT_NAMES, "confidence", "anomaly_score"),
+    "label_drift": ("class_mix",),
+}
 
 
 class AlertError(RegistryError):

@@ -25,7 +25,7 @@ from edge_agent.telemetry.privacy import LaplaceNoise
 from edge_agent.telemetry.windows import ModelKey, RawWindow, WindowAggregator, context_of, drift_of
 
 FIXED_PSI = 0.25
-INPUT_KEYS = (*STAT_NAMES, "confidence")
+INPUT_KEYS = (*STAT_NAMES, "confidence", "anomaly_score")
 
 
 @dataclass

@@ -226,15 +226,24 @@ def plan_retrain(
 
 def held_out(dataset_dir: Path, *, test_size: float, seed: int) -> tuple[list[np.ndarray], list[str]]:
     """The held-out images of the build pipeline's split (same stratified split, same seed)."""
-    from sklearn.model_selection import train_test_split
-
     from converters.dataset import read_image, scan_image_folder
 
-    folder = scan_image_folder(Path(dataset_dir))
-    idx = np.arange(len(folder))
-    _, te = train_test_split(idx, test_size=test_size, stratify=np.asarray(folder.targets), random_state=seed)
-    te = np.sort(te)
+    folder = scan_image_folder(Path(dataset_dir), min_classes=1)
+    te = held_out_indices(Path(dataset_dir), test_size=test_size, seed=seed)
     return [read_image(folder.paths[i]) for i in te], [folder.classes[folder.targets[i]] for i in te]
+
+
+def held_out_indices(dataset_dir: Path, *, test_size: float, seed: int) -> np.ndarray:
+    from sklearn.model_selection import train_test_split
+
+    from converters.dataset import scan_image_folder
+
+    folder = scan_image_folder(Path(dataset_dir), min_classes=1)
+    idx = np.arange(len(folder))
+    targets = np.asarray(folder.targets)
+    stratify = targets if len(set(folder.targets)) > 1 and np.bincount(targets).min() >= 2 else None
+    _, te = train_test_split(idx, test_size=test_size, stratify=stratify, random_state=seed)
+    return np.sort(te)
 
 
 def training_sample(dataset_dir: Path, n: int = 48, seed: int = 0) -> list[np.ndarray]:
@@ -248,7 +257,20 @@ def training_sample(dataset_dir: Path, n: int = 48, seed: int = 0) -> list[np.nd
 
 
 def accuracy(model: LoadedModel, images: list[np.ndarray], labels: list[str]) -> float:
-    """Accuracy of ``model`` on raw frames through the device's preprocessing and ONNX Runtime."""
+    """Accuracy of ``model`` on raw frames through the device's preprocessing and ONNX Runtime.
+
+    For inspection bundles (an operating point): the share of parts whose verdict is right in the
+    line's terms (good parts passed; defective parts not passed), through the agent's own path."""
+    m = model.manifest
+    if m.operating_point is not None:
+        from edge_agent.inference import inspect_frame
+
+        ok = m.thresholds.ok_label
+        right = [
+            (inspect_frame(model, img, i).verdict.verdict == "ok") == (lab == ok)
+            for i, (img, lab) in enumerate(zip(images, labels, strict=True))
+        ]
+        return float(np.mean(right))
     x = model.preprocessor.batch(images)
     top = model.predict_features(x).argmax(axis=1)
     names = model.manifest.labels
@@ -287,26 +309,41 @@ def retrain(
         sample = training_sample(Path(dataset_dir), seed=seed)
         plan.lighting, plan.fit_cost = fit_lighting(plan.field_hist, sample, parent[0].preprocessing, plan.lighting)
         log.info("lighting fitted to the field: %s (closed form %s)", plan.lighting, plan.closed_form)
-        built = build_bundle(
-            Path(dataset_dir),
-            Path(out_dir),
-            estimator=estimator,
-            name=plan.model,
-            version=plan.next_version,
-            key_dir=Path(key_dir),
-            augment=plan.lighting.augment(pol),
-            augment_copies=pol.augment_copies,
-            seed=seed,
-            test_size=test_size,
-            lineage=plan.lineage(pol),
-            force=force,
-            progress=progress,
-        )
+        if parent[0].anomaly is not None:
+            built = _retrain_inspection(
+                plan,
+                pol,
+                Path(dataset_dir),
+                Path(out_dir),
+                Path(key_dir),
+                parent[0],
+                estimator=estimator,
+                seed=seed,
+                test_size=test_size,
+                force=force,
+                progress=progress,
+            )
+        else:
+            built = build_bundle(
+                Path(dataset_dir),
+                Path(out_dir),
+                estimator=estimator,
+                name=plan.model,
+                version=plan.next_version,
+                key_dir=Path(key_dir),
+                augment=plan.lighting.augment(pol),
+                augment_copies=pol.augment_copies,
+                seed=seed,
+                test_size=test_size,
+                lineage=plan.lineage(pol),
+                force=force,
+                progress=progress,
+            )
         images, labels = held_out(Path(dataset_dir), test_size=test_size, seed=seed)
     except ConverterError as exc:
         raise RetrainError(f"retraining {plan.model} v{plan.next_version} failed: {exc}") from exc
     shifted = [plan.lighting.apply(img) for img in images]
-    new = LoadedModel.load(built.manifest, built.model_path)
+    new = LoadedModel.load(built.manifest, Path(built.bundle_dir) / built.manifest.artifact.filename)
     old = _load(*parent)
     acc = {
         "parent_drifted": accuracy(old, shifted, labels),
@@ -331,3 +368,51 @@ def retrain(
         result.rollout_id = start_rollout(f"{plan.model}@{plan.next_version}", pol)
     log.info("retrained %s v%d: %s", plan.model, plan.next_version, acc)
     return result
+
+
+def _retrain_inspection(
+    plan: RetrainPlan,
+    pol: RetrainPolicy,
+    dataset_dir: Path,
+    out_dir: Path,
+    key_dir: Path,
+    parent: Manifest,
+    *,
+    estimator: str,
+    seed: int,
+    test_size: float,
+    force: bool,
+    progress: Any,
+) -> Any:
+    """Re-fit an inspection model (good-part model, and the classifier where the parent had one)
+    with augmentation matched to the field's lighting; the drift gate's held-out images are kept out
+    of training so it judges the new model on parts it never saw."""
+    from converters.dataset import scan_image_folder
+    from converters.inspection_build import build_inspection
+    from converters.line_gate import LineTargets
+
+    folder = scan_image_folder(dataset_dir, min_classes=1)
+    held = held_out_indices(dataset_dir, test_size=test_size, seed=seed)
+    op = parent.operating_point
+    targets = LineTargets()
+    if op is not None and op.target == "max_false_reject":
+        targets = LineTargets(max_false_reject=op.target_value)
+    has_classifier = any(label not in (parent.thresholds.ok_label, "anomaly") for label in parent.labels)
+    return build_inspection(
+        dataset_dir,
+        out_dir,
+        kind="hybrid" if has_classifier else "anomaly",
+        targets=targets,
+        estimator=estimator,
+        name=plan.model,
+        version=plan.next_version,
+        key_dir=key_dir,
+        augment=plan.lighting.augment(pol),
+        augment_copies=pol.augment_copies,
+        seed=seed,
+        lineage=plan.lineage(pol),
+        thresholds=parent.thresholds,
+        exclude=[folder.paths[i] for i in held],
+        force=force,
+        progress=progress,
+    )

@@ -75,7 +75,7 @@ class StoredWindow:
 
 
 def _input_drifted(w: TelemetryWindow) -> int:
-    return int(any(d.drifted for k, d in w.drift.items() if k in (*STAT_NAMES, "confidence")))
+    return int(any(d.drifted for k, d in w.drift.items() if k in (*STAT_NAMES, "confidence", "anomaly_score")))
 
 
 class TelemetryStore:

@@ -181,6 +181,8 @@ class Reference(_Strict):
     input_stats: dict[str, Histogram] = {}
     confidence: Histogram | None = None
     class_mix: dict[str, float] = {}
+    #: the training images' anomaly scores (out of fold), as calibrated logits ``(score - center) / scale``
+    anomaly_score: Histogram | None = None
 
 
 class SelfTestCase(_Strict):

@@ -30,8 +30,12 @@ MAX_LABELS = 32
 MAX_COUNT = 1_000_000_000
 #: Hard ceiling on an encoded window. A real window is 1-3 KB; anything bigger is refused on both sides.
 MAX_WINDOW_BYTES = 16 * 1024
+#: Bins of the anomaly-score histogram: calibrated logits ``(score - center) / scale`` over
+#: [ANOMALY_RANGE], the end bins holding everything beyond (models with a good-part part only).
+ANOMALY_BINS = 20
+ANOMALY_RANGE = (-10.0, 10.0)
 #: Drift entries besides the input statistics.
-EXTRA_DRIFT_KEYS = ("confidence", "class_mix")
+EXTRA_DRIFT_KEYS = ("confidence", "class_mix", "anomaly_score")
 STAT_NAMES: tuple[str, ...] = tuple(STAT_RANGES)
 DRIFT_KEYS: tuple[str, ...] = STAT_NAMES + EXTRA_DRIFT_KEYS
 
@@ -82,6 +86,8 @@ class TelemetryWindow(_Strict):
     merged: int = Field(default=1, ge=1, le=1_000_000)
     class_counts: dict[str, Count] = Field(max_length=MAX_LABELS)
     confidence: list[Count] = Field(min_length=CONF_BINS, max_length=CONF_BINS)
+    #: anomaly-score histogram (see ANOMALY_BINS); None for models without a good-part part
+    anomaly_score: list[Count] | None = Field(default=None, min_length=ANOMALY_BINS, max_length=ANOMALY_BINS)
     input_stats: dict[str, Hist] = Field(max_length=len(STAT_NAMES))
     #: frames whose input statistics were sampled into ``input_stats``
     stats_frames: Count = 0

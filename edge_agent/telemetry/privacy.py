@@ -33,8 +33,9 @@ from edge_agent.telemetry.windows import RawWindow
 log = logging.getLogger(__name__)
 
 MIN_SECRET_BYTES = 16
-#: Count cells one frame touches: frames, class, confidence bin, one bin per input statistic, stats_frames.
-FRAME_SENSITIVITY = 3 + len(STAT_RANGES) + 1
+#: Count cells one frame touches: frames, class, confidence bin, one bin per input statistic, stats_frames,
+#: one anomaly-score bin.
+FRAME_SENSITIVITY = 3 + len(STAT_RANGES) + 1 + 1
 
 
 class PrivacyError(EdgeAgentError):
@@ -143,6 +144,7 @@ class LaplaceNoise:
             frames=self._one(raw.frames),
             class_counts=dict(zip(labels, (int(c) for c in counts), strict=True)),
             confidence=self._noisy(raw.confidence),
+            anomaly=self._noisy(raw.anomaly) if raw.anomaly.sum() else raw.anomaly,
             stats={n: self._noisy(h) for n, h in raw.stats.items()},
             stats_frames=self._one(raw.stats_frames),
             errors=self._one(raw.errors),

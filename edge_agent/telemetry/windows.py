@@ -25,10 +25,19 @@ from edge_agent.errors import ProtocolError
 from edge_agent.plugins import FrameResult
 from edge_agent.preprocessing import STAT_BINS, STAT_RANGES, stat_edges
 from edge_agent.protocol.manifest import Manifest, Reference
-from edge_agent.protocol.telemetry import CONF_BINS, DriftStat, Latency, ModelRef, TelemetryWindow
+from edge_agent.protocol.telemetry import (
+    ANOMALY_BINS,
+    ANOMALY_RANGE,
+    CONF_BINS,
+    DriftStat,
+    Latency,
+    ModelRef,
+    TelemetryWindow,
+)
 from edge_agent.telemetry.drift import Calibrator, class_mix_vectors, ref_freqs, reference_on, score
 
 CONF_EDGES = np.linspace(0.0, 1.0, CONF_BINS + 1)
+ANOMALY_EDGES = np.linspace(ANOMALY_RANGE[0], ANOMALY_RANGE[1], ANOMALY_BINS + 1)
 #: Latency bins: 1 µs .. 100 s, 5% wide each (percentile error below 2.5%).
 LAT_RATIO = 1.05
 LAT_MIN_MS = 0.001
@@ -74,6 +83,8 @@ class RawWindow:
     merged: int = 1
     class_counts: dict[str, int] = field(default_factory=dict)
     confidence: np.ndarray = field(default_factory=lambda: np.zeros(CONF_BINS, np.int64))
+    #: anomaly-score logits of the frames that had one (models with a good-part part)
+    anomaly: np.ndarray = field(default_factory=lambda: np.zeros(ANOMALY_BINS, np.int64))
     stats: dict[str, np.ndarray] = field(
         default_factory=lambda: {n: np.zeros(STAT_BINS, np.int64) for n in STAT_RANGES}
     )
@@ -88,6 +99,8 @@ class RawWindow:
         self.frames += 1
         self.class_counts[v.label] = self.class_counts.get(v.label, 0) + 1
         self.confidence[_bin(v.confidence, 0.0, 1.0, CONF_BINS)] += 1
+        if result.anomaly_logit is not None and math.isfinite(result.anomaly_logit):
+            self.anomaly[_bin(result.anomaly_logit, ANOMALY_RANGE[0], ANOMALY_RANGE[1], ANOMALY_BINS)] += 1
         self.latency[latency_bin(v.latency_ms)] += 1
         if math.isfinite(v.latency_ms):
             self.latency_max = max(self.latency_max, v.latency_ms)
@@ -111,6 +124,7 @@ class RawWindow:
             merged=self.merged + other.merged,
             class_counts=counts,
             confidence=self.confidence + other.confidence,
+            anomaly=self.anomaly + other.anomaly,
             stats={n: self.stats[n] + other.stats[n] for n in STAT_RANGES},
             stats_frames=self.stats_frames + other.stats_frames,
             latency=self.latency + other.latency,
@@ -130,6 +144,7 @@ class RawWindow:
             "merged": self.merged,
             "class_counts": self.class_counts,
             "confidence": self.confidence.tolist(),
+            "anomaly": self.anomaly.tolist(),
             "stats": {n: h.tolist() for n, h in self.stats.items()},
             "stats_frames": self.stats_frames,
             "latency": {str(int(i)): int(self.latency[i]) for i in nz},
@@ -152,6 +167,7 @@ class RawWindow:
             merged=int(d["merged"]),
             class_counts={str(k): int(v) for k, v in d["class_counts"].items()},
             confidence=np.asarray(d["confidence"], np.int64),
+            anomaly=np.asarray(d.get("anomaly", [0] * ANOMALY_BINS), np.int64),  # state from before the field
             stats={n: np.asarray(d["stats"][n], np.int64) for n in STAT_RANGES},
             stats_frames=int(d["stats_frames"]),
             latency=lat,
@@ -233,6 +249,11 @@ def context_of(manifest: Manifest) -> DriftContext:
         if m.get("train_rows", 0) >= 10:
             # training rows may include augmented copies; the statistics come from originals only
             ref_n |= dict.fromkeys(STAT_RANGES, test_rows + int(m["train_rows"]) // 2)
+    images = int(m.get("images", 0))
+    if images >= 10:  # inspection bundles: every image was judged out of fold
+        ref_n |= {"confidence": images, "class_mix": images} | dict.fromkeys(STAT_RANGES, images)
+    if images >= 10:  # the anomaly reference: every training image's out-of-fold score
+        ref_n["anomaly_score"] = images
     return DriftContext(manifest.reference, tuple(manifest.labels), ref_n)
 
 
@@ -263,6 +284,13 @@ def drift_of(
             put(name, reference_on(hist, _STAT_EDGES[name]), raw.stats[name], raw.stats_frames)
     if ctx.reference.confidence is not None:
         put("confidence", reference_on(ctx.reference.confidence, CONF_EDGES), raw.confidence, raw.frames)
+    if ctx.reference.anomaly_score is not None:
+        put(
+            "anomaly_score",
+            reference_on(ctx.reference.anomaly_score, ANOMALY_EDGES),
+            raw.anomaly,
+            int(raw.anomaly.sum()),
+        )
     if ctx.reference.class_mix:
         ref, obs = class_mix_vectors(ctx.reference.class_mix, raw.class_counts, ctx.labels)
         if ref.sum() > 0:
@@ -327,6 +355,7 @@ def _window(
         merged=raw.merged,
         class_counts=dict(sorted(counts.items())),
         confidence=[int(x) for x in raw.confidence],
+        anomaly_score=[int(x) for x in raw.anomaly] if raw.anomaly.sum() else None,
         input_stats={n: [int(x) for x in h] for n, h in raw.stats.items()} if raw.stats_frames else {},
         stats_frames=raw.stats_frames,
         latency_ms=latency,
