@@ -72,7 +72,8 @@ def locate(gray: np.ndarray, min_contrast: float = 15.0) -> Silhouette:
     h, w = gray.shape[:2]
     blurred = cv2.GaussianBlur(gray, (3, 3), 0)
     ring = np.concatenate([blurred[0], blurred[-1], blurred[1:-1, 0], blurred[1:-1, -1]])
-    background = int(np.median(ring))
+    cumulative = np.cumsum(np.bincount(ring, minlength=256))
+    background = int(np.searchsorted(cumulative, (len(ring) + 1) // 2))  # the median grey level, uint8
     diff = cv2.absdiff(blurred, np.full_like(blurred, background))
     otsu, _ = cv2.threshold(diff, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     mask = (diff > max(float(otsu), float(min_contrast))).astype(np.uint8)
