@@ -10,6 +10,7 @@ images; the report stays with the build, it is never sent anywhere.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -140,7 +141,8 @@ def write_png(
     grid = fig.add_gridspec(3, 6, height_ratios=[1.1, 1, 1])
     ax_t = fig.add_subplot(grid[0, :2])
     ax_t.axis("off")
-    ax_t.text(0, 1, "\n".join(summary_lines(doc))[:1400], va="top", family="monospace", fontsize=7.5, wrap=True)
+    wrapped = [part for line in summary_lines(doc) for part in textwrap.wrap(line, 62, subsequent_indent="  ")]
+    ax_t.text(0, 1, "\n".join(wrapped[:18]), va="top", family="monospace", fontsize=7)
     ax_c = fig.add_subplot(grid[0, 2:4])
     pts = [(r["escape"], r["false_reject"]) for r in doc["curve"] if r["escape"] is not None]
     if pts:
@@ -174,7 +176,8 @@ def write_png(
                 + (" unknown" if unknown[int(i)] else ""),
                 fontsize=7,
             )
-            ax_m.imshow(maps[int(i)], cmap="inferno")
+            # one scale for every map: z 0..8 (a good part stays dark, a defect glows)
+            ax_m.imshow(maps[int(i)], cmap="inferno", vmin=0.0, vmax=max(8.0, float(maps[int(i)].max()) / 2))
             ax_m.set_title("anomaly map", fontsize=7)
             for ax in (ax_i, ax_m):
                 ax.set_xticks([])
