@@ -69,7 +69,7 @@ def damaged(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
-@fuzz_settings(ci=200, full=100_000)
+@fuzz_settings(ci=200)  # 1,500 with --full; the 100,000 are in test_bulk_fuzz.py
 @given(damaged() | st.binary(max_size=300))
 def test_the_guard_raises_only_its_error_and_never_passes_external_data(data: bytes) -> None:
     try:
