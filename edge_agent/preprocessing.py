@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from edge_agent.errors import PreprocessError
+from edge_agent.image_decode import ImageError, read_header
 from edge_agent.protocol.manifest import PreprocessSpec
 from edge_agent.registration import Placement, align, working_size
 
@@ -29,6 +30,8 @@ STAT_RANGES: dict[str, tuple[float, float]] = {
     "edge_density": (0.0, 0.5),  # fraction of pixels on a Canny edge
 }
 STAT_BINS = 20
+#: a self-test frame travels in the signed manifest; it is checked before it is decoded
+SELFTEST_MAX_PIXELS = 4096 * 4096
 
 
 def stat_edges(name: str, bins: int = STAT_BINS) -> np.ndarray:
@@ -222,6 +225,15 @@ def decode_png_b64(text: str) -> np.ndarray:
         raw = base64.b64decode(text.encode("ascii"), validate=True)
     except (ValueError, UnicodeEncodeError) as exc:
         raise PreprocessError("self-test image is not valid base64") from exc
+    try:
+        header = read_header(raw)
+    except ImageError as exc:
+        raise PreprocessError(f"self-test image: {exc}") from exc
+    if header.format != "PNG" or header.pixels > SELFTEST_MAX_PIXELS:
+        raise PreprocessError(
+            f"self-test image must be a PNG of at most {SELFTEST_MAX_PIXELS} pixels "
+            f"(declares {header.format} {header.width}x{header.height}); not decoded"
+        )
     img = cv2.imdecode(np.frombuffer(raw, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise PreprocessError("self-test image is not a decodable PNG")
