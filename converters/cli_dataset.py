@@ -40,8 +40,10 @@ def dataset() -> None:
     type=click.Choice(FAMILIES),
     default="plate",
     show_default=True,
-    help="Part family: 'plate' (rectangular aluminium plate, four holes, dark rubber belt) or 'flange' (round "
-    "turned flange, centre bore and six bolt holes, any rotation, blue-grey modular belt).",
+    help="Part family: 'plate' (rectangular aluminium plate, four holes, dark rubber belt), 'flange' (round "
+    "turned flange, centre bore and six bolt holes, any rotation, blue-grey modular belt) or 'bracket' (L-shaped "
+    "stamped steel bracket, two slots, two holes and a bend line, +-20 degrees, wooden slat conveyor; the sealed "
+    "family, for a final evaluation only).",
 )
 @click.option(
     "--classes",
@@ -54,11 +56,15 @@ def dataset() -> None:
 @click.option("--vignette", type=float, default=0.0, show_default=True, help="Corner darkening, 0..0.9.")
 @click.option("--blur", type=float, default=0.6, show_default=True, help="Largest Gaussian blur sigma (px).")
 @click.option("--noise", type=float, default=3.0, show_default=True, help="Sensor noise sigma (grey levels).")
-@click.option("--jitter", type=float, help="Position jitter (px) [default: 6 for the plate, 10 for the flange].")
+@click.option(
+    "--jitter",
+    type=float,
+    help="Position jitter (px) [default: 6 for the plate, 10 for the flange, 12 for the bracket].",
+)
 @click.option(
     "--rotation",
     type=float,
-    help="Rotation jitter (degrees) [default: 3 for the plate, 180 (any angle) for the flange].",
+    help="Rotation jitter (degrees) [default: 3 for the plate, 180 (any angle) for the flange, 20 for the bracket].",
 )
 @click.option("--format", "image_format", type=click.Choice(["png", "jpg"]), default="png", show_default=True)
 @click.option("--no-images", is_flag=True, help="Skip the class images: write only --video and/or --ood.")
@@ -86,7 +92,7 @@ def dataset() -> None:
     "--ood-kinds",
     default=",".join(OOD_KINDS),
     show_default=True,
-    help="Comma-separated out-of-distribution kinds for --ood (wrong_part is the other family's part).",
+    help="Comma-separated out-of-distribution kinds for --ood (wrong_part is another family's part).",
 )
 @click.option(
     "--ood-per-kind", type=click.IntRange(1, 100_000), help="Frames per kind for --ood [default: --per-class]."
@@ -120,19 +126,21 @@ def synth(
     classes ok, scratch, dent and missing_hole by default, with controllable lighting, blur, noise and
     jitter. A darker line for drift tests: --brightness -50 --contrast 0.75.
 
-    For evaluation on data a model was not tuned on: another part family (--family flange), defect
-    kinds absent from the defaults (--classes ok,crack,stain,chip), other seeds and lighting, and
-    frames with no valid part at all (--ood DIR: black and covered lenses, the empty belt, a cup, a cat,
-    the wrong part). Example: edgeline dataset synth held_out --family flange --classes ok,crack,stain
-    --seed 1000 --brightness -30 --ood held_out_ood"""
+    For evaluation on data a model was not tuned on: another part family (--family flange; --family
+    bracket is the sealed family, kept for the final measurement), defect kinds absent from the
+    defaults (--classes ok,crack,stain,chip), other seeds and lighting, and frames with no valid part
+    at all (--ood DIR: black and covered lenses, the empty belt, a cup, a cat, the wrong part).
+    Example: edgeline dataset synth held_out --family flange --classes ok,crack,stain --seed 1000
+    --brightness -30 --ood held_out_ood"""
     names = tuple(c.strip() for c in classes.split(",") if c.strip())
     kinds = tuple(c.strip() for c in ood_kinds.split(",") if c.strip())
     try:
         geometry: dict[str, float] = {}
+        prefix = f"{family}_" if family in ("flange", "bracket") else ""
         if jitter is not None:
-            geometry["flange_jitter_px" if family == "flange" else "jitter_px"] = jitter
+            geometry[f"{prefix}jitter_px"] = jitter
         if rotation is not None:
-            geometry["flange_rotation_deg" if family == "flange" else "rotation_deg"] = rotation
+            geometry[f"{prefix}rotation_deg"] = rotation
         cond = Conditions(lighting=Lighting(brightness, contrast, vignette), blur=blur, noise=noise, **geometry)
     except ConverterError as exc:
         raise fail(exc, as_json) from exc

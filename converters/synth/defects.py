@@ -3,25 +3,26 @@
 The extra defect kinds, never in a dataset's default class list (ask for them by name with
 ``classes=``), so a model trained on the defaults has never seen them. Sizes are fractions of the
 part's characteristic size ``S`` (the plate's width, 150 px at 320x240; the flange's diameter,
-132 px), so they scale with the frame:
+132 px; the bracket's long leg, 150 px), so they scale with the frame:
 
 * ``crack``: a thin (1 px at 320x240) jagged dark line, 12-30% of S long (plate 18-45 px, flange
-  16-40 px), drawn 75-95% of the way to near-black. It starts at the rim of a hole (45%), at the
-  outer edge heading inwards (35%) or on the face (20%), zig-zags along a slowly wandering heading,
-  and forks once in 40% of cases. It is only drawn on material (never across a through-hole or the
+  16-40 px, bracket 18-45 px), drawn 75-95% of the way to near-black. It starts at the rim of a hole
+  or slot (45%), at the outer edge heading inwards (35%; towards the part's centre or, on the
+  bracket, the middle line of the leg it starts on) or on the face (20%), zig-zags along a slowly wandering heading, and
+  forks once in 40% of cases. It is only drawn on material (never across a through-hole or the
   background).
 * ``stain``: an irregular, low-contrast oil or coolant blotch, radius 7-14% of S (plate 10-21 px,
-  flange 9-18 px): the union of 3-6 overlapping ellipses, soft-edged, with an uneven density. Oil
+  flange 9-18 px, bracket 10-21 px): the union of 3-6 overlapping ellipses, soft-edged, with an uneven density. Oil
   (60%) darkens the metal by 12-26 grey levels at its densest and shifts it towards brown; dried
   coolant is a little lighter in the middle with a darker rim and a blue-green cast. Clipped to the
   part's material.
 * ``chip``: a piece broken off the outer edge: an irregular bite (7-10 vertices) of radius 5-9% of S
-  (plate 7.5-13.5 px, flange 6.6-12 px) centred on a point of the outline, through which the
+  (plate 7.5-13.5 px, flange 6.6-12 px, bracket 7.5-13.5 px) centred on a point of the outline, through which the
   background (belt, shadow) shows, with a thin bright fracture line along the broken edge.
 
 :func:`draw_scratch` and :func:`draw_dent` are family-independent versions of the plate's scratch
 and dent (the plate keeps its own, byte-identical painters in :mod:`converters.synth.render`); the
-flange uses these.
+flange and the bracket use these.
 """
 
 from __future__ import annotations
@@ -69,16 +70,16 @@ def _jagged(
 def draw_crack(img: np.ndarray, shape: PartShape, rng: np.random.Generator, k: float) -> None:
     size = shape.size
     length = float(rng.uniform(0.12, 0.30)) * size
-    cx, cy = shape.centre
     where = float(rng.random())
     if where < 0.45 and shape.holes:
         hole = shape.holes[int(rng.integers(0, len(shape.holes)))]
         a = float(rng.uniform(0.0, 2 * math.pi))
-        start = (hole.x + hole.r * math.cos(a), hole.y + hole.r * math.sin(a))
+        start = hole.rim(a)
         heading = a + float(rng.normal(0.0, 0.35))
     elif where < 0.8:
         start = shape.sample_edge(rng)
-        heading = math.atan2(cy - start[1], cx - start[0]) + float(rng.uniform(-0.6, 0.6))
+        tx, ty = shape.inwards(*start)
+        heading = math.atan2(ty - start[1], tx - start[0]) + float(rng.uniform(-0.6, 0.6))
     else:
         start = shape.sample_face(rng, 0.05 * size)
         heading = float(rng.uniform(0.0, 2 * math.pi))

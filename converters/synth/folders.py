@@ -84,9 +84,9 @@ def generate_dataset(
     """Write ``per_class`` frames per class of parts of ``family`` into ``out_dir/<class>/<class>_00000.png``.
 
     ``classes`` defaults to :data:`~converters.synth.render.CLASSES`; the extra defect kinds
-    (``crack``, ``stain``, ``chip``) are written only when named. ``family`` is ``"plate"`` (default)
-    or ``"flange"``. Classes are interleaved, so each file depends only on ``seed``, its index, the
-    family and the conditions.
+    (``crack``, ``stain``, ``chip``) are written only when named. ``family`` is ``"plate"`` (default),
+    ``"flange"`` or ``"bracket"`` (the sealed family, for a final evaluation only). Classes are
+    interleaved, so each file depends only on ``seed``, its index, the family and the conditions.
     ``lighting`` overrides ``conditions.lighting``. PNG (lossless; ~2 ms to encode a noisy 320x240
     frame with the SUB filter and Huffman-only deflate, 4x faster than zlib level 1) or JPEG
     (quality 95, lossy, ~0.2 ms). ``progress`` is called with the number of files just written."""
@@ -145,7 +145,7 @@ def generate_ood(
     progress: Callable[[int], None] | None = None,
 ) -> SynthResult:
     """Write ``per_kind`` out-of-distribution frames per kind into ``out_dir/<kind>/<kind>_00000.png``,
-    as a line of ``family`` parts would see them (its belt; ``wrong_part`` is the other family's part).
+    as a line of ``family`` parts would see them (its belt; ``wrong_part`` is another family's part).
     See :func:`converters.synth.ood.render_ood` for the kinds. ``counts`` of the result is per kind."""
     check_family(family)
     _check_seed(seed)

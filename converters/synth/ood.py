@@ -17,8 +17,9 @@ class. :func:`render_ood` draws one frame of a kind, as a line of ``family`` par
 * ``cat``: a crude cat lying on the belt: body and head ellipses, two ears, a curled tail, paws,
   eyes and a nose, with a fur-like directional noise texture (striped for tabbies); ginger, grey,
   black, white or brown. The body is 44-64% of the frame width.
-* ``wrong_part``: the other family's part (a flange on the plate line, a plate on the flange line),
-  undamaged, at the inspection position.
+* ``wrong_part``: another family's part (a flange on the plate line, a plate on the flange line, a
+  plate or a flange, half and half, on the bracket line), undamaged, at the inspection position. The
+  bracket never appears on the other lines.
 
 Everything random comes from the generator passed in: a seed reproduces the frames.
 """
@@ -238,5 +239,9 @@ def render_ood(
         img = _cat(rng, size, family)
     else:  # wrong_part
         img = belt(family, size)
-        draw_part(img, "flange" if family == "plate" else "plate", "ok", rng, cond)
+        if family == "bracket":
+            other = "plate" if rng.random() < 0.5 else "flange"
+        else:
+            other = "flange" if family == "plate" else "plate"
+        draw_part(img, other, "ok", rng, cond)
     return camera(img, rng, cond, light)

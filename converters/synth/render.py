@@ -1,19 +1,23 @@
 """Seeded synthetic inspection-line images: machined parts on a conveyor belt, with defects.
 
 A frame (BGR, 320x240 by default) shows a belt and, at the inspection position, a part of one of
-two families (``family=``):
+three families (``family=``):
 
 * ``plate`` (the default): an aluminium plate, 150x108 px, with four drilled holes, on a dark
   green-grey rubber belt with cleats;
 * ``flange``: a round turned steel flange, 132 px across, with a centre bore and a bolt circle of six
-  holes, on a blue-grey modular plastic belt (see :mod:`converters.synth.flange`).
+  holes, on a blue-grey modular plastic belt (see :mod:`converters.synth.flange`);
+* ``bracket``: an L-shaped stamped steel bracket, 150x126 px, dark and mottled, with two slots, two
+  round holes and a bend line, on a wooden slat conveyor (see :mod:`converters.synth.bracket`). It
+  is the sealed family for a final evaluation: not for tuning.
 
 Default defect classes (:data:`CLASSES`, what a dataset holds unless asked otherwise):
 
 * ``ok``: a clean part;
 * ``scratch``: a thin bright or dark line across the part;
 * ``dent``: a dark, soft-edged spot;
-* ``missing_hole``: one of the holes (on the flange: one of the six bolt holes) was never drilled.
+* ``missing_hole``: one of the holes (on the flange: one of the six bolt holes; on the bracket: a
+  slot or a hole) was never drilled or punched.
 
 Extra kinds, only when asked for by name (:data:`EXTRA_DEFECTS`; looks and sizes in
 :mod:`converters.synth.defects`): ``crack``, ``stain``, ``chip``. ``label="empty"`` gives the belt
@@ -23,7 +27,8 @@ from :func:`converters.synth.ood.render_ood`.
 Everything random comes from the ``numpy.random.Generator`` passed in, so a seed reproduces a dataset
 bit for bit. The lighting (:class:`~converters.synth.lighting.Lighting`) is applied last, exactly as
 :func:`~converters.synth.lighting.apply_lighting` applies it to any image. Rendering costs about a
-millisecond per 320x240 frame: textures are drawn once per frame size and cached.
+millisecond per 320x240 frame (the bracket about two): textures are drawn once per frame size and
+cached.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import cv2
 import numpy as np
 
 from converters.errors import DatasetError
+from converters.synth.bracket import bracket_belt_strip, draw_bracket
 from converters.synth.defects import EXTRA_DEFECTS, draw_extra
 from converters.synth.flange import draw_flange, flange_belt_strip
 from converters.synth.lighting import Lighting, apply_lighting
@@ -43,9 +49,10 @@ from converters.synth.shape import Hole, PartShape, fix, rotated
 
 #: the classes of a dataset unless asked otherwise; models trained on them never saw the extra kinds
 CLASSES: tuple[str, ...] = ("ok", "scratch", "dent", "missing_hole")
-#: every part class that can be rendered, on either family
+#: every part class that can be rendered, on any family
 ALL_CLASSES: tuple[str, ...] = CLASSES + EXTRA_DEFECTS
-FAMILIES: tuple[str, ...] = ("plate", "flange")
+#: the part families; "bracket" is the sealed one, kept for a final measurement
+FAMILIES: tuple[str, ...] = ("plate", "flange", "bracket")
 FRAME_SIZE: tuple[int, int] = (320, 240)  # (width, height)
 #: Plate size in pixels at the default frame size; scaled with the frame.
 _PLATE = (150.0, 108.0)
@@ -71,27 +78,33 @@ class Conditions:
     #: the flange's position jitter in pixels and in-plane rotation jitter in degrees (180 = any angle)
     flange_jitter_px: float = 10.0
     flange_rotation_deg: float = 180.0
+    #: the bracket's position jitter in pixels and in-plane rotation jitter in degrees
+    bracket_jitter_px: float = 12.0
+    bracket_rotation_deg: float = 20.0
 
     def __post_init__(self) -> None:
         names = ("brightness_jitter", "contrast_jitter", "blur", "noise", "jitter_px", "rotation_deg")
-        for name in (*names, "flange_jitter_px", "flange_rotation_deg"):
+        for name in (*names, "flange_jitter_px", "flange_rotation_deg", "bracket_jitter_px", "bracket_rotation_deg"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise DatasetError(f"{name} must be a non-negative number, got {value}")
         if self.blur > 10 or self.noise > 64 or self.jitter_px > 40 or self.rotation_deg > 45:
             raise DatasetError("blur <= 10, noise <= 64, jitter_px <= 40 and rotation_deg <= 45")
-        if self.flange_jitter_px > 40:
-            raise DatasetError(f"flange_jitter_px (position jitter) must be at most 40 px, got {self.flange_jitter_px}")
-        if self.flange_rotation_deg > 180:
-            raise DatasetError(
-                f"flange_rotation_deg (rotation jitter) must be at most 180 degrees (any angle), "
-                f"got {self.flange_rotation_deg}"
-            )
+        for family in ("flange", "bracket"):
+            jitter, rotation = self.jitter_for(family)
+            if jitter > 40:
+                raise DatasetError(f"{family}_jitter_px (position jitter) must be at most 40 px, got {jitter}")
+            if rotation > 180:
+                raise DatasetError(
+                    f"{family}_rotation_deg (rotation jitter) must be at most 180 degrees (any angle), got {rotation}"
+                )
 
     def jitter_for(self, family: str) -> tuple[float, float]:
         """``(position jitter px, rotation jitter degrees)`` of a part family."""
         if family == "flange":
             return self.flange_jitter_px, self.flange_rotation_deg
+        if family == "bracket":
+            return self.bracket_jitter_px, self.bracket_rotation_deg
         return self.jitter_px, self.rotation_deg
 
 
@@ -221,7 +234,12 @@ def check_size(size: tuple[int, int]) -> None:
 def belt(family: str, size: tuple[int, int], belt_shift: int = 0) -> np.ndarray:
     """A fresh (writable) frame of a family's belt, shifted by ``belt_shift`` pixels."""
     w, h = size
-    strip = flange_belt_strip(w, h) if family == "flange" else _belt_strip(w, h)
+    if family == "flange":
+        strip = flange_belt_strip(w, h)
+    elif family == "bracket":
+        strip = bracket_belt_strip(w, h)
+    else:
+        strip = _belt_strip(w, h)
     shift = belt_shift % w
     return np.ascontiguousarray(strip[:, w - shift : 2 * w - shift])
 
@@ -277,6 +295,9 @@ def draw_part(
     if family == "flange":
         jitter, rotation = cond.jitter_for("flange")
         return draw_flange(img, label, geo, jitter_px=jitter, rotation_deg=rotation, x_offset=x_offset)
+    if family == "bracket":
+        jitter, rotation = cond.jitter_for("bracket")
+        return draw_bracket(img, label, geo, jitter_px=jitter, rotation_deg=rotation, x_offset=x_offset)
     return _draw_plate(img, label, geo, cond, x_offset)
 
 
@@ -310,8 +331,8 @@ def render_part(
     part_seed: int | None = None,
     family: str = "plate",
 ) -> np.ndarray:
-    """One BGR frame of a part of ``family`` (``"plate"`` or ``"flange"``) and class ``label`` at the
-    inspection position, on that family's belt.
+    """One BGR frame of a part of ``family`` (``"plate"``, ``"flange"`` or ``"bracket"``) and class
+    ``label`` at the inspection position, on that family's belt.
 
     ``label`` is one of :data:`ALL_CLASSES` or ``"empty"`` (the belt alone). ``rng`` draws everything
     by default. With ``part_seed``, the part itself (position jitter, rotation, which hole is missing,

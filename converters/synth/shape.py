@@ -1,8 +1,10 @@
 """Where a rendered part lies in its frame: outline, holes and material masks, for drawing defects.
 
-Both part families (:mod:`converters.synth.render` for the plate, :mod:`converters.synth.flange` for
-the flange) describe the part they just drew with a :class:`PartShape`; the defect painters of
-:mod:`converters.synth.defects` only look at that, so every defect kind works on every family.
+Every part family (:mod:`converters.synth.render` for the plate, :mod:`converters.synth.flange` for
+the flange, :mod:`converters.synth.bracket` for the bracket) describes the part it just drew with a
+:class:`PartShape`; the defect painters of :mod:`converters.synth.defects` only look at that, so every
+defect kind works on every family. A :class:`Hole` is round, or a slot (an obround) when it has a
+``half_length``.
 """
 
 from __future__ import annotations
@@ -30,16 +32,63 @@ def fix(p: np.ndarray) -> np.ndarray:
 class Hole:
     x: float
     y: float
-    #: radius of the through-hole (the background shows) and of its chamfer (still material)
+    #: radius of the through-hole (the background shows) and of its chamfer (still material); for a
+    #: slot, half its width
     r: float
     r_chamfer: float
+    #: a slot: half the distance between the centres of its two round ends, along ``angle`` degrees
+    #: (0: a round hole)
+    half_length: float = 0.0
+    angle: float = 0.0
+
+    def _axis(self) -> tuple[float, float]:
+        a = math.radians(self.angle)
+        return math.cos(a), math.sin(a)
+
+    def distance(self, x: float, y: float) -> float:
+        """Distance of a point to the hole's centre (a slot: to the segment between its end centres)."""
+        if self.half_length <= 0:
+            return math.hypot(x - self.x, y - self.y)
+        ux, uy = self._axis()
+        t = max(-self.half_length, min(self.half_length, (x - self.x) * ux + (y - self.y) * uy))
+        return math.hypot(x - self.x - t * ux, y - self.y - t * uy)
+
+    def rim(self, a: float) -> tuple[float, float]:
+        """The point of the through-hole's edge whose outward normal points at ``a`` radians."""
+        if self.half_length <= 0:
+            return self.x + self.r * math.cos(a), self.y + self.r * math.sin(a)
+        ux, uy = self._axis()
+        end = self.half_length if math.cos(a) * ux + math.sin(a) * uy >= 0 else -self.half_length
+        return self.x + end * ux + self.r * math.cos(a), self.y + end * uy + self.r * math.sin(a)
+
+    def polygon(self, radius: float, steps: int = 10) -> np.ndarray:
+        """A slot's outline at ``radius`` (the hole's ``r`` or its chamfer's) as (N, 2) points."""
+        ux, uy = self._axis()
+        base = math.atan2(uy, ux)
+        pts: list[tuple[float, float]] = []
+        for end, a0 in ((self.half_length, base - math.pi / 2), (-self.half_length, base + math.pi / 2)):
+            ex, ey = self.x + end * ux, self.y + end * uy
+            pts += [
+                (ex + radius * math.cos(a0 + math.pi * i / steps), ey + radius * math.sin(a0 + math.pi * i / steps))
+                for i in range(steps + 1)
+            ]
+        return np.asarray(pts, dtype=np.float64)
+
+    def cut(self, mask: np.ndarray, radius: float, value: float | tuple[float, float, float] = 0) -> None:
+        """Fill the hole at ``radius`` into ``mask`` (an image, in place) with ``value`` (a grey level or
+        a BGR colour)."""
+        if self.half_length <= 0:
+            cv2.circle(mask, (round(self.x * 16), round(self.y * 16)), int(radius * 16), value, -1, cv2.LINE_AA, 4)
+        else:
+            cv2.fillPoly(mask, [fix(self.polygon(radius))], value, cv2.LINE_AA, 4)
 
 
 @dataclass
 class PartShape:
     """A drawn part: ``outline`` is its closed outer boundary in pixel coordinates; ``mask`` (uint8,
     frame-sized) is 255 inside the outline, holes included; ``size`` is its characteristic length in
-    pixels (the plate's width, the flange's diameter), from which defect sizes are scaled."""
+    pixels (the plate's width, the flange's diameter, the bracket's long leg), from which defect sizes
+    are scaled."""
 
     centre: tuple[float, float]
     angle: float
@@ -47,6 +96,9 @@ class PartShape:
     outline: np.ndarray
     holes: tuple[Hole, ...]
     mask: np.ndarray
+    #: a polyline (N, 2) along the middle of the material, for parts whose centre is not on it (the
+    #: bracket's L): what lies "inwards" from the outline; None: the centre
+    spine: np.ndarray | None = None
     _material: np.ndarray | None = field(default=None, repr=False)
     _face: np.ndarray | None = field(default=None, repr=False)
     _contour: np.ndarray | None = field(default=None, repr=False)
@@ -56,7 +108,7 @@ class PartShape:
         if self._material is None:
             m = self.mask.copy()
             for hole in self.holes:
-                cv2.circle(m, (round(hole.x * 16), round(hole.y * 16)), int(hole.r * 16), 0, -1, cv2.LINE_AA, 4)
+                hole.cut(m, hole.r)
             self._material = m
         return self._material
 
@@ -65,8 +117,7 @@ class PartShape:
         if self._face is None:
             m = self.mask.copy()
             for hole in self.holes:
-                at = (round(hole.x * 16), round(hole.y * 16))
-                cv2.circle(m, at, int(hole.r_chamfer * 16), 0, -1, cv2.LINE_AA, 4)
+                hole.cut(m, hole.r_chamfer)
             self._face = m
         return self._face
 
@@ -79,9 +130,24 @@ class PartShape:
         """Signed distance of a point to the outer outline (positive inside)."""
         return float(cv2.pointPolygonTest(self.contour(), (float(x), float(y)), True))
 
+    def inwards(self, x: float, y: float) -> tuple[float, float]:
+        """The point an edge crack starting at ``(x, y)`` heads for: the centre, or the nearest point of
+        the spine."""
+        if self.spine is None:
+            return self.centre
+        best, best_d = self.centre, math.inf
+        for (ax, ay), (bx, by) in zip(self.spine[:-1], self.spine[1:], strict=True):
+            dx, dy = bx - ax, by - ay
+            t = min(1.0, max(0.0, ((x - ax) * dx + (y - ay) * dy) / max(dx * dx + dy * dy, 1e-12)))
+            px, py = float(ax + t * dx), float(ay + t * dy)
+            d = math.hypot(x - px, y - py)
+            if d < best_d:
+                best, best_d = (px, py), d
+        return best
+
     def hole_clearance(self, x: float, y: float) -> float:
         """Distance of a point to the nearest chamfer edge (infinite without holes)."""
-        return min((math.hypot(x - h.x, y - h.y) - h.r_chamfer for h in self.holes), default=math.inf)
+        return min((h.distance(x, y) - h.r_chamfer for h in self.holes), default=math.inf)
 
     def sample_face(self, rng: np.random.Generator, margin: float, tries: int = 64) -> tuple[float, float]:
         """A point on the face at least ``margin`` pixels from the outline and from every hole. Rejection

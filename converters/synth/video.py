@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -29,6 +30,7 @@ import cv2
 import numpy as np
 
 from converters.errors import DatasetError
+from converters.synth.bracket import BRACKET_H, BRACKET_W
 from converters.synth.flange import FLANGE_R
 from converters.synth.lighting import Lighting
 from converters.synth.render import _PLATE, ALL_CLASSES, CLASSES, FRAME_SIZE, Conditions, check_family, render_part
@@ -82,7 +84,12 @@ def truth_paths(video: Path) -> tuple[Path, Path]:
 
 def _travel(w: int, family: str) -> float:
     """Belt travel from the inspection position until the part is fully off-screen."""
-    part_w = 2 * FLANGE_R if family == "flange" else _PLATE[0]
+    if family == "flange":
+        part_w = 2 * FLANGE_R
+    elif family == "bracket":
+        part_w = 2 * (math.hypot(BRACKET_W / 2, BRACKET_H / 2) + 6.0)  # at any angle, with its shadow
+    else:
+        part_w = _PLATE[0]
     return w / 2 + part_w * (w / FRAME_SIZE[0]) / 2 + 12.0
 
 
@@ -125,8 +132,8 @@ def write_line_video(
     """Write a video of ``n_parts`` parts passing the camera, plus its ground truth (see module doc).
 
     Part labels are drawn from ``classes``: ``ok`` with probability ``1 - defect_rate``, the defects
-    evenly; or pass ``labels`` to fix the sequence. ``family`` picks the part (``"plate"`` or
-    ``"flange"``). Returns the ground truth."""
+    evenly; or pass ``labels`` to fix the sequence. ``family`` picks the part (``"plate"``,
+    ``"flange"`` or ``"bracket"``). Returns the ground truth."""
     check_family(family)
     path = Path(path)
     fourcc = FOURCC_BY_SUFFIX.get(path.suffix.lower())

@@ -1,7 +1,9 @@
-"""The held-out synthetic families: a second part (flange), extra defect kinds, out-of-distribution frames.
+"""The held-out synthetic families: a second part (flange), a third, sealed one (bracket), extra
+defect kinds, out-of-distribution frames.
 
 The plate's frames are pinned by hashes recorded before the flange, the extra kinds and the OOD
-frames existed: models and tests that depend on them see the same pixels.
+frames existed, and the flange's, the plate's extra kinds and both families' OOD frames by hashes
+recorded before the bracket: models and tests that depend on them see the same pixels.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from cloud_registry.cli.main import cli
 from converters.dataset import read_image, scan_image_folder
 from converters.errors import DatasetError
 from converters.synth import (
+    ALL_CLASSES,
     CLASSES,
     EXTRA_DEFECTS,
     OOD_KINDS,
@@ -32,10 +35,11 @@ from converters.synth import (
     render_part,
     write_line_video,
 )
-from converters.synth.render import belt
+from converters.synth.render import belt, draw_part
+from converters.synth.video import _travel
 
 QUIET = Conditions(noise=0.0, blur=0.0, brightness_jitter=0.0, contrast_jitter=0.0)
-FAMILIES = ("plate", "flange")
+FAMILIES = ("plate", "flange", "bracket")
 
 #: sha256 of plate frames, recorded with the renderer as it was before the second family
 PLATE_HASHES = {
@@ -48,6 +52,41 @@ PLATE_HASHES = {
     "dent": "2a0a80774e0ffdc6c7b83e79e5fa1bbac5d9f1d032bfbcda7df45d9cb12dfea3",
     "missing_hole": "78ad0f2fef93a616ad63a6b0905879566ba36d589f049ddfb06fa4edf92eeda2",
     "empty": "5e9aa5e5a0d6c807cdcae630881232107c0aa1a0f94e83cd71dbee8bb36af9b7",
+}
+
+
+#: sha256 of plate and flange frames (all part classes, OOD kinds), recorded before the bracket
+BEFORE_BRACKET = {
+    "flange/batch0": "857f8e510508ef8ae03f91a5049aef02fb85cba4f161c317cef19f9d766ace38",
+    "flange/chip": "13bace4ebfcbb2e615abadd8a2cc632c8d4bdf721551ff2947df9d90694d301e",
+    "flange/crack": "0aac80d140682984458e54c69e37c2ab96e5fe981ddbb9529ebe4cc866b9ae1d",
+    "flange/dent": "c83756377c5dce13f3ccf2a7051432f7575100e7ba320d833f0c062840850351",
+    "flange/empty": "611cf2f77cbb0b74e3503cfdde66f37ffc70d7f28bb0b2a9312216d746894a8a",
+    "flange/missing_hole": "8c1e9292576dd99a8d44edb6979adc0c4d0d238f7d908e5e1bc5c5b2918ab040",
+    "flange/ok": "5b8f40a4a80772216e4c9253d59a153d893d1d9bfc2fee9515b7236d2ffe34f8",
+    "flange/ood/black": "6afa96ac6c310090609fd9c9287c4de1239fe83fd318e8fb89f8ff0733ff670b",
+    "flange/ood/blurred": "64c525c65df61c7834bbacb4144c784b8c81746fd29dc9edd24cfc089acfc17e",
+    "flange/ood/cat": "2edc32040a4983ad2d2e202d22f025eb6e802b240db62874fc8e01487bcd1de6",
+    "flange/ood/cup": "341af5be85307fd166f2fe42b2f0360cb1d2554d4997fd250a60dc72b014cbb4",
+    "flange/ood/empty": "a0ef11bc02786a5ada7a46b85dfacda6c9a66e2bf3977db2940d3055680ed0e7",
+    "flange/ood/wrong_part": "8464cdbb00be0707f73be6b9a4b0043f80bf93b9aabaf661ce252a4252f0d4d4",
+    "flange/scratch": "6daaecf8ed40dc95cd539ba60fd8591df3a29016cb3e88b9dcd51b5de9e70f69",
+    "flange/stain": "2a3fabac6f6e8a92e49ddaa495b1b3856b1a5a0202e17fc52ea2dace67e221c2",
+    "plate/batch0": "7ea8e8eba13bd6ec7e15a209b7e107c0e283ff964355b2287cb7ffb8400043f7",
+    "plate/chip": "d74cf2c250a2fd8a080c8a3389e0a73a1bc7ce2e929a62b0af408f4ea9b20700",
+    "plate/crack": "750377316d636fcb7f8ec7605c6567413a6daddc55d8316e903a6ee80ae96c1d",
+    "plate/dent": "284b495dec4ea6e174c26e9429099c901a3aaa110774fae7b792302447039999",
+    "plate/empty": "39d208b67816e0f36e8125b3ca07e00bee84705c96f769cea1a8604cd81b8bf2",
+    "plate/missing_hole": "922c6b3f13c825d608711b73b9607176328074a905bbec5211e341203f9841a7",
+    "plate/ok": "5ff985d2b8ae73bc85c182452ba14bb3f6dbc0bb08340bb05459c7000937c0e8",
+    "plate/ood/black": "6afa96ac6c310090609fd9c9287c4de1239fe83fd318e8fb89f8ff0733ff670b",
+    "plate/ood/blurred": "11e25b57f5354da7fd975949d4044bc762cb9d0591116f7e4a38f6b081aced22",
+    "plate/ood/cat": "fe3d5f99f5f394d2cb8571ef2cd089c73356c20646c83799ddab4d8a0443d7b5",
+    "plate/ood/cup": "d5c5ae1a0dba1d1b3f60923391d2e650c7e12a67dbb8db7471be758dd67e028e",
+    "plate/ood/empty": "2dbe2fddae5b740f7e17906471daabb4d57c08191d0ecf1125d02ba019d11e3e",
+    "plate/ood/wrong_part": "eb3cf4649469f2eb4c2aafe385c2a963b1de7789a39fb182f3518f71ef62ec8b",
+    "plate/scratch": "f4145a53a56e133cc2688478ba615c3600b854307a6919b5d34f52170897a68c",
+    "plate/stain": "4bb77e7c575c44abb762c63e5e1374e3f159fe57864c9c50a338b944cac48d94",
 }
 
 
@@ -76,6 +115,35 @@ def test_the_flange_settings_leave_the_plate_alone() -> None:
     cond = Conditions(flange_jitter_px=0.0, flange_rotation_deg=0.0)
     frames, _ = render_batch(2, seed=0, conditions=cond)
     assert _sha(frames) == PLATE_HASHES["batch0"]
+
+
+@pytest.mark.parametrize("family", ["plate", "flange"])
+def test_plate_and_flange_frames_are_bit_for_bit_those_recorded_before_the_bracket(family: str) -> None:
+    """Every part class (the extra kinds too), several frame sizes, offsets, and every OOD kind."""
+    assert _sha(render_batch(2, seed=0, family=family, classes=ALL_CLASSES)[0]) == BEFORE_BRACKET[f"{family}/batch0"]
+    cond = Conditions(
+        lighting=Lighting(-30, 0.8, 0.3), blur=1.5, noise=6.0, jitter_px=12, rotation_deg=10, flange_jitter_px=20
+    )
+    for label in (*ALL_CLASSES, "empty"):
+        rng = np.random.default_rng(5)
+        frames = [render_part(label, rng, conditions=cond, family=family) for _ in range(3)]
+        frames.append(render_part(label, np.random.default_rng(9), part_seed=4, x_offset=-40.0, belt_shift=17,
+                                  size=(160, 120), family=family))  # fmt: skip
+        frames.append(render_part(label, np.random.default_rng(9), part_seed=4, x_offset=-200.0, size=(640, 480),
+                                  family=family))  # fmt: skip
+        assert _sha(frames) == BEFORE_BRACKET[f"{family}/{label}"], label
+    for kind in OOD_KINDS:
+        rng = np.random.default_rng(11)
+        frames = [render_ood(kind, rng, family=family) for _ in range(3)]
+        frames.append(render_ood(kind, rng, family=family, conditions=cond, size=(200, 150)))
+        assert _sha(frames) == BEFORE_BRACKET[f"{family}/ood/{kind}"], kind
+
+
+def test_the_bracket_settings_leave_the_plate_and_the_flange_alone() -> None:
+    cond = Conditions(bracket_jitter_px=0.0, bracket_rotation_deg=0.0)
+    assert _sha(render_batch(2, seed=0, conditions=cond)[0]) == PLATE_HASHES["batch0"]
+    frames, _ = render_batch(2, seed=0, conditions=cond, family="flange", classes=ALL_CLASSES)
+    assert _sha(frames) == BEFORE_BRACKET["flange/batch0"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -130,6 +198,98 @@ def test_the_flange_pose_comes_from_its_conditions() -> None:
         Conditions(flange_jitter_px=-1.0)
 
 
+def _silhouette(frame: np.ndarray, family: str) -> np.ndarray:
+    """Where a QUIET frame differs from its family's bare belt by more than 20 levels (part and shadow)."""
+    return (np.abs(frame.astype(np.int16) - belt(family, (320, 240))).max(axis=2) > 20).astype(np.uint8)
+
+
+def test_the_bracket_differs_from_the_plate_and_the_flange() -> None:
+    """Another belt (warm, light wood against grey rubber and blue plastic), another outline (an L,
+    not a convex plate or disc), a part darker than its belt (the others are brighter), other pixels."""
+    bracket, _ = render_batch(2, seed=0, family="bracket", classes=ALL_CLASSES)
+    for other in ("plate", "flange"):
+        frames, _ = render_batch(2, seed=0, family=other, classes=ALL_CLASSES)
+        assert not any(np.array_equal(x, y) for x, y in zip(bracket, frames, strict=True))
+    wood = belt("bracket", (320, 240)).reshape(-1, 3).mean(axis=0)
+    assert wood[2] > wood[0] + 40 and wood.mean() > 120  # warm and light
+    for family in FAMILIES:
+        for part_seed in range(4):
+            ok = render_part("ok", np.random.default_rng(1), conditions=QUIET, part_seed=part_seed, family=family)
+            region = _silhouette(ok, family)
+            x, y, w, h = cv2.boundingRect(region)
+            fill = float(region[y : y + h, x : x + w].mean())
+            grey = cv2.cvtColor(ok, cv2.COLOR_BGR2GRAY).astype(np.float32)
+            inner = cv2.erode(region, np.ones((9, 9), np.uint8)) > 0
+            part_vs_belt = float(np.median(grey[inner])) - float(np.median(grey[region == 0]))
+            if family == "bracket":
+                assert fill < 0.7 and part_vs_belt < -40, (part_seed, fill, part_vs_belt)
+            else:
+                assert fill > 0.75 and part_vs_belt > 40, (family, part_seed, fill, part_vs_belt)
+
+
+def test_the_bracket_shape_has_two_slots_two_holes_and_one_goes_missing() -> None:
+    img = belt("bracket", (320, 240))
+    ok = draw_part(img, "bracket", "ok", np.random.default_rng(3), Conditions())
+    assert len(ok.holes) == 4 and sum(h.half_length > 0 for h in ok.holes) == 2
+    assert ok.size == 150.0
+    for seed in range(6):
+        missing = draw_part(belt("bracket", (320, 240)), "bracket", "missing_hole", np.random.default_rng(seed),
+                            Conditions())  # fmt: skip
+        assert len(missing.holes) == 3
+    # a slot is a slot: its through-hole is long, and cut out of the material
+    slot = next(h for h in ok.holes if h.half_length > 0)
+    solid = ok.material()
+    along = (slot.x + 0.8 * slot.half_length * np.cos(np.radians(slot.angle)),
+             slot.y + 0.8 * slot.half_length * np.sin(np.radians(slot.angle)))  # fmt: skip
+    assert solid[round(along[1]), round(along[0])] == 0 and ok.mask[round(along[1]), round(along[0])] == 255
+    assert ok.hole_clearance(*along) < 0
+
+
+def test_the_bracket_pose_comes_from_its_conditions() -> None:
+    """Its own jitter and rotation (12 px, 20 degrees by default), not the plate's or the flange's."""
+    angles, shifts = [], []
+    for seed in range(40):
+        shape = draw_part(belt("bracket", (320, 240)), "bracket", "ok", np.random.default_rng(seed), Conditions())
+        angles.append(shape.angle)
+        shifts.append(max(abs(shape.centre[0] - 160), abs(shape.centre[1] - 120)))
+    assert max(abs(a) for a in angles) <= 20 and max(abs(a) for a in angles) > 15
+    assert max(shifts) <= 12 and max(shifts) > 9
+    still = Conditions(bracket_jitter_px=0.0, bracket_rotation_deg=0.0)
+    a, b = belt("bracket", (320, 240)), belt("bracket", (320, 240))
+    sa = draw_part(a, "bracket", "ok", np.random.default_rng(1), still)
+    sb = draw_part(b, "bracket", "ok", np.random.default_rng(2), still)
+    assert np.array_equal(sa.mask, sb.mask) and sa.angle == sb.angle == 0.0  # the same pose...
+    assert not np.array_equal(a, b)  # ...but each part has its own steel
+    sc = draw_part(belt("bracket", (320, 240)), "bracket", "ok", np.random.default_rng(1), Conditions())
+    assert not np.array_equal(sa.mask, sc.mask)
+    with pytest.raises(DatasetError, match="bracket_rotation_deg"):
+        Conditions(bracket_rotation_deg=181.0)
+    with pytest.raises(DatasetError, match="bracket_jitter_px"):
+        Conditions(bracket_jitter_px=41.0)
+    with pytest.raises(DatasetError, match="bracket_jitter_px"):
+        Conditions(bracket_jitter_px=float("nan"))
+
+
+def test_the_bracket_leaves_the_frame_at_the_end_of_its_travel() -> None:
+    """On the line video, the bracket enters from and leaves to beyond the frame, at any pose."""
+    travel = _travel(320, "bracket")
+    for seed in range(6):
+        for x in (-travel, travel):
+            frame = render_part("ok", np.random.default_rng(0), conditions=QUIET, x_offset=x, part_seed=seed,
+                                family="bracket")  # fmt: skip
+            assert np.array_equal(frame, render_part("empty", np.random.default_rng(0), conditions=QUIET,
+                                                     family="bracket")), (seed, x)  # fmt: skip
+
+
+def test_wrong_part_on_the_bracket_line_is_a_plate_or_a_flange() -> None:
+    shapes = set()
+    for seed in range(12):
+        frame = render_ood("wrong_part", np.random.default_rng(seed), family="bracket", conditions=QUIET)
+        _, (_, _, ww, wh) = _footprint(frame, "bracket")
+        shapes.add("plate" if ww / wh > 1.25 else "flange")
+    assert shapes == {"plate", "flange"}
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("kind", ["scratch", "dent", "missing_hole", *EXTRA_DEFECTS])
 def test_each_defect_changes_the_part_and_nothing_outside_it(family: str, kind: str) -> None:
@@ -168,7 +328,7 @@ def test_the_extra_kinds_are_only_rendered_when_named(tmp_path: Path) -> None:
 
 def test_unknown_family_kind_and_class_are_refused(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    with pytest.raises(DatasetError, match="unknown part family 'disc'; known: plate, flange"):
+    with pytest.raises(DatasetError, match="unknown part family 'disc'; known: plate, flange, bracket"):
         render_part("ok", rng, family="disc")
     with pytest.raises(DatasetError, match="unknown part family"):
         generate_dataset(tmp_path / "x", per_class=1, family="disc")
@@ -219,8 +379,10 @@ def test_ood_frames_look_as_named(family: str) -> None:
         _, (_, _, ww, wh) = _footprint(q["wrong_part"], family)
         if family == "plate":  # a flange on the plate line: round, 132 px + shadow
             assert abs(ww - wh) <= 6 and 125 <= ww <= 150, (ww, wh)
-        else:  # a plate on the flange line: a 150x108 rectangle
+        elif family == "flange":  # a plate on the flange line: a 150x108 rectangle
             assert ww / wh > 1.25, (ww, wh)
+        else:  # a plate or a flange on the bracket line
+            assert ww / wh > 1.25 or (abs(ww - wh) <= 6 and 125 <= ww <= 150), (ww, wh)
 
 
 def test_the_empty_ood_frame_is_the_empty_belt() -> None:
@@ -248,6 +410,14 @@ def test_a_flange_line_video_reads_back_with_its_family(tmp_path: Path) -> None:
     assert back.family == truth.family == "flange" and [p.label for p in back.parts] == ["ok", "chip"]
 
 
+def test_a_bracket_line_video_reads_back_with_its_family(tmp_path: Path) -> None:
+    video = tmp_path / "sealed.avi"
+    truth = write_line_video(video, n_parts=2, seed=1, labels=["missing_hole", "ok"], family="bracket",
+                             enter_frames=2, dwell_frames=1, gap_frames=1)  # fmt: skip
+    back = read_line_truth(video)
+    assert back.family == truth.family == "bracket" and [p.label for p in back.parts] == ["missing_hole", "ok"]
+
+
 def run_cli(*args: str) -> tuple[int, str]:
     res = CliRunner().invoke(cli, list(args), catch_exceptions=False)
     return res.exit_code, res.output
@@ -256,7 +426,8 @@ def run_cli(*args: str) -> tuple[int, str]:
 def test_cli_help_names_families_kinds_and_ood() -> None:
     code, out = run_cli("dataset", "synth", "--help")
     assert code == 0
-    for word in ("--family", "flange", "crack", "stain", "chip", "--ood", "--ood-kinds", "wrong_part"):
+    words = ("--family", "flange", "bracket", "sealed", "crack", "stain", "chip", "--ood", "--ood-kinds", "wrong_part")
+    for word in words:
         assert word in out, word
 
 
@@ -278,9 +449,36 @@ def test_cli_writes_a_held_out_flange_set_and_ood_frames(tmp_path: Path) -> None
     assert len(list(ood.rglob("*.png"))) == 3
 
 
+def test_cli_writes_the_sealed_bracket_set(tmp_path: Path) -> None:
+    out, ood = tmp_path / "sealed", tmp_path / "sealed_ood"
+    code, text = run_cli(
+        "dataset", "synth", str(out), "--family", "bracket", "--classes", "ok,missing_hole,chip", "--per-class",
+        "2", "--seed", "9000", "--ood", str(ood), "--ood-kinds", "wrong_part,cup", "--ood-per-kind", "1", "--json",
+    )  # fmt: skip
+    assert code == 0, text
+    doc = json.loads(text)
+    assert doc["family"] == "bracket" and doc["rotation_deg"] == 20.0 and doc["jitter_px"] == 12.0
+    assert doc["counts"] == {"ok": 2, "missing_hole": 2, "chip": 2}
+    assert doc["ood_counts"] == {"wrong_part": 1, "cup": 1}
+    frames, labels = render_batch(2, seed=9000, classes=("ok", "missing_hole", "chip"), family="bracket")
+    assert np.array_equal(read_image(out / "chip" / "chip_00001.png"), frames[labels.index("chip") + 3])
+    assert len(list(ood.rglob("*.png"))) == 2
+    # --jitter and --rotation set the bracket's pose, not the plate's
+    code, text = run_cli("dataset", "synth", str(tmp_path / "turned"), "--family", "bracket", "--classes",
+                         "ok,dent", "--per-class", "1", "--rotation", "45", "--jitter", "3", "--json")  # fmt: skip
+    assert code == 0, text
+    doc = json.loads(text)
+    assert doc["rotation_deg"] == 45.0 and doc["jitter_px"] == 3.0
+    cond = Conditions(bracket_rotation_deg=45.0, bracket_jitter_px=3.0)
+    frames, _ = render_batch(1, seed=0, conditions=cond, classes=("ok", "dent"), family="bracket")
+    assert np.array_equal(read_image(tmp_path / "turned" / "ok" / "ok_00000.png"), frames[0])
+    code, out_text = run_cli("dataset", "synth", str(tmp_path / "x"), "--family", "bracket", "--rotation", "200")
+    assert code == 1 and "bracket_rotation_deg" in out_text
+
+
 def test_cli_refuses_unknown_family_class_and_kind(tmp_path: Path) -> None:
     code, out = run_cli("dataset", "synth", str(tmp_path / "x"), "--family", "disc")
-    assert code == 2 and "'disc' is not one of 'plate', 'flange'" in out
+    assert code == 2 and "'disc' is not one of 'plate', 'flange', 'bracket'" in out
     code, out = run_cli("dataset", "synth", str(tmp_path / "x"), "--classes", "ok,rust", "--per-class", "1")
     assert code == 1 and "unknown class 'rust'" in out
     code, out = run_cli("dataset", "synth", str(tmp_path / "x"), "--no-images", "--ood", str(tmp_path / "o"),
