@@ -372,3 +372,27 @@ class _NullLink:
 
     def subscribe(self, topic_filter: str, handler: object, qos: int = 1) -> None:
         pass
+
+
+def test_clearing_the_retained_capabilities_returns_devices_to_the_old_ingest_rule(
+    mosquitto: MosquittoBroker, tmp_path: Path, store: TelemetryStore
+) -> None:
+    """The downgrade path of docs/protocol.md: an empty retained message on ``ingest/capabilities``."""
+    svc = ingest_service(mosquitto, store)
+    svc.start()
+    svc.stop()  # the capabilities stay retained
+    link = MqttLink(settings(mosquitto, "device-downgrade"))
+    outbox = Outbox(tmp_path / "outbox.db")
+    ack_router(link, TOPICS, DEVICE).add(outbox)
+    link.connect(10)
+    try:
+        assert wait_until(lambda: outbox.peer_confirms, 10)
+        admin = MqttLink(settings(mosquitto, "operator"))
+        admin.connect(10)
+        admin.publish_sync(TOPICS.ingest_capabilities(), b"", retain=True)
+        admin.stop()
+        assert wait_until(lambda: not outbox.peer_confirms, 10)
+    finally:
+        link.stop()
+        outbox.close()
+    assert not Outbox(tmp_path / "outbox.db").peer_confirms  # durable
