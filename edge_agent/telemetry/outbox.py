@@ -334,14 +334,15 @@ class Outbox:
 
     @property
     def peer_confirms(self) -> bool:
-        """Whether an ingest has ever acknowledged a message of this outbox (or of its device)."""
+        """Whether the device's ingest confirms end to end (its capabilities message said so, or an
+        acknowledgement came). Kept in the database."""
         return self._peer_confirms
 
     def sent(self, ids: Iterable[int]) -> int:
         """The broker acknowledged (PUBACK) these messages: they wait for the ingest's confirmation,
-        and go again after ``resend_s`` doubling per send, at most ``resend_max_s``. Before any
-        acknowledgement was ever received, a message sent ``unconfirmed_sends`` times is deleted
-        (``delivered.unconfirmed``). Returns how many were deleted."""
+        and go again after ``resend_s`` doubling per send, at most ``resend_max_s``. While the ingest
+        is not known to confirm (:attr:`peer_confirms`), a message sent ``unconfirmed_sends`` times is
+        deleted (``delivered.unconfirmed``). Returns how many were deleted."""
         id_list = list(ids)
         if not id_list:
             return 0
