@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +98,14 @@ def test_a_model_can_arrive_later_through_a_plugin(
         name = "updater"
 
         def start(self, agent: Agent) -> None:  # type: ignore[override]
-            threading.Timer(0.1, lambda: agent.activate(model)).start()
+            def later() -> None:  # once frames are being dropped for want of a model (not after a fixed
+                # delay: on a loaded machine the whole video could pass before a timer fires, or none of it)
+                deadline = time.monotonic() + 30
+                while agent.counters()["dropped"].get("no_model", 0) < 5 and time.monotonic() < deadline:
+                    time.sleep(0.001)
+                agent.activate(model)
+
+            threading.Thread(target=later, daemon=True).start()
 
         def on_result(self, result: FrameResult) -> None:
             deliver(result)
