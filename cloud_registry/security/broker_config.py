@@ -10,8 +10,10 @@ What the rendered broker enforces:
   another's session;
 * an allow-list ACL generated from :class:`~edge_agent.protocol.topics.Topics`: each device reads its own
   and its groups' desired state, the artifacts and the revocation list, and writes only its own state,
-  events and telemetry; registry identities write desired state, artifacts and revocations and read what
-  devices report; observer identities (telemetry ingest, dashboards) only read what devices report.
+  events and telemetry, and reads its own end-to-end acknowledgements and the ingest's capabilities;
+  registry identities write desired state, artifacts and revocations and read what devices report;
+  ingest identities read what devices report and write the acknowledgements (``devices/+/acks``) and
+  the retained ``ingest/capabilities``; observer identities (dashboards) only read what devices report.
   An identity that the spec does not list has no rights at all, even with a valid certificate.
 
 Pure rendering here; :func:`write_broker_files` is the only function that touches the disk.
@@ -113,6 +115,11 @@ class BrokerSpec(_Strict):
     persistence_location: str = "/var/lib/mosquitto/"
     log_dest: str = "syslog"
     registry: list[str] = Field(default_factory=lambda: ["registry"], min_length=1)
+    #: Telemetry ingest workers: an observer's reads, plus the end-to-end acknowledgement (they write
+    #: every device's ``acks`` and the retained ``ingest/capabilities``). Whoever writes a device's acks
+    #: can make it delete unsent windows and events, so read-only services stay in ``observers``.
+    ingest: list[str] = Field(default_factory=list)
+    #: Read-only services (dashboards, an ingest that does not acknowledge).
     observers: list[str] = Field(default_factory=list)
     devices: list[DeviceEntry] = Field(default_factory=list)
 
@@ -121,7 +128,7 @@ class BrokerSpec(_Strict):
     def _abs(cls, v: str | None) -> str | None:
         return None if v is None else _absolute(v, "a broker file path")
 
-    @field_validator("registry", "observers")
+    @field_validator("registry", "ingest", "observers")
     @classmethod
     def _names(cls, v: list[str]) -> list[str]:
         return [_identity(n, "identity") for n in v]
@@ -143,10 +150,10 @@ class BrokerSpec(_Strict):
             raise ValueError("auth = 'password' needs password_file")
         if self.auth == "mtls" and self.tls.crlfile is None:
             raise ValueError("auth = 'mtls' needs tls.crlfile: without a CRL a leaked device certificate stays valid")
-        names = list(self.registry) + list(self.observers) + [d.id for d in self.devices]
+        names = list(self.registry) + list(self.ingest) + list(self.observers) + [d.id for d in self.devices]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"identities must be unique across registry, observers and devices: {dupes}")
+            raise ValueError(f"identities must be unique across registry, ingest, observers and devices: {dupes}")
         return self
 
     @property
@@ -205,9 +212,14 @@ def acl_rules(spec: BrokerSpec) -> dict[str, list[tuple[str, str]]]:
         ("read", t.all_device_telemetry()),
     ]
     observer = [("read", t.all_device_states()), ("read", t.all_device_events()), ("read", t.all_device_telemetry())]
+    # write only: an ingest never needs to read acknowledgements (its own or another worker's), and
+    # '+' matches one level, so this is every device's acks topic and nothing else
+    ingest = [*observer, ("write", t.all_device_acks()), ("write", t.ingest_capabilities())]
     rules: dict[str, list[tuple[str, str]]] = {}
     for name in spec.registry:
         rules[name] = list(registry)
+    for name in spec.ingest:
+        rules[name] = list(ingest)
     for name in spec.observers:
         rules[name] = list(observer)
     for dev in spec.devices:
@@ -219,6 +231,9 @@ def acl_rules(spec: BrokerSpec) -> dict[str, list[tuple[str, str]]]:
             ("write", t.device_state(dev.id)),
             ("write", t.device_events(dev.id)),
             ("write", t.device_telemetry(dev.id)),
+            # the end-to-end acknowledgement: its own acks only, and whether the ingest acknowledges
+            ("read", t.device_acks(dev.id)),
+            ("read", t.ingest_capabilities()),
         ]
     return rules
 
@@ -233,6 +248,7 @@ def render_acl(spec: BrokerSpec) -> str:
         fleet=spec.fleet,
         root=spec.topic_root,
         registry_blocks=blocks(list(spec.registry)),
+        ingest_blocks=blocks(list(spec.ingest)),
         observer_blocks=blocks(list(spec.observers)),
         device_blocks=blocks([d.id for d in spec.devices]),
     )

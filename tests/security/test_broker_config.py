@@ -59,6 +59,8 @@ def test_acl_is_an_allow_list_built_from_topics() -> None:
         t.device_state("dev-a"): "write",
         t.device_events("dev-a"): "write",
         t.device_telemetry("dev-a"): "write",
+        t.device_acks("dev-a"): "read",
+        t.ingest_capabilities(): "read",
     }
     registry_writes = {topic for access, topic in rules["registry"] if "write" in access}
     assert registry_writes == {t.all_device_desired(), t.all_group_desired(), t.all_artifacts(), t.trust_revocations()}
@@ -95,6 +97,9 @@ def test_password_spec_renders_password_file_and_no_client_certs() -> None:
         ({"devices": [{"id": "registry"}]}, "unique"),
         ({"devices": [{"id": "a"}, {"id": "a"}]}, "unique"),
         ({"observers": ["registry"]}, "unique"),
+        ({"ingest": ["ingest"]}, "unique"),  # also an observer in base()
+        ({"ingest": ["dev-a"]}, "unique"),
+        ({"ingest": ["ingest+1"]}, "identity"),
         ({"registry": []}, "registry"),
         ({"fleet": "plant 1"}, "fleet"),
         ({"port": 0}, "port"),
@@ -142,3 +147,53 @@ def test_write_broker_files(tmp_path: Path) -> None:
     assert "user dev-a" in files["acl"].read_text()
     only = write_broker_files(spec, tmp_path / "sec", full=False)
     assert "persistence" not in only["mosquitto.conf"].read_text()
+
+
+def test_ingest_identities_write_exactly_the_acknowledgement_topics() -> None:
+    """The ingest writes every device's acks and the retained capabilities and nothing else; a device only
+    reads its own acks and the capabilities; a read-only observer gets no write at all."""
+    spec = parse_spec(base(fleet="plant1", ingest=["ingest-1", "ingest-2"], observers=["dashboard"]))
+    t = Topics("edgeline", "plant1")
+    rules = acl_rules(spec)
+    for name in ("ingest-1", "ingest-2"):
+        assert sorted(rules[name]) == sorted(
+            [
+                ("read", t.all_device_states()),
+                ("read", t.all_device_events()),
+                ("read", t.all_device_telemetry()),
+                ("write", t.all_device_acks()),
+                ("write", t.ingest_capabilities()),
+            ]
+        )
+    assert all(access == "read" for access, _ in rules["dashboard"])
+    for name in ("registry", "dashboard"):
+        assert not {t.all_device_acks(), t.ingest_capabilities()} & {topic for _, topic in rules[name]}
+    for dev in ("dev-a", "dev-b"):
+        acks = [(access, topic) for access, topic in rules[dev] if topic.endswith("/acks") or "/ingest/" in topic]
+        assert sorted(acks) == sorted([("read", t.device_acks(dev)), ("read", t.ingest_capabilities())])
+        # a device writes its own state, events and telemetry only
+        assert {topic for access, topic in rules[dev] if "write" in access} == {
+            t.device_state(dev),
+            t.device_events(dev),
+            t.device_telemetry(dev),
+        }
+
+    acl = render_acl(spec)
+    rule_lines = "\n".join(line for line in acl.splitlines() if line.startswith(("user ", "topic ")))
+    blocks = {b.splitlines()[0]: b for b in ("\n" + rule_lines).split("\nuser ")[1:]}
+    assert f"topic write {t.all_device_acks()}" in blocks["ingest-1"]
+    assert f"topic write {t.ingest_capabilities()}" in blocks["ingest-2"]
+    assert f"topic read {t.device_acks('dev-a')}" in blocks["dev-a"]
+    assert "dev-b" not in blocks["dev-a"]
+    assert "acks" not in blocks["dashboard"] and "capabilities" not in blocks["dashboard"]
+    assert acl.count(f"topic write {t.all_device_acks()}") == 2  # the two ingest blocks, no one else
+    assert acl.count(f"topic write {t.ingest_capabilities()}") == 2
+
+
+def test_a_spec_without_ingest_identities_renders_as_before() -> None:
+    """An existing spec (the ingest listed among the observers) keeps a read-only ingest: its acknowledgements
+    are refused and devices fall back to three sends, as with an ingest that does not acknowledge."""
+    spec = parse_spec(base())
+    assert spec.ingest == []
+    assert "# (none)" in render_acl(spec).split("# --- ingest identities")[1].split("# --- observer")[0]
+    assert not [r for r in acl_rules(spec)["ingest"] if "write" in r[0]]
