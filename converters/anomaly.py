@@ -50,6 +50,8 @@ class GoodPartModel:
     grid: tuple[int, int]  # (h, w)
     fit_rows: int
     spread_rows: int
+    #: ``pixels / cells of the part``: the hot share is counted on the part, not on the whole grid
+    hot_scale: float = 1.0
 
     @property
     def pixels(self) -> int:
@@ -60,8 +62,29 @@ class GoodPartModel:
         return int(self.components.shape[0])
 
 
+def part_mask(masks: list[np.ndarray], grid: tuple[int, int], share: float = 0.5) -> np.ndarray:
+    """Cells where the part is, from good parts' pooled silhouettes: covered in at least ``share`` of
+    them on average, grown by one cell (so a chip out of the outer edge is still on the part). All
+    ones when there are no silhouettes (no registration). Flattened (h * w,) float32 of 0/1."""
+    h, w = grid
+    if not masks:
+        return np.ones(h * w, np.float32)
+    mean = np.mean(np.stack(masks), axis=0)
+    cells = (mean >= share).astype(np.uint8)
+    if cells.sum() < 0.05 * h * w:  # no stable silhouette: look everywhere
+        return np.ones(h * w, np.float32)
+    grown = cv2.dilate(cells, np.ones((3, 3), np.uint8))
+    return grown.reshape(-1).astype(np.float32)
+
+
 def fit_good_part_model(
-    x_good: np.ndarray, grid: tuple[int, int], *, components: int = 48, seed: int = 0, spread_share: float = 0.25
+    x_good: np.ndarray,
+    grid: tuple[int, int],
+    *,
+    components: int = 48,
+    seed: int = 0,
+    spread_share: float = 0.25,
+    mask: np.ndarray | None = None,
 ) -> GoodPartModel:
     """Fit on good parts' features ``(N, >= h*w)``; the first h*w columns are the pixel grid.
 
@@ -88,14 +111,17 @@ def fit_good_part_model(
     resid = held - (held @ comps.T) @ comps
     rsd = np.sqrt(np.mean(resid * resid, axis=0))
     rsd_img = cv2.blur(rsd.reshape(h, w).astype(np.float32), (3, 3)).reshape(-1).astype(np.float64)
-    rsd_img = np.maximum(rsd_img, RSD_FLOOR * float(np.median(rsd_img)) + 1e-6)
+    weights = np.ones(p, np.float64) if mask is None else np.asarray(mask, np.float64).reshape(p)
+    inside = weights > 0
+    rsd_img = np.maximum(rsd_img, RSD_FLOOR * float(np.median(rsd_img[inside])) + 1e-6)
     return GoodPartModel(
         mean=mean.astype(np.float32),
         components=comps.astype(np.float32),
-        inv_rsd=(1.0 / rsd_img).astype(np.float32),
+        inv_rsd=(weights / rsd_img).astype(np.float32),  # zero off the part: the belt is not inspected
         grid=(h, w),
         fit_rows=len(fit_idx),
         spread_rows=len(spread_idx),
+        hot_scale=float(p / max(1, int(inside.sum()))),
     )
 
 
@@ -115,7 +141,8 @@ def score_numpy(model: GoodPartModel, x: np.ndarray) -> Scores:
     z_img = z.reshape(-1, 1, h, w)
     maps = _avg_pool3(z_img)[:, 0]
     flat = maps.reshape(len(x), -1)
-    return Scores(flat.max(axis=1), np.mean(flat > np.float32(HOT_CELL_Z), axis=1), maps)
+    share = np.mean(flat > np.float32(HOT_CELL_Z), axis=1) * np.float32(model.hot_scale)
+    return Scores(flat.max(axis=1), share, maps)
 
 
 def _avg_pool3(z: np.ndarray) -> np.ndarray:

@@ -48,6 +48,7 @@ def _branch(
         _const("center", np.array(cal.center, np.float32)),
         _const("inv_scale", np.array(1.0 / cal.scale, np.float32)),
         _const("cell_z", np.array(HOT_CELL_Z, np.float32)),
+        _const("hot_scale", np.array(model.hot_scale, np.float32)),
     ]
     n = _P
     nodes = [
@@ -74,8 +75,9 @@ def _branch(
         helper.make_node("Unsqueeze", [n + "max4", n + "axes"], [spec.score_output], name=n + "score"),
         helper.make_node("Greater", [n + "pooled", n + "cell_z"], [n + "hot"], name=n + "hot"),
         helper.make_node("Cast", [n + "hot"], [n + "hot_f"], name=n + "hot_float", to=TensorProto.FLOAT),
-        helper.make_node("ReduceMean", [n + "hot_f"], [n + "share"], name=n + "share", axes=[1, 2, 3], keepdims=0),
-        helper.make_node("Unsqueeze", [n + "share", n + "axes"], [spec.global_output], name=n + "global"),
+        helper.make_node("ReduceMean", [n + "hot_f"], [n + "share_grid"], name=n + "share", axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Mul", [n + "share_grid", n + "hot_scale"], [n + "share_part"], name=n + "share_of_part"),
+        helper.make_node("Unsqueeze", [n + "share_part", n + "axes"], [spec.global_output], name=n + "global"),
         helper.make_node("Sub", [spec.score_output, n + "center"], [n + "shifted"], name=n + "shift"),
         helper.make_node("Mul", [n + "shifted", n + "inv_scale"], [n + "logit"], name=n + "logit"),
         helper.make_node("Sigmoid", [n + "logit"], [n + "prob"], name=n + "prob"),

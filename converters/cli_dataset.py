@@ -41,9 +41,11 @@ def dataset() -> None:
     default="plate",
     show_default=True,
     help="Part family: 'plate' (rectangular aluminium plate, four holes, dark rubber belt), 'flange' (round "
-    "turned flange, centre bore and six bolt holes, any rotation, blue-grey modular belt) or 'bracket' (L-shaped "
-    "stamped steel bracket, two slots, two holes and a bend line, +-20 degrees, wooden slat conveyor; the sealed "
-    "family, for a final evaluation only).",
+    "turned flange, centre bore and six bolt holes, any rotation, blue-grey modular belt), 'bracket' (L-shaped "
+    "stamped steel bracket, two slots, two holes and a bend line, +-20 degrees, wooden slat conveyor; used for "
+    "the first final evaluation) or 'hexnut' (zinc-plated hex nut from above, chamfer ring and threaded bore, "
+    "+-30 degrees, dark green cutting mat; missing_hole is the bore never pierced; the sealed family, for the "
+    "next final evaluation only).",
 )
 @click.option(
     "--classes",
@@ -59,12 +61,13 @@ def dataset() -> None:
 @click.option(
     "--jitter",
     type=float,
-    help="Position jitter (px) [default: 6 for the plate, 10 for the flange, 12 for the bracket].",
+    help="Position jitter (px) [default: 6 for the plate, 10 for the flange, 12 for the bracket, 10 for the hexnut].",
 )
 @click.option(
     "--rotation",
     type=float,
-    help="Rotation jitter (degrees) [default: 3 for the plate, 180 (any angle) for the flange, 20 for the bracket].",
+    help="Rotation jitter (degrees) [default: 3 for the plate, 180 (any angle) for the flange, 20 for the bracket, "
+    "30 for the hexnut].",
 )
 @click.option("--format", "image_format", type=click.Choice(["png", "jpg"]), default="png", show_default=True)
 @click.option("--no-images", is_flag=True, help="Skip the class images: write only --video and/or --ood.")
@@ -127,7 +130,8 @@ def synth(
     jitter. A darker line for drift tests: --brightness -50 --contrast 0.75.
 
     For evaluation on data a model was not tuned on: another part family (--family flange; --family
-    bracket is the sealed family, kept for the final measurement), defect kinds absent from the
+    bracket was used for the first final measurement; --family hexnut is the sealed family, kept for
+    the next final measurement), defect kinds absent from the
     defaults (--classes ok,crack,stain,chip), other seeds and lighting, and frames with no valid part
     at all (--ood DIR: black and covered lenses, the empty belt, a cup, a cat, the wrong part).
     Example: edgeline dataset synth held_out --family flange --classes ok,crack,stain --seed 1000
@@ -136,7 +140,7 @@ def synth(
     kinds = tuple(c.strip() for c in ood_kinds.split(",") if c.strip())
     try:
         geometry: dict[str, float] = {}
-        prefix = f"{family}_" if family in ("flange", "bracket") else ""
+        prefix = f"{family}_" if family != "plate" else ""
         if jitter is not None:
             geometry[f"{prefix}jitter_px"] = jitter
         if rotation is not None:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from converters.dataset import read_image_and_digest
@@ -21,7 +22,7 @@ from converters.synth.lighting import Augment
 from edge_agent.errors import PreprocessError
 from edge_agent.preprocessing import STAT_RANGES, Preprocessor, input_stats
 from edge_agent.protocol.manifest import PreprocessSpec
-from edge_agent.registration import is_foreign
+from edge_agent.registration import is_foreign, silhouette_mask
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,9 @@ class FeatureSet:
     original: np.ndarray = field(default_factory=lambda: np.empty(0, bool))
     #: per ORIGINAL image: registration found no part, or one unlike good parts in size
     foreign: list[bool] = field(default_factory=list)
+    #: per ORIGINAL image, with registration: the part's silhouette in the prepared image, pooled to
+    #: the pixel grid (share of each cell covered by the part)
+    masks: list[np.ndarray] = field(default_factory=list)
 
 
 def features_of(pre: Preprocessor, frame: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -108,6 +112,9 @@ def extract(
         out.digests[path] = digest
         prepared, vec, foreign = placed_features_of(pre, frame, str(path))
         out.foreign.append(foreign)
+        if spec.registration is not None:
+            sil = silhouette_mask(prepared if prepared.ndim == 2 else prepared[:, :, 0], spec.registration.min_contrast)
+            out.masks.append(cv2.resize(sil.astype(np.float32), spec.pixel_pool, interpolation=cv2.INTER_AREA))
         rows.append(vec)
         ys.append(int(target))
         groups.append(index)

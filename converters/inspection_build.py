@@ -24,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 
 from converters import inspection_report
-from converters.anomaly import Calibration, unknown_limit
+from converters.anomaly import Calibration, part_mask, unknown_limit
 from converters.anomaly_onnx import anomaly_only_onnx, join_with_classifier
 from converters.dataset import ImageFolder, dataset_sha256, read_image_and_digest, scan_image_folder, scan_images
 from converters.errors import DatasetError, GateFailed, TrainingError
@@ -172,6 +172,8 @@ def build_inspection(
     )
     pre = Preprocessor(spec)
     grid = (spec.pixel_pool[1], spec.pixel_pool[0])
+    good_masks = [m for m, t in zip(feats.masks, folder.targets, strict=False) if t == ok]
+    mask = part_mask(good_masks, (spec.pixel_pool[1], spec.pixel_pool[0]))
     plan = ModelPlan(
         grid=grid,
         ok=ok,
@@ -180,6 +182,7 @@ def build_inspection(
         params=params,
         components=components,
         seed=seed,
+        mask=mask,
     )
 
     hook.stage(f"out-of-fold evaluation ({folds} folds)", folds)

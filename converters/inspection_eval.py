@@ -36,6 +36,8 @@ class ModelPlan:
     params: dict[str, Any] | None = None
     components: int = 48
     seed: int = 0
+    #: cells of the grid the good-part model inspects (None: all)
+    mask: np.ndarray | None = None
 
 
 @dataclass
@@ -53,7 +55,7 @@ def balanced_weights(y: np.ndarray) -> np.ndarray:
 
 
 def fit_models(plan: ModelPlan, x: np.ndarray, y: np.ndarray) -> Fitted:
-    good = fit_good_part_model(x[y == plan.ok], plan.grid, components=plan.components, seed=plan.seed)
+    good = fit_good_part_model(x[y == plan.ok], plan.grid, components=plan.components, seed=plan.seed, mask=plan.mask)
     if not plan.classifier_classes:
         return Fitted(good, None, {})
     keep = np.isin(y, plan.classifier_classes)

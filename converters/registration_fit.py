@@ -75,6 +75,12 @@ def fit_registration(
     else:
         mode = "rigid" if can_rotate else "translate"
     reg = Registration(mode=mode, window=window, reference_angle=max(-90.0, min(90.0, ref)))
+    if mode == "rigid":
+        # a turned part's extent along the frame's axes grows with its angle; once it is turned back,
+        # the window need only hold the part itself (plus the margin), so the features spend
+        # themselves on the part, not on the belt around it
+        reg = _tighten(reg, frames[:200], spec)
+        window = reg.window
     # the silhouette sizes on the exact path the device runs
     staged = replace_registration(spec, reg)
     pre = Preprocessor(staged)
@@ -101,6 +107,26 @@ def fit_registration(
             f"not corrected: the part has no clear axis (elongation {elongation:.2f} < {MIN_ELONGATION})"
         )
     return replace_registration(spec, reg), notes
+
+
+def _tighten(reg: Registration, frames: Sequence[np.ndarray], spec: PreprocessSpec) -> Registration:
+    pre = Preprocessor(replace_registration(spec, reg))
+    ws, hs = [], []
+    for f in frames:
+        try:
+            sil = locate(pre.prepare(f), reg.min_contrast)
+        except PreprocessError:
+            continue
+        if sil.found:
+            ws.append(sil.width * reg.window[0])
+            hs.append(sil.height * reg.window[1])
+    if len(ws) < max(5, len(frames) // 2):
+        return reg
+    tight = (
+        float(min(reg.window[0], max(0.05, np.quantile(ws, 0.98) * (1 + WINDOW_MARGIN)))),
+        float(min(reg.window[1], max(0.05, np.quantile(hs, 0.98) * (1 + WINDOW_MARGIN)))),
+    )
+    return reg.model_copy(update={"window": tight})
 
 
 def replace_registration(spec: PreprocessSpec, reg: Registration | None) -> PreprocessSpec:

@@ -67,9 +67,8 @@ class Placement:
         return float(x0), float(y0), float(x1 - x0), float(y1 - y0)
 
 
-def locate(gray: np.ndarray, min_contrast: float = 15.0) -> Silhouette:
-    """The part's silhouette in a single-channel uint8 image (see the module doc)."""
-    h, w = gray.shape[:2]
+def _outer_contour(gray: np.ndarray, min_contrast: float) -> np.ndarray | None:
+    """The largest outer contour of the pixels that differ from the border's median grey level."""
     blurred = cv2.GaussianBlur(gray, (3, 3), 0)
     ring = np.concatenate([blurred[0], blurred[-1], blurred[1:-1, 0], blurred[1:-1, -1]])
     cumulative = np.cumsum(np.bincount(ring, minlength=256))
@@ -78,10 +77,24 @@ def locate(gray: np.ndarray, min_contrast: float = 15.0) -> Silhouette:
     otsu, _ = cv2.threshold(diff, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     mask = (diff > max(float(otsu), float(min_contrast))).astype(np.uint8)
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    none = Silhouette(False, w / 2.0, h / 2.0, 0.0, 1.0, 0.0, 0.0, 0.0)
-    if not contours:
-        return none
-    contour = max(contours, key=cv2.contourArea)
+    return max(contours, key=cv2.contourArea) if contours else None
+
+
+def silhouette_mask(gray: np.ndarray, min_contrast: float = 15.0) -> np.ndarray:
+    """The filled silhouette (uint8 0/1) of the part in a single-channel image; all zeros if none."""
+    out = np.zeros(gray.shape[:2], np.uint8)
+    contour = _outer_contour(gray, min_contrast)
+    if contour is not None:
+        cv2.drawContours(out, [contour], -1, 1, thickness=-1)
+    return out
+
+
+def locate(gray: np.ndarray, min_contrast: float = 15.0) -> Silhouette:
+    """The part's silhouette in a single-channel uint8 image (see the module doc)."""
+    h, w = gray.shape[:2]
+    contour = _outer_contour(gray, min_contrast)
+    if contour is None:
+        return Silhouette(False, w / 2.0, h / 2.0, 0.0, 1.0, 0.0, 0.0, 0.0)
     m = cv2.moments(contour)
     area = float(m["m00"])
     if area < 0.005 * w * h:

@@ -18,8 +18,9 @@ class. :func:`render_ood` draws one frame of a kind, as a line of ``family`` par
   eyes and a nose, with a fur-like directional noise texture (striped for tabbies); ginger, grey,
   black, white or brown. The body is 44-64% of the frame width.
 * ``wrong_part``: another family's part (a flange on the plate line, a plate on the flange line, a
-  plate or a flange, half and half, on the bracket line), undamaged, at the inspection position. The
-  bracket never appears on the other lines.
+  plate or a flange, half and half, on the bracket line; a plate, a flange or a bracket, a third
+  each, on the hex nut line), undamaged, at the inspection position. The bracket never appears on
+  the plate and flange lines, the hex nut on no other line.
 
 Everything random comes from the generator passed in: a seed reproduces the frames.
 """
@@ -241,6 +242,8 @@ def render_ood(
         img = belt(family, size)
         if family == "bracket":
             other = "plate" if rng.random() < 0.5 else "flange"
+        elif family == "hexnut":
+            other = ("plate", "flange", "bracket")[int(rng.integers(0, 3))]
         else:
             other = "flange" if family == "plate" else "plate"
         draw_part(img, other, "ok", rng, cond)

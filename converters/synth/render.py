@@ -1,7 +1,7 @@
 """Seeded synthetic inspection-line images: machined parts on a conveyor belt, with defects.
 
 A frame (BGR, 320x240 by default) shows a belt and, at the inspection position, a part of one of
-three families (``family=``):
+four families (``family=``):
 
 * ``plate`` (the default): an aluminium plate, 150x108 px, with four drilled holes, on a dark
   green-grey rubber belt with cleats;
@@ -9,7 +9,11 @@ three families (``family=``):
   holes, on a blue-grey modular plastic belt (see :mod:`converters.synth.flange`);
 * ``bracket``: an L-shaped stamped steel bracket, 150x126 px, dark and mottled, with two slots, two
   round holes and a bend line, on a wooden slat conveyor (see :mod:`converters.synth.bracket`). It
-  is the sealed family for a final evaluation: not for tuning.
+  was the sealed family of the first final evaluation and has been used;
+* ``hexnut``: a large zinc-plated hex nut seen from above, 118 px across the flats, with a chamfer
+  ring and a threaded bore, on a dark green cutting mat with grid lines (see
+  :mod:`converters.synth.hexnut`). It is the sealed family for the next final evaluation: not for
+  tuning.
 
 Default defect classes (:data:`CLASSES`, what a dataset holds unless asked otherwise):
 
@@ -17,7 +21,7 @@ Default defect classes (:data:`CLASSES`, what a dataset holds unless asked other
 * ``scratch``: a thin bright or dark line across the part;
 * ``dent``: a dark, soft-edged spot;
 * ``missing_hole``: one of the holes (on the flange: one of the six bolt holes; on the bracket: a
-  slot or a hole) was never drilled or punched.
+  slot or a hole) was never drilled or punched; on the hex nut, the bore was never pierced.
 
 Extra kinds, only when asked for by name (:data:`EXTRA_DEFECTS`; looks and sizes in
 :mod:`converters.synth.defects`): ``crack``, ``stain``, ``chip``. ``label="empty"`` gives the belt
@@ -27,8 +31,8 @@ from :func:`converters.synth.ood.render_ood`.
 Everything random comes from the ``numpy.random.Generator`` passed in, so a seed reproduces a dataset
 bit for bit. The lighting (:class:`~converters.synth.lighting.Lighting`) is applied last, exactly as
 :func:`~converters.synth.lighting.apply_lighting` applies it to any image. Rendering costs about a
-millisecond per 320x240 frame (the bracket about two): textures are drawn once per frame size and
-cached.
+millisecond per 320x240 frame (the bracket and the hex nut about two): textures are drawn once per
+frame size and cached.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from converters.errors import DatasetError
 from converters.synth.bracket import bracket_belt_strip, draw_bracket
 from converters.synth.defects import EXTRA_DEFECTS, draw_extra
 from converters.synth.flange import draw_flange, flange_belt_strip
+from converters.synth.hexnut import draw_hexnut, hexnut_mat_strip
 from converters.synth.lighting import Lighting, apply_lighting
 from converters.synth.shape import Hole, PartShape, fix, rotated
 
@@ -51,13 +56,16 @@ from converters.synth.shape import Hole, PartShape, fix, rotated
 CLASSES: tuple[str, ...] = ("ok", "scratch", "dent", "missing_hole")
 #: every part class that can be rendered, on any family
 ALL_CLASSES: tuple[str, ...] = CLASSES + EXTRA_DEFECTS
-#: the part families; "bracket" is the sealed one, kept for a final measurement
-FAMILIES: tuple[str, ...] = ("plate", "flange", "bracket")
+#: the part families; "hexnut" is the sealed one, kept for the next final measurement ("bracket" has
+#: been used for the first)
+FAMILIES: tuple[str, ...] = ("plate", "flange", "bracket", "hexnut")
 FRAME_SIZE: tuple[int, int] = (320, 240)  # (width, height)
 #: Plate size in pixels at the default frame size; scaled with the frame.
 _PLATE = (150.0, 108.0)
 _HOLE_R = 8.5
 _HOLES = ((-0.36, -0.30), (0.36, -0.30), (-0.36, 0.30), (0.36, 0.30))  # centres, fractions of plate size
+#: the families with a pose of their own in :class:`Conditions` (``<family>_jitter_px``, ``<family>_rotation_deg``)
+_POSED: tuple[str, ...] = ("flange", "bracket", "hexnut")
 
 
 @dataclass(frozen=True)
@@ -81,16 +89,21 @@ class Conditions:
     #: the bracket's position jitter in pixels and in-plane rotation jitter in degrees
     bracket_jitter_px: float = 12.0
     bracket_rotation_deg: float = 20.0
+    #: the hex nut's position jitter in pixels and in-plane rotation jitter in degrees (30 = one period
+    #: of the hexagon; its maker's mark still shows the angle)
+    hexnut_jitter_px: float = 10.0
+    hexnut_rotation_deg: float = 30.0
 
     def __post_init__(self) -> None:
         names = ("brightness_jitter", "contrast_jitter", "blur", "noise", "jitter_px", "rotation_deg")
-        for name in (*names, "flange_jitter_px", "flange_rotation_deg", "bracket_jitter_px", "bracket_rotation_deg"):
+        poses = tuple(f"{family}_{what}" for family in _POSED for what in ("jitter_px", "rotation_deg"))
+        for name in (*names, *poses):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise DatasetError(f"{name} must be a non-negative number, got {value}")
         if self.blur > 10 or self.noise > 64 or self.jitter_px > 40 or self.rotation_deg > 45:
             raise DatasetError("blur <= 10, noise <= 64, jitter_px <= 40 and rotation_deg <= 45")
-        for family in ("flange", "bracket"):
+        for family in _POSED:
             jitter, rotation = self.jitter_for(family)
             if jitter > 40:
                 raise DatasetError(f"{family}_jitter_px (position jitter) must be at most 40 px, got {jitter}")
@@ -105,6 +118,8 @@ class Conditions:
             return self.flange_jitter_px, self.flange_rotation_deg
         if family == "bracket":
             return self.bracket_jitter_px, self.bracket_rotation_deg
+        if family == "hexnut":
+            return self.hexnut_jitter_px, self.hexnut_rotation_deg
         return self.jitter_px, self.rotation_deg
 
 
@@ -238,6 +253,8 @@ def belt(family: str, size: tuple[int, int], belt_shift: int = 0) -> np.ndarray:
         strip = flange_belt_strip(w, h)
     elif family == "bracket":
         strip = bracket_belt_strip(w, h)
+    elif family == "hexnut":
+        strip = hexnut_mat_strip(w, h)
     else:
         strip = _belt_strip(w, h)
     shift = belt_shift % w
@@ -298,6 +315,9 @@ def draw_part(
     if family == "bracket":
         jitter, rotation = cond.jitter_for("bracket")
         return draw_bracket(img, label, geo, jitter_px=jitter, rotation_deg=rotation, x_offset=x_offset)
+    if family == "hexnut":
+        jitter, rotation = cond.jitter_for("hexnut")
+        return draw_hexnut(img, label, geo, jitter_px=jitter, rotation_deg=rotation, x_offset=x_offset)
     return _draw_plate(img, label, geo, cond, x_offset)
 
 
@@ -331,8 +351,8 @@ def render_part(
     part_seed: int | None = None,
     family: str = "plate",
 ) -> np.ndarray:
-    """One BGR frame of a part of ``family`` (``"plate"``, ``"flange"`` or ``"bracket"``) and class
-    ``label`` at the inspection position, on that family's belt.
+    """One BGR frame of a part of ``family`` (``"plate"``, ``"flange"``, ``"bracket"`` or ``"hexnut"``)
+    and class ``label`` at the inspection position, on that family's belt (the hex nut's: a mat).
 
     ``label`` is one of :data:`ALL_CLASSES` or ``"empty"`` (the belt alone). ``rng`` draws everything
     by default. With ``part_seed``, the part itself (position jitter, rotation, which hole is missing,
