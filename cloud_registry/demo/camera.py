@@ -8,6 +8,8 @@ linear ramp, through a small control API, so a line can drift darker while its a
     GET  /<line>.mjpg       the stream (multipart/x-mixed-replace, one JPEG per part)
     GET  /status            JSON: per line, frames served, connections, current and target lighting
     POST /<line>/lighting   JSON body {"brightness": -70, "contrast": 0.7, "ramp_s": 4}
+    POST /<line>/parts      JSON body {"kind": "crack", "share": 0.5}: that share of the parts is of that
+                            kind from now on ({"kind": null} returns to the usual mix)
 
 Ground truth: every frame served is logged to ``<truth-dir>/<line>.csv`` with the connection number,
 its index in that connection (what the agent's reader calls the frame's ``ref``), the label and the
@@ -62,7 +64,7 @@ class CameraServer:
         return {
             "fps": self.fps,
             "lines": {
-                name: {"served": f.served, "connections": f.connections, **f.lighting()}
+                name: {"served": f.served, "connections": f.connections, **f.lighting(), **f.parts()}
                 for name, f in self.feeds.items()
             },
         }
@@ -119,26 +121,44 @@ class CameraServer:
                 except OSError:
                     log.info("camera %s: connection %d closed after %d frames", feed.name, conn, index)
 
+            def _body(self) -> dict[str, Any]:
+                length = int(self.headers.get("Content-Length", "0"))
+                if not 0 < length <= MAX_CONTROL_BYTES:
+                    raise ValueError(f"body must be 1..{MAX_CONTROL_BYTES} bytes")
+                doc = json.loads(self.rfile.read(length))
+                if not isinstance(doc, dict):
+                    raise ValueError("expected a JSON object")
+                return doc
+
             def do_POST(self) -> None:
-                m = re.match(r"^/([^/]+)/lighting$", self.path)
+                m = re.match(r"^/([^/]+)/(lighting|parts)$", self.path)
                 feed = server.feeds.get(m.group(1)) if m else None
-                if feed is None:
+                if feed is None or m is None:
                     self._json(404, {"error": f"no such line in {self.path}"})
                     return
                 try:
-                    length = int(self.headers.get("Content-Length", "0"))
-                    if not 0 < length <= MAX_CONTROL_BYTES:
-                        raise ValueError(f"body must be 1..{MAX_CONTROL_BYTES} bytes")
-                    doc = json.loads(self.rfile.read(length))
-                    if not isinstance(doc, dict) or set(doc) - {"brightness", "contrast", "ramp_s"}:
-                        raise ValueError("expected an object with brightness, contrast and ramp_s")
-                    feed.set_lighting(
-                        float(doc.get("brightness", 0.0)), float(doc.get("contrast", 1.0)), float(doc.get("ramp_s", 0))
-                    )
+                    doc = self._body()
+                    if m.group(2) == "lighting":
+                        if set(doc) - {"brightness", "contrast", "ramp_s"}:
+                            raise ValueError("expected an object with brightness, contrast and ramp_s")
+                        feed.set_lighting(
+                            float(doc.get("brightness", 0.0)),
+                            float(doc.get("contrast", 1.0)),
+                            float(doc.get("ramp_s", 0)),
+                        )
+                        answer: dict[str, Any] = feed.lighting()
+                    else:
+                        if set(doc) - {"kind", "share"}:
+                            raise ValueError("expected an object with kind and share")
+                        kind = doc.get("kind")
+                        if kind is not None and not isinstance(kind, str):
+                            raise ValueError("kind must be a string or null")
+                        feed.set_parts(kind, float(doc.get("share", 0.5)))
+                        answer = feed.parts()
                 except Exception as exc:  # any bad input is the client's problem: say so
                     self._json(400, {"error": str(exc)})
                     return
-                self._json(200, feed.lighting())
+                self._json(200, answer)
 
         return Handler
 

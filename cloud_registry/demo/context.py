@@ -12,6 +12,7 @@ from cloud_registry.broker import AmqttBroker, MosquittoBroker
 from cloud_registry.demo.cloud import DemoCloud
 from cloud_registry.demo.devices import DeviceProcess
 from cloud_registry.demo.errors import DemoError
+from cloud_registry.demo.newkind import V3Build, V3Result
 from cloud_registry.demo.processes import CameraProcess
 from cloud_registry.demo.retrain import Retrained
 from cloud_registry.demo.settings import DemoSettings
@@ -44,6 +45,11 @@ class DemoContext:
     trust: TrustStore | None = None
     v1: BuildResult | None = None
     v2: Retrained | None = None
+    #: v3, the inspection model: its build (a child process started after v1), and its result
+    v3_build: V3Build | None = None
+    v3: V3Result | None = None
+    #: the new defect kind's figures (stage 8), for the summary and the report
+    new_kind: dict[str, Any] = field(default_factory=dict)
     rollouts: list[dict[str, Any]] = field(default_factory=list)
     #: moments of the story (seconds since start): lighting drifts, v2 canary, tampered update, ...
     marks: dict[str, float] = field(default_factory=dict)

@@ -13,7 +13,7 @@ from typing import IO
 import cv2
 import numpy as np
 
-from converters.synth import CLASSES, Conditions, Lighting, render_part
+from converters.synth import ALL_CLASSES, CLASSES, Conditions, Lighting, render_part
 
 TRUTH_FIELDS = ("conn", "index", "t", "label", "brightness", "contrast")
 
@@ -47,8 +47,19 @@ def draw_label(rng: np.random.Generator, defect_rate: float) -> str:
     return defects[int(rng.integers(0, len(defects)))]
 
 
+def check_kind(kind: str | None, share: float) -> None:
+    """A part kind the renderer knows (or None: no extra kind) and a share in [0, 1]."""
+    if kind is not None and kind not in ALL_CLASSES:
+        raise ValueError(f"unknown part kind {kind!r}; known: {', '.join(ALL_CLASSES)}")
+    if not 0.0 <= share <= 1.0:
+        raise ValueError("share must be between 0 and 1")
+
+
 class LineFeed:
-    """One line: the part sequence, its lighting, and its ground-truth log. Thread-safe."""
+    """One line: the part sequence, its lighting, and its ground-truth log. Thread-safe.
+
+    :meth:`set_parts` makes a share of the parts one given kind (a defect kind the models may never
+    have seen, e.g. ``crack``); the other parts keep following the line's usual mix."""
 
     def __init__(
         self, name: str, seed: int, truth_path: Path, *, defect_rate: float = 0.5, jpeg_quality: int = 95
@@ -59,6 +70,7 @@ class LineFeed:
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
         self._ramp = Ramp()
+        self._extra: tuple[str | None, float] = (None, 0.0)
         self.served = 0
         self.connections = 0
         self._fh: IO[str] = open(truth_path, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed in close()
@@ -78,6 +90,21 @@ class LineFeed:
             current = self._ramp.at(now)
             self._ramp = Ramp(current, (float(brightness), float(contrast)), now, now + max(0.0, ramp_s))
 
+    def set_parts(self, kind: str | None, share: float) -> None:
+        check_kind(kind, share)
+        with self._lock:
+            self._extra = (kind, share if kind is not None else 0.0)
+
+    def parts(self) -> dict[str, object]:
+        with self._lock:
+            return {"extra_kind": self._extra[0], "extra_share": self._extra[1]}
+
+    def _draw(self) -> str:
+        kind, share = self._extra
+        if kind is not None and self._rng.random() < share:
+            return kind
+        return draw_label(self._rng, self.defect_rate)
+
     def lighting(self) -> dict[str, float]:
         with self._lock:
             b, c = self._ramp.at(time.time())
@@ -95,7 +122,7 @@ class LineFeed:
             if self._fh.closed:
                 raise OSError("the camera is shutting down")
             now = time.time()
-            label = draw_label(self._rng, self.defect_rate)
+            label = self._draw()
             b, c = self._ramp.at(now)
             frame = render_part(label, self._rng, conditions=Conditions(lighting=Lighting(b, c)))
             ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])

@@ -141,6 +141,10 @@ class CameraProcess:
     def set_lighting(self, line: str, brightness: float, contrast: float, ramp_s: float) -> dict[str, Any]:
         return self._request(f"/{line}/lighting", {"brightness": brightness, "contrast": contrast, "ramp_s": ramp_s})
 
+    def set_parts(self, line: str, kind: str | None, share: float = 0.5) -> dict[str, Any]:
+        """Make ``share`` of ``line``'s parts of ``kind`` from now on (None: back to the usual mix)."""
+        return self._request(f"/{line}/parts", {"kind": kind, "share": share})
+
     def status(self) -> dict[str, Any]:
         return self._request("/status")
 

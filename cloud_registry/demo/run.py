@@ -46,7 +46,8 @@ STORY: list[tuple[str, str, Stage]] = [
     ("detect", "5. Telemetry shows the drift, on that line only", stages.detect),
     ("retrain", "6. Retrain v2 from the drift evidence, gate it", updates.retrain_stage),
     ("deploy_v2", "7. v2 as a canary on that line, then promoted", updates.deploy_v2),
-    ("tampered", "8. A tampered update is refused, inspection goes on", tamper.tampered_stage),
+    ("new_kind", "8. A new defect kind appears on one line", updates.new_kind_stage),
+    ("tampered", "9. A tampered update is refused, inspection goes on", tamper.tampered_stage),
 ]
 SCORE = ("score", "Score the devices' verdicts against ground truth")
 
@@ -75,6 +76,8 @@ def _teardown(ctx: DemoContext) -> dict[str, Any]:
     """Stop everything this run started; returns exit codes (agents first: they flush their outbox
     to the broker and publish their offline state on the way out)."""
     codes: dict[str, Any] = {}
+    if ctx.v3_build is not None and ctx.v3_build.proc is not None:
+        codes["v3_build"] = ctx.v3_build.stop()  # finished long ago, unless the story stopped early
     for proc in ctx.devices.values():
         proc.terminate()
     for d, proc in ctx.devices.items():

@@ -42,6 +42,8 @@ class Scored:
     predicted: str
     condition: str  # clean | drifted | ramp
     t: float
+    verdict: str = ""  # ok | defect | unknown
+    uncertain: bool = False
 
 
 def load_truth(path: Path) -> dict[int, list[TruthRow]]:
@@ -109,7 +111,16 @@ def score_device(
                 continue
             row = rows[i]
             out.append(
-                Scored(device, int(r["model_version"]), row.label, str(r["label"]), condition(row, drifted), row.t)
+                Scored(
+                    device,
+                    int(r["model_version"]),
+                    row.label,
+                    str(r["label"]),
+                    condition(row, drifted),
+                    row.t,
+                    str(r.get("verdict", "")),
+                    bool(r.get("uncertain", False)),
+                )
             )
     if unmatched:
         log.warning("%s: %d verdicts could not be matched to the camera's ground truth", device, unmatched)

@@ -15,6 +15,7 @@ from cloud_registry.demo.context import DemoContext, Outcome
 from cloud_registry.demo.devices import DeviceProcess, DeviceSpec
 from cloud_registry.demo.errors import DemoError
 from cloud_registry.demo.models import MODEL_NAME, build_v1, make_datasets, model_facts
+from cloud_registry.demo.newkind import V3Build
 from cloud_registry.demo.processes import CameraProcess
 from cloud_registry.demo.rollouts import deploy
 from cloud_registry.demo.telemetry_view import drift_ratio, line_view
@@ -71,6 +72,10 @@ def setup(ctx: DemoContext) -> Outcome:
 def build(ctx: DemoContext) -> Outcome:
     s = ctx.settings
     counts = make_datasets(ctx.ws, s, ctx.detail)
+    # v3 (stage 8) needs only the dataset: it builds in a child process, at a lower priority, while
+    # the story goes on (it uses the cores the waiting stages leave idle)
+    ctx.v3_build = V3Build(ctx.ws, s)
+    ctx.v3_build.start()
     ctx.v1 = result = build_v1(ctx.ws, s, ctx.detail)
     try:
         mv = ctx.need_cloud().register(result.bundle_dir, "v1: trained on the normal line", stage="staging")

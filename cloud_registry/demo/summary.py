@@ -133,7 +133,26 @@ def score(ctx: DemoContext) -> tuple[Outcome, dict[str, Any]]:
     return Outcome(ok, summary, details), table
 
 
+def _v3_block(ctx: DemoContext) -> dict[str, Any]:
+    """v3, the inspection model: it is judged in the line's terms (its build's escape and false-reject
+    rates) and on the new defect kind, not by accuracy over the classifier's labels."""
+    if ctx.v3 is None:
+        return {}
+    nk = ctx.new_kind
+    build = nk.get("v3", {}).get("build", {})
+    return {
+        **model_facts(ctx.v3.manifest),
+        "model_kind": ctx.v3.kind,
+        "lineage": "inspection model built from v1's training images",
+        "false_reject": build.get("false_reject"),
+        "escape": build.get("escape"),
+        "new_kind_caught": nk.get("live", {}).get("caught"),
+    }
+
+
 def _model_block(ctx: DemoContext, key: str, table: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    if key == "v3":
+        return _v3_block(ctx)
     manifest = ctx.v1.manifest if key == "v1" and ctx.v1 else (ctx.v2.manifest if key == "v2" and ctx.v2 else None)
     if manifest is None:
         return {}
@@ -202,7 +221,7 @@ def build_summary(ctx: DemoContext, records: list[StageRecord], table: dict[str,
     events = [e.to_dict() for e in (ctx.cloud.events.snapshot() if ctx.cloud is not None else [])]
     for e in events:  # a refused deployment names no model the device would trust: say what it claimed
         if e["version"] is None and e["sequence"] == ctx.tampered.get("sequence"):
-            e["version"] = 3
+            e["version"] = ctx.tampered.get("version")
     return {
         "schema": SCHEMA,
         "ok": bool(records) and all(r.ok for r in records),
@@ -213,7 +232,8 @@ def build_summary(ctx: DemoContext, records: list[StageRecord], table: dict[str,
         "broker": f"{kind} on 127.0.0.1:{broker.port} (MQTT {broker.protocol})" if broker else "not started",
         "settings": ctx.settings.to_dict(),
         "stages": [r.to_dict() for r in records],
-        "models": {k: b for k in ("v1", "v2") if (b := _model_block(ctx, k, table))},
+        "models": {k: b for k in ("v1", "v2", "v3") if (b := _model_block(ctx, k, table))},
+        "new_kind": ctx.new_kind,
         "drift": drift_block(ctx),
         "rollouts": ctx.rollouts,
         "timeline": events,

@@ -1,6 +1,7 @@
-"""The tampered update: a genuine, signed v3 deployment whose body is altered after signing so that it
-points at the v1 model (an attacker on the path trying to put a weaker model back). The signature no
-longer matches the body: every device must refuse it and keep inspecting with what it runs."""
+"""The tampered update: a genuine, signed v4 deployment (v3's manifest re-issued) whose body is altered
+after signing so that it points at the v1 model (an attacker on the path trying to put a weaker model
+back). The signature no longer matches the body: every device must refuse it and keep inspecting with
+what it runs."""
 
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ from edge_agent.protocol.delivery import envelope_bytes
 from edge_agent.protocol.manifest import parse_manifest
 from edge_agent.protocol.signing import Envelope
 
-DESCRIPTION = "v3 deployment, signed, then altered to point at the v1 model"
+#: the version the fleet runs when the tampered update arrives (v3, stage 8), and the one it claims
+CURRENT = 3
+CLAIMED = CURRENT + 1
+DESCRIPTION = f"v{CLAIMED} deployment, signed, then altered to point at the v1 model"
 
 
 @dataclass(frozen=True)
@@ -34,20 +38,20 @@ def make_tampered(ctx: DemoContext, devices: tuple[str, ...]) -> Tampered:
     cloud = ctx.need_cloud()
     reg = cloud.registry
     try:
-        v2 = reg.store.get_version(MODEL_NAME, 2)
+        current = reg.store.get_version(MODEL_NAME, CURRENT)
         v1 = reg.store.get_version(MODEL_NAME, 1)
         v1_artifact = with_chunk_hashes(reg.manifest(v1), reg.artifact(v1)).artifact
         seq = reg.store.next_sequence()
         genuine = reissue(
-            with_chunk_hashes(reg.manifest(v2), reg.artifact(v2)), sequence=seq, devices=devices
+            with_chunk_hashes(reg.manifest(current), reg.artifact(current)), sequence=seq, devices=devices
         ).to_body()
-        genuine["version"] = 3
+        genuine["version"] = CLAIMED
         envelope = cloud.publisher.sign(parse_manifest(genuine))
     except (RegistryError, EdgeAgentError) as exc:
-        raise DemoError(f"cannot prepare the v3 deployment: {exc}") from exc
+        raise DemoError(f"cannot prepare the v{CLAIMED} deployment: {exc}") from exc
     altered = {**envelope.body, "artifact": v1_artifact.model_dump(mode="json")}
     tampered = envelope.model_copy(update={"body": altered})
-    out = ctx.ws.bundle("v3-tampered")
+    out = ctx.ws.bundle(f"v{CLAIMED}-tampered")
     write_atomic(out / "manifest.json", json.dumps(tampered.model_dump(mode="json"), indent=1).encode())
     return Tampered(tampered, seq, devices)
 
@@ -86,11 +90,13 @@ def tampered_stage(ctx: DemoContext) -> Outcome:
     running = {d: cloud.running(d)[0] for d in devices}
     reasons = sorted(set(rejected.values()))
     refused = len(rejected) == len(devices) and all(r and not r.startswith("ACCEPTED") for r in rejected.values())
-    still_v2 = all(v == 2 for v in running.values())
+    still_current = all(v == CURRENT for v in running.values())
     rising = all(after[d] > before[d] for d in devices)
     ctx.tampered = {
         "description": DESCRIPTION,
         "sequence": t.sequence,
+        "version": CLAIMED,
+        "kept": CURRENT,
         "rejected": refused,
         "reason": ", ".join(reasons) if reasons else "no answer",
         "reasons": rejected,
@@ -98,12 +104,13 @@ def tampered_stage(ctx: DemoContext) -> Outcome:
         "running_after": running,
         "frames_during": sum(after[d] - before[d] for d in devices),
         "frames_by_device": {d: after[d] - before[d] for d in devices},
-        "manifest": str(ctx.ws.bundle("v3-tampered") / "manifest.json"),
+        "manifest": str(ctx.ws.bundle(f"v{CLAIMED}-tampered") / "manifest.json"),
     }
-    ok = refused and still_v2 and rising
+    ok = refused and still_current and rising
     summary = (
         f"refused by {sum(1 for r in rejected.values() if not r.startswith('ACCEPTED'))}/{len(devices)} devices "
-        f"({ctx.tampered['reason']}); all still on v2; {ctx.tampered['frames_during']:,} frames inspected meanwhile"
+        f"({ctx.tampered['reason']}); all still on v{CURRENT}; "
+        f"{ctx.tampered['frames_during']:,} frames inspected meanwhile"
     )
     details: dict[str, Any] = dict(ctx.tampered)
     return Outcome(ok, summary, details)

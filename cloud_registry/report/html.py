@@ -51,8 +51,8 @@ code { background:#f0f4f8; padding:1px 5px; border-radius:4px; font-size:12px; }
 footer { color:var(--muted); font-size:12px; text-align:center; padding:20px; }
 """
 
-NAV = [("stages", "Stages"), ("models", "Models"), ("drift", "Drift"), ("rollouts", "Rollouts"),
-       ("fleet", "Fleet"), ("tampered", "Tampered update")]  # fmt: skip
+NAV = [("stages", "Stages"), ("models", "Models"), ("drift", "Drift"), ("new_kind", "New defect kind"),
+       ("rollouts", "Rollouts"), ("fleet", "Fleet"), ("tampered", "Tampered update")]  # fmt: skip
 
 
 def render(summary: dict[str, Any]) -> str:
@@ -66,6 +66,7 @@ def render(summary: dict[str, Any]) -> str:
             sections.stages,
             sections.models,
             sections.drift,
+            sections.new_kind,
             sections.rollouts,
             sections.fleet,
             sections.tampered,

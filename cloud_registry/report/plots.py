@@ -182,3 +182,29 @@ def timeline(rows: Sequence[Mapping[str, Any]], devices: Sequence[str]) -> str:
     ax.grid(axis="x", color="#eef1f4")
     ax.legend(frameon=False, fontsize=8, ncol=8, loc="lower left", bbox_to_anchor=(0.0, 1.02))
     return to_svg(fig)
+
+
+def routing_bars(rows: Sequence[tuple[str, Mapping[str, int]]]) -> str:
+    """One horizontal bar per row, ``(label, {"reject": n, "review": n, "pass": n})``: the share of the
+    parts sent to the reject chute, to review and on down the line."""
+    parts = [("reject", RED, "rejected"), ("review", ORANGE, "review"), ("pass", "#cbd2d9", "passed")]
+    fig, ax = plt.subplots(figsize=(7.2, 0.5 + 0.42 * max(1, len(rows))))
+    for y, (_, counts) in enumerate(rows):
+        n = max(1, sum(int(counts.get(k, 0)) for k, _, _ in parts))
+        left = 0.0
+        for key, colour, _ in parts:
+            w = 100.0 * int(counts.get(key, 0)) / n
+            if w > 0:
+                ax.barh(y, w, left=left, color=colour, height=0.62)
+                if w >= 7:
+                    ax.text(left + w / 2, y, f"{w:.0f}%", ha="center", va="center", fontsize=8, color="white")
+            left += w
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("share of the parts (%)")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for _, c, _ in parts]
+    ax.legend(handles, [t for _, _, t in parts], ncol=3, frameon=False, fontsize=8, loc="lower right",
+              bbox_to_anchor=(1.0, 1.0))  # fmt: skip
+    fig.tight_layout()
+    return to_svg(fig)

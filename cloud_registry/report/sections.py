@@ -34,7 +34,10 @@ def cards(s: dict[str, Any]) -> str:
     alarms = [d for d, v in drift.get("devices", {}).items() if v.get("alarm")]
     tampered = s.get("tampered", {})
     fleet = s.get("fleet", [])
-    on_v2 = sum(1 for d in fleet if v2 and d.get("model_version") == v2.get("version"))
+    latest: dict[str, Any] = max(models.values(), key=lambda m: int(m.get("version", 0)), default={})
+    on_latest = sum(1 for d in fleet if latest and d.get("model_version") == latest.get("version"))
+    nk = s.get("new_kind", {})
+    v2_new = nk.get("offline", {}).get("v2", {})
     return (
         '<div class="cards">'
         + card(
@@ -49,11 +52,20 @@ def cards(s: dict[str, Any]) -> str:
         )
         + card("drift alarm on", ", ".join(alarms) or "none", f"{len(drift.get('devices', {}))} lines watched")
         + card(
+            f"v3 on a new defect kind ({nk.get('kind', '-')})",
+            pct(nk.get("live", {}).get("caught")),
+            f"rejected or sent to review on {nk.get('line', '-')}; v2 would catch {pct(v2_new.get('caught'))}",
+        )
+        + card(
             "tampered update",
             "refused" if tampered.get("rejected") else ("not pushed" if not tampered else "NOT refused"),
             str(tampered.get("reason", "")),
         )
-        + card("devices on v2", f"{on_v2}/{len(fleet)}", f"{s.get('duration_s', 0):.0f} s end to end")
+        + card(
+            f"devices on v{latest.get('version', '?')}",
+            f"{on_latest}/{len(fleet)}",
+            f"{s.get('duration_s', 0):.0f} s end to end",
+        )
         + "</div>"
     )
 
@@ -121,7 +133,7 @@ def models(s: dict[str, Any]) -> str:
             m.get("version", ""),
             m.get("quantization", ""),
             f"{int(m.get('size_bytes', 0)):,}",
-            pct(m.get("accuracy_holdout")),
+            pct(m.get("accuracy_holdout")) if m.get("model_kind") is None else _line_terms(m),
             pct(m.get("accuracy_clean")),
             pct(m.get("accuracy_drifted")),
             m.get("lineage", ""),
@@ -133,8 +145,101 @@ def models(s: dict[str, Any]) -> str:
         "simulator's ground truth for every frame it served. Held-out accuracy is the build pipeline's."
     )
     head = ["model", "version", "int8 mode", "bytes", "held-out", "normal lighting", "darkened line", "lineage"]
+    lead += (
+        " v3 is an inspection model: its held-out figures are the line's, false reject and escape (out of fold), "
+        "and its verdicts are judged in the new defect kind's section."
+    )
     body = table(head, rows, (3, 4, 5, 6)) + _retraining(s) + _confusions(ms, s.get("drift", {}).get("line", "line"))
     return _section("models", "Models", lead, body)
+
+
+def _rate_text(r: Any) -> str:
+    if not isinstance(r, dict) or r.get("n") is None:
+        return "-"
+    value = pct(r.get("value"))
+    return f"{value} ({r.get('events', '?')}/{r.get('n')}, 95% CI {pct(r.get('low'))}-{pct(r.get('high'))})"
+
+
+def _line_terms(m: dict[str, Any]) -> str:
+    fr, escape = m.get("false_reject") or {}, m.get("escape") or {}
+    return f"false reject {pct(fr.get('value'))}, escape {pct(escape.get('value'))}"
+
+
+def new_kind(s: dict[str, Any]) -> str:
+    nk = s.get("new_kind", {})
+    title = "A new defect kind"
+    if not nk:
+        return _section("new_kind", title, "", _missing("new defect kind"))
+    kind, line = nk.get("kind", "?"), nk.get("line", "?")
+    v3 = nk.get("v3", {})
+    build = v3.get("build", {})
+    live, good, known = nk.get("live", {}), nk.get("good_parts", {}), nk.get("known_defects", {})
+    offline = nk.get("offline", {})
+    v2o, v3o = offline.get("v2", {}), offline.get("v3", {})
+    targets = build.get("targets", {})
+    box = (
+        f'<p class="facts"><b>v3</b> is an inspection model ({esc(v3.get("model_kind", "?"))}: a good-part model '
+        "plus a classifier for the defect kinds of the training images, joined as a noisy OR), built from v1's "
+        f"training images in {esc(build.get('folds', '?'))}-fold cross-validation, in the background from "
+        f"stage 1 on ({esc(build.get('seconds', '?'))} s). Its build report, out of fold: "
+        f"<b>false reject {esc(_rate_text(build.get('false_reject')))}</b>, "
+        f"<b>escape {esc(_rate_text(build.get('escape')))}</b>, against the line's targets of "
+        f"{pct(targets.get('max_false_reject'))} and {pct(targets.get('max_escape'))}.</p>"
+        f'<p class="facts">Then <b>{esc(line)}</b> showed <b>{esc(kind)}</b> parts ({pct(nk.get("share_shown"))} '
+        f"of its parts for {esc(nk.get('seconds_shown', '?'))} s), a kind no training image shows. "
+        f"<b>v3 rejected or sent to review {pct(live.get('caught'))}</b> of the {esc(live.get('frames', 0))} "
+        f"it inspected there (rejected {pct(live.get('rejected'))}); v2, the classifier, run offline on "
+        f"{esc(v2o.get('frames', 0))} rendered {esc(kind)} parts through the agents' own code path, would have "
+        f"caught {pct(v2o.get('caught'))}. Rule: {esc(nk.get('rule', ''))}.</p>"
+    )
+    rows = [
+        [f"v3 on {line}, live: {kind} parts", live.get("frames", 0), pct(live.get("rejected")),
+         pct(_share(live, "review")), pct(live.get("caught")), _labels(live)],
+        [f"v3 offline: {kind} parts", v3o.get("frames", 0), pct(v3o.get("rejected")), pct(_share(v3o, "review")),
+         pct(v3o.get("caught")), _labels(v3o)],
+        [f"v2 offline: {kind} parts", v2o.get("frames", 0), pct(v2o.get("rejected")), pct(_share(v2o, "review")),
+         pct(v2o.get("caught")), _labels(v2o)],
+        [f"v3 on {line}, live: good parts", good.get("frames", 0), pct(good.get("rejected")),
+         pct(_share(good, "review")), pct(good.get("caught")), _labels(good)],
+        [f"v3 on {line}, live: known defect kinds", known.get("frames", 0), pct(known.get("rejected")),
+         pct(_share(known, "review")), pct(known.get("caught")), _labels(known)],
+    ]  # fmt: skip
+    head = ["who, on what", "parts", "rejected", "review", "rejected or review", "labels (defect, unknown)"]
+    body = box + table(head, rows, (1, 2, 3, 4))
+    by_line = nk.get("good_parts_by_line", {})
+    if by_line:
+        fleet_text = "; ".join(
+            f"{esc(d)} ({esc(g.get('lighting', '?'))} lighting) {pct(g.get('rejected'))} rejected, "
+            f"{pct(_share(g, 'review'))} to review, of {esc(g.get('frames', 0))}"
+            for d, g in sorted(by_line.items())
+        )
+        body += (
+            '<p class="facts"><b>Good parts under v3, every line</b> (live, until the end of the stage): '
+            f"{fleet_text}.</p>"
+        )
+    bars = [(r[0], src) for r, src in zip(rows, (live, v3o, v2o, good, known), strict=True) if src.get("frames")]
+    if bars:
+        body += figure(
+            plots.routing_bars(bars),
+            f"Where each model sends the parts: the reject chute, review (unknown or uncertain verdicts) or on down "
+            f"the line. The live rows are the devices' own verdicts on {line}, scored against the camera's ground "
+            "truth; the offline rows are the same rendered parts for both models.",
+        )
+    lead = (
+        "A defect kind no model saw in training: the classifier can only name the kinds it knows, while the "
+        "good-part model of an inspection model objects to anything unlike a good part."
+    )
+    return _section("new_kind", title, lead, body)
+
+
+def _share(r: dict[str, Any], key: str) -> float | None:
+    n = r.get("frames") or 0
+    return int(r.get(key, 0)) / n if n else None
+
+
+def _labels(r: dict[str, Any]) -> str:
+    labels = r.get("labels") or {}
+    return ", ".join(f"{k} {v}" for k, v in labels.items()) or "-"
 
 
 def drift(s: dict[str, Any]) -> str:

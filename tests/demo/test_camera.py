@@ -81,6 +81,40 @@ def test_lighting_change_is_applied_to_the_frames(server: CameraServer, tmp_path
     assert all(r.brightness == -80.0 and r.contrast == 0.6 for r in rows)
 
 
+def test_a_new_part_kind_is_shown_on_one_line_and_logged(server: CameraServer, tmp_path: Path) -> None:
+    code, doc = _post(server, "/a/parts", json.dumps({"kind": "crack", "share": 1.0}).encode())
+    assert code == 200 and doc == {"extra_kind": "crack", "extra_share": 1.0}
+    assert server.status()["lines"]["b"]["extra_kind"] is None
+    cap = cv2.VideoCapture(f"http://127.0.0.1:{server.port}/a.mjpg", cv2.CAP_FFMPEG)
+    assert all(cap.read()[0] for _ in range(6))
+    cap.release()
+    code, doc = _post(server, "/a/parts", json.dumps({"kind": None}).encode())
+    assert code == 200 and doc["extra_kind"] is None
+    cap = cv2.VideoCapture(f"http://127.0.0.1:{server.port}/a.mjpg", cv2.CAP_FFMPEG)
+    assert all(cap.read()[0] for _ in range(30))
+    cap.release()
+    server.shutdown()
+    first, second = load_truth(tmp_path / "a.csv")[1], load_truth(tmp_path / "a.csv")[2]
+    assert {r.label for r in first[:6]} == {"crack"}  # (the stream may run on a little after the reset)
+    assert "crack" not in {r.label for r in second} and len({r.label for r in second}) > 1  # the usual mix again
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        json.dumps({"kind": "sprocket"}).encode(),  # the renderer does not know it
+        json.dumps({"kind": "crack", "share": 1.5}).encode(),
+        json.dumps({"kind": 3}).encode(),
+        json.dumps({"kind": "crack", "colour": "red"}).encode(),
+        b"{",
+    ],
+)
+def test_bad_part_requests_are_refused(server: CameraServer, body: bytes) -> None:
+    got, doc = _post(server, "/a/parts", body)
+    assert got == 400 and doc["error"]
+    assert server.status()["lines"]["a"]["extra_kind"] is None
+
+
 @pytest.mark.parametrize(
     ("path", "body", "code"),
     [

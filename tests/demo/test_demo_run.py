@@ -11,10 +11,23 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cloud_registry.demo.scoring import load_truth
 from tests.demo.conftest import DemoRun, chromium_args
 
-STORY = ["setup", "build_v1", "deploy_v1", "inspect", "drift", "detect", "retrain", "deploy_v2", "tampered", "score"]
-SECTIONS = ["stages", "models", "drift", "rollouts", "fleet", "tampered"]
+STORY = [
+    "setup",
+    "build_v1",
+    "deploy_v1",
+    "inspect",
+    "drift",
+    "detect",
+    "retrain",
+    "deploy_v2",
+    "new_kind",
+    "tampered",
+    "score",
+]
+SECTIONS = ["stages", "models", "drift", "new_kind", "rollouts", "fleet", "tampered"]
 
 
 def test_every_stage_passes_and_stdout_is_the_json_summary(quick_run: DemoRun) -> None:
@@ -37,6 +50,7 @@ def test_devices_are_separate_agent_processes_with_generated_configs(quick_run: 
         text = Path(info["config"]).read_text()
         assert f'id = "{device}"' in text and 'kind = "url"' in text
     assert quick_run.summary["processes"]["exit_codes"] == {
+        "v3_build": 0,  # v3's build, a child process since v1 was built, finished and exited cleanly
         "line-1": 0,
         "line-2": 0,
         "line-3": 0,
@@ -45,16 +59,18 @@ def test_devices_are_separate_agent_processes_with_generated_configs(quick_run: 
     }
 
 
-def test_v1_then_v2_rolled_out_canary_first(quick_run: DemoRun) -> None:
+def test_v1_v2_v3_rolled_out_canary_first(quick_run: DemoRun) -> None:
     v1, v2 = quick_run.stage("deploy_v1")["details"], quick_run.stage("deploy_v2")["details"]
-    assert v1["state"] == v2["state"] == "completed"
-    assert len(v1["waves"][0]) == 1 and len(v2["waves"][0]) == 1  # a canary wave of one device
+    v3 = quick_run.stage("new_kind")["details"]["rollout"]
+    assert v1["state"] == v2["state"] == v3["state"] == "completed"
+    assert all(len(r["waves"][0]) == 1 for r in (v1, v2, v3))  # a canary wave of one device
     assert v2["waves"][0] == ["line-2"]  # v2 first goes to the line that drifted
-    assert {d["model_version"] for d in quick_run.summary["fleet"]} == {2}
+    assert v3["version"] == 3 and v3["waves"] == [["line-1"], ["line-2", "line-3"]]
+    assert {d["model_version"] for d in quick_run.summary["fleet"]} == {3}
     assert all(d["online"] for d in quick_run.summary["fleet"])
     kinds = {(e["device"], e["event"], e["version"]) for e in quick_run.summary["timeline"]}
     for device in ("line-1", "line-2", "line-3"):
-        assert (device, "committed", 1) in kinds and (device, "committed", 2) in kinds
+        assert {(device, "committed", v) for v in (1, 2, 3)} <= kinds
 
 
 def test_drift_is_detected_on_the_darkened_line_only(quick_run: DemoRun) -> None:
@@ -91,9 +107,50 @@ def test_tampered_update_is_refused_while_inspection_continues(quick_run: DemoRu
     assert set(t["reasons"].values()) == {"bad_signature"}
     assert sorted(t["reasons"]) == ["line-1", "line-2", "line-3"]
     assert all(n > 0 for n in t["frames_by_device"].values())  # frame counters kept rising
-    assert set(t["running_after"].values()) == {2}
+    assert set(t["running_after"].values()) == {3}  # still v3, the version they ran
     refused = json.loads(Path(t["manifest"]).read_text())
-    assert refused["body"]["version"] == 3
+    assert refused["body"]["version"] == t["version"] == 4
+
+
+def test_v3_sends_a_defect_kind_no_training_image_shows_to_reject_or_review(quick_run: DemoRun) -> None:
+    stage = quick_run.stage("new_kind")
+    assert stage["status"] == "passed", stage["summary"]
+    nk = stage["details"]
+    assert quick_run.summary["new_kind"] == nk
+    kind, line = nk["kind"], nk["line"]
+    assert (kind, line) == ("crack", "line-3")
+    # the kind is not in the training set, and only that line showed it (the camera's ground truth)
+    assert sorted(p.name for p in (quick_run.workdir / "dataset").iterdir()) == [
+        "dent",
+        "missing_hole",
+        "ok",
+        "scratch",
+    ]
+    for device in ("line-1", "line-2", "line-3"):
+        truth = load_truth(quick_run.workdir / "truth" / f"{device}.csv")
+        labels = {row.label for rows in truth.values() for row in rows}
+        assert (kind in labels) == (device == line)
+    # v3's verdicts on those parts, scored from the device's own log against the ground truth
+    live = nk["live"]
+    assert live["frames"] >= 20
+    assert live["reject"] + live["review"] + live["pass"] == live["frames"]
+    assert live["caught"] >= 0.8, live
+    assert live["caught"] == round((live["reject"] + live["review"]) / live["frames"], 4)
+    assert nk["good_parts"]["frames"] > 0 and nk["good_parts"]["rejected"] <= 0.1, nk["good_parts"]
+    # what the classifier would have done with the same kind of parts (offline, the agents' code path)
+    v2, v3 = nk["offline"]["v2"], nk["offline"]["v3"]
+    assert v2["frames"] == v3["frames"] == 100
+    assert v3["caught"] >= 0.9 and v2["caught"] <= 0.6, (v2, v3)
+    assert v3["caught"] - v2["caught"] >= 0.3
+    # v3 is an inspection model gated on the line's figures; its build report's figures are shown
+    model = nk["v3"]
+    assert model["model_kind"] == "hybrid" and model["labels"][-1] == "anomaly"
+    build = model["build"]
+    assert build["false_reject"]["n"] == 160 and build["escape"]["n"] == 480  # every image, out of fold
+    assert build["false_reject"]["value"] <= build["targets"]["max_false_reject"]
+    assert build["escape"]["value"] <= build["targets"]["max_escape"]
+    assert quick_run.summary["models"]["v3"]["new_kind_caught"] == live["caught"]
+    assert set(nk["good_parts_by_line"]) == {"line-1", "line-2", "line-3"}
 
 
 def test_nothing_is_left_running(quick_run: DemoRun) -> None:
@@ -126,6 +183,10 @@ def test_report_renders_in_chromium(quick_run: DemoRun, tmp_path: Path) -> None:
         assert f'<section id="{section}">' in dom.stdout
     assert dom.stdout.count("<svg") >= 5
     assert "the run stopped before" not in dom.stdout
+    nk = quick_run.summary["new_kind"]
+    for figure in (nk["live"]["caught"], nk["offline"]["v2"]["caught"], nk["v3"]["build"]["escape"]["value"]):
+        assert f"{100 * figure:.1f}%" in dom.stdout
+    assert "false reject " + f"{100 * nk['v3']['build']['false_reject']['value']:.1f}%" in dom.stdout
     console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
     assert console == []
     shot = tmp_path / "report.png"

@@ -64,3 +64,19 @@ def test_workspace_refuses_a_foreign_directory_and_clears_its_own(tmp_path: Path
     again = Workspace.create(tmp_path / "ws")
     assert not (again.root / "devices" / "old.txt").exists()
     assert (again.root / ".edgeline-demo").is_file()
+
+
+def test_v3_build_failure_is_reported_not_hung(tmp_path: Path) -> None:
+    """v3 builds in a child process: a build that cannot succeed (no good parts to learn from) ends
+    with the builder's own reason, and the child is gone."""
+    from cloud_registry.demo.newkind import V3Build
+
+    ws = Workspace.create(tmp_path / "ws")
+    _, trust = ws.init_secrets()
+    (ws.dataset / "scratch").mkdir(parents=True)
+    build = V3Build(ws, DemoSettings.make(quick=True, devices=3))
+    build.start()
+    with pytest.raises(DemoError, match="building v3 failed"):
+        build.wait(120, lambda _msg: None, trust)
+    assert build.proc is not None and build.proc.returncode == 1
+    assert build.stop() == 1

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cloud_registry.demo.scoring import TruthRow, condition, confusion, load_truth, score_device
+from cloud_registry.demo.newkind import live_routes, routed, shares
+from cloud_registry.demo.scoring import Scored, TruthRow, condition, confusion, load_truth, score_device
 
 DRIFTED = (-70.0, 0.7)
 
@@ -48,6 +49,34 @@ def test_two_connections_are_told_apart_by_frame_id_minus_ref_and_time() -> None
     )
 
 
+def test_scored_frames_carry_the_verdict_and_its_uncertainty() -> None:
+    truth = {1: _truth(100.0, ["crack", "crack", "ok"])}
+    records = [
+        {**_verdict(0, 0, 100.0, "anomaly", version=3), "verdict": "defect", "uncertain": False},
+        {**_verdict(1, 1, 100.1, "unknown", version=3), "verdict": "unknown", "uncertain": True},
+        {**_verdict(2, 2, 100.2, "ok", version=3), "verdict": "ok", "uncertain": True},
+    ]
+    scored, _ = score_device("d", records, truth, DRIFTED)
+    assert [(f.truth, f.verdict, f.uncertain) for f in scored] == [
+        ("crack", "defect", False),
+        ("crack", "unknown", True),
+        ("ok", "ok", True),
+    ]
+    assert live_routes(f for f in scored if f.truth == "crack") == {
+        "frames": 2, "reject": 1, "review": 1, "pass": 0, "caught": 1.0, "rejected": 0.5,
+        "labels": {"anomaly": 1, "unknown": 1},
+    }  # fmt: skip
+
+
+def test_a_verdict_routes_a_part_to_reject_review_or_on() -> None:
+    assert routed("defect", False) == "reject"
+    assert routed("unknown", True) == "review"
+    assert routed("ok", True) == "review"  # in the review band
+    assert routed("ok", False) == "pass"
+    assert shares([]) == {"frames": 0, "reject": 0, "review": 0, "pass": 0, "caught": None, "rejected": None}
+    assert shares(["reject", "pass", "pass", "review"])["caught"] == 0.5
+
+
 def test_verdicts_far_from_any_camera_frame_are_not_guessed() -> None:
     truth = {1: _truth(100.0, ["ok", "dent"])}
     scored, unmatched = score_device("d", [_verdict(0, 0, 500.0, "ok")], truth, DRIFTED)
@@ -75,8 +104,6 @@ def test_truth_file_cut_short_is_read_up_to_the_last_whole_row(tmp_path: Path) -
 
 
 def test_confusion_counts_and_accuracy() -> None:
-    from cloud_registry.demo.scoring import Scored
-
     frames = [Scored("d", 1, "ok", "ok", "clean", 0), Scored("d", 1, "dent", "ok", "clean", 0)]
     c = confusion(frames, ["dent", "ok"])
     assert c.matrix == ((0, 1), (0, 1))
