@@ -210,18 +210,23 @@ def draw_hexnut(
         lit = (ox * _LIGHT[0] + oy * _LIGHT[1]) / np.maximum(r, 1e-3)  # cos of the angle to the light
         # the chamfer cone beyond the chamfer circle, its edge catching the light
         grey = face + _step(r - _FACE_R * k) * (42.0 * lit - 14.0) + 9.0 * np.exp(-(((r - _FACE_R * k) / k) ** 2))
+        # the bore and its countersink, drawn only in the box around them (outside it they change nothing)
+        reach = _CSINK_R * k + 2.0
+        bore = (slice(max(0, math.floor(cy - reach) - y0), max(0, math.ceil(cy + reach) + 1 - y0)),
+                slice(max(0, math.floor(cx - reach) - x0), max(0, math.ceil(cx + reach) + 1 - x0)))  # fmt: skip
+        rb, lb, gb, fb = r[bore], lit[bore], grey[bore], face[bore]
         # the countersink: a cone the other way, lit on the side away from the light
-        csink = 150.0 * gain + 0.5 * grain - 40.0 * lit
-        grey += _step(_CSINK_R * k - r) * (csink - grey)
-        inner = _step(_MAJOR_R * k - r)
+        csink = 150.0 * gain + 0.5 * grain[bore] - 40.0 * lb
+        gb += _step(_CSINK_R * k - rb) * (csink - gb)
+        inner = _step(_MAJOR_R * k - rb)
         if pierced:  # the thread: crests and roots as rings, darker towards the core, in the bore's shade
-            depth = (r - _MINOR_R * k) / ((_MAJOR_R - _MINOR_R) * k)
-            rings = np.sin(2 * math.pi * r / max(1.8, _PITCH * k))  # no finer than the pixels can show
-            thread = (112.0 - 28.0 * (1.0 - depth) + 26.0 * rings - 22.0 * lit) * gain
+            depth = (rb - _MINOR_R * k) / ((_MAJOR_R - _MINOR_R) * k)
+            rings = np.sin(2 * math.pi * rb / max(1.8, _PITCH * k))  # no finer than the pixels can show
+            thread = (112.0 - 28.0 * (1.0 - depth) + 26.0 * rings - 22.0 * lb) * gain
         else:  # the web of an unpierced blank: a recessed dull floor, a dark crease round its edge
-            crease = np.exp(-(((r - _MAJOR_R * k) / (1.2 * k)) ** 2))
-            thread = 0.62 * face + 6.0 * lit - 30.0 * crease
-        grey += inner * (thread - grey)
+            crease = np.exp(-(((rb - _MAJOR_R * k) / (1.2 * k)) ** 2))
+            thread = 0.62 * fb + 6.0 * lb - 30.0 * crease
+        gb += inner * (thread - gb)
         tint = _CLEAR + (_YELLOW - _CLEAR) * tint_t
         bgr = grey[:, :, None] * tint[None, None, :]
         bgr[:, :, 0] -= iridescence * hue
@@ -238,9 +243,9 @@ def draw_hexnut(
         dot = fix(np.array([mx + 4.5 * k * tx, my + 4.5 * k * ty]))
         cv2.circle(part, (int(dot[0]), int(dot[1])), max(1, round(1.3 * k * 16)), (96, 98, 102), -1, cv2.LINE_AA, 4)
         cv2.polylines(part, [fix(outline - origin)], True, _RIM_COLOUR, max(1, round(k)), cv2.LINE_AA, 4)
-        if pierced:  # the mat through the bore's core, dim: deep in the nut's shade
-            t = _step(_MINOR_R * k - r)
-            part = cv2.blendLinear(part, under // 3, 1.0 - t, t)
+        if pierced and rb.size:  # the mat through the bore's core, dim: deep in the nut's shade
+            t = _step(_MINOR_R * k - rb)
+            part[bore] = cv2.blendLinear(part[bore], under[bore] // 3, 1.0 - t, t)
         m = mask[y0:y1, x0:x1].astype(np.float32) * (1.0 / 255.0)
         img[y0:y1, x0:x1] = cv2.blendLinear(part, under, m, 1.0 - m)
     elif label == "chip":

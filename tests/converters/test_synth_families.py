@@ -1,9 +1,11 @@
-"""The held-out synthetic families: a second part (flange), a third, sealed one (bracket), extra
-defect kinds, out-of-distribution frames.
+"""The held-out synthetic families: a second part (flange), a third (bracket, used for the first
+final evaluation), a fourth, sealed one (hexnut), extra defect kinds, out-of-distribution frames.
 
 The plate's frames are pinned by hashes recorded before the flange, the extra kinds and the OOD
-frames existed, and the flange's, the plate's extra kinds and both families' OOD frames by hashes
-recorded before the bracket: models and tests that depend on them see the same pixels.
+frames existed, the flange's, the plate's extra kinds and both families' OOD frames by hashes
+recorded before the bracket, and the bracket's by hashes recorded before the hex nut: models and
+tests that depend on them see the same pixels. The hex nut's own are pinned by hashes recorded when
+it was added.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from converters.synth.render import belt, draw_part
 from converters.synth.video import _travel
 
 QUIET = Conditions(noise=0.0, blur=0.0, brightness_jitter=0.0, contrast_jitter=0.0)
-FAMILIES = ("plate", "flange", "bracket")
+FAMILIES = ("plate", "flange", "bracket", "hexnut")
 
 #: sha256 of plate frames, recorded with the renderer as it was before the second family
 PLATE_HASHES = {
@@ -90,11 +92,73 @@ BEFORE_BRACKET = {
 }
 
 
+#: sha256 of bracket frames (all part classes, OOD kinds), recorded before the hex nut (see _recorded)
+BEFORE_HEXNUT = {
+    "bracket/batch0": "a784e2ea73906e3f14d09ab805ef5794d5679ea68da21ea75deef99287f770ef",
+    "bracket/chip": "5c3dc5e2e298d9976a8218a08e07608c6ffe7e9ebe8f7f709518bee284382184",
+    "bracket/crack": "8c2a310cdf796a478ad8d3ee08633b98a29e564b57304b9a5d8ec995e9268dee",
+    "bracket/dent": "2861d8ee050d03854a435316eaf807760e7ef91736ea9305a06898dc4bc33e97",
+    "bracket/empty": "0a4297f1dfaa69d9f1eafa0cf7754ac5a5ca5c41f1f13277ebd793ca7cfb5aec",
+    "bracket/missing_hole": "d8bd48b7b9444514f196c03ae7d714d77f1c13e498cf42cea62910f5c781d860",
+    "bracket/ok": "89fac8ae4d7cdf1db44a64b379f3c4ec907999baa9e3b1b73a0ca0c6ec30b84b",
+    "bracket/ood/black": "6afa96ac6c310090609fd9c9287c4de1239fe83fd318e8fb89f8ff0733ff670b",
+    "bracket/ood/blurred": "aefbe7736675034a22c944a43bdbef32359ba95774df58698f0c96c725e2d38d",
+    "bracket/ood/cat": "e1aee734f41b242f651eecc133b098caa01adb8b0bdb54330e0f82b45b435a01",
+    "bracket/ood/cup": "7d0e55b85bfeda7d34917b6bc84be556c351be37e74b492763ea4879a6a84d99",
+    "bracket/ood/empty": "d6ae464dad70f0b5390d788987b6ef6a4e54a42fe4425ff5e2f289c98e36c16b",
+    "bracket/ood/wrong_part": "caf964248180ebda6c6c9de077cf0cc24d84b6457c0074724a8a4110b3562e80",
+    "bracket/scratch": "9a1456ea5d926b7ce7d04cccf3db0ae5d521bc7a0a77254e770d45b4689953c9",
+    "bracket/stain": "88ebb3e5f87e672ee71750ffd8af521b12703fe0a72571ed3efb6677e0e7b002",
+}
+
+#: sha256 of hex nut frames (all part classes, OOD kinds), recorded when the family was added
+HEXNUT_HASHES = {
+    "hexnut/batch0": "7d0fecb9c16bfacb1b0651faf1fb734f9c83670db48fa5f7476839afec48960c",
+    "hexnut/chip": "e73098ed3a3279ca5ce919b76d58b96f46360414a8179d1da162c4dfed2b731d",
+    "hexnut/crack": "a897bb704ea0fde368135eafe6a0fec3f36cc5d29d53bfd8bc18ee3bd29b526a",
+    "hexnut/dent": "8be6a08e9557104f92ef36883a16b9567b14b42681329882cc2645c3e7f8733c",
+    "hexnut/empty": "348cd86f699b04230524d3a7bc412ebc672634d4f54e58d6a4df3fea6380b3b0",
+    "hexnut/missing_hole": "cc7f4770f155d08cd72c29dc52f6d88a259320cf1c66d6e32887ff2766d0f0dd",
+    "hexnut/ok": "7d6ba7579f60ed82bdbdc10640393c6dd9f8b49e48d8f9aa30d6d12fe17281ad",
+    "hexnut/ood/black": "6afa96ac6c310090609fd9c9287c4de1239fe83fd318e8fb89f8ff0733ff670b",
+    "hexnut/ood/blurred": "236234a59b4dea477df11f02efd8de013286d8492b2601d00b11c51abf4f4fbc",
+    "hexnut/ood/cat": "2391c2126e6b88461aaccee162abca66ea8b37c38b8f797f4fe7ba8d31209d33",
+    "hexnut/ood/cup": "754534e3bb1f76279619b51cb22c46fc268b8103957ea7fc7eac7694ae5445e2",
+    "hexnut/ood/empty": "d0aa62794042e4e907e335a1247097510f3b000c0c78903fd58fc2b600053918",
+    "hexnut/ood/wrong_part": "c16a9a53afdecb5fa4e863f9e7899db553b1c46d509a95297a9edb26bd29be7c",
+    "hexnut/scratch": "8bb450149fafd6fff51f3e5900c0c995ac4b361d9e28ea8518d7691c1d560aaa",
+    "hexnut/stain": "9acfa0844a35d7f31118f3fb175e89b663b1ce1f8150dfaabedede0977f7375f",
+}
+
+
 def _sha(frames: list[np.ndarray]) -> str:
     h = hashlib.sha256()
     for f in frames:
         h.update(f.tobytes())
     return h.hexdigest()
+
+
+def _recorded(family: str) -> dict[str, str]:
+    """The hashes of the recipe BEFORE_BRACKET was recorded with (a batch of every class; every class
+    and the empty belt under harsh conditions, at three sizes, moved and shifted; every OOD kind)."""
+    out = {f"{family}/batch0": _sha(render_batch(2, seed=0, family=family, classes=ALL_CLASSES)[0])}
+    cond = Conditions(
+        lighting=Lighting(-30, 0.8, 0.3), blur=1.5, noise=6.0, jitter_px=12, rotation_deg=10, flange_jitter_px=20
+    )
+    for label in (*ALL_CLASSES, "empty"):
+        rng = np.random.default_rng(5)
+        frames = [render_part(label, rng, conditions=cond, family=family) for _ in range(3)]
+        frames.append(render_part(label, np.random.default_rng(9), part_seed=4, x_offset=-40.0, belt_shift=17,
+                                  size=(160, 120), family=family))  # fmt: skip
+        frames.append(render_part(label, np.random.default_rng(9), part_seed=4, x_offset=-200.0, size=(640, 480),
+                                  family=family))  # fmt: skip
+        out[f"{family}/{label}"] = _sha(frames)
+    for kind in OOD_KINDS:
+        rng = np.random.default_rng(11)
+        frames = [render_ood(kind, rng, family=family) for _ in range(3)]
+        frames.append(render_ood(kind, rng, family=family, conditions=cond, size=(200, 150)))
+        out[f"{family}/ood/{kind}"] = _sha(frames)
+    return out
 
 
 def test_plate_frames_are_bit_for_bit_those_recorded_before_the_families() -> None:
@@ -144,6 +208,22 @@ def test_the_bracket_settings_leave_the_plate_and_the_flange_alone() -> None:
     assert _sha(render_batch(2, seed=0, conditions=cond)[0]) == PLATE_HASHES["batch0"]
     frames, _ = render_batch(2, seed=0, conditions=cond, family="flange", classes=ALL_CLASSES)
     assert _sha(frames) == BEFORE_BRACKET["flange/batch0"]
+
+
+def test_bracket_frames_are_bit_for_bit_those_recorded_before_the_hexnut() -> None:
+    assert _recorded("bracket") == BEFORE_HEXNUT
+
+
+def test_hexnut_frames_are_bit_for_bit_those_recorded_with_it() -> None:
+    assert _recorded("hexnut") == HEXNUT_HASHES
+
+
+def test_the_hexnut_settings_leave_the_other_families_alone() -> None:
+    cond = Conditions(hexnut_jitter_px=0.0, hexnut_rotation_deg=0.0)
+    assert _sha(render_batch(2, seed=0, conditions=cond)[0]) == PLATE_HASHES["batch0"]
+    for family, pinned in (("flange", BEFORE_BRACKET), ("bracket", BEFORE_HEXNUT)):
+        frames, _ = render_batch(2, seed=0, conditions=cond, family=family, classes=ALL_CLASSES)
+        assert _sha(frames) == pinned[f"{family}/batch0"], family
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -212,7 +292,7 @@ def test_the_bracket_differs_from_the_plate_and_the_flange() -> None:
         assert not any(np.array_equal(x, y) for x, y in zip(bracket, frames, strict=True))
     wood = belt("bracket", (320, 240)).reshape(-1, 3).mean(axis=0)
     assert wood[2] > wood[0] + 40 and wood.mean() > 120  # warm and light
-    for family in FAMILIES:
+    for family in ("plate", "flange", "bracket"):
         for part_seed in range(4):
             ok = render_part("ok", np.random.default_rng(1), conditions=QUIET, part_seed=part_seed, family=family)
             region = _silhouette(ok, family)
@@ -270,15 +350,17 @@ def test_the_bracket_pose_comes_from_its_conditions() -> None:
         Conditions(bracket_jitter_px=float("nan"))
 
 
-def test_the_bracket_leaves_the_frame_at_the_end_of_its_travel() -> None:
-    """On the line video, the bracket enters from and leaves to beyond the frame, at any pose."""
-    travel = _travel(320, "bracket")
+@pytest.mark.parametrize("family", ["bracket", "hexnut"])
+def test_the_part_leaves_the_frame_at_the_end_of_its_travel(family: str) -> None:
+    """On the line video, the bracket and the hex nut enter from and leave to beyond the frame, at
+    any pose."""
+    travel = _travel(320, family)
+    empty = render_part("empty", np.random.default_rng(0), conditions=QUIET, family=family)
     for seed in range(6):
         for x in (-travel, travel):
             frame = render_part("ok", np.random.default_rng(0), conditions=QUIET, x_offset=x, part_seed=seed,
-                                family="bracket")  # fmt: skip
-            assert np.array_equal(frame, render_part("empty", np.random.default_rng(0), conditions=QUIET,
-                                                     family="bracket")), (seed, x)  # fmt: skip
+                                family=family)  # fmt: skip
+            assert np.array_equal(frame, empty), (seed, x)
 
 
 def test_wrong_part_on_the_bracket_line_is_a_plate_or_a_flange() -> None:
@@ -288,6 +370,118 @@ def test_wrong_part_on_the_bracket_line_is_a_plate_or_a_flange() -> None:
         _, (_, _, ww, wh) = _footprint(frame, "bracket")
         shapes.add("plate" if ww / wh > 1.25 else "flange")
     assert shapes == {"plate", "flange"}
+
+
+def _outline_kind(mask: np.ndarray) -> tuple[float, int]:
+    """A part mask's area over that of its smallest enclosing circle, and its polygon's vertex count."""
+    contours, _ = cv2.findContours((mask > 127).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    contour = max(contours, key=cv2.contourArea)
+    _, radius = cv2.minEnclosingCircle(contour)
+    vertices = len(cv2.approxPolyDP(contour, 0.02 * cv2.arcLength(contour, True), True))
+    return float(cv2.contourArea(contour) / (np.pi * radius**2)), vertices
+
+
+def test_the_hexnut_differs_from_the_other_families() -> None:
+    """Another background (a saturated green mat with a grid, not grey rubber, blue plastic or wood),
+    another outline (a hexagon: six straight sides, 0.83 of its enclosing circle, where the plate's
+    rectangle fills 0.65, the flange's disc all of it and the bracket's L 0.36), other pixels."""
+    nut, _ = render_batch(2, seed=0, family="hexnut", classes=ALL_CLASSES)
+    for other in ("plate", "flange", "bracket"):
+        frames, _ = render_batch(2, seed=0, family=other, classes=ALL_CLASSES)
+        assert not any(np.array_equal(x, y) for x, y in zip(nut, frames, strict=True)), other
+    mat = belt("hexnut", (320, 240)).astype(np.float32)
+    b, g, r = mat.reshape(-1, 3).mean(axis=0)
+    assert g > r + 30 and g > b + 20 and g < 130, (b, g, r)  # dark and green
+    for other in ("plate", "flange", "bracket"):
+        assert np.abs(belt(other, (320, 240)).reshape(-1, 3).mean(axis=0) - (b, g, r)).max() > 25, other
+    columns = mat.mean(axis=(0, 2))  # the grid: bright lines every 16 px, a bold one every 80
+    assert columns.max() - np.median(columns) > 25 and 0.04 < (columns > np.median(columns) + 10).mean() < 0.15
+    assert np.argmax(np.abs(np.fft.rfft(columns - columns.mean()))[1:]) + 1 in (len(columns) // 80, len(columns) // 16)
+    for seed in range(4):
+        fill, vertices = _outline_kind(draw_part(belt("hexnut", (320, 240)), "hexnut", "ok",
+                                                 np.random.default_rng(seed), Conditions()).mask)  # fmt: skip
+        assert 0.8 < fill < 0.86 and vertices == 6, (seed, fill, vertices)
+        for other in ("plate", "flange", "bracket"):
+            mask = draw_part(belt(other, (320, 240)), other, "ok", np.random.default_rng(seed), Conditions()).mask
+            fill_o, vertices_o = _outline_kind(mask)
+            assert not (0.8 < fill_o < 0.86 and vertices_o == 6), (other, fill_o, vertices_o)
+        # a zinc part on a dark mat: much brighter than its background
+        ok = render_part("ok", np.random.default_rng(1), conditions=QUIET, part_seed=seed, family="hexnut")
+        region = _silhouette(ok, "hexnut")
+        grey = cv2.cvtColor(ok, cv2.COLOR_BGR2GRAY).astype(np.float32)
+        inner = cv2.erode(region, np.ones((9, 9), np.uint8)) > 0
+        assert float(np.median(grey[inner])) - float(np.median(grey[region == 0])) > 60
+
+
+def test_the_hexnut_tone_varies_from_part_to_part() -> None:
+    """Zinc plating of its own tone on each part: brightness and a passivation tint from bluish clear
+    zinc towards yellow."""
+    tones = []
+    for seed in range(24):
+        shape = draw_part(belt("hexnut", (320, 240)), "hexnut", "ok", np.random.default_rng(seed), QUIET)
+        ok = render_part("ok", np.random.default_rng(1), conditions=QUIET, part_seed=seed, family="hexnut")
+        face = shape.face() > 0
+        b, g, r = ok[face].astype(np.float32).mean(axis=0)
+        tones.append((float(g), float(r - b)))
+    brightness, warmth = np.array(tones).T
+    assert np.ptp(brightness) > 15 and np.ptp(warmth) > 20, (np.ptp(brightness), np.ptp(warmth))
+    assert warmth.min() < 0 < warmth.max()  # some bluish, some yellowish
+
+
+def test_the_hexnut_has_a_threaded_bore_and_missing_hole_leaves_it_unpierced() -> None:
+    """ok: one through-hole (the mat shows, dark, through the thread's core) inside rings of thread;
+    missing_hole: the bore never pierced: metal where the core was, no thread, no through-hole."""
+    for seed in range(6):
+        ok = draw_part(belt("hexnut", (320, 240)), "hexnut", "ok", np.random.default_rng(seed), Conditions())
+        missing = draw_part(belt("hexnut", (320, 240)), "hexnut", "missing_hole", np.random.default_rng(seed),
+                            Conditions())  # fmt: skip
+        assert len(ok.holes) == 1 and ok.holes[0].half_length == 0 and missing.holes == ()
+        assert ok.size == pytest.approx(2 * 118 / np.sqrt(3)) and ok.holes[0].r == 19.0
+        assert np.array_equal(ok.mask, missing.mask) and missing.material().sum() > ok.material().sum()
+        a = render_part("ok", np.random.default_rng(1), conditions=QUIET, part_seed=seed, family="hexnut")
+        b = render_part("missing_hole", np.random.default_rng(1), conditions=QUIET, part_seed=seed, family="hexnut")
+        ga, gb = (cv2.cvtColor(f, cv2.COLOR_BGR2GRAY).astype(np.float32) for f in (a, b))
+        ys, xs = np.mgrid[0:240, 0:320]
+        radius = np.hypot(xs - ok.centre[0], ys - ok.centre[1])
+        core, thread = radius < 15, (radius > 20) & (radius < 25)
+        assert ga[core].mean() < 40 and gb[core].mean() > 80, (ga[core].mean(), gb[core].mean())
+        assert ga[thread].std() > 15 and gb[thread].std() < 10  # crests and roots, or a plain floor
+        assert np.array_equal(a[radius > 31], b[radius > 31])  # the rest of the nut is the same
+
+
+def test_the_hexnut_pose_comes_from_its_conditions() -> None:
+    """Its own jitter and rotation (10 px, 30 degrees by default), not another family's."""
+    angles, shifts = [], []
+    for seed in range(40):
+        shape = draw_part(belt("hexnut", (320, 240)), "hexnut", "ok", np.random.default_rng(seed), Conditions())
+        angles.append(shape.angle)
+        shifts.append(max(abs(shape.centre[0] - 160), abs(shape.centre[1] - 120)))
+    assert 25 < max(abs(a) for a in angles) <= 30
+    assert 7 < max(shifts) <= 10
+    still = Conditions(hexnut_jitter_px=0.0, hexnut_rotation_deg=0.0)
+    a, b = belt("hexnut", (320, 240)), belt("hexnut", (320, 240))
+    sa = draw_part(a, "hexnut", "ok", np.random.default_rng(1), still)
+    sb = draw_part(b, "hexnut", "ok", np.random.default_rng(2), still)
+    assert np.array_equal(sa.mask, sb.mask) and sa.angle == sb.angle == 0.0  # the same pose...
+    assert not np.array_equal(a, b)  # ...but each part has its own plating
+    assert Conditions().jitter_for("hexnut") == (10.0, 30.0)
+    assert Conditions(hexnut_rotation_deg=180.0).jitter_for("hexnut") == (10.0, 180.0)
+    with pytest.raises(DatasetError, match="hexnut_rotation_deg"):
+        Conditions(hexnut_rotation_deg=181.0)
+    with pytest.raises(DatasetError, match="hexnut_jitter_px"):
+        Conditions(hexnut_jitter_px=41.0)
+    with pytest.raises(DatasetError, match="hexnut_jitter_px"):
+        Conditions(hexnut_jitter_px=-1.0)
+
+
+def test_wrong_part_on_the_hexnut_line_is_a_plate_a_flange_or_a_bracket() -> None:
+    shapes = set()
+    for seed in range(15):
+        frame = render_ood("wrong_part", np.random.default_rng(seed), family="hexnut", conditions=QUIET)
+        region, (x, y, ww, wh) = _footprint(frame, "hexnut")
+        fill = float(region[y : y + wh, x : x + ww].mean())
+        shapes.add("bracket" if fill < 0.7 else "plate" if ww / wh > 1.25 else "flange")
+    assert shapes == {"plate", "flange", "bracket"}
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -328,7 +522,7 @@ def test_the_extra_kinds_are_only_rendered_when_named(tmp_path: Path) -> None:
 
 def test_unknown_family_kind_and_class_are_refused(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    with pytest.raises(DatasetError, match="unknown part family 'disc'; known: plate, flange, bracket"):
+    with pytest.raises(DatasetError, match="unknown part family 'disc'; known: plate, flange, bracket, hexnut"):
         render_part("ok", rng, family="disc")
     with pytest.raises(DatasetError, match="unknown part family"):
         generate_dataset(tmp_path / "x", per_class=1, family="disc")
@@ -381,8 +575,12 @@ def test_ood_frames_look_as_named(family: str) -> None:
             assert abs(ww - wh) <= 6 and 125 <= ww <= 150, (ww, wh)
         elif family == "flange":  # a plate on the flange line: a 150x108 rectangle
             assert ww / wh > 1.25, (ww, wh)
-        else:  # a plate or a flange on the bracket line
+        elif family == "bracket":  # a plate or a flange on the bracket line
             assert ww / wh > 1.25 or (abs(ww - wh) <= 6 and 125 <= ww <= 150), (ww, wh)
+        else:  # a plate, a flange or a bracket (an L: it fills little of its box) on the hex nut line
+            region, (x, y, _, _) = _footprint(q["wrong_part"], family)
+            fill = float(region[y : y + wh, x : x + ww].mean())
+            assert ww / wh > 1.25 or (abs(ww - wh) <= 6 and 125 <= ww <= 150) or fill < 0.7, (ww, wh, fill)
 
 
 def test_the_empty_ood_frame_is_the_empty_belt() -> None:
@@ -418,6 +616,14 @@ def test_a_bracket_line_video_reads_back_with_its_family(tmp_path: Path) -> None
     assert back.family == truth.family == "bracket" and [p.label for p in back.parts] == ["missing_hole", "ok"]
 
 
+def test_a_hexnut_line_video_reads_back_with_its_family(tmp_path: Path) -> None:
+    video = tmp_path / "sealed.avi"
+    truth = write_line_video(video, n_parts=2, seed=1, labels=["ok", "missing_hole"], family="hexnut",
+                             enter_frames=2, dwell_frames=1, gap_frames=1)  # fmt: skip
+    back = read_line_truth(video)
+    assert back.family == truth.family == "hexnut" and [p.label for p in back.parts] == ["ok", "missing_hole"]
+
+
 def run_cli(*args: str) -> tuple[int, str]:
     res = CliRunner().invoke(cli, list(args), catch_exceptions=False)
     return res.exit_code, res.output
@@ -426,7 +632,8 @@ def run_cli(*args: str) -> tuple[int, str]:
 def test_cli_help_names_families_kinds_and_ood() -> None:
     code, out = run_cli("dataset", "synth", "--help")
     assert code == 0
-    words = ("--family", "flange", "bracket", "sealed", "crack", "stain", "chip", "--ood", "--ood-kinds", "wrong_part")
+    words = ("--family", "flange", "bracket", "hexnut", "sealed", "crack", "stain", "chip", "--ood", "--ood-kinds",
+             "wrong_part", "30 for the hexnut")  # fmt: skip
     for word in words:
         assert word in out, word
 
@@ -476,9 +683,38 @@ def test_cli_writes_the_sealed_bracket_set(tmp_path: Path) -> None:
     assert code == 1 and "bracket_rotation_deg" in out_text
 
 
+def test_cli_writes_the_sealed_hexnut_set(tmp_path: Path) -> None:
+    out, ood = tmp_path / "sealed", tmp_path / "sealed_ood"
+    code, text = run_cli(
+        "dataset", "synth", str(out), "--family", "hexnut", "--classes", "ok,missing_hole,crack", "--per-class",
+        "2", "--seed", "95000", "--ood", str(ood), "--ood-kinds", "wrong_part,black", "--ood-per-kind", "1",
+        "--json",
+    )  # fmt: skip
+    assert code == 0, text
+    doc = json.loads(text)
+    assert doc["family"] == "hexnut" and doc["rotation_deg"] == 30.0 and doc["jitter_px"] == 10.0
+    assert doc["counts"] == {"ok": 2, "missing_hole": 2, "crack": 2}
+    assert doc["ood_counts"] == {"wrong_part": 1, "black": 1}
+    frames, labels = render_batch(2, seed=95000, classes=("ok", "missing_hole", "crack"), family="hexnut")
+    assert np.array_equal(read_image(out / "missing_hole" / "missing_hole_00001.png"),
+                          frames[labels.index("missing_hole") + 3])  # fmt: skip
+    assert len(list(ood.rglob("*.png"))) == 2
+    # --jitter and --rotation set the hex nut's pose, not the plate's
+    code, text = run_cli("dataset", "synth", str(tmp_path / "turned"), "--family", "hexnut", "--classes",
+                         "ok,stain", "--per-class", "1", "--rotation", "60", "--jitter", "4", "--json")  # fmt: skip
+    assert code == 0, text
+    doc = json.loads(text)
+    assert doc["rotation_deg"] == 60.0 and doc["jitter_px"] == 4.0
+    cond = Conditions(hexnut_rotation_deg=60.0, hexnut_jitter_px=4.0)
+    frames, _ = render_batch(1, seed=0, conditions=cond, classes=("ok", "stain"), family="hexnut")
+    assert np.array_equal(read_image(tmp_path / "turned" / "stain" / "stain_00000.png"), frames[1])
+    code, out_text = run_cli("dataset", "synth", str(tmp_path / "x"), "--family", "hexnut", "--rotation", "200")
+    assert code == 1 and "hexnut_rotation_deg" in out_text
+
+
 def test_cli_refuses_unknown_family_class_and_kind(tmp_path: Path) -> None:
     code, out = run_cli("dataset", "synth", str(tmp_path / "x"), "--family", "disc")
-    assert code == 2 and "'disc' is not one of 'plate', 'flange', 'bracket'" in out
+    assert code == 2 and "'disc' is not one of 'plate', 'flange', 'bracket', 'hexnut'" in out
     code, out = run_cli("dataset", "synth", str(tmp_path / "x"), "--classes", "ok,rust", "--per-class", "1")
     assert code == 1 and "unknown class 'rust'" in out
     code, out = run_cli("dataset", "synth", str(tmp_path / "x"), "--no-images", "--ood", str(tmp_path / "o"),
