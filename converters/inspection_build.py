@@ -54,7 +54,10 @@ Kind = Literal["auto", "anomaly", "hybrid"]
 KINDS: tuple[str, ...] = ("auto", "anomaly", "hybrid")
 
 #: the inspection spec: the default features on the registered part, standardised per image
-INSPECTION_SPEC = PreprocessSpec.model_validate({**DEFAULT_SPEC.model_dump(), "roi": None, "normalize": "per_image"})
+#: (the pixel grid is the registered image itself: thin defects such as cracks vanish when pooled)
+INSPECTION_SPEC = PreprocessSpec.model_validate(
+    {**DEFAULT_SPEC.model_dump(), "roi": None, "normalize": "per_image", "pixel_pool": DEFAULT_SPEC.size}
+)
 
 
 class _Hook:
