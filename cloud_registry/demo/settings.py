@@ -49,7 +49,7 @@ class DemoSettings:
     #: the share of that line's parts of that kind, and for how long, seconds
     new_kind: str = "crack"
     new_kind_line: int = 3
-    new_kind_share: float = 0.5
+    new_kind_share: float = 0.6
     new_kind_s: float = 6.0
     #: the stage passes when at least this share of those parts is rejected or sent to review (of at
     #: least ``new_kind_min_frames``), and v3 rejects at most ``new_kind_max_good_reject`` of the good
