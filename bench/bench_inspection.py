@@ -100,14 +100,17 @@ def dataset(root: Path, family: str, n_good: int, n_defect: int, seed: int) -> P
     return root
 
 
-def latency(model: LoadedModel, frames: list[np.ndarray], rounds: int = 3) -> float:
-    best = float("inf")
+def latencies(models: dict[str, LoadedModel], frames: list[np.ndarray], rounds: int = 7) -> dict[str, float]:
+    """Median per-frame milliseconds of each model through ``inspect_frame``, the models interleaved
+    round by round (a loaded machine slows every model of a round alike)."""
+    times: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(rounds):
-        t0 = time.perf_counter()
-        for i, f in enumerate(frames):
-            inspect_frame(model, f, i)
-        best = min(best, (time.perf_counter() - t0) / len(frames))
-    return best * 1000.0
+        for name, model in models.items():
+            t0 = time.perf_counter()
+            for i, f in enumerate(frames):
+                inspect_frame(model, f, i)
+            times[name].append((time.perf_counter() - t0) / len(frames) * 1000.0)
+    return {name: float(np.median(v)) for name, v in times.items()}
 
 
 def main() -> None:
@@ -184,10 +187,8 @@ def main() -> None:
         }
         if family == "plate":
             served["classifier"], served["hybrid"] = mc, mh
-            lat_frames = frames[:100]
-            anomaly_ms = latency(served["plate-good_only"], lat_frames)
-            classifier_ms = latency(mc, lat_frames)
-            hybrid_ms = latency(mh, lat_frames)
+            lat = latencies({"anomaly": served["plate-good_only"], "classifier": mc, "hybrid": mh}, frames[:100])
+            anomaly_ms, classifier_ms, hybrid_ms = lat["anomaly"], lat["classifier"], lat["hybrid"]
             b = work / "b-plate-good_only"
             float_b = build_inspection(
                 work / "plate-good_only", work / "b-float", key_dir=keys, quantization="float", force_unverified=True

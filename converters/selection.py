@@ -49,6 +49,7 @@ def select_model(
     gate: GateConfig,
     op_types: tuple[str, ...] = COMPUTE_OPS,
     float_note: str = "",
+    per_channel: bool = True,
 ) -> Selection:
     if quantization not in QUANT_CHOICES:
         raise ConverterError(f"unknown quantization {quantization!r}; choose one of {', '.join(QUANT_CHOICES)}")
@@ -67,7 +68,11 @@ def select_model(
     failures: list[str] = []
     for mode in plan:
         qmodel, report = quantize(
-            float_model, mode, calibration=calibration if mode == "static" else None, op_types=op_types
+            float_model,
+            mode,
+            calibration=calibration if mode == "static" else None,
+            op_types=op_types,
+            per_channel=per_channel,
         )
         if report.mode == "float":  # nothing was quantized: ship float, labelled float
             fig = measure("float", p_float, p_float, y_eval)
