@@ -196,7 +196,7 @@ def build_inspection(
     limit = unknown_limit(oof.global_[is_good], oof.global_[~is_good])
     unknown = (oof.global_ > limit) | np.asarray(feats.foreign, dtype=bool)
     threshold = choose_threshold(d[is_good], d[~is_good], unknown[is_good], targets.operate_for, targets.design_value)
-    review_fr = min(0.25, 5 * targets.max_false_reject)
+    review_fr = min(0.05, 3 * targets.max_false_reject)  # the review band: at most 5% of good parts
     review = min(threshold, choose_threshold(d[is_good], d[~is_good], unknown[is_good], "max_false_reject", review_fr))
     honest = cross_fitted(
         d[is_good],

@@ -64,13 +64,15 @@ def demo(
     processes (`edgeline agent run`), then: builds and registers v1; deploys it as a canary, then to
     all; lets the devices inspect their streams; darkens one line's lighting; waits until telemetry
     shows drift on that line only; retrains v2 from the drift evidence; deploys v2 as a canary on that
-    line, then to all; pushes a tampered update that every device must refuse while it keeps
-    inspecting; and scores the devices' verdicts against the camera's ground truth.
+    line, then to all; rolls out v3, an inspection model (good-part model + classifier), and shows one
+    line a defect kind no training image has (cracks), which v3 must reject or send to review; pushes
+    a tampered update that every device must refuse while it keeps inspecting; and scores the
+    devices' verdicts against the camera's ground truth.
 
     \b
     Progress goes to stderr; the summary table (or, with --json, the JSON summary) to stdout; the
     report path is printed at the end. Exit status 1 when any stage failed, 130 when interrupted.
-    About 2 minutes on 2 cores (--quick: about 1 minute).
+    About 75-90 s on 2 cores (--quick: about 50-55 s); see docs/demo.md for measured times.
     """
     from cloud_registry.demo.workspace import Workspace
 
