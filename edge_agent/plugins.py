@@ -48,6 +48,10 @@ class AgentHandle(Protocol):
         """Serve ``model`` from the next frame on. The swap is a single reference assignment made
         between two frames: no frame is dropped and none is served by a half-loaded model."""
 
+    def deactivate(self) -> None:
+        """Stop serving any model from the next frame on (a first install that failed its trial:
+        there is no previous model to go back to, and the suspect one must not keep serving)."""
+
     def local_event(self, kind: str, payload: dict[str, object]) -> None:
         """Send an event to the line through the verdict sinks (e.g. a local drift alarm)."""
 

@@ -124,6 +124,16 @@ class Agent:
         )
         self.local_event("model_activated", {"model": model_info(model)})
 
+    def deactivate(self) -> None:
+        """Stop serving (fail closed): from the next frame on, frames are counted, not inspected."""
+        old, self._model = self._model, None
+        if old is None:
+            return
+        if self.state is AgentState.RUNNING:
+            self.state = AgentState.NO_MODEL
+        log.warning("%s: stopped serving %s v%d", self.device_id, old.manifest.name, old.manifest.version)
+        self.local_event("no_model", {"detail": f"{old.manifest.name} v{old.manifest.version} is no longer served"})
+
     def local_event(self, kind: str, payload: dict[str, object]) -> None:
         rec: dict[str, object] = {"type": "event", "device": self.device_id, "kind": kind, "ts": time.time()}
         rec.update(payload)

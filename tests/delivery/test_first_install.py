@@ -8,8 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from edge_agent.protocol.signing import KeyPaths
 from tests.delivery.agent_proc import AgentProcess, write_frames
 from tests.delivery.conftest import BuiltBundle, Cloud, wait_for
@@ -32,11 +30,6 @@ def test_a_first_install_that_fails_its_trial_stops_serving(
     assert wait_for(lambda: dev.version() == 2 and dev.plugin.state == "COMMITTED"), dev.kinds()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="edge_agent.runtime.Agent has no deactivate() yet (AgentHandle lacks it): the real agent keeps "
-    "serving a first install that failed its trial",
-)
 def test_the_real_agent_stops_serving_a_first_install_that_fails_its_trial(
     cloud: Cloud, bundles: dict[int, BuiltBundle], frames: list[Any], tmp_path: Path
 ) -> None:

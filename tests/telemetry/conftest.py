@@ -52,6 +52,9 @@ class AgentStub:
     def activate(self, model: LoadedModel) -> None:
         self.current_model = model
 
+    def deactivate(self) -> None:
+        self.current_model = None
+
     def local_event(self, kind: str, payload: dict[str, object]) -> None:
         self.events.append((kind, payload))
 
