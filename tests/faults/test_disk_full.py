@@ -156,7 +156,9 @@ def test_disk_full_during_download_and_in_the_outbox(
             assert wait_for(lambda: agent.serving() == v1.manifest.artifact.sha256, 60), agent.log_tail()
 
         # -- C: the outbox, offline: first its cap, then a full disk ----------------------------------
-        assert wait_for(lambda: not agent.windows_outbox().keys and not agent.events_outbox().keys, 30)
+        # a message is deleted only once the ingest confirms it; one whose confirmation was missed (sent
+        # while the ingest was not subscribed) goes again after ack_resend_s (30 s), so allow for one resend
+        assert wait_for(lambda: not agent.windows_outbox().keys and not agent.events_outbox().keys, 90)
         pseudo = pseudonym(agent.device_id, bytes.fromhex(PSEUDONYM_SECRET))
         delivered_before = len(stored_windows(store, pseudo))
         proxy.refuse()
