@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from converters.synth.defects import EXTRA_DEFECTS, draw_dent, draw_extra, draw_scratch
-from converters.synth.shape import Hole, PartShape, rotated
+from converters.synth.shape import Hole, PartShape, draw_pose, rotated
 
 #: sizes in pixels at 320x240, scaled with the frame width
 FLANGE_R = 66.0
@@ -106,11 +106,9 @@ def draw_flange(
 ) -> PartShape:
     """Draw a flange of class ``label`` onto ``img`` (in place); every part draw comes from ``geo``."""
     h, w = img.shape[:2]
-    k = w / 320
-    dx = geo.uniform(-1, 1) * jitter_px * k
-    dy = geo.uniform(-1, 1) * jitter_px * k
-    angle = float(geo.uniform(-1, 1) * rotation_deg)
-    cx, cy = w / 2 + dx + x_offset, h / 2 + dy
+    pose = draw_pose(geo, (w, h), jitter_px, rotation_deg, x_offset)
+    k, angle = pose.k, pose.angle
+    cx, cy = pose.cx, pose.cy
     outer = FLANGE_R * k
     _circle(img, cx + 4 * k, cy + 4 * k, outer, (44, 36, 30))  # soft shadow down-right
     background = img.copy() if label == "chip" else None

@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from converters.synth.defects import EXTRA_DEFECTS, draw_dent, draw_extra, draw_scratch
-from converters.synth.shape import Hole, PartShape, fix, rotated
+from converters.synth.shape import Hole, PartShape, draw_pose, fix, rotated
 
 #: sizes in pixels at 320x240, scaled with the frame width
 HEX_AF = 118.0  # across the flats
@@ -166,15 +166,13 @@ def draw_hexnut(
 ) -> PartShape:
     """Draw a hex nut of class ``label`` onto ``img`` (in place); every part draw comes from ``geo``."""
     h, w = img.shape[:2]
-    k = w / 320
-    dx = geo.uniform(-1, 1) * jitter_px * k
-    dy = geo.uniform(-1, 1) * jitter_px * k
-    angle = float(geo.uniform(-1, 1) * rotation_deg)
+    pose = draw_pose(geo, (w, h), jitter_px, rotation_deg, x_offset)
+    k, angle = pose.k, pose.angle
     tex_x, tex_y = (int(v) for v in geo.integers(0, _TEX_SPREAD, 2))
     gain = float(geo.uniform(0.9, 1.08))
     tint_t = float(geo.random()) ** 1.5  # most parts near clear zinc, some yellower
     iridescence = float(geo.uniform(2.0, 7.0))
-    cx, cy = w / 2 + dx + x_offset, h / 2 + dy
+    cx, cy = pose.cx, pose.cy
     outline = rotated(_outline_local(k), angle, (cx, cy))
     pierced = label != "missing_hole"
     holes = [Hole(cx, cy, _MINOR_R * k, _CSINK_R * k)] if pierced else []

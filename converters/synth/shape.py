@@ -16,6 +16,29 @@ import cv2
 import numpy as np
 
 
+@dataclass(frozen=True)
+class Pose:
+    """Where a part lies in a frame: its centre, its in-plane angle, and the frame's scale ``k``
+    against the 320 px reference width."""
+
+    cx: float
+    cy: float
+    angle: float
+    k: float
+
+
+def draw_pose(
+    geo: np.random.Generator, size: tuple[int, int], jitter_px: float, rotation_deg: float, x_offset: float = 0.0
+) -> Pose:
+    """A part's pose from ``geo``: position jitter (x, then y) and rotation, drawn in that order."""
+    w, h = size
+    k = w / 320
+    dx = geo.uniform(-1, 1) * jitter_px * k
+    dy = geo.uniform(-1, 1) * jitter_px * k
+    angle = float(geo.uniform(-1, 1) * rotation_deg)
+    return Pose(w / 2 + dx + x_offset, h / 2 + dy, angle, k)
+
+
 def rotated(points: np.ndarray, angle_deg: float, centre: tuple[float, float]) -> np.ndarray:
     """``points`` (N, 2) rotated by ``angle_deg`` about the origin, then moved to ``centre``."""
     a = math.radians(angle_deg)
