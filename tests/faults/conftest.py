@@ -51,7 +51,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     mine = [i for i in items if here in Path(str(i.fspath)).parents]
     if config.getoption("--full", default=False):
         for item in mine:
-            item.add_marker(pytest.mark.timeout(3600))
+            item.add_marker(pytest.mark.timeout(7200))  # the power cuts at 1,000 SIGKILLs: about 40 min
         return
     dropped = [i for i in mine if i.get_closest_marker("full_only")]
     if dropped:
