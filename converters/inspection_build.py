@@ -31,10 +31,10 @@ from converters.errors import DatasetError, GateFailed, TrainingError
 from converters.estimators import make_estimator
 from converters.features import DEFAULT_SPEC, extract
 from converters.gate import GateConfig, GateResult, check_conversion
-from converters.inspection_eval import ModelPlan, calibrated_defect_scores, combine, fit_models, out_of_fold
+from converters.inspection_eval import ModelPlan, calibrated_probabilities, combine, fit_models, out_of_fold
 from converters.line_gate import LineGate, LineTargets, judge
 from converters.lineage import code_lineage
-from converters.onnx_export import sklearn_to_onnx
+from converters.onnx_export import run_probabilities, sklearn_to_onnx
 from converters.operating_point import auroc, choose_threshold, count, cross_fitted, curve
 from converters.packaging import finite_metrics, load_key, prepare_out_dir, write_signed_bundle
 from converters.photometric import photometric_augment
@@ -191,7 +191,9 @@ def build_inspection(
     hook.stage(f"out-of-fold evaluation ({folds} folds)", folds)
     oof = out_of_fold(plan, feats.x, feats.y, feats.groups, feats.original, folds, progress=hook.advance)
     img_target = np.asarray(folder.targets, dtype=np.int64)
-    d, center, scale = calibrated_defect_scores(oof, img_target, plan)
+    oof_probs, cal = calibrated_probabilities(oof, img_target, plan)
+    center, scale = cal.center, cal.scale
+    d = 1.0 - oof_probs[:, plan.classifier_classes.index(ok) if plan.classifier_classes else 0]
     is_good = img_target == ok
     limit = unknown_limit(oof.global_[is_good], oof.global_[~is_good])
     unknown = (oof.global_ > limit) | np.asarray(feats.foreign, dtype=bool)
@@ -212,7 +214,6 @@ def build_inspection(
 
     hook.stage(f"training ({chosen_kind}) on every image")
     final = fit_models(plan, feats.x, feats.y)
-    cal = Calibration(center, scale)
     anomaly = AnomalySpec(map_shape=grid, center=center, scale=scale, unknown_global=limit)
     n_features = feats.x.shape[1]
     if final.classifier is not None:
@@ -223,7 +224,7 @@ def build_inspection(
         float_model = anomaly_only_onnx(final.good, cal, anomaly, n_features)
         labels = (ok_label, ANOMALY)
     x_orig = feats.x[feats.original]
-    p_float = _probabilities(float_model, x_orig)
+    p_float = run_probabilities(float_model, x_orig)
     p_numpy = _numpy_probabilities(final, cal, x_orig, plan)
     check_conversion(float(np.max(np.abs(p_float - p_numpy))), 1.0, gate, what="ONNX graph of the inspection model")
 
@@ -279,7 +280,6 @@ def build_inspection(
     frames = [f for c in sorted(feats.samples) for f in feats.samples[c]]
     frame_labels = [classes[c] for c in sorted(feats.samples) for _ in feats.samples[c]]
     vectors = selftest_vectors(chosen.model, spec, frames, frame_labels)
-    oof_probs = combine(oof.class_probs, Calibration(center, scale).apply(oof.score))
     logits = (oof.score - center) / scale  # every image, like the confidence and class-mix references
     reference = build_reference(feats.stats, oof_probs.astype(np.float32), labels).model_copy(
         update={"anomaly_score": histogram(logits, ANOMALY_EDGES)}
@@ -397,19 +397,8 @@ def _without(folder: ImageFolder, drop: set[Path]) -> ImageFolder:
     return replace(folder, paths=tuple(folder.paths[i] for i in keep), targets=tuple(folder.targets[i] for i in keep))
 
 
-def _probabilities(model: bytes, x: np.ndarray) -> np.ndarray:
-    from converters.onnx_export import run_probabilities
-
-    return run_probabilities(model, x)
-
-
 def _scores(model: bytes, x: np.ndarray) -> np.ndarray:
-    from edge_agent.model import make_session
-
-    sess = make_session(model)
-    return np.concatenate(
-        [np.asarray(sess.run(["anomaly_score"], {"input": x[i : i + 1]})[0]).reshape(-1) for i in range(len(x))]
-    )
+    return run_probabilities(model, x, output="anomaly_score").reshape(-1)
 
 
 def _numpy_probabilities(final: Any, cal: Calibration, x: np.ndarray, plan: ModelPlan) -> np.ndarray:

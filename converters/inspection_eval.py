@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from converters.anomaly import MIN_GOOD, GoodPartModel, Scores, calibrate, fit_good_part_model, score_numpy
+from converters.anomaly import MIN_GOOD, Calibration, GoodPartModel, Scores, calibrate, fit_good_part_model, score_numpy
 from converters.errors import TrainingError
 from converters.estimators import fit, make_estimator
 
@@ -152,12 +152,8 @@ def _aligned_proba(pipe: Any, x: np.ndarray, n_classes: int) -> np.ndarray:
     return out
 
 
-def calibrated_defect_scores(
-    oof: OutOfFold, img_target: np.ndarray, plan: ModelPlan
-) -> tuple[np.ndarray, float, float]:
-    """(d per image, calibration center, scale) with the calibration fitted on good parts' scores."""
+def calibrated_probabilities(oof: OutOfFold, img_target: np.ndarray, plan: ModelPlan) -> tuple[np.ndarray, Calibration]:
+    """The combined model's probabilities per image (as the graph computes them) and the score
+    calibration fitted on good parts' out-of-fold scores."""
     cal = calibrate(oof.score[img_target == plan.ok])
-    a = cal.apply(oof.score)
-    ok_pos = plan.classifier_classes.index(plan.ok) if plan.classifier_classes else 0
-    probs = combine(oof.class_probs, a)
-    return 1.0 - probs[:, ok_pos], cal.center, cal.scale
+    return combine(oof.class_probs, cal.apply(oof.score)), cal

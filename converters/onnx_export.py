@@ -150,8 +150,9 @@ def sklearn_to_onnx(pipe: Pipeline, n_features: int) -> bytes:
     return onx.SerializeToString()
 
 
-def run_probabilities(model: bytes, x: np.ndarray, *, batch: int = 1) -> np.ndarray:
-    """Probabilities from an ONNX model for a feature matrix or an NCHW tensor batch.
+def run_probabilities(model: bytes, x: np.ndarray, *, batch: int = 1, output: str = OUTPUT_NAME) -> np.ndarray:
+    """Probabilities (or the named ``output``) from an ONNX model for a feature matrix or an NCHW
+    tensor batch.
 
     Batch 1 by default, because that is how the device runs: a dynamically quantized model picks its
     activation scale per call from the whole batch, so a batch of 512 would not give the device's
@@ -164,7 +165,7 @@ def run_probabilities(model: bytes, x: np.ndarray, *, batch: int = 1) -> np.ndar
     if sess.get_inputs()[0].shape[:1] == [1]:  # a model exported with a fixed batch of one
         batch = 1
     outs = [o.name for o in sess.get_outputs()]
-    out = OUTPUT_NAME if OUTPUT_NAME in outs else outs[-1]
+    out = output if output in outs else outs[-1]
     parts = []
     try:
         for i in range(0, len(x), batch):

@@ -43,10 +43,11 @@ def inspect_frame(
     prepared, placement = pre.place(image)
     out = model.run(pre.features_of(prepared)[None, ...])
     probs = out.probabilities[0]
-    score = region = None
+    score = region = logit = None
     unknown = is_foreign(placement.silhouette, m.preprocessing.registration)
     if m.anomaly is not None and out.anomaly_score is not None and out.anomaly_global is not None:
         score = float(out.anomaly_score[0])
+        logit = (score - m.anomaly.center) / m.anomaly.scale  # for the telemetry histogram
         glob = float(out.anomaly_global[0])
         unknown = unknown or not (np.isfinite(glob) and glob <= m.anomaly.unknown_global)
     verdict, label, conf, uncertain = decide(
@@ -69,9 +70,6 @@ def inspect_frame(
         anomaly_score=score,
         region=region,
     )
-    logit = None
-    if score is not None and m.anomaly is not None:
-        logit = (score - m.anomaly.center) / m.anomaly.scale
     return FrameResult(
         verdict=v, probabilities=probs, input_stats=stats, model_sha256=m.artifact.sha256, anomaly_logit=logit
     )

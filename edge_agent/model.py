@@ -86,11 +86,7 @@ class LoadedModel:
 
     def run(self, x: np.ndarray) -> Outputs:
         """Every output the manifest declares, for a batch of preprocessed inputs."""
-        names = list(self.output_names or (self.output_name,))
-        try:
-            raw = self.session.run(names, {self.input_name: x.astype(np.float32, copy=False)})
-        except Exception as exc:
-            raise ModelLoadError(f"inference failed: {str(exc).splitlines()[0][:300]}") from exc
+        raw = self._session_run(list(self.output_names or (self.output_name,)), x)
         probs = self._check_probs(np.asarray(raw[0], dtype=np.float32))
         if len(raw) == 1:
             return Outputs(probs)
@@ -103,6 +99,12 @@ class LoadedModel:
             raise ModelLoadError(f"model returned an anomaly map of shape {amap.shape}, expected (N, *map_shape)")
         return Outputs(probs, score, amap, glob)
 
+    def _session_run(self, names: list[str], x: np.ndarray) -> list[np.ndarray]:
+        try:
+            return list(self.session.run(names, {self.input_name: x.astype(np.float32, copy=False)}))
+        except Exception as exc:
+            raise ModelLoadError(f"inference failed: {str(exc).splitlines()[0][:300]}") from exc
+
     def _check_probs(self, probs: np.ndarray) -> np.ndarray:
         if probs.ndim != 2 or probs.shape[1] != len(self.manifest.labels):
             raise ModelLoadError(f"model returned shape {probs.shape}, expected (N, {len(self.manifest.labels)})")
@@ -110,11 +112,7 @@ class LoadedModel:
 
     def predict_features(self, x: np.ndarray) -> np.ndarray:
         """Probabilities for a batch of preprocessed inputs, shape (N, n_labels)."""
-        try:
-            out = self.session.run([self.output_name], {self.input_name: x.astype(np.float32, copy=False)})[0]
-        except Exception as exc:
-            raise ModelLoadError(f"inference failed: {str(exc).splitlines()[0][:300]}") from exc
-        return self._check_probs(np.asarray(out, dtype=np.float32))
+        return self._check_probs(np.asarray(self._session_run([self.output_name], x)[0], dtype=np.float32))
 
     def predict_frame(self, frame: np.ndarray) -> np.ndarray:
         """Probabilities for one raw camera frame."""
