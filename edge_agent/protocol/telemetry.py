@@ -13,7 +13,7 @@ ingest stores it once. ``device`` is a keyed pseudonym (HMAC of the device id wi
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -145,19 +145,28 @@ class TelemetryWindow(_Strict):
         return data
 
 
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _validated(cls: type[_M], body: Any, what: str, field_prefix: str, whole: str, *, count_more: bool = False) -> _M:
+    """``body`` as ``cls``; a non-object or the first invalid field becomes a :class:`ProtocolError`
+    (``<field_prefix> field <loc>: <why>``, ``whole`` naming the message when the error has no field)."""
+    if not isinstance(body, dict):
+        raise ProtocolError(f"{what} must be a JSON object")
+    try:
+        return cls.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or whole
+        more = f" (and {exc.error_count() - 1} more)" if count_more and exc.error_count() > 1 else ""
+        raise ProtocolError(f"{field_prefix} field {loc[:80]}: {first['msg']}{more}") from exc
+
+
 def parse_window(payload: bytes | str | dict[str, Any], *, max_bytes: int = MAX_WINDOW_BYTES) -> TelemetryWindow:
     """Validate a window from the wire. Oversized, non-JSON, unknown fields, wrong lengths: all become a
     :class:`ProtocolError` naming the first offending field."""
     body = payload if isinstance(payload, dict) else parse_json(payload, max_bytes=max_bytes)
-    if not isinstance(body, dict):
-        raise ProtocolError("telemetry window must be a JSON object")
-    try:
-        return TelemetryWindow.model_validate(body)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "window"
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ProtocolError(f"telemetry field {loc[:80]}: {first['msg']}{more}") from exc
+    return _validated(TelemetryWindow, body, "telemetry window", "telemetry", "window", count_more=True)
 
 
 # -- the end-to-end acknowledgement (ingest -> device) ------------------------------------------------
@@ -195,14 +204,7 @@ class Ack(_Strict):
 def parse_ack(payload: bytes | str) -> Ack:
     """Validate an acknowledgement from the wire; anything else becomes a :class:`ProtocolError`."""
     body = parse_json(payload, max_bytes=MAX_ACK_BYTES)
-    if not isinstance(body, dict):
-        raise ProtocolError("acknowledgement must be a JSON object")
-    try:
-        return Ack.model_validate(body)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "acknowledgement"
-        raise ProtocolError(f"acknowledgement field {loc[:80]}: {first['msg']}") from exc
+    return _validated(Ack, body, "acknowledgement", "acknowledgement", "acknowledgement")
 
 
 CAPABILITIES_SCHEMA: Literal["edgeline.ingest/1"] = "edgeline.ingest/1"
@@ -223,11 +225,4 @@ class IngestCapabilities(_Strict):
 
 def parse_capabilities(payload: bytes | str) -> IngestCapabilities:
     body = parse_json(payload, max_bytes=4096)
-    if not isinstance(body, dict):
-        raise ProtocolError("ingest capabilities must be a JSON object")
-    try:
-        return IngestCapabilities.model_validate(body)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "capabilities"
-        raise ProtocolError(f"ingest capabilities field {loc[:80]}: {first['msg']}") from exc
+    return _validated(IngestCapabilities, body, "ingest capabilities", "ingest capabilities", "capabilities")
