@@ -112,11 +112,13 @@ class _Handler(BaseHTTPRequestHandler):
         if self.close_connection:
             lines.append("Connection: close")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        self.wfile.write(head + (b"" if self.command == "HEAD" else body))
-        self.log_request(code, len(body))
+        # Counted BEFORE the answer leaves: a client that reads it and scrapes /metrics at once
+        # must find this request counted (the body, /metrics' own included, is already rendered).
         counters = getattr(self.server.api.host, "counters_", None)
         if counters is not None:  # per endpoint and status code (edgeline_api_requests_total)
             counters.api_request(getattr(self, "path", "").split("?", 1)[0], code)
+        self.wfile.write(head + (b"" if self.command == "HEAD" else body))
+        self.log_request(code, len(body))
 
     def _json(self, code: int, doc: dict[str, Any], extra: dict[str, str] | None = None) -> None:
         self._send(code, json.dumps(doc, sort_keys=True, default=str).encode("utf-8"), extra=extra)

@@ -121,6 +121,7 @@ class MqttLink:
         self._client.on_message = self._on_message
         self._client.on_publish = self._on_publish
         self._connected = threading.Event()
+        self._generation = 0
         self._lock = threading.RLock()
         self._subs: dict[str, _Subscription] = {}
         self._wild: set[str] = set()  # filters with wildcards or a $share prefix
@@ -177,6 +178,13 @@ class MqttLink:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def generation(self) -> int:
+        """How many successful connects so far; it changes at the same moment :attr:`connected`
+        becomes true, so a reader that sees a connection also sees its generation (a connect
+        listener runs later, on paho's thread)."""
+        return self._generation
 
     def on_connect(self, listener: Callable[[bool], None]) -> None:
         """Call ``listener(session_present)`` after every successful connect (on paho's thread)."""
@@ -280,6 +288,7 @@ class MqttLink:
             # snapshot and "connected" together: a subscribe racing with this reconnect is either in
             # the snapshot or sees connected and sends itself (it used to fall between the two)
             subs = list(self._subs.items())
+            self._generation += 1
             self._connected.set()
         for topic_filter, sub in subs:
             client.subscribe(topic_filter, sub.qos)

@@ -38,21 +38,19 @@ class OutboxPump:
     batch: int = 32
     ack_timeout_s: float = 10.0
     stats: PumpStats = field(default_factory=PumpStats)
-    #: make sent but unconfirmed messages due at the next drain (set at start and on every connect)
-    _rearm: bool = field(default=True, init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.link.on_connect(self._on_connect)
-
-    def _on_connect(self, _session_present: bool) -> None:
-        self._rearm = True  # applied by the pump's own thread at its next drain
+    #: the link's connection generation the last rearm was for (None: not yet, rearm at the first
+    #: drain). Read from the link, not set by a connect listener: the listener runs on paho's thread
+    #: AFTER the link reports connected, so a drain in between sent a message that the late
+    #: listener then made due again (a duplicate on every first connect).
+    _rearmed_for: int | None = field(default=None, init=False, repr=False)
 
     def drain(self, max_messages: int | None = None) -> int:
         """Send until nothing is due, the link drops, or ``max_messages`` went. Returns how many
         messages the broker acknowledged. Blocks; call from a worker thread."""
         delivered = 0
-        if self._rearm:
-            self._rearm = False
+        generation = self.link.generation
+        if generation != self._rearmed_for:
+            self._rearmed_for = generation
             again = self.outbox.rearm()
             if again:
                 log.info("reconnected: %d sent but unconfirmed messages go again", again)
