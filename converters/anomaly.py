@@ -7,9 +7,16 @@ statistics, sized for scikit-learn and ONNX:
   (scikit-learn) of ``k`` components: what good parts share, lighting gradients and small residual
   misalignment included;
 * the reconstruction residual of a part, divided by the residual's per-pixel spread on good parts
-  the PCA did not see (so edges, which vary more, tolerate more), is a z-map; smoothed over 3x3
-  cells it is the anomaly map, its largest value the anomaly score, and the mean squared z over the
-  whole part the global score that tells a foreign object from a local defect.
+  the PCA did not see (so edges, which vary more, tolerate more), is a signed z-map;
+* the anomaly map is, per cell, the largest of: the 3x3 mean of ``|z|`` (thin and small defects),
+  and at each coarse scale (:data:`COARSE_SCALES`) the ``|mean|`` of the SIGNED ``z`` over k x k
+  cells, divided by its own spread on good parts. A stain or a faint dent moves many neighbouring
+  pixels the same way: averaging the signed residual keeps that shift while the noise falls as 1/k
+  (on the development plates and the flange this took the escape at 1% false reject from 30/300 to
+  4/300 on the flange, mostly stains). Each coarse map is weighted so that its tail on held-back good
+  parts equals the fine map's, so the map speaks in the fine map's z units at every scale;
+* the map's largest value is the anomaly score; the share of part cells whose fine map is above
+  :data:`HOT_CELL_Z` is the global score that tells a foreign object from a local defect.
 
 Everything is MatMul, Sub, Abs and pooling, so the branch runs in ONNX Runtime with no new
 dependency on the device, and its two MatMuls quantize to int8. :func:`score_numpy` computes the
@@ -35,6 +42,11 @@ RSD_FLOOR = 0.5
 MIN_GOOD = 8
 #: a map cell this many residual spreads away counts as "hot" for the global score
 HOT_CELL_Z = 3.0
+#: kernel sizes (cells) of the coarse maps of the signed residual (see the module doc)
+COARSE_SCALES: tuple[int, ...] = (5, 9)
+#: a coarse map's weight makes this quantile of its per-image maximum on held-back good parts equal
+#: the fine map's
+SCALE_QUANTILE = 0.95
 #: a frame with at least this share of hot cells is never a part this model knows, whatever
 #: defects were seen in training
 UNKNOWN_SHARE_FLOOR = 0.25
@@ -52,6 +64,9 @@ class GoodPartModel:
     spread_rows: int
     #: ``pixels / cells of the part``: the hot share is counted on the part, not on the whole grid
     hot_scale: float = 1.0
+    #: kernel sizes of the coarse maps and their per-cell weights (len(coarse), P); () for none
+    coarse: tuple[int, ...] = ()
+    coarse_weight: np.ndarray | None = None
 
     @property
     def pixels(self) -> int:
@@ -85,6 +100,7 @@ def fit_good_part_model(
     seed: int = 0,
     spread_share: float = 0.25,
     mask: np.ndarray | None = None,
+    coarse: tuple[int, ...] = COARSE_SCALES,
 ) -> GoodPartModel:
     """Fit on good parts' features ``(N, >= h*w)``; the first h*w columns are the pixel grid.
 
@@ -114,15 +130,38 @@ def fit_good_part_model(
     weights = np.ones(p, np.float64) if mask is None else np.asarray(mask, np.float64).reshape(p)
     inside = weights > 0
     rsd_img = np.maximum(rsd_img, RSD_FLOOR * float(np.median(rsd_img[inside])) + 1e-6)
+    inv_rsd = (weights / rsd_img).astype(np.float32)  # zero off the part: the belt is not inspected
+    scales = tuple(k for k in coarse if 3 < k <= min(h, w))
+    coarse_weight = _coarse_weights(resid.astype(np.float32) * inv_rsd, (h, w), scales, inside) if scales else None
     return GoodPartModel(
         mean=mean.astype(np.float32),
         components=comps.astype(np.float32),
-        inv_rsd=(weights / rsd_img).astype(np.float32),  # zero off the part: the belt is not inspected
+        inv_rsd=inv_rsd,
         grid=(h, w),
         fit_rows=len(fit_idx),
         spread_rows=len(spread_idx),
         hot_scale=float(p / max(1, int(inside.sum()))),
+        coarse=scales if coarse_weight is not None else (),
+        coarse_weight=coarse_weight,
     )
+
+
+def _coarse_weights(z: np.ndarray, grid: tuple[int, int], scales: tuple[int, ...], inside: np.ndarray) -> np.ndarray:
+    """Per-cell weights of each coarse map, from the signed z of held-back good parts ``(n, P)``:
+    1 / the cell's spread at that scale (floored like the residual spread), times the ratio of the
+    fine map's tail to the coarse map's, zero off the part."""
+    h, w = grid
+    z_img = z.reshape(-1, 1, h, w)
+    fine_tail = float(np.quantile(_avg_pool(np.abs(z_img), 3).reshape(len(z), -1).max(axis=1), SCALE_QUANTILE))
+    out = []
+    for k in scales:
+        pooled = np.abs(_avg_pool(z_img, k)).reshape(len(z), -1)
+        sd = np.sqrt(np.mean(pooled * pooled, axis=0))
+        sd = np.maximum(sd, RSD_FLOOR * float(np.median(sd[inside])) + 1e-6)
+        raw = np.where(inside, 1.0 / sd, 0.0)
+        tail = float(np.quantile((pooled * raw).max(axis=1), SCALE_QUANTILE))
+        out.append(raw * (fine_tail / max(tail, 1e-6)))
+    return np.stack(out).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -137,26 +176,31 @@ def score_numpy(model: GoodPartModel, x: np.ndarray) -> Scores:
     h, w = model.grid
     d = np.asarray(x[:, : model.pixels], dtype=np.float32) - model.mean
     rec = (d @ model.components.T) @ model.components
-    z = np.abs(d - rec) * model.inv_rsd
-    z_img = z.reshape(-1, 1, h, w)
-    maps = _avg_pool3(z_img)[:, 0]
-    flat = maps.reshape(len(x), -1)
-    share = np.mean(flat > np.float32(HOT_CELL_Z), axis=1) * np.float32(model.hot_scale)
-    return Scores(flat.max(axis=1), share, maps)
+    z_img = ((d - rec) * model.inv_rsd).reshape(-1, 1, h, w)
+    fine = _avg_pool(np.abs(z_img), 3)[:, 0]
+    maps = fine
+    if model.coarse_weight is not None:
+        for k, weight in zip(model.coarse, model.coarse_weight, strict=True):
+            maps = np.maximum(maps, np.abs(_avg_pool(z_img, k)[:, 0]) * weight.reshape(h, w))
+    share = np.mean(fine.reshape(len(x), -1) > np.float32(HOT_CELL_Z), axis=1) * np.float32(model.hot_scale)
+    return Scores(maps.reshape(len(x), -1).max(axis=1), share, maps)
 
 
-def _avg_pool3(z: np.ndarray) -> np.ndarray:
-    """3x3 mean with the padding left out of the count (ONNX AveragePool, count_include_pad=0)."""
+def _avg_pool(z: np.ndarray, k: int) -> np.ndarray:
+    """k x k mean (k odd) with the padding left out of the count (ONNX AveragePool,
+    count_include_pad=0)."""
     h, w = z.shape[2:]
-    padded = np.pad(z, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    ones = np.pad(np.ones((h, w), np.float32), 1)
-    total = np.zeros_like(z)
-    count = np.zeros((h, w), np.float32)
-    for dy in range(3):
-        for dx in range(3):
-            total += padded[:, :, dy : dy + h, dx : dx + w]
-            count += ones[dy : dy + h, dx : dx + w]
-    return total / count
+    r = k // 2
+    padded = np.pad(z, ((0, 0), (0, 0), (r, r), (r, r)))
+    ones = np.pad(np.ones((h, w), np.float32), r)
+    # summed-area tables: O(1) per cell whatever k
+    sat = np.zeros((*padded.shape[:2], padded.shape[2] + 1, padded.shape[3] + 1), np.float64)
+    sat[:, :, 1:, 1:] = padded.cumsum(axis=2).cumsum(axis=3)
+    total = sat[:, :, k:, k:] - sat[:, :, :-k, k:] - sat[:, :, k:, :-k] + sat[:, :, :-k, :-k]
+    osat = np.zeros((ones.shape[0] + 1, ones.shape[1] + 1), np.float64)
+    osat[1:, 1:] = ones.cumsum(axis=0).cumsum(axis=1)
+    count = osat[k:, k:] - osat[:-k, k:] - osat[k:, :-k] + osat[:-k, :-k]
+    return (total / count).astype(np.float32)
 
 
 @dataclass(frozen=True)

@@ -57,21 +57,25 @@ def _branch(
         helper.make_node("MatMul", [n + "centred", n + "proj"], [n + "coords"], name=n + "project"),
         helper.make_node("MatMul", [n + "coords", n + "back"], [n + "recon"], name=n + "reconstruct"),
         helper.make_node("Sub", [n + "centred", n + "recon"], [n + "resid"], name=n + "residual"),
-        helper.make_node("Abs", [n + "resid"], [n + "abs"], name=n + "abs"),
-        helper.make_node("Mul", [n + "abs", n + "inv_rsd"], [n + "z"], name=n + "zscore"),
+        helper.make_node("Mul", [n + "resid", n + "inv_rsd"], [n + "z"], name=n + "zscore"),
         helper.make_node("Reshape", [n + "z", n + "grid4"], [n + "z4"], name=n + "to_grid"),
-        helper.make_node(
-            "AveragePool",
-            [n + "z4"],
-            [n + "pooled"],
-            name=n + "smooth",
-            kernel_shape=[3, 3],
-            pads=[1, 1, 1, 1],
-            strides=[1, 1],
-            count_include_pad=0,
-        ),
-        helper.make_node("Reshape", [n + "pooled", n + "grid3"], [spec.map_output], name=n + "map"),
-        helper.make_node("ReduceMax", [n + "pooled"], [n + "max4"], name=n + "peak", axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Abs", [n + "z4"], [n + "abs4"], name=n + "abs"),
+        _pool(n + "abs4", n + "pooled", 3, n + "smooth"),
+    ]
+    combined = n + "pooled"
+    if model.coarse_weight is not None:
+        for k, weight in zip(model.coarse, model.coarse_weight, strict=True):
+            inits.append(_const(f"weight{k}", weight.reshape(1, 1, h, w).astype(np.float32)))
+            nodes += [
+                _pool(n + "z4", n + f"mean{k}", k, n + f"coarse{k}"),
+                helper.make_node("Abs", [n + f"mean{k}"], [n + f"abs{k}"], name=n + f"abs{k}"),
+                helper.make_node("Mul", [n + f"abs{k}", n + f"weight{k}"], [n + f"map{k}"], name=n + f"weigh{k}"),
+                helper.make_node("Max", [combined, n + f"map{k}"], [n + f"upto{k}"], name=n + f"upto{k}"),
+            ]
+            combined = n + f"upto{k}"
+    nodes += [
+        helper.make_node("Reshape", [combined, n + "grid3"], [spec.map_output], name=n + "map"),
+        helper.make_node("ReduceMax", [combined], [n + "max4"], name=n + "peak", axes=[1, 2, 3], keepdims=0),
         helper.make_node("Unsqueeze", [n + "max4", n + "axes"], [spec.score_output], name=n + "score"),
         helper.make_node("Greater", [n + "pooled", n + "cell_z"], [n + "hot"], name=n + "hot"),
         helper.make_node("Cast", [n + "hot"], [n + "hot_f"], name=n + "hot_float", to=TensorProto.FLOAT),
@@ -83,6 +87,21 @@ def _branch(
         helper.make_node("Sigmoid", [n + "logit"], [n + "prob"], name=n + "prob"),
     ]
     return nodes, inits
+
+
+def _pool(src: str, dst: str, k: int, name: str) -> onnx.NodeProto:
+    """k x k mean, padding left out of the count (the numpy :func:`converters.anomaly._avg_pool`)."""
+    r = k // 2
+    return helper.make_node(
+        "AveragePool",
+        [src],
+        [dst],
+        name=name,
+        kernel_shape=[k, k],
+        pads=[r, r, r, r],
+        strides=[1, 1],
+        count_include_pad=0,
+    )
 
 
 def _outputs(spec: AnomalySpec, h: int, w: int, n_probs: int) -> list[onnx.ValueInfoProto]:
