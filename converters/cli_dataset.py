@@ -43,9 +43,9 @@ def dataset() -> None:
     help="Part family: 'plate' (rectangular aluminium plate, four holes, dark rubber belt), 'flange' (round "
     "turned flange, centre bore and six bolt holes, any rotation, blue-grey modular belt), 'bracket' (L-shaped "
     "stamped steel bracket, two slots, two holes and a bend line, +-20 degrees, wooden slat conveyor; used for "
-    "the first final evaluation) or 'hexnut' (zinc-plated hex nut from above, chamfer ring and threaded bore, "
-    "+-30 degrees, dark green cutting mat; missing_hole is the bore never pierced; the sealed family, for the "
-    "next final evaluation only).",
+    "the first final evaluation), 'hexnut' (zinc-plated hex nut from above, chamfer ring and threaded bore, "
+    "+-30 degrees, dark green cutting mat; missing_hole is the bore never pierced; used for the second final "
+    "evaluation) or 'gasket' (the sealed family, for the next final evaluation only; see its module).",
 )
 @click.option(
     "--classes",
@@ -61,13 +61,14 @@ def dataset() -> None:
 @click.option(
     "--jitter",
     type=float,
-    help="Position jitter (px) [default: 6 for the plate, 10 for the flange, 12 for the bracket, 10 for the hexnut].",
+    help="Position jitter (px) [default: 6 for the plate, 10 for the flange, 12 for the bracket, 10 for the hexnut, "
+    "the gasket's own: see its module].",
 )
 @click.option(
     "--rotation",
     type=float,
     help="Rotation jitter (degrees) [default: 3 for the plate, 180 (any angle) for the flange, 20 for the bracket, "
-    "30 for the hexnut].",
+    "30 for the hexnut, the gasket's own: see its module].",
 )
 @click.option("--format", "image_format", type=click.Choice(["png", "jpg"]), default="png", show_default=True)
 @click.option("--no-images", is_flag=True, help="Skip the class images: write only --video and/or --ood.")
@@ -130,8 +131,8 @@ def synth(
     jitter. A darker line for drift tests: --brightness -50 --contrast 0.75.
 
     For evaluation on data a model was not tuned on: another part family (--family flange; --family
-    bracket was used for the first final measurement; --family hexnut is the sealed family, kept for
-    the next final measurement), defect kinds absent from the
+    bracket and --family hexnut were used for the first two final measurements; --family gasket is
+    the sealed family, kept for the next final measurement), defect kinds absent from the
     defaults (--classes ok,crack,stain,chip), other seeds and lighting, and frames with no valid part
     at all (--ood DIR: black and covered lenses, the empty belt, a cup, a cat, the wrong part).
     Example: edgeline dataset synth held_out --family flange --classes ok,crack,stain --seed 1000

@@ -4,11 +4,11 @@ The public API other parts of edgeline use::
 
     from converters.synth import Lighting, Conditions, generate_dataset, write_line_video, apply_lighting
 
-Part families (``family="plate"``, ``"flange"``, ``"bracket"`` or ``"hexnut"``), the extra defect
-kinds (``crack``, ``stain``, ``chip``: only when named in ``classes``) and out-of-distribution frames
-(:func:`render_ood`, :func:`generate_ood`) are for evaluating on data a model was not tuned on. The
-hex nut is the sealed family: kept for the next final measurement, never for tuning (the bracket,
-sealed before it, has been used for the first).
+Part families (``family="plate"``, ``"flange"``, ``"bracket"``, ``"hexnut"`` or ``"gasket"``), the
+extra defect kinds (``crack``, ``stain``, ``chip``: only when named in ``classes``) and
+out-of-distribution frames (:func:`render_ood`, :func:`generate_ood`) are for evaluating on data a
+model was not tuned on. The gasket is the sealed family: kept for the next final measurement, never
+for tuning (the bracket and the hex nut, sealed before it, have been used for the first two).
 """
 
 from converters.synth.defects import EXTRA_DEFECTS

@@ -1,7 +1,7 @@
 """Seeded synthetic inspection-line images: machined parts on a conveyor belt, with defects.
 
 A frame (BGR, 320x240 by default) shows a belt and, at the inspection position, a part of one of
-four families (``family=``):
+five families (``family=``):
 
 * ``plate`` (the default): an aluminium plate, 150x108 px, with four drilled holes, on a dark
   green-grey rubber belt with cleats;
@@ -12,8 +12,9 @@ four families (``family=``):
   was the sealed family of the first final evaluation and has been used;
 * ``hexnut``: a large zinc-plated hex nut seen from above, 118 px across the flats, with a chamfer
   ring and a threaded bore, on a dark green cutting mat with grid lines (see
-  :mod:`converters.synth.hexnut`). It is the sealed family for the next final evaluation: not for
-  tuning.
+  :mod:`converters.synth.hexnut`). It was the sealed family of the second final evaluation and has
+  been used;
+* ``gasket``: the sealed family for the next final evaluation, not for tuning (see its module).
 
 Default defect classes (:data:`CLASSES`, what a dataset holds unless asked otherwise):
 
@@ -21,7 +22,8 @@ Default defect classes (:data:`CLASSES`, what a dataset holds unless asked other
 * ``scratch``: a thin bright or dark line across the part;
 * ``dent``: a dark, soft-edged spot;
 * ``missing_hole``: one of the holes (on the flange: one of the six bolt holes; on the bracket: a
-  slot or a hole) was never drilled or punched; on the hex nut, the bore was never pierced.
+  slot or a hole) was never drilled or punched; on the hex nut, the bore was never pierced; on the
+  gasket, see its module.
 
 Extra kinds, only when asked for by name (:data:`EXTRA_DEFECTS`; looks and sizes in
 :mod:`converters.synth.defects`): ``crack``, ``stain``, ``chip``. ``label="empty"`` gives the belt
@@ -48,6 +50,7 @@ from converters.errors import DatasetError
 from converters.synth.bracket import bracket_belt_strip, draw_bracket
 from converters.synth.defects import EXTRA_DEFECTS, draw_extra
 from converters.synth.flange import draw_flange, flange_belt_strip
+from converters.synth.gasket import draw_gasket, gasket_belt_strip
 from converters.synth.hexnut import draw_hexnut, hexnut_mat_strip
 from converters.synth.lighting import Lighting, apply_lighting
 from converters.synth.shape import Hole, PartShape, fix, rotated
@@ -56,16 +59,16 @@ from converters.synth.shape import Hole, PartShape, fix, rotated
 CLASSES: tuple[str, ...] = ("ok", "scratch", "dent", "missing_hole")
 #: every part class that can be rendered, on any family
 ALL_CLASSES: tuple[str, ...] = CLASSES + EXTRA_DEFECTS
-#: the part families; "hexnut" is the sealed one, kept for the next final measurement ("bracket" has
-#: been used for the first)
-FAMILIES: tuple[str, ...] = ("plate", "flange", "bracket", "hexnut")
+#: the part families; "gasket" is the sealed one, kept for the next final measurement ("bracket" and
+#: "hexnut" have been used for the first two)
+FAMILIES: tuple[str, ...] = ("plate", "flange", "bracket", "hexnut", "gasket")
 FRAME_SIZE: tuple[int, int] = (320, 240)  # (width, height)
 #: Plate size in pixels at the default frame size; scaled with the frame.
 _PLATE = (150.0, 108.0)
 _HOLE_R = 8.5
 _HOLES = ((-0.36, -0.30), (0.36, -0.30), (-0.36, 0.30), (0.36, 0.30))  # centres, fractions of plate size
 #: the families with a pose of their own in :class:`Conditions` (``<family>_jitter_px``, ``<family>_rotation_deg``)
-_POSED: tuple[str, ...] = ("flange", "bracket", "hexnut")
+_POSED: tuple[str, ...] = ("flange", "bracket", "hexnut", "gasket")
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,9 @@ class Conditions:
     #: of the hexagon; its maker's mark still shows the angle)
     hexnut_jitter_px: float = 10.0
     hexnut_rotation_deg: float = 30.0
+    #: the gasket's position jitter in pixels and in-plane rotation jitter in degrees (see its module)
+    gasket_jitter_px: float = 12.0
+    gasket_rotation_deg: float = 90.0
 
     def __post_init__(self) -> None:
         names = ("brightness_jitter", "contrast_jitter", "blur", "noise", "jitter_px", "rotation_deg")
@@ -120,6 +126,8 @@ class Conditions:
             return self.bracket_jitter_px, self.bracket_rotation_deg
         if family == "hexnut":
             return self.hexnut_jitter_px, self.hexnut_rotation_deg
+        if family == "gasket":
+            return self.gasket_jitter_px, self.gasket_rotation_deg
         return self.jitter_px, self.rotation_deg
 
 
@@ -255,6 +263,8 @@ def belt(family: str, size: tuple[int, int], belt_shift: int = 0) -> np.ndarray:
         strip = bracket_belt_strip(w, h)
     elif family == "hexnut":
         strip = hexnut_mat_strip(w, h)
+    elif family == "gasket":
+        strip = gasket_belt_strip(w, h)
     else:
         strip = _belt_strip(w, h)
     shift = belt_shift % w
@@ -318,6 +328,9 @@ def draw_part(
     if family == "hexnut":
         jitter, rotation = cond.jitter_for("hexnut")
         return draw_hexnut(img, label, geo, jitter_px=jitter, rotation_deg=rotation, x_offset=x_offset)
+    if family == "gasket":
+        jitter, rotation = cond.jitter_for("gasket")
+        return draw_gasket(img, label, geo, jitter_px=jitter, rotation_deg=rotation, x_offset=x_offset)
     return _draw_plate(img, label, geo, cond, x_offset)
 
 
@@ -351,8 +364,9 @@ def render_part(
     part_seed: int | None = None,
     family: str = "plate",
 ) -> np.ndarray:
-    """One BGR frame of a part of ``family`` (``"plate"``, ``"flange"``, ``"bracket"`` or ``"hexnut"``)
-    and class ``label`` at the inspection position, on that family's belt (the hex nut's: a mat).
+    """One BGR frame of a part of ``family`` (``"plate"``, ``"flange"``, ``"bracket"``, ``"hexnut"`` or
+    ``"gasket"``) and class ``label`` at the inspection position, on that family's belt (the hex nut's:
+    a mat).
 
     ``label`` is one of :data:`ALL_CLASSES` or ``"empty"`` (the belt alone). ``rng`` draws everything
     by default. With ``part_seed``, the part itself (position jitter, rotation, which hole is missing,

@@ -32,6 +32,7 @@ import numpy as np
 from converters.errors import DatasetError
 from converters.synth.bracket import BRACKET_H, BRACKET_W
 from converters.synth.flange import FLANGE_R
+from converters.synth.gasket import GASKET_HALF
 from converters.synth.hexnut import HEX_R
 from converters.synth.lighting import Lighting
 from converters.synth.render import _PLATE, ALL_CLASSES, CLASSES, FRAME_SIZE, Conditions, check_family, render_part
@@ -91,6 +92,8 @@ def _travel(w: int, family: str) -> float:
         part_w = 2 * (math.hypot(BRACKET_W / 2, BRACKET_H / 2) + 6.0)  # at any angle, with its shadow
     elif family == "hexnut":
         part_w = 2 * (HEX_R + 14.0)  # at any angle, with its long, soft shadow
+    elif family == "gasket":
+        part_w = 2 * (GASKET_HALF + 6.0)  # at any angle, with its shadow
     else:
         part_w = _PLATE[0]
     return w / 2 + part_w * (w / FRAME_SIZE[0]) / 2 + 12.0
@@ -136,7 +139,7 @@ def write_line_video(
 
     Part labels are drawn from ``classes``: ``ok`` with probability ``1 - defect_rate``, the defects
     evenly; or pass ``labels`` to fix the sequence. ``family`` picks the part (``"plate"``,
-    ``"flange"``, ``"bracket"`` or ``"hexnut"``). Returns the ground truth."""
+    ``"flange"``, ``"bracket"``, ``"hexnut"`` or ``"gasket"``). Returns the ground truth."""
     check_family(family)
     path = Path(path)
     fourcc = FOURCC_BY_SUFFIX.get(path.suffix.lower())

@@ -1,11 +1,13 @@
 """The held-out synthetic families: a second part (flange), a third (bracket, used for the first
-final evaluation), a fourth, sealed one (hexnut), extra defect kinds, out-of-distribution frames.
+final evaluation), a fourth (hexnut, used for the second), a fifth, sealed one (gasket), extra
+defect kinds, out-of-distribution frames.
 
 The plate's frames are pinned by hashes recorded before the flange, the extra kinds and the OOD
 frames existed, the flange's, the plate's extra kinds and both families' OOD frames by hashes
 recorded before the bracket, and the bracket's by hashes recorded before the hex nut: models and
-tests that depend on them see the same pixels. The hex nut's own are pinned by hashes recorded when
-it was added.
+tests that depend on them see the same pixels. The hex nut's and the gasket's own are pinned by
+hashes recorded when each was added. The gasket's tests check only what any family must do, not how
+it looks: it is sealed.
 """
 
 from __future__ import annotations
@@ -37,11 +39,11 @@ from converters.synth import (
     render_part,
     write_line_video,
 )
-from converters.synth.render import belt, draw_part
+from converters.synth.render import belt, camera, draw_part
 from converters.synth.video import _travel
 
 QUIET = Conditions(noise=0.0, blur=0.0, brightness_jitter=0.0, contrast_jitter=0.0)
-FAMILIES = ("plate", "flange", "bracket", "hexnut")
+FAMILIES = ("plate", "flange", "bracket", "hexnut", "gasket")
 
 #: sha256 of plate frames, recorded with the renderer as it was before the second family
 PLATE_HASHES = {
@@ -131,6 +133,26 @@ HEXNUT_HASHES = {
 }
 
 
+#: sha256 of gasket frames (all part classes, OOD kinds), recorded when the family was added
+GASKET_HASHES = {
+    "gasket/batch0": "4b62bc72785dfe38267492c56a4ffab10fd538d32fd732f4e77c3ac452b02326",
+    "gasket/chip": "670f99edd15c62e60cb35d26a00abe4bb0aa1dc550d90baab9209a9a45c66b08",
+    "gasket/crack": "41aba2a41a4749bb1cdd3eb678129ec710ef5023e9b250307f514acd10ab975c",
+    "gasket/dent": "1fb7024ca7cf497fc4292a44e59fa815cdfa994daeb55933a339108127dac24d",
+    "gasket/empty": "f304d9c6f02b0f6ef948b885f95b35b18dcd29752008098f83e79ed8a0e2a1b0",
+    "gasket/missing_hole": "8287e51c7d2d5383e6d9c6bbba181045f0ead4dc4e96c743256b75a8fcfb29be",
+    "gasket/ok": "c8f530484e56656149df35d65a2ae0996bfde4da00e88bf2003c67df3e1b91d2",
+    "gasket/ood/black": "6afa96ac6c310090609fd9c9287c4de1239fe83fd318e8fb89f8ff0733ff670b",
+    "gasket/ood/blurred": "ac692823eb1571ee43ef346456a3f5e177249186a130b7572fc7013b05abf0f7",
+    "gasket/ood/cat": "8711e87beaa08e3d7700e1b6f7fc25744e355bdaebdf836dec735d404cdb47e3",
+    "gasket/ood/cup": "f97bd45775b8f9d4b258eeaf574c0ed5bf4b40fec3dd654770b7ec0103b033e0",
+    "gasket/ood/empty": "6511d900c6566ead3d80b815d7337cda03532391b2041cc96ce65cc5d6cbaeb7",
+    "gasket/ood/wrong_part": "61e395bfe9201d58d106857a846eb85c91935f3db6a3b5169a69cd13428cbbb7",
+    "gasket/scratch": "59bbccb6570cb11ef8cda0fa136b3662089dff255b2dd853cf9c2d927ffc0caa",
+    "gasket/stain": "db90bf5bef75155a250505649e1f597c0fbb43c2cd087e8cedaea811fddd15c3",
+}
+
+
 def _sha(frames: list[np.ndarray]) -> str:
     h = hashlib.sha256()
     for f in frames:
@@ -216,6 +238,18 @@ def test_bracket_frames_are_bit_for_bit_those_recorded_before_the_hexnut() -> No
 
 def test_hexnut_frames_are_bit_for_bit_those_recorded_with_it() -> None:
     assert _recorded("hexnut") == HEXNUT_HASHES
+
+
+def test_gasket_frames_are_bit_for_bit_those_recorded_with_it() -> None:
+    assert _recorded("gasket") == GASKET_HASHES
+
+
+def test_the_gasket_settings_leave_the_other_families_alone() -> None:
+    cond = Conditions(gasket_jitter_px=0.0, gasket_rotation_deg=0.0)
+    assert _sha(render_batch(2, seed=0, conditions=cond)[0]) == PLATE_HASHES["batch0"]
+    for family, pinned in (("flange", BEFORE_BRACKET), ("bracket", BEFORE_HEXNUT), ("hexnut", HEXNUT_HASHES)):
+        frames, _ = render_batch(2, seed=0, conditions=cond, family=family, classes=ALL_CLASSES)
+        assert _sha(frames) == pinned[f"{family}/batch0"], family
 
 
 def test_the_hexnut_settings_leave_the_other_families_alone() -> None:
@@ -350,10 +384,10 @@ def test_the_bracket_pose_comes_from_its_conditions() -> None:
         Conditions(bracket_jitter_px=float("nan"))
 
 
-@pytest.mark.parametrize("family", ["bracket", "hexnut"])
+@pytest.mark.parametrize("family", ["bracket", "hexnut", "gasket"])
 def test_the_part_leaves_the_frame_at_the_end_of_its_travel(family: str) -> None:
-    """On the line video, the bracket and the hex nut enter from and leave to beyond the frame, at
-    any pose."""
+    """On the line video, the bracket, the hex nut and the gasket enter from and leave to beyond the
+    frame, at any pose."""
     travel = _travel(320, family)
     empty = render_part("empty", np.random.default_rng(0), conditions=QUIET, family=family)
     for seed in range(6):
@@ -484,6 +518,112 @@ def test_wrong_part_on_the_hexnut_line_is_a_plate_a_flange_or_a_bracket() -> Non
     assert shapes == {"plate", "flange", "bracket"}
 
 
+@pytest.mark.parametrize("label", [*ALL_CLASSES, "empty"])
+def test_every_label_renders_on_the_gasket(label: str) -> None:
+    """Every class renders, at several frame sizes; a defect changes the frame against the same part."""
+    for size in ((320, 240), (160, 120), (640, 480)):
+        frame = render_part(label, np.random.default_rng(2), size=size, part_seed=3, family="gasket")
+        assert frame.shape == (size[1], size[0], 3) and frame.dtype == np.uint8
+    ok = render_part("ok", np.random.default_rng(2), conditions=QUIET, part_seed=3, family="gasket")
+    frame = render_part(label, np.random.default_rng(2), conditions=QUIET, part_seed=3, family="gasket")
+    assert np.array_equal(frame, ok) == (label == "ok")
+
+
+def test_the_gasket_lies_inside_the_frame() -> None:
+    """At any pose its conditions allow (the largest jitter too) and at any frame size, the whole part
+    and what it changes of the frame stay inside the frame at the inspection position."""
+    wide = Conditions(noise=0.0, blur=0.0, brightness_jitter=0.0, contrast_jitter=0.0,
+                      gasket_jitter_px=Conditions().gasket_jitter_px * 1.5)  # fmt: skip
+    for size in ((320, 240), (160, 120), (640, 480)):
+        w, h = size
+        k = w / 320
+        for seed in range(30):
+            for cond in (Conditions(), wide):
+                shape = draw_part(belt("gasket", size), "gasket", "ok", np.random.default_rng(seed), cond)
+                lo, hi = shape.outline.min(axis=0), shape.outline.max(axis=0)
+                assert lo[0] >= 4 * k and lo[1] >= 4 * k and hi[0] <= w - 4 * k and hi[1] <= h - 4 * k, (size, seed)
+                edge = np.concatenate([shape.mask[0], shape.mask[-1], shape.mask[:, 0], shape.mask[:, -1]])
+                assert not edge.any() and shape.mask.sum() > 0.1 * 255 * w * h, (size, seed)
+        for seed in range(8):
+            frame = render_part("ok", np.random.default_rng(0), conditions=wide, size=size, part_seed=seed,
+                                family="gasket")  # fmt: skip
+            empty = render_part("empty", np.random.default_rng(0), conditions=wide, size=size, family="gasket")
+            changed = np.abs(frame.astype(np.int16) - empty).max(axis=2) > 0
+            border = np.concatenate([changed[:2].ravel(), changed[-2:].ravel(), changed[:, :2].ravel(),
+                                     changed[:, -2:].ravel()])  # fmt: skip
+            assert changed.any() and not border.any(), (size, seed)
+
+
+def test_the_gasket_differs_from_the_other_families() -> None:
+    """Another belt, another outline, other pixels than each of the four others."""
+    sealed, _ = render_batch(2, seed=0, family="gasket", classes=ALL_CLASSES)
+    mine = belt("gasket", (320, 240)).reshape(-1, 3).astype(np.float32).mean(axis=0)
+    for other in ("plate", "flange", "bracket", "hexnut"):
+        frames, _ = render_batch(2, seed=0, family=other, classes=ALL_CLASSES)
+        assert not any(np.array_equal(x, y) for x, y in zip(sealed, frames, strict=True)), other
+        assert np.abs(belt(other, (320, 240)).reshape(-1, 3).mean(axis=0) - mine).max() > 25, other
+    for seed in range(4):
+        fill, _ = _outline_kind(draw_part(belt("gasket", (320, 240)), "gasket", "ok", np.random.default_rng(seed),
+                                          Conditions()).mask)  # fmt: skip
+        for other in ("plate", "flange", "bracket", "hexnut"):
+            mask = draw_part(belt(other, (320, 240)), other, "ok", np.random.default_rng(seed), Conditions()).mask
+            assert abs(_outline_kind(mask)[0] - fill) > 0.05, (other, seed)
+
+
+def test_the_gasket_missing_hole_drops_one_hole_and_keeps_the_outline() -> None:
+    for seed in range(6):
+        ok = draw_part(belt("gasket", (320, 240)), "gasket", "ok", np.random.default_rng(seed), Conditions())
+        missing = draw_part(belt("gasket", (320, 240)), "gasket", "missing_hole", np.random.default_rng(seed),
+                            Conditions())  # fmt: skip
+        assert len(missing.holes) == len(ok.holes) - 1 and set(missing.holes) < set(ok.holes)
+        assert np.array_equal(ok.mask, missing.mask) and missing.material().sum() > ok.material().sum()
+
+
+def test_the_gasket_pose_comes_from_its_conditions() -> None:
+    """Its own jitter and rotation, within their bounds and using them, not another family's."""
+    jitter, rotation = Conditions().jitter_for("gasket")
+    assert jitter > 0 and rotation > 0
+    angles, shifts = [], []
+    for seed in range(40):
+        shape = draw_part(belt("gasket", (320, 240)), "gasket", "ok", np.random.default_rng(seed), Conditions())
+        angles.append(shape.angle)
+        shifts.append(max(abs(shape.centre[0] - 160), abs(shape.centre[1] - 120)))
+    assert 0.75 * rotation < max(abs(a) for a in angles) <= rotation
+    assert 0.7 * jitter < max(shifts) <= jitter
+    still = Conditions(gasket_jitter_px=0.0, gasket_rotation_deg=0.0)
+    a, b = belt("gasket", (320, 240)), belt("gasket", (320, 240))
+    sa = draw_part(a, "gasket", "ok", np.random.default_rng(1), still)
+    sb = draw_part(b, "gasket", "ok", np.random.default_rng(2), still)
+    assert np.array_equal(sa.mask, sb.mask) and sa.angle == sb.angle == 0.0  # the same pose...
+    assert not np.array_equal(a, b)  # ...but each part is its own
+    for family in ("plate", "flange", "bracket", "hexnut"):
+        assert still.jitter_for(family) == Conditions().jitter_for(family), family
+    assert Conditions(gasket_rotation_deg=180.0).jitter_for("gasket") == (jitter, 180.0)
+    with pytest.raises(DatasetError, match="gasket_rotation_deg"):
+        Conditions(gasket_rotation_deg=181.0)
+    with pytest.raises(DatasetError, match="gasket_jitter_px"):
+        Conditions(gasket_jitter_px=41.0)
+    with pytest.raises(DatasetError, match="gasket_jitter_px"):
+        Conditions(gasket_jitter_px=float("nan"))
+
+
+def test_wrong_part_on_the_gasket_line_is_any_of_the_four_others() -> None:
+    seen = set()
+    for seed in range(16):
+        frame = render_ood("wrong_part", np.random.default_rng(seed), family="gasket", conditions=QUIET)
+        matches = []
+        for other in ("plate", "flange", "bracket", "hexnut"):
+            rng = np.random.default_rng(seed)
+            rng.integers(0, 4)  # the pick
+            img = belt("gasket", (320, 240))
+            draw_part(img, other, "ok", rng, QUIET)
+            if np.array_equal(camera(img, rng, QUIET, QUIET.lighting), frame):
+                matches.append(other)
+        assert len(matches) == 1, (seed, matches)
+        seen.add(matches[0])
+    assert seen == {"plate", "flange", "bracket", "hexnut"}
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("kind", ["scratch", "dent", "missing_hole", *EXTRA_DEFECTS])
 def test_each_defect_changes_the_part_and_nothing_outside_it(family: str, kind: str) -> None:
@@ -522,7 +662,7 @@ def test_the_extra_kinds_are_only_rendered_when_named(tmp_path: Path) -> None:
 
 def test_unknown_family_kind_and_class_are_refused(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    with pytest.raises(DatasetError, match="unknown part family 'disc'; known: plate, flange, bracket, hexnut"):
+    with pytest.raises(DatasetError, match="unknown part family 'disc'; known: plate, flange, bracket, hexnut, gasket"):
         render_part("ok", rng, family="disc")
     with pytest.raises(DatasetError, match="unknown part family"):
         generate_dataset(tmp_path / "x", per_class=1, family="disc")
@@ -577,6 +717,8 @@ def test_ood_frames_look_as_named(family: str) -> None:
             assert ww / wh > 1.25, (ww, wh)
         elif family == "bracket":  # a plate or a flange on the bracket line
             assert ww / wh > 1.25 or (abs(ww - wh) <= 6 and 125 <= ww <= 150), (ww, wh)
+        elif family == "gasket":  # one of the four others: a part-sized object
+            assert 100 <= max(ww, wh) <= 200, (ww, wh)
         else:  # a plate, a flange or a bracket (an L: it fills little of its box) on the hex nut line
             region, (x, y, _, _) = _footprint(q["wrong_part"], family)
             fill = float(region[y : y + wh, x : x + ww].mean())
@@ -624,6 +766,14 @@ def test_a_hexnut_line_video_reads_back_with_its_family(tmp_path: Path) -> None:
     assert back.family == truth.family == "hexnut" and [p.label for p in back.parts] == ["ok", "missing_hole"]
 
 
+def test_a_gasket_line_video_reads_back_with_its_family(tmp_path: Path) -> None:
+    video = tmp_path / "sealed.avi"
+    truth = write_line_video(video, n_parts=2, seed=1, labels=["chip", "ok"], family="gasket",
+                             enter_frames=2, dwell_frames=1, gap_frames=1)  # fmt: skip
+    back = read_line_truth(video)
+    assert back.family == truth.family == "gasket" and [p.label for p in back.parts] == ["chip", "ok"]
+
+
 def run_cli(*args: str) -> tuple[int, str]:
     res = CliRunner().invoke(cli, list(args), catch_exceptions=False)
     return res.exit_code, res.output
@@ -632,8 +782,8 @@ def run_cli(*args: str) -> tuple[int, str]:
 def test_cli_help_names_families_kinds_and_ood() -> None:
     code, out = run_cli("dataset", "synth", "--help")
     assert code == 0
-    words = ("--family", "flange", "bracket", "hexnut", "sealed", "crack", "stain", "chip", "--ood", "--ood-kinds",
-             "wrong_part", "30 for the hexnut")  # fmt: skip
+    words = ("--family", "flange", "bracket", "hexnut", "gasket", "sealed", "crack", "stain", "chip", "--ood",
+             "--ood-kinds", "wrong_part", "30 for the hexnut")  # fmt: skip
     for word in words:
         assert word in out, word
 
@@ -712,9 +862,38 @@ def test_cli_writes_the_sealed_hexnut_set(tmp_path: Path) -> None:
     assert code == 1 and "hexnut_rotation_deg" in out_text
 
 
+def test_cli_writes_the_sealed_gasket_set(tmp_path: Path) -> None:
+    out, ood = tmp_path / "sealed", tmp_path / "sealed_ood"
+    code, text = run_cli(
+        "dataset", "synth", str(out), "--family", "gasket", "--classes", "ok,missing_hole,chip", "--per-class",
+        "2", "--seed", "97000", "--ood", str(ood), "--ood-kinds", "wrong_part,cat", "--ood-per-kind", "1",
+        "--json",
+    )  # fmt: skip
+    assert code == 0, text
+    doc = json.loads(text)
+    jitter, rotation = Conditions().jitter_for("gasket")
+    assert doc["family"] == "gasket" and doc["rotation_deg"] == rotation and doc["jitter_px"] == jitter
+    assert doc["counts"] == {"ok": 2, "missing_hole": 2, "chip": 2}
+    assert doc["ood_counts"] == {"wrong_part": 1, "cat": 1}
+    frames, labels = render_batch(2, seed=97000, classes=("ok", "missing_hole", "chip"), family="gasket")
+    assert np.array_equal(read_image(out / "chip" / "chip_00001.png"), frames[labels.index("chip") + 3])
+    assert len(list(ood.rglob("*.png"))) == 2
+    # --jitter and --rotation set the gasket's pose, not the plate's
+    code, text = run_cli("dataset", "synth", str(tmp_path / "turned"), "--family", "gasket", "--classes",
+                         "ok,scratch", "--per-class", "1", "--rotation", "150", "--jitter", "5", "--json")  # fmt: skip
+    assert code == 0, text
+    doc = json.loads(text)
+    assert doc["rotation_deg"] == 150.0 and doc["jitter_px"] == 5.0
+    cond = Conditions(gasket_rotation_deg=150.0, gasket_jitter_px=5.0)
+    frames, _ = render_batch(1, seed=0, conditions=cond, classes=("ok", "scratch"), family="gasket")
+    assert np.array_equal(read_image(tmp_path / "turned" / "scratch" / "scratch_00000.png"), frames[1])
+    code, out_text = run_cli("dataset", "synth", str(tmp_path / "x"), "--family", "gasket", "--rotation", "200")
+    assert code == 1 and "gasket_rotation_deg" in out_text
+
+
 def test_cli_refuses_unknown_family_class_and_kind(tmp_path: Path) -> None:
     code, out = run_cli("dataset", "synth", str(tmp_path / "x"), "--family", "disc")
-    assert code == 2 and "'disc' is not one of 'plate', 'flange', 'bracket', 'hexnut'" in out
+    assert code == 2 and "'disc' is not one of 'plate', 'flange', 'bracket', 'hexnut', 'gasket'" in out
     code, out = run_cli("dataset", "synth", str(tmp_path / "x"), "--classes", "ok,rust", "--per-class", "1")
     assert code == 1 and "unknown class 'rust'" in out
     code, out = run_cli("dataset", "synth", str(tmp_path / "x"), "--no-images", "--ood", str(tmp_path / "o"),
