@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from edge_agent.angle_search import AngleSearcher
 from edge_agent.errors import PreprocessError
 from edge_agent.image_decode import ImageError, read_header
 from edge_agent.protocol.manifest import PreprocessSpec
@@ -101,8 +102,11 @@ class Preprocessor:
 
     spec: PreprocessSpec
     _hog_index: np.ndarray | None = field(default=None, init=False, repr=False)
+    _searcher: AngleSearcher | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        reg = self.spec.registration
+        self._searcher = AngleSearcher(reg.search) if reg is not None and reg.search is not None else None
         if "hog" in self.spec.features:
             w, h = self.spec.size
             c = self.spec.hog_cell
@@ -130,7 +134,7 @@ class Preprocessor:
             return out, Placement(identity, scale, (float(x0), float(y0)), None)
         work_w, work_h = working_size(reg, self.spec.size)
         work = resize(img, (work_w, work_h))
-        out, matrix, sil = align(work, reg, self.spec.size)
+        out, matrix, sil = align(work, reg, self.spec.size, self._searcher)
         return out, Placement(matrix, (w / work_w, h / work_h), (float(x0), float(y0)), sil)
 
     def _normalise(self, img: np.ndarray) -> np.ndarray:

@@ -10,7 +10,9 @@ vision locate step, kept cheap enough for every frame (~0.1 ms on 2 cores):
    threshold (at least ``min_contrast`` grey levels), the largest outer contour, its holes filled;
 3. the silhouette's centroid and principal-axis angle (image moments of the filled contour);
 4. one affine warp puts the centroid in the middle of the output and, in ``rigid`` mode, turns the
-   axis to the reference angle of good parts.
+   axis to the reference angle of good parts;
+5. with an angle search (``search``), the turn that best matches the good parts' polar profile
+   (:mod:`edge_agent.angle_search`) is composed into that warp and the image warped again.
 
 Pure numpy and OpenCV; the device runs exactly this code, the cloud trains on its output.
 """
@@ -23,6 +25,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from edge_agent.angle_search import AngleSearcher
 from edge_agent.protocol.manifest import Registration
 
 
@@ -126,9 +129,13 @@ def angle_correction(sil: Silhouette, reg: Registration) -> float:
     return delta if abs(delta) <= reg.max_angle else 0.0
 
 
-def align(work: np.ndarray, reg: Registration, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, Silhouette]:
+def align(
+    work: np.ndarray, reg: Registration, size: tuple[int, int], searcher: AngleSearcher | None = None
+) -> tuple[np.ndarray, np.ndarray, Silhouette]:
     """Align ``work`` (the ROI image already resized to :func:`working_size`, uint8 grey or colour).
-    Returns (output of ``size``, affine M from ``work`` to the output, silhouette in ``work``)."""
+    With ``searcher`` (made from ``reg.search``) the centred part is then turned to the template's
+    angle (a second warp of ``work``, so the image is interpolated once). Returns (output of
+    ``size``, affine M from ``work`` to the output, silhouette in ``work``)."""
     gray = work if work.ndim == 2 else cv2.cvtColor(work, cv2.COLOR_BGR2GRAY)
     sil = locate(gray, reg.min_contrast)
     out_w, out_h = size
@@ -136,6 +143,12 @@ def align(work: np.ndarray, reg: Registration, size: tuple[int, int]) -> tuple[n
     matrix[0, 2] += out_w / 2.0 - sil.cx
     matrix[1, 2] += out_h / 2.0 - sil.cy
     out = cv2.warpAffine(work, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if searcher is not None and sil.found:
+        turn = searcher.angle(out)
+        if turn != 0.0:
+            about_centre = np.vstack([cv2.getRotationMatrix2D((out_w / 2.0, out_h / 2.0), turn, 1.0), [0.0, 0.0, 1.0]])
+            matrix = (about_centre @ np.vstack([matrix, [0.0, 0.0, 1.0]]))[:2]
+            out = cv2.warpAffine(work, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return out, matrix, sil
 
 

@@ -13,6 +13,7 @@ Two counters protect against replay and downgrade:
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Literal
 
@@ -28,6 +29,47 @@ DEFAULT_CHUNK_SIZE = 128 * 1024
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+#: angle samples of an :class:`AngleSearch` template (3 degrees apart)
+SEARCH_ANGLES = 120
+
+
+class AngleSearch(_Strict):
+    """Turn the part to the angle of good parts by matching its polar intensity profile.
+
+    After the part is centred (and, with ``rigid``, turned by its axis), the output image is sampled
+    on :data:`SEARCH_ANGLES` rays by ``rings`` rings out to half its smaller side (the innermost
+    ``skip`` rings dropped); each ring made zero-mean. Its circular cross-correlation with
+    ``template`` (the same profile averaged over aligned good parts, ``SEARCH_ANGLES`` x
+    ``rings - skip`` values) peaks at the turn that best matches; only turns within ``±range``
+    degrees are considered. For parts with no principal axis (a flange, a disc) this is the only
+    rotation correction; for others a refinement of the axis."""
+
+    range: float = Field(gt=0.0, le=180.0)
+    rings: int = Field(default=14, ge=4, le=64)
+    skip: int = Field(default=2, ge=0, le=16)
+    template: tuple[tuple[float, ...], ...]
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, v: tuple[tuple[float, ...], ...]) -> tuple[tuple[float, ...], ...]:
+        if len(v) != SEARCH_ANGLES:
+            raise ValueError(f"angle-search template must have {SEARCH_ANGLES} rows (one per angle), got {len(v)}")
+        widths = {len(row) for row in v}
+        if len(widths) != 1 or not 1 <= next(iter(widths)) <= 64:
+            raise ValueError("angle-search template rows must all have the same length, 1 to 64 rings")
+        if not all(math.isfinite(x) for row in v for x in row):
+            raise ValueError("angle-search template values must be finite")
+        return v
+
+    @model_validator(mode="after")
+    def _shape(self) -> AngleSearch:
+        if self.skip >= self.rings:
+            raise ValueError("angle search must keep at least one ring (skip < rings)")
+        if len(self.template[0]) != self.rings - self.skip:
+            raise ValueError(f"angle-search template rows must have rings - skip = {self.rings - self.skip} values")
+        return self
 
 
 class Registration(_Strict):
@@ -50,6 +92,8 @@ class Registration(_Strict):
     min_contrast: float = Field(default=15.0, ge=1.0, le=255.0)
     area: tuple[float, float] = (0.0, 1.0)
     area_tolerance: float = Field(default=1.5, ge=1.0, le=10.0)
+    #: after centring (and the axis): turn by matching the polar profile of good parts
+    search: AngleSearch | None = None
 
     @field_validator("window")
     @classmethod
