@@ -32,12 +32,18 @@ def _const(name: str, value: np.ndarray) -> onnx.TensorProto:
 
 
 def _branch(
-    model: GoodPartModel, cal: Calibration, spec: AnomalySpec
+    model: GoodPartModel, cal: Calibration, spec: AnomalySpec, n_features: int | None = None
 ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """The branch's nodes; it reads the first ``model.pixels`` features (all of them, without a
+    Slice, when ``n_features`` says there are no others: a node less on every frame)."""
     h, w = model.grid
+    whole = n_features == model.pixels
     inits = [
-        _const("starts", np.array([0], np.int64)),
-        _const("ends", np.array([model.pixels], np.int64)),
+        *(
+            ()
+            if whole
+            else (_const("starts", np.array([0], np.int64)), _const("ends", np.array([model.pixels], np.int64)))
+        ),
         _const("axes", np.array([1], np.int64)),
         _const("mean", model.mean.astype(np.float32)),
         _const("proj", np.ascontiguousarray(model.components.T, dtype=np.float32)),  # (P, k)
@@ -51,9 +57,20 @@ def _branch(
         _const("hot_scale", np.array(model.hot_scale, np.float32)),
     ]
     n = _P
-    nodes = [
-        helper.make_node("Slice", [INPUT_NAME, n + "starts", n + "ends", n + "axes"], [n + "pixels"], name=n + "slice"),
-        helper.make_node("Sub", [n + "pixels", n + "mean"], [n + "centred"], name=n + "centre"),
+    whole = n_features == model.pixels
+    nodes = (
+        []
+        if whole
+        else [
+            helper.make_node(
+                "Slice", [INPUT_NAME, n + "starts", n + "ends", n + "axes"], [n + "pixels"], name=n + "slice"
+            )
+        ]
+    )
+    nodes += [
+        helper.make_node(
+            "Sub", [INPUT_NAME if whole else n + "pixels", n + "mean"], [n + "centred"], name=n + "centre"
+        ),
         helper.make_node("MatMul", [n + "centred", n + "proj"], [n + "coords"], name=n + "project"),
         helper.make_node("MatMul", [n + "coords", n + "back"], [n + "recon"], name=n + "reconstruct"),
         helper.make_node("Sub", [n + "centred", n + "recon"], [n + "resid"], name=n + "residual"),
@@ -115,7 +132,7 @@ def _outputs(spec: AnomalySpec, h: int, w: int, n_probs: int) -> list[onnx.Value
 
 def anomaly_only_onnx(model: GoodPartModel, cal: Calibration, spec: AnomalySpec, n_features: int) -> bytes:
     """A graph with the good-part branch alone; probabilities over ``(ok, anomaly)``."""
-    nodes, inits = _branch(model, cal, spec)
+    nodes, inits = _branch(model, cal, spec, n_features)
     inits.append(_const("one", np.array(1.0, np.float32)))
     nodes += [
         helper.make_node("Sub", [_P + "one", _P + "prob"], [_P + "good"], name=_P + "good"),

@@ -83,7 +83,7 @@ def fit_registration(
         mode = "translate"
     else:
         mode = "rigid" if can_rotate else "translate"
-    reg = Registration(mode=mode, window=window, reference_angle=max(-90.0, min(90.0, ref)))
+    reg = Registration(mode=mode, window=window, reference_angle=max(-90.0, min(90.0, ref)), resample="box")
     if mode == "rigid":
         # a turned part's extent along the frame's axes grows with its angle; once it is turned back,
         # the window need only hold the part itself (plus the margin), so the features spend

@@ -50,6 +50,7 @@ def select_model(
     op_types: tuple[str, ...] = COMPUTE_OPS,
     float_note: str = "",
     per_channel: bool = True,
+    unsigned: bool = False,
 ) -> Selection:
     if quantization not in QUANT_CHOICES:
         raise ConverterError(f"unknown quantization {quantization!r}; choose one of {', '.join(QUANT_CHOICES)}")
@@ -73,6 +74,7 @@ def select_model(
             calibration=calibration if mode == "static" else None,
             op_types=op_types,
             per_channel=per_channel,
+            unsigned=unsigned,
         )
         if report.mode == "float":  # nothing was quantized: ship float, labelled float
             fig = measure("float", p_float, p_float, y_eval)

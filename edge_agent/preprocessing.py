@@ -96,6 +96,20 @@ def resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(img, (w, h), interpolation=interp)
 
 
+def box_resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize to (width, height): a box filter by the largest whole factor that stays at or above
+    the target (OpenCV's fast integer INTER_AREA path), then linear to the exact size. The box
+    filter removes what would alias; the last step shrinks by less than 2x."""
+    w, h = size
+    ih, iw = img.shape[:2]
+    k = min(iw // w, ih // h) if iw >= w and ih >= h else 1
+    if k >= 2:
+        img = cv2.resize(img[: (ih // k) * k, : (iw // k) * k], (iw // k, ih // k), interpolation=cv2.INTER_AREA)
+    if img.shape[1] == w and img.shape[0] == h:
+        return img
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
 @dataclass
 class Preprocessor:
     """Frame -> model input, as declared by a :class:`PreprocessSpec`. Stateless apart from caches."""
@@ -133,7 +147,7 @@ class Preprocessor:
             scale = (w / self.spec.size[0], h / self.spec.size[1])
             return out, Placement(identity, scale, (float(x0), float(y0)), None)
         work_w, work_h = working_size(reg, self.spec.size)
-        work = resize(img, (work_w, work_h))
+        work = resize(img, (work_w, work_h)) if reg.resample == "area" else box_resize(img, (work_w, work_h))
         out, matrix, sil = align(work, reg, self.spec.size, self._searcher)
         return out, Placement(matrix, (w / work_w, h / work_h), (float(x0), float(y0)), sil)
 

@@ -94,6 +94,10 @@ class Registration(_Strict):
     area_tolerance: float = Field(default=1.5, ge=1.0, le=10.0)
     #: after centring (and the axis): turn by matching the polar profile of good parts
     search: AngleSearch | None = None
+    #: how the ROI image is shrunk to the working size: ``area`` (OpenCV's INTER_AREA at any
+    #: factor) or ``box`` (a box filter by the largest whole factor, then linear to the exact size:
+    #: near the same image, 5-7x faster on a 320x240 frame)
+    resample: Literal["area", "box"] = "area"
 
     @field_validator("window")
     @classmethod
