@@ -24,8 +24,9 @@ from typing import Any, Literal
 import numpy as np
 
 from converters import inspection_report
-from converters.anomaly import Calibration, part_mask, unknown_limit
+from converters.anomaly import MIN_GOOD, Calibration, part_mask, unknown_limit
 from converters.anomaly_onnx import anomaly_only_onnx, join_with_classifier
+from converters.blemish import choose_components
 from converters.dataset import ImageFolder, dataset_sha256, read_image_and_digest, scan_image_folder, scan_images
 from converters.errors import DatasetError, GateFailed, TrainingError
 from converters.estimators import make_estimator
@@ -43,6 +44,7 @@ from converters.reference import build_reference, histogram, selftest_vectors
 from converters.registration_fit import RegisterChoice, fit_registration
 from converters.selection import QuantChoice, select_model
 from converters.synth.lighting import Augment
+from edge_agent.errors import PreprocessError
 from edge_agent.preprocessing import Preprocessor
 from edge_agent.protocol.manifest import AnomalySpec, Manifest, OperatingPoint, PreprocessSpec, Target, Thresholds
 from edge_agent.telemetry.windows import ANOMALY_EDGES
@@ -97,7 +99,7 @@ def build_inspection(
     augment_copies: int = 1,
     photometric: bool = True,
     spec: PreprocessSpec = INSPECTION_SPEC,
-    components: int = 48,
+    components: int | None = None,
     folds: int = 5,
     min_class_images: int = 20,
     seed: int = 0,
@@ -160,10 +162,13 @@ def build_inspection(
     good_paths = [p for p, t in zip(folder.paths, folder.targets, strict=True) if t == ok]
     good_frames = [read_image_and_digest(p)[0] for p in good_paths[:300]]
     spec, reg_notes = fit_registration(good_frames, spec, register)  # type: ignore[arg-type]
-    del good_frames
-
     if augment is None and photometric:
         augment = photometric_augment()
+    if components is None:
+        hook.stage("good-part model size (planted blemishes)")
+        components, found = _components(spec, good_frames, augment, augment_copies, seed)
+        reg_notes = {**reg_notes, "components_found": found}
+    del good_frames
     hook.stage("features", len(folder))
     rng = np.random.default_rng(seed)
     feats = extract(
@@ -393,6 +398,26 @@ def build_inspection(
         "; ".join([f"false reject {fr.text()}", f"escape {esc.text()}"]),
     )
     return InspectionResult(out, manifest, chosen_kind, line, chosen.gate, chosen.report, metrics, rjson, rpng, doc)
+
+
+def _components(
+    spec: PreprocessSpec, frames: list[np.ndarray], augment: Augment | None, copies: int, seed: int
+) -> tuple[int, dict[str, float]]:
+    """The good-part model's number of components, chosen by planted blemishes on good parts
+    (:func:`converters.blemish.choose_components`), with the augmented copies the training sees."""
+    pre = Preprocessor(spec)
+    rng = np.random.default_rng(seed + 17)
+    images, extra = [], []
+    for f in frames[:240]:
+        try:
+            images.append(pre.prepare(f))
+            if augment is not None and copies:
+                extra.append(pre.prepare(augment(f, rng)))
+        except PreprocessError:
+            continue
+    if len(images) < 3 * MIN_GOOD:
+        return 48, {}
+    return choose_components(pre, images, extra)
 
 
 def _without(folder: ImageFolder, drop: set[Path]) -> ImageFolder:

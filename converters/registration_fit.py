@@ -10,12 +10,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from converters.anomaly import fit_good_part_model, part_mask, score_numpy
+from converters.blemish import detectability
 from edge_agent.angle_search import fit_template
 from edge_agent.errors import PreprocessError
 from edge_agent.preprocessing import Preprocessor, crop_roi, resize, to_color
 from edge_agent.protocol.manifest import AngleSearch, PreprocessSpec, Registration
-from edge_agent.registration import locate, silhouette_mask
+from edge_agent.registration import locate
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,6 @@ MIN_ELONGATION = 1.15
 _LOCATE_WIDTH = 160
 #: an angle search is kept when it finds this share more of the planted blemishes
 SEARCH_GAIN = 0.02
-#: the planted blemishes (blur sigma in output pixels, grey levels at the centre)
-BLEMISHES: tuple[tuple[float, float], ...] = ((1.0, 24.0), (2.0, 12.0), (3.0, 8.0), (5.0, 6.0))
 #: range of the search for parts without a usable axis (any turn) and around an axis (a refinement)
 SEARCH_FREE_DEG = 180.0
 SEARCH_REFINE_DEG = 15.0
@@ -178,39 +176,10 @@ def _prepared(pre: Preprocessor, frames: Sequence[np.ndarray]) -> list[np.ndarra
     return out
 
 
-def _detectability(pre: Preprocessor, prepared: Sequence[np.ndarray], seed: int = 0) -> float:
-    """Share of faint synthetic blemishes (round, soft-edged, lighter or darker, :data:`BLEMISHES`)
-    planted on the part in held-out good parts that a good-part model fitted on the first two
-    thirds scores above the 98th percentile of the held-out good parts themselves."""
-    w, h = pre.spec.pixel_pool
+def _detectability(pre: Preprocessor, prepared: Sequence[np.ndarray]) -> float:
+    """Planted blemishes found (:mod:`converters.blemish`): fitted on two thirds, judged on the rest."""
     n_fit = (2 * len(prepared)) // 3
-    x_fit = np.stack([pre.features_of(p) for p in prepared[:n_fit]])
-    masks = [resize(silhouette_mask(p, 15.0).astype(np.float32), (w, h)) for p in prepared[:n_fit]]
-    model = fit_good_part_model(x_fit, (h, w), components=min(48, n_fit // 2), mask=part_mask(masks, (h, w)))
-    held = prepared[n_fit:]
-    threshold = float(np.quantile(score_numpy(model, np.stack([pre.features_of(p) for p in held])).score, 0.98))
-    rng = np.random.default_rng(seed)
-    planted = []
-    for img in held:
-        ys, xs = np.nonzero(silhouette_mask(img, 15.0))
-        if len(ys) == 0:
-            continue
-        for sigma, contrast in BLEMISHES:
-            i = int(rng.integers(len(ys)))
-            planted.append(_blemish(img, float(xs[i]), float(ys[i]), sigma, contrast * float(rng.choice((-1.0, 1.0)))))
-    if not planted:
-        return 0.0
-    scores = score_numpy(model, np.stack([pre.features_of(p) for p in planted])).score
-    return float(np.mean(scores > threshold))
-
-
-def _blemish(img: np.ndarray, cx: float, cy: float, sigma: float, contrast: float) -> np.ndarray:
-    h, w = img.shape[:2]
-    yy, xx = np.mgrid[0:h, 0:w]
-    blob = contrast * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2.0 * sigma * sigma))
-    if img.ndim == 3:
-        blob = blob[:, :, None]
-    return np.clip(img.astype(np.float32) + blob, 0, 255).astype(np.uint8)
+    return detectability(pre, prepared[:n_fit], prepared[n_fit:], components=min(48, n_fit // 2))
 
 
 def replace_registration(spec: PreprocessSpec, reg: Registration | None) -> PreprocessSpec:

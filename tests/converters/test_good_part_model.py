@@ -1,4 +1,5 @@
-"""The good-part model on its own: the coarse maps of the signed residual, and ONNX = numpy."""
+"""The good-part model on its own: the coarse maps of the signed residual, ONNX = numpy, and the
+choice of its size by planted blemishes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ import onnxruntime as ort
 
 from converters.anomaly import _avg_pool, calibrate, fit_good_part_model, score_numpy
 from converters.anomaly_onnx import anomaly_only_onnx
+from converters.blemish import COMPONENT_CHOICES, choose_components, detectability, pick_components
+from converters.inspection_build import INSPECTION_SPEC
+from converters.registration_fit import fit_registration
+from converters.synth import Conditions, render_part
+from edge_agent.preprocessing import Preprocessor
 from edge_agent.protocol.manifest import AnomalySpec
 
 GRID = (20, 24)  # (h, w)
@@ -84,3 +90,23 @@ def test_the_onnx_graph_computes_what_numpy_computes() -> None:
     np.testing.assert_allclose(out[spec.score_output][:, 0], want.score, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(out[spec.map_output], want.maps, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(out[spec.global_output][:, 0], want.global_, atol=1e-6)
+
+
+def test_the_smallest_model_within_the_tie_of_the_best_is_picked() -> None:
+    assert pick_components({24: 0.93, 48: 0.929, 96: 0.937}) == 24
+    assert pick_components({24: 0.22, 48: 0.32, 96: 0.47}) == 96
+    assert pick_components({24: 0.94, 48: 0.978, 96: 0.996}) == 48
+    assert pick_components({24: 0.80, 48: 0.95, 96: 0.96}) == 48
+
+
+def test_planted_blemishes_are_found_more_by_a_model_that_fits_the_parts() -> None:
+    """On good plates, a model of 48 components finds more planted blemishes than one of 1."""
+    frames = [render_part("ok", np.random.default_rng(s), conditions=Conditions(), family="plate") for s in range(90)]
+    spec, _ = fit_registration(frames, INSPECTION_SPEC, "translate")
+    pre = Preprocessor(spec)
+    prepared = [pre.prepare(f) for f in frames]
+    one = detectability(pre, prepared[:60], prepared[60:], components=1)
+    many = detectability(pre, prepared[:60], prepared[60:], components=24)
+    assert many > one + 0.1, (one, many)
+    k, found = choose_components(pre, prepared)
+    assert str(k) in found and k in COMPONENT_CHOICES
