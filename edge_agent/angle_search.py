@@ -5,8 +5,8 @@ moments, and the axis of others is only as good as their silhouette. Sampling th
 rays and rings gives a profile in which a turn of the part is a circular shift along the angle axis;
 the shift that best correlates with the good parts' averaged profile (the manifest's template) is
 the turn to undo. One ``cv2.remap`` of the small output image (its sampling map computed once) and
-one FFT along 120 angles: tens of microseconds per frame. Pure numpy and OpenCV; the training side fits the template with
-:func:`fit_template` on the same code.
+one DFT along 120 angles: tens of microseconds per frame. Pure numpy and OpenCV; the training side
+fits the template with :func:`fit_template` on the same code.
 """
 
 from __future__ import annotations
