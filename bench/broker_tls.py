@@ -23,8 +23,8 @@ from cloud_registry.security.broker_config import BrokerSpec, parse_spec
 from cloud_registry.security.lockdown import client_settings, locked_broker
 from cloud_registry.security.passwords import HUMAN_ITERATIONS, RANDOM_ITERATIONS, PasswordFile, hash_password
 from cloud_registry.security.pki import Pki
-from edge_agent.mqtt_link import LinkSettings, MqttLink
-from edge_agent.protocol.topics import Topics
+from edgeline.core.mqtt_link import LinkSettings, MqttLink
+from edgeline.core.protocol.topics import Topics
 
 TOPICS = Topics("edgeline", "bench")
 

@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("edge_agent", "cloud_registry", "converters", "firmware_configs")
+PACKAGES = ("edgeline", "edge_agent", "cloud_registry", "converters", "firmware_configs")
+PROJECT = {"edgeline", "edge_agent", "cloud_registry", "converters", "firmware_configs"}
 FORBIDDEN: dict[str, set[str]] = {
+    # the shared core: no other edgeline package, no image or learning library
+    "edgeline": (PROJECT - {"edgeline"}) | {"numpy", "cv2", "onnxruntime", "onnx", "sklearn", "skl2onnx"},
     "edge_agent": {"cloud_registry", "converters", "sklearn", "skl2onnx", "onnx", "matplotlib", "amqtt"},
     "converters": {"cloud_registry"},
     "firmware_configs": {"edge_agent", "cloud_registry", "converters", "sklearn", "onnx", "cv2", "numpy"},
@@ -50,7 +53,7 @@ TOPIC_LITERAL = re.compile(r"""["'][^"'\n]*(/devices/|/groups/|/artifacts/|/tele
 
 
 def test_no_topic_strings_outside_the_topic_builder() -> None:
-    owner = ROOT / "edge_agent" / "protocol" / "topics.py"
+    owner = ROOT / "edgeline" / "core" / "protocol" / "topics.py"
     hits = []
     for package in PACKAGES:
         for f in source_files(package):
@@ -62,4 +65,12 @@ def test_no_topic_strings_outside_the_topic_builder() -> None:
                     continue
                 if TOPIC_LITERAL.search(line):
                     hits.append(f"{f.relative_to(ROOT)}:{lineno}: {stripped}")
-    assert hits == [], "topic strings outside edge_agent/protocol/topics.py:\n" + "\n".join(hits)
+    assert hits == [], "topic strings outside edgeline/core/protocol/topics.py:\n" + "\n".join(hits)
+
+
+def test_the_device_side_holds_no_private_key_operation() -> None:
+    """Making, certifying and rotating keys is the cloud's (converters/keys.py); the shared signing
+    module only verifies, and nothing the device imports touches a private key."""
+    for package in ("edgeline", "edge_agent"):
+        for f in source_files(package):
+            assert "Ed25519PrivateKey" not in f.read_text("utf-8"), f"{f.relative_to(ROOT)} handles a private key"

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud_registry.demo.linefeed import LineFeed
-from edge_agent.fsutil import write_atomic
+from edgeline.core.fsutil import write_atomic
 
 log = logging.getLogger(__name__)
 

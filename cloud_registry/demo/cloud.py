@@ -25,11 +25,12 @@ from cloud_registry.rollout_runner import RolloutRunner
 from cloud_registry.store import ModelVersion
 from cloud_registry.telemetry.ingest import Ingestor, IngestService
 from cloud_registry.telemetry.store import TelemetryStore
-from edge_agent.errors import EdgeAgentError
-from edge_agent.mqtt_link import LinkSettings, MqttLink
-from edge_agent.protocol.delivery import DeviceEvent, DeviceState
-from edge_agent.protocol.signing import SigningKey, TrustStore
-from edge_agent.protocol.topics import Topics
+from converters.keys import SigningKey
+from edge_agent.errors import EdgelineError
+from edgeline.core.mqtt_link import LinkSettings, MqttLink
+from edgeline.core.protocol.delivery import DeviceEvent, DeviceState
+from edgeline.core.protocol.signing import TrustStore
+from edgeline.core.protocol.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class DemoCloud:
     def start(self) -> None:
         try:
             self.link.connect(10)
-        except EdgeAgentError as exc:
+        except EdgelineError as exc:
             raise RegistryError(f"the registry cannot reach the demo broker: {exc}") from exc
         self._started.append(self.link.stop)
         self.ingest.start()

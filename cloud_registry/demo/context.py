@@ -17,9 +17,10 @@ from cloud_registry.demo.processes import CameraProcess
 from cloud_registry.demo.retrain import Retrained
 from cloud_registry.demo.settings import DemoSettings
 from cloud_registry.demo.workspace import Workspace
+from converters.keys import SigningKey
 from converters.pipeline import BuildResult
-from edge_agent.protocol.signing import SigningKey, TrustStore
-from edge_agent.protocol.telemetry import TelemetryWindow
+from edgeline.core.protocol.signing import TrustStore
+from edgeline.core.protocol.telemetry import TelemetryWindow
 
 
 @dataclass(frozen=True)

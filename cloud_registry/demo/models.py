@@ -13,7 +13,7 @@ from cloud_registry.demo.workspace import Workspace
 from converters.errors import ConverterError
 from converters.pipeline import BuildResult, ProgressHook, build_bundle
 from converters.synth import generate_dataset
-from edge_agent.protocol.manifest import Manifest
+from edgeline.core.protocol.manifest import Manifest
 
 log = logging.getLogger(__name__)
 

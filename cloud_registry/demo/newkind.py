@@ -39,7 +39,7 @@ from cloud_registry.demo.models import MODEL_NAME
 from cloud_registry.demo.scoring import Scored
 from cloud_registry.demo.settings import DemoSettings
 from cloud_registry.demo.workspace import Workspace
-from edge_agent.fsutil import write_atomic
+from edgeline.core.fsutil import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class V3Result:
     """What the stage needs of v3's build: the signed bundle, its manifest and its build report."""
 
     bundle_dir: Path
-    manifest: Any  # edge_agent.protocol.manifest.Manifest
+    manifest: Any  # edgeline.core.protocol.manifest.Manifest
     kind: str
     metrics: dict[str, float]
     report: dict[str, Any]
@@ -151,7 +151,7 @@ class V3Build:
         """The finished, verified build (raises :class:`DemoError` when it failed or took too long)."""
         from cloud_registry.demo.processes import tail
         from edge_agent.bundle import open_bundle
-        from edge_agent.errors import EdgeAgentError
+        from edge_agent.errors import EdgelineError
 
         if self.proc is None:
             raise DemoError("v3 was never started")
@@ -175,7 +175,7 @@ class V3Build:
         try:
             manifest = open_bundle(bundle_dir, trust, check_expiry=False).manifest
             report_doc = json.loads((bundle_dir / "report" / "report.json").read_text("utf-8"))
-        except (EdgeAgentError, OSError, ValueError) as exc:
+        except (EdgelineError, OSError, ValueError) as exc:
             raise DemoError(f"v3's bundle cannot be read: {exc}") from exc
         return V3Result(bundle_dir, manifest, str(doc.get("kind")), dict(manifest.metrics), report_doc)
 
@@ -270,13 +270,13 @@ def render_parts(kind: str, n: int, seed: int) -> list[np.ndarray]:
 def offline_routes(bundle_dir: Path, trust: Any, frames: list[np.ndarray]) -> dict[str, Any]:
     """Where a bundle sends each frame, through the agents' own path (verify, load, self-test,
     preprocess, run, decide), with the labels behind the verdicts."""
-    from edge_agent.errors import EdgeAgentError
+    from edge_agent.errors import EdgelineError
     from edge_agent.inference import inspect_frame, load_and_check
 
     try:
         model = load_and_check(bundle_dir, trust, check_expiry=False)
         verdicts = [inspect_frame(model, f, i).verdict for i, f in enumerate(frames)]
-    except EdgeAgentError as exc:
+    except EdgelineError as exc:
         raise DemoError(f"cannot run {bundle_dir} offline: {exc}") from exc
     out = shares(routed(v.verdict, v.uncertain) for v in verdicts)
     out["labels"] = dict(Counter(v.label for v in verdicts if v.verdict != "ok").most_common())

@@ -26,8 +26,8 @@ from cloud_registry.store import ModelVersion
 from cloud_registry.telemetry.retrain import RetrainPolicy, RetrainResult, plan_retrain
 from cloud_registry.telemetry.retrain import retrain as run_retrain
 from edge_agent.bundle import open_bundle
-from edge_agent.errors import EdgeAgentError
-from edge_agent.protocol.manifest import Manifest
+from edge_agent.errors import EdgelineError
+from edgeline.core.protocol.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def retrain(
             progress=HookToDetail(report, f"v{parent + 1}"),
         )
         bundle = open_bundle(result.bundle_dir, cloud.trust, check_expiry=False)
-    except (RegistryError, EdgeAgentError) as exc:
+    except (RegistryError, EdgelineError) as exc:
         raise DemoError(f"retraining failed: {exc}") from exc
     if not registered:
         raise DemoError("retraining produced no registered version")

@@ -31,7 +31,7 @@ from cloud_registry.demo.summary import StageRecord, build_summary, fleet_snapsh
 from cloud_registry.demo.workspace import Workspace
 from cloud_registry.errors import RegistryError
 from cloud_registry.report.html import render
-from edge_agent.fsutil import write_atomic
+from edgeline.core.fsutil import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +104,9 @@ def _run_stage(ctx: DemoContext, name: str, fn: Callable[[DemoContext], Outcome]
         raise
     except Exception as exc:  # the orchestrator's boundary: any failure ends the story, cleanly
         from converters.errors import ConverterError
-        from edge_agent.errors import EdgeAgentError
+        from edge_agent.errors import EdgelineError
 
-        if not isinstance(exc, RegistryError | ConverterError | EdgeAgentError):
+        if not isinstance(exc, RegistryError | ConverterError | EdgelineError):
             log.error("stage %s crashed:\n%s", name, traceback.format_exc())
             return Outcome(False, f"internal error: {type(exc).__name__}: {exc}")
         log.warning("stage %s failed: %s", name, exc)

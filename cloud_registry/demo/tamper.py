@@ -15,11 +15,11 @@ from cloud_registry.demo.errors import DemoError
 from cloud_registry.demo.models import MODEL_NAME
 from cloud_registry.errors import RegistryError
 from cloud_registry.publisher import reissue, with_chunk_hashes
-from edge_agent.errors import EdgeAgentError
-from edge_agent.fsutil import write_atomic
-from edge_agent.protocol.delivery import envelope_bytes
-from edge_agent.protocol.manifest import parse_manifest
-from edge_agent.protocol.signing import Envelope
+from edge_agent.errors import EdgelineError
+from edgeline.core.fsutil import write_atomic
+from edgeline.core.protocol.delivery import envelope_bytes
+from edgeline.core.protocol.manifest import parse_manifest
+from edgeline.core.protocol.signing import Envelope
 
 #: the version the fleet runs when the tampered update arrives (v3, stage 8), and the one it claims
 CURRENT = 3
@@ -47,7 +47,7 @@ def make_tampered(ctx: DemoContext, devices: tuple[str, ...]) -> Tampered:
         ).to_body()
         genuine["version"] = CLAIMED
         envelope = cloud.publisher.sign(parse_manifest(genuine))
-    except (RegistryError, EdgeAgentError) as exc:
+    except (RegistryError, EdgelineError) as exc:
         raise DemoError(f"cannot prepare the v{CLAIMED} deployment: {exc}") from exc
     altered = {**envelope.body, "artifact": v1_artifact.model_dump(mode="json")}
     tampered = envelope.model_copy(update={"body": altered})
@@ -64,7 +64,7 @@ def push(ctx: DemoContext, t: Tampered) -> None:
             mid = cloud.link.publish(cloud.topics.device_desired(d), payload, qos=1, retain=True)
             if not cloud.link.wait_published(mid, 10):
                 raise DemoError(f"the broker did not acknowledge the tampered update for {d}")
-    except EdgeAgentError as exc:
+    except EdgelineError as exc:
         raise DemoError(f"cannot publish the tampered update: {exc}") from exc
 
 

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 
 from edge_agent.preprocessing import stat_edges
-from edge_agent.protocol.manifest import Reference
-from edge_agent.protocol.telemetry import STAT_NAMES, TelemetryWindow
 from edge_agent.telemetry.drift import Sustained, reference_on
+from edgeline.core.protocol.manifest import Reference
+from edgeline.core.protocol.telemetry import STAT_NAMES, TelemetryWindow
 
 #: input statistics shown as histograms in the report
 SHOWN_STATS = ("brightness", "contrast")

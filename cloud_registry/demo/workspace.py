@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cloud_registry.demo.errors import DemoError
-from edge_agent.errors import EdgeAgentError
-from edge_agent.protocol.signing import KeyPaths, SigningKey, TrustStore, init_keys, load_signing_key
+from converters.keys import KeyPaths, SigningKey, init_keys, load_signing_key
+from edge_agent.errors import EdgelineError
 from edge_agent.telemetry.privacy import new_secret
+from edgeline.core.protocol.signing import TrustStore
 
 MARKER = ".edgeline-demo"
 
@@ -103,5 +104,5 @@ class Workspace:
             paths = init_keys(self.keys)
             new_secret(self.pseudonym_key)
             return load_signing_key(self.keys), TrustStore.load(paths.trust)
-        except (EdgeAgentError, OSError) as exc:
+        except (EdgelineError, OSError) as exc:
             raise DemoError(f"cannot create the demo keys in {self.keys}: {exc}") from exc

@@ -14,8 +14,8 @@ from cloud_registry.security.broker_config import BrokerSpec, render_acl, render
 from cloud_registry.security.certs import CertKind
 from cloud_registry.security.errors import SecurityError
 from cloud_registry.security.pki import Pki
-from edge_agent.fsutil import write_atomic
-from edge_agent.mqtt_link import LinkSettings, TlsSettings, wait_until
+from edgeline.core.fsutil import write_atomic
+from edgeline.core.mqtt_link import LinkSettings, TlsSettings, wait_until
 
 _RELOAD_MARK = "Reloading config."
 #: Mosquitto logs its reloads at the "information" level

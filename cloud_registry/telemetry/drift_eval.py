@@ -19,10 +19,10 @@ import numpy as np
 from converters.synth import CLASSES, Conditions, Lighting, render_part
 from edge_agent.inference import inspect_frame
 from edge_agent.model import LoadedModel
-from edge_agent.protocol.telemetry import STAT_NAMES, DriftStat
 from edge_agent.telemetry.drift import Calibrator, Sustained
 from edge_agent.telemetry.privacy import LaplaceNoise
 from edge_agent.telemetry.windows import ModelKey, RawWindow, WindowAggregator, context_of, drift_of
+from edgeline.core.protocol.telemetry import STAT_NAMES, DriftStat
 
 FIXED_PSI = 0.25
 INPUT_KEYS = (*STAT_NAMES, "confidence", "anomaly_score")

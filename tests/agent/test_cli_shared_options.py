@@ -15,7 +15,8 @@ import pytest
 
 from cloud_registry.cli.common import BrokerOptions, connect, optional_registry
 from cloud_registry.cli.main import cli
-from edge_agent.protocol.signing import KeyPaths, TrustStore
+from converters.keys import KeyPaths
+from edgeline.core.protocol.signing import TrustStore
 
 BROKER = {
     "--broker-host",

@@ -9,7 +9,7 @@ import pytest
 
 from cloud_registry.broker import MosquittoBroker
 from edge_agent.errors import TransportError
-from edge_agent.mqtt_link import LinkSettings, MqttLink, wait_until
+from edgeline.core.mqtt_link import LinkSettings, MqttLink, wait_until
 from tests.faults.tools.proxy import FaultProxy
 
 TOPIC = "faults/proxy/test"

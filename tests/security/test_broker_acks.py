@@ -24,12 +24,12 @@ from cloud_registry.security.pki import Pki
 from cloud_registry.telemetry.ingest import Ingestor, IngestService
 from cloud_registry.telemetry.store import TelemetryStore
 from edge_agent.errors import TransportError
-from edge_agent.mqtt_link import MqttLink, wait_until
-from edge_agent.protocol.delivery import DeviceEvent, EventKind, UpdaterState
-from edge_agent.protocol.telemetry import Ack, IngestCapabilities
 from edge_agent.telemetry.acks import AckRouter, ack_router, event_key
 from edge_agent.telemetry.outbox import Outbox
 from edge_agent.telemetry.pump import OutboxPump
+from edgeline.core.mqtt_link import MqttLink, wait_until
+from edgeline.core.protocol.delivery import DeviceEvent, EventKind, UpdaterState
+from edgeline.core.protocol.telemetry import Ack, IngestCapabilities
 from tests.security.conftest import OBSERVER, TOPICS, Inbox, Locked, make_spec, prime
 from tests.telemetry.test_window_schema import body
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from edge_agent.errors import ProtocolError
+from edgeline.core.errors import ProtocolError
 
 #: Default ceiling for any JSON document read from the network (manifests carry self-test images).
 MAX_JSON_BYTES = 4 * 1024 * 1024

@@ -26,7 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from edge_agent.errors import TransportError
+from edgeline.core.errors import TransportError
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The deployment manifest: everything a device needs to accept, verify, run and monitor a model.
 
-A manifest is the ``body`` of a signed :class:`~edge_agent.protocol.signing.Envelope`. It is strict:
+A manifest is the ``body`` of a signed :class:`~edgeline.core.protocol.signing.Envelope`. It is strict:
 unknown fields are rejected, so a field that one side adds and the other ignores cannot slip through.
 
 Two counters protect against replay and downgrade:
@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from edge_agent.errors import ManifestError
+from edgeline.core.errors import ManifestError
 
 SCHEMA = "edgeline.manifest/1"
 #: Hard ceiling on an artifact a device will ever accept, whatever the manifest says.

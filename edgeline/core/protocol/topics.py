@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from edge_agent.errors import ProtocolError
+from edgeline.core.errors import ProtocolError
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")

@@ -17,10 +17,18 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from edge_agent.errors import ProtocolError
-from edge_agent.preprocessing import STAT_BINS, STAT_RANGES
-from edge_agent.protocol.canonical import canonical_json, parse_json
+from edgeline.core.errors import ProtocolError
+from edgeline.core.protocol.canonical import canonical_json, parse_json
 
+#: Input statistics tracked for drift, with the fixed value range of their histograms (the device's
+#: preprocessing computes them; windows carry their histograms).
+STAT_RANGES: dict[str, tuple[float, float]] = {
+    "brightness": (0.0, 1.0),  # mean intensity of the ROI, 0..1
+    "contrast": (0.0, 0.5),  # standard deviation of intensity, 0..1 scale
+    "sharpness": (0.0, 4.0),  # log10(1 + variance of the Laplacian)
+    "edge_density": (0.0, 0.5),  # fraction of pixels on a Canny edge
+}
+STAT_BINS = 20
 SCHEMA: Literal["edgeline.telemetry/1"] = "edgeline.telemetry/1"
 #: Bins of the top-class confidence histogram over [0, 1].
 CONF_BINS = 10

@@ -1,8 +1,8 @@
 """Wire schemas of model delivery: device state (birth, heartbeat, Last Will), updater events and the
 artifact description. Strict (``extra="forbid"``) like every schema that crosses a trust boundary.
 
-The signed desired-state message is an :class:`~edge_agent.protocol.signing.Envelope` whose body is a
-:class:`~edge_agent.protocol.manifest.Manifest`; an empty retained payload on a desired topic means
+The signed desired-state message is an :class:`~edgeline.core.protocol.signing.Envelope` whose body is a
+:class:`~edgeline.core.protocol.manifest.Manifest`; an empty retained payload on a desired topic means
 "no deployment" (the registry cleared it). See docs/protocol.md.
 """
 
@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edge_agent.errors import ProtocolError
-from edge_agent.protocol.canonical import canonical_json, parse_json
-from edge_agent.protocol.signing import Envelope, parse_envelope
+from edgeline.core.errors import ProtocolError
+from edgeline.core.protocol.canonical import canonical_json, parse_json
+from edgeline.core.protocol.signing import Envelope, parse_envelope
 
 STATE_SCHEMA = "edgeline.state/1"
 EVENT_SCHEMA = "edgeline.event/1"
