@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from cloud_registry.broker import MosquittoBroker, find_mosquitto
 from converters.keys import KeyPaths, SigningKey, init_keys, load_signing_key
 from edgeline.core.protocol.signing import TrustStore
+from edgeline.demo.broker import MosquittoBroker, find_mosquitto
 
 #: test directories whose every test starts a broker (or agent processes that need one) itself
 _SERVICE_DIRS = {"demo", "faults"}

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from cloud_registry.broker import MosquittoBroker
 from cloud_registry.publisher import Publisher, reissue
 from converters.keys import KeyPaths, SigningKey
 from edge_agent.bundle import MANIFEST_FILE
@@ -23,6 +22,7 @@ from edgeline.core.mqtt_link import LinkSettings, MqttLink, wait_until
 from edgeline.core.protocol.delivery import DeviceEvent, parse_event
 from edgeline.core.protocol.manifest import Manifest, parse_manifest
 from edgeline.core.protocol.topics import Topics
+from edgeline.demo.broker import MosquittoBroker
 from firmware_configs.cloud_section import CloudSection
 from firmware_configs.updater_section import UpdaterSection
 from tests.delivery.sim_agent import SimAgent

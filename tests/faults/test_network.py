@@ -36,7 +36,6 @@ from typing import Any
 
 import pytest
 
-from cloud_registry.broker import MosquittoBroker
 from cloud_registry.errors import RegistryError
 from cloud_registry.fleet import FleetWatcher
 from cloud_registry.publisher import Publisher
@@ -50,6 +49,7 @@ from edge_agent.telemetry.privacy import pseudonym
 from edgeline.core.mqtt_link import LinkSettings, MqttLink
 from edgeline.core.protocol.delivery import DeviceEvent, parse_event
 from edgeline.core.protocol.signing import TrustStore
+from edgeline.demo.broker import MosquittoBroker
 from tests.delivery.agent_proc import write_frames
 from tests.delivery.conftest import BuiltBundle, Cloud, wait_for
 from tests.faults.conftest import PSEUDONYM_SECRET, CampaignReport, Counts

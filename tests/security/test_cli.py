@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from cloud_registry.broker import find_mosquitto, free_port, wait_port
 from cloud_registry.cli.main import cli
 from cloud_registry.security.passwords import PasswordFile
 from cloud_registry.security.pki import Pki
@@ -21,6 +20,7 @@ from converters.keys import KeyPaths
 from edgeline.core.mqtt_link import LinkSettings, MqttLink, TlsSettings
 from edgeline.core.protocol.signing import TrustStore
 from edgeline.core.protocol.topics import Topics
+from edgeline.demo.broker import find_mosquitto, free_port, wait_port
 from tests.security.conftest import REGISTRY, TOPICS, Inbox, Locked
 
 

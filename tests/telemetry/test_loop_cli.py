@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cloud_registry.broker import MosquittoBroker
 from cloud_registry.cli.main import cli
 from cloud_registry.registry import Registry, RegistryPaths
 from cloud_registry.telemetry.ingest import Ingestor
@@ -29,6 +28,7 @@ from edge_agent.telemetry.plugin import TelemetryPlugin
 from edgeline.core.mqtt_link import LinkSettings, MqttLink, wait_until
 from edgeline.core.protocol.signing import TrustStore
 from edgeline.core.protocol.topics import Topics
+from edgeline.demo.broker import MosquittoBroker
 from firmware_configs.cloud_section import CloudSection
 from firmware_configs.telemetry_section import TelemetrySection
 from tests.telemetry.conftest import SECRET, AgentStub, Line, SimClock, line_frames

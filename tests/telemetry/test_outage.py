@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from cloud_registry.broker import MosquittoBroker
 from cloud_registry.telemetry.ingest import Ingestor, IngestService, wait_for_count
 from cloud_registry.telemetry.store import TelemetryStore
 from edge_agent.model import LoadedModel
@@ -19,6 +18,7 @@ from edge_agent.telemetry.outbox import Outbox
 from edge_agent.telemetry.plugin import TelemetryPlugin
 from edgeline.core.mqtt_link import LinkSettings, MqttLink, wait_until
 from edgeline.core.protocol.topics import Topics
+from edgeline.demo.broker import MosquittoBroker
 from firmware_configs.telemetry_section import TelemetrySection
 from tests.telemetry.conftest import SECRET, AgentStub, SimClock, frames, run_frames
 

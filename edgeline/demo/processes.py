@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from cloud_registry.demo.errors import DemoError
+from edgeline.demo.errors import DemoError
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def tail(path: Path, chars: int = 1500) -> str:
 
 
 class CameraProcess:
-    """The camera simulator process (see :mod:`cloud_registry.demo.camera`) and its control API."""
+    """The camera simulator process (see :mod:`edgeline.demo.camera`) and its control API."""
 
     def __init__(self, workdir: Path, lines: Sequence[str], *, fps: float, seed: int) -> None:
         self.workdir = workdir
@@ -94,7 +94,7 @@ class CameraProcess:
         argv = [
             sys.executable,
             "-m",
-            "cloud_registry.demo.camera",
+            "edgeline.demo.camera",
             "--lines",
             ",".join(self.lines),
             "--truth-dir",

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from cloud_registry.report import plots
-from cloud_registry.report.widgets import Raw, card, esc, figure, pct, status, table
+from edgeline.demo.report import plots
+from edgeline.demo.report.widgets import Raw, card, esc, figure, pct, status, table
 
 MARK_LABELS = {
     "drift_start": "lighting starts to dim",

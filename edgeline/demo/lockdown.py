@@ -1,7 +1,7 @@
 """Run a locked-down broker from a spec, and connect to it: for tests, the demo and fault campaigns.
 
 Production brokers get their files from ``edgeline broker config render``; this module starts a
-:class:`~cloud_registry.broker.MosquittoBroker` (own workdir, persistence and log) with the very same
+:class:`~edgeline.demo.broker.MosquittoBroker` (own workdir, persistence and log) with the very same
 security section and ACL, so what the tests prove is what production runs.
 """
 
@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cloud_registry.broker import MosquittoBroker
 from cloud_registry.security.broker_config import BrokerSpec, render_acl, render_security
 from cloud_registry.security.certs import CertKind
 from cloud_registry.security.errors import SecurityError
 from cloud_registry.security.pki import Pki
 from edgeline.core.fsutil import write_atomic
 from edgeline.core.mqtt_link import LinkSettings, TlsSettings, wait_until
+from edgeline.demo.broker import MosquittoBroker
 
 _RELOAD_MARK = "Reloading config."
 #: Mosquitto logs its reloads at the "information" level

@@ -16,11 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cloud_registry.demo.cloud import DemoCloud
-from cloud_registry.demo.errors import DemoError
-from cloud_registry.demo.models import MODEL_NAME, HookToDetail, Report
-from cloud_registry.demo.settings import DemoSettings
-from cloud_registry.demo.workspace import Workspace
 from cloud_registry.errors import RegistryError
 from cloud_registry.store import ModelVersion
 from cloud_registry.telemetry.retrain import RetrainPolicy, RetrainResult, plan_retrain
@@ -28,6 +23,11 @@ from cloud_registry.telemetry.retrain import retrain as run_retrain
 from edge_agent.bundle import open_bundle
 from edge_agent.errors import EdgelineError
 from edgeline.core.protocol.manifest import Manifest
+from edgeline.demo.cloud import DemoCloud
+from edgeline.demo.errors import DemoError
+from edgeline.demo.models import MODEL_NAME, HookToDetail, Report
+from edgeline.demo.settings import DemoSettings
+from edgeline.demo.workspace import Workspace
 
 log = logging.getLogger(__name__)
 

@@ -21,17 +21,17 @@ from typing import Any
 
 from rich.console import Console
 
-from cloud_registry.demo import stages, tamper, updates
-from cloud_registry.demo.context import DemoContext, Outcome
-from cloud_registry.demo.models import MODEL_NAME
-from cloud_registry.demo.processes import leftover_processes, stop_process
-from cloud_registry.demo.progress import StageProgress
-from cloud_registry.demo.settings import DemoSettings
-from cloud_registry.demo.summary import StageRecord, build_summary, fleet_snapshot, score
-from cloud_registry.demo.workspace import Workspace
 from cloud_registry.errors import RegistryError
-from cloud_registry.report.html import render
 from edgeline.core.fsutil import write_atomic
+from edgeline.demo import stages, tamper, updates
+from edgeline.demo.context import DemoContext, Outcome
+from edgeline.demo.models import MODEL_NAME
+from edgeline.demo.processes import leftover_processes, stop_process
+from edgeline.demo.progress import StageProgress
+from edgeline.demo.report.html import render
+from edgeline.demo.settings import DemoSettings
+from edgeline.demo.summary import StageRecord, build_summary, fleet_snapshot, score
+from edgeline.demo.workspace import Workspace
 
 log = logging.getLogger(__name__)
 

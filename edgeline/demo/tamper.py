@@ -10,9 +10,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from cloud_registry.demo.context import DemoContext, Outcome
-from cloud_registry.demo.errors import DemoError
-from cloud_registry.demo.models import MODEL_NAME
 from cloud_registry.errors import RegistryError
 from cloud_registry.publisher import reissue, with_chunk_hashes
 from edge_agent.errors import EdgelineError
@@ -20,6 +17,9 @@ from edgeline.core.fsutil import write_atomic
 from edgeline.core.protocol.delivery import envelope_bytes
 from edgeline.core.protocol.manifest import parse_manifest
 from edgeline.core.protocol.signing import Envelope
+from edgeline.demo.context import DemoContext, Outcome
+from edgeline.demo.errors import DemoError
+from edgeline.demo.models import MODEL_NAME
 
 #: the version the fleet runs when the tampered update arrives (v3, stage 8), and the one it claims
 CURRENT = 3

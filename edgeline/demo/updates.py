@@ -7,14 +7,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from cloud_registry.demo import newkind
-from cloud_registry.demo.context import DemoContext, Outcome
-from cloud_registry.demo.errors import DemoError
-from cloud_registry.demo.models import MODEL_NAME, model_facts
-from cloud_registry.demo.retrain import retrain
-from cloud_registry.demo.rollouts import deploy
-from cloud_registry.demo.scoring import load_truth, score_device
 from cloud_registry.errors import RegistryError
+from edgeline.demo import newkind
+from edgeline.demo.context import DemoContext, Outcome
+from edgeline.demo.errors import DemoError
+from edgeline.demo.models import MODEL_NAME, model_facts
+from edgeline.demo.retrain import retrain
+from edgeline.demo.rollouts import deploy
+from edgeline.demo.scoring import load_truth, score_device
 
 
 def _wait_evidence(ctx: DemoContext, line: str, since: float, timeout: float = 60.0) -> None:

@@ -21,11 +21,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloud_registry.demo.errors import DemoError
 from converters.keys import KeyPaths, SigningKey, init_keys, load_signing_key
 from edge_agent.errors import EdgelineError
 from edge_agent.telemetry.privacy import new_secret
 from edgeline.core.protocol.signing import TrustStore
+from edgeline.demo.errors import DemoError
 
 MARKER = ".edgeline-demo"
 

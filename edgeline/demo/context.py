@@ -8,19 +8,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloud_registry.broker import AmqttBroker, MosquittoBroker
-from cloud_registry.demo.cloud import DemoCloud
-from cloud_registry.demo.devices import DeviceProcess
-from cloud_registry.demo.errors import DemoError
-from cloud_registry.demo.newkind import V3Build, V3Result
-from cloud_registry.demo.processes import CameraProcess
-from cloud_registry.demo.retrain import Retrained
-from cloud_registry.demo.settings import DemoSettings
-from cloud_registry.demo.workspace import Workspace
 from converters.keys import SigningKey
 from converters.pipeline import BuildResult
 from edgeline.core.protocol.signing import TrustStore
 from edgeline.core.protocol.telemetry import TelemetryWindow
+from edgeline.demo.broker import AmqttBroker, MosquittoBroker
+from edgeline.demo.cloud import DemoCloud
+from edgeline.demo.devices import DeviceProcess
+from edgeline.demo.errors import DemoError
+from edgeline.demo.newkind import V3Build, V3Result
+from edgeline.demo.processes import CameraProcess
+from edgeline.demo.retrain import Retrained
+from edgeline.demo.settings import DemoSettings
+from edgeline.demo.workspace import Workspace
 
 
 @dataclass(frozen=True)

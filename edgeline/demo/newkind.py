@@ -34,12 +34,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from cloud_registry.demo.errors import DemoError
-from cloud_registry.demo.models import MODEL_NAME
-from cloud_registry.demo.scoring import Scored
-from cloud_registry.demo.settings import DemoSettings
-from cloud_registry.demo.workspace import Workspace
 from edgeline.core.fsutil import write_atomic
+from edgeline.demo.errors import DemoError
+from edgeline.demo.models import MODEL_NAME
+from edgeline.demo.scoring import Scored
+from edgeline.demo.settings import DemoSettings
+from edgeline.demo.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class V3Result:
 
 
 class V3Build:
-    """v3's build in a child process (``python -m cloud_registry.demo.newkind``), started as soon as the
+    """v3's build in a child process (``python -m edgeline.demo.newkind``), started as soon as the
     training images exist. A process rather than a thread: v1's build and v2's retraining run in the
     demo process meanwhile, and two builds sharing one interpreter and one BLAS thread pool slowed
     both several times over on 2 cores (v2's retraining 13 s -> 54 s, v3 68 s). The child runs at a
@@ -102,7 +102,7 @@ class V3Build:
         return [
             sys.executable,
             "-m",
-            "cloud_registry.demo.newkind",
+            "edgeline.demo.newkind",
             "--dataset",
             str(self.ws.dataset),
             "--out",
@@ -130,7 +130,7 @@ class V3Build:
         ]
 
     def start(self) -> None:
-        from cloud_registry.demo.processes import spawn
+        from edgeline.demo.processes import spawn
 
         self.result_file.unlink(missing_ok=True)
         self.started = time.monotonic()
@@ -143,15 +143,15 @@ class V3Build:
             return "starting"
 
     def stop(self) -> int | None:
-        from cloud_registry.demo.processes import stop_process
+        from edgeline.demo.processes import stop_process
 
         return stop_process(self.proc, 5.0)
 
     def wait(self, timeout: float, report: Any, trust: Any) -> V3Result:
         """The finished, verified build (raises :class:`DemoError` when it failed or took too long)."""
-        from cloud_registry.demo.processes import tail
         from edge_agent.bundle import open_bundle
         from edge_agent.errors import EdgelineError
+        from edgeline.demo.processes import tail
 
         if self.proc is None:
             raise DemoError("v3 was never started")
@@ -297,7 +297,7 @@ def _pair(text: str) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     """Build v3 (see :class:`V3Build`); the result, or the reason it failed, goes to ``--result-file``."""
-    p = argparse.ArgumentParser(prog="python -m cloud_registry.demo.newkind", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m edgeline.demo.newkind", description=main.__doc__)
     for flag in ("--dataset", "--out", "--keys", "--progress-file", "--result-file"):
         p.add_argument(flag, required=True, type=Path)
     p.add_argument("--folds", type=int, default=3)

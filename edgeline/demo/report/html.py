@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from cloud_registry.report import sections
-from cloud_registry.report.widgets import esc
+from edgeline.demo.report import sections
+from edgeline.demo.report.widgets import esc
 
 CSS = """
 :root { --ink:#1f2933; --muted:#7b8794; --line:#e4e7eb; --ok:#1e8e3e; --bad:#d93025; --accent:#2f6fdf; }

@@ -9,17 +9,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from cloud_registry.broker import start_embedded_broker
-from cloud_registry.demo.cloud import DemoCloud
-from cloud_registry.demo.context import DemoContext, Outcome
-from cloud_registry.demo.devices import DeviceProcess, DeviceSpec
-from cloud_registry.demo.errors import DemoError
-from cloud_registry.demo.models import MODEL_NAME, build_v1, make_datasets, model_facts
-from cloud_registry.demo.newkind import V3Build
-from cloud_registry.demo.processes import CameraProcess
-from cloud_registry.demo.rollouts import deploy
-from cloud_registry.demo.telemetry_view import drift_ratio, line_view
 from cloud_registry.errors import RegistryError
+from edgeline.demo.broker import start_embedded_broker
+from edgeline.demo.cloud import DemoCloud
+from edgeline.demo.context import DemoContext, Outcome
+from edgeline.demo.devices import DeviceProcess, DeviceSpec
+from edgeline.demo.errors import DemoError
+from edgeline.demo.models import MODEL_NAME, build_v1, make_datasets, model_facts
+from edgeline.demo.newkind import V3Build
+from edgeline.demo.processes import CameraProcess
+from edgeline.demo.rollouts import deploy
+from edgeline.demo.telemetry_view import drift_ratio, line_view
 
 FLEET = "demo"
 

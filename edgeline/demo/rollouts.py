@@ -6,10 +6,10 @@ import time
 from typing import Any
 
 from cloud_registry import rollout as ro
-from cloud_registry.demo.context import DemoContext, Outcome
-from cloud_registry.demo.errors import DemoError
-from cloud_registry.demo.models import MODEL_NAME
 from cloud_registry.errors import RegistryError
+from edgeline.demo.context import DemoContext, Outcome
+from edgeline.demo.errors import DemoError
+from edgeline.demo.models import MODEL_NAME
 
 
 def wait_online(ctx: DemoContext, timeout: float = 60.0) -> None:

@@ -15,7 +15,7 @@ Ground truth: every frame served is logged to ``<truth-dir>/<line>.csv`` with th
 its index in that connection (what the agent's reader calls the frame's ``ref``), the label and the
 lighting it was rendered with. That is how the demo scores the devices' verdicts afterwards.
 
-Run as ``python -m cloud_registry.demo.camera --lines line-1,line-2 --truth-dir DIR --ready-file F``;
+Run as ``python -m edgeline.demo.camera --lines line-1,line-2 --truth-dir DIR --ready-file F``;
 it writes ``{"port": ..., "pid": ...}`` to the ready file once it listens, stops on SIGTERM/SIGINT, and
 also stops by itself when the process that started it goes away (no orphan cameras).
 """
@@ -35,8 +35,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from cloud_registry.demo.linefeed import LineFeed
 from edgeline.core.fsutil import write_atomic
+from edgeline.demo.linefeed import LineFeed
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ def _watch_parent(parent: int, server: CameraServer) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cloud_registry.demo.camera", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m edgeline.demo.camera", description=__doc__.split("\n\n")[0])
     p.add_argument("--lines", required=True, help="comma-separated line names")
     p.add_argument("--truth-dir", required=True, type=Path)
     p.add_argument("--ready-file", required=True, type=Path)

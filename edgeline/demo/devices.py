@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cloud_registry.demo.errors import DemoError
-from cloud_registry.demo.processes import spawn, stop_process, tail
 from edge_agent.status import StatusError, read_status
+from edgeline.demo.errors import DemoError
+from edgeline.demo.processes import spawn, stop_process, tail
 from firmware_configs.errors import ConfigError
 from firmware_configs.loader import parse_config
 

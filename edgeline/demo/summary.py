@@ -13,11 +13,11 @@ from typing import Any
 
 from rich.table import Table
 
-from cloud_registry.demo.context import DemoContext, Outcome
-from cloud_registry.demo.errors import DemoError
-from cloud_registry.demo.models import model_facts
-from cloud_registry.demo.scoring import Scored, confusion, load_truth, score_device
-from cloud_registry.demo.telemetry_view import histograms, line_view, series
+from edgeline.demo.context import DemoContext, Outcome
+from edgeline.demo.errors import DemoError
+from edgeline.demo.models import model_facts
+from edgeline.demo.scoring import Scored, confusion, load_truth, score_device
+from edgeline.demo.telemetry_view import histograms, line_view, series
 
 SCHEMA = "edgeline.demo/1"
 #: fewest scored frames for an accuracy to count

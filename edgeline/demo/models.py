@@ -7,13 +7,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from cloud_registry.demo.errors import DemoError
-from cloud_registry.demo.settings import DemoSettings
-from cloud_registry.demo.workspace import Workspace
 from converters.errors import ConverterError
 from converters.pipeline import BuildResult, ProgressHook, build_bundle
 from converters.synth import generate_dataset
 from edgeline.core.protocol.manifest import Manifest
+from edgeline.demo.errors import DemoError
+from edgeline.demo.settings import DemoSettings
+from edgeline.demo.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
