@@ -153,10 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     import cv2
 
     from bench.harness import emit
-    from converters.keys import KeyPaths, init_keys, load_signing_key
     from edge_agent.http_api import PredictionApi
     from edge_agent.inference import load_and_check
-    from edgeline.core.protocol.signing import TrustStore
+    from edge_agent.protocol.signing import KeyPaths, TrustStore, init_keys, load_signing_key
     from firmware_configs.schema import ApiSection
     from tests.factories import tiny_frames, write_tiny_bundle
 

@@ -25,7 +25,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
-from edge_agent.errors import EdgelineError
+from edge_agent.errors import EdgeAgentError
 from edge_agent.image_decode import ImageError, ImageTooLarge, decode_image
 from edge_agent.inference import inspect_frame, verdict_record
 from edge_agent.model import LoadedModel
@@ -270,7 +270,7 @@ class PredictionApi:
             return 400, {"error": str(exc)}
         try:
             result = inspect_frame(model, img, next(self._ids))
-        except EdgelineError as exc:
+        except EdgeAgentError as exc:
             return 422, {"error": str(exc)}
         return 200, verdict_record(result, self.host.device_id, "api")
 
