@@ -33,10 +33,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.harness import emit  # noqa: E402
+from converters.keys import KeyPaths, init_keys, load_signing_key  # noqa: E402
 from edge_agent.inference import load_and_check  # noqa: E402
 from edge_agent.model import LoadedModel  # noqa: E402
-from edge_agent.protocol.signing import KeyPaths, TrustStore, init_keys, load_signing_key  # noqa: E402
 from edge_agent.runtime import Agent  # noqa: E402
+from edgeline.core.protocol.signing import TrustStore  # noqa: E402
 from firmware_configs.loader import parse_config  # noqa: E402
 
 

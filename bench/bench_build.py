@@ -27,11 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import emit
 from converters.features import DEFAULT_SPEC
+from converters.keys import init_keys
 from converters.pipeline import BuildResult, build_bundle
 from converters.synth import generate_dataset, render_batch, render_part
 from edge_agent.model import make_session
 from edge_agent.preprocessing import Preprocessor
-from edge_agent.protocol.signing import init_keys
 
 
 def interleaved(

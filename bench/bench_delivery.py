@@ -347,13 +347,13 @@ def main() -> int:
     ap.add_argument("--no-floor", action="store_true", help="skip the floor arm (sha256 check + write per chunk)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    from cloud_registry.broker import MosquittoBroker
     from cloud_registry.publisher import Publisher
+    from converters.keys import KeyPaths, init_keys, load_signing_key
     from edge_agent.bundle import read_envelope
-    from edge_agent.mqtt_link import LinkSettings, MqttLink
-    from edge_agent.protocol.manifest import artifact_for, parse_manifest
-    from edge_agent.protocol.signing import KeyPaths, init_keys, load_signing_key
-    from edge_agent.protocol.topics import Topics
+    from edgeline.core.mqtt_link import LinkSettings, MqttLink
+    from edgeline.core.protocol.manifest import artifact_for, parse_manifest
+    from edgeline.core.protocol.topics import Topics
+    from edgeline.demo.broker import MosquittoBroker
     from tests.factories import write_tiny_bundle
 
     with tempfile.TemporaryDirectory(prefix="bench-delivery-") as tmp:

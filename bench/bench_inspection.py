@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from converters.gate import GateConfig
 from converters.inspection_build import build_inspection
+from converters.keys import init_keys
 from converters.line_gate import LineTargets
 from converters.operating_point import auroc, rate
 from converters.pipeline import build_bundle
@@ -35,7 +36,6 @@ from converters.synth import Conditions, Lighting, generate_dataset, render_part
 from edge_agent.inference import inspect_frame
 from edge_agent.model import LoadedModel
 from edge_agent.preprocessing import Preprocessor
-from edge_agent.protocol.signing import init_keys
 
 TRAIN_DEFECTS = ("scratch", "dent", "missing_hole")
 FRESH_DEFECTS = ("scratch", "dent", "missing_hole", "crack", "stain", "chip")

@@ -36,16 +36,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.harness import emit, time_per_call  # noqa: E402
-from cloud_registry.broker import MosquittoBroker  # noqa: E402
 from cloud_registry.telemetry.alerts import AlertEngine  # noqa: E402
 from cloud_registry.telemetry.ingest import Ingestor, IngestService  # noqa: E402
 from cloud_registry.telemetry.store import TelemetryStore  # noqa: E402
-from edge_agent.fsutil import write_atomic  # noqa: E402
-from edge_agent.mqtt_link import LinkSettings  # noqa: E402
 from edge_agent.plugins import FrameResult  # noqa: E402
 from edge_agent.preprocessing import STAT_RANGES  # noqa: E402
-from edge_agent.protocol.manifest import Reference  # noqa: E402
-from edge_agent.protocol.topics import Topics  # noqa: E402
 from edge_agent.telemetry.drift import Calibrator, reference_histogram, reference_input_stats  # noqa: E402
 from edge_agent.telemetry.outbox import Outbox  # noqa: E402
 from edge_agent.telemetry.privacy import LaplaceNoise  # noqa: E402
@@ -58,6 +53,11 @@ from edge_agent.telemetry.windows import (  # noqa: E402
     build_window,
 )
 from edge_agent.verdict import Verdict  # noqa: E402
+from edgeline.core.fsutil import write_atomic  # noqa: E402
+from edgeline.core.mqtt_link import LinkSettings  # noqa: E402
+from edgeline.core.protocol.manifest import Reference  # noqa: E402
+from edgeline.core.protocol.topics import Topics  # noqa: E402
+from edgeline.demo.broker import MosquittoBroker  # noqa: E402
 
 TOPICS = Topics()
 LABELS = ("ok", "scratch", "dent", "missing_hole")
@@ -238,11 +238,12 @@ def ingest_pure(tmp: Path, n: int) -> float:
 
 
 def drift_figures() -> dict[str, Any]:
-    from cloud_registry.telemetry.drift_eval import evaluate_drift
+    from converters.keys import KeyPaths, init_keys
     from converters.pipeline import build_bundle
     from converters.synth import Lighting, generate_dataset
     from edge_agent.inference import load_and_check
-    from edge_agent.protocol.signing import KeyPaths, TrustStore, init_keys
+    from edgeline.core.protocol.signing import TrustStore
+    from edgeline.demo.drift_eval import evaluate_drift
 
     with tempfile.TemporaryDirectory() as d:
         root = Path(d)

@@ -18,13 +18,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import emit, time_per_call
-from cloud_registry.broker import MosquittoBroker, free_port
 from cloud_registry.security.broker_config import BrokerSpec, parse_spec
-from cloud_registry.security.lockdown import client_settings, locked_broker
 from cloud_registry.security.passwords import HUMAN_ITERATIONS, RANDOM_ITERATIONS, PasswordFile, hash_password
 from cloud_registry.security.pki import Pki
-from edge_agent.mqtt_link import LinkSettings, MqttLink
-from edge_agent.protocol.topics import Topics
+from edgeline.core.mqtt_link import LinkSettings, MqttLink
+from edgeline.core.protocol.topics import Topics
+from edgeline.demo.broker import MosquittoBroker, free_port
+from edgeline.demo.lockdown import client_settings, locked_broker
 
 TOPICS = Topics("edgeline", "bench")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Protocol
 
 from cloud_registry.errors import BackendError, NotFound
-from edge_agent.fsutil import write_atomic
+from edgeline.core.fsutil import write_atomic
 
 
 class ArtifactStore(Protocol):

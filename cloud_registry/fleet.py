@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge_agent.errors import ProtocolError
-from edge_agent.mqtt_link import MqttLink
-from edge_agent.protocol.delivery import DeviceEvent, DeviceState, parse_event, parse_state
-from edge_agent.protocol.topics import Topics
+from edgeline.core.mqtt_link import MqttLink
+from edgeline.core.protocol.delivery import DeviceEvent, DeviceState, parse_event, parse_state
+from edgeline.core.protocol.topics import Topics
 
 log = logging.getLogger(__name__)
 

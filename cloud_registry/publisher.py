@@ -18,12 +18,13 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from cloud_registry.errors import RegistryError
-from edge_agent.errors import EdgeAgentError
-from edge_agent.mqtt_link import MqttLink
-from edge_agent.protocol.delivery import ArtifactMeta, envelope_bytes
-from edge_agent.protocol.manifest import Manifest, artifact_for, parse_manifest
-from edge_agent.protocol.signing import Envelope, RevocationList, SigningKey
-from edge_agent.protocol.topics import Topics
+from converters.keys import SigningKey
+from edge_agent.errors import EdgelineError
+from edgeline.core.mqtt_link import MqttLink
+from edgeline.core.protocol.delivery import ArtifactMeta, envelope_bytes
+from edgeline.core.protocol.manifest import Manifest, artifact_for, parse_manifest
+from edgeline.core.protocol.signing import Envelope, RevocationList
+from edgeline.core.protocol.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def reissue(
     }
     try:
         return parse_manifest(body)
-    except EdgeAgentError as exc:
+    except EdgelineError as exc:
         raise RegistryError(f"cannot re-issue {base.name} v{base.version}: {exc}") from exc
 
 
@@ -88,7 +89,7 @@ class Publisher:
                     raise RegistryError(f"the broker did not acknowledge {topic} within {ACK_TIMEOUT_S:.0f}s")
                 if progress is not None:
                     progress(done)
-        except EdgeAgentError as exc:
+        except EdgelineError as exc:
             raise RegistryError(f"publishing to the broker failed: {exc}") from exc
 
     def publish_artifact(
@@ -172,6 +173,6 @@ class Publisher:
         self._publish_all([(self.topics.device_desired(device_id), b"")])
 
     def publish_revocations(self, revocations: RevocationList) -> None:
-        from edge_agent.protocol.canonical import canonical_json
+        from edgeline.core.protocol.canonical import canonical_json
 
         self._publish_all([(self.topics.trust_revocations(), canonical_json(revocations.model_dump(mode="json")))])

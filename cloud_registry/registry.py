@@ -14,10 +14,10 @@ from cloud_registry.artifacts import ArtifactStore, open_artifacts
 from cloud_registry.errors import NotFound, RegistryError
 from cloud_registry.store import STAGES, ModelVersion, RegistryStore, open_store
 from edge_agent.bundle import open_bundle
-from edge_agent.errors import EdgeAgentError
+from edge_agent.errors import EdgelineError
 from edge_agent.model import LoadedModel
-from edge_agent.protocol.manifest import Manifest, parse_manifest
-from edge_agent.protocol.signing import TrustStore
+from edgeline.core.protocol.manifest import Manifest, parse_manifest
+from edgeline.core.protocol.signing import TrustStore
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class Registry:
             if selftest:
                 LoadedModel.load(bundle.manifest, bundle.model_path).self_test()
             data = bundle.model_path.read_bytes()
-        except EdgeAgentError as exc:
+        except EdgelineError as exc:
             raise RegistryError(f"bundle {bundle_dir} refused: {exc}") from exc
         except OSError as exc:
             raise RegistryError(f"cannot read bundle {bundle_dir}: {exc.strerror}") from exc
@@ -109,7 +109,7 @@ class Registry:
     def manifest(self, mv: ModelVersion) -> Manifest:
         try:
             return parse_manifest(mv.envelope["body"])
-        except (EdgeAgentError, KeyError) as exc:
+        except (EdgelineError, KeyError) as exc:
             raise RegistryError(f"stored manifest of {mv.name} v{mv.version} is unreadable: {exc}") from exc
 
     def artifact(self, mv: ModelVersion) -> bytes:

@@ -23,7 +23,7 @@ from cloud_registry.fleet import FleetWatcher
 from cloud_registry.publisher import Publisher, reissue, with_chunk_hashes
 from cloud_registry.registry import Registry
 from cloud_registry.store import RolloutRow
-from edge_agent.protocol.delivery import DeviceEvent, DeviceState
+from edgeline.core.protocol.delivery import DeviceEvent, DeviceState
 
 log = logging.getLogger(__name__)
 

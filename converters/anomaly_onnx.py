@@ -1,6 +1,6 @@
 """The good-part model as ONNX, alone or joined to a classifier in one graph.
 
-Outputs (names from :class:`~edge_agent.protocol.manifest.AnomalySpec`): ``anomaly_score`` (N, 1),
+Outputs (names from :class:`~edgeline.core.protocol.manifest.AnomalySpec`): ``anomaly_score`` (N, 1),
 ``anomaly_map`` (N, h, w), ``anomaly_global`` (N, 1) and ``probabilities``:
 
 * alone: ``[1 - a, a]`` over the labels ``(ok, anomaly)``;
@@ -21,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 from converters.anomaly import HOT_CELL_Z, Calibration, GoodPartModel
 from converters.errors import ConversionError
 from converters.onnx_export import INPUT_NAME, OUTPUT_NAME, TARGET_OPSET, dedupe_opsets
-from edge_agent.protocol.manifest import AnomalySpec
+from edgeline.core.protocol.manifest import AnomalySpec
 
 CLASS_PROBS = "class_probabilities"
 _P = "anomaly_"  # prefix of every node and tensor the branch adds

@@ -11,11 +11,12 @@ from typing import Any
 import numpy as np
 
 from converters.errors import ConverterError
+from converters.keys import SigningKey
 from edge_agent.bundle import MANIFEST_FILE, write_envelope
-from edge_agent.errors import EdgeAgentError
-from edge_agent.fsutil import write_atomic
+from edge_agent.errors import EdgelineError
 from edge_agent.preprocessing import encode_png_b64
-from edge_agent.protocol.manifest import (
+from edgeline.core.fsutil import write_atomic
+from edgeline.core.protocol.manifest import (
     DEFAULT_CHUNK_SIZE,
     InputSpec,
     Manifest,
@@ -28,7 +29,7 @@ from edge_agent.protocol.manifest import (
     Thresholds,
     artifact_for,
 )
-from edge_agent.protocol.signing import Envelope, SigningKey
+from edgeline.core.protocol.signing import Envelope
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def build_manifest(
             lineage=lineage or {},
             **(decision or {}),
         )
-    except (ValueError, EdgeAgentError) as exc:
+    except (ValueError, EdgelineError) as exc:
         raise ConverterError(f"cannot build the manifest: {exc}") from exc
 
 

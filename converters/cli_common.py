@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from converters.errors import ConverterError
 from converters.pipeline import ProgressHook
-from edge_agent.errors import EdgeAgentError
+from edge_agent.errors import EdgelineError
 
 err_console = Console(stderr=True)
 
@@ -61,7 +61,7 @@ def fail(exc: Exception, as_json: bool) -> click.ClickException | SystemExit:
     return click.ClickException(str(exc))
 
 
-PIPELINE_ERRORS = (ConverterError, EdgeAgentError)
+PIPELINE_ERRORS = (ConverterError, EdgelineError)
 
 
 def run_or_fail(fn: Callable[[], Any], as_json: bool) -> Any:

@@ -19,7 +19,7 @@ from converters.cli_common import (
 from converters.cli_train import gate_options
 from converters.gate import GateConfig
 from converters.importer import ImportResult, import_model
-from edge_agent.protocol.manifest import PreprocessSpec, Thresholds
+from edgeline.core.protocol.manifest import PreprocessSpec, Thresholds
 
 
 @click.command("import")

@@ -15,7 +15,7 @@ from converters.line_gate import LineTargets
 from converters.pipeline import BuildResult, build_bundle
 from converters.registration_fit import REGISTER_CHOICES
 from converters.selection import QUANT_CHOICES
-from edge_agent.protocol.manifest import Thresholds
+from edgeline.core.protocol.manifest import Thresholds
 
 GATE_HELP = "Quality gate: no bundle when the int8 model is worse than float by more than these margins."
 

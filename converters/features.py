@@ -21,8 +21,8 @@ from converters.errors import DatasetError
 from converters.synth.lighting import Augment
 from edge_agent.errors import PreprocessError
 from edge_agent.preprocessing import STAT_RANGES, Preprocessor, input_stats
-from edge_agent.protocol.manifest import PreprocessSpec
 from edge_agent.registration import is_foreign, silhouette_mask
+from edgeline.core.protocol.manifest import PreprocessSpec
 
 log = logging.getLogger(__name__)
 

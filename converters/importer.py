@@ -31,7 +31,7 @@ from converters.quantize import QuantReport
 from converters.reference import build_reference, selftest_vectors
 from converters.selection import QuantChoice, select_model
 from edge_agent.preprocessing import Preprocessor
-from edge_agent.protocol.manifest import Manifest, PreprocessSpec, Target, Thresholds
+from edgeline.core.protocol.manifest import Manifest, PreprocessSpec, Target, Thresholds
 
 log = logging.getLogger(__name__)
 

@@ -46,9 +46,9 @@ from converters.selection import QuantChoice, select_model
 from converters.synth.lighting import Augment
 from edge_agent.errors import PreprocessError
 from edge_agent.preprocessing import Preprocessor
-from edge_agent.protocol.manifest import AnomalySpec, Manifest, OperatingPoint, PreprocessSpec, Target, Thresholds
 from edge_agent.telemetry.windows import ANOMALY_EDGES
 from edge_agent.verdict import ANOMALY
+from edgeline.core.protocol.manifest import AnomalySpec, Manifest, OperatingPoint, PreprocessSpec, Target, Thresholds
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from sklearn.preprocessing import StandardScaler
 
 from converters.errors import ConversionError
 from converters.metrics import Agreement, agreement
-from edge_agent.errors import EdgeAgentError
+from edge_agent.errors import EdgelineError
 from edge_agent.model import make_session
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ def run_probabilities(model: bytes, x: np.ndarray, *, batch: int = 1, output: st
     numbers (measured: 0.015 off on a self-test frame)."""
     try:
         sess = make_session(model)
-    except EdgeAgentError as exc:
+    except EdgelineError as exc:
         raise ConversionError(str(exc)) from exc
     inp = sess.get_inputs()[0].name
     if sess.get_inputs()[0].shape[:1] == [1]:  # a model exported with a fixed batch of one

@@ -18,7 +18,7 @@ from onnx import helper
 from converters.errors import ConversionError
 from converters.onnx_export import INPUT_NAME, OUTPUT_NAME, dedupe_opsets
 from converters.quantize import load_model
-from edge_agent.protocol.manifest import MAX_ARTIFACT_BYTES, PreprocessSpec
+from edgeline.core.protocol.manifest import MAX_ARTIFACT_BYTES, PreprocessSpec
 
 log = logging.getLogger(__name__)
 

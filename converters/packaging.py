@@ -13,11 +13,11 @@ import numpy as np
 
 from converters.bundle_writer import SelfTestVector, build_manifest, write_bundle
 from converters.errors import ConverterError, SigningKeyError
+from converters.keys import KeyPaths, SigningKey, load_signing_key
 from converters.quantize import QuantReport
 from edge_agent.bundle import MANIFEST_FILE
-from edge_agent.errors import EdgeAgentError
-from edge_agent.protocol.manifest import Manifest, PreprocessSpec, Reference, Target, Thresholds
-from edge_agent.protocol.signing import KeyPaths, SigningKey, load_signing_key
+from edge_agent.errors import EdgelineError
+from edgeline.core.protocol.manifest import Manifest, PreprocessSpec, Reference, Target, Thresholds
 
 #: Self-test tolerance: float models reproduce ORT to ~1e-6; int8 kernels differ a little between CPU
 #: families (VNNI, AVX2, NEON), so quantized models get more room. A preprocessing skew is far larger.
@@ -31,7 +31,7 @@ def load_key(key_dir: Path) -> SigningKey:
         raise SigningKeyError(f"no signing key in {key_dir} (create one with 'edgeline keys init --dir {key_dir}')")
     try:
         return load_signing_key(Path(key_dir))
-    except EdgeAgentError as exc:
+    except EdgelineError as exc:
         raise SigningKeyError(f"cannot use the signing key in {key_dir}: {exc}") from exc
 
 

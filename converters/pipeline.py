@@ -36,7 +36,7 @@ from converters.reference import build_reference, selftest_vectors
 from converters.selection import QuantChoice, select_model
 from converters.synth.lighting import Augment
 from edge_agent.preprocessing import Preprocessor
-from edge_agent.protocol.manifest import Manifest, PreprocessSpec, Target, Thresholds
+from edgeline.core.protocol.manifest import Manifest, PreprocessSpec, Target, Thresholds
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
 from converters.errors import ConversionError
-from edge_agent.protocol.manifest import Quantization
+from edgeline.core.protocol.manifest import Quantization
 
 log = logging.getLogger(__name__)
 

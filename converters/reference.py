@@ -13,7 +13,7 @@ from converters.errors import ConverterError
 from converters.onnx_export import run_probabilities
 from edge_agent.errors import PreprocessError
 from edge_agent.preprocessing import STAT_BINS, Preprocessor, decode_png_b64, encode_png_b64, stat_edges
-from edge_agent.protocol.manifest import Histogram, PreprocessSpec, Reference
+from edgeline.core.protocol.manifest import Histogram, PreprocessSpec, Reference
 
 CONFIDENCE_BINS = 20
 #: Self-test frames are stored at most this many pixels on their longer side (they travel in the

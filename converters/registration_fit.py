@@ -14,8 +14,8 @@ from converters.blemish import detectability
 from edge_agent.angle_search import fit_template
 from edge_agent.errors import PreprocessError
 from edge_agent.preprocessing import Preprocessor, crop_roi, resize, to_color
-from edge_agent.protocol.manifest import AngleSearch, PreprocessSpec, Registration
 from edge_agent.registration import locate
+from edgeline.core.protocol.manifest import AngleSearch, PreprocessSpec, Registration
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from converters.errors import ConverterError
 from converters.metrics import Evaluation
-from edge_agent.fsutil import write_atomic
+from edgeline.core.fsutil import write_atomic
 
 
 def write_json(path: Path, report: dict[str, Any]) -> Path:

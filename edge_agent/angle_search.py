@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from edge_agent.protocol.manifest import SEARCH_ANGLES, AngleSearch
+from edgeline.core.protocol.manifest import SEARCH_ANGLES, AngleSearch
 
 STEP_DEG = 360.0 / SEARCH_ANGLES
 

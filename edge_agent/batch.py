@@ -17,7 +17,7 @@ from typing import Any, TextIO
 import cv2
 import numpy as np
 
-from edge_agent.errors import EdgeAgentError, SourceError
+from edge_agent.errors import EdgelineError, SourceError
 from edge_agent.image_decode import ImageError, read_header, read_image_file
 from edge_agent.inference import inspect_frame, verdict_record
 from edge_agent.model import LoadedModel
@@ -111,7 +111,7 @@ def predict_items(model: LoadedModel, items: Iterator[Item], device_id: str = "b
             continue
         try:
             result = inspect_frame(model, item.image, frame_id)
-        except EdgeAgentError as exc:
+        except EdgelineError as exc:
             yield {"type": "verdict", "ref": item.ref, "error": str(exc)}
             continue
         rec = verdict_record(result, device_id, item.ref)

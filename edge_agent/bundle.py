@@ -15,9 +15,9 @@ from typing import Any
 
 from edge_agent.errors import BundleError, ProtocolError
 from edge_agent.model import LoadedModel
-from edge_agent.protocol.canonical import parse_json
-from edge_agent.protocol.manifest import Manifest, parse_manifest
-from edge_agent.protocol.signing import Envelope, TrustStore, parse_envelope
+from edgeline.core.protocol.canonical import parse_json
+from edgeline.core.protocol.manifest import Manifest, parse_manifest
+from edgeline.core.protocol.signing import Envelope, TrustStore, parse_envelope
 
 MANIFEST_FILE = "manifest.json"
 

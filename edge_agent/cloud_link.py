@@ -24,9 +24,9 @@ from typing import Any
 
 from edge_agent import __version__
 from edge_agent.errors import TransportError
-from edge_agent.mqtt_link import LinkSettings, MqttLink, TlsSettings, Will
-from edge_agent.protocol.delivery import DeviceEvent, DeviceState
-from edge_agent.protocol.topics import Topics
+from edgeline.core.mqtt_link import LinkSettings, MqttLink, TlsSettings, Will
+from edgeline.core.protocol.delivery import DeviceEvent, DeviceState
+from edgeline.core.protocol.topics import Topics
 from firmware_configs.cloud_section import CloudSection
 
 log = logging.getLogger(__name__)

@@ -1,22 +1,32 @@
-"""The one exception hierarchy of the device side. Third-party errors are mapped here at the boundary."""
+"""The device side's exceptions. Third-party errors are mapped here at the boundary.
+
+:class:`EdgeAgentError` is the root of the device's own errors; it derives from the project's root
+:class:`~edgeline.core.errors.EdgelineError`, like the shared core's errors the device raises too
+(re-exported here: a protocol, signature, manifest or transport error is as much the device's)."""
 
 from __future__ import annotations
 
+from edgeline.core.errors import EdgelineError, ManifestError, ProtocolError, SignatureError, TransportError
 
-class EdgeAgentError(Exception):
-    """Root of every error raised by ``edge_agent``."""
+__all__ = [
+    "BundleError",
+    "EdgeAgentError",
+    "EdgelineError",
+    "ManifestError",
+    "ModelLoadError",
+    "OutboxError",
+    "PreprocessError",
+    "ProtocolError",
+    "SelfTestError",
+    "SignatureError",
+    "SourceError",
+    "TransportError",
+    "UpdateRejected",
+]
 
 
-class ProtocolError(EdgeAgentError):
-    """A message from the wire is malformed, oversized or violates the protocol."""
-
-
-class SignatureError(ProtocolError):
-    """A signature does not verify, or the key is unknown, expired or revoked."""
-
-
-class ManifestError(ProtocolError):
-    """A manifest is structurally valid JSON but not an acceptable manifest."""
+class EdgeAgentError(EdgelineError):
+    """Root of the errors of ``edge_agent`` itself."""
 
 
 class BundleError(EdgeAgentError):
@@ -39,16 +49,11 @@ class SourceError(EdgeAgentError):
     """A camera source cannot be opened or read."""
 
 
-class TransportError(EdgeAgentError):
-    """The MQTT link failed (connect refused, not authorised, timed out)."""
-
-
 class UpdateRejected(EdgeAgentError):
     """An update was refused; ``reason`` is a short machine-readable code sent in the event."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
+        super().__init__(f"{reason}: {detail}" if detail else reason, reason=reason)
         self.detail = detail
 
 

@@ -18,9 +18,9 @@ from edge_agent.bundle import open_bundle
 from edge_agent.model import LoadedModel
 from edge_agent.plugins import FrameResult
 from edge_agent.preprocessing import input_stats
-from edge_agent.protocol.signing import TrustStore
 from edge_agent.registration import is_foreign
 from edge_agent.verdict import Verdict, decide
+from edgeline.core.protocol.signing import TrustStore
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import onnxruntime as ort
 from edge_agent.errors import ModelLoadError, SelfTestError
 from edge_agent.onnx_guard import check_no_external_data
 from edge_agent.preprocessing import Preprocessor, decode_png_b64
-from edge_agent.protocol.manifest import Manifest
+from edgeline.core.protocol.manifest import Manifest
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Training/serving skew is the classic failure of this field, so there is exactly one code path from a
 camera frame to the model input: :class:`Preprocessor`. The cloud trains on its output, the bundle
-declares its :class:`~edge_agent.protocol.manifest.PreprocessSpec`, and the device proves with the
+declares its :class:`~edgeline.core.protocol.manifest.PreprocessSpec`, and the device proves with the
 bundle's self-test vectors that it computes what the cloud computed.
 
 Only numpy and OpenCV are used here (no scikit-learn), so the agent carries it unchanged.
@@ -20,17 +20,10 @@ import numpy as np
 from edge_agent.angle_search import AngleSearcher
 from edge_agent.errors import PreprocessError
 from edge_agent.image_decode import ImageError, read_header
-from edge_agent.protocol.manifest import PreprocessSpec
 from edge_agent.registration import Placement, align, working_size
+from edgeline.core.protocol.manifest import PreprocessSpec
+from edgeline.core.protocol.telemetry import STAT_BINS, STAT_RANGES
 
-#: Input statistics tracked for drift, with the fixed value range of their histograms.
-STAT_RANGES: dict[str, tuple[float, float]] = {
-    "brightness": (0.0, 1.0),  # mean intensity of the ROI, 0..1
-    "contrast": (0.0, 0.5),  # standard deviation of intensity, 0..1 scale
-    "sharpness": (0.0, 4.0),  # log10(1 + variance of the Laplacian)
-    "edge_density": (0.0, 0.5),  # fraction of pixels on a Canny edge
-}
-STAT_BINS = 20
 #: a self-test frame travels in the signed manifest; it is checked before it is decoded
 SELFTEST_MAX_PIXELS = 4096 * 4096
 

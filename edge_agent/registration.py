@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from edge_agent.angle_search import AngleSearcher
-from edge_agent.protocol.manifest import Registration
+from edgeline.core.protocol.manifest import Registration
 
 
 @dataclass(frozen=True, slots=True)

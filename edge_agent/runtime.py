@@ -23,16 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.counters import AgentCounters
-from edge_agent.errors import EdgeAgentError, SelfTestError
+from edge_agent.errors import EdgelineError, SelfTestError
 from edge_agent.frame_queue import FrameQueue
 from edge_agent.inference import inspect_frame, load_and_check, model_info, verdict_record
 from edge_agent.model import LoadedModel
 from edge_agent.plugins import AgentPlugin
-from edge_agent.protocol.signing import TrustStore
 from edge_agent.sinks import SinkWorker, build_sinks
 from edge_agent.source_state import Backoff, SourceState
 from edge_agent.sources import Capture, Frame, SourceReader, build_capture
 from edge_agent.status import SCHEMA, StatusWriter
+from edgeline.core.protocol.signing import TrustStore
 from firmware_configs.schema import DeviceConfig
 
 __all__ = ["Agent", "AgentState", "load_and_check"]
@@ -201,7 +201,7 @@ class Agent:
         def work() -> None:
             try:
                 model = load_and_check(bundle_dir, trust or self.trust(), threads=self.config.inference.threads)
-            except EdgeAgentError as exc:
+            except EdgelineError as exc:
                 self._reject(str(bundle_dir), exc)
                 fut.set_exception(exc)
                 return
@@ -237,7 +237,7 @@ class Agent:
                 threads=self.config.inference.threads,
                 check_expiry=not self.config.model.allow_expired,
             )
-        except EdgeAgentError as exc:
+        except EdgelineError as exc:
             self._reject(bundle, exc)
             return
         self.activate(model)
@@ -246,7 +246,7 @@ class Agent:
     def start(self) -> None:
         """Start every thread and return. Plugins' ``start`` runs before the first frame."""
         if self.state is not AgentState.CREATED:
-            raise EdgeAgentError(f"agent {self.device_id} was already started")
+            raise EdgelineError(f"agent {self.device_id} was already started")
         self._started_at = time.monotonic()
         self.state = AgentState.STARTING
         for s in self.sinks:
@@ -346,7 +346,7 @@ class Agent:
             result = inspect_frame(
                 model, frame.image, frame.frame_id, ts=frame.ts, with_stats=every > 0 and frame.frame_id % every == 0
             )
-        except EdgeAgentError as exc:
+        except EdgelineError as exc:
             self.counters_.drop("error")
             n = self.counters_.error(type(exc).__name__)
             if _worth_logging(n):

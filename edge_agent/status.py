@@ -24,8 +24,8 @@ from edge_agent.counters import (
     process_figures,
 )
 from edge_agent.errors import EdgeAgentError
-from edge_agent.fsutil import write_atomic
 from edge_agent.source_state import SourceState
+from edgeline.core.fsutil import write_atomic
 
 log = logging.getLogger(__name__)
 

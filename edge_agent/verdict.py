@@ -2,7 +2,7 @@
 
 Two decision rules:
 
-* with an :class:`~edge_agent.protocol.manifest.OperatingPoint` (every bundle ``edgeline train``
+* with an :class:`~edgeline.core.protocol.manifest.OperatingPoint` (every bundle ``edgeline train``
   writes): the defect score ``1 - p(ok)`` against the threshold chosen on held-out data for the line's
   target; a score in the review band passes as ``uncertain``. The label of a defect is the most likely
   known defect class, or ``anomaly`` when the good-part model alone found it.
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_agent.protocol.manifest import OperatingPoint, Thresholds
+from edgeline.core.protocol.manifest import OperatingPoint, Thresholds
 
 UNKNOWN = "unknown"
 ANOMALY = "anomaly"

@@ -8,12 +8,33 @@ from pathlib import Path
 
 import pytest
 
-from cloud_registry.broker import MosquittoBroker, find_mosquitto
-from edge_agent.protocol.signing import KeyPaths, SigningKey, TrustStore, init_keys, load_signing_key
+from converters.keys import KeyPaths, SigningKey, init_keys, load_signing_key
+from edgeline.core.protocol.signing import TrustStore
+from edgeline.demo.broker import MosquittoBroker, find_mosquitto
+
+#: test directories whose every test starts a broker (or agent processes that need one) itself
+_SERVICE_DIRS = {"demo", "faults"}
+#: fixtures that start a real Mosquitto
+_BROKER_FIXTURES = {"mosquitto", "lazy_broker", "locked", "locked_factory", "acked"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--full", action="store_true", help="Run fault campaigns at their full counts.")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that needs a broker ``broker``: those using a broker fixture (directly or
+    through another fixture) and those of the service directories (a test that starts a broker some
+    other way carries the mark itself); ``-m "not broker"`` is then the tier that runs with no
+    service at all."""
+    tests = Path(__file__).resolve().parent
+    for item in items:
+        try:
+            top = Path(str(item.path)).resolve().relative_to(tests).parts[0]
+        except (ValueError, IndexError):
+            top = ""
+        if _BROKER_FIXTURES & set(getattr(item, "fixturenames", ())) or top in _SERVICE_DIRS:
+            item.add_marker(pytest.mark.broker)
 
 
 @pytest.fixture(scope="session")

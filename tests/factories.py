@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from converters.keys import SigningKey
 from edge_agent.preprocessing import Preprocessor
-from edge_agent.protocol.manifest import PreprocessSpec, Quantization, Reference, Target
-from edge_agent.protocol.signing import SigningKey
+from edgeline.core.protocol.manifest import PreprocessSpec, Quantization, Reference, Target
 
 LABELS = ("ok", "spot")
 SPEC = PreprocessSpec(size=(32, 32), pixel_pool=(16, 16), features="pixels")

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from converters.keys import RootKey, SigningKey
 from edge_agent.bundle import open_bundle, verify_bundle
 from edge_agent.errors import BundleError, ProtocolError, SelfTestError, SignatureError
-from edge_agent.protocol.signing import RootKey, SigningKey, TrustStore
+from edgeline.core.protocol.signing import TrustStore
 from tests.factories import write_tiny_bundle
 
 
@@ -78,7 +79,7 @@ def test_unknown_root_is_rejected(tiny_bundle: Path) -> None:
 
 
 def test_revoked_signing_key_is_rejected(tiny_bundle: Path, trust: TrustStore, key_dir: Path) -> None:
-    from edge_agent.protocol.signing import KeyPaths, load_private
+    from converters.keys import KeyPaths, load_private
 
     root = RootKey(load_private(KeyPaths(key_dir).root_key))
     env = json.loads((tiny_bundle / "manifest.json").read_text())

@@ -228,7 +228,7 @@ def passwd_set(path: Path, username: str, password_stdin: bool, out: Path | None
         PasswordFile,
         generate_password,
     )
-    from edge_agent.fsutil import write_atomic
+    from edgeline.core.fsutil import write_atomic
 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")

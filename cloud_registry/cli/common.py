@@ -22,9 +22,9 @@ import click
 
 from cloud_registry.errors import RegistryError
 from cloud_registry.registry import Registry, RegistryPaths
-from edge_agent.errors import EdgeAgentError
-from edge_agent.mqtt_link import LinkSettings, MqttLink, TlsSettings
-from edge_agent.protocol.topics import Topics
+from edge_agent.errors import EdgelineError
+from edgeline.core.mqtt_link import LinkSettings, MqttLink, TlsSettings
+from edgeline.core.protocol.topics import Topics
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -214,7 +214,7 @@ def connect(broker: BrokerOptions, client_id: str, timeout: float = 10.0) -> Mqt
     link = MqttLink(broker.link_settings(client_id, clean_start=True))
     try:
         link.connect(timeout)
-    except EdgeAgentError as exc:
+    except EdgelineError as exc:
         link.stop()
         raise click.ClickException(f"fleet broker: {exc}") from exc
     return link

@@ -12,7 +12,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from cloud_registry.demo.errors import DemoError
+from edgeline.demo.errors import DemoError
 
 
 class _Terminated(KeyboardInterrupt):
@@ -74,16 +74,16 @@ def demo(
     report path is printed at the end. Exit status 1 when any stage failed, 130 when interrupted.
     About 75-90 s on 2 cores (--quick: about 50-55 s); see docs/demo.md for measured times.
     """
-    from cloud_registry.demo.workspace import Workspace
+    from edgeline.demo.workspace import Workspace
 
     try:  # a bad --workdir fails here, before anything heavy is imported or started
         ws = Workspace.create(workdir)
     except DemoError as exc:
         raise click.ClickException(str(exc)) from exc
 
-    from cloud_registry.demo.run import run_demo
-    from cloud_registry.demo.settings import DemoSettings
-    from cloud_registry.demo.summary import summary_table
+    from edgeline.demo.run import run_demo
+    from edgeline.demo.settings import DemoSettings
+    from edgeline.demo.summary import summary_table
 
     err = Console(stderr=True)
     settings = DemoSettings.make(quick=quick, devices=devices, seed=seed, broker=broker)

@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from cloud_registry.errors import RegistryError
-from edge_agent.errors import EdgeAgentError
-from edge_agent.protocol.signing import KeyPaths, init_keys, load_signing_key
+from converters.keys import KeyPaths, init_keys, load_signing_key
+from edge_agent.errors import EdgelineError
 
 KEYS_DIR = click.option(
     "--dir",
@@ -55,7 +55,7 @@ def init(directory: Path, force: bool, valid_days: float, backup_root: bool) -> 
             keyring.backup_root_path(paths).unlink(missing_ok=True)
         backup = keyring.add_backup_root(paths) if backup_root else None
         cert = load_signing_key(directory).certificate
-    except (EdgeAgentError, RegistryError) as exc:
+    except (EdgelineError, RegistryError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"root key     {paths.root_key}  (keep it offline)")
     if backup:
@@ -141,8 +141,8 @@ def publish_revocations_cmd(
 ) -> None:
     """Publish DIR/revocations.json, retained, on the fleet's revocations topic (as a registry identity)."""
     from cloud_registry.security import keyring
-    from edge_agent.mqtt_link import LinkSettings, MqttLink, TlsSettings
-    from edge_agent.protocol.topics import Topics
+    from edgeline.core.mqtt_link import LinkSettings, MqttLink, TlsSettings
+    from edgeline.core.protocol.topics import Topics
 
     if (cert_file is None) != (key_file is None):
         raise click.ClickException("--cert and --key go together")
@@ -168,7 +168,7 @@ def publish_revocations_cmd(
             keyring.publish_revocations(link, topics, lst)
         finally:
             link.stop()
-    except (EdgeAgentError, RegistryError) as exc:
+    except (EdgelineError, RegistryError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(
         f"published revocation list serial {lst.serial} ({len(lst.revoked)} key(s)) to {topics.trust_revocations()}"

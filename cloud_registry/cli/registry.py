@@ -13,9 +13,9 @@ from rich.table import Table
 from cloud_registry.cli.common import echo_json, fail, json_option, open_registry, registry_options
 from cloud_registry.errors import RegistryError
 from cloud_registry.store import STAGES, ModelVersion
-from edge_agent.errors import EdgeAgentError
-from edge_agent.protocol.manifest import Manifest
-from edge_agent.protocol.signing import TrustStore
+from edge_agent.errors import EdgelineError
+from edgeline.core.protocol.manifest import Manifest
+from edgeline.core.protocol.signing import TrustStore
 
 
 def _row(v: ModelVersion, stages: dict[str, int]) -> dict[str, Any]:
@@ -67,7 +67,7 @@ def add(
     """Verify BUNDLE (signature, hashes, load and self-test) and register it as a new version."""
     try:
         store = TrustStore.load(trust)
-    except EdgeAgentError as exc:
+    except EdgelineError as exc:
         raise fail(exc) from exc
     with open_registry(home, store_url, artifacts_url) as reg:
         try:

@@ -31,8 +31,8 @@ from cloud_registry.fleet import FleetWatcher
 from cloud_registry.publisher import Publisher
 from cloud_registry.registry import Registry
 from cloud_registry.rollout_runner import RUNNER_ALIVE_S, RolloutRunner, request, runner_alive
-from edge_agent.errors import EdgeAgentError
-from edge_agent.protocol.signing import load_signing_key
+from converters.keys import load_signing_key
+from edge_agent.errors import EdgelineError
 
 TERMINAL_EXIT = {"completed": 0, "aborted": 1}
 
@@ -51,7 +51,7 @@ def parse_pct(value: str) -> float:
 def _runner(reg: Registry, broker: BrokerOptions, keys_dir: Path) -> Iterator[RolloutRunner]:
     try:
         signer = load_signing_key(keys_dir)
-    except EdgeAgentError as exc:
+    except EdgelineError as exc:
         raise fail(exc) from exc
     link = connect(broker, f"edgeline-registry-{os.getpid()}")
     try:
@@ -180,7 +180,7 @@ def deploy(
             r = runner.create(
                 ref, target, canary=canary, waves=waves, max_failure_pct=pct, allow_downgrade=allow_downgrade
             )
-        except (RegistryError, EdgeAgentError) as exc:
+        except (RegistryError, EdgelineError) as exc:
             raise fail(exc) from exc
         if detach:
             runner.release(r)
@@ -354,7 +354,7 @@ def rollback(
         runner.fleet.settle()
         try:
             r = runner.create(what, target, allow_downgrade=True, max_failure_pct=100.0)
-        except (RegistryError, EdgeAgentError) as exc:
+        except (RegistryError, EdgelineError) as exc:
             raise fail(exc) from exc
         r = _watch(runner, r.plan.id, timeout, as_json)
     _finish(r, as_json)

@@ -22,8 +22,8 @@ from cloud_registry.cli.telemetry_retrain import retrain  # the command table na
 from cloud_registry.errors import RegistryError
 from cloud_registry.telemetry.alerts import AlertEngine, AlertSink, CommandSink, WebhookSink
 from cloud_registry.telemetry.store import TelemetryStore
-from edge_agent.errors import EdgeAgentError
-from edge_agent.protocol.manifest import Reference
+from edge_agent.errors import EdgelineError
+from edgeline.core.protocol.manifest import Reference
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def ingest(
         store = TelemetryStore(db_path(home, db))
         sinks: list[AlertSink] = [WebhookSink(u) for u in webhooks]
         sinks += [CommandSink(shlex.split(c)) for c in commands]
-    except (RegistryError, EdgeAgentError, ValueError) as exc:
+    except (RegistryError, EdgelineError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     engine = AlertEngine(store, sinks, silent_budget_s=silent_budget)
     settings = broker.link_settings(client_id)
@@ -115,7 +115,7 @@ def ingest(
 # -- drift ---------------------------------------------------------------------------------------------
 def _reference_from_bundle(bundle: Path) -> Reference:
     from edge_agent.bundle import read_envelope
-    from edge_agent.protocol.manifest import parse_manifest
+    from edgeline.core.protocol.manifest import parse_manifest
 
     env = read_envelope(bundle)
     return parse_manifest(env.get("body")).reference
@@ -177,7 +177,7 @@ def drift(
                 store, model, version=version, by_group=by_group, since=since, reference_for=reference_for
             )
         out_png = render_png(reports, png or Path(f"drift-{model}.png"))
-    except (RegistryError, EdgeAgentError) as exc:
+    except (RegistryError, EdgelineError) as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps({"png": str(out_png), "versions": [r.to_dict() for r in reports]}, default=str))

@@ -13,8 +13,8 @@ from cloud_registry.cli.common import BrokerOptions, broker_options, connect, op
 from cloud_registry.cli.telemetry_common import DB, db_path
 from cloud_registry.errors import RegistryError
 from cloud_registry.telemetry.store import TelemetryStore
-from edge_agent.errors import EdgeAgentError
-from edge_agent.protocol.manifest import Reference
+from edge_agent.errors import EdgelineError
+from edgeline.core.protocol.manifest import Reference
 
 
 @click.command()
@@ -90,7 +90,8 @@ def retrain(
     from cloud_registry.telemetry.retrain import RetrainPolicy, plan_retrain
     from cloud_registry.telemetry.retrain import retrain as run_retrain
     from converters.cli_common import progress_bars
-    from edge_agent.protocol.signing import KeyPaths, TrustStore
+    from converters.keys import KeyPaths
+    from edgeline.core.protocol.signing import TrustStore
 
     path = db_path(home, db)
     if not path.exists():
@@ -156,7 +157,7 @@ def retrain(
                     force=force,
                     progress=hook,
                 )
-    except (RegistryError, EdgeAgentError) as exc:
+    except (RegistryError, EdgelineError) as exc:
         raise click.ClickException(str(exc)) from exc
     doc = result.to_dict()
     if as_json:
@@ -180,7 +181,7 @@ def _rollout_starter(reg: Any, key_dir: Path, broker: BrokerOptions) -> Any:
         from cloud_registry.fleet import FleetWatcher
         from cloud_registry.publisher import Publisher
         from cloud_registry.rollout_runner import RolloutRunner
-        from edge_agent.protocol.signing import load_signing_key
+        from converters.keys import load_signing_key
 
         link = connect(broker, "edgeline-retrain")
         topics = broker.topics

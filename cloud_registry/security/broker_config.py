@@ -8,7 +8,7 @@ What the rendered broker enforces:
   username; a CRL refuses revoked certificates);
 * the identity is pinned as the client id (``use_username_as_clientid``), so no client can take over
   another's session;
-* an allow-list ACL generated from :class:`~edge_agent.protocol.topics.Topics`: each device reads its own
+* an allow-list ACL generated from :class:`~edgeline.core.protocol.topics.Topics`: each device reads its own
   and its groups' desired state, the artifacts and the revocation list, and writes only its own state,
   events and telemetry, and reads its own end-to-end acknowledgements and the ingest's capabilities;
   registry identities write desired state, artifacts and revocations and read what devices report;
@@ -33,8 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cloud_registry.security.certs import check_identity
 from cloud_registry.security.errors import SecurityError
 from edge_agent.errors import ProtocolError
-from edge_agent.fsutil import write_atomic
-from edge_agent.protocol.topics import Topics, check_segment
+from edgeline.core.fsutil import write_atomic
+from edgeline.core.protocol.topics import Topics, check_segment
 
 DEFAULT_MAX_PACKET = 4 * 1024 * 1024
 

@@ -23,7 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cloud_registry.security.errors import SecurityError
 from edge_agent.errors import ProtocolError
-from edge_agent.protocol.topics import check_segment
+from edgeline.core.protocol.topics import check_segment
 
 CertKind = Literal["server", "device", "registry", "observer"]
 

@@ -1,7 +1,7 @@
 """Signing-key life cycle on the registry side: backup root, rotation with history, revocation, and the
 retained revocation message devices subscribe to.
 
-Key directory (``edgeline keys init``; see :class:`edge_agent.protocol.signing.KeyPaths`)::
+Key directory (``edgeline keys init``; see :class:`edgeline.core.protocol.signing.KeyPaths`)::
 
     root.key              offline root key (certifies signing keys, signs revocation lists)
     root-backup.key       optional second root, also in trust.json; move it to a separate safe at once
@@ -23,21 +23,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from cloud_registry.security.errors import SecurityError
-from edge_agent.errors import EdgeAgentError, TransportError
-from edge_agent.fsutil import write_atomic
-from edge_agent.mqtt_link import MqttLink
-from edge_agent.protocol.signing import (
-    KeyCertificate,
-    KeyPaths,
-    RevocationList,
-    RootKey,
-    TrustStore,
-    load_private,
-    load_signing_key,
-    rotate_signing_key,
-    save_private,
-)
-from edge_agent.protocol.topics import Topics
+from converters.keys import KeyPaths, RootKey, load_private, load_signing_key, rotate_signing_key, save_private
+from edge_agent.errors import EdgelineError, TransportError
+from edgeline.core.fsutil import write_atomic
+from edgeline.core.mqtt_link import MqttLink
+from edgeline.core.protocol.signing import KeyCertificate, RevocationList, TrustStore
+from edgeline.core.protocol.topics import Topics
 
 _KEY_ID = re.compile(r"^[0-9a-f]{16}$")
 BACKUP_ROOT = "root-backup.key"
@@ -59,7 +50,7 @@ def add_backup_root(paths: KeyPaths) -> str:
         raise SecurityError(f"{target} exists already")
     try:
         store = TrustStore.load(paths.trust)
-    except EdgeAgentError as exc:
+    except EdgelineError as exc:
         raise SecurityError(str(exc)) from exc
     backup = RootKey(Ed25519PrivateKey.generate())
     save_private(target, backup.private)
@@ -73,14 +64,14 @@ def rotate(paths: KeyPaths, *, valid_days: float = 365.0, root_key: Path | None 
     and the old private key is overwritten. Returns (old key id, new certificate)."""
     try:
         old = load_signing_key(paths.directory).certificate
-    except EdgeAgentError as exc:
+    except EdgelineError as exc:
         raise SecurityError(str(exc)) from exc
     if root_key is not None:
         _check_trusted_root(paths, Path(root_key))
     write_atomic(retired_dir(paths) / f"{old.key_id}.cert.json", json.dumps(old.model_dump(), indent=2).encode())
     try:
         cert = rotate_signing_key(paths, valid_days=valid_days, root_key=root_key)
-    except EdgeAgentError as exc:
+    except EdgelineError as exc:
         raise SecurityError(str(exc)) from exc
     return old.key_id, cert
 
@@ -89,7 +80,7 @@ def _check_trusted_root(paths: KeyPaths, root_key: Path) -> RootKey:
     try:
         root = RootKey(load_private(root_key))
         store = TrustStore.load(paths.trust)
-    except EdgeAgentError as exc:
+    except EdgelineError as exc:
         raise SecurityError(str(exc)) from exc
     if root.key_id not in store.roots:
         raise SecurityError(f"root key {root_key} ({root.key_id}) is not in {paths.trust}: devices would refuse it")
@@ -124,7 +115,7 @@ def revoke(
     root = _check_trusted_root(paths, Path(root_key) if root_key is not None else paths.root_key)
     try:
         current = load_signing_key(paths.directory).key_id
-    except EdgeAgentError:
+    except EdgelineError:
         current = None
     if current in key_ids and not allow_current:
         raise SecurityError(
@@ -146,7 +137,7 @@ def status(paths: KeyPaths) -> dict[str, Any]:
     try:
         signing = load_signing_key(paths.directory).certificate
         store = TrustStore.load(paths.trust)
-    except EdgeAgentError as exc:
+    except EdgelineError as exc:
         raise SecurityError(str(exc)) from exc
     retired = []
     rdir = retired_dir(paths)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from cloud_registry.security.certs import check_identity
 from cloud_registry.security.errors import SecurityError
-from edge_agent.fsutil import write_atomic
+from edgeline.core.fsutil import write_atomic
 
 RANDOM_ITERATIONS = 101
 HUMAN_ITERATIONS = 20_000

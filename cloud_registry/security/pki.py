@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from cloud_registry.security import certs
 from cloud_registry.security.certs import CertKind
 from cloud_registry.security.errors import SecurityError
-from edge_agent.fsutil import write_atomic
+from edgeline.core.fsutil import write_atomic
 
 _SUBDIR: dict[str, str] = {"server": "server", "device": "devices", "registry": "registry", "observer": "observers"}
 

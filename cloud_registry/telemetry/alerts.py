@@ -33,8 +33,8 @@ from typing import Any, Literal, Protocol
 
 from cloud_registry.errors import RegistryError
 from cloud_registry.telemetry.store import TelemetryStore
-from edge_agent.protocol.telemetry import STAT_NAMES, TelemetryWindow
 from edge_agent.telemetry.drift import Sustained
+from edgeline.core.protocol.telemetry import STAT_NAMES, TelemetryWindow
 
 log = logging.getLogger(__name__)
 

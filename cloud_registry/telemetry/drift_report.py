@@ -21,9 +21,9 @@ import numpy as np
 from cloud_registry.errors import NotFound
 from cloud_registry.telemetry.store import TelemetryStore
 from edge_agent.preprocessing import STAT_RANGES, stat_edges
-from edge_agent.protocol.manifest import Reference
-from edge_agent.protocol.telemetry import STAT_NAMES, TelemetryWindow
 from edge_agent.telemetry.drift import Calibrator, emd, hist_mean_std, psi, reference_on
+from edgeline.core.protocol.manifest import Reference
+from edgeline.core.protocol.telemetry import STAT_NAMES, TelemetryWindow
 
 ReferenceFor = Callable[[str, int], Reference | None]
 

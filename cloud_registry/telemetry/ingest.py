@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 
 from cloud_registry.errors import BackendError, IngestRejected
 from cloud_registry.telemetry.store import TelemetryStore
-from edge_agent.errors import EdgeAgentError, ProtocolError
-from edge_agent.mqtt_link import LinkSettings, MessageHandler, MqttLink
-from edge_agent.protocol.canonical import parse_json
-from edge_agent.protocol.delivery import MAX_EVENT_BYTES, DeviceEvent, parse_event
-from edge_agent.protocol.telemetry import MAX_WINDOW_BYTES, Ack, IngestCapabilities, TelemetryWindow, parse_window
-from edge_agent.protocol.topics import Topics
+from edge_agent.errors import EdgelineError, ProtocolError
+from edgeline.core.mqtt_link import LinkSettings, MessageHandler, MqttLink
+from edgeline.core.protocol.canonical import parse_json
+from edgeline.core.protocol.delivery import MAX_EVENT_BYTES, DeviceEvent, parse_event
+from edgeline.core.protocol.telemetry import MAX_WINDOW_BYTES, Ack, IngestCapabilities, TelemetryWindow, parse_window
+from edgeline.core.protocol.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ class IngestService:
         ack = Ack.model_validate({field_name: [outcome.key]})
         try:
             self.link.publish(self.ingestor.topics.device_acks(outcome.device_id), ack.encode(), qos=1)
-        except EdgeAgentError as exc:
+        except EdgelineError as exc:
             self.ingestor.stats.acks_unsent += 1
             log.info("acknowledgement for %s not sent (%s); the device sends it again", outcome.device_id, exc)
             return
@@ -283,7 +283,7 @@ class IngestService:
         topic = self.ingestor.topics.ingest_capabilities()
         try:
             self.link.publish(topic, IngestCapabilities(acks=True).encode(), qos=1, retain=True)
-        except EdgeAgentError as exc:
+        except EdgelineError as exc:
             log.warning("ingest capabilities not published: %s", exc)
 
     def start(self, timeout: float = 10.0) -> None:
@@ -293,13 +293,13 @@ class IngestService:
             self.link.subscribe(self.events_filter, self._chained(self.events_filter, self._on_event), qos=1)
         try:
             self.link.connect(timeout)
-        except EdgeAgentError as exc:
+        except EdgelineError as exc:
             self.link.stop()
             raise BackendError(f"ingest cannot reach the broker: {exc}") from exc
         try:  # the one of the first connect, on the broker before start returns
             topic = self.ingestor.topics.ingest_capabilities()
             self.link.publish_sync(topic, IngestCapabilities(acks=True).encode(), qos=1, retain=True, timeout=timeout)
-        except EdgeAgentError as exc:
+        except EdgelineError as exc:
             log.warning("ingest capabilities not confirmed by the broker: %s", exc)
         log.info("telemetry ingest subscribed to %s", self.topic_filter)
 

@@ -30,8 +30,8 @@ from cloud_registry.telemetry.drift_report import FieldShift, ReferenceFor, buil
 from cloud_registry.telemetry.store import TelemetryStore
 from edge_agent.model import LoadedModel
 from edge_agent.preprocessing import STAT_RANGES, Preprocessor, input_stats, stat_edges
-from edge_agent.protocol.manifest import Manifest, PreprocessSpec
 from edge_agent.telemetry.drift import emd, histogram_of
+from edgeline.core.protocol.manifest import Manifest, PreprocessSpec
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from cloud_registry.errors import BackendError
 from edge_agent.errors import ProtocolError
-from edge_agent.protocol.canonical import canonical_json
-from edge_agent.protocol.delivery import DeviceEvent
-from edge_agent.protocol.telemetry import STAT_NAMES, TelemetryWindow, parse_window
+from edgeline.core.protocol.canonical import canonical_json
+from edgeline.core.protocol.delivery import DeviceEvent
+from edgeline.core.protocol.telemetry import STAT_NAMES, TelemetryWindow, parse_window
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS windows(

@@ -16,7 +16,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from edge_agent.errors import EdgeAgentError
+from edge_agent.errors import EdgelineError
 from edge_agent.plugins import AgentPlugin
 from edge_agent.status import StatusError, prometheus_text, read_status
 from firmware_configs.errors import ConfigError
@@ -60,7 +60,7 @@ def load_plugins(config: DeviceConfig, specs: tuple[str, ...], *, required: bool
             continue
         try:
             built = factory(config)
-        except (EdgeAgentError, ConfigError) as exc:
+        except (EdgelineError, ConfigError) as exc:
             raise click.ClickException(f"plugin {spec}: {exc}") from exc
         if built is None:
             continue
@@ -99,7 +99,7 @@ def run(config_path: Path, extra_plugins: tuple[str, ...], no_default_plugins: b
     plugins += load_plugins(cfg, extra_plugins, required=True)
     try:
         the_agent = Agent(cfg, plugins=plugins)
-    except EdgeAgentError as exc:
+    except EdgelineError as exc:
         raise click.ClickException(str(exc)) from exc
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -125,7 +125,7 @@ def _deep_checks(cfg: DeviceConfig) -> list[str]:
     """Things a valid config may still get wrong on this machine. Warnings, not errors: on first boot
     the bundle may not exist yet, and a camera may be plugged in later."""
     from edge_agent.inference import load_and_check
-    from edge_agent.protocol.signing import TrustStore
+    from edgeline.core.protocol.signing import TrustStore
 
     warnings: list[str] = []
     src = cfg.source
@@ -139,7 +139,7 @@ def _deep_checks(cfg: DeviceConfig) -> list[str]:
         else:
             try:
                 load_and_check(cfg.model.bundle, TrustStore.load(Path(cfg.trust_file)), check_expiry=False)
-            except EdgeAgentError as exc:
+            except EdgelineError as exc:
                 warnings.append(f"model.bundle = {cfg.model.bundle!r}: refused: {exc}")
     if cfg.sinks.jsonl is not None:
         parent = Path(cfg.sinks.jsonl.path).parent
@@ -280,9 +280,9 @@ def simulate(
     """Run N complete agents in this one process (load test): each has its own id, source, queue,
     counters, sinks and status file, and they share the loaded model. Prints throughput per device."""
     from edge_agent.inference import load_and_check
-    from edge_agent.protocol.signing import TrustStore
     from edge_agent.simulate import simulate as run_simulation
     from edge_agent.simulate import synthetic_frames
+    from edgeline.core.protocol.signing import TrustStore
     from firmware_configs.loader import parse_config
 
     if use_source and config_path is None:
@@ -296,13 +296,13 @@ def simulate(
         trust_path = trust or Path(base.trust_file)
         try:
             model = load_and_check(bundle, TrustStore.load(trust_path), check_expiry=False)
-        except EdgeAgentError as exc:
+        except EdgelineError as exc:
             raise click.ClickException(f"{bundle}: {exc}") from exc
     synthetic = None if use_source else synthetic_frames(frames)
     wd = workdir or Path(tempfile.mkdtemp(prefix="edgeline-sim-"))
     try:
         report = run_simulation(base, devices, wd, frames=synthetic, model=model)
-    except EdgeAgentError as exc:
+    except EdgelineError as exc:
         raise click.ClickException(str(exc)) from exc
     doc = report.to_dict()
     if as_json:

@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from edge_agent.batch import RecordWriter, count_items, iter_items, predict_items
-from edge_agent.errors import EdgeAgentError
+from edge_agent.errors import EdgelineError
 from edge_agent.inference import load_and_check
-from edge_agent.protocol.signing import TrustStore
+from edgeline.core.protocol.signing import TrustStore
 from firmware_configs.schema import DEFAULT_MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS_CEILING
 
 
@@ -65,7 +65,7 @@ def predict(
         model = load_and_check(bundle, TrustStore.load(trust), threads=threads, check_expiry=not no_expiry)
         total = count_items(path)
         items = iter_items(path, max_pixels)
-    except EdgeAgentError as exc:
+    except EdgelineError as exc:
         raise click.ClickException(str(exc)) from exc
     errors: list[str] = []
     n = 0
@@ -89,7 +89,7 @@ def predict(
                 if rec.get("error"):
                     errors.append(f"{rec['ref']}: {rec['error']}")
                 progress.advance(task)
-    except EdgeAgentError as exc:
+    except EdgelineError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
         if out is not None:

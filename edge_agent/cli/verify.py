@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from edge_agent.bundle import verify_bundle
-from edge_agent.errors import EdgeAgentError
-from edge_agent.protocol.signing import TrustStore
+from edge_agent.errors import EdgelineError
+from edgeline.core.protocol.signing import TrustStore
 
 
 @click.command()
@@ -29,7 +29,7 @@ def verify(bundle: Path, trust: Path, no_expiry: bool, as_json: bool) -> None:
     try:
         store = TrustStore.load(trust)
         summary = verify_bundle(bundle, store, check_expiry=not no_expiry)
-    except EdgeAgentError as exc:
+    except EdgelineError as exc:
         if as_json:
             click.echo(json.dumps({"ok": False, "error": str(exc), "kind": type(exc).__name__}))
             raise SystemExit(1) from exc

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edge_agent.errors import EdgeAgentError
-from edge_agent.mqtt_link import LinkSettings
+from edge_agent.errors import EdgelineError
 from edge_agent.sinks.base import Record, Sink, SinkError, SinkWorker, encode, wanted
 from edge_agent.sinks.command import CommandSink
 from edge_agent.sinks.jsonl import JsonlSink
 from edge_agent.sinks.mqtt import MqttSink
 from edge_agent.sinks.webhook import WebhookSink
+from edgeline.core.mqtt_link import LinkSettings
 from firmware_configs.schema import SinksSection
 
 __all__ = [
@@ -77,7 +77,7 @@ def build_sinks(section: SinksSection, device_id: str) -> list[SinkWorker]:
             c2 = section.command
             sink = CommandSink(c2.argv, mode=c2.mode, timeout_s=c2.timeout_s)
             workers.append(SinkWorker(sink, queue_size=c2.queue_size, include=c2.include, events=c2.events))
-    except EdgeAgentError:
+    except EdgelineError:
         for w2 in workers:
             w2.close(0.1)
         raise

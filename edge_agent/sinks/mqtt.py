@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 
-from edge_agent.mqtt_link import LinkSettings, MqttLink
-from edge_agent.protocol.topics import line_verdict_topic
 from edge_agent.sinks.base import Record, SinkError, encode
+from edgeline.core.mqtt_link import LinkSettings, MqttLink
+from edgeline.core.protocol.topics import line_verdict_topic
 
 
 class MqttSink:

@@ -4,7 +4,7 @@ the ingest's retained ``ingest/capabilities`` (does the ingest acknowledge at al
 publishes its capabilities at every connect; each one makes the device's sent but unconfirmed messages
 due again, since a message that reached the broker before the ingest was subscribed again is gone.
 
-The ingest publishes an :class:`~edge_agent.protocol.telemetry.Ack` after it has stored a window or
+The ingest publishes an :class:`~edgeline.core.protocol.telemetry.Ack` after it has stored a window or
 an event (or found it stored already); the outbox holding that key deletes it. An acknowledgement
 carries idempotency keys only. It arrives on paho's network thread; applying it is one short SQLite
 transaction per outbox. A malformed acknowledgement is logged and ignored: the messages stay and go
@@ -17,10 +17,10 @@ import logging
 import threading
 from typing import Protocol
 
-from edge_agent.errors import EdgeAgentError, ProtocolError
-from edge_agent.mqtt_link import MessageHandler
-from edge_agent.protocol.telemetry import Ack, parse_ack, parse_capabilities
-from edge_agent.protocol.topics import Topics
+from edge_agent.errors import EdgelineError, ProtocolError
+from edgeline.core.mqtt_link import MessageHandler
+from edgeline.core.protocol.telemetry import Ack, parse_ack, parse_capabilities
+from edgeline.core.protocol.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class AckRouter:
     def _set_peer(outbox: Settles, confirms: bool) -> None:
         try:
             outbox.set_peer_confirms(confirms)
-        except EdgeAgentError as exc:
+        except EdgelineError as exc:
             log.warning("could not record the ingest's capabilities: %s", exc)
 
     def apply(self, ack: Ack) -> int:
@@ -92,7 +92,7 @@ class AckRouter:
                 n += ob.confirm(stored)
                 if refused:
                     n += ob.reject(refused)
-            except EdgeAgentError as exc:  # e.g. disk full: the messages go again and are confirmed again
+            except EdgelineError as exc:  # e.g. disk full: the messages go again and are confirmed again
                 log.warning("acknowledgement not applied: %s", exc)
         return n
 
@@ -118,7 +118,7 @@ class AckRouter:
                 # away (sent to a broker that had nobody subscribed yet) goes again now
                 try:
                     ob.rearm()
-                except EdgeAgentError as exc:
+                except EdgelineError as exc:
                     log.warning("could not make unconfirmed messages due: %s", exc)
 
     def _on_ack(self, topic: str, payload: bytes, retained: bool) -> None:

@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_agent.protocol.telemetry import STAT_NAMES, TelemetryWindow
 from edge_agent.telemetry.drift import Sustained
+from edgeline.core.protocol.telemetry import STAT_NAMES, TelemetryWindow
 
 log = logging.getLogger(__name__)
 

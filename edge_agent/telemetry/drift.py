@@ -29,7 +29,7 @@ import numpy as np
 
 from edge_agent.errors import EdgeAgentError
 from edge_agent.preprocessing import STAT_BINS, STAT_RANGES, stat_edges
-from edge_agent.protocol.manifest import Histogram
+from edgeline.core.protocol.manifest import Histogram
 
 #: Pseudo-count per bin added to field counts (and to reference samples) before taking logs.
 PSEUDO = 0.5

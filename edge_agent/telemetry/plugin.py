@@ -26,10 +26,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from edge_agent.errors import EdgeAgentError, OutboxError
-from edge_agent.mqtt_link import MqttLink
+from edge_agent.errors import EdgelineError, OutboxError
 from edge_agent.plugins import AgentHandle, FrameResult
-from edge_agent.protocol.topics import Topics
 from edge_agent.telemetry.acks import ack_router
 from edge_agent.telemetry.alarm import LocalDriftAlarm
 from edge_agent.telemetry.drift import Calibrator
@@ -37,6 +35,8 @@ from edge_agent.telemetry.outbox import Outbox
 from edge_agent.telemetry.privacy import LaplaceNoise, MinFrames, load_secret, new_secret, pseudonym
 from edge_agent.telemetry.pump import OutboxPump
 from edge_agent.telemetry.windows import DriftContext, ModelKey, RawWindow, WindowAggregator, build_window, context_of
+from edgeline.core.mqtt_link import MqttLink
+from edgeline.core.protocol.topics import Topics
 from firmware_configs.telemetry_section import TelemetrySection
 
 log = logging.getLogger(__name__)
@@ -254,7 +254,7 @@ class TelemetryPlugin:
                 noise_scale=self.noise.scale if self.noise is not None else 0.0,
             )
             payload = window.encode()
-        except EdgeAgentError:
+        except EdgelineError:
             log.exception("window of %s v%d could not be encoded; dropped", raw.model.name, raw.model.version)
             self.outbox.set_state(STATE_PENDING, self._pending_state())
             return

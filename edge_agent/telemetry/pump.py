@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass, field
 
 from edge_agent.errors import TransportError
-from edge_agent.mqtt_link import MqttLink
 from edge_agent.telemetry.outbox import Outbox, OutboxMessage
+from edgeline.core.mqtt_link import MqttLink
 
 log = logging.getLogger(__name__)
 

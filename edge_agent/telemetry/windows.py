@@ -24,8 +24,9 @@ from pydantic import ValidationError
 from edge_agent.errors import ProtocolError
 from edge_agent.plugins import FrameResult
 from edge_agent.preprocessing import STAT_BINS, STAT_RANGES, stat_edges
-from edge_agent.protocol.manifest import Manifest, Reference
-from edge_agent.protocol.telemetry import (
+from edge_agent.telemetry.drift import Calibrator, class_mix_vectors, ref_freqs, reference_on, score
+from edgeline.core.protocol.manifest import Manifest, Reference
+from edgeline.core.protocol.telemetry import (
     ANOMALY_BINS,
     ANOMALY_RANGE,
     CONF_BINS,
@@ -34,7 +35,6 @@ from edge_agent.protocol.telemetry import (
     ModelRef,
     TelemetryWindow,
 )
-from edge_agent.telemetry.drift import Calibrator, class_mix_vectors, ref_freqs, reference_on, score
 
 CONF_EDGES = np.linspace(0.0, 1.0, CONF_BINS + 1)
 ANOMALY_EDGES = np.linspace(ANOMALY_RANGE[0], ANOMALY_RANGE[1], ANOMALY_BINS + 1)

@@ -4,9 +4,9 @@ machine-readable reason. The trust checks run in the order that gives the most p
 from __future__ import annotations
 
 from edge_agent.errors import ManifestError, SignatureError, UpdateRejected
-from edge_agent.protocol.delivery import Reason
-from edge_agent.protocol.manifest import Manifest, parse_manifest
-from edge_agent.protocol.signing import Envelope, TrustStore
+from edgeline.core.protocol.delivery import Reason
+from edgeline.core.protocol.manifest import Manifest, parse_manifest
+from edgeline.core.protocol.signing import Envelope, TrustStore
 
 
 def verify_offer(envelope: Envelope, trust: TrustStore, now: float, *, check_expiry: bool = True) -> Manifest:

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Protocol
 
 from edge_agent.errors import ProtocolError
-from edge_agent.protocol.delivery import Reason
-from edge_agent.protocol.manifest import Artifact
-from edge_agent.protocol.topics import Topics
+from edgeline.core.protocol.delivery import Reason
+from edgeline.core.protocol.manifest import Artifact
+from edgeline.core.protocol.topics import Topics
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ import logging
 import threading
 from typing import Any, Protocol
 
-from edge_agent.errors import EdgeAgentError, TransportError
-from edge_agent.protocol.delivery import DeviceEvent
-from edge_agent.protocol.topics import Topics
+from edge_agent.errors import EdgelineError, TransportError
 from edge_agent.telemetry.acks import ack_router, event_key
+from edgeline.core.protocol.delivery import DeviceEvent
+from edgeline.core.protocol.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class OutboxEventPublisher:
     def publish_event(self, event: DeviceEvent) -> None:
         try:
             self.outbox.put(self.topic, event.to_bytes(), kind="event", key=event_key(event.event_id))
-        except EdgeAgentError as exc:  # e.g. the disk is full: never dropped, held and retried
+        except EdgelineError as exc:  # e.g. the disk is full: never dropped, held and retried
             log.error("deployment event %s could not be stored (%s); held in memory", event.kind, exc)
             with self._lock:
                 self._held.append(event)
@@ -148,11 +148,11 @@ class OutboxEventPublisher:
             payload = event.to_bytes()
             try:
                 self.outbox.put(self.topic, payload, kind="event", key=event_key(event.event_id))
-            except EdgeAgentError:
+            except EdgelineError:
                 try:
                     if not self.link.wait_published(self.link.publish(self.topic, payload, qos=1), 10.0):
                         return
-                except EdgeAgentError:
+                except EdgelineError:
                     return
                 log.warning("deployment event %s sent without being stored (the outbox refused it)", event.kind)
             with self._lock:

@@ -8,12 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from edge_agent.errors import EdgeAgentError, ProtocolError
-from edge_agent.protocol.canonical import parse_json
-from edge_agent.protocol.delivery import DeviceState
-from edge_agent.protocol.signing import TrustStore
-from edge_agent.protocol.topics import Topics
+from edge_agent.errors import EdgelineError, ProtocolError
 from edge_agent.updater.slots import SlotDisk
+from edgeline.core.protocol.canonical import parse_json
+from edgeline.core.protocol.delivery import DeviceState
+from edgeline.core.protocol.signing import TrustStore
+from edgeline.core.protocol.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def load_trust(trust_file: Path, disk: SlotDisk) -> TrustStore:
             data = parse_json(path.read_bytes(), max_bytes=1024 * 1024)
             if isinstance(data, dict):
                 store.apply_revocations(data)
-        except (EdgeAgentError, OSError) as exc:
+        except (EdgelineError, OSError) as exc:
             log.warning("ignoring unreadable %s: %s", path, exc)
     return store
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Literal
 
-from edge_agent.errors import EdgeAgentError, UpdateRejected
-from edge_agent.protocol.delivery import EventKind, LastEvent, ModelRef, Reason, UpdaterState
-from edge_agent.protocol.manifest import Manifest
+from edge_agent.errors import EdgeAgentError, EdgelineError, UpdateRejected
+from edgeline.core.protocol.delivery import EventKind, LastEvent, ModelRef, Reason, UpdaterState
+from edgeline.core.protocol.manifest import Manifest
 
 Slot = Literal["A", "B"]
 S = UpdaterState
@@ -122,7 +122,7 @@ class Record:
                 last_error=str(data.get("last_error", "")),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise EdgeAgentError(f"updater state is malformed: {exc}") from exc
+            raise EdgelineError(f"updater state is malformed: {exc}") from exc
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,12 @@ import logging
 from dataclasses import dataclass
 
 from edge_agent.errors import ProtocolError, UpdateRejected
-from edge_agent.protocol.delivery import Reason, parse_desired
-from edge_agent.protocol.manifest import Manifest
-from edge_agent.protocol.signing import Envelope, TrustStore
 from edge_agent.updater import machine as m
 from edge_agent.updater.checks import check_key_expiry, verify_offer
 from edge_agent.updater.refusals import payload_key
+from edgeline.core.protocol.delivery import Reason, parse_desired
+from edgeline.core.protocol.manifest import Manifest
+from edgeline.core.protocol.signing import Envelope, TrustStore
 
 log = logging.getLogger(__name__)
 

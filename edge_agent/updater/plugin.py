@@ -20,14 +20,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from edge_agent.bundle import sha256_file
-from edge_agent.errors import EdgeAgentError, ProtocolError, SelfTestError, UpdateRejected
-from edge_agent.fsutil import free_bytes
+from edge_agent.errors import EdgelineError, ProtocolError, SelfTestError, UpdateRejected
 from edge_agent.model import LoadedModel
 from edge_agent.plugins import AgentHandle, FrameResult
-from edge_agent.protocol.delivery import EventKind, Reason
-from edge_agent.protocol.delivery import UpdaterState as S
-from edge_agent.protocol.manifest import Manifest
-from edge_agent.protocol.signing import Envelope, TrustStore, parse_envelope
 from edge_agent.updater import machine as m
 from edge_agent.updater.checks import verify_offer
 from edge_agent.updater.download import ChunkDownload
@@ -38,6 +33,11 @@ from edge_agent.updater.refusals import Decision, RefusalGate
 from edge_agent.updater.reporter import Reporter
 from edge_agent.updater.slots import SlotDisk
 from edge_agent.updater.trial import Trial, TrialSpec, error_count
+from edgeline.core.fsutil import free_bytes
+from edgeline.core.protocol.delivery import EventKind, Reason
+from edgeline.core.protocol.delivery import UpdaterState as S
+from edgeline.core.protocol.manifest import Manifest
+from edgeline.core.protocol.signing import Envelope, TrustStore, parse_envelope
 from firmware_configs.updater_section import UpdaterSection
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class UpdaterPlugin:
         self.disk.prepare()
         try:
             rec = self.disk.load_record()
-        except EdgeAgentError as exc:
+        except EdgelineError as exc:
             log.error("updater state unreadable, rebuilt from the committed slot link: %s", exc)
             rec = self.disk.adopt_current(self.trust)
         rec_before = rec
@@ -281,7 +281,7 @@ class UpdaterPlugin:
         try:
             self._envelope = parse_envelope(p.envelope)
             self._manifest = verify_offer(self._envelope, self.trust, self.clock())
-        except (EdgeAgentError, OSError) as exc:
+        except (EdgelineError, OSError) as exc:
             reason = exc.reason if isinstance(exc, UpdateRejected) else Reason.IO_ERROR
             self._reject(reason, f"cannot resume: {exc}")
             return
@@ -370,7 +370,7 @@ class UpdaterPlugin:
             self._transition(m.verified(self.record, self.clock()), EventKind.VERIFIED)
         try:
             self.disk.stage(p.slot, part, p.filename, p.sha256, self._envelope)
-        except (EdgeAgentError, OSError) as exc:
+        except (EdgelineError, OSError) as exc:
             self._reject(Reason.IO_ERROR, f"staging failed: {exc}")
             return
         self._lap("stage")
@@ -382,7 +382,7 @@ class UpdaterPlugin:
         assert p is not None and man is not None and self.agent is not None
         try:
             model = LoadedModel.load(man, self.disk.model_path(p.slot, p.filename), threads=self.threads)
-        except EdgeAgentError as exc:
+        except EdgelineError as exc:
             self._reject(Reason.MODEL_LOAD, str(exc))
             return
         self._lap("load")
@@ -502,7 +502,7 @@ class UpdaterPlugin:
             if self.trust.apply_revocations(parse_revocations(payload)):
                 self.disk.save_revocations(payload)
                 log.info("applied revocation list serial %d", self.trust.revocation_serial)
-        except EdgeAgentError as exc:
+        except EdgelineError as exc:
             log.warning("revocation list refused: %s", exc)
 
     # -- startup --------------------------------------------------------------------------------
@@ -530,7 +530,7 @@ class UpdaterPlugin:
             return
         try:
             self.agent.activate(self.disk.load_slot(self.record.active, self.trust, self.threads))
-        except EdgeAgentError as exc:
+        except EdgelineError as exc:
             log.error("committed slot %s cannot serve: %s", self.record.active, exc)
 
 

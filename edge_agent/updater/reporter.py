@@ -10,13 +10,13 @@ import signal
 import threading
 from pathlib import Path
 
-from edge_agent.fsutil import write_atomic
 from edge_agent.model import LoadedModel
-from edge_agent.protocol.delivery import DeviceEvent, EventKind, LastEvent, ModelRef
-from edge_agent.protocol.delivery import UpdaterState as S
 from edge_agent.updater import machine as m
 from edge_agent.updater.events import EventPublisher
 from edge_agent.updater.link import UpdaterLink
+from edgeline.core.fsutil import write_atomic
+from edgeline.core.protocol.delivery import DeviceEvent, EventKind, LastEvent, ModelRef
+from edgeline.core.protocol.delivery import UpdaterState as S
 from firmware_configs.updater_section import FaultSection
 
 log = logging.getLogger(__name__)

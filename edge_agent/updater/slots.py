@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_agent.bundle import MANIFEST_FILE, child_path, open_bundle, sha256_file
-from edge_agent.errors import EdgeAgentError
-from edge_agent.fsutil import fsync_dir, write_atomic
+from edge_agent.errors import EdgelineError
 from edge_agent.model import LoadedModel
-from edge_agent.protocol.delivery import UpdaterState, envelope_bytes
-from edge_agent.protocol.signing import Envelope, TrustStore
 from edge_agent.updater.machine import Record, Slot, SlotInfo
+from edgeline.core.fsutil import fsync_dir, write_atomic
+from edgeline.core.protocol.delivery import UpdaterState, envelope_bytes
+from edgeline.core.protocol.signing import Envelope, TrustStore
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +72,13 @@ class SlotDisk:
         except FileNotFoundError:
             return Record()
         except OSError as exc:
-            raise EdgeAgentError(f"cannot read {self.record_path}: {exc.strerror}") from exc
+            raise EdgelineError(f"cannot read {self.record_path}: {exc.strerror}") from exc
         try:
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise EdgeAgentError(f"{self.record_path} is not valid JSON: {exc}") from exc
+            raise EdgelineError(f"{self.record_path} is not valid JSON: {exc}") from exc
         if not isinstance(data, dict):
-            raise EdgeAgentError(f"{self.record_path} does not hold an object")
+            raise EdgelineError(f"{self.record_path} does not hold an object")
         return Record.from_dict(data)
 
     def save_record(self, rec: Record) -> None:
@@ -111,7 +111,7 @@ class SlotDisk:
         d = self.slot_dir(slot)
         target = self.model_path(slot, filename)  # before anything in the slot changes
         if self.committed_slot() == slot:
-            raise EdgeAgentError(f"slot {slot} holds the committed model: a deployment never stages into it")
+            raise EdgelineError(f"slot {slot} holds the committed model: a deployment never stages into it")
         d.mkdir(parents=True, exist_ok=True)
         (d / MANIFEST_FILE).unlink(missing_ok=True)
         fsync_dir(d)
@@ -127,7 +127,7 @@ class SlotDisk:
             os.replace(part, target)
             fsync_dir(d)
         if not target.exists() or sha256_file(target) != sha256:
-            raise EdgeAgentError(f"staged model in slot {slot} is missing or altered")
+            raise EdgelineError(f"staged model in slot {slot} is missing or altered")
         write_atomic(d / MANIFEST_FILE, envelope_bytes(envelope))
         return d
 
@@ -188,7 +188,7 @@ class SlotDisk:
                 return Record()
             slot: Slot = "A" if name == "A" else "B"
             bundle = open_bundle(self.slot_dir(slot), trust, check_expiry=False)
-        except (OSError, EdgeAgentError) as exc:
+        except (OSError, EdgelineError) as exc:
             log.warning("no committed slot to adopt: %s", exc)
             return Record()
         man = bundle.manifest

@@ -7,7 +7,7 @@ import math
 import threading
 from dataclasses import dataclass, field
 
-from edge_agent.protocol.delivery import Reason
+from edgeline.core.protocol.delivery import Reason
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.protocol.signing import KeyPaths, SigningKey
+from converters.keys import KeyPaths, SigningKey
 from tests.agent.helpers import MjpegCamera, write_folder, write_video
 from tests.factories import tiny_frames, write_tiny_bundle
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.inference import load_and_check
-from edge_agent.protocol.signing import TrustStore
 from edge_agent.runtime import Agent
 from edge_agent.status import health
+from edgeline.core.protocol.signing import TrustStore
 from tests.agent.helpers import MjpegCamera, make_config, wait_for
 
 

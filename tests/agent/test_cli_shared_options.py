@@ -15,7 +15,8 @@ import pytest
 
 from cloud_registry.cli.common import BrokerOptions, connect, optional_registry
 from cloud_registry.cli.main import cli
-from edge_agent.protocol.signing import KeyPaths, TrustStore
+from converters.keys import KeyPaths
+from edgeline.core.protocol.signing import TrustStore
 
 BROKER = {
     "--broker-host",
@@ -80,11 +81,11 @@ def test_broker_and_registry_commands_share_one_option_set() -> None:
 @pytest.fixture
 def locked_broker(tmp_path: Path) -> Iterator[tuple[BrokerOptions, str]]:
     """A real Mosquitto that wants TLS and a password, on topic root ``plant`` / fleet ``f2``."""
-    from cloud_registry.broker import find_mosquitto, free_port
     from cloud_registry.security.broker_config import parse_spec
-    from cloud_registry.security.lockdown import locked_broker as make_broker
     from cloud_registry.security.passwords import PasswordFile, generate_password
     from cloud_registry.security.pki import Pki
+    from edgeline.demo.broker import find_mosquitto, free_port
+    from edgeline.demo.lockdown import locked_broker as make_broker
 
     if find_mosquitto() is None:
         pytest.fail("mosquitto is not installed: apt-get install -y mosquitto")

@@ -20,7 +20,7 @@ import pytest
 from edge_agent.http_api import STATUS_CODES, PredictionApi
 from edge_agent.inference import load_and_check
 from edge_agent.model import LoadedModel
-from edge_agent.protocol.signing import TrustStore
+from edgeline.core.protocol.signing import TrustStore
 from firmware_configs.schema import ApiSection
 from tests.agent.helpers import png_bomb
 from tests.factories import tiny_frames
@@ -46,7 +46,7 @@ class Host:
 
 @pytest.fixture(scope="module")
 def api(tiny_bundle: Path, key_dir: Path) -> Iterator[PredictionApi]:
-    from edge_agent.protocol.signing import KeyPaths
+    from converters.keys import KeyPaths
 
     model = load_and_check(tiny_bundle, TrustStore.load(KeyPaths(key_dir).trust))
     server = PredictionApi(Host(model), ApiSection(enabled=True, port=0, max_body_bytes=65536))

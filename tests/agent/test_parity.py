@@ -15,8 +15,8 @@ from click.testing import CliRunner
 
 from cloud_registry.cli.main import cli
 from edge_agent.inference import load_and_check
-from edge_agent.protocol.signing import TrustStore
 from edge_agent.runtime import Agent
+from edgeline.core.protocol.signing import TrustStore
 from tests.agent.helpers import make_config, verdicts, wait_for
 
 KEYS = ("verdict", "label", "confidence", "uncertain", "model", "model_version")

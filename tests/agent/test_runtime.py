@@ -14,9 +14,9 @@ import pytest
 from edge_agent.errors import SelfTestError
 from edge_agent.inference import load_and_check
 from edge_agent.plugins import FrameResult
-from edge_agent.protocol.signing import TrustStore
 from edge_agent.runtime import Agent, AgentState
 from edge_agent.status import prometheus_text, read_status
+from edgeline.core.protocol.signing import TrustStore
 from tests.agent.conftest import N_VIDEO
 from tests.agent.helpers import MjpegCamera, Recorder, events, make_config, verdicts, wait_for
 

@@ -11,13 +11,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from cloud_registry.broker import MosquittoBroker
 from edge_agent.inference import load_and_check
-from edge_agent.mqtt_link import LinkSettings, MqttLink
-from edge_agent.protocol.signing import TrustStore
-from edge_agent.protocol.topics import line_verdict_topic
 from edge_agent.runtime import Agent
 from edge_agent.sinks import JsonlSink, SinkWorker
+from edgeline.core.mqtt_link import LinkSettings, MqttLink
+from edgeline.core.protocol.signing import TrustStore
+from edgeline.core.protocol.topics import line_verdict_topic
+from edgeline.demo.broker import MosquittoBroker
 from tests.agent.conftest import N_VIDEO
 from tests.agent.helpers import Recorder, make_config, read_jsonl, wait_for
 

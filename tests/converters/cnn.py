@@ -10,7 +10,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edge_agent.preprocessing import Preprocessor
-from edge_agent.protocol.manifest import PreprocessSpec
+from edgeline.core.protocol.manifest import PreprocessSpec
 
 CNN_SPEC = PreprocessSpec(
     color="gray", roi=(0.2, 0.15, 0.6, 0.7), size=(32, 28), features="tensor", mean=(0.5,), std=(0.25,)

@@ -12,7 +12,7 @@ from converters.synth import Conditions, render_part
 from edge_agent.angle_search import AngleSearcher, fit_template
 from edge_agent.errors import ManifestError
 from edge_agent.preprocessing import Preprocessor
-from edge_agent.protocol.manifest import SEARCH_ANGLES, AngleSearch, Registration
+from edgeline.core.protocol.manifest import SEARCH_ANGLES, AngleSearch, Registration
 
 
 def _flanges(n: int, seed: int) -> list[np.ndarray]:

@@ -10,7 +10,7 @@ import pytest
 from converters.errors import ConverterError, DatasetError, SigningKeyError, TrainingError
 from converters.pipeline import build_bundle
 from converters.synth import generate_dataset
-from edge_agent.protocol.manifest import Thresholds
+from edgeline.core.protocol.manifest import Thresholds
 from tests.converters.conftest import NO_GATE
 
 

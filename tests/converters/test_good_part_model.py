@@ -13,7 +13,7 @@ from converters.inspection_build import INSPECTION_SPEC
 from converters.registration_fit import fit_registration
 from converters.synth import Conditions, render_part
 from edge_agent.preprocessing import Preprocessor
-from edge_agent.protocol.manifest import AnomalySpec
+from edgeline.core.protocol.manifest import AnomalySpec
 
 GRID = (20, 24)  # (h, w)
 

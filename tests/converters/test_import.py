@@ -17,8 +17,8 @@ from converters.importer import import_model
 from converters.quantize import count_quantized
 from converters.synth import CLASSES, generate_dataset, render_batch
 from edge_agent.bundle import verify_bundle
-from edge_agent.protocol.manifest import PreprocessSpec
-from edge_agent.protocol.signing import TrustStore
+from edgeline.core.protocol.manifest import PreprocessSpec
+from edgeline.core.protocol.signing import TrustStore
 from tests.converters.cnn import CNN_SPEC, make_cnn
 
 LABELS = tuple(sorted(CLASSES))

@@ -16,13 +16,13 @@ from click.testing import CliRunner
 from cloud_registry.cli.main import cli
 from converters.errors import GateFailed
 from converters.inspection_build import InspectionResult, build_inspection
+from converters.keys import KeyPaths
 from converters.line_gate import LineTargets, judge
 from converters.operating_point import Counts, clopper_pearson, cross_fitted, rate
 from converters.synth import Conditions, Lighting, generate_dataset, render_ood, render_part
 from edge_agent.inference import inspect_frame
 from edge_agent.model import LoadedModel
 from edge_agent.preprocessing import Preprocessor
-from edge_agent.protocol.signing import KeyPaths
 
 LOOSE = LineTargets(max_false_reject=0.05, max_escape=0.2)
 

@@ -19,10 +19,10 @@ from converters.pipeline import BuildResult, build_bundle
 from converters.quantize import count_quantized
 from converters.synth import Lighting, lighting_augment, render_batch
 from edge_agent.bundle import open_bundle, verify_bundle
-from edge_agent.errors import EdgeAgentError
+from edge_agent.errors import EdgelineError
 from edge_agent.model import LoadedModel
 from edge_agent.preprocessing import STAT_RANGES
-from edge_agent.protocol.signing import TrustStore
+from edgeline.core.protocol.signing import TrustStore
 from tests.converters.conftest import NO_GATE
 
 ESTIMATORS = ("mlp", "logreg", "forest")
@@ -139,7 +139,7 @@ def test_verify_rejects_one_flipped_byte_in_trained_model_and_manifest(
     (man_copy / "manifest.json").write_bytes(bytes(raw))
     res = runner.invoke(cli, ["verify", str(man_copy), "--trust", trust])
     assert res.exit_code == 1 and "REJECTED" in res.output
-    with pytest.raises(EdgeAgentError, match=r"signature|manifest field"):
+    with pytest.raises(EdgelineError, match=r"signature|manifest field"):
         open_bundle(man_copy, TrustStore.load(key_dir / "trust.json"))
 
 

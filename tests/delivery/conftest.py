@@ -11,18 +11,18 @@ from typing import Any
 
 import pytest
 
-from cloud_registry.broker import MosquittoBroker
 from cloud_registry.publisher import Publisher, reissue
+from converters.keys import KeyPaths, SigningKey
 from edge_agent.bundle import MANIFEST_FILE
 from edge_agent.cloud_link import CloudLink, DeviceIdentity
-from edge_agent.mqtt_link import LinkSettings, MqttLink, wait_until
-from edge_agent.protocol.delivery import DeviceEvent, parse_event
-from edge_agent.protocol.manifest import Manifest, parse_manifest
-from edge_agent.protocol.signing import KeyPaths, SigningKey
-from edge_agent.protocol.topics import Topics
 from edge_agent.updater.events import FanOutPublisher, LinkEventPublisher, ListEventPublisher
 from edge_agent.updater.machine import Identity
 from edge_agent.updater.plugin import UpdaterPlugin
+from edgeline.core.mqtt_link import LinkSettings, MqttLink, wait_until
+from edgeline.core.protocol.delivery import DeviceEvent, parse_event
+from edgeline.core.protocol.manifest import Manifest, parse_manifest
+from edgeline.core.protocol.topics import Topics
+from edgeline.demo.broker import MosquittoBroker
 from firmware_configs.cloud_section import CloudSection
 from firmware_configs.updater_section import UpdaterSection
 from tests.delivery.sim_agent import SimAgent
@@ -197,7 +197,7 @@ def padded_model(data: bytes, extra_bytes: int, seed: int = 0) -> bytes:
 
 def variant(b: BuiltBundle, data: bytes, version: int, chunk_size: int | None = None) -> BuiltBundle:
     """``b``'s manifest (and self-test vectors) for other model bytes: a new version."""
-    from edge_agent.protocol.manifest import DEFAULT_CHUNK_SIZE, artifact_for
+    from edgeline.core.protocol.manifest import DEFAULT_CHUNK_SIZE, artifact_for
 
     body = b.manifest.to_body()
     art = artifact_for(data, chunk_size=chunk_size or DEFAULT_CHUNK_SIZE)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from edge_agent.errors import ProtocolError
-from edge_agent.protocol.topics import Topics
+from edgeline.core.protocol.topics import Topics
 from tests.delivery.conftest import BuiltBundle, Cloud, wait_for
 from tests.delivery.test_rejections import running_v1
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from cloud_registry.publisher import reissue
-from edge_agent.protocol.delivery import parse_state
-from edge_agent.protocol.manifest import Manifest, artifact_for, parse_manifest
-from edge_agent.protocol.signing import KeyPaths
+from converters.keys import KeyPaths
+from edgeline.core.protocol.delivery import parse_state
+from edgeline.core.protocol.manifest import Manifest, artifact_for, parse_manifest
 from tests.delivery.agent_proc import AgentProcess, write_frames
 from tests.delivery.conftest import BuiltBundle, Cloud, wait_for
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cloud_registry.broker import MosquittoBroker
 from edge_agent.cloud_link import CloudLink, DeviceIdentity
-from edge_agent.mqtt_link import LinkSettings, MqttLink
-from edge_agent.protocol.delivery import DeviceEvent, EventKind, UpdaterState, parse_event
-from edge_agent.protocol.topics import Topics
 from edge_agent.telemetry.outbox import Outbox
 from edge_agent.updater.events import LinkEventPublisher, OutboxEventPublisher
+from edgeline.core.mqtt_link import LinkSettings, MqttLink
+from edgeline.core.protocol.delivery import DeviceEvent, EventKind, UpdaterState, parse_event
+from edgeline.core.protocol.topics import Topics
+from edgeline.demo.broker import MosquittoBroker
 from firmware_configs.cloud_section import CloudSection
 from tests.delivery.conftest import wait_for
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge_agent.protocol.signing import KeyPaths
+from converters.keys import KeyPaths
 from tests.delivery.agent_proc import AgentProcess, write_frames
 from tests.delivery.conftest import BuiltBundle, Cloud, wait_for
 

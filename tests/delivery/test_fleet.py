@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from cloud_registry.broker import MosquittoBroker
 from cloud_registry.fleet import FleetView, FleetWatcher
 from edge_agent.errors import ProtocolError
-from edge_agent.mqtt_link import LinkSettings, MqttLink
-from edge_agent.protocol.delivery import DeviceEvent, DeviceState, EventKind, ModelRef, UpdaterState
-from edge_agent.protocol.topics import Topics
+from edgeline.core.mqtt_link import LinkSettings, MqttLink
+from edgeline.core.protocol.delivery import DeviceEvent, DeviceState, EventKind, ModelRef, UpdaterState
+from edgeline.core.protocol.topics import Topics
+from edgeline.demo.broker import MosquittoBroker
 from tests.delivery.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,10 +17,10 @@ import pytest
 
 from cloud_registry.publisher import reissue
 from edge_agent.bundle import child_path, open_bundle
-from edge_agent.errors import BundleError, EdgeAgentError, ManifestError
-from edge_agent.protocol.delivery import envelope_bytes
-from edge_agent.protocol.manifest import parse_manifest
+from edge_agent.errors import BundleError, EdgelineError, ManifestError
 from edge_agent.updater.slots import SlotDisk
+from edgeline.core.protocol.delivery import envelope_bytes
+from edgeline.core.protocol.manifest import parse_manifest
 from tests.delivery.conftest import BuiltBundle, Cloud, Device, wait_for
 from tests.delivery.test_rejections import publish_raw, running_v1, selftest_liar  # noqa: F401
 
@@ -150,7 +150,7 @@ def test_staging_never_touches_the_committed_slot(tmp_path: Path, tiny_bundle: P
     for slot, name in (("B", "../A/model.onnx"), ("B", "../../x.onnx"), ("A", "model.onnx")):
         part = disk.part_path(sha)
         part.write_bytes(data)
-        with pytest.raises(EdgeAgentError):
+        with pytest.raises(EdgelineError):
             disk.stage(slot, part, name, sha, env)  # type: ignore[arg-type]
         assert tree(disk.slots) == before, (slot, name)
         assert not (tmp_path / "x.onnx").exists()
@@ -168,5 +168,5 @@ def test_a_bundle_on_disk_naming_a_path_does_not_open(
     body = json.loads((tiny_bundle / "manifest.json").read_text())["body"]
     body["artifact"]["filename"] = "../outside.onnx"
     (d / "manifest.json").write_bytes(envelope_bytes(signing_key.sign(body)))
-    with pytest.raises(EdgeAgentError, match="filename"):
+    with pytest.raises(EdgelineError, match="filename"):
         open_bundle(d, trust)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from edge_agent.protocol.signing import KeyPaths
+from converters.keys import KeyPaths
 from tests.delivery.agent_proc import AgentProcess, write_frames
 from tests.delivery.conftest import BuiltBundle, Cloud, wait_for
 

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.errors import EdgeAgentError, UpdateRejected
-from edge_agent.protocol.delivery import UpdaterState as S
-from edge_agent.protocol.manifest import Manifest, Target, parse_manifest
+from edge_agent.errors import EdgelineError, UpdateRejected
 from edge_agent.updater import machine as m
 from edge_agent.updater.trial import Trial, TrialSpec, p95
+from edgeline.core.protocol.delivery import UpdaterState as S
+from edgeline.core.protocol.manifest import Manifest, Target, parse_manifest
 from tests.delivery.conftest import BuiltBundle
 
 ME = m.Identity("dev-1", "x86-ipc", frozenset({"line-1"}))
@@ -135,9 +135,9 @@ def test_rejection_after_staging_forgets_the_slot(bundles: dict[int, BuiltBundle
 
 
 def test_malformed_record_is_a_clear_error() -> None:
-    with pytest.raises(EdgeAgentError, match="malformed"):
+    with pytest.raises(EdgelineError, match="malformed"):
         m.Record.from_dict({"schema": "edgeline.updater/1", "state": "NOPE"})
-    with pytest.raises(EdgeAgentError, match="malformed"):
+    with pytest.raises(EdgelineError, match="malformed"):
         m.Record.from_dict({"schema": "other"})
 
 

@@ -8,8 +8,8 @@ import time
 from typing import Any
 
 from cloud_registry.publisher import reissue
-from edge_agent.protocol.delivery import envelope_bytes
 from edge_agent.updater.refusals import Decision, RefusalGate, payload_key
+from edgeline.core.protocol.delivery import envelope_bytes
 from tests.delivery.conftest import BuiltBundle, Cloud, wait_for
 from tests.delivery.test_rejections import publish_raw, running_v1
 

@@ -14,7 +14,7 @@ from cloud_registry.artifacts import FileArtifactStore, open_artifacts
 from cloud_registry.errors import BackendError, Conflict, NotFound, RegistryError
 from cloud_registry.registry import Registry
 from cloud_registry.store import ModelVersion, RegistryStore, RolloutRow, open_store
-from edge_agent.protocol.signing import TrustStore
+from edgeline.core.protocol.signing import TrustStore
 from tests.delivery.conftest import BuiltBundle
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"

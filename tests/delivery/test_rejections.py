@@ -15,10 +15,10 @@ import pytest
 from onnx import helper, numpy_helper
 
 from cloud_registry.publisher import reissue
-from edge_agent.protocol.delivery import envelope_bytes
-from edge_agent.protocol.manifest import Manifest, Target, parse_manifest
-from edge_agent.protocol.signing import SigningKey, init_keys, load_signing_key
+from converters.keys import SigningKey, init_keys, load_signing_key
 from edge_agent.updater.machine import Limits
+from edgeline.core.protocol.delivery import envelope_bytes
+from edgeline.core.protocol.manifest import Manifest, Target, parse_manifest
 from tests.delivery.conftest import BuiltBundle, Cloud, Device, read_bundle, variant, wait_for
 from tests.factories import write_tiny_bundle
 
@@ -209,7 +209,7 @@ def test_downgrade_is_refused_but_an_authorised_rollback_is_not(
 def test_revoked_signing_key_is_refused(
     cloud: Cloud, bundles: dict[int, BuiltBundle], frames: list[Any], key_dir: Path, signing_key: SigningKey
 ) -> None:
-    from edge_agent.protocol.signing import KeyPaths, RootKey, load_private
+    from converters.keys import KeyPaths, RootKey, load_private
 
     dev = running_v1(cloud, frames, bundles)
     root = RootKey(load_private(KeyPaths(key_dir).root_key))

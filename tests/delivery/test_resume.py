@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge_agent.protocol.delivery import parse_meta
+from edgeline.core.protocol.delivery import parse_meta
 from tests.delivery.conftest import BuiltBundle, Cloud, padded_model, variant, wait_for
 
 

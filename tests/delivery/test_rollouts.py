@@ -15,8 +15,8 @@ from cloud_registry.publisher import Publisher
 from cloud_registry.registry import Registry
 from cloud_registry.rollout import Rollout
 from cloud_registry.rollout_runner import RolloutRunner, request
-from edge_agent.mqtt_link import LinkSettings, MqttLink
-from edge_agent.protocol.signing import TrustStore
+from edgeline.core.mqtt_link import LinkSettings, MqttLink
+from edgeline.core.protocol.signing import TrustStore
 from tests.delivery.conftest import BuiltBundle, Cloud, wait_for
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from edge_agent.protocol.delivery import UpdaterState
+from edgeline.core.protocol.delivery import UpdaterState
 from tests.delivery.conftest import BuiltBundle, Cloud, wait_for
 
 

@@ -14,9 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
-from cloud_registry.demo.camera import CameraServer
-from cloud_registry.demo.linefeed import LineFeed, Ramp
-from cloud_registry.demo.scoring import load_truth
+from edgeline.demo.camera import CameraServer
+from edgeline.demo.linefeed import LineFeed, Ramp
+from edgeline.demo.scoring import load_truth
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cloud_registry.demo.scoring import load_truth
+from edgeline.demo.scoring import load_truth
 from tests.demo.conftest import DemoRun, chromium_args
 
 STORY = [

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from cloud_registry.demo import run
-from cloud_registry.demo.context import DemoContext, Outcome
-from cloud_registry.demo.errors import DemoError
-from cloud_registry.demo.settings import DemoSettings
-from cloud_registry.demo.workspace import Workspace
+from edgeline.demo import run
+from edgeline.demo.context import DemoContext, Outcome
+from edgeline.demo.errors import DemoError
+from edgeline.demo.settings import DemoSettings
+from edgeline.demo.workspace import Workspace
 
 
 def _ok(ctx: DemoContext) -> Outcome:
@@ -69,7 +69,7 @@ def test_workspace_refuses_a_foreign_directory_and_clears_its_own(tmp_path: Path
 def test_v3_build_failure_is_reported_not_hung(tmp_path: Path) -> None:
     """v3 builds in a child process: a build that cannot succeed (no good parts to learn from) ends
     with the builder's own reason, and the child is gone."""
-    from cloud_registry.demo.newkind import V3Build
+    from edgeline.demo.newkind import V3Build
 
     ws = Workspace.create(tmp_path / "ws")
     _, trust = ws.init_secrets()

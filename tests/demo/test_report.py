@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cloud_registry.report.html import render
+from edgeline.demo.report.html import render
 
 
 def test_a_run_that_failed_early_renders_notes_not_broken_figures() -> None:

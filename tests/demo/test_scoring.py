@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cloud_registry.demo.newkind import live_routes, routed, shares
-from cloud_registry.demo.scoring import Scored, TruthRow, condition, confusion, load_truth, score_device
+from edgeline.demo.newkind import live_routes, routed, shares
+from edgeline.demo.scoring import Scored, TruthRow, condition, confusion, load_truth, score_device
 
 DRIFTED = (-70.0, 0.7)
 

@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from cloud_registry.broker import MosquittoBroker
 from cloud_registry.telemetry.ingest import Ingestor, IngestService
 from cloud_registry.telemetry.store import TelemetryStore
-from edge_agent.mqtt_link import LinkSettings
-from edge_agent.protocol.signing import SigningKey
-from edge_agent.protocol.topics import Topics
+from converters.keys import SigningKey
+from edgeline.core.mqtt_link import LinkSettings
+from edgeline.core.protocol.topics import Topics
+from edgeline.demo.broker import MosquittoBroker
 from tests.delivery.conftest import BuiltBundle, bundles, cloud, frames, padded_model, variant  # noqa: F401
 from tests.faults.tools.ledger import EventLedger
 

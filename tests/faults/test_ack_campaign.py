@@ -36,11 +36,11 @@ from typing import Any
 
 import pytest
 
-from cloud_registry.broker import MosquittoBroker
 from cloud_registry.telemetry.ingest import IngestService
 from cloud_registry.telemetry.store import TelemetryStore
-from edge_agent.protocol.signing import KeyPaths
+from converters.keys import KeyPaths
 from edge_agent.telemetry.privacy import pseudonym
+from edgeline.demo.broker import MosquittoBroker
 from tests.delivery.agent_proc import write_frames
 from tests.delivery.conftest import BuiltBundle, Cloud, wait_for
 from tests.faults.conftest import PSEUDONYM_SECRET, CampaignReport, Counts

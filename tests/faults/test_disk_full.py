@@ -28,9 +28,9 @@ import pytest
 from cloud_registry.publisher import reissue
 from cloud_registry.telemetry.ingest import IngestService
 from cloud_registry.telemetry.store import TelemetryStore
-from edge_agent.protocol.signing import KeyPaths
-from edge_agent.protocol.telemetry import parse_window
+from converters.keys import KeyPaths
 from edge_agent.telemetry.privacy import pseudonym
+from edgeline.core.protocol.telemetry import parse_window
 from tests.delivery.agent_proc import write_frames
 from tests.delivery.conftest import BuiltBundle, Cloud, padded_model, variant, wait_for
 from tests.faults.conftest import PSEUDONYM_SECRET, CampaignReport, Counts

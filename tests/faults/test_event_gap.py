@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 
 from cloud_registry.publisher import reissue
+from converters.keys import KeyPaths
 from edge_agent.cloud_link import CloudLink, DeviceIdentity
-from edge_agent.protocol.delivery import DeviceEvent
-from edge_agent.protocol.signing import KeyPaths
 from edge_agent.telemetry.outbox import Outbox
 from edge_agent.updater.events import OutboxEventPublisher
 from edge_agent.updater.machine import Identity
 from edge_agent.updater.plugin import UpdaterPlugin
+from edgeline.core.protocol.delivery import DeviceEvent
 from firmware_configs.updater_section import UpdaterSection
 from tests.delivery.conftest import BuiltBundle, Cloud, wait_for
 from tests.delivery.sim_agent import SimAgent

@@ -36,7 +36,6 @@ from typing import Any
 
 import pytest
 
-from cloud_registry.broker import MosquittoBroker
 from cloud_registry.errors import RegistryError
 from cloud_registry.fleet import FleetWatcher
 from cloud_registry.publisher import Publisher
@@ -45,10 +44,12 @@ from cloud_registry.rollout import Rollout
 from cloud_registry.rollout_runner import RolloutRunner
 from cloud_registry.telemetry.ingest import IngestService
 from cloud_registry.telemetry.store import TelemetryStore
-from edge_agent.mqtt_link import LinkSettings, MqttLink
-from edge_agent.protocol.delivery import DeviceEvent, parse_event
-from edge_agent.protocol.signing import KeyPaths, TrustStore
+from converters.keys import KeyPaths
 from edge_agent.telemetry.privacy import pseudonym
+from edgeline.core.mqtt_link import LinkSettings, MqttLink
+from edgeline.core.protocol.delivery import DeviceEvent, parse_event
+from edgeline.core.protocol.signing import TrustStore
+from edgeline.demo.broker import MosquittoBroker
 from tests.delivery.agent_proc import write_frames
 from tests.delivery.conftest import BuiltBundle, Cloud, wait_for
 from tests.faults.conftest import PSEUDONYM_SECRET, CampaignReport, Counts

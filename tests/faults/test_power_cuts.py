@@ -41,10 +41,11 @@ from typing import Any
 from cloud_registry.publisher import reissue
 from cloud_registry.telemetry.ingest import IngestService
 from cloud_registry.telemetry.store import TelemetryStore
+from converters.keys import KeyPaths
 from edge_agent.bundle import open_bundle
 from edge_agent.model import LoadedModel
-from edge_agent.protocol.signing import KeyPaths, TrustStore
 from edge_agent.telemetry.privacy import pseudonym
+from edgeline.core.protocol.signing import TrustStore
 from tests.delivery.agent_proc import write_frames
 from tests.delivery.conftest import BuiltBundle, Cloud, wait_for
 from tests.faults.conftest import PSEUDONYM_SECRET, CampaignReport, Counts

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from cloud_registry.broker import MosquittoBroker
 from edge_agent.errors import TransportError
-from edge_agent.mqtt_link import LinkSettings, MqttLink, wait_until
+from edgeline.core.mqtt_link import LinkSettings, MqttLink, wait_until
+from edgeline.demo.broker import MosquittoBroker
 from tests.faults.tools.proxy import FaultProxy
 
 TOPIC = "faults/proxy/test"

@@ -22,16 +22,10 @@ import pytest
 from cloud_registry.fleet import FleetWatcher
 from cloud_registry.telemetry.ingest import Ingestor
 from cloud_registry.telemetry.store import TelemetryStore
+from converters.keys import KeyPaths, RootKey, load_private
 from edge_agent.bundle import open_bundle
-from edge_agent.errors import EdgeAgentError, ProtocolError
-from edge_agent.mqtt_link import LinkSettings, MqttLink, filter_matches
+from edge_agent.errors import EdgelineError, ProtocolError
 from edge_agent.onnx_guard import ExternalDataError, check_no_external_data
-from edge_agent.protocol.canonical import parse_json
-from edge_agent.protocol.delivery import parse_desired, parse_event, parse_meta, parse_state
-from edge_agent.protocol.manifest import parse_manifest
-from edge_agent.protocol.signing import KeyPaths, RootKey, TrustStore, load_private, parse_envelope
-from edge_agent.protocol.telemetry import parse_window
-from edge_agent.protocol.topics import Topics
 from edge_agent.status import StatusError, read_status
 from edge_agent.telemetry.privacy import MinFrames, PrivacyError, load_secret
 from edge_agent.updater import machine as m
@@ -39,6 +33,13 @@ from edge_agent.updater.download import ChunkDownload
 from edge_agent.updater.link import load_trust, parse_revocations
 from edge_agent.updater.offer import Candidate, triage
 from edge_agent.updater.slots import SlotDisk
+from edgeline.core.mqtt_link import LinkSettings, MqttLink, filter_matches
+from edgeline.core.protocol.canonical import parse_json
+from edgeline.core.protocol.delivery import parse_desired, parse_event, parse_meta, parse_state
+from edgeline.core.protocol.manifest import parse_manifest
+from edgeline.core.protocol.signing import TrustStore, parse_envelope
+from edgeline.core.protocol.telemetry import parse_window
+from edgeline.core.protocol.topics import Topics
 from firmware_configs.errors import ConfigError
 from firmware_configs.loader import parse_config, parse_toml
 from tests.fuzz import bulk
@@ -318,12 +319,12 @@ def t_record(c: Ctx) -> bulk.Target:
             doc = mu.doc(record_doc(), 3)
             try:
                 rec = m.Record.from_dict(doc) if isinstance(doc, dict) else m.Record.from_dict({"schema": doc})
-            except EdgeAgentError:
+            except EdgelineError:
                 return "refused"
             assert m.Record.from_dict(rec.to_dict()) == rec
             return "accepted"
         disk.record_path.write_bytes(mu.payload(record_doc()))
-        return refused(disk.load_record, EdgeAgentError)
+        return refused(disk.load_record, EdgelineError)
 
     return one
 
@@ -338,7 +339,7 @@ def t_bundle_manifest(c: Ctx) -> bulk.Target:
         (d / "manifest.json").write_bytes(raw)
         try:
             b = open_bundle(d, c.trust, check_expiry=False)
-        except EdgeAgentError:
+        except EdgelineError:
             return "refused"
         assert b.manifest.to_body() == c.envelope["body"]  # only the signed manifest opens
         return "accepted"
@@ -355,7 +356,7 @@ def t_trust_files(c: Ctx) -> bulk.Target:
     def one(mu: bulk.Mutator) -> str:
         raw = mu.payload(valid)
         (d / "trust.json").write_bytes(raw)
-        outcome = refused(lambda: TrustStore.load(d / "trust.json"), EdgeAgentError)
+        outcome = refused(lambda: TrustStore.load(d / "trust.json"), EdgelineError)
         disk.revocations_path.write_bytes(mu.payload(c.revocation))
         store = load_trust(KeyPaths(c.key_dir).trust, disk)  # a bad revocation file is ignored, never fatal
         assert store.revoked <= {"0123456789abcdef"}

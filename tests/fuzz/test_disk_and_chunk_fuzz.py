@@ -18,19 +18,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cloud_registry.fleet import FleetWatcher
+from converters.keys import KeyPaths
 from edge_agent.bundle import open_bundle
-from edge_agent.errors import EdgeAgentError
-from edge_agent.mqtt_link import LinkSettings, MqttLink
-from edge_agent.protocol.delivery import EventKind, LastEvent, UpdaterState
-from edge_agent.protocol.manifest import artifact_for
-from edge_agent.protocol.signing import KeyPaths, TrustStore
-from edge_agent.protocol.topics import Topics
+from edge_agent.errors import EdgelineError
 from edge_agent.status import StatusError, read_status
 from edge_agent.telemetry.privacy import PrivacyError, load_secret
 from edge_agent.updater.download import ChunkDownload
 from edge_agent.updater.link import load_trust
 from edge_agent.updater.machine import Pending, Record, SlotInfo
 from edge_agent.updater.slots import SlotDisk
+from edgeline.core.mqtt_link import LinkSettings, MqttLink
+from edgeline.core.protocol.delivery import EventKind, LastEvent, UpdaterState
+from edgeline.core.protocol.manifest import artifact_for
+from edgeline.core.protocol.signing import TrustStore
+from edgeline.core.protocol.topics import Topics
 from tests.fuzz.conftest import fuzz_settings, json_values, mutated, payloads
 
 TOPICS = Topics()
@@ -55,7 +56,7 @@ def test_updater_records_load_or_raise_edge_agent_errors(data: st.DataObject) ->
     doc = data.draw(mutated(record_doc(), max_mutations=3))
     try:
         rec = Record.from_dict(doc) if isinstance(doc, dict) else Record.from_dict({"schema": doc})
-    except EdgeAgentError:
+    except EdgelineError:
         return
     assert Record.from_dict(rec.to_dict()) == rec
 
@@ -65,7 +66,7 @@ def test_updater_records_load_or_raise_edge_agent_errors(data: st.DataObject) ->
 def test_updater_record_files_with_any_bytes(tmp_path_factory: pytest.TempPathFactory, raw: bytes) -> None:
     disk = SlotDisk(tmp_path_factory.mktemp("state"))
     disk.record_path.write_bytes(raw)
-    with contextlib.suppress(EdgeAgentError):
+    with contextlib.suppress(EdgelineError):
         disk.load_record()
 
 
@@ -83,7 +84,7 @@ def test_bundles_with_a_corrupt_manifest(
     trust = TrustStore.load(KeyPaths(key_dir).trust)
     try:
         bundle = open_bundle(d, trust, check_expiry=False)
-    except EdgeAgentError:
+    except EdgelineError:
         return
     assert bundle.manifest.to_body() == env["body"] or json.loads(raw) == env  # only the signed manifest opens
 
@@ -95,7 +96,7 @@ def test_trust_and_revocation_files_with_any_bytes(
 ) -> None:
     d = tmp_path_factory.mktemp("trust")
     (d / "trust.json").write_bytes(raw)
-    with contextlib.suppress(EdgeAgentError):
+    with contextlib.suppress(EdgelineError):
         TrustStore.load(d / "trust.json")
     disk = SlotDisk(d)
     disk.revocations_path.write_bytes(raw)  # a corrupt revocation list is ignored, never fatal

@@ -13,9 +13,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from converters.keys import KeyPaths
 from edge_agent.inference import load_and_check
 from edge_agent.model import LoadedModel
-from edge_agent.protocol.signing import KeyPaths, TrustStore
+from edgeline.core.protocol.signing import TrustStore
 from firmware_configs.schema import ApiSection
 from tests.factories import tiny_frames
 from tests.fuzz.conftest import fuzz_settings

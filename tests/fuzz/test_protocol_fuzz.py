@@ -3,7 +3,7 @@ manifest, the signed envelope and its verification, the desired-state triage of 
 state / events / artifact meta, revocation lists, trust stores and topic parsing.
 
 Two properties everywhere:
-* nothing escapes a parser but the package's own error types (``EdgeAgentError`` subclasses);
+* nothing escapes a parser but the package's own error types (``EdgelineError`` subclasses);
 * nothing altered is ever accepted: a verified envelope returns exactly the body that was signed.
 """
 
@@ -19,9 +19,13 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from edge_agent.errors import EdgeAgentError, ManifestError, ProtocolError, SignatureError
-from edge_agent.protocol.canonical import canonical_json, parse_json
-from edge_agent.protocol.delivery import (
+from converters.keys import KeyPaths, RootKey, load_private
+from edge_agent.errors import EdgelineError, ManifestError, ProtocolError, SignatureError
+from edge_agent.updater import machine as m
+from edge_agent.updater.link import parse_revocations
+from edge_agent.updater.offer import Candidate, Refusal, triage
+from edgeline.core.protocol.canonical import canonical_json, parse_json
+from edgeline.core.protocol.delivery import (
     ArtifactMeta,
     DeviceEvent,
     DeviceState,
@@ -34,20 +38,9 @@ from edge_agent.protocol.delivery import (
     parse_meta,
     parse_state,
 )
-from edge_agent.protocol.manifest import Manifest, parse_manifest
-from edge_agent.protocol.signing import (
-    KeyPaths,
-    RevocationList,
-    RootKey,
-    TrustStore,
-    b64e,
-    load_private,
-    parse_envelope,
-)
-from edge_agent.protocol.topics import Topics
-from edge_agent.updater import machine as m
-from edge_agent.updater.link import parse_revocations
-from edge_agent.updater.offer import Candidate, Refusal, triage
+from edgeline.core.protocol.manifest import Manifest, parse_manifest
+from edgeline.core.protocol.signing import RevocationList, TrustStore, b64e, parse_envelope
+from edgeline.core.protocol.topics import Topics
 from tests.fuzz.conftest import fuzz_settings, json_texts, json_values, mutated, payloads
 
 TOPICS = Topics()
@@ -336,6 +329,6 @@ def test_device_topics_parse_or_raise_protocol_errors(topic: str) -> None:
 def test_topic_builders_refuse_what_is_not_a_segment(segment: str) -> None:
     try:
         topic = TOPICS.device_state(segment)
-    except EdgeAgentError:
+    except EdgelineError:
         return
     assert TOPICS.device_id_from(topic) == segment

@@ -24,9 +24,13 @@ from hypothesis import strategies as st
 
 from cloud_registry.telemetry.ingest import Ingestor
 from cloud_registry.telemetry.store import TelemetryStore
-from edge_agent.errors import EdgeAgentError, ProtocolError
+from edge_agent.errors import EdgelineError, ProtocolError
 from edge_agent.preprocessing import STAT_BINS
-from edge_agent.protocol.telemetry import (
+from edge_agent.telemetry.alarm import LocalDriftAlarm
+from edge_agent.telemetry.outbox import Outbox
+from edge_agent.telemetry.plugin import STATE_ALARM, STATE_PENDING, TelemetryPlugin
+from edge_agent.telemetry.privacy import MinFrames
+from edgeline.core.protocol.telemetry import (
     CONF_BINS,
     STAT_NAMES,
     DriftStat,
@@ -35,11 +39,7 @@ from edge_agent.protocol.telemetry import (
     TelemetryWindow,
     parse_window,
 )
-from edge_agent.protocol.topics import Topics
-from edge_agent.telemetry.alarm import LocalDriftAlarm
-from edge_agent.telemetry.outbox import Outbox
-from edge_agent.telemetry.plugin import STATE_ALARM, STATE_PENDING, TelemetryPlugin
-from edge_agent.telemetry.privacy import MinFrames
+from edgeline.core.protocol.topics import Topics
 from firmware_configs.telemetry_section import TelemetrySection
 from tests.fuzz.conftest import fuzz_settings, json_values, mutated, payloads
 
@@ -220,7 +220,7 @@ def test_a_corrupt_outbox_file_is_set_aside_not_fatal(tmp_path_factory: pytest.T
     Path(path).write_bytes(junk)
     try:
         box = Outbox(path)
-    except EdgeAgentError:  # OutboxError: it could neither open nor replace the file
+    except EdgelineError:  # OutboxError: it could neither open nor replace the file
         return
     box.put("t/x", b"payload", kind="telemetry", key="k1")
     assert len(box) == 1

@@ -8,7 +8,7 @@ import paho.mqtt.client as mqtt
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from edge_agent.mqtt_link import filter_matches
+from edgeline.core.mqtt_link import filter_matches
 from tests.fuzz.conftest import fuzz_settings
 
 # few distinct level names, so generated filters and topics often match each other

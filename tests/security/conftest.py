@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from cloud_registry.broker import MosquittoBroker, find_mosquitto, free_port
 from cloud_registry.security.broker_config import BrokerSpec, parse_spec
-from cloud_registry.security.lockdown import client_settings, locked_broker
 from cloud_registry.security.passwords import PasswordFile, generate_password
 from cloud_registry.security.pki import Pki
 from edge_agent.errors import TransportError
-from edge_agent.mqtt_link import LinkSettings, MqttLink, wait_until
-from edge_agent.protocol.topics import Topics
+from edgeline.core.mqtt_link import LinkSettings, MqttLink, wait_until
+from edgeline.core.protocol.topics import Topics
+from edgeline.demo.broker import MosquittoBroker, find_mosquitto, free_port
+from edgeline.demo.lockdown import client_settings, locked_broker
 from tests.delivery.conftest import bundles, cloud, frames  # noqa: F401  (hostile deployments to a real device)
 
 DEVICES = {"dev-a": ["line-1"], "dev-b": ["line-2"]}

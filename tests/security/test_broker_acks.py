@@ -16,20 +16,20 @@ from pathlib import Path
 
 import pytest
 
-from cloud_registry.broker import find_mosquitto
 from cloud_registry.security.broker_config import parse_spec
-from cloud_registry.security.lockdown import locked_broker
 from cloud_registry.security.passwords import PasswordFile, generate_password
 from cloud_registry.security.pki import Pki
 from cloud_registry.telemetry.ingest import Ingestor, IngestService
 from cloud_registry.telemetry.store import TelemetryStore
 from edge_agent.errors import TransportError
-from edge_agent.mqtt_link import MqttLink, wait_until
-from edge_agent.protocol.delivery import DeviceEvent, EventKind, UpdaterState
-from edge_agent.protocol.telemetry import Ack, IngestCapabilities
 from edge_agent.telemetry.acks import AckRouter, ack_router, event_key
 from edge_agent.telemetry.outbox import Outbox
 from edge_agent.telemetry.pump import OutboxPump
+from edgeline.core.mqtt_link import MqttLink, wait_until
+from edgeline.core.protocol.delivery import DeviceEvent, EventKind, UpdaterState
+from edgeline.core.protocol.telemetry import Ack, IngestCapabilities
+from edgeline.demo.broker import find_mosquitto
+from edgeline.demo.lockdown import locked_broker
 from tests.security.conftest import OBSERVER, TOPICS, Inbox, Locked, make_spec, prime
 from tests.telemetry.test_window_schema import body
 

@@ -19,7 +19,7 @@ from cloud_registry.security.broker_config import (
     write_broker_files,
 )
 from cloud_registry.security.errors import SecurityError
-from edge_agent.protocol.topics import Topics
+from edgeline.core.protocol.topics import Topics
 
 
 def base(**over: Any) -> dict[str, Any]:

@@ -8,10 +8,11 @@ from collections.abc import Callable
 
 import pytest
 
-from cloud_registry.security.lockdown import apply_spec
+from converters.keys import SigningKey
 from edge_agent.errors import TransportError
-from edge_agent.mqtt_link import TlsSettings, wait_until
-from edge_agent.protocol.signing import SigningKey, TrustStore
+from edgeline.core.mqtt_link import TlsSettings, wait_until
+from edgeline.core.protocol.signing import TrustStore
+from edgeline.demo.lockdown import apply_spec
 from tests.security.conftest import (
     OBSERVER,
     REGISTRY,

@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from cloud_registry.broker import find_mosquitto, free_port, wait_port
 from cloud_registry.cli.main import cli
 from cloud_registry.security.passwords import PasswordFile
 from cloud_registry.security.pki import Pki
-from edge_agent.mqtt_link import LinkSettings, MqttLink, TlsSettings
-from edge_agent.protocol.signing import KeyPaths, TrustStore
-from edge_agent.protocol.topics import Topics
+from converters.keys import KeyPaths
+from edgeline.core.mqtt_link import LinkSettings, MqttLink, TlsSettings
+from edgeline.core.protocol.signing import TrustStore
+from edgeline.core.protocol.topics import Topics
+from edgeline.demo.broker import find_mosquitto, free_port, wait_port
 from tests.security.conftest import REGISTRY, TOPICS, Inbox, Locked
 
 
@@ -105,6 +106,7 @@ def test_config_render_errors_name_the_key(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "authentication" in result.output
 
 
+@pytest.mark.broker
 def test_rendered_production_config_runs_in_mosquitto(tmp_path: Path, pki: Pki) -> None:
     """`edgeline broker config render` output, unmodified except for a 'user' line and local paths, is
     what a real Mosquitto 2.0 runs: TLS up, a device with its certificate connects, anonymous refused."""

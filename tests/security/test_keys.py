@@ -13,18 +13,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_registry.security import keyring
 from cloud_registry.security.errors import SecurityError
+from converters.keys import KeyPaths, RootKey, SigningKey, init_keys, load_private, load_signing_key
 from edge_agent.bundle import open_bundle
 from edge_agent.errors import SignatureError
-from edge_agent.protocol.signing import (
-    KeyPaths,
-    RevocationList,
-    RootKey,
-    SigningKey,
-    TrustStore,
-    init_keys,
-    load_private,
-    load_signing_key,
-)
+from edgeline.core.protocol.signing import RevocationList, TrustStore
 from tests.factories import TinyModel, tiny_model, write_tiny_bundle
 from tests.security.conftest import REGISTRY, TOPICS, Inbox, Locked
 
@@ -135,7 +127,7 @@ def test_forged_certificates_are_refused(keys: KeyPaths, model: TinyModel, tmp_p
         open_bundle(write_tiny_bundle(tmp_path / "f3", SigningKey(rogue_key, real.certificate), model=model), device)
 
     # 4. the genuine certificate with the attacker's public key swapped in
-    from edge_agent.protocol.signing import b64e, key_id_of, public_bytes
+    from edgeline.core.protocol.signing import b64e, key_id_of, public_bytes
 
     swapped = real.certificate.model_copy(
         update={"public_key": b64e(public_bytes(rogue_key.public_key())), "key_id": key_id_of(rogue_key.public_key())}
@@ -164,8 +156,8 @@ def test_forged_revocation_lists_are_refused(keys: KeyPaths) -> None:
         device.apply_revocations(forged)
     # a signing key cannot sign revocation lists: only roots can
     body = {"serial": 10**9, "issued_at": 0.0, "revoked": [current.key_id], "root_key_id": root_id}
-    from edge_agent.protocol.canonical import canonical_json
-    from edge_agent.protocol.signing import b64e
+    from edgeline.core.protocol.canonical import canonical_json
+    from edgeline.core.protocol.signing import b64e
 
     by_signing_key = RevocationList(**body, signature=b64e(current.private.sign(canonical_json(body))))
     with pytest.raises(SignatureError, match="not signed by a trusted root"):
@@ -202,7 +194,7 @@ def test_lost_root_key_recovery_with_the_backup_root(keys: KeyPaths, model: Tiny
 
 
 def test_a_root_the_devices_do_not_trust_cannot_rotate_or_revoke(keys: KeyPaths, tmp_path: Path) -> None:
-    from edge_agent.protocol.signing import save_private
+    from converters.keys import save_private
 
     stray = tmp_path / "stray.key"
     save_private(stray, Ed25519PrivateKey.generate())

@@ -13,14 +13,15 @@ import numpy as np
 import pytest
 
 from cloud_registry.telemetry.store import TelemetryStore
+from converters.keys import SigningKey
 from edge_agent.inference import inspect_frame
 from edge_agent.model import LoadedModel
 from edge_agent.plugins import FrameResult
 from edge_agent.preprocessing import Preprocessor, input_stats
-from edge_agent.protocol.manifest import Reference
-from edge_agent.protocol.signing import SigningKey, TrustStore
 from edge_agent.telemetry.drift import reference_input_stats
 from edge_agent.verdict import Verdict
+from edgeline.core.protocol.manifest import Reference
+from edgeline.core.protocol.signing import TrustStore
 from tests.factories import LABELS, SPEC, tiny_frame, tiny_model, write_tiny_bundle
 
 SECRET = b"fleet-secret-for-tests-0123456789"
@@ -92,9 +93,9 @@ def ref_bundle(tmp_path_factory: pytest.TempPathFactory, signing_key: SigningKey
     """A real signed bundle (tiny logistic regression) whose manifest has reference histograms of
     the input statistics, confidence and class mix, measured on 400 frames like its training set."""
     from edge_agent.model import make_session
-    from edge_agent.protocol.manifest import Histogram
     from edge_agent.telemetry.drift import reference_histogram
     from edge_agent.telemetry.windows import CONF_EDGES
+    from edgeline.core.protocol.manifest import Histogram
 
     tm = tiny_model(0)
     sess = make_session(tm.onnx_bytes)

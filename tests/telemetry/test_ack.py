@@ -18,18 +18,18 @@ from hypothesis import given
 from hypothesis import settings as examples
 from hypothesis import strategies as st
 
-from cloud_registry.broker import MosquittoBroker
 from cloud_registry.telemetry.ingest import Ingestor, IngestService
 from cloud_registry.telemetry.store import TelemetryStore
 from edge_agent.model import LoadedModel
-from edge_agent.mqtt_link import LinkSettings, MqttLink, wait_until
-from edge_agent.protocol.delivery import DeviceEvent, EventKind, UpdaterState
-from edge_agent.protocol.topics import Topics
 from edge_agent.telemetry.acks import ack_router
 from edge_agent.telemetry.outbox import Outbox
 from edge_agent.telemetry.plugin import TelemetryPlugin
 from edge_agent.telemetry.pump import OutboxPump
 from edge_agent.updater.events import OutboxEventPublisher
+from edgeline.core.mqtt_link import LinkSettings, MqttLink, wait_until
+from edgeline.core.protocol.delivery import DeviceEvent, EventKind, UpdaterState
+from edgeline.core.protocol.topics import Topics
+from edgeline.demo.broker import MosquittoBroker
 from firmware_configs.telemetry_section import TelemetrySection
 from tests.telemetry.conftest import SECRET, AgentStub, SimClock, frames, run_frames
 
@@ -357,7 +357,7 @@ def test_the_fleet_view_on_the_ingest_link_still_sees_the_events(
 )
 def test_any_payload_on_the_ack_topics_is_parsed_or_refused_and_never_breaks_the_router(payload: bytes) -> None:
     from edge_agent.errors import ProtocolError
-    from edge_agent.protocol.telemetry import parse_ack, parse_capabilities
+    from edgeline.core.protocol.telemetry import parse_ack, parse_capabilities
 
     for parse in (parse_ack, parse_capabilities):
         with contextlib.suppress(ProtocolError):

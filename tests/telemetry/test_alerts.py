@@ -16,7 +16,7 @@ import pytest
 
 from cloud_registry.telemetry.alerts import AlertEngine, AlertError, CommandSink, WebhookSink
 from cloud_registry.telemetry.store import TelemetryStore
-from edge_agent.protocol.telemetry import CONF_BINS, TelemetryWindow
+from edgeline.core.protocol.telemetry import CONF_BINS, TelemetryWindow
 from tests.telemetry.conftest import SimClock
 
 

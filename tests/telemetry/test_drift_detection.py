@@ -4,8 +4,8 @@ figures (docs/drift.md) come from ``bench/bench_telemetry.py --drift``."""
 
 from __future__ import annotations
 
-from cloud_registry.telemetry.drift_eval import evaluate_drift
 from edge_agent.model import LoadedModel
+from edgeline.demo.drift_eval import evaluate_drift
 from tests.telemetry.conftest import DARK
 
 

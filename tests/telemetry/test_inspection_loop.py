@@ -13,16 +13,17 @@ from cloud_registry.telemetry.ingest import Ingestor
 from cloud_registry.telemetry.retrain import RetrainPolicy, plan_retrain, retrain
 from cloud_registry.telemetry.store import TelemetryStore
 from converters.inspection_build import InspectionResult, build_inspection
+from converters.keys import KeyPaths
 from converters.line_gate import LineTargets
 from converters.synth import render_ood
 from edge_agent.bundle import open_bundle
 from edge_agent.inference import inspect_frame
 from edge_agent.model import LoadedModel
-from edge_agent.protocol.signing import KeyPaths, TrustStore
-from edge_agent.protocol.telemetry import ANOMALY_BINS, parse_window
-from edge_agent.protocol.topics import Topics
 from edge_agent.telemetry.outbox import Outbox
 from edge_agent.telemetry.plugin import TelemetryPlugin
+from edgeline.core.protocol.signing import TrustStore
+from edgeline.core.protocol.telemetry import ANOMALY_BINS, parse_window
+from edgeline.core.protocol.topics import Topics
 from firmware_configs.telemetry_section import TelemetrySection
 from tests.telemetry.conftest import SECRET, AgentStub, Line, SimClock, line_frames
 

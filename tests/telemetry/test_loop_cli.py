@@ -14,20 +14,21 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cloud_registry.broker import MosquittoBroker
 from cloud_registry.cli.main import cli
 from cloud_registry.registry import Registry, RegistryPaths
 from cloud_registry.telemetry.ingest import Ingestor
 from cloud_registry.telemetry.retrain import accuracy
 from cloud_registry.telemetry.store import TelemetryStore
+from converters.keys import KeyPaths
 from edge_agent.cloud_link import CloudLink, DeviceIdentity
 from edge_agent.inference import load_and_check
 from edge_agent.model import LoadedModel
-from edge_agent.mqtt_link import LinkSettings, MqttLink, wait_until
-from edge_agent.protocol.signing import KeyPaths, TrustStore
-from edge_agent.protocol.topics import Topics
 from edge_agent.telemetry.outbox import Outbox
 from edge_agent.telemetry.plugin import TelemetryPlugin
+from edgeline.core.mqtt_link import LinkSettings, MqttLink, wait_until
+from edgeline.core.protocol.signing import TrustStore
+from edgeline.core.protocol.topics import Topics
+from edgeline.demo.broker import MosquittoBroker
 from firmware_configs.cloud_section import CloudSection
 from firmware_configs.telemetry_section import TelemetrySection
 from tests.telemetry.conftest import SECRET, AgentStub, Line, SimClock, line_frames

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from edge_agent.errors import OutboxError
 from edge_agent.model import LoadedModel
-from edge_agent.protocol.telemetry import parse_window
-from edge_agent.protocol.topics import Topics
 from edge_agent.telemetry.outbox import Outbox
 from edge_agent.telemetry.plugin import TelemetryPlugin, error_and_drop_counts
 from edge_agent.telemetry.privacy import pseudonym
+from edgeline.core.protocol.telemetry import parse_window
+from edgeline.core.protocol.topics import Topics
 from firmware_configs.telemetry_section import TelemetrySection
 from tests.telemetry.conftest import SECRET, AgentStub, SimClock, frames, run_frames
 

@@ -16,13 +16,13 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cloud_registry.broker import MosquittoBroker
 from edge_agent.cli.agent import DEFAULT_PLUGINS, load_plugins
 from edge_agent.cloud_link import shared_cloud_link
-from edge_agent.mqtt_link import wait_until
-from edge_agent.protocol.telemetry import TelemetryWindow, parse_window
 from edge_agent.runtime import Agent
 from edge_agent.telemetry.privacy import pseudonym
+from edgeline.core.mqtt_link import wait_until
+from edgeline.core.protocol.telemetry import TelemetryWindow, parse_window
+from edgeline.demo.broker import MosquittoBroker
 from firmware_configs.loader import parse_config
 from tests.telemetry.conftest import SECRET, frames
 

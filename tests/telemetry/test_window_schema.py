@@ -9,7 +9,7 @@ import pytest
 
 from edge_agent.errors import ProtocolError
 from edge_agent.preprocessing import STAT_BINS
-from edge_agent.protocol.telemetry import CONF_BINS, MAX_WINDOW_BYTES, TelemetryWindow, parse_window
+from edgeline.core.protocol.telemetry import CONF_BINS, MAX_WINDOW_BYTES, TelemetryWindow, parse_window
 
 
 def body(**over: Any) -> dict[str, Any]:

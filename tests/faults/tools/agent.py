@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_agent.protocol.delivery import DeviceEvent, parse_event
+from edgeline.core.protocol.delivery import DeviceEvent, parse_event
 from tests.delivery.agent_proc import AgentProcess, render_toml
 
 EVENTS_DB = "events.db"

@@ -18,9 +18,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from cloud_registry.telemetry.store import TelemetryStore
-from edge_agent.mqtt_link import LinkSettings, MqttLink
-from edge_agent.protocol.delivery import DeviceEvent, DeviceState, parse_event, parse_state
-from edge_agent.protocol.topics import Topics
+from edgeline.core.mqtt_link import LinkSettings, MqttLink
+from edgeline.core.protocol.delivery import DeviceEvent, DeviceState, parse_event, parse_state
+from edgeline.core.protocol.topics import Topics
 
 TERMINAL = ("committed", "rolled_back", "rejected")
 #: kinds that a crash-free or crash-interrupted deployment reports at most once

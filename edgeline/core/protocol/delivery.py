@@ -1,0 +1,206 @@
+"""Wire schemas of model delivery: device state (birth, heartbeat, Last Will), updater events and the
+artifact description. Strict (``extra="forbid"``) like every schema that crosses a trust boundary.
+
+The signed desired-state message is an :class:`~edgeline.core.protocol.signing.Envelope` whose body is a
+:class:`~edgeline.core.protocol.manifest.Manifest`; an empty retained payload on a desired topic means
+"no deployment" (the registry cleared it). See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgeline.core.errors import ProtocolError
+from edgeline.core.protocol.canonical import canonical_json, parse_json
+from edgeline.core.protocol.signing import Envelope, parse_envelope
+
+STATE_SCHEMA = "edgeline.state/1"
+EVENT_SCHEMA = "edgeline.event/1"
+ARTIFACT_SCHEMA = "edgeline.artifact/1"
+
+#: Ceilings for messages that are not artifacts. Manifests carry PNG self-test frames, so they get more.
+MAX_STATE_BYTES = 64 * 1024
+MAX_EVENT_BYTES = 64 * 1024
+MAX_DESIRED_BYTES = 4 * 1024 * 1024
+MAX_META_BYTES = 1024 * 1024
+
+
+class UpdaterState(StrEnum):
+    IDLE = "IDLE"
+    DOWNLOADING = "DOWNLOADING"
+    VERIFIED = "VERIFIED"
+    STAGED = "STAGED"
+    TRIAL = "TRIAL"
+    COMMITTED = "COMMITTED"
+    ROLLED_BACK = "ROLLED_BACK"
+
+
+class EventKind(StrEnum):
+    OFFERED = "offered"  # a desired manifest passed every pre-download check
+    DOWNLOADING = "downloading"
+    VERIFIED = "verified"
+    STAGED = "staged"
+    ACTIVATED = "activated"  # serving the new model, trial running
+    COMMITTED = "committed"
+    REJECTED = "rejected"  # refused before activation; the current model never stopped
+    ROLLED_BACK = "rolled_back"  # the trial failed (or crashed); the previous model serves again
+
+
+class Reason(StrEnum):
+    """Machine-readable reasons carried by ``rejected`` and ``rolled_back`` events."""
+
+    BAD_MANIFEST = "bad_manifest"
+    BAD_SIGNATURE = "bad_signature"
+    UNKNOWN_KEY = "unknown_key"
+    REVOKED_KEY = "revoked_key"
+    KEY_EXPIRED = "key_expired"
+    REPLAY = "replay"
+    DOWNGRADE = "downgrade"
+    EXPIRED = "expired"
+    WRONG_TARGET = "wrong_target"
+    WRONG_HARDWARE = "wrong_hardware"
+    HASH_MISMATCH = "hash_mismatch"
+    LENGTH_MISMATCH = "length_mismatch"
+    OVERSIZE = "oversize"
+    DISK_FULL = "disk_full"
+    MODEL_LOAD = "model_load"
+    SELFTEST = "selftest"
+    NAN = "nan"
+    TRIAL_ERRORS = "trial_errors"
+    TRIAL_LATENCY = "trial_latency"
+    TRIAL_TIMEOUT = "trial_timeout"
+    CRASHED = "crashed"  # the agent died during the trial: the new model is suspect
+    SUPERSEDED = "superseded"  # a newer deployment arrived before this one was activated
+    IO_ERROR = "io_error"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelRef(_Strict):
+    name: str
+    version: int
+    sha256: str
+
+
+class LastEvent(_Strict):
+    kind: EventKind
+    sequence: int
+    reason: str = ""
+    ts: float
+
+
+class DeviceState(_Strict):
+    """Retained on ``devices/<id>/state``: the birth message, every heartbeat, and (as the Last Will
+    with ``online=False``) the broker's notice that the device vanished."""
+
+    schema_: Literal["edgeline.state/1"] = Field(default="edgeline.state/1", alias="schema")
+    device_id: str
+    online: bool
+    ts: float
+    heartbeat_s: float = Field(gt=0)
+    hardware_class: str = ""
+    groups: tuple[str, ...] = ()
+    agent_version: str = ""
+    model: ModelRef | None = None
+    slot: Literal["A", "B"] | None = None
+    updater: UpdaterState = UpdaterState.IDLE
+    #: highest deployment sequence this device has accepted (replay floor)
+    sequence: int = 0
+    health: Literal["ok", "degraded", "no_model", "unknown"] = "unknown"
+    last_event: LastEvent | None = None
+    last_error: str = ""
+    extra: dict[str, float | int | str] = {}
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def to_bytes(self) -> bytes:
+        return canonical_json(self.model_dump(mode="json", by_alias=True))
+
+
+class DeviceEvent(_Strict):
+    """One updater transition, on ``devices/<id>/events`` (QoS 1). ``event_id`` is an idempotency key:
+    a consumer that sees it twice (outbox redelivery) applies it once."""
+
+    schema_: Literal["edgeline.event/1"] = Field(default="edgeline.event/1", alias="schema")
+    event_id: str = Field(default_factory=lambda: uuid.uuid4().hex, pattern=r"^[0-9a-f]{32}$")
+    device_id: str
+    kind: EventKind
+    state: UpdaterState
+    sequence: int = Field(ge=0)
+    model: ModelRef | None = None
+    reason: str = ""
+    detail: str = Field(default="", max_length=2000)
+    ts: float = Field(default_factory=time.time)
+    #: seconds spent in each phase (download, verify, load, selftest, trial), when known
+    timings: dict[str, float] = {}
+    progress: dict[str, int] = {}
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def to_bytes(self) -> bytes:
+        return canonical_json(self.model_dump(mode="json", by_alias=True))
+
+
+class ArtifactMeta(_Strict):
+    """Retained on ``artifacts/<sha256>/meta``: how the artifact is chunked. Not signed: the device
+    trusts only the signed manifest's sizes and hashes; the meta lets tools and dashboards see
+    what the broker holds."""
+
+    schema_: Literal["edgeline.artifact/1"] = Field(default="edgeline.artifact/1", alias="schema")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(gt=0)
+    chunk_size: int = Field(gt=0)
+    chunk_sha256: tuple[str, ...]
+    published_at: float
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def to_bytes(self) -> bytes:
+        return canonical_json(self.model_dump(mode="json", by_alias=True))
+
+
+def _validate(model: type[_Strict], payload: bytes, max_bytes: int, what: str) -> Any:
+    data = parse_json(payload, max_bytes=max_bytes)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "top level"
+        raise ProtocolError(f"{what} is malformed at {loc}: {first['msg']}") from exc
+
+
+def parse_state(payload: bytes) -> DeviceState:
+    result: DeviceState = _validate(DeviceState, payload, MAX_STATE_BYTES, "device state")
+    return result
+
+
+def parse_event(payload: bytes) -> DeviceEvent:
+    result: DeviceEvent = _validate(DeviceEvent, payload, MAX_EVENT_BYTES, "device event")
+    return result
+
+
+def parse_meta(payload: bytes) -> ArtifactMeta:
+    result: ArtifactMeta = _validate(ArtifactMeta, payload, MAX_META_BYTES, "artifact meta")
+    return result
+
+
+def parse_desired(payload: bytes) -> Envelope | None:
+    """A desired-state payload: ``None`` for an empty (cleared) message, else the signed envelope.
+    The signature is NOT checked here (the updater does it against its trust store)."""
+    if not payload:
+        return None
+    data = parse_json(payload, max_bytes=MAX_DESIRED_BYTES)
+    if not isinstance(data, dict):
+        raise ProtocolError("desired state is not a JSON object")
+    return parse_envelope(data)
+
+
+def envelope_bytes(envelope: Envelope) -> bytes:
+    return canonical_json(envelope.model_dump(mode="json"))

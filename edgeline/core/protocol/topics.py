@@ -1,0 +1,157 @@
+"""Every MQTT topic of edgeline, built in one place.
+
+Layout, under a configurable root (default ``edgeline``) and fleet (default ``default``)::
+
+    <root>/<fleet>/devices/<id>/desired        retained, signed deployment envelope for one device
+    <root>/<fleet>/groups/<g>/desired          retained, signed deployment envelope for a group
+    <root>/<fleet>/devices/<id>/state          retained, device state; the Last Will marks it offline
+    <root>/<fleet>/devices/<id>/events         updater events (QoS 1)
+    <root>/<fleet>/devices/<id>/telemetry      windows of aggregate metrics (QoS 1)
+    <root>/<fleet>/devices/<id>/acks           ingest -> device: idempotency keys stored (QoS 1)
+    <root>/<fleet>/ingest/capabilities         retained, the ingest says it acknowledges end to end
+    <root>/<fleet>/artifacts/<sha256>/meta     retained, artifact description (size, chunk hashes)
+    <root>/<fleet>/artifacts/<sha256>/chunks/<n>   retained, raw chunk bytes
+    <root>/<fleet>/trust/revocations           retained, root-signed list of revoked signing keys
+
+Local verdicts for the line use a separate local topic (``line/<device>/verdicts`` by default),
+which never goes to the cloud broker.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from edgeline.core.errors import ProtocolError
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def check_segment(value: str, what: str = "topic segment") -> str:
+    """Validate one topic level: no wildcards, no slashes, no empty string, bounded length."""
+    if not isinstance(value, str) or not _SEGMENT.match(value):
+        raise ProtocolError(f"invalid {what} {value!r}: use 1-128 characters from letters, digits, '_', '.', '-'")
+    return value
+
+
+def check_sha256(value: str) -> str:
+    if not isinstance(value, str) or not _SHA256.match(value):
+        raise ProtocolError(f"invalid sha256 {value!r}: expected 64 lowercase hex digits")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic builder for one fleet. Frozen and cheap: build one per connection."""
+
+    root: str = "edgeline"
+    fleet: str = "default"
+
+    def __post_init__(self) -> None:
+        check_segment(self.root, "topic root")
+        check_segment(self.fleet, "fleet name")
+
+    @property
+    def base(self) -> str:
+        return f"{self.root}/{self.fleet}"
+
+    # -- per device -------------------------------------------------------------------------
+    def device_desired(self, device_id: str) -> str:
+        return f"{self.base}/devices/{check_segment(device_id, 'device id')}/desired"
+
+    def device_state(self, device_id: str) -> str:
+        return f"{self.base}/devices/{check_segment(device_id, 'device id')}/state"
+
+    def device_events(self, device_id: str) -> str:
+        return f"{self.base}/devices/{check_segment(device_id, 'device id')}/events"
+
+    def device_telemetry(self, device_id: str) -> str:
+        return f"{self.base}/devices/{check_segment(device_id, 'device id')}/telemetry"
+
+    def device_acks(self, device_id: str) -> str:
+        """Where the ingest tells one device which of its windows and events are stored."""
+        return f"{self.base}/devices/{check_segment(device_id, 'device id')}/acks"
+
+    def group_desired(self, group: str) -> str:
+        return f"{self.base}/groups/{check_segment(group, 'group name')}/desired"
+
+    # -- artifacts -------------------------------------------------------------------------
+    def artifact_meta(self, sha256: str) -> str:
+        return f"{self.base}/artifacts/{check_sha256(sha256)}/meta"
+
+    def artifact_chunk(self, sha256: str, index: int) -> str:
+        if not isinstance(index, int) or index < 0:
+            raise ProtocolError(f"invalid chunk index {index!r}")
+        return f"{self.base}/artifacts/{check_sha256(sha256)}/chunks/{index}"
+
+    def artifact_chunks(self, sha256: str) -> str:
+        """Filter for every chunk of one artifact (a device that holds none of them yet)."""
+        return f"{self.base}/artifacts/{check_sha256(sha256)}/chunks/+"
+
+    def trust_revocations(self) -> str:
+        return f"{self.base}/trust/revocations"
+
+    def ingest_capabilities(self) -> str:
+        """Retained by the ingest: what it does for devices (end-to-end acknowledgements)."""
+        return f"{self.base}/ingest/capabilities"
+
+    # -- subscription filters for the cloud side -----------------------------------------
+    def all_device_states(self) -> str:
+        return f"{self.base}/devices/+/state"
+
+    def all_device_events(self) -> str:
+        return f"{self.base}/devices/+/events"
+
+    def all_device_telemetry(self) -> str:
+        return f"{self.base}/devices/+/telemetry"
+
+    def shared_telemetry(self, share_group: str = "ingest") -> str:
+        """Shared subscription (MQTT 5) so several ingest workers split the telemetry load."""
+        return f"$share/{check_segment(share_group, 'share group')}/{self.all_device_telemetry()}"
+
+    def shared_events(self, share_group: str = "ingest") -> str:
+        """Shared subscription (MQTT 5) of the ingest workers that store deployment events."""
+        return f"$share/{check_segment(share_group, 'share group')}/{self.all_device_events()}"
+
+    def all_device_acks(self) -> str:
+        return f"{self.base}/devices/+/acks"
+
+    # -- broker access control (Mosquitto ACL lines) ----------------------------------------
+    def all_device_desired(self) -> str:
+        return f"{self.base}/devices/+/desired"
+
+    def all_group_desired(self) -> str:
+        return f"{self.base}/groups/+/desired"
+
+    def all_artifacts(self) -> str:
+        return f"{self.base}/artifacts/#"
+
+    def device_id_from(self, topic: str) -> str:
+        """Extract the device id from a per-device topic of this fleet."""
+        prefix = f"{self.base}/devices/"
+        if not topic.startswith(prefix):
+            raise ProtocolError(f"topic {topic!r} is not a device topic of fleet {self.fleet!r}")
+        rest = topic[len(prefix) :].split("/")
+        if len(rest) != 2:
+            raise ProtocolError(f"topic {topic!r} is not a device topic")
+        return check_segment(rest[0], "device id")
+
+    def chunk_index_from(self, topic: str) -> tuple[str, int]:
+        """Parse ``.../artifacts/<sha>/chunks/<n>`` into (sha256, n). Only the canonical spelling of
+        ``n`` (what :meth:`artifact_chunk` writes: ASCII digits, no leading zero) is a chunk topic:
+        ``chunks/00`` is not chunk 0, so what is retained there cannot stand in for a chunk."""
+        prefix = f"{self.base}/artifacts/"
+        parts = topic[len(prefix) :].split("/") if topic.startswith(prefix) else []
+        if len(parts) != 3 or parts[1] != "chunks" or not _canonical_index(parts[2]):
+            raise ProtocolError(f"topic {topic!r} is not an artifact chunk topic")
+        return check_sha256(parts[0]), int(parts[2])
+
+
+def _canonical_index(text: str) -> bool:
+    return 0 < len(text) <= 12 and text.isascii() and text.isdigit() and (text == "0" or text[0] != "0")
+
+
+def line_verdict_topic(device_id: str, prefix: str = "line") -> str:
+    """Local topic on which the line receives verdicts. Never published to the cloud broker."""
+    return f"{check_segment(prefix, 'line topic prefix')}/{check_segment(device_id, 'device id')}/verdicts"
