@@ -39,10 +39,10 @@ from bench.harness import emit, time_per_call  # noqa: E402
 from cloud_registry.telemetry.alerts import AlertEngine  # noqa: E402
 from cloud_registry.telemetry.ingest import Ingestor, IngestService  # noqa: E402
 from cloud_registry.telemetry.store import TelemetryStore  # noqa: E402
+from edge_agent.outbox.store import Outbox  # noqa: E402
 from edge_agent.plugins import FrameResult  # noqa: E402
 from edge_agent.preprocessing import STAT_RANGES  # noqa: E402
 from edge_agent.telemetry.drift import Calibrator, reference_histogram, reference_input_stats  # noqa: E402
-from edge_agent.telemetry.outbox import Outbox  # noqa: E402
 from edge_agent.telemetry.privacy import LaplaceNoise  # noqa: E402
 from edge_agent.telemetry.windows import (  # noqa: E402
     CONF_EDGES,

@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import EdgelineError, OutboxError
+from edge_agent.outbox.acks import ack_router
+from edge_agent.outbox.pump import OutboxPump
+from edge_agent.outbox.store import Outbox
 from edge_agent.plugins import AgentHandle, FrameResult
-from edge_agent.telemetry.acks import ack_router
 from edge_agent.telemetry.alarm import LocalDriftAlarm
 from edge_agent.telemetry.drift import Calibrator
-from edge_agent.telemetry.outbox import Outbox
 from edge_agent.telemetry.privacy import LaplaceNoise, MinFrames, load_secret, new_secret, pseudonym
-from edge_agent.telemetry.pump import OutboxPump
 from edge_agent.telemetry.windows import DriftContext, ModelKey, RawWindow, WindowAggregator, build_window, context_of
 from edgeline.core.mqtt_link import MqttLink
 from edgeline.core.protocol.topics import Topics

@@ -10,7 +10,7 @@ import threading
 from typing import Any, Protocol
 
 from edge_agent.errors import EdgelineError, TransportError
-from edge_agent.telemetry.acks import ack_router, event_key
+from edge_agent.outbox.acks import ack_router, event_key
 from edgeline.core.protocol.delivery import DeviceEvent
 from edgeline.core.protocol.topics import Topics
 
@@ -99,13 +99,13 @@ class FanOutPublisher:
 class OutboxEventPublisher:
     """Durable: every event is written to a SQLite outbox (kind ``event``: never dropped) before this
     returns, and a pump thread delivers it at QoS 1, deleting it only when the ingest acknowledges
-    it (``devices/<id>/acks``, :mod:`edge_agent.telemetry.acks`). Events
+    it (``devices/<id>/acks``, :mod:`edge_agent.outbox.acks`). Events
     taken while offline, or before a crash, go out after the next connect. An event the outbox cannot
     store (the disk is full) is held in memory and retried, and sent without being stored if the
     disk stays full: only a power cut while the disk is full can lose it."""
 
     def __init__(self, outbox: Any, link: Any, topics: Topics, device_id: str) -> None:
-        from edge_agent.telemetry.pump import OutboxPump
+        from edge_agent.outbox.pump import OutboxPump
 
         self.outbox = outbox
         self.link = link

@@ -24,7 +24,7 @@ def build(config: DeviceConfig) -> UpdaterPlugin | None:
     """None when the config disables the updater or the cloud connection."""
     if not config.updater.enabled or not config.cloud.enabled:
         return None
-    from edge_agent.telemetry.outbox import Outbox
+    from edge_agent.outbox.store import Outbox
 
     link = shared_cloud_link(config)
     assert link is not None

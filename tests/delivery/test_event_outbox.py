@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edge_agent.cloud_link import CloudLink, DeviceIdentity
-from edge_agent.telemetry.outbox import Outbox
+from edge_agent.outbox.store import Outbox
 from edge_agent.updater.events import LinkEventPublisher, OutboxEventPublisher
 from edgeline.core.mqtt_link import LinkSettings, MqttLink
 from edgeline.core.protocol.delivery import DeviceEvent, EventKind, UpdaterState, parse_event

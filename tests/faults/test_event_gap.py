@@ -15,7 +15,7 @@ import pytest
 from cloud_registry.publisher import reissue
 from converters.keys import KeyPaths
 from edge_agent.cloud_link import CloudLink, DeviceIdentity
-from edge_agent.telemetry.outbox import Outbox
+from edge_agent.outbox.store import Outbox
 from edge_agent.updater.events import OutboxEventPublisher
 from edge_agent.updater.machine import Identity
 from edge_agent.updater.plugin import UpdaterPlugin

@@ -25,9 +25,9 @@ from hypothesis import strategies as st
 from cloud_registry.telemetry.ingest import Ingestor
 from cloud_registry.telemetry.store import TelemetryStore
 from edge_agent.errors import EdgelineError, ProtocolError
+from edge_agent.outbox.store import Outbox
 from edge_agent.preprocessing import STAT_BINS
 from edge_agent.telemetry.alarm import LocalDriftAlarm
-from edge_agent.telemetry.outbox import Outbox
 from edge_agent.telemetry.plugin import STATE_ALARM, STATE_PENDING, TelemetryPlugin
 from edge_agent.telemetry.privacy import MinFrames
 from edgeline.core.protocol.telemetry import (

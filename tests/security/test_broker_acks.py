@@ -22,9 +22,9 @@ from cloud_registry.security.pki import Pki
 from cloud_registry.telemetry.ingest import Ingestor, IngestService
 from cloud_registry.telemetry.store import TelemetryStore
 from edge_agent.errors import TransportError
-from edge_agent.telemetry.acks import AckRouter, ack_router, event_key
-from edge_agent.telemetry.outbox import Outbox
-from edge_agent.telemetry.pump import OutboxPump
+from edge_agent.outbox.acks import AckRouter, ack_router, event_key
+from edge_agent.outbox.pump import OutboxPump
+from edge_agent.outbox.store import Outbox
 from edgeline.core.mqtt_link import MqttLink, wait_until
 from edgeline.core.protocol.delivery import DeviceEvent, EventKind, UpdaterState
 from edgeline.core.protocol.telemetry import Ack, IngestCapabilities

@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 from cloud_registry.telemetry.ingest import Ingestor, IngestService
 from cloud_registry.telemetry.store import TelemetryStore
 from edge_agent.model import LoadedModel
-from edge_agent.telemetry.acks import ack_router
-from edge_agent.telemetry.outbox import Outbox
+from edge_agent.outbox.acks import ack_router
+from edge_agent.outbox.pump import OutboxPump
+from edge_agent.outbox.store import Outbox
 from edge_agent.telemetry.plugin import TelemetryPlugin
-from edge_agent.telemetry.pump import OutboxPump
 from edge_agent.updater.events import OutboxEventPublisher
 from edgeline.core.mqtt_link import LinkSettings, MqttLink, wait_until
 from edgeline.core.protocol.delivery import DeviceEvent, EventKind, UpdaterState

@@ -19,7 +19,7 @@ from converters.synth import render_ood
 from edge_agent.bundle import open_bundle
 from edge_agent.inference import inspect_frame
 from edge_agent.model import LoadedModel
-from edge_agent.telemetry.outbox import Outbox
+from edge_agent.outbox.store import Outbox
 from edge_agent.telemetry.plugin import TelemetryPlugin
 from edgeline.core.protocol.signing import TrustStore
 from edgeline.core.protocol.telemetry import ANOMALY_BINS, parse_window

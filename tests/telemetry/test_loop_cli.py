@@ -23,7 +23,7 @@ from converters.keys import KeyPaths
 from edge_agent.cloud_link import CloudLink, DeviceIdentity
 from edge_agent.inference import load_and_check
 from edge_agent.model import LoadedModel
-from edge_agent.telemetry.outbox import Outbox
+from edge_agent.outbox.store import Outbox
 from edge_agent.telemetry.plugin import TelemetryPlugin
 from edgeline.core.mqtt_link import LinkSettings, MqttLink, wait_until
 from edgeline.core.protocol.signing import TrustStore

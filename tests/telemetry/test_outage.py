@@ -13,8 +13,8 @@ import pytest
 from cloud_registry.telemetry.ingest import Ingestor, IngestService, wait_for_count
 from cloud_registry.telemetry.store import TelemetryStore
 from edge_agent.model import LoadedModel
+from edge_agent.outbox.store import Outbox
 from edge_agent.plugins import FrameResult
-from edge_agent.telemetry.outbox import Outbox
 from edge_agent.telemetry.plugin import TelemetryPlugin
 from edgeline.core.mqtt_link import LinkSettings, MqttLink, wait_until
 from edgeline.core.protocol.topics import Topics

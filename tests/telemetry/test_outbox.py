@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent.errors import OutboxError
-from edge_agent.telemetry.outbox import ROW_OVERHEAD, Outbox
+from edge_agent.outbox.store import ROW_OVERHEAD, Outbox
 from tests.telemetry.conftest import SimClock
 
 TOPIC = "t"

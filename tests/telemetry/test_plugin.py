@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edge_agent.errors import OutboxError
 from edge_agent.model import LoadedModel
-from edge_agent.telemetry.outbox import Outbox
+from edge_agent.outbox.store import Outbox
 from edge_agent.telemetry.plugin import TelemetryPlugin, error_and_drop_counts
 from edge_agent.telemetry.privacy import pseudonym
 from edgeline.core.protocol.telemetry import parse_window

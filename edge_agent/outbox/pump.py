@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from edge_agent.errors import TransportError
-from edge_agent.telemetry.outbox import Outbox, OutboxMessage
+from edge_agent.outbox.store import Outbox, OutboxMessage
 from edgeline.core.mqtt_link import MqttLink
 
 log = logging.getLogger(__name__)
