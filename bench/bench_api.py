@@ -127,20 +127,15 @@ def _http(ctx: Any, address: tuple[str, int], body: bytes, clients: int, n: int)
 
 
 def _two_writes_handler() -> Any:
-    """The API's handler as it answered before the fix: headers, then body, Nagle on."""
+    """The API's handler answering as before the fix: headers, then body, Nagle on."""
     from edge_agent.http_api import _Handler
 
     class TwoWrites(_Handler):
         disable_nagle_algorithm = False
 
-        def _send(
-            self, code: int, body: bytes, ctype: str = "application/json", extra: dict[str, str] | None = None
-        ) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+        def _write(self, head: bytes, body: bytes) -> None:
+            self.conn.send(head)
+            self.conn.send(body)
 
     return TwoWrites
 
@@ -199,9 +194,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.api_floor import FloorServer
     from bench.harness import emit
+    from converters.keys import KeyPaths, init_keys, load_signing_key
     from edge_agent.http_api import PredictionApi
     from edge_agent.inference import load_and_check
-    from edge_agent.protocol.signing import KeyPaths, TrustStore, init_keys, load_signing_key
+    from edgeline.core.protocol.signing import TrustStore
     from firmware_configs.schema import ApiSection
     from tests.factories import tiny_frames, write_tiny_bundle
 

@@ -1,4 +1,5 @@
-"""The local prediction API, for line systems that ask rather than listen (stdlib ``http.server``).
+"""The local prediction API, for line systems that ask rather than listen (HTTP/1.1 with keep-alive on
+``socketserver``, one thread per connection; the framing is :mod:`edge_agent.http_wire`'s).
 
 Bound to 127.0.0.1 by default. Endpoints:
 
@@ -12,7 +13,11 @@ Bound to 127.0.0.1 by default. Endpoints:
 Every status code it answers is in :data:`STATUS_CODES` (and docs/agent.md). Connection rules, so a
 kept-alive connection never desynchronises: every request body is read (or discarded) before the
 answer, whatever the path or method; an answer of 400 or more closes the connection; the answer is
-written in one ``send`` on a socket with ``TCP_NODELAY``, so no response waits for a delayed ACK.
+written in one ``send`` on a socket with ``TCP_NODELAY``, so no response waits for a delayed ACK;
+before closing a connection the client may still be writing on, the server sends its FIN and reads
+what still comes for a moment, so the close does not reset the connection under the answer. A
+malformed, oversized or truncated request head is refused by :mod:`edge_agent.http_wire` (rules
+there); a request cut short is never answered.
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import socket
+import socketserver
 import threading
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
 from edge_agent.errors import EdgeAgentError
+from edge_agent.http_wire import Connection, HttpError, Request, content_length
 from edge_agent.image_decode import ImageError, ImageTooLarge, decode_image
 from edge_agent.inference import inspect_frame, verdict_record
 from edge_agent.model import LoadedModel
@@ -36,6 +43,12 @@ log = logging.getLogger(__name__)
 
 #: An oversized body up to this much beyond the limit is read and discarded before answering 413.
 _DRAIN_LIMIT = 1024 * 1024
+
+#: The methods the API knows (each answered by a route or with 404/405); any other gets 501.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+_PHRASES: dict[int, str] = {s.value: s.phrase for s in HTTPStatus}
+#: One encoder for every JSON answer (``json.dumps`` with options builds a new one per call).
+_ENCODER = json.JSONEncoder(sort_keys=True, default=str)
 
 #: path -> the methods it answers
 ROUTES: dict[str, tuple[str, ...]] = {
@@ -49,15 +62,15 @@ ROUTES: dict[str, tuple[str, ...]] = {
 STATUS_CODES: dict[int, str] = {
     200: "success: a verdict (POST /predict), a document, or healthy (GET /healthz)",
     400: "the body is not a decodable image (unknown format, damaged, truncated), or a malformed request "
-    "(bad or repeated Content-Length)",
+    "(request line, header line, a line not ending in CRLF, a bad or repeated Content-Length)",
     404: "no such endpoint",
     405: "the endpoint exists but not for this method (see the Allow header)",
     411: "a body without Content-Length (chunked bodies are not accepted)",
     413: "the body is larger than api.max_body_bytes",
     422: "the image declares more pixels than api.max_image_pixels (refused before decoding), or it decodes "
     "but cannot be inspected (e.g. the model's region of interest lies outside it)",
-    414: "request line too long",
-    431: "request headers too large",
+    414: "request line too long (more than 8 KiB)",
+    431: "request headers too large (more than 100 lines or 64 KiB)",
     501: "unknown HTTP method",
     503: "no model is serving (POST /predict), or the agent is degraded (GET /healthz)",
     505: "HTTP version not supported",
@@ -76,21 +89,55 @@ class ApiHost(Protocol):
     def counters(self) -> dict[str, Any]: ...
 
 
-class _Server(ThreadingHTTPServer):
+class _Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
     api: PredictionApi
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(socketserver.BaseRequestHandler):
+    """One connection: requests read by :mod:`edge_agent.http_wire`, answered in order, until an
+    error answer, ``Connection: close`` or the peer going away."""
+
     server: _Server
-    protocol_version = "HTTP/1.1"
-    #: TCP_NODELAY on every connection (socketserver.StreamRequestHandler sets it in setup())
+    request: socket.socket
+    #: TCP_NODELAY on every connection
     disable_nagle_algorithm = True
 
-    def log_message(self, format: str, *args: Any) -> None:
-        if log.isEnabledFor(logging.DEBUG):  # called for every request: format only when it is shown
-            log.debug("api %s: %s", self.client_address[0], format % args)
+    def setup(self) -> None:
+        if self.disable_nagle_algorithm:
+            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.conn = Connection(self.request)
+        self.req: Request | None = None
+        self.close_connection = False
+        #: the client closed its side (between requests or in the middle of one)
+        self.peer_gone = False
+
+    def handle(self) -> None:
+        try:
+            while not self.close_connection:
+                self._one()
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+            return  # the client went away; nothing to answer
+        if not self.peer_gone:
+            self.conn.linger_close()
+
+    def _one(self) -> None:
+        self.req = None
+        try:
+            req = self.conn.read_request()
+        except HttpError as exc:
+            self._json(exc.code, {"error": exc.message})  # the request is unreadable: closes
+            return
+        if req is None:
+            self.close_connection = self.peer_gone = True
+            return
+        self.req = req
+        self.close_connection = not req.keep_alive
+        if req.method not in _METHODS:
+            self._json(501, {"error": f"unsupported method {req.method[:40]!r}"})
+            return
+        self._dispatch(req)
 
     # -- answers ------------------------------------------------------------------------------------
     def _send(
@@ -99,82 +146,81 @@ class _Handler(BaseHTTPRequestHandler):
         """Status line, headers and body in ONE write. An error answer closes the connection."""
         if code >= 400:
             self.close_connection = True
-        try:
-            phrase = HTTPStatus(code).phrase
-        except ValueError:
-            phrase = ""
-        lines = [
-            f"{self.protocol_version} {code} {phrase}",
-            f"Content-Type: {ctype}",
-            f"Content-Length: {len(body)}",
-            *(f"{k}: {v}" for k, v in (extra or {}).items()),
-        ]
+        req = self.req
+        head = f"HTTP/1.1 {code} {_PHRASES.get(code, '')}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+        if extra:
+            head += "".join(f"{k}: {v}\r\n" for k, v in extra.items())
         if self.close_connection:
-            lines.append("Connection: close")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+            head += "Connection: close\r\n"
+        elif req is not None and req.minor == 0:
+            head += "Connection: keep-alive\r\n"
+        path = req.path if req is not None else ""
         # Counted BEFORE the answer leaves: a client that reads it and scrapes /metrics at once
         # must find this request counted (the body, /metrics' own included, is already rendered).
         counters = getattr(self.server.api.host, "counters_", None)
         if counters is not None:  # per endpoint and status code (edgeline_api_requests_total)
-            counters.api_request(getattr(self, "path", "").split("?", 1)[0], code)
-        self.wfile.write(head + (b"" if self.command == "HEAD" else body))
-        self.log_request(code, len(body))
+            counters.api_request(path, code)
+        self._write((head + "\r\n").encode("latin-1"), b"" if req is not None and req.method == "HEAD" else body)
+        if log.isEnabledFor(logging.DEBUG):  # for every request: format only when it is shown
+            line = req.line if req is not None else "-"
+            log.debug("api %s: %r %d %d", self.client_address[0], line[:200], code, len(body))
+
+    def _write(self, head: bytes, body: bytes) -> None:
+        self.conn.send(head + body)
 
     def _json(self, code: int, doc: dict[str, Any], extra: dict[str, str] | None = None) -> None:
-        self._send(code, json.dumps(doc, sort_keys=True, default=str).encode("utf-8"), extra=extra)
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """Errors found by ``http.server`` itself (bad request line, headers too large, unknown
-        method): a JSON answer like every other, and the connection is closed."""
-        self.close_connection = True
-        if not hasattr(self, "command") or self.command is None:
-            self.command = ""
-        self._json(code, {"error": message or HTTPStatus(code).phrase})
+        self._send(code, _ENCODER.encode(doc).encode("utf-8"), extra=extra)
 
     # -- bodies -------------------------------------------------------------------------------------
-    def _body(self, limit: int) -> bytes | None:
+    def _body(self, req: Request, limit: int) -> bytes | None:
         """The request body (``b""`` when there is none), read whole BEFORE any answer; None when an
         error was answered instead (the connection then closes)."""
-        if self.headers.get("Transfer-Encoding"):
+        if "transfer-encoding" in req.headers:
             self._json(411, {"error": "chunked bodies are not accepted: send Content-Length"})
             return None
-        if len(self.headers.get_all("Content-Length") or ()) > 1:
-            self._json(400, {"error": "more than one Content-Length"})
+        try:
+            length = content_length(req)
+        except HttpError as exc:
+            self._json(400, {"error": exc.message})
             return None
-        raw = self.headers.get("Content-Length")
-        if raw is None:
-            if self.command == "POST":
+        if length is None:
+            if req.method == "POST":
                 self._json(411, {"error": "Content-Length is required"})
                 return None
             return b""
-        try:
-            length = int(raw)
-        except ValueError:
-            self._json(400, {"error": f"bad Content-Length {raw[:40]!r}"})
-            return None
-        if length < 0:
-            self._json(400, {"error": f"bad Content-Length {length}"})
-            return None
         if length > limit:
             if length <= limit + _DRAIN_LIMIT:
-                _discard(self.rfile, length)  # so the client reads our answer instead of a reset
+                self._continue(req)
+                self.conn.discard(length)  # so the client reads our answer instead of a reset
             self._json(413, {"error": f"body of {length} bytes exceeds the limit of {limit}"})
             return None
-        return self.rfile.read(length) if length else b""
+        if not length:
+            return b""
+        self._continue(req)
+        body = self.conn.read_body(length)
+        if body is None:  # the client went away in the middle of its body: nothing to answer
+            self.close_connection = self.peer_gone = True
+        return body
+
+    def _continue(self, req: Request) -> None:
+        """``Expect: 100-continue`` (HTTP/1.1): tell the client to send the body it holds back."""
+        expect = req.get("expect")
+        if req.minor == 1 and expect is not None and expect.lower() == "100-continue":
+            self.conn.send(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     # -- dispatch -----------------------------------------------------------------------------------
-    def _dispatch(self) -> None:
+    def _dispatch(self, req: Request) -> None:
         api = self.server.api
-        path = self.path.split("?", 1)[0]
+        path = req.path
         methods = ROUTES.get(path)
         # Read or discard the body first, whatever the answer: what is left in the stream would be
         # parsed as the next request.
-        body = self._body(api.max_body_bytes if methods == ("POST",) else _DRAIN_LIMIT)
+        body = self._body(req, api.max_body_bytes if methods == ("POST",) else _DRAIN_LIMIT)
         if body is None:
             return
         if methods is None:
             self._json(404, {"error": f"no such endpoint {path[:200]}"})
-        elif self.command not in methods:
+        elif req.method not in methods:
             allow = ", ".join(methods)
             self._json(405, {"error": f"{path} answers {allow} only"}, extra={"Allow": allow})
         elif path == "/predict":
@@ -187,35 +233,6 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             doc = health(api.host.counters(), has_model=api.host.current_model is not None)
             self._json(200 if doc["status"] == "ok" else 503, doc)
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_PUT(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
-    def do_HEAD(self) -> None:
-        self._dispatch()
-
-    def do_OPTIONS(self) -> None:
-        self._dispatch()
-
-
-def _discard(stream: Any, n: int) -> None:
-    while n > 0:
-        chunk = stream.read(min(n, 65536))
-        if not chunk:
-            return
-        n -= len(chunk)
 
 
 class PredictionApi:
