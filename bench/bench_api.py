@@ -17,8 +17,10 @@ Arms, for 1 and for 4 concurrent clients, rounds alternating:
   the fix, headers and body in two writes with Nagle's algorithm on.
 
 Per arm: requests/s, the p50/p99/mean latency of one request, and the CPU spent per request by this
-process (the server) and by the client processes (the medians over rounds); the differences and
-ratios between arms are computed from those medians, all measured in the same run. Check:
+process (the server) and by the client processes, and the share of the machine's cores busy during
+the arm (this bench and any other load; from /proc/stat), the medians over rounds. The differences
+and ratios between arms are computed from those medians, all measured in the same run, with the
+bounds the CPU per request sets on these cores (requests/s; mean latency of N closed-loop clients). Check:
 ``api`` p50 is at most 1 ms above ``bare`` p50, for 1 and for 4 clients. The load average is
 recorded: on a shared machine the absolute figures move, the side-by-side difference much less.
 
@@ -83,6 +85,7 @@ def _threads(work: Any, clients: int, n: int) -> dict[str, float]:
     """``work()`` ``n`` times on each of ``clients`` threads, timed like the HTTP clients (and the CPU
     this process spent per call)."""
     lats: list[list[float]] = [[] for _ in range(clients)]
+    busy0 = _machine_cpu()
     go = threading.Barrier(clients + 1)
 
     def run(i: int) -> None:
@@ -102,6 +105,7 @@ def _threads(work: Any, clients: int, n: int) -> dict[str, float]:
         t.join()
     doc = _summary([x for lat in lats for x in lat], time.perf_counter() - t0)
     doc["server_cpu_ms_per_request"] = 1000 * (time.process_time() - c0) / (clients * n)
+    doc["machine_busy_fraction"] = _busy(busy0, _machine_cpu())
     return doc
 
 
@@ -112,10 +116,12 @@ def _http(ctx: Any, address: tuple[str, int], body: bytes, clients: int, n: int)
     for p in procs:
         p.start()
     time.sleep(0.5)  # every client connected and warmed up (they wait on `go`)
+    busy0 = _machine_cpu()
     c0 = time.process_time()
     go.set()
     results = [out.get(timeout=600) for _ in procs]
     server_cpu = time.process_time() - c0
+    busy1 = _machine_cpu()
     for p in procs:
         p.join(30)
     lat = [x for r in results for x in r[0]]
@@ -123,7 +129,24 @@ def _http(ctx: Any, address: tuple[str, int], body: bytes, clients: int, n: int)
     doc = _summary(lat, wall)
     doc["server_cpu_ms_per_request"] = 1000 * server_cpu / len(lat)
     doc["client_cpu_ms_per_request"] = 1000 * sum(r[3] for r in results) / len(lat)
+    doc["machine_busy_fraction"] = _busy(busy0, busy1)
     return doc
+
+
+def _machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU ticks of the whole machine, every process included (Linux; zeros elsewhere)."""
+    try:
+        fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
+
+
+def _busy(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Share of all cores busy between two :func:`_machine_cpu` readings (this bench and any other load)."""
+    total = b[1] - a[1]
+    return (b[0] - a[0]) / total if total > 0 else float("nan")
 
 
 def _two_writes_handler() -> Any:
@@ -144,7 +167,7 @@ def _median(rounds: list[dict[str, float]]) -> dict[str, float]:
     return {k: round(statistics.median(r[k] for r in rounds), 4) for k in rounds[0]}
 
 
-def _compare(med: dict[str, dict[str, float]]) -> dict[str, Any]:
+def _compare(med: dict[str, dict[str, float]], clients: int) -> dict[str, Any]:
     """Differences (ms) and ratios between the arms' medians of one run."""
     api, floor, bare = med["api"], med["floor"], med["bare"]
 
@@ -164,20 +187,22 @@ def _compare(med: dict[str, dict[str, float]]) -> dict[str, Any]:
                 api["server_cpu_ms_per_request"] / floor["server_cpu_ms_per_request"], 3
             ),
         },
-        # CPU per request of every part (ms): the server process, the client processes, and the
-        # 2-core bound it sets on requests/s (cores / CPU per request)
-        "cpu_ms_per_request": {
-            arm: {
-                "server": med[arm]["server_cpu_ms_per_request"],
-                "clients": med[arm]["client_cpu_ms_per_request"],
-                "total": round(med[arm]["server_cpu_ms_per_request"] + med[arm]["client_cpu_ms_per_request"], 4),
-                "max_requests_per_s_on_these_cores": round(
-                    1000 * (os.cpu_count() or 1)
-                    / (med[arm]["server_cpu_ms_per_request"] + med[arm]["client_cpu_ms_per_request"])
-                ),
-            }
-            for arm in ("floor", "api")
-        },
+        # CPU per request of every part (ms): the server process, the client processes; the bound
+        # it sets on requests/s (cores / CPU per request) and, for N closed-loop clients, on the mean
+        # time of one request (N x CPU per request / cores: both cores doing nothing else)
+        "cpu_ms_per_request": {arm: _cpu_bounds(med[arm], clients) for arm in ("floor", "api")},
+    }
+
+
+def _cpu_bounds(arm: dict[str, float], clients: int) -> dict[str, float]:
+    cores = os.cpu_count() or 1
+    total = arm["server_cpu_ms_per_request"] + arm["client_cpu_ms_per_request"]
+    return {
+        "server": arm["server_cpu_ms_per_request"],
+        "clients": arm["client_cpu_ms_per_request"],
+        "total": round(total, 4),
+        "max_requests_per_s_on_these_cores": round(1000 * cores / total),
+        "min_mean_latency_ms_on_these_cores": round(clients * total / cores, 4),
     }
 
 
@@ -264,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
                     _http(ctx, legacy.address, body, 1, args.legacy_requests) for _ in range(args.rounds)
                 ]
             med: dict[str, Any] = {k: _median(v) for k, v in arms.items()}
-            med.update(_compare(med))
+            med.update(_compare(med, clients))
             results[f"clients_{clients}"] = med
     finally:
         api.stop()
