@@ -31,7 +31,7 @@ import threading
 from http import HTTPStatus
 from typing import Any, Protocol
 
-from edge_agent.errors import EdgeAgentError
+from edge_agent.errors import EdgelineError
 from edge_agent.http_wire import Connection, HttpError, Request, content_length
 from edge_agent.image_decode import ImageError, ImageTooLarge, decode_image
 from edge_agent.inference import inspect_frame, verdict_record
@@ -287,7 +287,7 @@ class PredictionApi:
             return 400, {"error": str(exc)}
         try:
             result = inspect_frame(model, img, next(self._ids))
-        except EdgeAgentError as exc:
+        except EdgelineError as exc:
             return 422, {"error": str(exc)}
         return 200, verdict_record(result, self.host.device_id, "api")
 
