@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from converters.synth.defects import EXTRA_DEFECTS, draw_dent, draw_extra, draw_scratch
-from converters.synth.shape import Hole, PartShape, draw_pose, fix, rotated
+from converters.synth.shape import Hole, PartShape, draw_pose, drop_shadow, fix, part_window, rotated
 
 #: sizes in pixels at 320x240, scaled with the frame width; local coordinates: the bolt axis along x
 BOLT_SPACING = 120.0  # between the bolt-hole centres: the part's size S
@@ -190,22 +190,13 @@ def draw_gasket(
     mask = np.zeros((h, w), np.uint8)
     cv2.fillPoly(mask, [fix(outline)], 255, cv2.LINE_AA, 4)
     shadow_at = outline + _SHADOW * k
-    lo = np.minimum(outline.min(axis=0), shadow_at.min(axis=0))
-    hi = np.maximum(outline.max(axis=0), shadow_at.max(axis=0))
-    x0, y0 = max(0, math.floor(lo[0]) - 4), max(0, math.floor(lo[1]) - 4)
-    x1, y1 = min(w, math.ceil(hi[0]) + 5), min(h, math.ceil(hi[1]) + 5)
+    x0, y0, x1, y1 = part_window(outline, shadow_at, (w, h), (4, 5))
     background: np.ndarray | None = None
     if x1 > x0 and y1 > y0:
         size = (y1 - y0, x1 - x0)
         origin = np.array([x0, y0], np.float64)
         # a short, crisp shadow down-right of the sheet
-        shadow = np.zeros(size, np.uint8)
-        cv2.fillPoly(shadow, [fix(shadow_at - origin)], 255, cv2.LINE_AA, 4)
-        sh = cv2.GaussianBlur(shadow, (0, 0), 0.8 * k).astype(np.float32) * (0.4 / 255.0)
-        under = cv2.blendLinear(img[y0:y1, x0:x1], np.zeros((*size, 3), np.uint8), 1.0 - sh, sh)
-        if label == "chip":
-            background = img.copy()
-            background[y0:y1, x0:x1] = under
+        under, background = drop_shadow(img, (x0, y0, x1, y1), shadow_at - origin, 0.8 * k, 0.4, label == "chip")
         # the fibre sheet: the part's own window of the bank and tone, lit as a matte surface
         half = _half(k)
         bx, by = x0 - round(cx) + half + tex_x, y0 - round(cy) + half + tex_y

@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from converters.synth.defects import EXTRA_DEFECTS, draw_dent, draw_extra, draw_scratch
-from converters.synth.shape import Hole, PartShape, draw_pose, fix, rotated
+from converters.synth.shape import Hole, PartShape, draw_pose, drop_shadow, fix, part_window, rotated
 
 #: sizes in pixels at 320x240, scaled with the frame width
 HEX_AF = 118.0  # across the flats
@@ -180,22 +180,13 @@ def draw_hexnut(
     mask = np.zeros((h, w), np.uint8)
     cv2.fillPoly(mask, [fix(outline)], 255, cv2.LINE_AA, 4)
     shadow_at = outline + _SHADOW * k
-    lo = np.minimum(outline.min(axis=0), shadow_at.min(axis=0))
-    hi = np.maximum(outline.max(axis=0), shadow_at.max(axis=0))
-    x0, y0 = max(0, math.floor(lo[0]) - 5), max(0, math.floor(lo[1]) - 5)
-    x1, y1 = min(w, math.ceil(hi[0]) + 6), min(h, math.ceil(hi[1]) + 6)
+    x0, y0, x1, y1 = part_window(outline, shadow_at, (w, h), (5, 6))
     background: np.ndarray | None = None
     if x1 > x0 and y1 > y0:
         size = (y1 - y0, x1 - x0)
         origin = np.array([x0, y0], np.float64)
         # a soft shadow down-right of the part darkens the mat
-        shadow = np.zeros(size, np.uint8)
-        cv2.fillPoly(shadow, [fix(shadow_at - origin)], 255, cv2.LINE_AA, 4)
-        sh = cv2.GaussianBlur(shadow, (0, 0), 2.0 * k).astype(np.float32) * (0.5 / 255.0)
-        under = cv2.blendLinear(img[y0:y1, x0:x1], np.zeros((*size, 3), np.uint8), 1.0 - sh, sh)
-        if label == "chip":
-            background = img.copy()
-            background[y0:y1, x0:x1] = under
+        under, background = drop_shadow(img, (x0, y0, x1, y1), shadow_at - origin, 2.0 * k, 0.5, label == "chip")
         # the zinc: the part's own window of the bank, the fixed light's highlight, the part's tone
         half = _half(k)
         bx, by = x0 - round(cx) + half + tex_x, y0 - round(cy) + half + tex_y

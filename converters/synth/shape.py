@@ -51,6 +51,43 @@ def fix(p: np.ndarray) -> np.ndarray:
     return np.rint(p * 16).astype(np.int32)
 
 
+def part_window(
+    outline: np.ndarray, shadow_at: np.ndarray, frame: tuple[int, int], pad: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the box around a part's outline and its shadow, ``pad`` pixels wider before
+    and after, clipped to the ``frame`` (w, h); empty when the part is off the frame."""
+    w, h = frame
+    lo = np.minimum(outline.min(axis=0), shadow_at.min(axis=0))
+    hi = np.maximum(outline.max(axis=0), shadow_at.max(axis=0))
+    x0, y0 = max(0, math.floor(lo[0]) - pad[0]), max(0, math.floor(lo[1]) - pad[0])
+    x1, y1 = min(w, math.ceil(hi[0]) + pad[1]), min(h, math.ceil(hi[1]) + pad[1])
+    return x0, y0, x1, y1
+
+
+def drop_shadow(
+    img: np.ndarray,
+    box: tuple[int, int, int, int],
+    shadow: np.ndarray,
+    sigma: float,
+    strength: float,
+    keep_frame: bool,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The belt under a part: ``img``'s window ``box`` darkened by the part's shadow (``shadow``, the
+    polygon in window coordinates, blurred by ``sigma``, at most ``strength`` dark), and, when
+    ``keep_frame``, the whole frame with that shadow (what a chip out of the part shows)."""
+    x0, y0, x1, y1 = box
+    size = (y1 - y0, x1 - x0)
+    mask = np.zeros(size, np.uint8)
+    cv2.fillPoly(mask, [fix(shadow)], 255, cv2.LINE_AA, 4)
+    sh = cv2.GaussianBlur(mask, (0, 0), sigma).astype(np.float32) * (strength / 255.0)
+    under = cv2.blendLinear(img[y0:y1, x0:x1], np.zeros((*size, 3), np.uint8), 1.0 - sh, sh)
+    if not keep_frame:
+        return under, None
+    background = img.copy()
+    background[y0:y1, x0:x1] = under
+    return under, background
+
+
 @dataclass(frozen=True)
 class Hole:
     x: float
