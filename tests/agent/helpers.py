@@ -10,7 +10,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -213,3 +213,31 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class ApiHost:
+    """The least an agent offers its local API: a device id, a serving model and a status document."""
+
+    def __init__(self, model: Any, device_id: str) -> None:
+        self.device_id = device_id
+        self.current_model = model
+
+    def counters(self) -> dict[str, Any]:
+        return {"schema": "edgeline.agent-status/1", "device": {"id": self.device_id}, "model": {"name": "tiny"}}
+
+
+def serve_api(bundle: Path, key_dir: Path, device_id: str) -> Iterator[Any]:
+    """The local API on a free port serving the signed ``bundle`` (a generator for a fixture)."""
+    from converters.keys import KeyPaths
+    from edge_agent.http_api import PredictionApi
+    from edge_agent.inference import load_and_check
+    from edgeline.core.protocol.signing import TrustStore
+    from firmware_configs.schema import ApiSection
+
+    model = load_and_check(bundle, TrustStore.load(KeyPaths(key_dir).trust))
+    server = PredictionApi(ApiHost(model, device_id), ApiSection(enabled=True, port=0, max_body_bytes=65536))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

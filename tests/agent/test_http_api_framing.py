@@ -10,37 +10,19 @@ import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import cv2
 import pytest
 
-from converters.keys import KeyPaths
 from edge_agent.http_api import PredictionApi
 from edge_agent.http_wire import MAX_HEAD, MAX_HEADERS, MAX_REQUEST_LINE
-from edge_agent.inference import load_and_check
-from edgeline.core.protocol.signing import TrustStore
-from firmware_configs.schema import ApiSection
+from tests.agent.helpers import serve_api
 from tests.factories import tiny_frames
-
-
-class Host:
-    device_id = "wire-1"
-
-    def __init__(self, model: Any) -> None:
-        self.current_model = model
-
-    def counters(self) -> dict[str, Any]:
-        return {"schema": "edgeline.agent-status/1", "device": {"id": self.device_id}, "model": {"name": "tiny"}}
 
 
 @pytest.fixture(scope="module")
 def api(tiny_bundle: Path, key_dir: Path) -> Iterator[PredictionApi]:
-    model = load_and_check(tiny_bundle, TrustStore.load(KeyPaths(key_dir).trust))
-    server = PredictionApi(Host(model), ApiSection(enabled=True, port=0, max_body_bytes=65536))
-    server.start()
-    yield server
-    server.stop()
+    yield from serve_api(tiny_bundle, key_dir, "wire-1")
 
 
 @pytest.fixture(scope="module")

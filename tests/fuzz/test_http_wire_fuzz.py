@@ -10,18 +10,14 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from converters.keys import KeyPaths
 from edge_agent.http_api import STATUS_CODES, PredictionApi
 from edge_agent.http_wire import MAX_HEADERS, MAX_REQUEST_LINE, HttpError, content_length, parse_head
-from edge_agent.inference import load_and_check
-from edgeline.core.protocol.signing import TrustStore
-from firmware_configs.schema import ApiSection
+from tests.agent.helpers import serve_api
 from tests.fuzz.conftest import fuzz_settings
 
 REAL = [
@@ -73,23 +69,9 @@ def test_the_head_parser_raises_only_http_errors_and_accepts_only_what_its_rules
         assert n is None or n >= 0
 
 
-class Host:
-    device_id = "fuzz-wire"
-
-    def __init__(self, model: Any) -> None:
-        self.current_model = model
-
-    def counters(self) -> dict[str, Any]:
-        return {"schema": "edgeline.agent-status/1", "device": {"id": self.device_id}, "model": {"name": "tiny"}}
-
-
 @pytest.fixture(scope="module")
 def api(tiny_bundle: Path, key_dir: Path) -> Iterator[PredictionApi]:
-    model = load_and_check(tiny_bundle, TrustStore.load(KeyPaths(key_dir).trust))
-    server = PredictionApi(Host(model), ApiSection(enabled=True, port=0, max_body_bytes=65536))
-    server.start()
-    yield server
-    server.stop()
+    yield from serve_api(tiny_bundle, key_dir, "fuzz-wire")
 
 
 def exchange(api: PredictionApi, payload: bytes) -> bytes:
