@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from converters.synth.defects import EXTRA_DEFECTS, draw_dent, draw_extra, draw_scratch
-from converters.synth.shape import Hole, PartShape, draw_pose, drop_shadow, fix, part_window, rotated
+from converters.synth.shape import Hole, PartShape, aa_step, draw_pose, drop_shadow, fix, part_window, rotated
 
 #: sizes in pixels at 320x240, scaled with the frame width; local coordinates: the bolt axis along x
 BOLT_SPACING = 120.0  # between the bolt-hole centres: the part's size S
@@ -157,11 +157,6 @@ def _box(x: float, y: float, reach: float, size: tuple[int, int]) -> tuple[slice
             slice(max(0, math.floor(x - reach)), min(size[1], max(0, math.ceil(x + reach) + 1))))  # fmt: skip
 
 
-def _step(v: np.ndarray) -> np.ndarray:
-    """An anti-aliased edge: 0 below -0.5, 1 above +0.5 (``v`` in pixels past the boundary)."""
-    return np.clip(v + 0.5, 0.0, 1.0)
-
-
 def draw_gasket(
     img: np.ndarray,
     label: str,
@@ -251,9 +246,9 @@ def draw_gasket(
             crease = np.exp(-(((r - _RING_R * k) / (0.8 * k)) ** 2))
             steel = (58.0 + 112.0 * diffuse + 80.0 * spec + 0.4 * tex[sl][:, :, 0]) * (1.0 - 0.45 * crease)
             ring = np.stack([steel * 1.03, steel, steel * 0.97], axis=2)
-            on = _step(_RING_R * k - r)[:, :, None]
+            on = aa_step(_RING_R * k - r)[:, :, None]
             mixed = part[sl].astype(np.float32) * (1.0 - on) + ring * on
-            port = _step(_PORT_R * k - r)[:, :, None]
+            port = aa_step(_PORT_R * k - r)[:, :, None]
             mixed = mixed * (1.0 - port) + under[sl].astype(np.float32) * (0.9 * port)
             part[sl] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
         m = mask[y0:y1, x0:x1].astype(np.float32) * (1.0 / 255.0)

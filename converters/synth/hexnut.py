@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from converters.synth.defects import EXTRA_DEFECTS, draw_dent, draw_extra, draw_scratch
-from converters.synth.shape import Hole, PartShape, draw_pose, drop_shadow, fix, part_window, rotated
+from converters.synth.shape import Hole, PartShape, aa_step, draw_pose, drop_shadow, fix, part_window, rotated
 
 #: sizes in pixels at 320x240, scaled with the frame width
 HEX_AF = 118.0  # across the flats
@@ -150,11 +150,6 @@ def _glow(w: int, h: int) -> np.ndarray:
     return glow
 
 
-def _step(v: np.ndarray) -> np.ndarray:
-    """An anti-aliased edge: 0 below -0.5, 1 above +0.5 (``v`` in pixels past the boundary)."""
-    return np.clip(v + 0.5, 0.0, 1.0)
-
-
 def draw_hexnut(
     img: np.ndarray,
     label: str,
@@ -198,7 +193,7 @@ def draw_hexnut(
         r = np.sqrt(ox * ox + oy * oy)
         lit = (ox * _LIGHT[0] + oy * _LIGHT[1]) / np.maximum(r, 1e-3)  # cos of the angle to the light
         # the chamfer cone beyond the chamfer circle, its edge catching the light
-        grey = face + _step(r - _FACE_R * k) * (42.0 * lit - 14.0) + 9.0 * np.exp(-(((r - _FACE_R * k) / k) ** 2))
+        grey = face + aa_step(r - _FACE_R * k) * (42.0 * lit - 14.0) + 9.0 * np.exp(-(((r - _FACE_R * k) / k) ** 2))
         # the bore and its countersink, drawn only in the box around them (outside it they change nothing)
         reach = _CSINK_R * k + 2.0
         bore = (slice(max(0, math.floor(cy - reach) - y0), max(0, math.ceil(cy + reach) + 1 - y0)),
@@ -206,8 +201,8 @@ def draw_hexnut(
         rb, lb, gb, fb = r[bore], lit[bore], grey[bore], face[bore]
         # the countersink: a cone the other way, lit on the side away from the light
         csink = 150.0 * gain + 0.5 * grain[bore] - 40.0 * lb
-        gb += _step(_CSINK_R * k - rb) * (csink - gb)
-        inner = _step(_MAJOR_R * k - rb)
+        gb += aa_step(_CSINK_R * k - rb) * (csink - gb)
+        inner = aa_step(_MAJOR_R * k - rb)
         if pierced:  # the thread: crests and roots as rings, darker towards the core, in the bore's shade
             depth = (rb - _MINOR_R * k) / ((_MAJOR_R - _MINOR_R) * k)
             rings = np.sin(2 * math.pi * rb / max(1.8, _PITCH * k))  # no finer than the pixels can show
@@ -233,7 +228,7 @@ def draw_hexnut(
         cv2.circle(part, (int(dot[0]), int(dot[1])), max(1, round(1.3 * k * 16)), (96, 98, 102), -1, cv2.LINE_AA, 4)
         cv2.polylines(part, [fix(outline - origin)], True, _RIM_COLOUR, max(1, round(k)), cv2.LINE_AA, 4)
         if pierced and rb.size:  # the mat through the bore's core, dim: deep in the nut's shade
-            t = _step(_MINOR_R * k - rb)
+            t = aa_step(_MINOR_R * k - rb)
             part[bore] = cv2.blendLinear(part[bore], under[bore] // 3, 1.0 - t, t)
         m = mask[y0:y1, x0:x1].astype(np.float32) * (1.0 / 255.0)
         img[y0:y1, x0:x1] = cv2.blendLinear(part, under, m, 1.0 - m)

@@ -46,6 +46,11 @@ def rotated(points: np.ndarray, angle_deg: float, centre: tuple[float, float]) -
     return points @ rot.T + np.asarray(centre)
 
 
+def aa_step(v: np.ndarray) -> np.ndarray:
+    """An anti-aliased edge: 0 below -0.5, 1 above +0.5 (``v`` in pixels past the boundary)."""
+    return np.clip(v + 0.5, 0.0, 1.0)
+
+
 def fix(p: np.ndarray) -> np.ndarray:
     """Points to the 4-bit fixed point cv2 drawing functions take with ``shift=4``."""
     return np.rint(p * 16).astype(np.int32)
