@@ -89,6 +89,8 @@ class Publisher:
                     raise RegistryError(f"the broker did not acknowledge {topic} within {ACK_TIMEOUT_S:.0f}s")
                 if progress is not None:
                     progress(done)
+        except RegistryError:
+            raise
         except EdgelineError as exc:
             raise RegistryError(f"publishing to the broker failed: {exc}") from exc
 

@@ -28,7 +28,7 @@ def load_key(key_dir: Path) -> SigningKey:
     """Load the signing key first, so a missing key fails before minutes of training."""
     paths = KeyPaths(Path(key_dir))
     if not paths.signing_key.exists():
-        raise SigningKeyError(f"no signing key in {key_dir} (create one with 'edgeline keys init --dir {key_dir}')")
+        raise SigningKeyError(f"no signing key in {key_dir} (create one with 'edgeline keys init --keys {key_dir}')")
     try:
         return load_signing_key(Path(key_dir))
     except EdgelineError as exc:

@@ -6,7 +6,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from cloud_registry.cli.main import COMMANDS, cli
+from edgeline.cli.main import COMMANDS, cli
 
 
 def walk(cmd: click.Command, path: tuple[str, ...]) -> list[tuple[str, ...]]:

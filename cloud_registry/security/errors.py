@@ -7,3 +7,5 @@ from cloud_registry.errors import RegistryError
 
 class SecurityError(RegistryError):
     """A certificate, password file, key or broker security configuration is missing, invalid or unsafe."""
+
+    default_reason = "security"

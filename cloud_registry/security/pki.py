@@ -131,7 +131,7 @@ class Pki:
     def open(cls, directory: Path) -> Pki:
         pki = cls(Path(directory))
         if not pki.ca_cert_path.exists():
-            raise SecurityError(f"no CA in {directory} (create one with 'edgeline broker ca init --dir {directory}')")
+            raise SecurityError(f"no CA in {directory} (create one with 'edgeline broker ca init --pki {directory}')")
         return pki
 
     def _ca(self) -> tuple[Any, x509.Certificate]:

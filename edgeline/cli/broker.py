@@ -10,21 +10,23 @@ from typing import Any
 
 import click
 
-from cloud_registry.security.errors import SecurityError
-
-PKI_DIR = click.option(
-    "--dir",
-    "directory",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("pki"),
-    show_default=True,
-    help="PKI directory (CA, certificates, CRL, index).",
-)
-JSON_OUT = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+from edgeline.cli.options import json_option, renamed_option
 
 
-def _fail(exc: Exception) -> click.ClickException:
-    return click.ClickException(str(exc))
+def PKI_DIR(fn: Any) -> Any:  # noqa: N802 - used as a decorator like the option objects
+    """``--pki DIR`` (former spelling ``--dir``, hidden)."""
+    out = click.option(
+        "--pki",
+        "directory",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("pki"),
+        show_default=True,
+        help="PKI directory (CA, certificates, CRL, index).",
+    )(fn)
+    return renamed_option("--dir", "directory")(out)
+
+
+JSON_OUT = json_option
 
 
 @click.group()
@@ -33,10 +35,10 @@ def broker() -> None:
 
     \b
     Typical mTLS setup:
-      edgeline broker ca init --dir pki
-      edgeline broker cert issue --dir pki --server broker --host mqtt.plant.example --host 10.0.0.5
-      edgeline broker cert issue --dir pki --registry
-      edgeline broker cert issue --dir pki --device press-01
+      edgeline broker ca init --pki pki
+      edgeline broker cert issue --pki pki --server broker --host mqtt.plant.example --host 10.0.0.5
+      edgeline broker cert issue --pki pki --registry
+      edgeline broker cert issue --pki pki --device press-01
       edgeline broker config example > broker.toml      # edit devices, paths
       edgeline broker config render broker.toml --out /etc/mosquitto/edgeline
     """
@@ -59,10 +61,7 @@ def ca_init(directory: Path, common_name: str, valid_days: float, force: bool) -
     """Create a CA key (ca.key, keep it offline), its certificate (ca.crt) and an empty CRL."""
     from cloud_registry.security.pki import Pki
 
-    try:
-        pki = Pki.init(directory, common_name=common_name, valid_days=valid_days, force=force)
-    except SecurityError as exc:
-        raise _fail(exc) from exc
+    pki = Pki.init(directory, common_name=common_name, valid_days=valid_days, force=force)
     click.echo(f"CA key          {pki.ca_key_path}  (keep it offline)")
     click.echo(f"CA certificate  {pki.ca_cert_path}  (install on the broker, devices and registry hosts)")
     click.echo(f"CRL             {pki.crl_path}")
@@ -124,10 +123,7 @@ def cert_issue(
         raise click.UsageError("--server needs at least one --host (the names/addresses clients connect to)")
     if kind != "server" and hosts:
         raise click.UsageError("--host only applies to --server")
-    try:
-        issued = Pki.open(directory).issue(kind, name, hosts=list(hosts), valid_days=valid_days)
-    except SecurityError as exc:
-        raise _fail(exc) from exc
+    issued = Pki.open(directory).issue(kind, name, hosts=list(hosts), valid_days=valid_days)
     if as_json:
         click.echo(json.dumps(issued.as_dict(), indent=2))
         return
@@ -147,10 +143,7 @@ def cert_revoke(directory: Path, name: str, kind: str | None, crl_days: float) -
     (SIGHUP); also remove NAME from the broker spec so its open connection loses all rights."""
     from cloud_registry.security.pki import Pki
 
-    try:
-        done = Pki.open(directory).revoke(name, kind, crl_valid_days=crl_days)  # type: ignore[arg-type]
-    except SecurityError as exc:
-        raise _fail(exc) from exc
+    done = Pki.open(directory).revoke(name, kind, crl_valid_days=crl_days)  # type: ignore[arg-type]
     click.echo(f"revoked {len(done)} certificate(s) of {name}: {', '.join(r.serial for r in done)}")
     click.echo(f"new CRL: {Path(directory) / 'crl.pem'}; install it and reload the broker")
 
@@ -163,10 +156,7 @@ def cert_crl(directory: Path, valid_days: float) -> None:
     run this (e.g. monthly from cron) well before then."""
     from cloud_registry.security.pki import Pki
 
-    try:
-        path = Pki.open(directory).write_crl(valid_days)
-    except SecurityError as exc:
-        raise _fail(exc) from exc
+    path = Pki.open(directory).write_crl(valid_days)
     click.echo(f"CRL written: {path} (valid {valid_days:g} days)")
 
 
@@ -177,10 +167,7 @@ def cert_list(directory: Path, as_json: bool) -> None:
     """List every certificate the CA issued, with expiry and revocation."""
     from cloud_registry.security.pki import Pki
 
-    try:
-        records = Pki.open(directory).records()
-    except SecurityError as exc:
-        raise _fail(exc) from exc
+    records = Pki.open(directory).records()
     if as_json:
         click.echo(json.dumps([r.model_dump() for r in records], indent=2))
         return
@@ -236,11 +223,8 @@ def passwd_set(path: Path, username: str, password_stdin: bool, out: Path | None
             raise click.ClickException("empty password on stdin")
     else:
         password = generate_password()
-    try:
-        default = HUMAN_ITERATIONS if password_stdin else RANDOM_ITERATIONS
-        PasswordFile(path).set(username, password, iterations=iterations or default)
-    except SecurityError as exc:
-        raise _fail(exc) from exc
+    default = HUMAN_ITERATIONS if password_stdin else RANDOM_ITERATIONS
+    PasswordFile(path).set(username, password, iterations=iterations or default)
     if not password_stdin:
         if out is not None:
             write_atomic(out, (password + "\n").encode(), mode=0o600)
@@ -257,10 +241,7 @@ def passwd_delete(path: Path, username: str) -> None:
     """Remove USERNAME. After a broker reload its open connection is closed and it cannot reconnect."""
     from cloud_registry.security.passwords import PasswordFile
 
-    try:
-        removed = PasswordFile(path).delete(username)
-    except SecurityError as exc:
-        raise _fail(exc) from exc
+    removed = PasswordFile(path).delete(username)
     if not removed:
         raise click.ClickException(f"{username} is not in {path}")
     click.echo(f"{username} removed from {path}; reload the broker")
@@ -272,10 +253,7 @@ def passwd_list(path: Path) -> None:
     """List the usernames in the file."""
     from cloud_registry.security.passwords import PasswordFile
 
-    try:
-        names = PasswordFile(path).usernames()
-    except SecurityError as exc:
-        raise _fail(exc) from exc
+    names = PasswordFile(path).usernames()
     for name in names:
         click.echo(name)
 
@@ -312,10 +290,7 @@ def config_render(spec_path: Path, out: Path | None, security_only: bool, check_
         write_broker_files,
     )
 
-    try:
-        spec = load_spec(spec_path)
-    except SecurityError as exc:
-        raise _fail(exc) from exc
+    spec = load_spec(spec_path)
     if check_files:
         named = [spec.tls.cafile, spec.tls.certfile, spec.tls.keyfile, spec.tls.crlfile, spec.password_file]
         missing = [p for p in named if p is not None and not Path(p).is_file()]

@@ -1,20 +1,18 @@
-"""Shared CLI pieces: rich progress for the pipeline hook, error mapping, small option parsers."""
+"""Pieces the build commands (``dataset``, ``train``, ``import``) share: rich progress for the pipeline
+hook and small option parsers. Errors are mapped once, by the root group (:mod:`edgeline.cli.errors`)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from converters.errors import ConverterError
 from converters.pipeline import ProgressHook
-from edge_agent.errors import EdgelineError
 
 err_console = Console(stderr=True)
 
@@ -51,24 +49,6 @@ def progress_bars(enabled: bool = True) -> Iterator[RichHook | None]:
         hook = RichHook(bars)
         yield hook
         hook.close()
-
-
-def fail(exc: Exception, as_json: bool) -> click.ClickException | SystemExit:
-    """Map a pipeline error to a CLI failure: a JSON line or a ClickException; exit code 1."""
-    if as_json:
-        click.echo(json.dumps({"ok": False, "error": str(exc), "kind": type(exc).__name__}))
-        return SystemExit(1)
-    return click.ClickException(str(exc))
-
-
-PIPELINE_ERRORS = (ConverterError, EdgelineError)
-
-
-def run_or_fail(fn: Callable[[], Any], as_json: bool) -> Any:
-    try:
-        return fn()
-    except PIPELINE_ERRORS as exc:
-        raise fail(exc, as_json) from exc
 
 
 def validation_message(exc: ValueError) -> str:
@@ -118,13 +98,3 @@ def parse_params(items: tuple[str, ...]) -> dict[str, Any]:
 
 def echo_json(doc: dict[str, Any]) -> None:
     click.echo(json.dumps(doc, indent=2, sort_keys=True, default=str))
-
-
-KEYS_OPTION = click.option(
-    "--keys",
-    "key_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("keys"),
-    show_default=True,
-    help="Key directory made by 'edgeline keys init' (the signing key signs the bundle).",
-)

@@ -7,9 +7,8 @@ from pathlib import Path
 import click
 from rich.progress import Progress
 
-from converters.cli_common import echo_json, err_console, fail, run_or_fail
 from converters.dataset import dataset_sha256, read_image, scan_image_folder
-from converters.errors import ConverterError, DatasetError
+from converters.errors import DatasetError
 from converters.synth import (
     CLASSES,
     EXTRA_DEFECTS,
@@ -21,6 +20,8 @@ from converters.synth import (
     generate_ood,
     write_line_video,
 )
+from edgeline.cli.build_common import echo_json, err_console
+from edgeline.cli.options import json_option
 
 
 @click.group()
@@ -101,7 +102,7 @@ def dataset() -> None:
 @click.option(
     "--ood-per-kind", type=click.IntRange(1, 100_000), help="Frames per kind for --ood [default: --per-class]."
 )
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@json_option
 def synth(
     out: Path,
     per_class: int,
@@ -139,16 +140,13 @@ def synth(
     --brightness -30 --ood held_out_ood"""
     names = tuple(c.strip() for c in classes.split(",") if c.strip())
     kinds = tuple(c.strip() for c in ood_kinds.split(",") if c.strip())
-    try:
-        geometry: dict[str, float] = {}
-        prefix = f"{family}_" if family != "plate" else ""
-        if jitter is not None:
-            geometry[f"{prefix}jitter_px"] = jitter
-        if rotation is not None:
-            geometry[f"{prefix}rotation_deg"] = rotation
-        cond = Conditions(lighting=Lighting(brightness, contrast, vignette), blur=blur, noise=noise, **geometry)
-    except ConverterError as exc:
-        raise fail(exc, as_json) from exc
+    geometry: dict[str, float] = {}
+    prefix = f"{family}_" if family != "plate" else ""
+    if jitter is not None:
+        geometry[f"{prefix}jitter_px"] = jitter
+    if rotation is not None:
+        geometry[f"{prefix}rotation_deg"] = rotation
+    cond = Conditions(lighting=Lighting(brightness, contrast, vignette), blur=blur, noise=noise, **geometry)
     jit, rot = cond.jitter_for(family)
     ood_counts: dict[str, int] = {}
     summary: dict[str, object] = {
@@ -162,53 +160,44 @@ def synth(
     with Progress(console=err_console, disable=as_json) as bars:
         if not no_images:
             task = bars.add_task("rendering images", total=per_class * len(names))
-            result = run_or_fail(
-                lambda: generate_dataset(
-                    out,
-                    per_class,
-                    seed,
-                    conditions=cond,
-                    classes=names,
-                    image_format=image_format,  # type: ignore[arg-type]
-                    progress=lambda n: bars.advance(task, n),
-                    family=family,
-                ),
-                as_json,
+            result = generate_dataset(
+                out,
+                per_class,
+                seed,
+                conditions=cond,
+                classes=names,
+                image_format=image_format,  # type: ignore[arg-type]
+                progress=lambda n: bars.advance(task, n),
+                family=family,
             )
             summary |= {"out": str(out), "counts": result.counts}
         if ood_dir is not None:
             n_ood = ood_per_kind or per_class
             otask = bars.add_task("rendering out-of-distribution frames", total=n_ood * len(kinds))
-            ood = run_or_fail(
-                lambda: generate_ood(
-                    ood_dir,
-                    n_ood,
-                    seed,
-                    conditions=cond,
-                    kinds=kinds,
-                    family=family,
-                    image_format=image_format,  # type: ignore[arg-type]
-                    progress=lambda n: bars.advance(otask, n),
-                ),
-                as_json,
+            ood = generate_ood(
+                ood_dir,
+                n_ood,
+                seed,
+                conditions=cond,
+                kinds=kinds,
+                family=family,
+                image_format=image_format,  # type: ignore[arg-type]
+                progress=lambda n: bars.advance(otask, n),
             )
             ood_counts = ood.counts
             summary |= {"ood": str(ood_dir), "ood_counts": ood_counts}
         if video is not None:
             vtask = bars.add_task("rendering video", total=None)
-            truth = run_or_fail(
-                lambda: write_line_video(
-                    video,
-                    video_parts,
-                    seed,
-                    conditions=cond,
-                    classes=names,
-                    defect_rate=defect_rate,
-                    fps=fps,
-                    progress=lambda n: bars.advance(vtask, n),
-                    family=family,
-                ),
-                as_json,
+            truth = write_line_video(
+                video,
+                video_parts,
+                seed,
+                conditions=cond,
+                classes=names,
+                defect_rate=defect_rate,
+                fps=fps,
+                progress=lambda n: bars.advance(vtask, n),
+                family=family,
             )
             summary |= {"video": str(video), "frames": len(truth.frames), "parts": len(truth.parts)}
     if as_json:
@@ -227,11 +216,11 @@ def synth(
 @click.argument("root", type=click.Path(path_type=Path), nargs=-1, required=True)
 @click.option("--check", is_flag=True, help="Decode every image and list the unreadable ones.")
 @click.option("--hash", "with_hash", is_flag=True, help="Compute the dataset sha256 (as recorded in lineage).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 def info(root: tuple[Path, ...], check: bool, with_hash: bool, as_json: bool) -> None:
     """Classes and image counts of one or more image folders (merged), optionally checked and hashed.
     Exits 1 when the dataset is empty, has a single class, or (with --check) holds unreadable images."""
-    folder = run_or_fail(lambda: scan_image_folder(list(root)), as_json)
+    folder = scan_image_folder(list(root))
     doc: dict[str, object] = {
         "ok": True,
         "roots": [str(r) for r in root],

@@ -12,7 +12,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from edgeline.demo.errors import DemoError
+from edgeline.cli.options import json_option, renamed_option
 
 
 class _Terminated(KeyboardInterrupt):
@@ -44,10 +44,12 @@ def _log_to_file(path: Path, verbose: int) -> list[logging.Handler]:
     type=click.Path(file_okay=False, path_type=Path),
     help="Workspace directory (empty, or a previous demo workspace, which is cleared). Default: a new temp dir.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the summary of every stage as JSON on stdout.")
+@json_option
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of the synthetic data and the line.")
+@renamed_option("--broker", "broker")
 @click.option(
-    "--broker",
+    "--broker-kind",
+    "broker",
     type=click.Choice(["auto", "mosquitto", "amqtt"]),
     default="auto",
     show_default=True,
@@ -76,10 +78,7 @@ def demo(
     """
     from edgeline.demo.workspace import Workspace
 
-    try:  # a bad --workdir fails here, before anything heavy is imported or started
-        ws = Workspace.create(workdir)
-    except DemoError as exc:
-        raise click.ClickException(str(exc)) from exc
+    ws = Workspace.create(workdir)
 
     from edgeline.demo.run import run_demo
     from edgeline.demo.settings import DemoSettings
@@ -92,8 +91,6 @@ def demo(
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         result = run_demo(settings, ws, err)
-    except DemoError as exc:
-        raise click.ClickException(str(exc)) from exc
     finally:
         signal.signal(signal.SIGTERM, previous)
         logging.getLogger().handlers = saved

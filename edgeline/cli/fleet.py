@@ -9,8 +9,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from cloud_registry.cli.common import BrokerOptions, broker_options, connect, echo_json, json_option
 from cloud_registry.fleet import FleetWatcher
+from edgeline.cli.options import BrokerOptions, broker_options, connect, echo_json, json_option
 
 
 def _ago(ts: float, now: float) -> str:

@@ -6,19 +6,12 @@ from pathlib import Path
 
 import click
 
-from converters.cli_common import (
-    KEYS_OPTION,
-    echo_json,
-    fail,
-    parse_floats,
-    parse_size,
-    progress_bars,
-    run_or_fail,
-    validation_message,
-)
-from converters.cli_train import gate_options
+from converters.errors import ConverterError
 from converters.gate import GateConfig
 from converters.importer import ImportResult, import_model
+from edgeline.cli.build_common import echo_json, parse_floats, parse_size, progress_bars, validation_message
+from edgeline.cli.options import json_option, keys_option
+from edgeline.cli.train import gate_options
 from edgeline.core.protocol.manifest import PreprocessSpec, Thresholds
 
 
@@ -41,7 +34,7 @@ from edgeline.core.protocol.manifest import PreprocessSpec, Thresholds
 )
 @click.option("--name", default="imported", show_default=True, help="Model name.")
 @click.option("--version", "version", type=click.IntRange(1), default=1, show_default=True, help="Model version.")
-@KEYS_OPTION
+@keys_option(param="key_dir")
 @gate_options
 @click.option("--size", default="64x64", show_default=True, help="Model input WIDTHxHEIGHT.")
 @click.option(
@@ -58,7 +51,7 @@ from edgeline.core.protocol.manifest import PreprocessSpec, Thresholds
 @click.option("--softmax", is_flag=True, help="The model outputs logits: append a Softmax.")
 @click.option("--ok-label", default="ok", show_default=True, help="The class of good parts.")
 @click.option("--force", is_flag=True, help="Overwrite a bundle already in --out.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 def import_onnx(
     model: Path,
     calib_dir: Path,
@@ -103,26 +96,23 @@ def import_onnx(
         gate = GateConfig(max_accuracy_drop, min_agreement, fallback_to_dynamic=not no_fallback)
         thresholds = Thresholds(ok_label=ok_label)
     except ValueError as exc:
-        raise fail(exc, as_json) from exc
+        raise ConverterError(str(exc), reason="bad_parameter") from exc
     with progress_bars(not as_json) as hook:
-        result: ImportResult = run_or_fail(
-            lambda: import_model(
-                model,
-                calib_dir,
-                out_dir,
-                labels=label_list,
-                spec=spec,
-                name=name,
-                version=version,
-                key_dir=key_dir,
-                quantization=quantization,
-                gate=gate,
-                append_softmax=softmax,
-                thresholds=thresholds,
-                force=force,
-                progress=hook,
-            ),
-            as_json,
+        result: ImportResult = import_model(
+            model,
+            calib_dir,
+            out_dir,
+            labels=label_list,
+            spec=spec,
+            name=name,
+            version=version,
+            key_dir=key_dir,
+            quantization=quantization,
+            gate=gate,
+            append_softmax=softmax,
+            thresholds=thresholds,
+            force=force,
+            progress=hook,
         )
     summary = {
         "ok": True,

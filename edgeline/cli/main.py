@@ -3,6 +3,9 @@ with only ``edgeline[agent]`` installed never imports scikit-learn, skl2onnx or 
 ``edgeline --help`` is instant.
 
 Each entry: name -> (module:attribute, one-line help, extra needed).
+
+Errors: commands let the project's errors (:class:`~edgeline.core.errors.EdgelineError` and every
+root derived from it) propagate; :meth:`LazyGroup.invoke` maps them once (:mod:`edgeline.cli.errors`).
 """
 
 from __future__ import annotations
@@ -15,27 +18,30 @@ from typing import Any
 
 import click
 
+from edgeline.cli.errors import to_click, wants_json
+from edgeline.core.errors import EdgelineError
+
 COMMANDS: dict[str, tuple[str, str, str]] = {
     # device side (edgeline[agent])
     "agent": ("edge_agent.cli.agent:agent", "Run, check and inspect the device agent.", "agent"),
     "predict": ("edge_agent.cli.predict:predict", "Batch inference over an image folder or a video.", "agent"),
     "verify": ("edge_agent.cli.verify:verify", "Check a bundle's signature, hashes and self-test.", "agent"),
     # build pipeline (edgeline[cloud])
-    "dataset": ("converters.cli:dataset", "Make and inspect image datasets (synthetic line images).", "cloud"),
-    "train": ("converters.cli:train", "Train, convert, quantize, gate and bundle a model.", "cloud"),
-    "import": ("converters.cli:import_onnx", "Quantize, gate and bundle an existing ONNX model.", "cloud"),
-    "keys": ("cloud_registry.cli.keys:keys", "Create, rotate and revoke signing keys.", "agent"),
+    "dataset": ("edgeline.cli.dataset:dataset", "Make and inspect image datasets (synthetic line images).", "cloud"),
+    "train": ("edgeline.cli.train:train", "Train, convert, quantize, gate and bundle a model.", "cloud"),
+    "import": ("edgeline.cli.import_onnx:import_onnx", "Quantize, gate and bundle an existing ONNX model.", "cloud"),
+    "keys": ("edgeline.cli.keys:keys", "Create, rotate and revoke signing keys.", "agent"),
     # registry, delivery and fleet (edgeline[cloud])
-    "registry": ("cloud_registry.cli.registry:registry", "Models, versions, stages and lineage.", "cloud"),
-    "deploy": ("cloud_registry.cli.rollout:deploy", "Roll a model version out to devices in waves.", "cloud"),
-    "rollout": ("cloud_registry.cli.rollout:rollout", "Status, pause, resume or abort a rollout.", "cloud"),
-    "rollback": ("cloud_registry.cli.rollout:rollback", "Send devices back to a previous version.", "cloud"),
-    "fleet": ("cloud_registry.cli.fleet:fleet", "Devices, their state, model and last error.", "cloud"),
-    "ingest": ("cloud_registry.cli.telemetry:ingest", "Run the telemetry ingest service.", "cloud"),
-    "drift": ("cloud_registry.cli.telemetry:drift", "Drift report for a model: table and PNG.", "cloud"),
-    "retrain": ("cloud_registry.cli.telemetry:retrain", "Retrain a model from drift evidence.", "cloud"),
-    "broker": ("cloud_registry.cli.broker:broker", "Broker configs, test CA and certificates.", "cloud"),
-    "demo": ("cloud_registry.cli.demo:demo", "Run the whole cycle on a synthetic line, with a report.", "cloud"),
+    "registry": ("edgeline.cli.registry:registry", "Models, versions, stages and lineage.", "cloud"),
+    "deploy": ("edgeline.cli.rollout:deploy", "Roll a model version out to devices in waves.", "cloud"),
+    "rollout": ("edgeline.cli.rollout:rollout", "Status, pause, resume or abort a rollout.", "cloud"),
+    "rollback": ("edgeline.cli.rollout:rollback", "Send devices back to a previous version.", "cloud"),
+    "fleet": ("edgeline.cli.fleet:fleet", "Devices, their state, model and last error.", "cloud"),
+    "ingest": ("edgeline.cli.telemetry:ingest", "Run the telemetry ingest service.", "cloud"),
+    "drift": ("edgeline.cli.telemetry:drift", "Drift report for a model: table and PNG.", "cloud"),
+    "retrain": ("edgeline.cli.retrain:retrain", "Retrain a model from drift evidence.", "cloud"),
+    "broker": ("edgeline.cli.broker:broker", "Broker configs, test CA and certificates.", "cloud"),
+    "demo": ("edgeline.cli.demo:demo", "Run the whole cycle on a synthetic line, with a report.", "cloud"),
 }
 
 
@@ -53,7 +59,7 @@ class LazyGroup(click.Group):
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             missing = exc.name or ""
-            if missing.split(".")[0] in {"edge_agent", "converters", "cloud_registry", "firmware_configs"}:
+            if missing.split(".")[0] in {"edgeline", "edge_agent", "converters", "cloud_registry", "firmware_configs"}:
                 raise click.ClickException(f"'edgeline {cmd_name}' is not available in this build ({exc})") from exc
             raise click.ClickException(
                 f"'edgeline {cmd_name}' needs the {missing} package: pip install 'edgeline[{extra}]'"
@@ -61,6 +67,12 @@ class LazyGroup(click.Group):
         cmd = getattr(module, attr)
         assert isinstance(cmd, click.Command)
         return cmd
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EdgelineError as exc:
+            raise to_click(exc, wants_json(ctx)) from exc
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]

@@ -1,10 +1,15 @@
-"""Options and helpers shared by every command that talks to a registry or a broker: ``registry``,
-``deploy``, ``rollout``, ``rollback``, ``fleet``, ``ingest``, ``drift`` and ``retrain``.
+"""The option groups every command shares, one spelling each (checked by tests/test_cli_options.py).
 
 * :func:`registry_options`: ``--home``, ``--store`` (SQLite or PostgreSQL URL), ``--artifacts``.
 * :func:`broker_options`: the fleet broker (``--broker-host``, ``--broker-port``, ``--protocol``), its
   TLS (``--ca-file``, ``--cert-file``, ``--key-file``), credentials (``--username``,
   ``--password-file``) and the topics (``--topic-root``, ``--fleet``), as one :class:`BrokerOptions`.
+* :func:`keys_option`: ``--keys DIR``, the key directory (env ``EDGELINE_KEYS``).
+* :func:`json_option`: ``--json``, machine-readable output; errors then come as one JSON object too
+  (:mod:`edgeline.cli.errors`).
+
+Nothing here imports the cloud side or the learning libraries: the device's ``edgeline agent`` uses
+these groups too.
 """
 
 from __future__ import annotations
@@ -12,17 +17,15 @@ from __future__ import annotations
 import functools
 import json
 import socket
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from cloud_registry.errors import RegistryError
-from cloud_registry.registry import Registry, RegistryPaths
-from edge_agent.errors import EdgelineError
+from edgeline.cli.errors import JSON_META
+from edgeline.core.errors import EdgelineError
 from edgeline.core.mqtt_link import LinkSettings, MqttLink, TlsSettings
 from edgeline.core.protocol.topics import Topics
 
@@ -104,8 +107,11 @@ class BrokerOptions:
         )
 
 
-def broker_options(fn: F) -> F:
-    """Fleet broker connection options, collected into ``broker: BrokerOptions``."""
+def broker_options(fn: F | None = None, *, default_port: int = 1883) -> Any:
+    """Fleet broker connection options, collected into ``broker: BrokerOptions``. Used bare
+    (``@broker_options``) or with another default port (``@broker_options(default_port=8883)``)."""
+    if fn is None:
+        return functools.partial(broker_options, default_port=default_port)
     opts = [
         click.option(
             "--broker-host",
@@ -120,7 +126,7 @@ def broker_options(fn: F) -> F:
             "port",
             envvar="EDGELINE_BROKER_PORT",
             type=click.IntRange(1, 65535),
-            default=1883,
+            default=default_port,
             show_default=True,
             help="Fleet broker port (env EDGELINE_BROKER_PORT).",
         ),
@@ -163,47 +169,60 @@ def broker_options(fn: F) -> F:
 
     for opt in reversed(opts):
         wrapper = opt(wrapper)
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
-def keys_option(fn: F) -> F:
-    return click.option(
+def renamed_option(old: str, param: str) -> Callable[[F], F]:
+    """Accept ``old``, an option's former spelling, hidden from ``--help``, as the option whose value
+    is ``param``; given both, the new spelling wins unless it is at its default."""
+
+    def deco(fn: F) -> F:
+        legacy = f"_legacy_{param}"
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kw: Any) -> Any:
+            old_value = kw.pop(legacy, None)
+            if old_value is not None:
+                ctx = click.get_current_context()
+                if ctx.get_parameter_source(param) in (None, click.core.ParameterSource.DEFAULT):
+                    kw[param] = old_value
+            return fn(*args, **kw)
+
+        target = next((p for p in getattr(fn, "__click_params__", []) if p.name == param), None)
+        kind = target.type if target is not None else click.STRING
+        return click.option(old, legacy, type=kind, hidden=True, default=None)(wrapper)  # type: ignore[return-value]
+
+    return deco
+
+
+def keys_option(fn: F | None = None, *, param: str = "keys_dir", legacy_dir: bool = False) -> Any:
+    """``--keys DIR``: the key directory (root key, signing key, trust.json; env EDGELINE_KEYS).
+    ``legacy_dir`` also accepts ``edgeline keys``' former spelling ``--dir`` (hidden)."""
+    if fn is None:
+        return functools.partial(keys_option, param=param, legacy_dir=legacy_dir)
+    out = click.option(
         "--keys",
-        "keys_dir",
+        param,
         type=click.Path(file_okay=False, path_type=Path),
         envvar="EDGELINE_KEYS",
         default=Path("keys"),
         show_default=True,
-        help="Key directory with the signing key (env EDGELINE_KEYS).",
+        help="Key directory made by 'edgeline keys init' (env EDGELINE_KEYS).",
     )(fn)
+    return renamed_option("--dir", param)(out) if legacy_dir else out
+
+
+def _remember_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        ctx.meta[JSON_META] = True
+    return value
 
 
 def json_option(fn: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")(fn)
-
-
-@contextmanager
-def optional_registry(home: Path, store_url: str | None, artifacts_url: str | None) -> Iterator[Registry | None]:
-    """The registry at ``--store``/``--artifacts``, or under HOME; None when neither URL is given and
-    HOME holds no registry yet (commands that can work without one: ``drift``, ``ingest``)."""
-    if store_url is None and not (Path(home) / "registry.db").exists():
-        yield None
-        return
-    with open_registry(home, store_url, artifacts_url) as reg:
-        yield reg
-
-
-@contextmanager
-def open_registry(home: Path, store_url: str | None, artifacts_url: str | None) -> Iterator[Registry]:
-    paths = RegistryPaths(home)
-    try:
-        reg = Registry.open(store_url or paths.store_url, artifacts_url or paths.artifacts_url)
-    except RegistryError as exc:
-        raise click.ClickException(str(exc)) from exc
-    try:
-        yield reg
-    finally:
-        reg.close()
+    """``--json``: machine-readable output on stdout (and errors as one JSON object)."""
+    return click.option(
+        "--json", "as_json", is_flag=True, is_eager=True, callback=_remember_json, help="Machine-readable JSON output."
+    )(fn)
 
 
 def connect(broker: BrokerOptions, client_id: str, timeout: float = 10.0) -> MqttLink:
@@ -222,7 +241,3 @@ def connect(broker: BrokerOptions, client_id: str, timeout: float = 10.0) -> Mqt
 
 def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
-
-
-def fail(exc: Exception) -> click.ClickException:
-    return click.ClickException(str(exc))

@@ -10,10 +10,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from cloud_registry.cli.common import echo_json, fail, json_option, open_registry, registry_options
 from cloud_registry.errors import RegistryError
 from cloud_registry.store import STAGES, ModelVersion
-from edge_agent.errors import EdgelineError
+from edgeline.cli.options import echo_json, json_option, registry_options
+from edgeline.cli.registry_access import open_registry
 from edgeline.core.protocol.manifest import Manifest
 from edgeline.core.protocol.signing import TrustStore
 
@@ -65,15 +65,9 @@ def add(
     as_json: bool,
 ) -> None:
     """Verify BUNDLE (signature, hashes, load and self-test) and register it as a new version."""
-    try:
-        store = TrustStore.load(trust)
-    except EdgelineError as exc:
-        raise fail(exc) from exc
+    store = TrustStore.load(trust)
     with open_registry(home, store_url, artifacts_url) as reg:
-        try:
-            v = reg.add_bundle(bundle, store, note=note, parent=parent, selftest=not no_selftest)
-        except RegistryError as exc:
-            raise fail(exc) from exc
+        v = reg.add_bundle(bundle, store, note=note, parent=parent, selftest=not no_selftest)
         row = _row(v, reg.store.stages(v.name))
     if as_json:
         echo_json(row)
@@ -104,24 +98,21 @@ def list_(home: Path, store_url: str | None, artifacts_url: str | None, as_json:
 def show(ref: str, home: Path, store_url: str | None, artifacts_url: str | None, as_json: bool) -> None:
     """REF is NAME (all versions) or NAME@VERSION|staging|production|latest (one version and its lineage)."""
     with open_registry(home, store_url, artifacts_url) as reg:
-        try:
-            if "@" not in ref:
-                stages = reg.store.stages(ref)
-                rows = [_row(v, stages) for v in reg.store.list_versions(ref)]
-                if not rows:
-                    raise RegistryError(f"model {ref} is not registered")
-                lineage = None
-            else:
-                v = reg.resolve(ref)
-                rows = [_row(v, reg.store.stages(v.name))]
-                lineage = reg.lineage(v.name, v.version)
-                m = reg.manifest(v)
-                rows[0]["labels"] = list(m.labels)
-                rows[0]["quantization"] = m.quantization.mode
-                rows[0]["signed_by"] = v.envelope.get("signature", {}).get("key_id")
-                rows[0]["line"] = _line_figures(m)
-        except RegistryError as exc:
-            raise fail(exc) from exc
+        if "@" not in ref:
+            stages = reg.store.stages(ref)
+            rows = [_row(v, stages) for v in reg.store.list_versions(ref)]
+            if not rows:
+                raise RegistryError(f"model {ref} is not registered")
+            lineage = None
+        else:
+            v = reg.resolve(ref)
+            rows = [_row(v, reg.store.stages(v.name))]
+            lineage = reg.lineage(v.name, v.version)
+            m = reg.manifest(v)
+            rows[0]["labels"] = list(m.labels)
+            rows[0]["quantization"] = m.quantization.mode
+            rows[0]["signed_by"] = v.envelope.get("signature", {}).get("key_id")
+            rows[0]["line"] = _line_figures(m)
     if as_json:
         echo_json(rows[0] | {"lineage": lineage} if lineage is not None else rows)
         return
@@ -155,11 +146,8 @@ def show(ref: str, home: Path, store_url: str | None, artifacts_url: str | None,
 def promote(ref: str, stage: str, home: Path, store_url: str | None, artifacts_url: str | None) -> None:
     """Point STAGE at REF (NAME@VERSION). Deploy it later with 'edgeline deploy NAME@STAGE'."""
     with open_registry(home, store_url, artifacts_url) as reg:
-        try:
-            v = reg.resolve(ref)
-            reg.promote(v.name, v.version, stage)
-        except RegistryError as exc:
-            raise fail(exc) from exc
+        v = reg.resolve(ref)
+        reg.promote(v.name, v.version, stage)
     click.echo(f"{v.name}@{stage} -> v{v.version}")
 
 

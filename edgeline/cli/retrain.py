@@ -9,11 +9,10 @@ from typing import Any
 
 import click
 
-from cloud_registry.cli.common import BrokerOptions, broker_options, connect, open_registry, registry_options
-from cloud_registry.cli.telemetry_common import DB, db_path
-from cloud_registry.errors import RegistryError
 from cloud_registry.telemetry.store import TelemetryStore
-from edge_agent.errors import EdgelineError
+from edgeline.cli.options import BrokerOptions, broker_options, connect, registry_options
+from edgeline.cli.registry_access import open_registry
+from edgeline.cli.telemetry_common import DB, db_path
 from edgeline.core.protocol.manifest import Reference
 
 
@@ -89,8 +88,8 @@ def retrain(
     does not show sustained drift or a gate refuses the model."""
     from cloud_registry.telemetry.retrain import RetrainPolicy, plan_retrain
     from cloud_registry.telemetry.retrain import retrain as run_retrain
-    from converters.cli_common import progress_bars
     from converters.keys import KeyPaths
+    from edgeline.cli.build_common import progress_bars
     from edgeline.core.protocol.signing import TrustStore
 
     path = db_path(home, db)
@@ -112,53 +111,50 @@ def retrain(
         canary=canary,
         waves=waves,
     )
-    try:
-        with open_registry(home, store_url, artifacts_url) as reg:
+    with open_registry(home, store_url, artifacts_url) as reg:
 
-            def reference_for(name: str, ver: int) -> Reference | None:
-                return reg.manifest(reg.resolve(f"{name}@{ver}")).reference
+        def reference_for(name: str, ver: int) -> Reference | None:
+            return reg.manifest(reg.resolve(f"{name}@{ver}")).reference
 
-            latest = reg.resolve(f"{model}@latest").version
-            plan = plan_retrain(
-                TelemetryStore(path),
-                model,
-                version=version,
-                reference_for=reference_for,
-                next_version=latest + 1,
-                since=time.time() - hours * 3600 if hours else None,
+        latest = reg.resolve(f"{model}@latest").version
+        plan = plan_retrain(
+            TelemetryStore(path),
+            model,
+            version=version,
+            reference_for=reference_for,
+            next_version=latest + 1,
+            since=time.time() - hours * 3600 if hours else None,
+            policy=policy,
+        )
+        if dry_run:
+            doc = {
+                "plan": {"model": model, "parent": plan.parent_version, "next": plan.next_version},
+                "lighting": plan.lighting.__dict__,
+                "evidence": plan.shift.evidence,
+            }
+            click.echo(json.dumps(doc, default=str, indent=None if as_json else 1))
+            return
+        parent_mv = reg.resolve(f"{model}@{plan.parent_version}")
+        trust = TrustStore.load(KeyPaths(key_dir).trust)
+
+        def register(bundle_dir: Path, parent: int) -> object:
+            return reg.add_bundle(bundle_dir, trust, parent=parent, note="retrained for drift")
+
+        with progress_bars(not as_json) as hook:
+            result = run_retrain(
+                plan,
+                data_dir,
+                out_dir,
+                key_dir=key_dir,
+                parent=(reg.manifest(parent_mv), reg.artifact(parent_mv)),
                 policy=policy,
+                estimator=estimator,
+                seed=seed,
+                register=register,
+                start_rollout=_rollout_starter(reg, key_dir, broker) if rollout_target else None,
+                force=force,
+                progress=hook,
             )
-            if dry_run:
-                doc = {
-                    "plan": {"model": model, "parent": plan.parent_version, "next": plan.next_version},
-                    "lighting": plan.lighting.__dict__,
-                    "evidence": plan.shift.evidence,
-                }
-                click.echo(json.dumps(doc, default=str, indent=None if as_json else 1))
-                return
-            parent_mv = reg.resolve(f"{model}@{plan.parent_version}")
-            trust = TrustStore.load(KeyPaths(key_dir).trust)
-
-            def register(bundle_dir: Path, parent: int) -> object:
-                return reg.add_bundle(bundle_dir, trust, parent=parent, note="retrained for drift")
-
-            with progress_bars(not as_json) as hook:
-                result = run_retrain(
-                    plan,
-                    data_dir,
-                    out_dir,
-                    key_dir=key_dir,
-                    parent=(reg.manifest(parent_mv), reg.artifact(parent_mv)),
-                    policy=policy,
-                    estimator=estimator,
-                    seed=seed,
-                    register=register,
-                    start_rollout=_rollout_starter(reg, key_dir, broker) if rollout_target else None,
-                    force=force,
-                    progress=hook,
-                )
-    except (RegistryError, EdgelineError) as exc:
-        raise click.ClickException(str(exc)) from exc
     doc = result.to_dict()
     if as_json:
         click.echo(json.dumps(doc, default=str))

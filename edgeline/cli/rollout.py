@@ -15,24 +15,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cloud_registry import rollout as ro
-from cloud_registry.cli.common import (
-    BrokerOptions,
-    broker_options,
-    connect,
-    echo_json,
-    fail,
-    json_option,
-    keys_option,
-    open_registry,
-    registry_options,
-)
-from cloud_registry.errors import RegistryError
 from cloud_registry.fleet import FleetWatcher
 from cloud_registry.publisher import Publisher
 from cloud_registry.registry import Registry
 from cloud_registry.rollout_runner import RUNNER_ALIVE_S, RolloutRunner, request, runner_alive
 from converters.keys import load_signing_key
-from edge_agent.errors import EdgelineError
+from edgeline.cli.options import (
+    BrokerOptions,
+    broker_options,
+    connect,
+    echo_json,
+    json_option,
+    keys_option,
+    registry_options,
+)
+from edgeline.cli.registry_access import open_registry
 
 TERMINAL_EXIT = {"completed": 0, "aborted": 1}
 
@@ -49,10 +46,7 @@ def parse_pct(value: str) -> float:
 
 @contextmanager
 def _runner(reg: Registry, broker: BrokerOptions, keys_dir: Path) -> Iterator[RolloutRunner]:
-    try:
-        signer = load_signing_key(keys_dir)
-    except EdgelineError as exc:
-        raise fail(exc) from exc
+    signer = load_signing_key(keys_dir)
     link = connect(broker, f"edgeline-registry-{os.getpid()}")
     try:
         fleet = FleetWatcher(link, broker.topics)
@@ -176,12 +170,7 @@ def deploy(
     pct = parse_pct(max_failures)
     with open_registry(home, store_url, artifacts_url) as reg, _runner(reg, broker, keys_dir) as runner:
         runner.fleet.settle()
-        try:
-            r = runner.create(
-                ref, target, canary=canary, waves=waves, max_failure_pct=pct, allow_downgrade=allow_downgrade
-            )
-        except (RegistryError, EdgelineError) as exc:
-            raise fail(exc) from exc
+        r = runner.create(ref, target, canary=canary, waves=waves, max_failure_pct=pct, allow_downgrade=allow_downgrade)
         if detach:
             runner.release(r)
             if as_json:
@@ -205,10 +194,7 @@ def rollout() -> None:
 def status(rollout_id: str | None, home: Path, store_url: str | None, artifacts_url: str | None, as_json: bool) -> None:
     """Without ROLLOUT_ID: the recent rollouts. With it: every device of that rollout."""
     with open_registry(home, store_url, artifacts_url) as reg:
-        try:
-            rows = [reg.store.get_rollout(rollout_id)] if rollout_id else reg.store.list_rollouts()
-        except RegistryError as exc:
-            raise fail(exc) from exc
+        rows = [reg.store.get_rollout(rollout_id)] if rollout_id else reg.store.list_rollouts()
     rollouts = [ro.Rollout.from_dict(row.doc) for row in rows]
     if as_json:
         docs = [_summary(r) | {"runner_alive": runner_alive(row)} for r, row in zip(rollouts, rows, strict=True)]
@@ -249,11 +235,8 @@ def _control(
 ) -> None:
     """Hand the request to the runner driving the rollout; with none alive, carry it out here."""
     with open_registry(home, store_url, artifacts_url) as reg:
-        try:
-            row = reg.store.get_rollout(rollout_id)
-            request(reg, rollout_id, control)
-        except RegistryError as exc:
-            raise fail(exc) from exc
+        row = reg.store.get_rollout(rollout_id)
+        request(reg, rollout_id, control)
         if runner_alive(row):
             deadline = time.monotonic() + 2 * RUNNER_ALIVE_S
             while time.monotonic() < deadline:
@@ -313,10 +296,7 @@ def run(
 ) -> None:
     """Drive ROLLOUT_ID (again) until it completes or is aborted: after --detach, a Ctrl-C, or a restart."""
     with open_registry(home, store_url, artifacts_url) as reg, _runner(reg, broker, keys_dir) as runner:
-        try:
-            r = _watch(runner, rollout_id, timeout, as_json)
-        except RegistryError as exc:
-            raise fail(exc) from exc
+        r = _watch(runner, rollout_id, timeout, as_json)
     _finish(r, as_json)
 
 
@@ -352,9 +332,6 @@ def rollback(
         raise click.UsageError("MODEL@VERSION needs --to group:NAME or device:ID")
     with open_registry(home, store_url, artifacts_url) as reg, _runner(reg, broker, keys_dir) as runner:
         runner.fleet.settle()
-        try:
-            r = runner.create(what, target, allow_downgrade=True, max_failure_pct=100.0)
-        except (RegistryError, EdgelineError) as exc:
-            raise fail(exc) from exc
+        r = runner.create(what, target, allow_downgrade=True, max_failure_pct=100.0)
         r = _watch(runner, r.plan.id, timeout, as_json)
     _finish(r, as_json)

@@ -16,13 +16,12 @@ from typing import Any
 
 import click
 
-from cloud_registry.cli.common import BrokerOptions, broker_options, optional_registry, registry_options
-from cloud_registry.cli.telemetry_common import DB, db_path
-from cloud_registry.cli.telemetry_retrain import retrain  # the command table names it in this module
 from cloud_registry.errors import RegistryError
 from cloud_registry.telemetry.alerts import AlertEngine, AlertSink, CommandSink, WebhookSink
 from cloud_registry.telemetry.store import TelemetryStore
-from edge_agent.errors import EdgelineError
+from edgeline.cli.options import BrokerOptions, broker_options, registry_options
+from edgeline.cli.registry_access import optional_registry
+from edgeline.cli.telemetry_common import DB, db_path
 from edgeline.core.protocol.manifest import Reference
 
 log = logging.getLogger(__name__)
@@ -77,7 +76,7 @@ def ingest(
         store = TelemetryStore(db_path(home, db))
         sinks: list[AlertSink] = [WebhookSink(u) for u in webhooks]
         sinks += [CommandSink(shlex.split(c)) for c in commands]
-    except (RegistryError, EdgelineError, ValueError) as exc:
+    except ValueError as exc:  # a bad alert sink URL or command
         raise click.ClickException(str(exc)) from exc
     engine = AlertEngine(store, sinks, silent_budget_s=silent_budget)
     settings = broker.link_settings(client_id)
@@ -85,10 +84,7 @@ def ingest(
     service = IngestService(ingestor, settings, shared=False if no_shared else None)
     # heartbeats for the silent-device alert: the devices' retained state messages, on the same link
     fleet_view = FleetWatcher(service.link, topics).view
-    try:
-        service.start()
-    except RegistryError as exc:
-        raise click.ClickException(str(exc)) from exc
+    service.start()
     click.echo(f"ingesting {service.topic_filter} from {broker.host}:{broker.port} into {store.path}", err=True)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -157,28 +153,25 @@ def drift(
     path = db_path(home, db)
     if not path.exists():
         raise click.ClickException(f"no telemetry database at {path} (run 'edgeline ingest' first, or pass --db)")
-    try:
-        store = TelemetryStore(path)
-        with optional_registry(home, store_url, artifacts_url) as reg:
-            fixed = _reference_from_bundle(bundle) if bundle is not None else None
+    store = TelemetryStore(path)
+    with optional_registry(home, store_url, artifacts_url) as reg:
+        fixed = _reference_from_bundle(bundle) if bundle is not None else None
 
-            def reference_for(name: str, ver: int) -> Reference | None:
-                if fixed is not None:
-                    return fixed
-                if reg is None:
-                    return None
-                try:
-                    return reg.manifest(reg.resolve(f"{name}@{ver}")).reference
-                except RegistryError:
-                    return None
+        def reference_for(name: str, ver: int) -> Reference | None:
+            if fixed is not None:
+                return fixed
+            if reg is None:
+                return None
+            try:
+                return reg.manifest(reg.resolve(f"{name}@{ver}")).reference
+            except RegistryError:
+                return None
 
-            since = time.time() - hours * 3600 if hours else None
-            reports = build_report(
-                store, model, version=version, by_group=by_group, since=since, reference_for=reference_for
-            )
-        out_png = render_png(reports, png or Path(f"drift-{model}.png"))
-    except (RegistryError, EdgelineError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        since = time.time() - hours * 3600 if hours else None
+        reports = build_report(
+            store, model, version=version, by_group=by_group, since=since, reference_for=reference_for
+        )
+    out_png = render_png(reports, png or Path(f"drift-{model}.png"))
     if as_json:
         click.echo(json.dumps({"png": str(out_png), "versions": [r.to_dict() for r in reports]}, default=str))
         return
@@ -220,4 +213,4 @@ def _print_table(reports: list[Any]) -> None:
     Console(width=int(os.environ.get("COLUMNS", "160"))).print(table)
 
 
-__all__ = ["drift", "ingest", "retrain"]
+__all__ = ["drift", "ingest"]

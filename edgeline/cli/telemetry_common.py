@@ -1,5 +1,5 @@
 """Options shared by the telemetry commands (``ingest``, ``drift``, ``retrain``) beyond the ones every
-registry or broker command takes (:mod:`cloud_registry.cli.common`: ``--home``/``--store``/
+registry or broker command takes (:mod:`edgeline.cli.options`: ``--home``/``--store``/
 ``--artifacts`` and the broker options)."""
 
 from __future__ import annotations

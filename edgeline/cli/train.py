@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from converters.cli_common import KEYS_OPTION, echo_json, parse_params, progress_bars, run_or_fail
 from converters.estimators import ESTIMATORS
 from converters.gate import GateConfig
 from converters.inspection_build import InspectionResult, build_inspection
@@ -15,6 +14,8 @@ from converters.line_gate import LineTargets
 from converters.pipeline import BuildResult, build_bundle
 from converters.registration_fit import REGISTER_CHOICES
 from converters.selection import QUANT_CHOICES
+from edgeline.cli.build_common import echo_json, parse_params, progress_bars
+from edgeline.cli.options import json_option, keys_option
 from edgeline.core.protocol.manifest import Thresholds
 
 GATE_HELP = "Quality gate: no bundle when the int8 model is worse than float by more than these margins."
@@ -144,7 +145,7 @@ def line_options(fn: click.decorators.FC) -> click.decorators.FC:
 )
 @click.option("--name", default="inspection", show_default=True, help="Model name (letters, digits, . _ -).")
 @click.option("--version", "version", type=click.IntRange(1), default=1, show_default=True, help="Model version.")
-@KEYS_OPTION
+@keys_option(param="key_dir")
 @gate_options
 @line_options
 @click.option(
@@ -164,7 +165,7 @@ def line_options(fn: click.decorators.FC) -> click.decorators.FC:
 )
 @click.option("--valid-days", type=click.FloatRange(0.01), default=365.0, show_default=True, help="Manifest lifetime.")
 @click.option("--force", is_flag=True, help="Overwrite a bundle already in --out.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (no progress bars).")
+@json_option
 def train(
     dataset: tuple[Path, ...],
     out_dir: Path,
@@ -209,31 +210,28 @@ def train(
             operate_for="max_escape" if operate_for == "escape" else "max_false_reject",
         )
         with progress_bars(not as_json) as hook:
-            res: InspectionResult = run_or_fail(
-                lambda: build_inspection(
-                    list(dataset),
-                    out_dir,
-                    kind=kind,
-                    targets=targets,
-                    register=register,
-                    estimator=estimator,
-                    params=overrides or None,
-                    name=name,
-                    version=version,
-                    key_dir=key_dir,
-                    quantization=quantization,
-                    gate=gate,
-                    folds=folds,
-                    min_class_images=min_class_images,
-                    photometric=not no_photometric,
-                    seed=seed,
-                    thresholds=thresholds,
-                    valid_days=valid_days,
-                    force=force,
-                    force_unverified=force_unverified,
-                    progress=hook,
-                ),
-                as_json,
+            res: InspectionResult = build_inspection(
+                list(dataset),
+                out_dir,
+                kind=kind,
+                targets=targets,
+                register=register,
+                estimator=estimator,
+                params=overrides or None,
+                name=name,
+                version=version,
+                key_dir=key_dir,
+                quantization=quantization,
+                gate=gate,
+                folds=folds,
+                min_class_images=min_class_images,
+                photometric=not no_photometric,
+                seed=seed,
+                thresholds=thresholds,
+                valid_days=valid_days,
+                force=force,
+                force_unverified=force_unverified,
+                progress=hook,
             )
         if as_json:
             echo_json(
@@ -258,25 +256,22 @@ def train(
         click.echo(f"report   {res.report_json}, {res.report_png}")
         return
     with progress_bars(not as_json) as hook:
-        result: BuildResult = run_or_fail(
-            lambda: build_bundle(
-                list(dataset),
-                out_dir,
-                estimator=estimator,
-                name=name,
-                version=version,
-                key_dir=key_dir,
-                quantization=quantization,
-                gate=gate,
-                params=overrides or None,
-                seed=seed,
-                test_size=test_size,
-                thresholds=thresholds,
-                valid_days=valid_days,
-                force=force,
-                progress=hook,
-            ),
-            as_json,
+        result: BuildResult = build_bundle(
+            list(dataset),
+            out_dir,
+            estimator=estimator,
+            name=name,
+            version=version,
+            key_dir=key_dir,
+            quantization=quantization,
+            gate=gate,
+            params=overrides or None,
+            seed=seed,
+            test_size=test_size,
+            thresholds=thresholds,
+            valid_days=valid_days,
+            force=force,
+            progress=hook,
         )
     summary = {
         "ok": True,

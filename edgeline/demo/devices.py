@@ -159,7 +159,7 @@ class DeviceProcess:
 
     def start(self) -> None:
         cfg = self.write_config()
-        argv = [sys.executable, "-m", "cloud_registry.cli.main", "agent", "run", "--config", str(cfg)]
+        argv = [sys.executable, "-m", "edgeline.cli.main", "agent", "run", "--config", str(cfg)]
         self.proc = spawn(argv, self.spec.log_path, env={"EDGELINE_LOG_LEVEL": "INFO"})
 
     @property

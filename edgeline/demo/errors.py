@@ -7,3 +7,5 @@ from cloud_registry.errors import RegistryError
 
 class DemoError(RegistryError):
     """The demo could not set up or run a stage: the message says which part failed and why."""
+
+    default_reason = "demo"

@@ -64,6 +64,8 @@ def push(ctx: DemoContext, t: Tampered) -> None:
             mid = cloud.link.publish(cloud.topics.device_desired(d), payload, qos=1, retain=True)
             if not cloud.link.wait_published(mid, 10):
                 raise DemoError(f"the broker did not acknowledge the tampered update for {d}")
+    except DemoError:
+        raise
     except EdgelineError as exc:
         raise DemoError(f"cannot publish the tampered update: {exc}") from exc
 

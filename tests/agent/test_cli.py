@@ -14,8 +14,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from cloud_registry.cli.main import cli
 from edge_agent.status import read_status
+from edgeline.cli.main import cli
 from tests.agent.conftest import N_VIDEO
 from tests.agent.helpers import verdicts, wait_for
 
@@ -90,7 +90,7 @@ def test_agent_run_stops_cleanly_on_sigterm(
         tmp_path, f'kind = "file"\npath = "{video_file}"\nloop = true\nmax_fps = 200', tiny_bundle, trust_path
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cloud_registry.cli.main", "agent", "run", "--config", str(cfg)],
+        [sys.executable, "-m", "edgeline.cli.main", "agent", "run", "--config", str(cfg)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -158,7 +158,7 @@ try:
     raise SystemExit("the blocker does not block")
 except ImportError:
     pass
-from cloud_registry.cli.main import main
+from edgeline.cli.main import main
 try:
     main(["agent", "run", "--config", sys.argv[1]])
 except SystemExit as exc:

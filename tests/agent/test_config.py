@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cloud_registry.cli.main import cli
+from edgeline.cli.main import cli
 from firmware_configs.errors import ConfigError
 from firmware_configs.loader import ConfigProblems, load_config, parse_toml, profiles_dir, shipped_profiles
 

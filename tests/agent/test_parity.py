@@ -13,9 +13,9 @@ from typing import Any
 
 from click.testing import CliRunner
 
-from cloud_registry.cli.main import cli
 from edge_agent.inference import load_and_check
 from edge_agent.runtime import Agent
+from edgeline.cli.main import cli
 from edgeline.core.protocol.signing import TrustStore
 from tests.agent.helpers import make_config, verdicts, wait_for
 

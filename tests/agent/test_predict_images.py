@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cloud_registry.cli.main import cli
 from edge_agent.http_api import PredictionApi
 from edge_agent.inference import load_and_check
+from edgeline.cli.main import cli
 from edgeline.core.protocol.signing import TrustStore
 from firmware_configs.schema import ApiSection
 from tests.agent.helpers import png_bomb, with_exif_orientation

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from cloud_registry.cli.main import cli
 from converters.synth import generate_dataset
+from edgeline.cli.main import cli
 
 
 def run(*args: str) -> Result:
@@ -144,7 +144,8 @@ def test_train_failure_in_json_mode_is_one_json_line(small_ds: Path, tmp_path: P
     res = run("train", str(small_ds), "--out", str(tmp_path / "b"), "--keys", str(tmp_path / "nokeys"), "--json")
     assert res.exit_code == 1
     doc = json.loads(res.output)
-    assert doc == {"ok": False, "error": doc["error"], "kind": "SigningKeyError"} and "keys init" in doc["error"]
+    assert doc == {"ok": False, "error": doc["error"], "kind": "SigningKeyError", "reason": "signing_key"}
+    assert "keys init" in doc["error"]
 
 
 def test_train_on_good_parts_alone_writes_an_anomaly_bundle_the_device_verifies(key_dir: Path, tmp_path: Path) -> None:

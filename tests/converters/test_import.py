@@ -10,13 +10,13 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from cloud_registry.cli.main import cli
 from converters.errors import ConversionError, DatasetError, GateFailed
 from converters.gate import GateConfig
 from converters.importer import import_model
 from converters.quantize import count_quantized
 from converters.synth import CLASSES, generate_dataset, render_batch
 from edge_agent.bundle import verify_bundle
+from edgeline.cli.main import cli
 from edgeline.core.protocol.manifest import PreprocessSpec
 from edgeline.core.protocol.signing import TrustStore
 from tests.converters.cnn import CNN_SPEC, make_cnn

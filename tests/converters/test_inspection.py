@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cloud_registry.cli.main import cli
 from converters.errors import GateFailed
 from converters.inspection_build import InspectionResult, build_inspection
 from converters.keys import KeyPaths
@@ -23,6 +22,7 @@ from converters.synth import Conditions, Lighting, generate_dataset, render_ood,
 from edge_agent.inference import inspect_frame
 from edge_agent.model import LoadedModel
 from edge_agent.preprocessing import Preprocessor
+from edgeline.cli.main import cli
 
 LOOSE = LineTargets(max_false_reject=0.05, max_escape=0.2)
 

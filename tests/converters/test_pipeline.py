@@ -13,7 +13,6 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from cloud_registry.cli.main import cli
 from converters.dataset import dataset_sha256, scan_image_folder
 from converters.pipeline import BuildResult, build_bundle
 from converters.quantize import count_quantized
@@ -22,6 +21,7 @@ from edge_agent.bundle import open_bundle, verify_bundle
 from edge_agent.errors import EdgelineError
 from edge_agent.model import LoadedModel
 from edge_agent.preprocessing import STAT_RANGES
+from edgeline.cli.main import cli
 from edgeline.core.protocol.signing import TrustStore
 from tests.converters.conftest import NO_GATE
 

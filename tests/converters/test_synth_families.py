@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cloud_registry.cli.main import cli
 from converters.dataset import read_image, scan_image_folder
 from converters.errors import DatasetError
 from converters.synth import (
@@ -41,6 +40,7 @@ from converters.synth import (
 )
 from converters.synth.render import belt, camera, draw_part
 from converters.synth.video import _travel
+from edgeline.cli.main import cli
 
 QUIET = Conditions(noise=0.0, blur=0.0, brightness_jitter=0.0, contrast_jitter=0.0)
 FAMILIES = ("plate", "flange", "bracket", "hexnut", "gasket")

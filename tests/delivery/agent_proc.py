@@ -90,7 +90,7 @@ class AgentProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         env = dict(os.environ, PYTHONPATH=str(ROOT), EDGELINE_LOG_LEVEL="INFO", **self.env)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cloud_registry.cli.main", "agent", "run", "--config", str(cfg)],
+            [sys.executable, "-m", "edgeline.cli.main", "agent", "run", "--config", str(cfg)],
             cwd=ROOT,
             stdout=log,
             stderr=log,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from cloud_registry.cli.main import cli
+from edgeline.cli.main import cli
 from tests.delivery.conftest import BuiltBundle, Cloud, wait_for
 
 

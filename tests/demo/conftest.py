@@ -19,7 +19,7 @@ CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-
 
 
 def edgeline(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cloud_registry.cli.main", *args]
+    return [sys.executable, "-m", "edgeline.cli.main", *args]
 
 
 def child_env() -> dict[str, str]:

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from cloud_registry.cli.main import cli
 from cloud_registry.security.passwords import PasswordFile
 from cloud_registry.security.pki import Pki
 from converters.keys import KeyPaths
+from edgeline.cli.main import cli
 from edgeline.core.mqtt_link import LinkSettings, MqttLink, TlsSettings
 from edgeline.core.protocol.signing import TrustStore
 from edgeline.core.protocol.topics import Topics
@@ -57,28 +57,28 @@ def test_every_command_has_help(command: list[str]) -> None:
 
 def test_ca_and_certificates(tmp_path: Path) -> None:
     d = str(tmp_path / "pki")
-    assert run("broker", "cert", "issue", "--dir", d, "--device", "dev-a").exit_code == 1  # no CA yet
-    assert run("broker", "ca", "init", "--dir", d).exit_code == 0
-    assert run("broker", "ca", "init", "--dir", d).exit_code == 1  # no silent overwrite
-    issued = run("broker", "cert", "issue", "--dir", d, "--device", "dev-a", "--json")
+    assert run("broker", "cert", "issue", "--pki", d, "--device", "dev-a").exit_code == 1  # no CA yet
+    assert run("broker", "ca", "init", "--pki", d).exit_code == 0
+    assert run("broker", "ca", "init", "--pki", d).exit_code == 1  # no silent overwrite
+    issued = run("broker", "cert", "issue", "--pki", d, "--device", "dev-a", "--json")
     assert issued.exit_code == 0, issued.output
     info = json.loads(issued.output)
     assert info["kind"] == "device" and Path(info["cert"]).exists() and Path(info["key"]).exists()
-    assert run("broker", "cert", "issue", "--dir", d, "--registry").exit_code == 0
+    assert run("broker", "cert", "issue", "--pki", d, "--registry").exit_code == 0
     assert (Path(d) / "registry" / "registry.crt").exists()
-    srv = run("broker", "cert", "issue", "--dir", d, "--server", "broker", "--host", "127.0.0.1")
+    srv = run("broker", "cert", "issue", "--pki", d, "--server", "broker", "--host", "127.0.0.1")
     assert srv.exit_code == 0
-    bad = run("broker", "cert", "issue", "--dir", d, "--server", "broker")
+    bad = run("broker", "cert", "issue", "--pki", d, "--server", "broker")
     assert bad.exit_code == 2 and "--host" in bad.output
-    both = run("broker", "cert", "issue", "--dir", d, "--device", "x", "--registry", "y")
+    both = run("broker", "cert", "issue", "--pki", d, "--device", "x", "--registry", "y")
     assert both.exit_code == 2 and "exactly one" in both.output
-    wild = run("broker", "cert", "issue", "--dir", d, "--device", "dev/#")
+    wild = run("broker", "cert", "issue", "--pki", d, "--device", "dev/#")
     assert wild.exit_code == 1 and "device identity" in wild.output
-    assert run("broker", "cert", "revoke", "--dir", d, "dev-a").exit_code == 0
-    listed = json.loads(run("broker", "cert", "list", "--dir", d, "--json").output)
+    assert run("broker", "cert", "revoke", "--pki", d, "dev-a").exit_code == 0
+    listed = json.loads(run("broker", "cert", "list", "--pki", d, "--json").output)
     assert {r["name"]: bool(r["revoked_at"]) for r in listed} == {"dev-a": True, "registry": False, "broker": False}
-    assert run("broker", "cert", "revoke", "--dir", d, "dev-a").exit_code == 1
-    assert run("broker", "cert", "crl", "--dir", d, "--valid-days", "30").exit_code == 0
+    assert run("broker", "cert", "revoke", "--pki", d, "dev-a").exit_code == 1
+    assert run("broker", "cert", "crl", "--pki", d, "--valid-days", "30").exit_code == 0
 
 
 def test_passwd_commands(tmp_path: Path) -> None:
@@ -163,16 +163,16 @@ def test_rendered_production_config_runs_in_mosquitto(tmp_path: Path, pki: Pki) 
 
 def test_keys_lifecycle_through_the_cli(tmp_path: Path, locked: Locked) -> None:
     d = str(tmp_path / "keys")
-    init = run("keys", "init", "--dir", d, "--backup-root")
+    init = run("keys", "init", "--keys", d, "--backup-root")
     assert init.exit_code == 0 and "backup root" in init.output
     paths = KeyPaths(Path(d))
     assert len(TrustStore.load(paths.trust).roots) == 2
-    old = json.loads(run("keys", "show", "--dir", d).output)["signing_key"]
-    refused = run("keys", "revoke", "--dir", d, old)
+    old = json.loads(run("keys", "show", "--keys", d).output)["signing_key"]
+    refused = run("keys", "revoke", "--keys", d, old)
     assert refused.exit_code == 1 and "rotate first" in refused.output
-    assert run("keys", "rotate", "--dir", d).exit_code == 0
-    assert run("keys", "revoke", "--dir", d, old).exit_code == 0
-    shown = json.loads(run("keys", "show", "--dir", d).output)
+    assert run("keys", "rotate", "--keys", d).exit_code == 0
+    assert run("keys", "revoke", "--keys", d, old).exit_code == 0
+    shown = json.loads(run("keys", "show", "--keys", d).output)
     assert shown["revoked"] == [old] and shown["retired"][0]["revoked"] is True and shown["signing_key"] != old
 
     device = locked.connect("dev-a")
@@ -180,10 +180,11 @@ def test_keys_lifecycle_through_the_cli(tmp_path: Path, locked: Locked) -> None:
     device.subscribe(TOPICS.trust_revocations(), inbox)
     s = locked.settings(REGISTRY)
     assert s.tls is not None
-    args = ["keys", "publish-revocations", "--dir", d, "--host", s.host, "--port", str(s.port), "--ca", s.tls.ca_file]
+    args = ["keys", "publish-revocations", "--keys", d, "--broker-host", s.host, "--broker-port", str(s.port)]
+    args += ["--ca-file", s.tls.ca_file]
     args += ["--topic-root", TOPICS.root, "--fleet", TOPICS.fleet]
     if locked.auth == "mtls":
-        args += ["--cert", str(s.tls.cert_file), "--key", str(s.tls.key_file)]
+        args += ["--cert-file", str(s.tls.cert_file), "--key-file", str(s.tls.key_file)]
     else:
         secret = tmp_path / "registry.secret"
         secret.write_text(locked.passwords[REGISTRY] + "\n")

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cloud_registry.cli.main import cli
 from cloud_registry.registry import Registry, RegistryPaths
 from cloud_registry.telemetry.ingest import Ingestor
 from cloud_registry.telemetry.retrain import accuracy
@@ -25,6 +24,7 @@ from edge_agent.inference import load_and_check
 from edge_agent.model import LoadedModel
 from edge_agent.outbox.store import Outbox
 from edge_agent.telemetry.plugin import TelemetryPlugin
+from edgeline.cli.main import cli
 from edgeline.core.mqtt_link import LinkSettings, MqttLink, wait_until
 from edgeline.core.protocol.signing import TrustStore
 from edgeline.core.protocol.topics import Topics
@@ -173,7 +173,7 @@ def test_ingest_command_runs_as_a_service(mosquitto: MosquittoBroker, line_v1: L
     gone.connect(10)
     gone.stop()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cloud_registry.cli.main", "ingest", "--port", str(mosquitto.port), "--db", str(db),
+        [sys.executable, "-m", "edgeline.cli.main", "ingest", "--port", str(mosquitto.port), "--db", str(db),
          "--duration", "6", "--json", "--silent-budget", "1", "--command", hook],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "120"},
     )  # fmt: skip
