@@ -25,12 +25,11 @@ from converters.lineage import code_lineage
 from converters.metrics import Evaluation, evaluate
 from converters.onnx_export import run_probabilities
 from converters.onnx_import import check_probabilities, normalise
-from converters.packaging import finite_metrics, load_key, prepare_out_dir, write_signed_bundle
+from converters.packaging import finite_metrics, load_key, prepare_out_dir, sign_and_report
 from converters.pipeline import ProgressHook
 from converters.quantize import QuantReport
 from converters.reference import build_reference, selftest_vectors
 from converters.selection import QuantChoice, select_model
-from edge_agent.preprocessing import Preprocessor
 from edgeline.core.protocol.manifest import Manifest, PreprocessSpec, Target, Thresholds
 
 log = logging.getLogger(__name__)
@@ -163,44 +162,29 @@ def import_model(
         **code_lineage(),
         **(lineage or {}),
     }
-    manifest = write_signed_bundle(
+    signed = sign_and_report(
         out,
-        chosen.model,
+        rep_dir,
+        chosen,
         key=key,
         name=name,
         version=version,
         spec=spec,
-        input_shape=Preprocessor(spec).output_shape,
         labels=labels,
         selftest=vectors,
-        quant=chosen.report,
         reference=build_reference(stats, chosen.probs, labels),
         metrics=metrics,
         lineage=lineage_doc,
         thresholds=thresholds,
         target=target,
         valid_days=valid_days,
+        gate=gate,
+        evaluation=evaluation,
+        started=t0,
+        what="imported",
+        about={"source": str(model_path)},
     )
-    doc = {
-        "name": name,
-        "version": version,
-        "source": str(model_path),
-        "labels": list(labels),
-        "evaluation": evaluation.to_dict() if evaluation else None,
-        "gate": chosen.gate.to_dict(),
-        "gate_config": gate.__dict__,
-        "quantization": chosen.report.to_dict(),
-        "metrics": metrics,
-        "lineage": manifest.lineage,
-        "bundle": str(out),
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
-    rjson = report_io.write_json(rep_dir / "report.json", doc)
-    rpng = None
-    if evaluation is not None:
-        rpng = report_io.write_png(
-            rep_dir / "report.png", evaluation, f"{name} v{version}: imported, {chosen.report.mode}"
-        )
+    manifest, doc, rjson, rpng = signed.manifest, signed.doc, signed.report_json, signed.report_png
     return ImportResult(
         out,
         out / manifest.artifact.filename,

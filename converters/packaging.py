@@ -1,22 +1,29 @@
 """Shared last steps of ``train`` and ``import``: the signing key, the output directory, JSON-safe
-lineage, and the signed bundle itself."""
+lineage, the signed bundle itself and its report (:func:`sign_and_report`)."""
 
 from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from converters import report as report_io
 from converters.bundle_writer import SelfTestVector, build_manifest, write_bundle
 from converters.errors import ConverterError, SigningKeyError
+from converters.gate import GateConfig
 from converters.keys import KeyPaths, SigningKey, load_signing_key
+from converters.metrics import Evaluation
 from converters.quantize import QuantReport
+from converters.selection import Selection
 from edge_agent.bundle import MANIFEST_FILE
 from edge_agent.errors import EdgelineError
+from edge_agent.preprocessing import Preprocessor
 from edgeline.core.protocol.manifest import Manifest, PreprocessSpec, Reference, Target, Thresholds
 
 #: Self-test tolerance: float models reproduce ORT to ~1e-6; int8 kernels differ a little between CPU
@@ -120,3 +127,81 @@ def write_signed_bundle(
     except OSError as exc:
         raise ConverterError(f"cannot write the bundle to {out_dir}: {exc.strerror or exc}") from exc
     return manifest
+
+
+@dataclass(frozen=True)
+class SignedBuild:
+    """What :func:`sign_and_report` wrote: the manifest, the report document and its files."""
+
+    manifest: Manifest
+    doc: dict[str, Any]
+    report_json: Path
+    report_png: Path | None
+
+
+def sign_and_report(
+    out: Path,
+    report_dir: Path,
+    choice: Selection,
+    *,
+    key: SigningKey,
+    name: str,
+    version: int,
+    spec: PreprocessSpec,
+    labels: Sequence[str],
+    selftest: Sequence[SelfTestVector],
+    reference: Reference,
+    metrics: dict[str, float],
+    lineage: dict[str, Any],
+    thresholds: Thresholds | None,
+    target: Target | None,
+    valid_days: float,
+    gate: GateConfig,
+    evaluation: Evaluation | None,
+    started: float,
+    what: str,
+    about: dict[str, Any],
+    checks: dict[str, Any] | None = None,
+) -> SignedBuild:
+    """The last step ``train`` and ``import`` share: the signed bundle, then report.json (and, with an
+    evaluation, report.png titled ``NAME vVERSION: WHAT, MODE``). ``about`` goes after the version in
+    the report (the estimator, or the imported file), ``checks`` after the evaluation."""
+    manifest = write_signed_bundle(
+        out,
+        choice.model,
+        key=key,
+        name=name,
+        version=version,
+        spec=spec,
+        input_shape=Preprocessor(spec).output_shape,
+        labels=labels,
+        selftest=selftest,
+        quant=choice.report,
+        reference=reference,
+        metrics=metrics,
+        lineage=lineage,
+        thresholds=thresholds,
+        target=target,
+        valid_days=valid_days,
+    )
+    doc = {
+        "name": name,
+        "version": version,
+        **about,
+        "labels": list(labels),
+        "evaluation": evaluation.to_dict() if evaluation is not None else None,
+        **(checks or {}),
+        "gate": choice.gate.to_dict(),
+        "gate_config": gate.__dict__,
+        "quantization": choice.report.to_dict(),
+        "metrics": metrics,
+        "lineage": manifest.lineage,
+        "bundle": str(out),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    report_json = report_io.write_json(report_dir / "report.json", doc)
+    report_png = None
+    if evaluation is not None:
+        title = f"{name} v{version}: {what}, {choice.report.mode}"
+        report_png = report_io.write_png(report_dir / "report.png", evaluation, title)
+    return SignedBuild(manifest, doc, report_json, report_png)

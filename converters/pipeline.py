@@ -30,12 +30,11 @@ from converters.gate import GateConfig, GateResult, check_conversion
 from converters.lineage import code_lineage
 from converters.metrics import Agreement, Evaluation, evaluate
 from converters.onnx_export import conversion_parity, run_probabilities, sklearn_to_onnx
-from converters.packaging import finite_metrics, load_key, prepare_out_dir, write_signed_bundle
+from converters.packaging import finite_metrics, load_key, prepare_out_dir, sign_and_report
 from converters.quantize import QuantReport
 from converters.reference import build_reference, selftest_vectors
 from converters.selection import QuantChoice, select_model
 from converters.synth.lighting import Augment
-from edge_agent.preprocessing import Preprocessor
 from edgeline.core.protocol.manifest import Manifest, PreprocessSpec, Target, Thresholds
 
 log = logging.getLogger(__name__)
@@ -240,44 +239,31 @@ def build_bundle(
         **code_lineage(),
         **(lineage or {}),
     }
-    input_shape = Preprocessor(spec).output_shape
-    manifest = write_signed_bundle(
+    signed = sign_and_report(
         out,
-        chosen.model,
+        rep_dir,
+        chosen,
         key=key,
         name=name,
         version=version,
         spec=spec,
-        input_shape=input_shape,
         labels=labels,
         selftest=vectors,
-        quant=chosen.report,
         reference=reference,
         metrics=metrics,
         lineage=lineage_doc,
         thresholds=thresholds,
         target=target,
         valid_days=valid_days,
+        gate=gate,
+        evaluation=evaluation,
+        started=t_start,
+        what=estimator,
+        about={"estimator": estimator},
+        checks={"conversion": {"label_agreement": parity.label_agreement, "max_prob_diff": parity.max_prob_diff}},
     )
-    doc = {
-        "name": name,
-        "version": version,
-        "estimator": estimator,
-        "labels": list(labels),
-        "evaluation": evaluation.to_dict(),
-        "conversion": {"label_agreement": parity.label_agreement, "max_prob_diff": parity.max_prob_diff},
-        "gate": chosen.gate.to_dict(),
-        "gate_config": gate.__dict__,
-        "quantization": chosen.report.to_dict(),
-        "metrics": metrics,
-        "lineage": manifest.lineage,
-        "bundle": str(out),
-        "seconds": round(time.perf_counter() - t_start, 2),
-    }
-    rjson = report_io.write_json(rep_dir / "report.json", doc)
-    rpng = report_io.write_png(
-        rep_dir / "report.png", evaluation, f"{name} v{version}: {estimator}, {chosen.report.mode}"
-    )
+    manifest, doc, rjson, rpng = signed.manifest, signed.doc, signed.report_json, signed.report_png
+    assert rpng is not None  # a training run always has an evaluation
     log.info(
         "bundle %s v%d written to %s (%s, accuracy %.4f)", name, version, out, chosen.report.mode, evaluation.accuracy
     )

@@ -28,6 +28,8 @@ __all__ = [
 class EdgeAgentError(EdgelineError):
     """Root of the errors of ``edge_agent`` itself."""
 
+    default_reason = "device"
+
 
 class BundleError(EdgeAgentError):
     """A bundle on disk is missing, corrupt, or does not match its manifest."""

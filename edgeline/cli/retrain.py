@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from cloud_registry.telemetry.store import TelemetryStore
-from edgeline.cli.options import BrokerOptions, broker_options, connect, registry_options
+from edgeline.cli.options import BrokerOptions, broker_options, connect, json_option, keys_option, registry_options
 from edgeline.cli.registry_access import open_registry
 from edgeline.cli.telemetry_common import DB, db_path
 from edgeline.core.protocol.manifest import Reference
@@ -27,14 +27,7 @@ from edgeline.core.protocol.manifest import Reference
     help="Labeled images on hand (one folder per class).",
 )
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="New bundle.")
-@click.option(
-    "--keys",
-    "key_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("keys"),
-    show_default=True,
-    help="Key directory (signing key, trust.json).",
-)
+@keys_option(param="key_dir")
 @registry_options
 @DB
 @click.option("--estimator", default="mlp", show_default=True, help="Estimator of the build pipeline.")
@@ -55,7 +48,7 @@ from edgeline.core.protocol.manifest import Reference
 @click.option("--broker", "legacy_broker", default=None, hidden=True, help="Old HOST:PORT form of --broker-host/-port.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --out directory.")
 @click.option("--dry-run", is_flag=True, help="Only read the evidence and print the plan.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 def retrain(
     model: str,
     version: int | None,

@@ -168,9 +168,26 @@ def deploy(
     retained on the broker: devices that are offline converge when they return, even with no
     registry running. Exits 1 when the rollout was aborted."""
     pct = parse_pct(max_failures)
-    with open_registry(home, store_url, artifacts_url) as reg, _runner(reg, broker, keys_dir) as runner:
+    opts = dict(canary=canary, waves=waves, max_failure_pct=pct, allow_downgrade=allow_downgrade)
+    _roll_out(ref, target, opts, (home, store_url, artifacts_url), broker, keys_dir, detach, timeout, as_json)
+
+
+def _roll_out(
+    ref: str,
+    target: str,
+    plan: dict[str, Any],
+    store: tuple[Path, str | None, str | None],
+    broker: BrokerOptions,
+    keys_dir: Path,
+    detach: bool,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Create the rollout of REF to TARGET (``plan``: the runner's options), then return at once
+    (``detach``) or watch it to the end; what ``deploy`` and ``rollback MODEL@VERSION`` share."""
+    with open_registry(*store) as reg, _runner(reg, broker, keys_dir) as runner:
         runner.fleet.settle()
-        r = runner.create(ref, target, canary=canary, waves=waves, max_failure_pct=pct, allow_downgrade=allow_downgrade)
+        r = runner.create(ref, target, **plan)
         if detach:
             runner.release(r)
             if as_json:
@@ -330,8 +347,5 @@ def rollback(
         return
     if target is None:
         raise click.UsageError("MODEL@VERSION needs --to group:NAME or device:ID")
-    with open_registry(home, store_url, artifacts_url) as reg, _runner(reg, broker, keys_dir) as runner:
-        runner.fleet.settle()
-        r = runner.create(what, target, allow_downgrade=True, max_failure_pct=100.0)
-        r = _watch(runner, r.plan.id, timeout, as_json)
-    _finish(r, as_json)
+    plan = {"allow_downgrade": True, "max_failure_pct": 100.0}
+    _roll_out(what, target, plan, (home, store_url, artifacts_url), broker, keys_dir, False, timeout, as_json)

@@ -19,7 +19,7 @@ import click
 from cloud_registry.errors import RegistryError
 from cloud_registry.telemetry.alerts import AlertEngine, AlertSink, CommandSink, WebhookSink
 from cloud_registry.telemetry.store import TelemetryStore
-from edgeline.cli.options import BrokerOptions, broker_options, registry_options
+from edgeline.cli.options import BrokerOptions, broker_options, json_option, registry_options
 from edgeline.cli.registry_access import optional_registry
 from edgeline.cli.telemetry_common import DB, db_path
 from edgeline.core.protocol.manifest import Reference
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 @click.option("--command", "commands", multiple=True, metavar="CMD", help="Run CMD with each alert on stdin.")
 @click.option("--silent-budget", type=float, default=90.0, show_default=True, help="Seconds before a device is silent.")
 @click.option("--duration", type=float, default=0.0, help="Stop after this many seconds (0: until SIGTERM/Ctrl-C).")
-@click.option("--json", "as_json", is_flag=True, help="Print the final counts as JSON.")
+@json_option
 def ingest(
     home: Path,
     store_url: str | None,
@@ -131,7 +131,7 @@ def _reference_from_bundle(bundle: Path) -> Reference:
     help="Take the reference histograms from this bundle instead of the registry.",
 )
 @click.option("--png", type=click.Path(dir_okay=False, path_type=Path), default=None, help="PNG path.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@json_option
 def drift(
     model: str,
     version: int | None,
