@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 #: loaded by ``agent run``. A module or factory that is not there is skipped (with a warning for a
 #: missing factory); a factory returning None means "disabled by this config".
 DEFAULT_PLUGINS: tuple[str, ...] = (
-    "edge_agent.updater.plugin:build_plugin",
+    "edge_agent.updater.factory:build_plugin",
     "edge_agent.telemetry.plugin:build_plugin",
 )
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge_agent.cloud_link import shared_cloud_link
+from edge_agent.outbox.store import Outbox
 from edge_agent.updater.events import OutboxEventPublisher
 from edge_agent.updater.machine import Identity
 from edge_agent.updater.plugin import UpdaterPlugin
@@ -20,12 +21,11 @@ log = logging.getLogger(__name__)
 EVENTS_DB = "events.db"
 
 
-def build(config: DeviceConfig) -> UpdaterPlugin | None:
-    """None when the config disables the updater or the cloud connection."""
+def build_plugin(config: DeviceConfig) -> UpdaterPlugin | None:
+    """Factory used by ``edgeline agent run`` (see ``edge_agent.cli.agent.DEFAULT_PLUGINS``). None
+    when the config disables the updater or the cloud connection."""
     if not config.updater.enabled or not config.cloud.enabled:
         return None
-    from edge_agent.outbox.store import Outbox
-
     link = shared_cloud_link(config)
     assert link is not None
     dev = config.device
