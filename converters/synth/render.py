@@ -1,7 +1,7 @@
 """Seeded synthetic inspection-line images: machined parts on a conveyor belt, with defects.
 
 A frame (BGR, 320x240 by default) shows a belt and, at the inspection position, a part of one of
-five families (``family=``):
+six families (``family=``):
 
 * ``plate`` (the default): an aluminium plate, 150x108 px, with four drilled holes, on a dark
   green-grey rubber belt with cleats;
@@ -14,7 +14,9 @@ five families (``family=``):
   ring and a threaded bore, on a dark green cutting mat with grid lines (see
   :mod:`converters.synth.hexnut`). It was the sealed family of the second final evaluation and has
   been used;
-* ``gasket``: the sealed family for the next final evaluation, not for tuning (see its module).
+* ``gasket``: a die-cut gasket, the sealed family of the third final evaluation, now used (see its
+  module);
+* ``casting``: the sealed family for the next final evaluation, not for tuning (see its module).
 
 Default defect classes (:data:`CLASSES`, what a dataset holds unless asked otherwise):
 
@@ -23,7 +25,7 @@ Default defect classes (:data:`CLASSES`, what a dataset holds unless asked other
 * ``dent``: a dark, soft-edged spot;
 * ``missing_hole``: one of the holes (on the flange: one of the six bolt holes; on the bracket: a
   slot or a hole) was never drilled or punched; on the hex nut, the bore was never pierced; on the
-  gasket, see its module.
+  gasket and the casting, see their modules.
 
 Extra kinds, only when asked for by name (:data:`EXTRA_DEFECTS`; looks and sizes in
 :mod:`converters.synth.defects`): ``crack``, ``stain``, ``chip``. ``label="empty"`` gives the belt
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
@@ -48,6 +51,7 @@ import numpy as np
 
 from converters.errors import DatasetError
 from converters.synth.bracket import bracket_belt_strip, draw_bracket
+from converters.synth.casting import casting_belt_strip, draw_casting
 from converters.synth.defects import EXTRA_DEFECTS, draw_extra
 from converters.synth.flange import draw_flange, flange_belt_strip
 from converters.synth.gasket import draw_gasket, gasket_belt_strip
@@ -59,16 +63,16 @@ from converters.synth.shape import Hole, PartShape, fix, rotated
 CLASSES: tuple[str, ...] = ("ok", "scratch", "dent", "missing_hole")
 #: every part class that can be rendered, on any family
 ALL_CLASSES: tuple[str, ...] = CLASSES + EXTRA_DEFECTS
-#: the part families; "gasket" is the sealed one, kept for the next final measurement ("bracket" and
-#: "hexnut" have been used for the first two)
-FAMILIES: tuple[str, ...] = ("plate", "flange", "bracket", "hexnut", "gasket")
+#: the part families; "casting" is the sealed one, kept for the next final measurement ("bracket",
+#: "hexnut" and "gasket" have been used for the first three)
+FAMILIES: tuple[str, ...] = ("plate", "flange", "bracket", "hexnut", "gasket", "casting")
 FRAME_SIZE: tuple[int, int] = (320, 240)  # (width, height)
 #: Plate size in pixels at the default frame size; scaled with the frame.
 _PLATE = (150.0, 108.0)
 _HOLE_R = 8.5
 _HOLES = ((-0.36, -0.30), (0.36, -0.30), (-0.36, 0.30), (0.36, 0.30))  # centres, fractions of plate size
 #: the families with a pose of their own in :class:`Conditions` (``<family>_jitter_px``, ``<family>_rotation_deg``)
-_POSED: tuple[str, ...] = ("flange", "bracket", "hexnut", "gasket")
+_POSED: tuple[str, ...] = ("flange", "bracket", "hexnut", "gasket", "casting")
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,9 @@ class Conditions:
     #: the gasket's position jitter in pixels and in-plane rotation jitter in degrees (see its module)
     gasket_jitter_px: float = 12.0
     gasket_rotation_deg: float = 90.0
+    #: the casting's position jitter in pixels and in-plane rotation jitter in degrees (see its module)
+    casting_jitter_px: float = 10.0
+    casting_rotation_deg: float = 180.0
 
     def __post_init__(self) -> None:
         names = ("brightness_jitter", "contrast_jitter", "blur", "noise", "jitter_px", "rotation_deg")
@@ -120,14 +127,8 @@ class Conditions:
 
     def jitter_for(self, family: str) -> tuple[float, float]:
         """``(position jitter px, rotation jitter degrees)`` of a part family."""
-        if family == "flange":
-            return self.flange_jitter_px, self.flange_rotation_deg
-        if family == "bracket":
-            return self.bracket_jitter_px, self.bracket_rotation_deg
-        if family == "hexnut":
-            return self.hexnut_jitter_px, self.hexnut_rotation_deg
-        if family == "gasket":
-            return self.gasket_jitter_px, self.gasket_rotation_deg
+        if family in _POSED:
+            return getattr(self, f"{family}_jitter_px"), getattr(self, f"{family}_rotation_deg")
         return self.jitter_px, self.rotation_deg
 
 
@@ -254,19 +255,21 @@ def check_size(size: tuple[int, int]) -> None:
         raise DatasetError(f"frame size {w}x{h} is outside 64x48..4096x4096")
 
 
+#: the posed families' belts and painters (the plate's are this module's own)
+_STRIPS: dict[str, Callable[[int, int], np.ndarray]] = {
+    "flange": flange_belt_strip, "bracket": bracket_belt_strip, "hexnut": hexnut_mat_strip,
+    "gasket": gasket_belt_strip, "casting": casting_belt_strip,
+}  # fmt: skip
+_DRAWERS: dict[str, Callable[..., PartShape]] = {
+    "flange": draw_flange, "bracket": draw_bracket, "hexnut": draw_hexnut, "gasket": draw_gasket,
+    "casting": draw_casting,
+}  # fmt: skip
+
+
 def belt(family: str, size: tuple[int, int], belt_shift: int = 0) -> np.ndarray:
     """A fresh (writable) frame of a family's belt, shifted by ``belt_shift`` pixels."""
     w, h = size
-    if family == "flange":
-        strip = flange_belt_strip(w, h)
-    elif family == "bracket":
-        strip = bracket_belt_strip(w, h)
-    elif family == "hexnut":
-        strip = hexnut_mat_strip(w, h)
-    elif family == "gasket":
-        strip = gasket_belt_strip(w, h)
-    else:
-        strip = _belt_strip(w, h)
+    strip = _STRIPS.get(family, _belt_strip)(w, h)
     shift = belt_shift % w
     return np.ascontiguousarray(strip[:, w - shift : 2 * w - shift])
 
@@ -319,18 +322,9 @@ def draw_part(
     img: np.ndarray, family: str, label: str, geo: np.random.Generator, cond: Conditions, x_offset: float = 0.0
 ) -> PartShape:
     """Draw a part of ``family`` and class ``label`` onto ``img`` (any background) in place."""
-    if family == "flange":
-        jitter, rotation = cond.jitter_for("flange")
-        return draw_flange(img, label, geo, jitter_px=jitter, rotation_deg=rotation, x_offset=x_offset)
-    if family == "bracket":
-        jitter, rotation = cond.jitter_for("bracket")
-        return draw_bracket(img, label, geo, jitter_px=jitter, rotation_deg=rotation, x_offset=x_offset)
-    if family == "hexnut":
-        jitter, rotation = cond.jitter_for("hexnut")
-        return draw_hexnut(img, label, geo, jitter_px=jitter, rotation_deg=rotation, x_offset=x_offset)
-    if family == "gasket":
-        jitter, rotation = cond.jitter_for("gasket")
-        return draw_gasket(img, label, geo, jitter_px=jitter, rotation_deg=rotation, x_offset=x_offset)
+    if family in _DRAWERS:
+        jitter, rotation = cond.jitter_for(family)
+        return _DRAWERS[family](img, label, geo, jitter_px=jitter, rotation_deg=rotation, x_offset=x_offset)
     return _draw_plate(img, label, geo, cond, x_offset)
 
 
@@ -364,8 +358,8 @@ def render_part(
     part_seed: int | None = None,
     family: str = "plate",
 ) -> np.ndarray:
-    """One BGR frame of a part of ``family`` (``"plate"``, ``"flange"``, ``"bracket"``, ``"hexnut"`` or
-    ``"gasket"``) and class ``label`` at the inspection position, on that family's belt (the hex nut's:
+    """One BGR frame of a part of ``family`` (``"plate"``, ``"flange"``, ``"bracket"``, ``"hexnut"``,
+    ``"gasket"`` or ``"casting"``) and class ``label`` at the inspection position, on that family's belt (the hex nut's:
     a mat).
 
     ``label`` is one of :data:`ALL_CLASSES` or ``"empty"`` (the belt alone). ``rng`` draws everything

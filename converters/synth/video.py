@@ -31,6 +31,7 @@ import numpy as np
 
 from converters.errors import DatasetError
 from converters.synth.bracket import BRACKET_H, BRACKET_W
+from converters.synth.casting import CASTING_REACH
 from converters.synth.flange import FLANGE_R
 from converters.synth.gasket import GASKET_HALF
 from converters.synth.hexnut import HEX_R
@@ -94,6 +95,8 @@ def _travel(w: int, family: str) -> float:
         part_w = 2 * (HEX_R + 14.0)  # at any angle, with its long, soft shadow
     elif family == "gasket":
         part_w = 2 * (GASKET_HALF + 6.0)  # at any angle, with its shadow
+    elif family == "casting":
+        part_w = 2 * (CASTING_REACH + 12.0)  # at any angle, with its soft shadow
     else:
         part_w = _PLATE[0]
     return w / 2 + part_w * (w / FRAME_SIZE[0]) / 2 + 12.0
@@ -139,7 +142,7 @@ def write_line_video(
 
     Part labels are drawn from ``classes``: ``ok`` with probability ``1 - defect_rate``, the defects
     evenly; or pass ``labels`` to fix the sequence. ``family`` picks the part (``"plate"``,
-    ``"flange"``, ``"bracket"``, ``"hexnut"`` or ``"gasket"``). Returns the ground truth."""
+    ``"flange"``, ``"bracket"``, ``"hexnut"``, ``"gasket"`` or ``"casting"``). Returns the ground truth."""
     check_family(family)
     path = Path(path)
     fourcc = FOURCC_BY_SUFFIX.get(path.suffix.lower())
