@@ -195,6 +195,13 @@ def _relief(u: np.ndarray, v: np.ndarray, k: float, drilled: tuple[bool, ...]) -
     return h, machined, np.maximum(smooth, machined), through
 
 
+def _roi(layer: np.ndarray, pad: int = 2) -> tuple[slice, slice]:
+    """The (rows, columns) box round a layer's non-zero pixels, padded and clipped (empty if none)."""
+    x, y, w, h = cv2.boundingRect(layer)
+    H, W = layer.shape[:2]  # noqa: N806
+    return slice(max(0, y - pad), min(H, y + h + pad)), slice(max(0, x - pad), min(W, x + w + pad))
+
+
 def _tear(rng: np.random.Generator, start: np.ndarray, heading: float, length: float, k: float) -> np.ndarray:
     """A jagged path: short steps whose heading wanders and zig-zags (intergranular)."""
     n = max(5, int(length / (2.0 * k)))
@@ -231,9 +238,10 @@ def _draw_crack(img: np.ndarray, shape: PartShape, rng: np.random.Generator, k: 
     layer = np.zeros(img.shape[:2], np.uint8)
     cv2.polylines(layer, [fix(pts[0])], False, 255, max(1, round(1.6 * k)), cv2.LINE_AA, 4)
     cv2.polylines(layer, [fix(p) for p in pts[1:]], False, 190, max(1, round(k)), cv2.LINE_AA, 4)
-    alpha = layer.astype(np.float32) * shape.material() * (float(rng.uniform(0.7, 0.9)) / 65025.0)
-    dark = img.astype(np.float32) * 0.25
-    img[:] = np.clip(img + (dark - img) * alpha[:, :, None] + 0.5, 0, 255).astype(np.uint8)
+    box = _roi(layer)
+    alpha = layer[box].astype(np.float32) * shape.material()[box] * (float(rng.uniform(0.7, 0.9)) / 65025.0)
+    roi = img[box].astype(np.float32)
+    img[box] = np.clip(roi - 0.75 * roi * alpha[:, :, None] + 0.5, 0, 255).astype(np.uint8)
 
 
 def _draw_scratch(img: np.ndarray, shape: PartShape, rng: np.random.Generator, k: float) -> None:
@@ -251,15 +259,17 @@ def _draw_scratch(img: np.ndarray, shape: PartShape, rng: np.random.Generator, k
         p0, p1 = fix(ends + shift * k * normal)
         cv2.line(layer, (int(p0[0]), int(p0[1])), (int(p1[0]), int(p1[1])), 255, max(1, round(width * k)),
                  cv2.LINE_AA, 4)  # fmt: skip
-    m = shape.material().astype(np.float32) * (1.0 / 65025.0)
     lift, sink = float(rng.uniform(30.0, 48.0)), float(rng.uniform(20.0, 34.0))
-    base = img.astype(np.float32)
-    cap = float(np.percentile(base[shape.material() > 0], 98.0))  # no brighter than the part's bright faces
+    part = _roi(shape.mask)
+    cap = float(np.percentile(img[part][shape.material()[part] > 0], 98.0))  # no brighter than its bright faces
+    box = _roi(cv2.bitwise_or(bright, dark))
+    m = shape.material()[box].astype(np.float32) * (1.0 / 65025.0)
+    base = img[box].astype(np.float32)
     scraped = np.maximum(np.minimum(base + lift, cap), base)
-    a_bright = (bright.astype(np.float32) * m)[:, :, None]
-    a_dark = (dark.astype(np.float32) * m * (1.0 - bright / 255.0))[:, :, None]
+    a_bright = (bright[box].astype(np.float32) * m)[:, :, None]
+    a_dark = (dark[box].astype(np.float32) * m * (1.0 - bright[box] / 255.0))[:, :, None]
     out = base + (scraped - base) * a_bright - sink * a_dark
-    img[:] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    img[box] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 def _draw_chip(img: np.ndarray, shape: PartShape, rng: np.random.Generator, k: float, background: np.ndarray) -> None:
@@ -279,15 +289,17 @@ def _draw_chip(img: np.ndarray, shape: PartShape, rng: np.random.Generator, k: f
     poly = np.stack([ex + radii * np.cos(angles), ey + radii * np.sin(angles)], axis=1)
     bite = np.zeros(img.shape[:2], np.uint8)
     cv2.fillPoly(bite, [fix(poly)], 255, cv2.LINE_AA, 4)
-    part = shape.mask.astype(np.float32) * (1.0 / 255.0)
-    gone = bite.astype(np.float32) * (1.0 / 255.0) * part
-    rim = cv2.dilate(bite, np.ones((3, 3), np.uint8), iterations=max(1, round(1.5 * k))).astype(np.float32)
-    face = np.clip(rim * (1.0 / 255.0) - gone, 0.0, 1.0) * part
-    grain = rng.normal(0.0, 14.0, img.shape[:2]).astype(np.float32)
-    fresh = img.astype(np.float32) * 0.95 + 14.0 + grain[:, :, None]
-    out = img.astype(np.float32) * (1.0 - 0.85 * face[:, :, None]) + fresh * (0.85 * face[:, :, None])
-    out = out * (1.0 - gone[:, :, None]) + background.astype(np.float32) * gone[:, :, None]
-    img[:] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    grow = max(1, round(1.5 * k))
+    box = _roi(bite, grow + 2)
+    part = shape.mask[box].astype(np.float32) * (1.0 / 255.0)
+    gone = bite[box].astype(np.float32) * (1.0 / 255.0) * part
+    rim = cv2.dilate(bite[box], np.ones((3, 3), np.uint8), iterations=grow).astype(np.float32)
+    face = (np.clip(rim * (1.0 / 255.0) - gone, 0.0, 1.0) * part)[:, :, None]
+    roi = img[box].astype(np.float32)
+    fresh = roi * 0.95 + 14.0 + rng.normal(0.0, 14.0, part.shape).astype(np.float32)[:, :, None]
+    out = roi * (1.0 - 0.85 * face) + fresh * (0.85 * face)
+    out = out * (1.0 - gone[:, :, None]) + background[box].astype(np.float32) * gone[:, :, None]
+    img[box] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 def draw_casting(
