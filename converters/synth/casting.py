@@ -3,11 +3,11 @@ above, on a woven wire-mesh foundry belt.
 
 At 320x240 the cover is 136 px long and 100 px wide (that length is the part's size S for the
 defects): a flange plate 112x76 px with rounded corners, 3 px thick, carrying a raised box 100x64 px
-(7 px high, a 3 px draft wall and a faint dome on top) and, at the four corners, round lugs (11 px
-radius, joined to the flange by 4 px fillets) with a cast boss each (8.5 px radius) drilled with a
-4.2 px mounting hole and a bright machined chamfer. In the middle a 25 px machined pad stands proud
-of the box with a 11 px through-bore; four ribs run from the pad to the bosses, falling from the
-pad's height to the bosses'. Two round ejector-pin marks (smooth, slightly recessed) and a row of
+(6.5 px high, a 4 px draft wall and a faint dome on top) and, at the four corners, round lugs (11 px
+radius, joined to the flange by 4 px fillets) with a cast boss each (8.5 px radius) drilled with an
+8.4 px mounting hole and a bright machined chamfer. In the middle a machined pad 50 px across stands
+proud of the box round a 22 px through-bore; four ribs, 2.4 px high, run from the pad over the box's
+wall to the bosses. Two round ejector-pin marks (smooth, slightly recessed) and a row of
 five raised cast letters beside the pad break the symmetry. All of it is one height field shaded
 by a lamp fixed to the frame (upper left, about 40 degrees up), so walls, ribs and bosses light
 and shade by how the part lies. The cast skin is rough at three scales (a fine sand grain and a
@@ -23,7 +23,8 @@ rotation (``Conditions.casting_rotation_deg``, any angle by default: castings sl
 shake-out chute onto the belt at any angle) are drawn per part.
 
 Classes, as a casting has them: ``scratch`` a handling scratch (a straight groove through the
-skin: a bright scraped line with a dark edge, 30-55% of S long); ``dent`` an impact mark (a shallow
+skin: a scraped line, brighter than the skin but not than the part's brightest faces, with a dark
+edge, 30-55% of S long); ``dent`` an impact mark (a shallow
 crater in the relief, 5-8% of S in radius, its skin crushed smoother, shaded by the same lamp);
 ``missing_hole`` one of the four bosses never drilled (its cast top stays rough, no chamfer, no
 hole); ``crack`` a hot tear (a jagged, branched, dark and partly open tear 12-25% of S long,
