@@ -7,30 +7,29 @@ defects): a flange plate 112x76 px with rounded corners, 3 px thick, carrying a 
 radius, joined to the flange by 4 px fillets) with a cast boss each (8.5 px radius) drilled with an
 8.4 px mounting hole and a bright machined chamfer. In the middle a machined pad 50 px across stands
 proud of the box round a 22 px through-bore; four ribs, 2.4 px high, run from the pad over the box's
-wall to the bosses. Two round ejector-pin marks (smooth, slightly recessed) and a row of
-five raised cast letters beside the pad break the symmetry. All of it is one height field shaded
-by a lamp fixed to the frame (upper left, about 40 degrees up), so walls, ribs and bosses light
-and shade by how the part lies. The cast skin is rough at three scales (a fine sand grain and a
-medium one in the relief, a coarse cloudy variation of the tone), each part with its own weights
-of them, its own window of the texture, its own tone (from a cool bright grey to a duller, warmer
-one) and its own 25-70 porosity dots (sub-pixel to 1.3 px pits, some in a cluster, a few on the
-machined faces: these are normal, not defects). The machined faces are smooth and brighter, with
-the bow-tie highlight of a faced surface lit from one side. The cover is thick: its shadow falls
-5 px down-right, soft, and the belt shows dim through its holes. The belt is a woven wire mesh of
-oxidised, partly rusty steel: cross rods every 12 px across the belt, chevron spirals between
-them, dark gaps. Position jitter (``Conditions.casting_jitter_px``, ±10 px by default) and in-plane
-rotation (``Conditions.casting_rotation_deg``, any angle by default: castings slide off the
-shake-out chute onto the belt at any angle) are drawn per part.
+wall to the bosses. Two round ejector-pin marks (smooth, slightly recessed) and a row of five raised
+cast letters beside the pad break the symmetry. All of it is one height field shaded by a lamp fixed
+to the frame (upper left, about 40 degrees up), so walls, ribs and bosses light and shade by how the
+part lies. The cast skin is rough at three scales (fine and medium sand grain in the relief, a
+coarse cloud in the tone), each part with its own weights of them, window of the texture, tone (cool
+bright grey to duller, warmer grey) and 25-70 porosity dots (0.5-1.3 px pits, some clustered, a few
+on the machined faces: normal, not defects). The machined faces are smooth and brighter, with the
+bow-tie highlight of a faced surface lit from one side. Its shadow falls 5 px down-right, soft; the
+belt shows dim through its holes. The belt is a woven wire mesh of oxidised, partly rusty steel:
+cross rods every 12 px, chevron spirals between them, dark gaps. Position jitter
+(``Conditions.casting_jitter_px``, ±10 px by default) and in-plane rotation
+(``Conditions.casting_rotation_deg``, any angle by default: castings slide off the shake-out chute
+onto the belt at any angle) are drawn per part.
 
-Classes, as a casting has them: ``scratch`` a handling scratch (a straight groove through the
-skin: a scraped line, brighter than the skin but not than the part's brightest faces, with a dark
-edge, 30-55% of S long); ``dent`` an impact mark (a shallow
-crater in the relief, 5-8% of S in radius, its skin crushed smoother, shaded by the same lamp);
-``missing_hole`` one of the four bosses never drilled (its cast top stays rough, no chamfer, no
-hole); ``crack`` a hot tear (a jagged, branched, dark and partly open tear 12-25% of S long,
-starting where a rib or a boss meets the wall or flange); ``stain`` an oil or discoloration blotch
-(the shared painter of :mod:`converters.synth.defects`); ``chip`` a broken corner (an irregular
-bite out of a lug or the flange edge, the belt showing through, the fresh fracture matte and grainy).
+Classes, as a casting has them: ``scratch`` a handling scratch (a straight groove through the skin:
+a scraped line, brighter than the skin but not than the part's brightest faces, with a dark edge,
+30-55% of S long); ``dent`` an impact mark (a shallow crater in the relief, 5-8% of S in radius, its
+skin crushed smoother, shaded by the same lamp); ``missing_hole`` one of the four bosses never
+drilled (its cast top stays rough, no chamfer, no hole); ``crack`` a hot tear (a jagged, branched,
+dark and partly open tear 12-25% of S long, starting where a rib or a boss meets the wall or
+flange); ``stain`` an oil or discoloration blotch (:mod:`converters.synth.defects`' painter);
+``chip`` a broken corner (an irregular bite out of a lug or the flange edge, the belt showing
+through, the fresh fracture matte and grainy).
 """
 
 from __future__ import annotations
@@ -213,13 +212,11 @@ def _tear(rng: np.random.Generator, start: np.ndarray, heading: float, length: f
 
 def _draw_crack(img: np.ndarray, shape: PartShape, rng: np.random.Generator, k: float) -> None:
     """A hot tear where a rib meets the box or a boss meets the flange, with one to three branches."""
-    cx, cy = shape.centre
     a = math.radians(shape.angle)
     corner = (int(rng.integers(0, 2)) * 2 - 1, int(rng.integers(0, 2)) * 2 - 1)
     length_ = math.hypot(*_LUG)
     if rng.random() < 0.5:  # at a boss, on its side towards the box
-        spread = float(rng.uniform(-1.0, 1.0))
-        base = math.atan2(-corner[1] * _LUG[1], -corner[0] * _LUG[0]) + spread
+        base = math.atan2(-corner[1] * _LUG[1], -corner[0] * _LUG[0]) + float(rng.uniform(-1.0, 1.0))
         lu = corner[0] * _LUG[0] + (_BOSS_R + 0.8) * math.cos(base)
         lv = corner[1] * _LUG[1] + (_BOSS_R + 0.8) * math.sin(base)
         heading_local = base + float(rng.normal(0.0, 0.5))
@@ -229,7 +226,7 @@ def _draw_crack(img: np.ndarray, shape: PartShape, rng: np.random.Generator, k: 
         du, dv = corner[0] * _LUG[0] / length_, corner[1] * _LUG[1] / length_
         lu, lv = f * corner[0] * _LUG[0] - side * 3.0 * dv, f * corner[1] * _LUG[1] + side * 3.0 * du
         heading_local = math.atan2(du, -dv) * side + float(rng.normal(0.0, 0.5))
-    start = rotated(np.array([[lu, lv]]) * k, shape.angle, (cx, cy))[0]
+    start = rotated(np.array([[lu, lv]]) * k, shape.angle, shape.centre)[0]
     length = float(rng.uniform(0.12, 0.25)) * shape.size
     pts = [_tear(rng, start, heading_local + a, length, k)]
     for _ in range(int(rng.integers(1, 4))):
@@ -340,7 +337,6 @@ def draw_casting(
         dx, dy = shape.sample_face(geo, 0.09 * shape.size)
         dr = float(geo.uniform(0.05, 0.08)) * shape.size
         dent = (dx, dy, dr, float(geo.uniform(0.6, 1.0)) * dr * 0.8, float(geo.uniform(0.6, 1.0)))
-
     shadow_at = outline + _SHADOW * k
     x0, y0, x1, y1 = part_window(outline, shadow_at, (w, h), (5, 6))
     background: np.ndarray | None = None
