@@ -67,6 +67,9 @@ class GoodPartModel:
     #: kernel sizes of the coarse maps and their per-cell weights (len(coarse), P); () for none
     coarse: tuple[int, ...] = ()
     coarse_weight: np.ndarray | None = None
+    #: colour channels of the grid (1: grey; 3: BGR, the features interleaved pixel by pixel); the
+    #: maps are per channel and the anomaly map takes the largest over channels
+    channels: int = 1
 
     @property
     def pixels(self) -> int:
@@ -101,14 +104,21 @@ def fit_good_part_model(
     spread_share: float = 0.25,
     mask: np.ndarray | None = None,
     coarse: tuple[int, ...] = COARSE_SCALES,
+    channels: int = 1,
+    groups: np.ndarray | None = None,
 ) -> GoodPartModel:
-    """Fit on good parts' features ``(N, >= h*w)``; the first h*w columns are the pixel grid.
+    """Fit on good parts' features ``(N, >= h*w*channels)``; the first h*w*channels columns are the
+    pixel grid (channels interleaved pixel by pixel, as the preprocessing lays out a colour image);
+    ``mask`` is per cell (h*w).
 
-    A share of the rows (``spread_share``, at least 4) is held back from the PCA to measure the
+    A share of the PARTS (``spread_share``, at least 4 rows) is held back from the PCA to measure the
     residual spread on parts the PCA did not see; then the PCA is NOT refitted, so the spread matches
-    the model that ships."""
+    the model that ships. ``groups`` (per row, the part it shows) keeps a part's augmented copies on
+    the same side: a copy in the fit would teach the PCA the held-back part's own texture, and the
+    spread measured on it would be too small for parts never seen (rows are parts when None)."""
     h, w = grid
-    p = h * w
+    c = channels
+    p = h * w * c
     if x_good.ndim != 2 or x_good.shape[1] < p:
         raise TrainingError(f"good-part model needs {p} pixel features, got shape {x_good.shape}")
     n = len(x_good)
@@ -116,23 +126,28 @@ def fit_good_part_model(
         raise TrainingError(f"a good-part model needs at least {MIN_GOOD} good images, got {n}")
     xp = np.asarray(x_good[:, :p], dtype=np.float64)
     rng = np.random.default_rng(seed)
-    order = rng.permutation(n)
-    n_spread = max(4, round(n * spread_share))
-    spread_idx, fit_idx = order[:n_spread], order[n_spread:]
+    if groups is None:
+        order = rng.permutation(n)
+        n_spread = max(4, round(n * spread_share))
+        spread_idx, fit_idx = order[:n_spread], order[n_spread:]
+    else:
+        spread_idx, fit_idx = _split_by_part(np.asarray(groups), spread_share, rng)
     k = max(1, min(components, len(fit_idx) - 1, p))
     pca = PCA(n_components=k, random_state=seed, svd_solver="full").fit(xp[fit_idx])
     mean = pca.mean_
     comps = pca.components_
     held = xp[spread_idx] - mean
     resid = held - (held @ comps.T) @ comps
-    rsd = np.sqrt(np.mean(resid * resid, axis=0))
-    rsd_img = cv2.blur(rsd.reshape(h, w).astype(np.float32), (3, 3)).reshape(-1).astype(np.float64)
-    weights = np.ones(p, np.float64) if mask is None else np.asarray(mask, np.float64).reshape(p)
-    inside = weights > 0
-    rsd_img = np.maximum(rsd_img, RSD_FLOOR * float(np.median(rsd_img[inside])) + 1e-6)
+    rsd = np.sqrt(np.mean(resid * resid, axis=0)).reshape(h, w, c).astype(np.float32)
+    rsd_img = cv2.blur(rsd, (3, 3)).reshape(h, w, c).astype(np.float64)  # per channel
+    cells = np.ones(h * w, np.float64) if mask is None else np.asarray(mask, np.float64).reshape(h * w)
+    weights = np.repeat(cells, c)  # HWC order, like the features
+    floor = RSD_FLOOR * np.median(rsd_img.reshape(h * w, c)[cells > 0], axis=0) + 1e-6  # per channel
+    rsd_img = np.maximum(rsd_img, floor).reshape(-1)
     inv_rsd = (weights / rsd_img).astype(np.float32)  # zero off the part: the belt is not inspected
     scales = tuple(k for k in coarse if 3 < k <= min(h, w))
-    coarse_weight = _coarse_weights(resid.astype(np.float32) * inv_rsd, (h, w), scales, inside) if scales else None
+    z_held = to_planes(resid.astype(np.float32) * inv_rsd, (h, w), c)
+    coarse_weight = _coarse_weights(z_held, scales, cells > 0) if scales else None
     return GoodPartModel(
         mean=mean.astype(np.float32),
         components=comps.astype(np.float32),
@@ -140,26 +155,46 @@ def fit_good_part_model(
         grid=(h, w),
         fit_rows=len(fit_idx),
         spread_rows=len(spread_idx),
-        hot_scale=float(p / max(1, int(inside.sum()))),
+        hot_scale=float(h * w / max(1, int(np.sum(cells > 0)))),
         coarse=scales if coarse_weight is not None else (),
         coarse_weight=coarse_weight,
+        channels=c,
     )
 
 
-def _coarse_weights(z: np.ndarray, grid: tuple[int, int], scales: tuple[int, ...], inside: np.ndarray) -> np.ndarray:
-    """Per-cell weights of each coarse map, from the signed z of held-back good parts ``(n, P)``:
-    1 / the cell's spread at that scale (floored like the residual spread), times the ratio of the
-    fine map's tail to the coarse map's, zero off the part."""
+def _split_by_part(groups: np.ndarray, share: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (held back, fitted): ``share`` of the parts (at least 4 rows) held back whole."""
+    parts = rng.permutation(np.unique(groups))
+    n_held = max(1, round(len(parts) * share))
+    while np.sum(np.isin(groups, parts[:n_held])) < 4 and n_held < len(parts) - 1:
+        n_held += 1
+    held = np.isin(groups, parts[:n_held])
+    return np.flatnonzero(held), np.flatnonzero(~held)
+
+
+def to_planes(z: np.ndarray, grid: tuple[int, int], channels: int) -> np.ndarray:
+    """(N, h*w*c) in the features' pixel-interleaved order -> (N, c, h, w) planes."""
     h, w = grid
-    z_img = z.reshape(-1, 1, h, w)
-    fine_tail = float(np.quantile(_avg_pool(np.abs(z_img), 3).reshape(len(z), -1).max(axis=1), SCALE_QUANTILE))
+    if channels == 1:
+        return z.reshape(-1, 1, h, w)
+    return np.ascontiguousarray(z.reshape(-1, h, w, channels).transpose(0, 3, 1, 2))
+
+
+def _coarse_weights(z_img: np.ndarray, scales: tuple[int, ...], inside: np.ndarray) -> np.ndarray:
+    """Per-cell weights of each coarse map, from the signed z planes of held-back good parts
+    ``(n, c, h, w)``: 1 / the cell's spread at that scale in that channel (floored like the residual
+    spread), times the ratio of the fine map's tail to the coarse map's, zero off the part (``inside``
+    per cell). Shape (len(scales), c * h * w), channel-major."""
+    n, c = z_img.shape[:2]
+    fine_tail = float(np.quantile(_avg_pool(np.abs(z_img), 3).reshape(n, -1).max(axis=1), SCALE_QUANTILE))
+    cell_in = np.tile(inside, c)
     out = []
     for k in scales:
-        pooled = np.abs(_avg_pool(z_img, k)).reshape(len(z), -1)
-        sd = np.sqrt(np.mean(pooled * pooled, axis=0))
-        sd = np.maximum(sd, RSD_FLOOR * float(np.median(sd[inside])) + 1e-6)
-        raw = np.where(inside, 1.0 / sd, 0.0)
-        tail = float(np.quantile((pooled * raw).max(axis=1), SCALE_QUANTILE))
+        pooled = np.abs(_avg_pool(z_img, k)).reshape(n, c, -1)
+        sd = np.sqrt(np.mean(pooled * pooled, axis=0))  # (c, h*w)
+        sd = np.maximum(sd, RSD_FLOOR * np.median(sd[:, inside], axis=1, keepdims=True) + 1e-6).reshape(-1)
+        raw = np.where(cell_in, 1.0 / sd, 0.0)
+        tail = float(np.quantile((pooled.reshape(n, -1) * raw).max(axis=1), SCALE_QUANTILE))
         out.append(raw * (fine_tail / max(tail, 1e-6)))
     return np.stack(out).astype(np.float32)
 
@@ -174,14 +209,16 @@ class Scores:
 def score_numpy(model: GoodPartModel, x: np.ndarray) -> Scores:
     """The figures the ONNX branch computes, in numpy (float32 like ONNX Runtime)."""
     h, w = model.grid
+    c = model.channels
     d = np.asarray(x[:, : model.pixels], dtype=np.float32) - model.mean
     rec = (d @ model.components.T) @ model.components
-    z_img = ((d - rec) * model.inv_rsd).reshape(-1, 1, h, w)
-    fine = _avg_pool(np.abs(z_img), 3)[:, 0]
+    z_img = to_planes((d - rec) * model.inv_rsd, (h, w), c)
+    fine = _avg_pool(np.abs(z_img), 3).max(axis=1)
     maps = fine
     if model.coarse_weight is not None:
         for k, weight in zip(model.coarse, model.coarse_weight, strict=True):
-            maps = np.maximum(maps, np.abs(_avg_pool(z_img, k)[:, 0]) * weight.reshape(h, w))
+            coarse = np.abs(_avg_pool(z_img, k)) * weight.reshape(c, h, w)
+            maps = np.maximum(maps, coarse.max(axis=1))
     share = np.mean(fine.reshape(len(x), -1) > np.float32(HOT_CELL_Z), axis=1) * np.float32(model.hot_scale)
     return Scores(maps.reshape(len(x), -1).max(axis=1), share, maps)
 

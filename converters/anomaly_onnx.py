@@ -75,20 +75,39 @@ def _branch(
         helper.make_node("MatMul", [n + "coords", n + "back"], [n + "recon"], name=n + "reconstruct"),
         helper.make_node("Sub", [n + "centred", n + "recon"], [n + "resid"], name=n + "residual"),
         helper.make_node("Mul", [n + "resid", n + "inv_rsd"], [n + "z"], name=n + "zscore"),
-        helper.make_node("Reshape", [n + "z", n + "grid4"], [n + "z4"], name=n + "to_grid"),
-        helper.make_node("Abs", [n + "z4"], [n + "abs4"], name=n + "abs"),
-        _pool(n + "abs4", n + "pooled", 3, n + "smooth"),
     ]
+    c = model.channels
+    if c == 1:
+        nodes.append(helper.make_node("Reshape", [n + "z", n + "grid4"], [n + "z4"], name=n + "to_grid"))
+    else:  # pixel-interleaved colour -> (N, c, h, w) planes; every map is per channel, then the largest
+        inits.append(_const("grid_hwc", np.array([-1, h, w, c], np.int64)))
+        nodes += [
+            helper.make_node("Reshape", [n + "z", n + "grid_hwc"], [n + "z_hwc"], name=n + "to_grid"),
+            helper.make_node("Transpose", [n + "z_hwc"], [n + "z4"], name=n + "to_planes", perm=[0, 3, 1, 2]),
+        ]
+    nodes += [
+        helper.make_node("Abs", [n + "z4"], [n + "abs4"], name=n + "abs"),
+        _pool(n + "abs4", n + ("pooled" if c == 1 else "pooled_c"), 3, n + "smooth"),
+    ]
+    if c > 1:
+        nodes.append(_channel_max(n + "pooled_c", n + "pooled", n + "smooth_max"))
     combined = n + "pooled"
     if model.coarse_weight is not None:
         for k, weight in zip(model.coarse, model.coarse_weight, strict=True):
-            inits.append(_const(f"weight{k}", weight.reshape(1, 1, h, w).astype(np.float32)))
+            inits.append(_const(f"weight{k}", weight.reshape(1, c, h, w).astype(np.float32)))
             nodes += [
                 _pool(n + "z4", n + f"mean{k}", k, n + f"coarse{k}"),
                 helper.make_node("Abs", [n + f"mean{k}"], [n + f"abs{k}"], name=n + f"abs{k}"),
-                helper.make_node("Mul", [n + f"abs{k}", n + f"weight{k}"], [n + f"map{k}"], name=n + f"weigh{k}"),
-                helper.make_node("Max", [combined, n + f"map{k}"], [n + f"upto{k}"], name=n + f"upto{k}"),
+                helper.make_node(
+                    "Mul",
+                    [n + f"abs{k}", n + f"weight{k}"],
+                    [n + f"map{k}" + ("" if c == 1 else "_c")],
+                    name=n + f"weigh{k}",
+                ),
             ]
+            if c > 1:
+                nodes.append(_channel_max(n + f"map{k}_c", n + f"map{k}", n + f"map{k}_max"))
+            nodes.append(helper.make_node("Max", [combined, n + f"map{k}"], [n + f"upto{k}"], name=n + f"upto{k}"))
             combined = n + f"upto{k}"
     nodes += [
         helper.make_node("Reshape", [combined, n + "grid3"], [spec.map_output], name=n + "map"),
@@ -104,6 +123,11 @@ def _branch(
         helper.make_node("Sigmoid", [n + "logit"], [n + "prob"], name=n + "prob"),
     ]
     return nodes, inits
+
+
+def _channel_max(src: str, dst: str, name: str) -> onnx.NodeProto:
+    """(N, c, h, w) -> (N, 1, h, w): the largest over the colour channels."""
+    return helper.make_node("ReduceMax", [src], [dst], name=name, axes=[1], keepdims=1)
 
 
 def _pool(src: str, dst: str, k: int, name: str) -> onnx.NodeProto:

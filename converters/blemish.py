@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 
 from converters.anomaly import fit_good_part_model, part_mask, score_numpy
@@ -24,6 +25,11 @@ log = logging.getLogger(__name__)
 
 #: (blur sigma in output pixels, grey levels at the centre) of the planted blemishes
 BLEMISHES: tuple[tuple[float, float], ...] = ((1.0, 24.0), (2.0, 12.0), (3.0, 8.0), (5.0, 6.0))
+#: (radius in output pixels, share blended) of the planted patches: a soft disc of the colour around
+#: the part (what shows through a hole or a chip, a foreign tone), half blended into the part. A grey
+#: blob moves every colour channel alike; a patch moves them as the part's and the belt's colours
+#: differ, which is what a colour grid can see and a grey one may not
+PATCHES: tuple[tuple[float, float], ...] = ((3.0, 0.5), (5.0, 0.35))
 #: candidate numbers of components; the smallest within :data:`COMPONENT_TIE` of the best is taken
 COMPONENT_CHOICES: tuple[int, ...] = (24, 48, 96)
 COMPONENT_TIE = 0.02
@@ -39,32 +45,59 @@ def blemish(img: np.ndarray, cx: float, cy: float, sigma: float, contrast: float
     return np.clip(img.astype(np.float32) + blob, 0, 255).astype(np.uint8)
 
 
-def planted(held: Sequence[np.ndarray], seed: int = 0) -> list[np.ndarray]:
-    """Every :data:`BLEMISHES` entry once on each held-out image, at a random place on its part."""
+def patch(img: np.ndarray, cx: float, cy: float, radius: float, share: float, colour: np.ndarray) -> np.ndarray:
+    """``img`` with a soft disc of ``colour`` (per channel) blended in by ``share`` at (cx, cy)."""
+    h, w = img.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w]
+    r = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2)
+    alpha = share * np.clip(radius - r + 0.5, 0.0, 1.0)
+    if img.ndim == 3:
+        alpha = alpha[:, :, None]
+    out = img.astype(np.float32) * (1.0 - alpha) + np.asarray(colour, np.float32) * alpha
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def planted(held: Sequence[np.ndarray], seed: int = 0, patches: bool = False) -> list[np.ndarray]:
+    """Every :data:`BLEMISHES` entry (and with ``patches`` every :data:`PATCHES` entry) once on each
+    held-out image, at a random place on its part (a patch takes the median colour of the image's
+    border)."""
     rng = np.random.default_rng(seed)
     out = []
     for img in held:
-        gray = img if img.ndim == 2 else img[:, :, 0]
-        ys, xs = np.nonzero(silhouette_mask(gray, 15.0))
+        ys, xs = np.nonzero(silhouette_mask(_gray(img), 15.0))
         if len(ys) == 0:
             continue
         for sigma, contrast in BLEMISHES:
             i = int(rng.integers(len(ys)))
             out.append(blemish(img, float(xs[i]), float(ys[i]), sigma, contrast * float(rng.choice((-1.0, 1.0)))))
+        if not patches:
+            continue
+        border = np.concatenate([img[0], img[-1], img[:, 0], img[:, -1]]).reshape(-1, 1 if img.ndim == 2 else 3)
+        colour = np.median(border, axis=0)
+        for radius, share in PATCHES:
+            i = int(rng.integers(len(ys)))
+            out.append(patch(img, float(xs[i]), float(ys[i]), radius, share, colour))
     return out
 
 
 def detectability(
-    pre: Preprocessor, fit_images: Sequence[np.ndarray], held: Sequence[np.ndarray], components: int, seed: int = 0
+    pre: Preprocessor,
+    fit_images: Sequence[np.ndarray],
+    held: Sequence[np.ndarray],
+    components: int,
+    seed: int = 0,
+    patches: bool = False,
 ) -> float:
-    """Share of the blemishes planted on ``held`` (prepared images) that a good-part model of
-    ``components`` fitted on ``fit_images`` scores above the 98th percentile of ``held`` itself."""
+    """Share of the blemishes (with ``patches``, and patches) planted on ``held`` (prepared images)
+    that a good-part model of ``components`` fitted on ``fit_images`` scores above the 98th
+    percentile of ``held`` itself."""
     w, h = pre.spec.pixel_pool
     x_fit = np.stack([pre.features_of(p) for p in fit_images])
     masks = [resize(silhouette_mask(_gray(p), 15.0).astype(np.float32), (w, h)) for p in fit_images]
-    model = fit_good_part_model(x_fit, (h, w), components=components, mask=part_mask(masks, (h, w)))
+    channels = 1 if fit_images[0].ndim == 2 else 3
+    model = fit_good_part_model(x_fit, (h, w), components=components, mask=part_mask(masks, (h, w)), channels=channels)
     threshold = float(np.quantile(score_numpy(model, np.stack([pre.features_of(p) for p in held])).score, 0.98))
-    marked = planted(held, seed)
+    marked = planted(held, seed, patches)
     if not marked:
         return 0.0
     return float(np.mean(score_numpy(model, np.stack([pre.features_of(p) for p in marked])).score > threshold))
@@ -96,4 +129,4 @@ def pick_components(found: dict[int, float]) -> int:
 
 
 def _gray(img: np.ndarray) -> np.ndarray:
-    return img if img.ndim == 2 else img[:, :, 0]
+    return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)

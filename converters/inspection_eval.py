@@ -38,6 +38,8 @@ class ModelPlan:
     seed: int = 0
     #: cells of the grid the good-part model inspects (None: all)
     mask: np.ndarray | None = None
+    #: colour channels of the pixel grid (1 grey, 3 BGR)
+    channels: int = 1
 
 
 @dataclass
@@ -54,8 +56,19 @@ def balanced_weights(y: np.ndarray) -> np.ndarray:
     return np.asarray([per[v] for v in y], dtype=np.float64)
 
 
-def fit_models(plan: ModelPlan, x: np.ndarray, y: np.ndarray) -> Fitted:
-    good = fit_good_part_model(x[y == plan.ok], plan.grid, components=plan.components, seed=plan.seed, mask=plan.mask)
+def fit_models(plan: ModelPlan, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> Fitted:
+    """The good-part model on the good rows (its residual spread measured on held-back PARTS when
+    ``groups`` says which rows are copies of one part) and the classifier, if planned."""
+    good_rows = y == plan.ok
+    good = fit_good_part_model(
+        x[good_rows],
+        plan.grid,
+        components=plan.components,
+        seed=plan.seed,
+        mask=plan.mask,
+        channels=plan.channels,
+        groups=None if groups is None else groups[good_rows],
+    )
     if not plan.classifier_classes:
         return Fitted(good, None, {})
     keep = np.isin(y, plan.classifier_classes)
@@ -131,7 +144,7 @@ def out_of_fold(
             continue
         if np.sum(y[train] == plan.ok) < 8:
             raise TrainingError(f"fold {f + 1} of {k} has fewer than 8 good images to learn from; add good parts")
-        fitted = fit_models(plan, x[train], y[train])
+        fitted = fit_models(plan, x[train], y[train], groups[train])
         s: Scores = score_numpy(fitted.good, x[test])
         img = groups[test]
         score[img], glob[img], maps[img] = s.score, s.global_, s.maps

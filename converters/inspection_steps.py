@@ -156,6 +156,7 @@ def fit_features(
         components=components,
         seed=seed,
         mask=part_mask(good_masks, grid),
+        channels=1 if spec.color == "gray" else 3,
     )
     return FeaturePlan(spec, feats, plan, augment, reg_notes)
 
@@ -242,7 +243,7 @@ def export_model(
     (the first mode whose verdicts agree with float at the threshold)."""
     feats, plan, spec = fp.feats, fp.plan, fp.spec
     hook.stage(f"training ({data.chosen_kind}) on every image")
-    final = fit_models(plan, feats.x, feats.y)
+    final = fit_models(plan, feats.x, feats.y, feats.groups)
     cal = op.cal
     anomaly = AnomalySpec(map_shape=plan.grid, center=cal.center, scale=cal.scale, unknown_global=op.limit)
     n_features = feats.x.shape[1]

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
+import cv2
 import numpy as np
 
 from converters.blemish import detectability
@@ -33,6 +34,8 @@ SEARCH_GAIN = 0.02
 #: range of the search for parts without a usable axis (any turn) and around an axis (a refinement)
 SEARCH_FREE_DEG = 180.0
 SEARCH_REFINE_DEG = 15.0
+#: turning every axis back is tried when more than this share of good parts lies beyond ``max_angle``
+FREE_TURN_SHARE = 0.05
 
 
 def fit_registration(
@@ -90,6 +93,8 @@ def fit_registration(
         window = reg.window
     reg, search_notes = _angle_search(frames[:200], spec, reg)
     notes.update(search_notes)
+    spec, reg, look_notes = _colour_and_turn(frames[:200], spec, reg, angles)
+    notes.update(look_notes)
     # the silhouette sizes on the exact path the device runs
     staged = replace_registration(spec, reg)
     pre = Preprocessor(staged)
@@ -123,7 +128,7 @@ def _tighten(reg: Registration, frames: Sequence[np.ndarray], spec: PreprocessSp
     ws, hs = [], []
     for f in frames:
         try:
-            sil = locate(pre.prepare(f), reg.min_contrast)
+            sil = locate(_gray(pre.prepare(f)), reg.min_contrast)
         except PreprocessError:
             continue
         if sil.found:
@@ -166,6 +171,48 @@ def _angle_search(
     return (candidate if kept else reg), notes
 
 
+def _colour_and_turn(
+    frames: Sequence[np.ndarray], spec: PreprocessSpec, reg: Registration, angles: np.ndarray
+) -> tuple[PreprocessSpec, Registration, dict[str, Any]]:
+    """Two more choices by planted blemishes and patches (:func:`converters.blemish.planted`), each
+    kept only when it finds :data:`SEARCH_GAIN` more:
+    the colour grid (BGR, 3x the pixels) instead of grey, for colour frames (an orange gasket and the
+    grey steel belt showing through its holes have nearly the same grey level); and, for rigid parts
+    of which more than :data:`FREE_TURN_SHARE` lie beyond ``max_angle`` from the reference axis, turning
+    every axis back (``max_angle`` 90)."""
+    notes: dict[str, Any] = {}
+    grey = replace_registration(spec, reg)
+    colour_frames = bool(frames) and frames[0].ndim == 3 and frames[0].shape[2] >= 3
+    chosen, found = grey, -1.0
+    if spec.color == "gray" and "hog" not in spec.features and colour_frames and len(frames) >= 30:
+        colour = PreprocessSpec.model_validate({**grey.model_dump(), "color": "bgr"})
+        before = _detectability(Preprocessor(grey), _prepared(Preprocessor(grey), frames), patches=True)
+        after = _detectability(Preprocessor(colour), _prepared(Preprocessor(colour), frames), patches=True)
+        kept = after > before + SEARCH_GAIN
+        notes["colour"] = (
+            f"{'BGR' if kept else 'grey'}: planted blemishes found {100 * before:.1f}% grey, {100 * after:.1f}% "
+            f"BGR (BGR kept above +{100 * SEARCH_GAIN:.0f} points)"
+        )
+        chosen, found = (colour, after) if kept else (grey, before)
+    deviation = np.abs((angles - reg.reference_angle + 90.0) % 180.0 - 90.0)
+    beyond = float(np.mean(deviation > reg.max_angle)) if len(angles) else 0.0
+    if reg.mode == "rigid" and reg.max_angle < 90.0 and beyond > FREE_TURN_SHARE and len(frames) >= 30:
+        if found < 0:
+            found = _detectability(Preprocessor(grey), _prepared(Preprocessor(grey), frames), patches=True)
+        free = reg.model_copy(update={"max_angle": 90.0})
+        turned = PreprocessSpec.model_validate({**chosen.model_dump(), "registration": free.model_dump()})
+        found_free = _detectability(Preprocessor(turned), _prepared(Preprocessor(turned), frames), patches=True)
+        keep_free = found_free > found + SEARCH_GAIN
+        notes["turn_every_axis"] = (
+            f"{'kept' if keep_free else 'not kept'}: {100 * beyond:.0f}% of good parts beyond "
+            f"{reg.max_angle:.0f} degrees; planted blemishes found {100 * found:.1f}% -> {100 * found_free:.1f}%"
+        )
+        if keep_free:
+            chosen, reg = turned, free
+    log.info("appearance: %s", "; ".join(f"{k} {v}" for k, v in notes.items()))
+    return chosen, reg, notes
+
+
 def _prepared(pre: Preprocessor, frames: Sequence[np.ndarray]) -> list[np.ndarray]:
     out = []
     for f in frames:
@@ -176,10 +223,14 @@ def _prepared(pre: Preprocessor, frames: Sequence[np.ndarray]) -> list[np.ndarra
     return out
 
 
-def _detectability(pre: Preprocessor, prepared: Sequence[np.ndarray]) -> float:
+def _detectability(pre: Preprocessor, prepared: Sequence[np.ndarray], patches: bool = False) -> float:
     """Planted blemishes found (:mod:`converters.blemish`): fitted on two thirds, judged on the rest."""
     n_fit = (2 * len(prepared)) // 3
-    return detectability(pre, prepared[:n_fit], prepared[n_fit:], components=min(48, n_fit // 2))
+    return detectability(pre, prepared[:n_fit], prepared[n_fit:], components=min(48, n_fit // 2), patches=patches)
+
+
+def _gray(img: np.ndarray) -> np.ndarray:
+    return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
 
 
 def replace_registration(spec: PreprocessSpec, reg: Registration | None) -> PreprocessSpec:
