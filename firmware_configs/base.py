@@ -1,9 +1,11 @@
-"""Base model for every config section: strict (unknown keys are errors), immutable."""
+"""Base model for every config section: strict (unknown keys are errors), immutable.
+
+Its configuration is the project's one strict base (:mod:`edgeline.core.strict`)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from edgeline.core.strict import Strict
 
 
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Section(Strict):
+    """A config section (``[device]``, ``[cloud]``, ...)."""

@@ -28,19 +28,16 @@ from pathlib import Path
 from string import Template
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from cloud_registry.security.certs import check_identity
 from cloud_registry.security.errors import SecurityError
 from edge_agent.errors import ProtocolError
 from edgeline.core.fsutil import write_atomic
 from edgeline.core.protocol.topics import Topics, check_segment
+from edgeline.core.strict import Strict
 
 DEFAULT_MAX_PACKET = 4 * 1024 * 1024
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _absolute(value: str, what: str) -> str:
@@ -51,7 +48,7 @@ def _absolute(value: str, what: str) -> str:
     return value
 
 
-class TlsPaths(_Strict):
+class TlsPaths(Strict):
     """Where the broker finds its TLS files (paths on the broker host)."""
 
     cafile: str
@@ -65,7 +62,7 @@ class TlsPaths(_Strict):
         return None if v is None else _absolute(v, "a TLS file path")
 
 
-class DeviceEntry(_Strict):
+class DeviceEntry(Strict):
     id: str
     groups: list[str] = Field(default_factory=list, max_length=64)
 
@@ -94,7 +91,7 @@ def _identity(v: str, what: str) -> str:
         raise ValueError(str(exc)) from exc
 
 
-class BrokerSpec(_Strict):
+class BrokerSpec(Strict):
     """Everything the broker configuration is rendered from. Unknown keys are errors."""
 
     auth: Literal["password", "mtls"]

@@ -13,11 +13,12 @@ import uuid
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from edgeline.core.errors import ProtocolError
 from edgeline.core.protocol.canonical import canonical_json, parse_json
 from edgeline.core.protocol.signing import Envelope, parse_envelope
+from edgeline.core.strict import Strict, StrictByName
 
 STATE_SCHEMA = "edgeline.state/1"
 EVENT_SCHEMA = "edgeline.event/1"
@@ -79,24 +80,20 @@ class Reason(StrEnum):
     IO_ERROR = "io_error"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelRef(_Strict):
+class ModelRef(Strict):
     name: str
     version: int
     sha256: str
 
 
-class LastEvent(_Strict):
+class LastEvent(Strict):
     kind: EventKind
     sequence: int
     reason: str = ""
     ts: float
 
 
-class DeviceState(_Strict):
+class DeviceState(StrictByName):
     """Retained on ``devices/<id>/state``: the birth message, every heartbeat, and (as the Last Will
     with ``online=False``) the broker's notice that the device vanished."""
 
@@ -118,13 +115,11 @@ class DeviceState(_Strict):
     last_error: str = ""
     extra: dict[str, float | int | str] = {}
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
     def to_bytes(self) -> bytes:
         return canonical_json(self.model_dump(mode="json", by_alias=True))
 
 
-class DeviceEvent(_Strict):
+class DeviceEvent(StrictByName):
     """One updater transition, on ``devices/<id>/events`` (QoS 1). ``event_id`` is an idempotency key:
     a consumer that sees it twice (outbox redelivery) applies it once."""
 
@@ -142,13 +137,11 @@ class DeviceEvent(_Strict):
     timings: dict[str, float] = {}
     progress: dict[str, int] = {}
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
     def to_bytes(self) -> bytes:
         return canonical_json(self.model_dump(mode="json", by_alias=True))
 
 
-class ArtifactMeta(_Strict):
+class ArtifactMeta(StrictByName):
     """Retained on ``artifacts/<sha256>/meta``: how the artifact is chunked. Not signed: the device
     trusts only the signed manifest's sizes and hashes; the meta lets tools and dashboards see
     what the broker holds."""
@@ -160,13 +153,11 @@ class ArtifactMeta(_Strict):
     chunk_sha256: tuple[str, ...]
     published_at: float
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
     def to_bytes(self) -> bytes:
         return canonical_json(self.model_dump(mode="json", by_alias=True))
 
 
-def _validate(model: type[_Strict], payload: bytes, max_bytes: int, what: str) -> Any:
+def _validate(model: type[Strict], payload: bytes, max_bytes: int, what: str) -> Any:
     data = parse_json(payload, max_bytes=max_bytes)
     try:
         return model.model_validate(data)

@@ -17,9 +17,10 @@ import math
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edgeline.core.errors import ManifestError
+from edgeline.core.strict import Strict, StrictByName
 
 SCHEMA = "edgeline.manifest/1"
 #: Hard ceiling on an artifact a device will ever accept, whatever the manifest says.
@@ -27,15 +28,11 @@ MAX_ARTIFACT_BYTES = 256 * 1024 * 1024
 DEFAULT_CHUNK_SIZE = 128 * 1024
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 #: angle samples of an :class:`AngleSearch` template (3 degrees apart)
 SEARCH_ANGLES = 120
 
 
-class AngleSearch(_Strict):
+class AngleSearch(Strict):
     """Turn the part to the angle of good parts by matching its polar intensity profile.
 
     After the part is centred (and, with ``rigid``, turned by its axis), the output image is sampled
@@ -72,7 +69,7 @@ class AngleSearch(_Strict):
         return self
 
 
-class Registration(_Strict):
+class Registration(Strict):
     """Locate the part in the (ROI-cropped) image and align it before features.
 
     The image is resized so that ``window`` (fractions of its width and height: the part plus a
@@ -114,7 +111,7 @@ class Registration(_Strict):
         return v
 
 
-class PreprocessSpec(_Strict):
+class PreprocessSpec(Strict):
     """Image preprocessing as data. Interpreted by :mod:`edge_agent.preprocessing`, for training and serving.
 
     ``roi`` is relative to the frame: ``[x, y, w, h]`` as fractions in [0, 1], so a profile survives a
@@ -173,13 +170,13 @@ class PreprocessSpec(_Strict):
         return self
 
 
-class InputSpec(_Strict):
+class InputSpec(Strict):
     name: str
     shape: tuple[int, ...]  # without the batch dimension
     dtype: Literal["float32"] = "float32"
 
 
-class Artifact(_Strict):
+class Artifact(Strict):
     #: one plain file name inside the slot directory: no path separator, no leading dot, not ``..``
     #: (a name from signed data is still joined onto a directory; see ``edge_agent.bundle.child_path``)
     filename: str = Field(default="model.onnx", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
@@ -208,7 +205,7 @@ class Artifact(_Strict):
         return -(-self.size // self.chunk_size)
 
 
-class Histogram(_Strict):
+class Histogram(Strict):
     """Bin edges (n+1) and normalised frequencies (n) of a reference distribution."""
 
     edges: tuple[float, ...]
@@ -223,7 +220,7 @@ class Histogram(_Strict):
         return self
 
 
-class Reference(_Strict):
+class Reference(Strict):
     """Reference distributions measured on training data, for drift detection on the device."""
 
     input_stats: dict[str, Histogram] = {}
@@ -233,7 +230,7 @@ class Reference(_Strict):
     anomaly_score: Histogram | None = None
 
 
-class SelfTestCase(_Strict):
+class SelfTestCase(Strict):
     image_png_b64: str  # a raw frame, PNG-encoded: the device runs the full preprocessing on it
     expected: tuple[float, ...]  # expected class probabilities
     label: str
@@ -241,13 +238,13 @@ class SelfTestCase(_Strict):
     anomaly_score: float | None = None
 
 
-class SelfTest(_Strict):
+class SelfTest(Strict):
     cases: tuple[SelfTestCase, ...] = Field(min_length=1)
     atol: float = Field(default=1e-3, gt=0, le=0.5)
     score_atol: float = Field(default=0.02, gt=0, le=5.0)
 
 
-class Thresholds(_Strict):
+class Thresholds(Strict):
     """Turn probabilities into a verdict: defect when the top class is not ``ok_label`` and its
     probability reaches ``defect_min_confidence``; otherwise ok (a low-confidence defect becomes ok
     with ``uncertain`` set, so the line can route it to a human)."""
@@ -257,7 +254,7 @@ class Thresholds(_Strict):
     per_class: dict[str, float] = {}
 
 
-class Target(_Strict):
+class Target(Strict):
     """Who may install this manifest. Empty lists mean 'any'; non-empty lists must all match."""
 
     devices: tuple[str, ...] = ()
@@ -272,13 +269,13 @@ class Target(_Strict):
         return not (self.hardware_classes and hardware_class not in self.hardware_classes)
 
 
-class Quantization(_Strict):
+class Quantization(Strict):
     mode: Literal["static_qdq", "dynamic", "float"]
     quantized_ops: tuple[str, ...] = ()
     note: str = ""
 
 
-class AnomalySpec(_Strict):
+class AnomalySpec(Strict):
     """The good-part (anomaly) model inside the ONNX graph, and how its outputs are read.
 
     ``score_output`` (N, 1): the largest smoothed z-score of the reconstruction residual over the
@@ -305,7 +302,7 @@ class AnomalySpec(_Strict):
         return v
 
 
-class OperatingPoint(_Strict):
+class OperatingPoint(Strict):
     """The line's decision, chosen on held-out data for a named target.
 
     The defect score is ``1 - p(ok)`` from the graph's probabilities (which combine the classifier
@@ -324,7 +321,7 @@ class OperatingPoint(_Strict):
         return self
 
 
-class Manifest(_Strict):
+class Manifest(StrictByName):
     schema_: Literal["edgeline.manifest/1"] = Field(default="edgeline.manifest/1", alias="schema")
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
     version: int = Field(ge=1)
@@ -348,8 +345,6 @@ class Manifest(_Strict):
     operating_point: OperatingPoint | None = None
     #: why the gate would have refused this bundle, when it was forced past it (empty: verified)
     unverified: tuple[str, ...] = ()
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:

@@ -25,11 +25,12 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from edgeline.core.errors import ProtocolError, SignatureError
 from edgeline.core.fsutil import write_atomic
 from edgeline.core.protocol.canonical import canonical_json
+from edgeline.core.strict import Strict
 
 ALGORITHM = "ed25519"
 
@@ -61,11 +62,7 @@ def load_public(raw_b64: str) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class KeyCertificate(_Frozen):
+class KeyCertificate(Strict):
     """A root key's statement that ``public_key`` may sign manifests until ``expires_at``."""
 
     key_id: str = Field(min_length=16, max_length=16)
@@ -79,7 +76,7 @@ class KeyCertificate(_Frozen):
         return self.model_dump(exclude={"signature"})
 
 
-class RevocationList(_Frozen):
+class RevocationList(Strict):
     """Root-signed list of revoked signing key ids. ``serial`` only goes up."""
 
     serial: int = Field(ge=0)
@@ -92,13 +89,13 @@ class RevocationList(_Frozen):
         return self.model_dump(exclude={"signature"})
 
 
-class Signature(_Frozen):
+class Signature(Strict):
     alg: str = ALGORITHM
     key_id: str = Field(min_length=16, max_length=16)
     sig: str
 
 
-class Envelope(_Frozen):
+class Envelope(Strict):
     """A signed JSON document: body + signature + the signer's certificate."""
 
     body: dict[str, Any]

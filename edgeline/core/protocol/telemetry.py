@@ -15,10 +15,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from edgeline.core.errors import ProtocolError
 from edgeline.core.protocol.canonical import canonical_json, parse_json
+from edgeline.core.strict import Strict, StrictByName
 
 #: Input statistics tracked for drift, with the fixed value range of their histograms (the device's
 #: preprocessing computes them; windows carry their histograms).
@@ -52,17 +53,13 @@ Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 Hist = Annotated[list[Count], Field(min_length=2, max_length=64)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelRef(_Strict):
+class ModelRef(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
     version: int = Field(ge=1, le=MAX_COUNT)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
-class Latency(_Strict):
+class Latency(Strict):
     """Inference latency of the window's frames, milliseconds."""
 
     p50: float = Field(ge=0, le=1e7)
@@ -71,7 +68,7 @@ class Latency(_Strict):
     max: float = Field(ge=0, le=1e7)
 
 
-class DriftStat(_Strict):
+class DriftStat(Strict):
     """Population stability index of one distribution against its reference, the calibrated threshold
     it was compared with for this window's frame count, and the verdict."""
 
@@ -80,7 +77,7 @@ class DriftStat(_Strict):
     drifted: bool
 
 
-class TelemetryWindow(_Strict):
+class TelemetryWindow(StrictByName):
     schema_: Literal["edgeline.telemetry/1"] = Field(default=SCHEMA, alias="schema")
     key: str = Field(pattern=r"^[0-9a-f]{32}$")
     device: str = Field(pattern=r"^[0-9a-f]{32}$")
@@ -107,8 +104,6 @@ class TelemetryWindow(_Strict):
     outbox_dropped: Count = 0
     #: epsilon of the Laplace noise added to every count, or None when counts are exact
     noise_epsilon: float | None = Field(default=None, gt=0, le=100)
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     @field_validator("class_counts")
     @classmethod
@@ -187,7 +182,7 @@ AckKey = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 AckKeys = Annotated[list[AckKey], Field(max_length=MAX_ACK_KEYS)]
 
 
-class Ack(_Strict):
+class Ack(StrictByName):
     """On ``devices/<id>/acks``: which of the device's messages the ingest has stored (now or
     before: a redelivery is acknowledged again), and which it refused for good (the schema), so the
     device stops sending them. Idempotency keys only, never data: window ``key`` and event
@@ -198,8 +193,6 @@ class Ack(_Strict):
     events: AckKeys = Field(default_factory=list)
     rejected_windows: AckKeys = Field(default_factory=list)
     rejected_events: AckKeys = Field(default_factory=list)
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     @property
     def empty(self) -> bool:
@@ -218,14 +211,12 @@ def parse_ack(payload: bytes | str) -> Ack:
 CAPABILITIES_SCHEMA: Literal["edgeline.ingest/1"] = "edgeline.ingest/1"
 
 
-class IngestCapabilities(_Strict):
+class IngestCapabilities(StrictByName):
     """Retained on ``ingest/capabilities`` by the ingest. ``acks``: it acknowledges every window and
     event it stores, so a device keeps each message until acknowledged, however long that takes."""
 
     schema_: Literal["edgeline.ingest/1"] = Field(default=CAPABILITIES_SCHEMA, alias="schema")
     acks: bool = True
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     def encode(self) -> bytes:
         return canonical_json(self.model_dump(mode="json", by_alias=True))
