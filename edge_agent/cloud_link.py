@@ -13,7 +13,6 @@ A clean :meth:`stop` publishes ``online=False`` itself (a clean disconnect does 
 
 from __future__ import annotations
 
-import atexit
 import logging
 import threading
 import time
@@ -203,24 +202,3 @@ class CloudLink:
 
     def subscribe_revocations(self, handler: MessageHandler) -> None:
         self.subscribe(self.topics.trust_revocations(), handler, 1)
-
-
-_SHARED: dict[tuple[str, str, int, str, str], CloudLink] = {}
-_SHARED_LOCK = threading.Lock()
-
-
-def shared_cloud_link(config: Any) -> CloudLink | None:
-    """The one CloudLink of this process for a device config (``DeviceConfig``), created on first
-    use; the updater and telemetry plugins both publish through it. None when ``[cloud]`` is off."""
-    cloud: CloudSection = config.cloud
-    if not cloud.enabled:
-        return None
-    dev = config.device
-    key = (dev.id, cloud.host, cloud.port, cloud.topic_root, cloud.fleet)
-    with _SHARED_LOCK:
-        link = _SHARED.get(key)
-        if link is None:
-            link = CloudLink(cloud, DeviceIdentity(dev.id, dev.hardware_class, tuple(dev.groups)))
-            _SHARED[key] = link
-            atexit.register(link.stop)  # say goodbye (retained offline state) on a clean exit
-        return link

@@ -28,10 +28,7 @@ log = logging.getLogger(__name__)
 #: Plugin factories ``module:function(config: DeviceConfig) -> AgentPlugin | list[AgentPlugin] | None``
 #: loaded by ``agent run``. A module or factory that is not there is skipped (with a warning for a
 #: missing factory); a factory returning None means "disabled by this config".
-DEFAULT_PLUGINS: tuple[str, ...] = (
-    "edge_agent.updater.factory:build_plugin",
-    "edge_agent.telemetry.plugin:build_plugin",
-)
+DEFAULT_PLUGINS: tuple[str, ...] = ("edge_agent.assembly:build_plugins",)
 
 
 def _load(path: Path) -> DeviceConfig:

@@ -9,7 +9,8 @@ thread, woken every ``tick_s`` seconds, when a window closes and when the link c
       -> pump: publish QoS 1 (PUBACK: sent) -> the ingest's acknowledgement deletes it (:mod:`.acks`)
 
 The clock is injectable (windows, TTL, alarm), and ``background=False`` leaves the worker to the
-caller's :meth:`tick`, so tests drive days of simulated time deterministically.
+caller's :meth:`tick`, so tests drive days of simulated time deterministically. A device's plugin
+is built by :mod:`edge_agent.assembly` (its outbox, pump, secret and link).
 
 The deployment events of the updater share the outbox: ``plugin.outbox.put(topic, payload,
 kind="event", key=...)``; they are sent first and never dropped.
@@ -23,7 +24,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import EdgelineError, OutboxError
@@ -33,7 +33,7 @@ from edge_agent.outbox.store import Outbox
 from edge_agent.plugins import AgentHandle, FrameResult
 from edge_agent.telemetry.alarm import LocalDriftAlarm
 from edge_agent.telemetry.drift import Calibrator
-from edge_agent.telemetry.privacy import LaplaceNoise, MinFrames, load_secret, new_secret, pseudonym
+from edge_agent.telemetry.privacy import LaplaceNoise, MinFrames, pseudonym
 from edge_agent.telemetry.windows import DriftContext, ModelKey, RawWindow, WindowAggregator, build_window, context_of
 from edgeline.core.mqtt_link import MqttLink
 from edgeline.core.protocol.topics import Topics
@@ -78,6 +78,7 @@ class TelemetryPlugin:
         clock: Callable[[], float] = time.time,
         background: bool = True,
         noise: LaplaceNoise | None = None,
+        pump: OutboxPump | None = None,
     ) -> None:
         self.config = config
         self.outbox = outbox
@@ -95,7 +96,9 @@ class TelemetryPlugin:
             noise = LaplaceNoise(config.epsilon, config.contribution_frames)
         self.noise = noise
         self.alarm = LocalDriftAlarm(self._local_event, config.alarm_need, config.alarm_of, config.alarm_clear)
-        self.pump = OutboxPump(outbox, link) if link is not None else None
+        if pump is None and link is not None:
+            pump = OutboxPump(outbox, link)
+        self.pump = pump
         self.windows_sent = 0
         self.windows_suppressed = 0
         self._agent: AgentHandle | None = None
@@ -113,35 +116,6 @@ class TelemetryPlugin:
         self.cloud: Any = None
         if link is not None:
             link.on_connect(lambda _session_present: self._wake.set())
-
-    @classmethod
-    def from_config(
-        cls,
-        config: TelemetrySection,
-        *,
-        state_dir: Path,
-        topics: Topics,
-        link: MqttLink | None = None,
-        group: str | None = None,
-    ) -> TelemetryPlugin:
-        """Build from the device's ``[telemetry]`` section. Without ``pseudonym_key_file`` the device
-        makes its own random secret (``<state_dir>/telemetry.key``): its pseudonym is then stable but
-        nobody, the fleet operator included, can tell which device it is."""
-        outbox = Outbox(
-            Path(config.outbox_path) if config.outbox_path else Path(state_dir) / "outbox.db",
-            max_bytes=config.outbox_max_bytes,
-            ttl_s=config.outbox_ttl_s,
-            policy=config.drop_policy,
-            resend_s=config.ack_resend_s,
-            resend_max_s=config.ack_resend_max_s,
-            unconfirmed_sends=config.ack_unconfirmed_sends,
-        )
-        if config.pseudonym_key_file is not None:
-            secret = load_secret(Path(config.pseudonym_key_file))
-        else:
-            own = Path(state_dir) / "telemetry.key"
-            secret = load_secret(own) if own.exists() else new_secret(own)
-        return cls(config, outbox=outbox, secret=secret, topics=topics, link=link, group=group)
 
     # -- AgentPlugin -----------------------------------------------------------------------------------
     def start(self, agent: AgentHandle) -> None:
@@ -311,26 +285,3 @@ class TelemetryPlugin:
                 apply(data)
             except (ValueError, KeyError, TypeError, AttributeError, IndexError, OverflowError) as exc:
                 log.warning("ignoring unreadable telemetry state %s: %s", name, exc)
-
-
-def build_plugin(config: Any) -> TelemetryPlugin | None:
-    """Plugin factory for ``edgeline agent run`` (``config`` is a ``DeviceConfig``): telemetry through
-    the process's shared cloud link, or offline-only (outbox and local alarm) when ``[cloud]`` is off.
-    None when ``[telemetry]`` is disabled."""
-    from edge_agent.cloud_link import shared_cloud_link
-
-    section: TelemetrySection = config.telemetry
-    if not section.enabled:
-        return None
-    cloud = shared_cloud_link(config)
-    topics = cloud.topics if cloud is not None else Topics(config.cloud.topic_root, config.cloud.fleet)
-    groups = tuple(config.device.groups)
-    plugin = TelemetryPlugin.from_config(
-        section,
-        state_dir=Path(config.updater.state_dir),
-        topics=topics,
-        link=cloud.link if cloud is not None else None,
-        group=groups[0] if groups else None,
-    )
-    plugin.cloud = cloud
-    return plugin

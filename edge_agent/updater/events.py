@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from edge_agent.errors import EdgelineError, TransportError
 from edge_agent.outbox.acks import ack_router, event_key
+from edge_agent.outbox.pump import OutboxPump
 from edgeline.core.protocol.delivery import DeviceEvent
 from edgeline.core.protocol.topics import Topics
 
@@ -104,12 +105,12 @@ class OutboxEventPublisher:
     store (the disk is full) is held in memory and retried, and sent without being stored if the
     disk stays full: only a power cut while the disk is full can lose it."""
 
-    def __init__(self, outbox: Any, link: Any, topics: Topics, device_id: str) -> None:
-        from edge_agent.outbox.pump import OutboxPump
-
+    def __init__(
+        self, outbox: Any, link: Any, topics: Topics, device_id: str, *, pump: OutboxPump | None = None
+    ) -> None:
         self.outbox = outbox
         self.link = link
-        self.pump = OutboxPump(outbox, link)
+        self.pump = pump if pump is not None else OutboxPump(outbox, link)
         self.topic = topics.device_events(device_id)
         ack_router(link, topics, device_id).add(outbox)
         self._lock = threading.Lock()

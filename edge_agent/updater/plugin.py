@@ -8,7 +8,8 @@ published (:mod:`.keeper`). A deployment goes offer -> download -> verify -> sta
 serving until the new one has loaded and passed its self-test; a failed trial re-activates it.
 Nothing here raises into the inspection loop.
 
-The plugin is built for a device by :mod:`.factory`, which imports this module (never the other way round).
+The plugin is built for a device by :mod:`edge_agent.assembly`, which imports this module (never the
+other way round).
 """
 
 from __future__ import annotations

@@ -16,8 +16,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from edge_agent.assembly import cloud_link_of
 from edge_agent.cli.agent import DEFAULT_PLUGINS, load_plugins
-from edge_agent.cloud_link import shared_cloud_link
 from edge_agent.runtime import Agent
 from edge_agent.telemetry.privacy import pseudonym
 from edgeline.core.mqtt_link import wait_until
@@ -97,7 +97,7 @@ def test_nothing_but_aggregates_leaves_the_device(
         )
         plugins = load_plugins(cfg, DEFAULT_PLUGINS, required=False)
         assert "telemetry" in {p.name for p in plugins}
-        link = shared_cloud_link(cfg)
+        link = cloud_link_of(plugins)
         assert link is not None
         link.connect(10)
         assert Agent(cfg, plugins=plugins).run() == 0
