@@ -1,8 +1,9 @@
 """The ONE path from a frame to a verdict: Preprocessor → LoadedModel → :func:`edge_agent.verdict.decide`.
 
-The live loop (``edge_agent.runtime``), the local prediction API (``edge_agent.http_api``) and batch
-prediction (``edgeline predict``) all call :func:`inspect_frame`, so they give identical verdicts on the
-same image.
+The live loop (``edge_agent.runtime``), the local prediction API (``edge_agent.http_api``, its Open
+Inference Protocol endpoints in ``edge_agent.oip``) and batch prediction (``edgeline predict``) all call
+:func:`inspect_frame`, so they give identical verdicts on the same image. :func:`inspect_input` takes an
+input that is already preprocessed through the same scoring and decision.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from edge_agent.bundle import open_bundle
 from edge_agent.model import LoadedModel
 from edge_agent.plugins import FrameResult
 from edge_agent.preprocessing import input_stats
-from edge_agent.registration import is_foreign
+from edge_agent.registration import Placement, is_foreign
 from edge_agent.verdict import Verdict, decide
 from edgeline.core.protocol.signing import TrustStore
 
@@ -39,9 +40,34 @@ def inspect_frame(
     """
     t0 = time.perf_counter()
     pre = model.preprocessor
-    m = model.manifest
     prepared, placement = pre.place(image)
-    out = model.run(pre.features_of(prepared)[None, ...])
+    return _score(model, pre.features_of(prepared), placement, frame_id, t0, ts, prepared if with_stats else None)
+
+
+def inspect_input(model: LoadedModel, x: np.ndarray, frame_id: int, *, ts: float | None = None) -> FrameResult:
+    """Run and decide one ALREADY PREPROCESSED model input (the manifest's input shape, float32), with
+    the scoring and decision of :func:`inspect_frame`. There is no frame behind it: the registration's
+    part check does not apply, and a defect region is in the prepared image's pixels."""
+    return _score(model, x, _IDENTITY, frame_id, time.perf_counter(), ts, None)
+
+
+#: Where a prepared image lies in itself (for :func:`inspect_input`: no frame, no silhouette).
+_IDENTITY = Placement(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), (1.0, 1.0), (0.0, 0.0), None)
+
+
+def _score(
+    model: LoadedModel,
+    x: np.ndarray,
+    placement: Placement,
+    frame_id: int,
+    t0: float,
+    ts: float | None,
+    stats_of: np.ndarray | None,
+) -> FrameResult:
+    """The model run and the decision for one model input; ``input_stats`` of ``stats_of`` (the
+    prepared image) when given, computed after the latency is taken, as before."""
+    m = model.manifest
+    out = model.run(x[None, ...])
     probs = out.probabilities[0]
     score = region = logit = None
     unknown = is_foreign(placement.silhouette, m.preprocessing.registration)
@@ -56,7 +82,7 @@ def inspect_frame(
     if verdict == "defect" and out.anomaly_map is not None:
         region = region_of(out.anomaly_map[0], placement, m.preprocessing.size)
     latency_ms = (time.perf_counter() - t0) * 1000.0
-    stats = input_stats(prepared) if with_stats else None
+    stats = input_stats(stats_of) if stats_of is not None else None
     v = Verdict(
         frame_id=frame_id,
         verdict=verdict,

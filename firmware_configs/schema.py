@@ -7,6 +7,7 @@ sections have defaults, so a profile names only what differs on its device class
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Literal
 
@@ -208,7 +209,8 @@ class StatusSection(Section):
 
 
 class ApiSection(Section):
-    """``[api]``: the local prediction API (POST an image, GET /status, GET /metrics)."""
+    """``[api]``: the local prediction API (POST an image, the Open Inference Protocol, GET /status,
+    GET /metrics). Off loopback it needs a bearer token (``token_file``)."""
 
     enabled: bool = False
     host: str = "127.0.0.1"
@@ -217,6 +219,36 @@ class ApiSection(Section):
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     #: an image declaring more pixels than this is refused (422) before it is decoded
     max_image_pixels: int = Field(default=DEFAULT_MAX_IMAGE_PIXELS, ge=1, le=MAX_IMAGE_PIXELS_CEILING)
+    #: a file holding the bearer token every request must carry (``Authorization: Bearer <token>``);
+    #: required when ``host`` is not a loopback address
+    token_file: str | None = None
+
+    @field_validator("token_file")
+    @classmethod
+    def _token_file(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("api.token_file must be a path (omit it for no token)")
+        return v
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> ApiSection:
+        if self.enabled and self.token_file is None and not is_loopback(self.host):
+            raise ValueError(
+                f"api.host {self.host!r} is not a loopback address: set api.token_file (a file holding the "
+                "bearer token clients must send), or bind to 127.0.0.1"
+            )
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and the loopback addresses (127.0.0.0/8, ::1); False for anything else,
+    a wildcard (0.0.0.0, ::) or another host name included."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class DeviceConfig(Section):
