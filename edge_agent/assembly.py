@@ -44,7 +44,7 @@ TELEMETRY_KEY = "telemetry.key"
 
 
 def build_plugins(config: DeviceConfig) -> list[AgentPlugin]:
-    """The plugin factory of ``edgeline agent run`` (``edge_agent.cli.agent.DEFAULT_PLUGINS``): the
+    """The plugin factory of ``edgeline agent run`` (``edge_agent.plugin_loader.DEFAULT_PLUGINS``): the
     updater (when ``[updater]`` and ``[cloud]`` are on) and telemetry (when ``[telemetry]`` is on;
     offline-only, outbox and local alarm, when ``[cloud]`` is off), sharing one cloud link."""
     cloud = device_link(config) if _needs_link(config) else None

@@ -130,7 +130,7 @@ class LoadedModel:
                 raise SelfTestError(f"self-test case {i} could not run: {exc}") from exc
             probs = out.probabilities[0]
             if not np.all(np.isfinite(probs)):
-                raise SelfTestError(f"self-test case {i}: model produced NaN or infinity")
+                raise SelfTestError(f"self-test case {i}: model produced NaN or infinity", reason="nan")
             diff = float(np.max(np.abs(probs - np.asarray(case.expected, dtype=np.float32))))
             worst = max(worst, diff)
             if diff > st.atol:

@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 #: the rooms of docs/architecture.md: dotted prefix -> what it may not import (dotted prefixes)
-_DEVICE_FORBIDDEN = {"cloud_registry", "converters", "edgeline.demo", "edgeline.cli"} | {
+_DEVICE_FORBIDDEN = {"cloud_registry", "converters", "edgeline.demo", "edgeline.cli", "click", "rich"} | {
     "sklearn",
     "skl2onnx",
     "onnx",

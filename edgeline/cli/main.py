@@ -23,9 +23,9 @@ from edgeline.core.errors import EdgelineError
 
 COMMANDS: dict[str, tuple[str, str, str]] = {
     # device side (edgeline[agent])
-    "agent": ("edge_agent.cli.agent:agent", "Run, check and inspect the device agent.", "agent"),
-    "predict": ("edge_agent.cli.predict:predict", "Batch inference over an image folder or a video.", "agent"),
-    "verify": ("edge_agent.cli.verify:verify", "Check a bundle's signature, hashes and self-test.", "agent"),
+    "agent": ("edgeline.cli.agent:agent", "Run, check and inspect the device agent.", "agent"),
+    "predict": ("edgeline.cli.predict:predict", "Batch inference over an image folder or a video.", "agent"),
+    "verify": ("edgeline.cli.verify:verify", "Check a bundle's signature, hashes and self-test.", "agent"),
     # build pipeline (edgeline[cloud])
     "dataset": ("edgeline.cli.dataset:dataset", "Make and inspect image datasets (synthetic line images).", "cloud"),
     "train": ("edgeline.cli.train:train", "Train, convert, quantize, gate and bundle a model.", "cloud"),

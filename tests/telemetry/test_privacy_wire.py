@@ -17,7 +17,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge_agent.assembly import cloud_link_of
-from edge_agent.cli.agent import DEFAULT_PLUGINS, load_plugins
+from edge_agent.plugin_loader import DEFAULT_PLUGINS, load_plugins
 from edge_agent.runtime import Agent
 from edge_agent.telemetry.privacy import pseudonym
 from edgeline.core.mqtt_link import wait_until

@@ -9,6 +9,8 @@ import click
 
 from edge_agent.bundle import verify_bundle
 from edge_agent.errors import EdgelineError
+from edgeline.cli.errors import error_document
+from edgeline.cli.options import json_option
 from edgeline.core.protocol.signing import TrustStore
 
 
@@ -22,7 +24,7 @@ from edgeline.core.protocol.signing import TrustStore
     help="Trust store with the root public keys (made by 'edgeline keys init').",
 )
 @click.option("--no-expiry", is_flag=True, help="Accept an expired manifest (for inspecting old bundles).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 def verify(bundle: Path, trust: Path, no_expiry: bool, as_json: bool) -> None:
     """Check BUNDLE: signature and certificate chain, model size and sha256, that ONNX Runtime loads
     the model, and that it reproduces the manifest's self-test vectors. Exits 1 on any failure."""
@@ -31,7 +33,7 @@ def verify(bundle: Path, trust: Path, no_expiry: bool, as_json: bool) -> None:
         summary = verify_bundle(bundle, store, check_expiry=not no_expiry)
     except EdgelineError as exc:
         if as_json:
-            click.echo(json.dumps({"ok": False, "error": str(exc), "kind": type(exc).__name__}))
+            click.echo(json.dumps(error_document(exc)))
             raise SystemExit(1) from exc
         raise click.ClickException(f"{bundle}: REJECTED: {exc}") from exc
     if as_json:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import signal
@@ -17,52 +16,18 @@ from rich.console import Console
 from rich.table import Table
 
 from edge_agent.errors import EdgelineError
-from edge_agent.plugins import AgentPlugin
-from edge_agent.status import StatusError, prometheus_text, read_status
+from edge_agent.plugin_loader import DEFAULT_PLUGINS, load_plugins
+from edge_agent.status import prometheus_text, read_status
+from edgeline.cli.options import json_option
 from firmware_configs.errors import ConfigError
 from firmware_configs.loader import load_config
 from firmware_configs.schema import DeviceConfig
 
 log = logging.getLogger(__name__)
 
-#: Plugin factories ``module:function(config: DeviceConfig) -> AgentPlugin | list[AgentPlugin] | None``
-#: loaded by ``agent run``. A module or factory that is not there is skipped (with a warning for a
-#: missing factory); a factory returning None means "disabled by this config".
-DEFAULT_PLUGINS: tuple[str, ...] = ("edge_agent.assembly:build_plugins",)
-
 
 def _load(path: Path) -> DeviceConfig:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
-def load_plugins(config: DeviceConfig, specs: tuple[str, ...], *, required: bool) -> list[AgentPlugin]:
-    plugins: list[AgentPlugin] = []
-    for spec in specs:
-        module_name, _, attr = spec.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if required or exc.name != module_name:
-                raise click.ClickException(f"cannot load plugin {spec}: {exc}") from exc
-            log.debug("plugin module %s is not present; skipped", module_name)
-            continue
-        factory = getattr(module, attr or "build_plugin", None)
-        if factory is None:
-            if required:
-                raise click.ClickException(f"plugin module {module_name} has no {attr or 'build_plugin'}")
-            log.warning("plugin module %s has no %s factory yet; running without it", module_name, attr)
-            continue
-        try:
-            built = factory(config)
-        except (EdgelineError, ConfigError) as exc:
-            raise click.ClickException(f"plugin {spec}: {exc}") from exc
-        if built is None:
-            continue
-        plugins.extend(built if isinstance(built, list | tuple) else [built])
-    return plugins
+    return load_config(path)
 
 
 @click.group()
@@ -94,10 +59,7 @@ def run(config_path: Path, extra_plugins: tuple[str, ...], no_default_plugins: b
     cfg = _load(config_path)
     plugins = [] if no_default_plugins else load_plugins(cfg, DEFAULT_PLUGINS, required=False)
     plugins += load_plugins(cfg, extra_plugins, required=True)
-    try:
-        the_agent = Agent(cfg, plugins=plugins)
-    except EdgelineError as exc:
-        raise click.ClickException(str(exc)) from exc
+    the_agent = Agent(cfg, plugins=plugins)
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("signal %d: stopping", signum)
@@ -149,7 +111,7 @@ def _deep_checks(cfg: DeviceConfig) -> list[str]:
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--deep", is_flag=True, help="Also check this machine: source path, bundle (verified), log dirs.")
 @click.option("--strict", is_flag=True, help="With --deep: treat warnings as errors.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@json_option
 def check_config(file: Path, deep: bool, strict: bool, as_json: bool) -> None:
     """Validate a device configuration FILE. Every bad key is reported with its value; exits 1 on any."""
     try:
@@ -192,7 +154,7 @@ def check_config(file: Path, deep: bool, strict: bool, as_json: bool) -> None:
 @agent.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), help="Device config.")
 @click.option("--file", "status_file", type=click.Path(dir_okay=False, path_type=Path), help="Status file path.")
-@click.option("--json", "as_json", is_flag=True, help="Print the status document as JSON.")
+@json_option
 @click.option("--prometheus", is_flag=True, help="Print the Prometheus text exposition.")
 def status(config_path: Path | None, status_file: Path | None, as_json: bool, prometheus: bool) -> None:
     """Show the agent's status file: state, camera, model, frames, drops, verdicts, latency, sinks."""
@@ -204,10 +166,7 @@ def status(config_path: Path | None, status_file: Path | None, as_json: bool, pr
         interval = cfg.status.interval_s
     else:
         interval = 2.0
-    try:
-        doc = read_status(status_file)
-    except StatusError as exc:
-        raise click.ClickException(str(exc)) from exc
+    doc = read_status(status_file)
     if as_json:
         click.echo(json.dumps(doc, indent=1, sort_keys=True))
         return
@@ -263,7 +222,7 @@ def _print_status(doc: dict[str, Any], age: float, stale: bool) -> None:
 )
 @click.option("--use-source", is_flag=True, help="Read the config's source in every agent instead of synthetic frames.")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), help="Status files and logs.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@json_option
 def simulate(
     devices: int,
     config_path: Path | None,
@@ -297,10 +256,7 @@ def simulate(
             raise click.ClickException(f"{bundle}: {exc}") from exc
     synthetic = None if use_source else synthetic_frames(frames)
     wd = workdir or Path(tempfile.mkdtemp(prefix="edgeline-sim-"))
-    try:
-        report = run_simulation(base, devices, wd, frames=synthetic, model=model)
-    except EdgelineError as exc:
-        raise click.ClickException(str(exc)) from exc
+    report = run_simulation(base, devices, wd, frames=synthetic, model=model)
     doc = report.to_dict()
     if as_json:
         click.echo(json.dumps(doc, indent=1))

@@ -11,7 +11,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from edge_agent.batch import RecordWriter, count_items, iter_items, predict_items
-from edge_agent.errors import EdgelineError
 from edge_agent.inference import load_and_check
 from edgeline.core.protocol.signing import TrustStore
 from firmware_configs.schema import DEFAULT_MAX_IMAGE_PIXELS, MAX_IMAGE_PIXELS_CEILING
@@ -61,12 +60,9 @@ def predict(
     through the same preprocessing, model and thresholds as the live agent, so the verdicts are the
     agent's. Unreadable images get a row with an error; the command then exits 1 after writing every
     other row."""
-    try:
-        model = load_and_check(bundle, TrustStore.load(trust), threads=threads, check_expiry=not no_expiry)
-        total = count_items(path)
-        items = iter_items(path, max_pixels)
-    except EdgelineError as exc:
-        raise click.ClickException(str(exc)) from exc
+    model = load_and_check(bundle, TrustStore.load(trust), threads=threads, check_expiry=not no_expiry)
+    total = count_items(path)
+    items = iter_items(path, max_pixels)
     errors: list[str] = []
     n = 0
     fh: TextIO = sys.stdout if out is None else open(out, "w", encoding="utf-8", newline="")  # noqa: SIM115
@@ -89,8 +85,6 @@ def predict(
                 if rec.get("error"):
                     errors.append(f"{rec['ref']}: {rec['error']}")
                 progress.advance(task)
-    except EdgelineError as exc:
-        raise click.ClickException(str(exc)) from exc
     finally:
         if out is not None:
             fh.close()

@@ -1,1 +1,0 @@
-"""Device-side commands (``edgeline agent``, ``edgeline predict``, ``edgeline verify``)."""
