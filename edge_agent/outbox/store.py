@@ -34,73 +34,38 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Literal
 
 from edge_agent.errors import OutboxError
+from edge_agent.outbox.drops import Shedder, drop_oldest_quarter
+from edge_agent.outbox.messages import (
+    DROPPABLE,
+    KINDS,
+    MAX_KEY_CHARS,
+    ROW_OVERHEAD,
+    DropPolicy,
+    OutboxMessage,
+    OutboxStats,
+)
+from edge_agent.outbox.sqlite import SET_STATE, bump, disk_full, open_db, transaction
 
 log = logging.getLogger(__name__)
 
-DropPolicy = Literal["oldest-telemetry-first", "refuse-new-telemetry"]
-#: kind -> (droppable, priority). Lower priority numbers are sent first.
-KINDS: dict[str, tuple[bool, int]] = {"event": (False, 0), "telemetry": (True, 1)}
-ROW_OVERHEAD = 64
-MAX_KEY_CHARS = 128
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages(
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    key TEXT NOT NULL UNIQUE,
-    kind TEXT NOT NULL,
-    priority INTEGER NOT NULL,
-    topic TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    size INTEGER NOT NULL,
-    created REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    not_before REAL NOT NULL DEFAULT 0,
-    sends INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS messages_order ON messages(priority, id);
-CREATE TABLE IF NOT EXISTS counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS state(name TEXT PRIMARY KEY, value BLOB NOT NULL);
-"""
+__all__ = [
+    "KINDS",
+    "MAX_KEY_CHARS",
+    "ROW_OVERHEAD",
+    "STATE_PEER_CONFIRMS",
+    "DropPolicy",
+    "Outbox",
+    "OutboxMessage",
+    "OutboxStats",
+]
 
 #: state row set once the device has received an acknowledgement from an ingest
 STATE_PEER_CONFIRMS = "acks.peer"
-
-_SET_STATE = "INSERT INTO state(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value"
-
-
-def _disk_full(exc: BaseException) -> bool:
-    cause = exc.__cause__
-    return isinstance(cause, sqlite3.OperationalError) and "full" in str(cause).lower()
-
-
-@dataclass(frozen=True)
-class OutboxMessage:
-    id: int
-    key: str
-    kind: str
-    topic: str
-    payload: bytes
-    created: float
-    attempts: int
-
-
-@dataclass(frozen=True)
-class OutboxStats:
-    messages: int
-    bytes: int
-    by_kind: dict[str, int]
-    counters: dict[str, int]
-
-    @property
-    def dropped(self) -> int:
-        return sum(v for k, v in self.counters.items() if k.startswith("dropped."))
 
 
 class Outbox:
@@ -137,60 +102,17 @@ class Outbox:
         self.unconfirmed_sends = unconfirmed_sends
         self.clock = clock
         self._lock = threading.RLock()
-        self._dropped_logged = 0
+        self._shedder = Shedder(max_bytes)
         self._sync_mode = "NORMAL"
-        self._db = self._open()
+        self._db = open_db(self.path, max_bytes)
         self._bytes = int(self._db.execute("SELECT COALESCE(SUM(size), 0) FROM messages").fetchone()[0])
         self._peer_confirms = self.get_state(STATE_PEER_CONFIRMS) is not None
-
-    # -- opening -------------------------------------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        # keep the write-ahead log in proportion to the cap: by default it grows to 4 MB and stays
-        # there, more than the whole queue of a small device
-        pages = max(32, min(1000, self.max_bytes // (4 * 4096)))
-        db.execute(f"PRAGMA wal_autocheckpoint={pages}")
-        db.execute(f"PRAGMA journal_size_limit={pages * 4096 * 2}")
-        db.executescript(_SCHEMA)
-        columns = {row[1] for row in db.execute("PRAGMA table_info(messages)")}
-        if "sends" not in columns:  # an outbox written before the end-to-end acknowledgement
-            db.execute("ALTER TABLE messages ADD COLUMN sends INTEGER NOT NULL DEFAULT 0")
-        db.execute("PRAGMA quick_check").fetchone()
-        return db
-
-    def _open(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            return self._connect()
-        except sqlite3.DatabaseError as exc:
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
-            log.error("outbox %s is unreadable (%s); moved aside to %s, starting a new one", self.path, exc, aside)
-            try:
-                self.path.replace(aside)
-                for suffix in ("-wal", "-shm"):
-                    Path(f"{self.path}{suffix}").unlink(missing_ok=True)
-                db = self._connect()
-            except (OSError, sqlite3.Error) as exc2:
-                raise OutboxError(f"cannot open the outbox {self.path}: {exc2}") from exc2
-            self._bump(db, "corrupt.replaced", 1)
-            return db
-        except OSError as exc:
-            raise OutboxError(f"cannot open the outbox {self.path}: {exc}") from exc
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     # -- writing -------------------------------------------------------------------------------------
-    @staticmethod
-    def _bump(db: sqlite3.Connection, name: str, n: int) -> None:
-        db.execute(
-            "INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + ?",
-            (name, n, n),
-        )
-
     def put(self, topic: str, payload: bytes, *, kind: str, key: str, state: dict[str, bytes] | None = None) -> bool:
         """Queue ``payload`` for ``topic``. Returns False when ``key`` is already queued (idempotent) or
         when the policy refused a telemetry window; raises :class:`OutboxError` on bad input or I/O.
@@ -209,46 +131,24 @@ class Outbox:
             try:
                 return self._put(topic, bytes(payload), kind, key, droppable, priority, size, state or {})
             except OutboxError as exc:
-                if not _disk_full(exc) or not self._free_for_disk():
+                if not disk_full(exc) or not self._free_for_disk():
                     raise
             # the drop policy applies to the disk as well: oldest telemetry went, try once more
             return self._put(topic, bytes(payload), kind, key, droppable, priority, size, state or {})
 
-    @contextmanager
-    def _tx(self, what: str) -> Iterator[sqlite3.Connection]:
-        """One write transaction; every SQLite failure (disk full, I/O error) becomes an OutboxError
-        and nothing of the transaction stays."""
-        db = self._db
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            yield db
-            db.execute("COMMIT")
-        except BaseException as exc:
-            if db.in_transaction:
-                with suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise OutboxError(f"outbox {what} failed: {exc}") from exc
-            raise
+    def _tx(self, what: str) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._db, what)
 
     def _free_for_disk(self) -> bool:
         """The disk is full: drop the oldest quarter of the queued telemetry (counted as
         ``dropped.telemetry.disk_full``). False when there is none to drop."""
-        droppable = tuple(k for k, (d, _) in KINDS.items() if d)
-        marks = ",".join("?" * len(droppable))
         try:
             with self._tx("freeing space") as db:
-                rows = db.execute(
-                    f"SELECT id, size, kind FROM messages WHERE kind IN ({marks}) ORDER BY id", droppable
-                ).fetchall()
-                drop = rows[: max(1, len(rows) // 4)] if rows else []
-                for row_id, _, kind in drop:
-                    db.execute("DELETE FROM messages WHERE id = ?", (row_id,))
-                    self._bump(db, f"dropped.{kind}.disk_full", 1)
+                drop = drop_oldest_quarter(db)
         except OutboxError:
             log.exception("outbox: the disk is full and nothing could be freed")
             return False
-        self._bytes -= sum(int(r[1]) for r in drop)
+        self._bytes -= sum(size for _, size, _ in drop)
         if drop:
             log.warning("disk full: dropped the %d oldest telemetry windows of the outbox", len(drop))
         return bool(drop)
@@ -275,9 +175,9 @@ class Outbox:
             if db.execute("SELECT 1 FROM messages WHERE key = ?", (key,)).fetchone():
                 return False
             for name, value in state.items():
-                db.execute(_SET_STATE, (name, value))
+                db.execute(SET_STATE, (name, value))
             if droppable and self.policy == "refuse-new-telemetry" and self._bytes + size > self.max_bytes:
-                self._bump(db, f"dropped.{kind}.cap", 1)
+                bump(db, f"dropped.{kind}.cap", 1)
                 log.warning("outbox full (%d bytes): refused a %s message", self._bytes, kind)
                 return False
             db.execute(
@@ -285,35 +185,9 @@ class Outbox:
                 (key, kind, priority, topic, payload, size, self.clock()),
             )
             total = self._bytes + size
-            total -= self._shed(db, total)
+            total -= self._shedder.shed(db, total)
         self._bytes = total
         return True
-
-    def _shed(self, db: sqlite3.Connection, total: int) -> int:
-        """Drop the oldest droppable rows until ``total`` fits the cap; returns the bytes freed."""
-        freed = 0
-        droppable = tuple(k for k, (d, _) in KINDS.items() if d)
-        marks = ",".join("?" * len(droppable))
-        while total - freed > self.max_bytes:
-            rows = db.execute(
-                f"SELECT id, size, kind FROM messages WHERE kind IN ({marks}) ORDER BY id LIMIT 64", droppable
-            ).fetchall()
-            if not rows:
-                log.warning("outbox holds %d bytes of never-dropped events, over its cap of %d", total, self.max_bytes)
-                break
-            for row_id, size, kind in rows:
-                if total - freed <= self.max_bytes:
-                    break
-                db.execute("DELETE FROM messages WHERE id = ?", (row_id,))
-                self._bump(db, f"dropped.{kind}.cap", 1)
-                freed += size
-        if freed:
-            self._dropped_logged += 1
-            n = self._dropped_logged
-            if n == 1 or (n % 10 == 0 and str(n).rstrip("0") == "1"):  # 1st, 10th, 100th, ... time
-                cap = self.max_bytes
-                log.warning("outbox over its cap of %d bytes: dropping oldest telemetry (%d times so far)", cap, n)
-        return freed
 
     # -- reading and acknowledging -------------------------------------------------------------------
     def peek(
@@ -360,10 +234,10 @@ class Outbox:
                         continue
                     delay = min(self.resend_max_s, self.resend_s * 2.0 ** min(n - 1, 30))
                     db.execute("UPDATE messages SET sends = ?, not_before = ? WHERE id = ?", (n, now + delay, row_id))
-                self._bump(db, "sent", len(rows))
-                self._bump(db, "resent", sum(1 for r in rows if int(r[1]) > 0))
+                bump(db, "sent", len(rows))
+                bump(db, "resent", sum(1 for r in rows if int(r[1]) > 0))
                 if gone:
-                    self._bump(db, "delivered.unconfirmed", len(gone))
+                    bump(db, "delivered.unconfirmed", len(gone))
             self._bytes -= sum(size for _, size in gone)
         return len(gone)
 
@@ -411,10 +285,10 @@ class Outbox:
                 rows = db.execute(f"SELECT kind, size FROM messages WHERE key IN ({marks})", key_list).fetchall()
                 db.execute(f"DELETE FROM messages WHERE key IN ({marks})", key_list)
                 if drop_reason is None:
-                    self._bump(db, "delivered", len(rows))
+                    bump(db, "delivered", len(rows))
                 else:
                     for kind, _ in rows:
-                        self._bump(db, f"dropped.{kind}.{drop_reason}", 1)
+                        bump(db, f"dropped.{kind}.{drop_reason}", 1)
             self._bytes -= sum(int(r[1]) for r in rows)
         if rows and drop_reason is not None:
             log.error("the ingest refused %d outbox messages for good; deleted them", len(rows))
@@ -432,7 +306,7 @@ class Outbox:
                 freed = db.execute(f"SELECT COALESCE(SUM(size), 0) FROM messages WHERE id IN ({marks})", id_list)
                 freed_bytes = int(freed.fetchone()[0])
                 n = db.execute(f"DELETE FROM messages WHERE id IN ({marks})", id_list).rowcount
-                self._bump(db, "delivered", n)
+                bump(db, "delivered", n)
             self._bytes -= freed_bytes
             return int(n)
 
@@ -449,7 +323,7 @@ class Outbox:
             with self._tx("refusal bookkeeping") as db:
                 if drop:
                     db.execute("DELETE FROM messages WHERE id = ?", (msg_id,))
-                    self._bump(db, f"dropped.{kind}.refused", 1)
+                    bump(db, f"dropped.{kind}.refused", 1)
                 else:
                     delay = min(3600.0, 5.0 * 2 ** min(attempts, 10))
                     db.execute(
@@ -462,7 +336,7 @@ class Outbox:
     def expire(self) -> int:
         """Drop droppable messages older than the TTL; returns how many. Events never expire."""
         cutoff = self.clock() - self.ttl_s
-        droppable = [k for k, (d, _) in KINDS.items() if d]
+        droppable = DROPPABLE
         marks = ",".join("?" * len(droppable))
         with self._lock:
             with self._tx("expiry") as db:
@@ -473,7 +347,7 @@ class Outbox:
                 ).fetchall()
                 db.execute(f"DELETE FROM messages WHERE created < ? AND kind IN ({marks})", (cutoff, *droppable))
                 for kind, n, _ in rows:
-                    self._bump(db, f"dropped.{kind}.ttl", int(n))
+                    bump(db, f"dropped.{kind}.ttl", int(n))
             self._bytes -= sum(int(r[2]) for r in rows)
             n_total = sum(int(r[1]) for r in rows)
         if n_total:
@@ -507,6 +381,6 @@ class Outbox:
         """Small device-local state that must survive restarts with the queue (pending windows)."""
         with self._lock:
             try:
-                self._db.execute(_SET_STATE, (name, value))
+                self._db.execute(SET_STATE, (name, value))
             except sqlite3.Error as exc:
                 raise OutboxError(f"outbox state write failed: {exc}") from exc
