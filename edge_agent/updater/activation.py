@@ -50,7 +50,7 @@ class Activation:
         try:
             model.self_test()
         except SelfTestError as exc:
-            return Reason.NAN if "NaN" in str(exc) else Reason.SELFTEST, str(exc)
+            return Reason.NAN if exc.reason == "nan" else Reason.SELFTEST, str(exc)
         flight.lap("selftest")
         self.previous = agent.current_model
         errors = error_count(agent.counters())
