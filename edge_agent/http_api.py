@@ -9,6 +9,12 @@ Bound to 127.0.0.1 by default. Endpoints:
 * ``GET /status`` — the status document (JSON), as in the status file.
 * ``GET /metrics`` — Prometheus text exposition.
 * ``GET /healthz`` — 200 when the agent is healthy, 503 when it is degraded (:func:`health`).
+* ``/v2...`` — the Open Inference Protocol (KServe V2): health, metadata and ``infer``
+  (:mod:`edge_agent.oip`; registered here, answered there).
+
+With ``api.token_file`` set, every request must carry ``Authorization: Bearer <token>`` (compared in
+constant time; else 401 with ``WWW-Authenticate``, before the body is read, and the connection
+closes). Bound to an address that is not loopback, the API refuses to start without a token.
 
 Every status code it answers is in :data:`STATUS_CODES` (and docs/agent.md). Connection rules, so a
 kept-alive connection never desynchronises: every request body is read (or discarded) before the
@@ -22,6 +28,7 @@ there); a request cut short is never answered.
 
 from __future__ import annotations
 
+import hmac
 import itertools
 import json
 import logging
@@ -29,6 +36,7 @@ import socket
 import socketserver
 import threading
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any, Protocol
 
 from edge_agent.errors import EdgelineError
@@ -36,8 +44,10 @@ from edge_agent.http_wire import Connection, HttpError, Request, content_length
 from edge_agent.image_decode import ImageError, ImageTooLarge, decode_image
 from edge_agent.inference import inspect_frame, verdict_record
 from edge_agent.model import LoadedModel
+from edge_agent.oip import OpenInference, methods_of
 from edge_agent.status import PROMETHEUS_CONTENT_TYPE, health, prometheus_text, with_health
-from firmware_configs.schema import ApiSection
+from firmware_configs.errors import ConfigError
+from firmware_configs.schema import ApiSection, is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +59,7 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"
 _PHRASES: dict[int, str] = {s.value: s.phrase for s in HTTPStatus}
 #: One encoder for every JSON answer (``json.dumps`` with options builds a new one per call).
 _ENCODER = json.JSONEncoder(sort_keys=True, default=str)
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="edgeline"'}
 
 #: path -> the methods it answers
 ROUTES: dict[str, tuple[str, ...]] = {
@@ -62,17 +73,19 @@ ROUTES: dict[str, tuple[str, ...]] = {
 STATUS_CODES: dict[int, str] = {
     200: "success: a verdict (POST /predict), a document, or healthy (GET /healthz)",
     400: "the body is not a decodable image (unknown format, damaged, truncated), or a malformed request "
-    "(request line, header line, a line not ending in CRLF, a bad or repeated Content-Length)",
-    404: "no such endpoint",
+    "(request line, header line, a line not ending in CRLF, a bad or repeated Content-Length), or an "
+    "inference request the protocol refuses (JSON, datatype, shape, binary data, header length)",
+    401: "api.token_file is set and the request carries no bearer token or a wrong one",
+    404: "no such endpoint, or (Open Inference Protocol) no such model or version",
     405: "the endpoint exists but not for this method (see the Allow header)",
     411: "a body without Content-Length (chunked bodies are not accepted)",
-    413: "the body is larger than api.max_body_bytes",
+    413: "the body is larger than api.max_body_bytes, or an inference input declares too many elements",
     422: "the image declares more pixels than api.max_image_pixels (refused before decoding), or it decodes "
     "but cannot be inspected (e.g. the model's region of interest lies outside it)",
     414: "request line too long (more than 8 KiB)",
     431: "request headers too large (more than 100 lines or 64 KiB)",
     501: "unknown HTTP method",
-    503: "no model is serving (POST /predict), or the agent is degraded (GET /healthz)",
+    503: "no model is serving (POST /predict, /v2 ready, metadata and infer), or the agent is degraded (GET /healthz)",
     505: "HTTP version not supported",
 }
 
@@ -213,6 +226,12 @@ class _Handler(socketserver.BaseRequestHandler):
         api = self.server.api
         path = req.path
         methods = ROUTES.get(path)
+        if methods is None and path.startswith("/v2"):
+            methods = methods_of(path)
+        if api.token is not None and not api.authorized(req.get("authorization")):
+            # Before the body: the answer closes the connection, so nothing left in it is parsed.
+            self._json(401, {"error": "a valid bearer token is required"}, extra=_CHALLENGE)
+            return
         # Read or discard the body first, whatever the answer: what is left in the stream would be
         # parsed as the next request.
         body = self._body(req, api.max_body_bytes if methods == ("POST",) else _DRAIN_LIMIT)
@@ -223,6 +242,9 @@ class _Handler(socketserver.BaseRequestHandler):
         elif req.method not in methods:
             allow = ", ".join(methods)
             self._json(405, {"error": f"{path} answers {allow} only"}, extra={"Allow": allow})
+        elif path.startswith("/v2"):
+            reply = api.oip.handle(path, body, req.get)
+            self._send(reply.code, reply.body, reply.content_type, reply.headers or None)
         elif path == "/predict":
             code, doc = api.predict(body)
             self._json(code, doc)
@@ -240,8 +262,12 @@ class PredictionApi:
         self.host = host
         self.max_body_bytes = section.max_body_bytes
         self.max_image_pixels = section.max_image_pixels
+        self.token = _read_token(section)
         self._ids = itertools.count()
         self.requests = 0
+        self.oip = OpenInference(
+            host, max_image_pixels=section.max_image_pixels, next_id=self._next_infer, encoder=_ENCODER
+        )
         self._server = _Server((section.host, section.port), _Handler)
         self._server.api = self
         self._thread = threading.Thread(target=self._server.serve_forever, name="api", daemon=True)
@@ -268,6 +294,22 @@ class PredictionApi:
             self._thread.join(5.0)
         self._server.server_close()
 
+    def authorized(self, header: str | None) -> bool:
+        """The ``Authorization`` header carries the token (``Bearer``, compared in constant time)."""
+        assert self.token is not None
+        if header is None:
+            return False
+        scheme, _, value = header.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode("utf-8"), self.token)
+
+    def _next_infer(self) -> int:
+        """A result id for one image of an ``infer`` request, counted like a ``/predict`` request."""
+        self.requests += 1
+        counters = getattr(self.host, "counters_", None)
+        if counters is not None:
+            counters.bump("api_requests")
+        return next(self._ids)
+
     def status(self) -> dict[str, Any]:
         return with_health(self.host.counters())
 
@@ -290,6 +332,24 @@ class PredictionApi:
         except EdgelineError as exc:
             return 422, {"error": str(exc)}
         return 200, verdict_record(result, self.host.device_id, "api")
+
+
+def _read_token(section: ApiSection) -> bytes | None:
+    """The bearer token of ``api.token_file`` (surrounding whitespace stripped); refuses a host that
+    is not loopback without one, and a token file that is missing, unreadable or too short."""
+    if section.token_file is None:
+        if not is_loopback(section.host):
+            raise ConfigError(f"api.host {section.host!r} is not a loopback address and api.token_file is not set")
+        return None
+    try:
+        token = Path(section.token_file).read_text("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"api.token_file {section.token_file!r} cannot be read: {exc}") from exc
+    if len(token) < 16 or any(c.isspace() or not c.isprintable() for c in token):
+        raise ConfigError(
+            f"api.token_file {section.token_file!r} must hold one token of at least 16 printable characters"
+        )
+    return token.encode("utf-8")
 
 
 __all__ = ["ROUTES", "STATUS_CODES", "ApiHost", "PredictionApi"]
