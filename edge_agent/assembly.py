@@ -21,14 +21,14 @@ import atexit
 import logging
 from pathlib import Path
 
-from edge_agent.cloud_link import CloudLink, DeviceIdentity
+from edge_agent.cloud_link import CloudLink
+from edge_agent.identity import DeviceIdentity
 from edge_agent.outbox.pump import OutboxPump
 from edge_agent.outbox.store import Outbox
 from edge_agent.plugins import AgentPlugin
 from edge_agent.telemetry.plugin import TelemetryPlugin
 from edge_agent.telemetry.privacy import load_secret, new_secret
 from edge_agent.updater.events import OutboxEventPublisher
-from edge_agent.updater.machine import Identity
 from edge_agent.updater.plugin import UpdaterPlugin
 from edgeline.core.protocol.topics import Topics
 from firmware_configs.schema import DeviceConfig
@@ -72,11 +72,15 @@ def _needs_link(config: DeviceConfig) -> bool:
     return config.cloud.enabled and (config.updater.enabled or config.telemetry.enabled)
 
 
+def device_identity(config: DeviceConfig) -> DeviceIdentity:
+    dev = config.device
+    return DeviceIdentity(dev.id, dev.hardware_class, tuple(dev.groups))
+
+
 def device_link(config: DeviceConfig) -> CloudLink:
     """A new connection of this device to the fleet broker (not started). A clean exit of the
     process says goodbye on it (the retained offline state)."""
-    dev = config.device
-    link = CloudLink(config.cloud, DeviceIdentity(dev.id, dev.hardware_class, tuple(dev.groups)))
+    link = CloudLink(config.cloud, device_identity(config))
     atexit.register(link.stop)
     return link
 
@@ -93,7 +97,7 @@ def build_updater(config: DeviceConfig, cloud: CloudLink | None) -> UpdaterPlugi
     events = OutboxEventPublisher(outbox, cloud.link, cloud.topics, dev.id, pump=OutboxPump(outbox, cloud.link))
     plugin = UpdaterPlugin(
         config.updater,
-        Identity(dev.id, dev.hardware_class, frozenset(dev.groups)),
+        cloud.identity,
         cloud,
         events,
         threads=config.inference.threads,

@@ -17,12 +17,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_agent import __version__
 from edge_agent.errors import TransportError
+from edge_agent.identity import DeviceIdentity
 from edgeline.core.mqtt_link import LinkSettings, MqttLink, TlsSettings, Will
 from edgeline.core.protocol.delivery import DeviceEvent, DeviceState
 from edgeline.core.protocol.topics import Topics
@@ -31,14 +30,6 @@ from firmware_configs.cloud_section import CloudSection
 log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[str, bytes, bool], None]
-
-
-@dataclass(frozen=True)
-class DeviceIdentity:
-    device_id: str
-    hardware_class: str = "generic"
-    groups: tuple[str, ...] = ()
-    agent_version: str = __version__
 
 
 def link_settings(cloud: CloudSection, identity: DeviceIdentity, will: Will | None) -> LinkSettings:

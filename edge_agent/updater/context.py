@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge_agent.identity import DeviceIdentity
 from edge_agent.plugins import AgentHandle
 from edge_agent.updater import machine as m
 from edge_agent.updater.download import ChunkDownload
@@ -23,7 +24,7 @@ from firmware_configs.updater_section import UpdaterSection
 @dataclass
 class UpdaterContext:
     cfg: UpdaterSection
-    me: m.Identity
+    me: DeviceIdentity
     link: UpdaterLink
     disk: SlotDisk
     trust: TrustStore

@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from edge_agent.errors import EdgeAgentError, EdgelineError, UpdateRejected
+from edge_agent.identity import DeviceIdentity
 from edgeline.core.protocol.delivery import EventKind, LastEvent, ModelRef, Reason, UpdaterState
 from edgeline.core.protocol.manifest import Manifest
 
@@ -125,11 +126,8 @@ class Record:
             raise EdgelineError(f"updater state is malformed: {exc}") from exc
 
 
-@dataclass(frozen=True)
-class Identity:
-    device_id: str
-    hardware_class: str
-    groups: frozenset[str] = frozenset()
+#: the device's identity (one definition: :class:`edge_agent.identity.DeviceIdentity`)
+Identity = DeviceIdentity
 
 
 @dataclass(frozen=True)
@@ -154,7 +152,7 @@ def _other(slot: Slot | None) -> Slot:
     return "B" if slot == "A" else "A"
 
 
-def check_target(manifest: Manifest, me: Identity) -> None:
+def check_target(manifest: Manifest, me: DeviceIdentity) -> None:
     """Raise :class:`UpdateRejected` unless the manifest is meant for this device."""
     t = manifest.target
     if t.devices and me.device_id not in t.devices:

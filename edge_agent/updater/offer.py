@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 
 from edge_agent.errors import ProtocolError, UpdateRejected
+from edge_agent.identity import DeviceIdentity
 from edge_agent.updater import machine as m
 from edge_agent.updater.checks import check_key_expiry, verify_offer
 from edge_agent.updater.refusals import payload_key
@@ -34,7 +35,7 @@ class Candidate:
 
 
 def triage(
-    payload: bytes, retained: bool, rec: m.Record, trust: TrustStore, me: m.Identity, now: float
+    payload: bytes, retained: bool, rec: m.Record, trust: TrustStore, me: DeviceIdentity, now: float
 ) -> Candidate | Refusal | None:
     """None: nothing to do (cleared desired state, the same deployment again, or a stale retained
     one that a newer deployment already replaced)."""

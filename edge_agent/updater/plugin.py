@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_agent.errors import EdgelineError
+from edge_agent.identity import DeviceIdentity
 from edge_agent.model import LoadedModel
 from edge_agent.plugins import AgentHandle, FrameResult
 from edge_agent.updater import machine as m
@@ -64,7 +65,7 @@ class UpdaterPlugin:
     def __init__(
         self,
         config: UpdaterSection,
-        identity: m.Identity,
+        identity: DeviceIdentity,
         link: UpdaterLink,
         events: EventPublisher,
         *,
@@ -130,7 +131,7 @@ class UpdaterPlugin:
         return self.ctx.threads
 
     @property
-    def me(self) -> m.Identity:
+    def me(self) -> DeviceIdentity:
         return self.ctx.me
 
     @property
