@@ -27,10 +27,16 @@ FORBIDDEN: dict[str, set[str]] = {
     "firmware_configs": {"edge_agent", "cloud_registry", "converters", "edgeline.demo", "edgeline.cli"}
     | {"sklearn", "onnx", "cv2", "numpy"},
     "cloud_registry": {"edgeline.demo", "edgeline.cli", "click"},
-    "edgeline.demo": {"edgeline.cli"},
+    "edgeline.demo": {"edgeline.cli", "edgeline.console"},
+    # the web console: a front end over the cloud side, like the command line; only the CLI starts it
+    "edgeline.console": {"edgeline.cli", "edgeline.demo"},
     # the command line sits on top of every room and is imported by none of them
     "edgeline.cli": set(),
 }
+# no room imports the console but the command line
+for _room, _rules in FORBIDDEN.items():
+    if _room not in ("edgeline.console", "edgeline.cli"):
+        _rules.add("edgeline.console")
 #: modules allowed what their room is not
 EXEMPT: dict[str, set[str]] = {}
 PACKAGES = tuple(FORBIDDEN)

@@ -5,9 +5,32 @@ from __future__ import annotations
 from pathlib import Path
 
 from cloud_registry.errors import BackendError
-from cloud_registry.store.base import STAGES, DeviceRow, ModelSummary, ModelVersion, RegistryStore, RolloutRow
+from cloud_registry.store.base import (
+    ROLES,
+    STAGES,
+    AuditRow,
+    DeviceRow,
+    ModelSummary,
+    ModelVersion,
+    RegistryStore,
+    RolloutRow,
+    SessionRow,
+    UserRow,
+)
 
-__all__ = ["STAGES", "DeviceRow", "ModelSummary", "ModelVersion", "RegistryStore", "RolloutRow", "open_store"]
+__all__ = [
+    "ROLES",
+    "STAGES",
+    "AuditRow",
+    "DeviceRow",
+    "ModelSummary",
+    "ModelVersion",
+    "RegistryStore",
+    "RolloutRow",
+    "SessionRow",
+    "UserRow",
+    "open_store",
+]
 
 
 def open_store(url: str) -> RegistryStore:

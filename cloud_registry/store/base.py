@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 STAGES = ("staging", "production")
+#: console roles: a viewer reads every page; an operator may also deploy, pause, resume, abort, roll back
+ROLES = ("viewer", "operator")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,37 @@ class DeviceRow:
     last_event: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class UserRow:
+    """A console account; ``password_hash`` is a salted scrypt hash (never the password)."""
+
+    username: str
+    password_hash: str
+    role: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    """A console session; the cookie carries the token, the store only its SHA-256."""
+
+    token_hash: str
+    username: str
+    csrf: str
+    created_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    ts: float
+    username: str
+    action: str
+    target: str
+    outcome: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
 class RegistryStore(Protocol):
     url: str
 
@@ -80,5 +113,17 @@ class RegistryStore(Protocol):
     def upsert_device(self, device_id: str, state: dict[str, Any], last_seen: float) -> None: ...
     def record_event(self, device_id: str, event: dict[str, Any]) -> None: ...
     def list_devices(self) -> list[DeviceRow]: ...
+
+    # console accounts, sessions and the audit log (cloud_registry/store/accounts.py)
+    def add_user(self, user: UserRow) -> None: ...
+    def get_user(self, username: str) -> UserRow: ...
+    def list_users(self) -> list[UserRow]: ...
+    def remove_user(self, username: str) -> None: ...
+    def put_session(self, s: SessionRow) -> None: ...
+    def get_session(self, token_hash: str, now: float) -> SessionRow | None: ...
+    def delete_session(self, token_hash: str) -> None: ...
+    def purge_sessions(self, now: float) -> None: ...
+    def add_audit(self, row: AuditRow) -> None: ...
+    def list_audit(self, limit: int = 200) -> list[AuditRow]: ...
 
     def close(self) -> None: ...

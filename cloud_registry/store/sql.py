@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from cloud_registry.errors import BackendError, Conflict, NotFound
+from cloud_registry.store.accounts import AccountTables
 from cloud_registry.store.base import STAGES, DeviceRow, ModelSummary, ModelVersion, RolloutRow
 
 SCHEMA = [
@@ -36,7 +37,7 @@ def _j(value: Any) -> str:
     return json.dumps(value, sort_keys=True, allow_nan=False)
 
 
-class SqlStore(ABC):
+class SqlStore(AccountTables, ABC):
     url: str
 
     def __init__(self) -> None:
@@ -60,6 +61,7 @@ class SqlStore(ABC):
         with self._transaction():
             for stmt in SCHEMA:
                 self._execute(stmt)
+            self._init_account_tables()
 
     def _q(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock, self._transaction():

@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "ingest": ("edgeline.cli.telemetry:ingest", "Run the telemetry ingest service.", "cloud"),
     "drift": ("edgeline.cli.telemetry:drift", "Drift report for a model: table and PNG.", "cloud"),
     "retrain": ("edgeline.cli.retrain:retrain", "Retrain a model from drift evidence.", "cloud"),
+    "console": ("edgeline.cli.console:console", "The web console: fleet, rollouts, models, drift, audit.", "console"),
     "broker": ("edgeline.cli.broker:broker", "Broker configs, test CA and certificates.", "cloud"),
     "demo": ("edgeline.cli.demo:demo", "Run the whole cycle on a synthetic line, with a report.", "cloud"),
 }

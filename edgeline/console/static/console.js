@@ -1,0 +1,47 @@
+// edgeline console: live patches over server-sent events, relative times. No framework, no CDN.
+(function () {
+  "use strict";
+  var body = document.body;
+  function ago() {
+    var now = Date.now() / 1000;
+    document.querySelectorAll("time[data-ts]").forEach(function (t) {
+      var s = now - parseFloat(t.dataset.ts);
+      t.textContent = s < 1 ? "now" : s < 120 ? Math.round(s) + " s ago" :
+        s < 7200 ? Math.round(s / 60) + " min ago" : s < 172800 ? Math.round(s / 3600) + " h ago" :
+        t.getAttribute("datetime");
+      t.title = t.getAttribute("datetime");
+    });
+  }
+  ago();
+  setInterval(ago, 1000);
+  if (!body.dataset.live || !window.EventSource) return;
+  window.edgelinePatches = 0;
+  var lost = null;
+  function apply(patches) {
+    patches.forEach(function (p) {
+      var el = document.getElementById(p.id);
+      if (el) {
+        el.outerHTML = p.html;
+      } else if (p.into) {
+        var box = document.getElementById(p.into);
+        if (box) box.insertAdjacentHTML(p.where || "beforeend", p.html);
+      }
+    });
+    window.edgelinePatches += patches.length;
+    ago();
+  }
+  var es = new EventSource("/events");
+  es.addEventListener("patch", function (ev) { apply(JSON.parse(ev.data)); });
+  es.addEventListener("resync", function () { location.reload(); });
+  es.addEventListener("open", function () {
+    if (lost) { lost.remove(); lost = null; }
+  });
+  es.addEventListener("error", function () {
+    if (lost) return;
+    lost = document.createElement("div");
+    lost.className = "banner down";
+    lost.id = "console-lost";
+    lost.textContent = "The console is unreachable: this page shows what it last knew. Reconnecting.";
+    document.querySelector("main").prepend(lost);
+  });
+})();
