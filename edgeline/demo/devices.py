@@ -130,6 +130,19 @@ def nested(sections: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return doc
 
 
+def agent_command(config_path: Path) -> list[str]:
+    """``edgeline agent run --config <config_path>`` on this interpreter."""
+    return [sys.executable, "-m", "edgeline.cli.main", "agent", "run", "--config", str(config_path)]
+
+
+def launch_agent(config_path: Path, log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start the real agent on ``config_path``, the one launcher of the demo's devices and the tests'
+    agent processes: its own session (a Ctrl-C in the terminal does not reach it; on Linux it gets
+    SIGTERM if its parent dies), output appended to ``log_path``, logging at INFO, ``env`` on top
+    of this process's environment."""
+    return spawn(agent_command(config_path), log_path, env={"EDGELINE_LOG_LEVEL": "INFO", **(env or {})})
+
+
 class DeviceProcess:
     """One agent process."""
 
@@ -158,9 +171,7 @@ class DeviceProcess:
         return path
 
     def start(self) -> None:
-        cfg = self.write_config()
-        argv = [sys.executable, "-m", "edgeline.cli.main", "agent", "run", "--config", str(cfg)]
-        self.proc = spawn(argv, self.spec.log_path, env={"EDGELINE_LOG_LEVEL": "INFO"})
+        self.proc = launch_agent(self.write_config(), self.spec.log_path)
 
     @property
     def pid(self) -> int | None:

@@ -1,4 +1,5 @@
-"""Run the real agent (``edgeline agent run``) in a subprocess with a folder camera, for crash tests."""
+"""Run the real agent (``edgeline agent run``, started by the demo's launcher) in a subprocess with a
+folder camera, for crash tests."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
+
+from edgeline.demo.devices import launch_agent
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,18 +88,7 @@ class AgentProcess:
 
     def start(self, *, with_faults: bool) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        cfg = self.config_path(with_faults)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        env = dict(os.environ, PYTHONPATH=str(ROOT), EDGELINE_LOG_LEVEL="INFO", **self.env)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edgeline.cli.main", "agent", "run", "--config", str(cfg)],
-            cwd=ROOT,
-            stdout=log,
-            stderr=log,
-            env=env,
-            start_new_session=True,
-        )
-        log.close()
+        self.proc = launch_agent(self.config_path(with_faults), self.log_path, {"PYTHONPATH": str(ROOT), **self.env})
 
     def sigkill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
