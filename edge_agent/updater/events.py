@@ -1,6 +1,7 @@
-"""Where updater events go. The updater only knows :class:`EventPublisher`; the agent plugs in the
-durable telemetry outbox (so a deployment event is never lost across a power cut), tests plug in a
-list, and :class:`LinkEventPublisher` is the simple fallback straight onto the MQTT link."""
+"""Where updater events go. The updater only knows :class:`EventPublisher`; the device's assembly
+plugs in a durable outbox of its own (``events.db``, so a deployment event is never lost across a
+power cut), tests plug in a list, and :class:`LinkEventPublisher` is the simple fallback straight
+onto the MQTT link."""
 
 from __future__ import annotations
 
