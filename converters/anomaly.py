@@ -5,22 +5,29 @@ statistics, sized for scikit-learn and ONNX:
 
 * the registered, per-image normalised pooled pixels of good parts are fitted with a PCA
   (scikit-learn) of ``k`` components: what good parts share, lighting gradients and small residual
-  misalignment included;
-* the reconstruction residual of a part, divided by the residual's per-pixel spread on good parts
-  the PCA did not see (so edges, which vary more, tolerate more), is a signed z-map;
-* the anomaly map is, per cell, the largest of: the 3x3 mean of ``|z|`` (thin and small defects),
-  and at each coarse scale (:data:`COARSE_SCALES`) the ``|mean|`` of the SIGNED ``z`` over k x k
-  cells, divided by its own spread on good parts. A stain or a faint dent moves many neighbouring
-  pixels the same way: averaging the signed residual keeps that shift while the noise falls as 1/k
-  (on the development plates and the flange this took the escape at 1% false reject from 30/300 to
-  4/300 on the flange, mostly stains). Each coarse map is weighted so that its tail on held-back good
-  parts equals the fine map's, so the map speaks in the fine map's z units at every scale;
+  misalignment included; on a colour grid (BGR, chosen by planted patches in
+  :mod:`converters.registration_fit`) the three channels of every pixel together;
+* the reconstruction residual of a part, divided by the residual's per-pixel spread on good PARTS
+  the PCA did not see (held back whole, with their augmented copies: a copy in the fit teaches the
+  PCA the part's own texture), is a signed z-map per channel;
+* the anomaly map is, per cell, the largest over channels of: the 3x3 mean of ``|z|`` (thin and
+  small defects), and at each scale of :data:`COARSE_SCALES` the ``|mean|`` of the SIGNED ``z`` over
+  k x k cells, divided by its own spread on good parts. A stain or a faint dent moves many
+  neighbouring pixels the same way: averaging the signed residual keeps that shift while the noise
+  falls as 1/k (on the development plates and the flange this took the escape at 1% false reject
+  from 30/300 to 4/300 on the flange, mostly stains). A surface texture of each part's own (mottled
+  steel, fibre) is what the PCA cannot explain: in ``|z|`` its energy adds up, in the signed means it
+  averages out, so the 3x3 signed map sees a small blemish on it that the 3x3 ``|z|`` map drowns
+  (dev bracket 56 -> 52/150 escapes at 1% false reject, gasket 76 -> 66). Each signed map is
+  weighted so that its tail on held-back good parts equals the fine map's, so the map speaks in the
+  fine map's z units at every scale;
 * the map's largest value is the anomaly score; the share of part cells whose fine map is above
   :data:`HOT_CELL_Z` is the global score that tells a foreign object from a local defect.
 
-Everything is MatMul, Sub, Abs and pooling, so the branch runs in ONNX Runtime with no new
-dependency on the device, and its two MatMuls quantize to int8. :func:`score_numpy` computes the
-same figures in numpy for cross-validation (the ONNX graph is checked against it in the tests).
+Everything is MatMul, Sub, Abs, pooling (and a Transpose and ReduceMax for colour), so the branch
+runs in ONNX Runtime with no new dependency on the device, and its two MatMuls quantize to int8.
+:func:`score_numpy` computes the same figures in numpy for cross-validation (the ONNX graph is
+checked against it in the tests).
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ MIN_GOOD = 8
 #: a map cell this many residual spreads away counts as "hot" for the global score
 HOT_CELL_Z = 3.0
 #: kernel sizes (cells) of the coarse maps of the signed residual (see the module doc)
-COARSE_SCALES: tuple[int, ...] = (5, 9)
+COARSE_SCALES: tuple[int, ...] = (3, 5, 9)
 #: a coarse map's weight makes this quantile of its per-image maximum on held-back good parts equal
 #: the fine map's
 SCALE_QUANTILE = 0.95
@@ -145,7 +152,7 @@ def fit_good_part_model(
     floor = RSD_FLOOR * np.median(rsd_img.reshape(h * w, c)[cells > 0], axis=0) + 1e-6  # per channel
     rsd_img = np.maximum(rsd_img, floor).reshape(-1)
     inv_rsd = (weights / rsd_img).astype(np.float32)  # zero off the part: the belt is not inspected
-    scales = tuple(k for k in coarse if 3 < k <= min(h, w))
+    scales = tuple(k for k in coarse if 3 <= k <= min(h, w))
     z_held = to_planes(resid.astype(np.float32) * inv_rsd, (h, w), c)
     coarse_weight = _coarse_weights(z_held, scales, cells > 0) if scales else None
     return GoodPartModel(

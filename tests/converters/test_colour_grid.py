@@ -63,7 +63,7 @@ def test_the_colour_graph_computes_what_numpy_computes() -> None:
     mask = np.ones(H * W, np.float32)
     mask[: 2 * W] = 0.0  # two rows off the part
     model = fit_good_part_model(_features(_parts(120, rng), True), (H, W), components=8, mask=mask, channels=3)
-    assert model.channels == 3 and model.coarse == (5, 9)
+    assert model.channels == 3 and model.coarse == (3, 5, 9)
     imgs = _parts(20, rng) + [patch(p, 9.0, 11.0, 3.0, 0.8, np.array([GREY] * 3)) for p in _parts(20, rng)]
     x = _features(imgs, True)
     features = np.concatenate([x, rng.normal(size=(len(x), 4)).astype(np.float32)], axis=1)
