@@ -243,7 +243,7 @@ class _Handler(socketserver.BaseRequestHandler):
             allow = ", ".join(methods)
             self._json(405, {"error": f"{path} answers {allow} only"}, extra={"Allow": allow})
         elif path.startswith("/v2"):
-            reply = api.oip.handle(path, body, req.get)
+            reply = api.oip.handle(path, body, req.headers.get)
             self._send(reply.code, reply.body, reply.content_type, reply.headers or None)
         elif path == "/predict":
             code, doc = api.predict(body)

@@ -109,8 +109,9 @@ class OpenInference:
         self.encoder = encoder
         self.version = _server_version()
 
-    def handle(self, path: str, body: bytes, header: Callable[[str], str | None]) -> Reply:
-        """Answer one request on a path :func:`methods_of` knows, with a method it allows."""
+    def handle(self, path: str, body: bytes, header: Callable[[str], list[str] | None]) -> Reply:
+        """Answer one request on a path :func:`methods_of` knows, with a method it allows. ``header``
+        gives a (lower-case) header's values, None when it is absent."""
         m = _PATH.fullmatch(path)
         assert m is not None
         health, name, version, action = m.groups()
@@ -127,7 +128,10 @@ class OpenInference:
                 return self._doc(200, {"name": model.manifest.name, "ready": True})
             if action is None:
                 return self._doc(200, self.metadata(model))
-            return self._infer(model, body, header("inference-header-content-length"))
+            lengths = header("inference-header-content-length")
+            if lengths is not None and len(lengths) > 1:
+                raise OipError("Inference-Header-Content-Length is repeated")
+            return self._infer(model, body, None if lengths is None else lengths[0])
         except OipError as exc:
             return self._doc(exc.code, {"error": exc.message})
 
