@@ -28,6 +28,7 @@ there); a request cut short is never answered.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import itertools
 import json
@@ -262,6 +263,7 @@ class PredictionApi:
         self.host = host
         self.max_body_bytes = section.max_body_bytes
         self.max_image_pixels = section.max_image_pixels
+        #: the SHA-256 digest of the bearer token (None: no token required)
         self.token = _read_token(section)
         self._ids = itertools.count()
         self.requests = 0
@@ -300,7 +302,9 @@ class PredictionApi:
         if header is None:
             return False
         scheme, _, value = header.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode("utf-8"), self.token)
+        # digests of equal length, so neither the content nor the length of the token leaks in time
+        given = hashlib.sha256(value.strip().encode("utf-8")).digest()
+        return hmac.compare_digest(given, self.token) and scheme.lower() == "bearer"
 
     def _next_infer(self) -> int:
         """A result id for one image of an ``infer`` request, counted like a ``/predict`` request."""
@@ -335,8 +339,9 @@ class PredictionApi:
 
 
 def _read_token(section: ApiSection) -> bytes | None:
-    """The bearer token of ``api.token_file`` (surrounding whitespace stripped); refuses a host that
-    is not loopback without one, and a token file that is missing, unreadable or too short."""
+    """The SHA-256 digest of the bearer token in ``api.token_file`` (surrounding whitespace stripped).
+    Refuses a host that is not loopback without one, and a token file that is missing, unreadable or
+    too short."""
     if section.token_file is None:
         if not is_loopback(section.host):
             raise ConfigError(f"api.host {section.host!r} is not a loopback address and api.token_file is not set")
@@ -349,7 +354,7 @@ def _read_token(section: ApiSection) -> bytes | None:
         raise ConfigError(
             f"api.token_file {section.token_file!r} must hold one token of at least 16 printable characters"
         )
-    return token.encode("utf-8")
+    return hashlib.sha256(token.encode("utf-8")).digest()
 
 
 __all__ = ["ROUTES", "STATUS_CODES", "ApiHost", "PredictionApi"]
