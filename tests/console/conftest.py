@@ -1,0 +1,65 @@
+"""Console fixtures: a registry home with accounts, and a console (its app and state) on a broker
+link that is started only when a broker is given."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cloud_registry.registry import Registry, RegistryPaths
+from converters.keys import load_signing_key
+from edgeline.console.accounts import add_user
+from edgeline.console.app import Console
+from edgeline.console.auth import LoginLimiter
+from edgeline.console.server import build
+from edgeline.core.mqtt_link import LinkSettings, MqttLink
+from edgeline.core.protocol.topics import Topics
+from edgeline.demo.broker import free_port
+
+OPERATOR = ("olga", "operator-secret-1")
+VIEWER = ("victor", "viewer-secret-22")
+
+
+@dataclass
+class Home:
+    path: Path
+    registry: Registry
+    key_dir: Path
+
+
+@pytest.fixture
+def home(tmp_path: Path, key_dir: Path) -> Iterator[Home]:
+    paths = RegistryPaths(tmp_path / "home")
+    reg = Registry.open(paths.store_url, paths.artifacts_url)
+    add_user(reg.store, *OPERATOR, "operator")
+    add_user(reg.store, *VIEWER, "viewer")
+    try:
+        yield Home(tmp_path / "home", reg, key_dir)
+    finally:
+        reg.close()
+
+
+def make_console(h: Home, broker_port: int | None, *, secure_cookies: bool = True, failures: int = 5) -> Console:
+    """A console; with ``broker_port`` None its link points at a port nothing listens on (broker down)."""
+    link = MqttLink(LinkSettings(port=broker_port or free_port(), client_id="console-test", clean_start=True))
+    c = build(
+        h.registry,
+        link,
+        Topics(),
+        lambda: load_signing_key(h.key_dir),
+        h.path / "telemetry.db",
+        secure_cookies=secure_cookies,
+    )
+    c.limiter = LoginLimiter(failures=failures, window_s=60.0)
+    if broker_port is not None:
+        link.start()
+    return c
+
+
+# the delivery tests' real signed bundles (tiny v1-v3) and camera frames
+from tests.delivery.conftest import bundles, frames  # noqa: E402
+
+__all__ = ["OPERATOR", "VIEWER", "Home", "bundles", "frames", "make_console"]

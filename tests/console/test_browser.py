@@ -1,0 +1,193 @@
+"""The console in headless Chromium (Debian's, through Playwright; no browser is downloaded) against
+a real Mosquitto, a real registry and two real agent processes (``edgeline agent run``).
+
+One journey, to keep the browser and the agents started once: log in, see the devices arrive, deploy
+from the form and watch the rollout reach COMMITTED on every device without a reload, start one that
+cannot finish and abort it, see the alerts appear, and the refusals: a viewer has no deploy button
+and its request is refused, a forged request without the CSRF token is refused, a wrong password is
+refused and then rate-limited. Each page is photographed at 1400 px into docs/console/."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloud_registry.telemetry.alerts import AlertEngine
+from cloud_registry.telemetry.store import TelemetryStore
+from converters.keys import KeyPaths
+from edgeline.console.server import Bind, ConsoleServer
+from edgeline.core.protocol.signing import TrustStore
+from edgeline.demo.broker import MosquittoBroker
+from tests.console.conftest import OPERATOR, VIEWER, Home, make_console
+from tests.delivery.agent_proc import AgentProcess, write_frames
+from tests.delivery.conftest import BuiltBundle, wait_for
+from tests.telemetry.test_alerts import window
+
+playwright = pytest.importorskip("playwright.sync_api")
+SHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
+WIDTH = 1400
+
+
+@pytest.fixture
+def agents(
+    mosquitto: MosquittoBroker, key_dir: Path, frames: list[Any], tmp_path: Path
+) -> Iterator[list[AgentProcess]]:
+    folder = write_frames(tmp_path / "frames", frames)
+    updater = {"trial_frames": 3, "trial_timeout_s": 30.0, "trial_latency_budget_ms": 2000.0, "min_free_bytes": 0}
+    procs = [
+        AgentProcess(d, tmp_path / d, mosquitto.port, KeyPaths(key_dir).trust, folder, dict(updater), {})
+        for d in ("cell-1", "cell-2")
+    ]
+    for p in procs:
+        p.start(with_faults=False)
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            p.terminate()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    exe = shutil.which("chromium")
+    if exe is None:
+        pytest.fail("chromium is not installed: run .ci/run, or apt-get install -y chromium")
+    with playwright.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=exe, headless=True)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def shot(page: Any, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def log_in(page: Any, base: str, user: tuple[str, str]) -> None:
+    page.goto(f"{base}/login")
+    page.fill("input[name=username]", user[0])
+    page.fill("input[name=password]", user[1])
+    page.click("button[type=submit]")
+
+
+def test_the_console_in_a_browser(
+    home: Home,
+    mosquitto: MosquittoBroker,
+    agents: list[AgentProcess],
+    bundles: dict[int, BuiltBundle],
+    browser: Any,
+) -> None:
+    trust = TrustStore.load(KeyPaths(home.key_dir).trust)
+    for v in (1, 2):
+        home.registry.add_bundle(bundles[v].path, trust, note=f"tiny v{v}")
+    console = make_console(home, mosquitto.port, failures=3)
+    server = ConsoleServer(console, Bind("127.0.0.1", 0)).start()
+    base = server.url
+    try:
+        ctx = browser.new_context(viewport={"width": WIDTH, "height": 900})
+        page = ctx.new_page()
+        page.set_default_timeout(30_000)
+        page.goto(f"{base}/login")
+        shot(page, "login")
+        log_in(page, base, OPERATOR)
+        page.wait_for_url(f"{base}/")
+        # the devices arrive on the open page as their birth messages do
+        page.evaluate("window.loaded = 'fleet'")
+        for d in ("cell-1", "cell-2"):
+            page.wait_for_selector(f"#dev-{d}[data-status=online]", timeout=40_000)
+        assert page.evaluate("window.loaded") == "fleet"  # no reload
+
+        # deploy from the form, then watch it commit on every device without reloading
+        page.goto(f"{base}/rollouts")
+        page.select_option("select[name=ref]", "tiny@1")
+        page.fill("input[name=target]", "device:cell-1,cell-2")
+        page.fill("input[name=waves]", "1,all")
+        page.click("#deploy-button")
+        page.wait_for_selector(".flash:has-text('started')")
+        page.evaluate("window.loaded = 'rollout'")
+        page.wait_for_selector("#rollouts tr[data-status=completed]", timeout=45_000)
+        badges = page.locator(".waves td.status .badge").all_inner_texts()
+        assert badges == ["committed", "committed"], badges
+        assert page.evaluate("window.loaded") == "rollout" and page.evaluate("window.edgelinePatches") > 0
+        shot(page, "rollout")
+        page.goto(f"{base}/")
+        page.wait_for_selector("#dev-cell-2 td.model:has-text('tiny v1')")
+        shot(page, "fleet")
+
+        # a rollout that cannot finish (one device never answers): abort it from its page
+        page.goto(f"{base}/rollouts")
+        page.select_option("select[name=ref]", "tiny@2")
+        page.fill("input[name=target]", "device:cell-1,ghost-9")
+        page.click("#deploy-button")
+        page.wait_for_selector(".flash:has-text('started')")
+        rid = page.url.rsplit("/", 1)[1]
+        page.wait_for_selector(".waves tr[data-device=cell-1] .badge:has-text('committed')", timeout=30_000)
+        page.on("dialog", lambda d: d.accept())
+        page.click("#rollouts button[data-action=abort]")
+        page.wait_for_selector("#rollouts tr[data-status=aborted]")
+        page.wait_for_selector(".waves tr[data-device=cell-1] .badge:has-text('rolled_back')", timeout=30_000)
+
+        # alerts appear on the open page: the ingest's alert engine records the episodes
+        page.goto(f"{base}/drift")
+        page.evaluate("window.loaded = 'drift'")
+        store = TelemetryStore(home.path / "telemetry.db")
+        engine = AlertEngine(store)
+        rows = console.registry.store.list_rollouts()
+        engine.check_rollouts((r.id, r.status, str(r.doc.get("reason", ""))) for r in rows)
+        for _ in range(4):
+            for w in (window("a", drifted=True), window("b", drifted=True)):
+                store.add(w)
+                engine.on_window(w)
+        page.wait_for_selector(f"#alerts-body tr[data-state=firing]:has-text('{rid}')", timeout=10_000)
+        page.wait_for_selector("#alerts-body tr[data-state=firing]:has-text('input drift')", timeout=10_000)
+        page.wait_for_selector("#alert-count.alerts-on")
+        assert page.evaluate("window.loaded") == "drift"
+        page.goto(f"{base}/drift?model=plates")
+        page.wait_for_selector("img.plot")
+        page.wait_for_function("document.querySelector('img.plot').naturalWidth > 0")
+        shot(page, "drift")
+        for name, path in (("models", "/models"), ("rollouts", "/rollouts"), ("audit", "/audit")):
+            page.goto(f"{base}{path}")
+            shot(page, name)
+        audit = page.inner_text("#audit")
+        assert "deploy" in audit and "abort" in audit and OPERATOR[0] in audit
+
+        # a forged request: the operator's cookie, no CSRF token
+        forged = page.request.post(f"{base}/rollouts/{rid}/rollback", form={"x": "1"})
+        assert forged.status == 403
+
+        # a viewer: no deploy button, no action buttons, and the endpoint refuses even with its token
+        vctx = browser.new_context(viewport={"width": WIDTH, "height": 900})
+        vpage = vctx.new_page()
+        log_in(vpage, base, VIEWER)
+        vpage.wait_for_url(f"{base}/")
+        vpage.goto(f"{base}/rollouts")
+        assert vpage.locator("#deploy-button").count() == 0
+        assert vpage.locator("#rollouts button").count() == 0
+        token = vpage.get_attribute("form[action='/logout'] input[name=csrf]", "value")
+        refused = vpage.request.post(f"{base}/deploy", form={"csrf": token, "ref": "tiny@1", "target": "device:cell-1"})
+        assert refused.status == 403
+        shot(vpage, "rollouts-viewer")
+        vctx.close()
+
+        # a wrong password is refused, and after three the right one is too (rate limit)
+        lctx = browser.new_context(viewport={"width": WIDTH, "height": 700})
+        lpage = lctx.new_page()
+        for _ in range(3):
+            log_in(lpage, base, (OPERATOR[0], "not-the-password"))
+            lpage.wait_for_selector(".error:has-text('Wrong user name or password')")
+        log_in(lpage, base, OPERATOR)
+        lpage.wait_for_selector(".error:has-text('Too many failed logins')")
+        assert lpage.url.endswith("/login")
+        lctx.close()
+        ctx.close()
+        assert wait_for(lambda: all(p.alive for p in agents), 1)
+    finally:
+        server.stop()
+        console.live.link.stop()
