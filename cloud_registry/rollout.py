@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from edgeline.core.protocol import model_ref
+
 
 class RolloutStatus(StrEnum):
     RUNNING = "running"
@@ -45,9 +47,17 @@ TERMINAL_ROLLOUT = frozenset({RolloutStatus.COMPLETED, RolloutStatus.ABORTED})
 
 @dataclass(frozen=True)
 class ModelRef:
+    """The rollout's copy of the protocol's :class:`~edgeline.core.protocol.model_ref.ModelRef` (the
+    same name, version and sha256), a frozen dataclass like the rest of the rollout: built
+    positionally and stored with ``asdict``, neither of which the pydantic model allows."""
+
     name: str
     version: int
     sha256: str
+
+    @classmethod
+    def of(cls, ref: model_ref.ModelRef) -> ModelRef:
+        return cls(ref.name, ref.version, ref.sha256)
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,7 @@ class RolloutRunner:
         previous: dict[str, ro.ModelRef | None] = {}
         for d in devices:
             st = self.fleet.view.state(d)
-            previous[d] = ro.ModelRef(st.model.name, st.model.version, st.model.sha256) if st and st.model else None
+            previous[d] = ro.ModelRef.of(st.model) if st and st.model else None
         plan = ro.Plan(
             id=rollout_id or time.strftime("r%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:4],
             model=ro.ModelRef(mv.name, mv.version, mv.sha256),

@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError
 
 from edgeline.core.errors import ProtocolError
 from edgeline.core.protocol.canonical import canonical_json, parse_json
+from edgeline.core.protocol.model_ref import ModelRef
 from edgeline.core.protocol.signing import Envelope, parse_envelope
 from edgeline.core.strict import Strict, StrictByName
 
@@ -78,12 +79,6 @@ class Reason(StrEnum):
     CRASHED = "crashed"  # the agent died during the trial: the new model is suspect
     SUPERSEDED = "superseded"  # a newer deployment arrived before this one was activated
     IO_ERROR = "io_error"
-
-
-class ModelRef(Strict):
-    name: str
-    version: int
-    sha256: str
 
 
 class LastEvent(Strict):

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from edgeline.core.errors import ProtocolError
 from edgeline.core.protocol.canonical import canonical_json, parse_json
+from edgeline.core.protocol.model_ref import ModelRef
 from edgeline.core.strict import Strict, StrictByName
 
 #: Input statistics tracked for drift, with the fixed value range of their histograms (the device's
@@ -51,12 +52,6 @@ DRIFT_KEYS: tuple[str, ...] = STAT_NAMES + EXTRA_DRIFT_KEYS
 _LABEL = r"^[A-Za-z0-9_.\-]{1,64}$"
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 Hist = Annotated[list[Count], Field(min_length=2, max_length=64)]
-
-
-class ModelRef(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
-    version: int = Field(ge=1, le=MAX_COUNT)
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 class Latency(Strict):
