@@ -9,7 +9,9 @@ refused and then rate-limited. Each page is photographed at 1400 px into docs/co
 
 from __future__ import annotations
 
+import hashlib
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,11 +23,11 @@ from cloud_registry.telemetry.store import TelemetryStore
 from converters.keys import KeyPaths
 from edgeline.console.server import Bind, ConsoleServer
 from edgeline.core.protocol.signing import TrustStore
+from edgeline.core.protocol.telemetry import CONF_BINS, STAT_BINS, TelemetryWindow
 from edgeline.demo.broker import MosquittoBroker
 from tests.console.conftest import OPERATOR, VIEWER, Home, make_console
 from tests.delivery.agent_proc import AgentProcess, write_frames
 from tests.delivery.conftest import BuiltBundle, wait_for
-from tests.telemetry.test_alerts import window
 
 playwright = pytest.importorskip("playwright.sync_api")
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
@@ -49,6 +51,30 @@ def agents(
     finally:
         for p in procs:
             p.terminate()
+
+
+def field_window(device: str, group: str, i: int, dark: bool) -> TelemetryWindow:
+    """A telemetry window as a device sends it: histograms of its input statistics (a darkened line
+    shifts brightness down) and the device's own drift verdicts."""
+    centre = 6 if dark else 11
+    hist = [max(0, 40 - 12 * abs(b - centre)) for b in range(STAT_BINS)]
+    contrast = [max(0, 40 - 12 * abs(b - 8)) for b in range(STAT_BINS)]
+    return TelemetryWindow.model_validate(
+        {
+            "key": uuid.uuid4().hex,
+            "device": hashlib.md5(device.encode()).hexdigest(),
+            "group": group,
+            "model": {"name": "tiny", "version": 1, "sha256": "c" * 64},
+            "start": 1_700_000_000.0 + 60 * i,
+            "end": 1_700_000_060.0 + 60 * i,
+            "frames": 100,
+            "class_counts": {"ok": 97, "spot": 3},
+            "confidence": [0] * (CONF_BINS - 2) + [10, 90],
+            "input_stats": {"brightness": hist, "contrast": contrast},
+            "stats_frames": sum(hist),
+            "drift": {"brightness": {"psi": 1.4 if dark else 0.02, "threshold": 0.25, "drifted": dark}},
+        }
+    )
 
 
 @pytest.fixture
@@ -84,8 +110,10 @@ def test_the_console_in_a_browser(
     browser: Any,
 ) -> None:
     trust = TrustStore.load(KeyPaths(home.key_dir).trust)
-    for v in (1, 2):
-        home.registry.add_bundle(bundles[v].path, trust, note=f"tiny v{v}")
+    home.registry.add_bundle(bundles[1].path, trust, note="first build")
+    home.registry.add_bundle(bundles[2].path, trust, note="retrained on line-b", parent=1)
+    home.registry.promote("tiny", 1, "production")
+    home.registry.promote("tiny", 2, "staging")
     console = make_console(home, mosquitto.port, failures=3)
     server = ConsoleServer(console, Bind("127.0.0.1", 0)).start()
     base = server.url
@@ -140,15 +168,16 @@ def test_the_console_in_a_browser(
         engine = AlertEngine(store)
         rows = console.registry.store.list_rollouts()
         engine.check_rollouts((r.id, r.status, str(r.doc.get("reason", ""))) for r in rows)
-        for _ in range(4):
-            for w in (window("a", drifted=True), window("b", drifted=True)):
+        for i in range(8):
+            for device, group in (("cell-1", "line-a"), ("cell-2", "line-b")):
+                w = field_window(device, group, i, dark=group == "line-b" and i >= 3)
                 store.add(w)
                 engine.on_window(w)
         page.wait_for_selector(f"#alerts-body tr[data-state=firing]:has-text('{rid}')", timeout=10_000)
         page.wait_for_selector("#alerts-body tr[data-state=firing]:has-text('input drift')", timeout=10_000)
         page.wait_for_selector("#alert-count.alerts-on")
         assert page.evaluate("window.loaded") == "drift"
-        page.goto(f"{base}/drift?model=plates")
+        page.goto(f"{base}/drift?model=tiny")
         page.wait_for_selector("img.plot")
         page.wait_for_function("document.querySelector('img.plot').naturalWidth > 0")
         shot(page, "drift")
