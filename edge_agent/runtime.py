@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from enum import StrEnum
 from pathlib import Path
@@ -26,6 +26,8 @@ from edge_agent.counters import AgentCounters
 from edge_agent.errors import EdgelineError, SelfTestError
 from edge_agent.frame_queue import FrameQueue
 from edge_agent.inference import inspect_frame, load_and_check, model_info, verdict_record
+from edge_agent.line.bus import ResultBus
+from edge_agent.line.station import RingingQueue, TriggerStation
 from edge_agent.model import LoadedModel
 from edge_agent.plugins import AgentPlugin
 from edge_agent.sinks import SinkWorker, build_sinks
@@ -74,8 +76,20 @@ class Agent:
         self.state = AgentState.CREATED
         self.counters_ = AgentCounters(config.inference.latency_window)
         self.sinks = build_sinks(config.sinks, config.device.id) if sinks is None else sinks
+        #: the one publish path: the sinks, then the line interfaces (added at start)
+        self.bus = ResultBus(self.sinks)
         src = config.source
-        self.queue: FrameQueue[Frame] = FrameQueue(src.queue_size, src.policy)
+        #: triggered inspection (``[source] mode = "trigger"``); None in free-run
+        self.station: TriggerStation | None = None
+        if src.mode == "trigger":
+            self.station = TriggerStation(
+                config.trigger, config.device.id, self.bus.publish, lambda: model_info(self._model)
+            )
+            self.queue: FrameQueue[Frame] = RingingQueue(src.queue_size, src.policy, self.station.bell)
+        else:
+            self.queue = FrameQueue(src.queue_size, src.policy)
+        #: the line's interfaces (TCP line, Modbus, OPC UA), built at start
+        self.line: Any = None
         self.reader = SourceReader(
             capture or build_capture(src),
             self.queue,
@@ -137,8 +151,12 @@ class Agent:
     def local_event(self, kind: str, payload: dict[str, object]) -> None:
         rec: dict[str, object] = {"type": "event", "device": self.device_id, "kind": kind, "ts": time.time()}
         rec.update(payload)
-        for s in self.sinks:
-            s.offer(rec)
+        self.bus.publish(rec)
+
+    def trigger(self, part_id: str = "", ts: float | None = None, origin: str = "") -> Any:
+        """Ask for one triggered inspection (any interface, the local API included); returns the
+        :class:`~edge_agent.line.matcher.Trigger`, or None in free-run mode."""
+        return None if self.station is None else self.station.submit(part_id, ts, origin)
 
     def counters(self) -> dict[str, Any]:
         snap = self.counters_.snapshot()
@@ -179,6 +197,7 @@ class Agent:
                 "last_rejection": self.last_rejection,
             },
             "api": {"url": api_url, "requests": snap["api_requests"], **snap["api"]} if api_url else None,
+            "line": self._line_stats(),
             "uptime_s": snap["uptime_s"],
             "first_verdict_s": (
                 None
@@ -186,6 +205,14 @@ class Agent:
                 else self._first_verdict_at - self._started_at
             ),
         }
+
+    def _line_stats(self) -> dict[str, Any] | None:
+        if self.station is None and self.line is None:
+            return None
+        out: dict[str, Any] = self.station.stats() if self.station is not None else {"mode": "free"}
+        if self.line is not None:
+            out["interfaces"] = self.line.stats()
+        return out
 
     # -- models ---------------------------------------------------------------------------------------
     def trust(self) -> TrustStore:
@@ -263,6 +290,13 @@ class Agent:
             self.local_event("no_model", {"detail": "no model yet; frames are counted, not inspected"})
         else:
             self.state = AgentState.RUNNING
+        if self.config.line.any_enabled:
+            from edge_agent.line.interfaces import LineInterfaces
+
+            self.line = LineInterfaces(self)
+            self.line.start()
+            for w in self.line.workers:
+                self.bus.add(w)
         if self.config.api.enabled:
             from edge_agent.http_api import PredictionApi
 
@@ -309,6 +343,8 @@ class Agent:
             self.local_event("agent_stopped", {"state": self.state.value})
             for s in self.sinks:
                 s.close(timeout=5.0)
+            if self.line is not None:
+                self.line.stop()
             if self.api is not None:
                 self.api.stop()
             if self.status_writer is not None:
@@ -321,6 +357,9 @@ class Agent:
 
     def _loop(self) -> None:
         try:
+            if self.station is not None:
+                self.station.run(self.queue, self._inspect)
+                return
             while True:
                 frame = self.queue.get(timeout=0.5)
                 if frame is None:
@@ -333,14 +372,18 @@ class Agent:
             # (stop() may be waiting for this one).
             threading.Thread(target=self._finish, name=f"finish-{self.device_id}", daemon=True).start()
 
-    def _inspect(self, frame: Frame) -> None:
+    def _inspect(
+        self, frame: Frame, complete: Callable[[dict[str, Any], Any], None] | None = None
+    ) -> dict[str, Any] | None:
+        """Inspect one frame and publish its record (``complete`` adds a triggered result's fields to
+        it first). Returns the record, or None when the frame was not inspected."""
         model = self._model  # read ONCE: the whole frame is served by this model
         if model is None:
             self.counters_.drop("no_model")
             if frame.ts - self._no_model_told >= NO_MODEL_REMINDER_S:
                 self._no_model_told = frame.ts
                 self.local_event("no_model", {"frame_id": frame.frame_id})
-            return
+            return None
         every = self.config.inference.stats_every
         try:
             result = inspect_frame(
@@ -351,13 +394,14 @@ class Agent:
             n = self.counters_.error(type(exc).__name__)
             if _worth_logging(n):
                 log.warning("%s: frame %d not inspected (%d so far): %s", self.device_id, frame.frame_id, n, exc)
-            return
+            return None
         if self._first_verdict_at is None:
             self._first_verdict_at = time.monotonic()
         self.counters_.record(result.verdict)
-        rec = verdict_record(result, self.device_id, frame.ref)
-        for s in self.sinks:
-            s.offer(rec)
+        rec: dict[str, Any] = verdict_record(result, self.device_id, frame.ref)
+        if complete is not None:
+            complete(rec, model.manifest.labels)
+        self.bus.publish(rec)
         for p in self.plugins:
             try:
                 p.on_result(result)
@@ -365,6 +409,7 @@ class Agent:
                 n = self.counters_.plugin_error(getattr(p, "name", type(p).__name__))
                 if _worth_logging(n):
                     log.exception("plugin %s failed on frame %d (%d so far)", getattr(p, "name", p), frame.frame_id, n)
+        return rec
 
 
 def _worth_logging(n: int) -> bool:

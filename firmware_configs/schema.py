@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from firmware_configs.base import Section
 from firmware_configs.cloud_section import CloudSection
+from firmware_configs.line_section import LineSection, TriggerSection
 from firmware_configs.telemetry_section import TelemetrySection
 from firmware_configs.updater_section import UpdaterSection
 
@@ -88,6 +89,8 @@ class SourceSection(Section):
     queue_size: int = Field(default=4, ge=1, le=10_000)
     #: backpressure policy; default drop_oldest for live cameras (usb, url), block for files and folders
     queue_policy: QueuePolicy | None = None
+    #: ``free``: inspect every frame; ``trigger``: inspect the frame a trigger asks for (``[trigger]``)
+    mode: Literal["free", "trigger"] = "free"
 
     @field_validator("url")
     @classmethod
@@ -262,6 +265,8 @@ class DeviceConfig(Section):
     cloud: CloudSection = CloudSection()
     updater: UpdaterSection = UpdaterSection()
     telemetry: TelemetrySection = TelemetrySection()
+    trigger: TriggerSection = TriggerSection()
+    line: LineSection = LineSection()
 
     @property
     def trust_file(self) -> str:
