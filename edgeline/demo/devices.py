@@ -21,6 +21,7 @@ from edgeline.demo.errors import DemoError
 from edgeline.demo.processes import spawn, stop_process, tail
 from firmware_configs.errors import ConfigError
 from firmware_configs.loader import parse_config
+from firmware_configs.writer import render_toml
 
 log = logging.getLogger(__name__)
 
@@ -98,25 +99,6 @@ def device_config(spec: DeviceSpec) -> dict[str, dict[str, Any]]:
             "tick_s": 0.5,
         },
     }
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    return json.dumps(str(v))
-
-
-def render_toml(sections: dict[str, dict[str, Any]], comment: str = "") -> str:
-    out = [f"# {line}" for line in comment.splitlines()] + ([""] if comment else [])
-    for name, values in sections.items():
-        out.append(f"[{name}]")
-        out += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
-        out.append("")
-    return "\n".join(out)
 
 
 def nested(sections: dict[str, dict[str, Any]]) -> dict[str, Any]:

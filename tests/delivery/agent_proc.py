@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from edgeline.demo.devices import launch_agent
+from firmware_configs.writer import render_toml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,25 +25,6 @@ def write_frames(directory: Path, frames: list[np.ndarray]) -> Path:
     for i, f in enumerate(frames):
         cv2.imwrite(str(directory / f"f{i:03d}.png"), f)
     return directory
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    return json.dumps(str(v))
-
-
-def render_toml(sections: dict[str, dict[str, Any]]) -> str:
-    out = []
-    for name, values in sections.items():
-        out.append(f"[{name}]")
-        out += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
-        out.append("")
-    return "\n".join(out)
 
 
 @dataclass
