@@ -18,36 +18,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import emit, time_per_call
-from cloud_registry.security.broker_config import BrokerSpec, parse_spec
+from cloud_registry.security.broker_config import BrokerSpec
 from cloud_registry.security.passwords import HUMAN_ITERATIONS, RANDOM_ITERATIONS, PasswordFile, hash_password
 from cloud_registry.security.pki import Pki
 from edgeline.core.mqtt_link import LinkSettings, MqttLink
 from edgeline.core.protocol.topics import Topics
-from edgeline.demo.broker import MosquittoBroker, free_port
-from edgeline.demo.lockdown import client_settings, locked_broker
+from edgeline.demo.broker import MosquittoBroker
+from edgeline.demo.lockdown import client_settings, local_spec, locked_broker
 
 TOPICS = Topics("edgeline", "bench")
 
 
 def spec_for(auth: str, pki: Pki, work: Path, passwd: Path) -> BrokerSpec:
-    return parse_spec(
-        {
-            "auth": auth,
-            "bind": "127.0.0.1",
-            "port": free_port(),
-            "topic_root": TOPICS.root,
-            "fleet": TOPICS.fleet,
-            "tls": {
-                "cafile": str(pki.ca_cert_path),
-                "certfile": str(pki.cert_path("server", "broker")),
-                "keyfile": str(pki.key_path("server", "broker")),
-                "crlfile": str(pki.crl_path),
-            },
-            "acl_file": str(work / "acl"),
-            "password_file": str(passwd) if auth == "password" else None,
-            "max_packet_size": 8 * 1024 * 1024,
-            "devices": [{"id": "dev-fast"}, {"id": "dev-slow"}],
-        }
+    devices: dict[str, list[str]] = {"dev-fast": [], "dev-slow": []}
+    return local_spec(
+        auth, pki, work, topics=TOPICS, devices=devices, password_file=passwd, max_packet_size=8 * 1024 * 1024
     )
 
 

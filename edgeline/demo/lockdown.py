@@ -8,18 +8,56 @@ security section and ACL, so what the tests prove is what production runs.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from cloud_registry.security.broker_config import BrokerSpec, render_acl, render_security
+from cloud_registry.security.broker_config import BrokerSpec, parse_spec, render_acl, render_security
 from cloud_registry.security.certs import CertKind
 from cloud_registry.security.errors import SecurityError
 from cloud_registry.security.pki import Pki
 from edgeline.core.fsutil import write_atomic
 from edgeline.core.mqtt_link import LinkSettings, TlsSettings, wait_until
-from edgeline.demo.broker import MosquittoBroker
+from edgeline.core.protocol.topics import Topics
+from edgeline.demo.broker import MosquittoBroker, free_port
 
 _RELOAD_MARK = "Reloading config."
 #: Mosquitto logs its reloads at the "information" level
 _RELOAD_LOGGING = "log_type information\n"
+
+
+def local_spec(
+    auth: str,
+    pki: Pki,
+    workdir: Path,
+    *,
+    topics: Topics,
+    devices: dict[str, list[str]],
+    password_file: Path | None = None,
+    **fields: Any,
+) -> BrokerSpec:
+    """A spec for a broker on a free loopback port (tests, benchmarks): TLS with ``pki``'s CA, its
+    ``server/broker`` certificate and its CRL; the ACL at ``workdir/acl``; with password
+    authentication, the password file at ``password_file`` (default ``workdir/passwd``); ``devices``
+    maps each device id to its groups. ``fields`` adds spec keys (``registry``, ``observers``,
+    ``max_packet_size``, ...)."""
+    return parse_spec(
+        {
+            "auth": auth,
+            "bind": "127.0.0.1",
+            "port": free_port(),
+            "topic_root": topics.root,
+            "fleet": topics.fleet,
+            "tls": {
+                "cafile": str(pki.ca_cert_path),
+                "certfile": str(pki.cert_path("server", "broker")),
+                "keyfile": str(pki.key_path("server", "broker")),
+                "crlfile": str(pki.crl_path),
+            },
+            "acl_file": str(workdir / "acl"),
+            "password_file": str(password_file or workdir / "passwd") if auth == "password" else None,
+            "devices": [{"id": d, "groups": g} for d, g in devices.items()],
+            **fields,
+        }
+    )
 
 
 def locked_broker(spec: BrokerSpec, workdir: Path) -> MosquittoBroker:

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from cloud_registry.security.broker_config import BrokerSpec, parse_spec
+from cloud_registry.security.broker_config import BrokerSpec
 from cloud_registry.security.passwords import PasswordFile, generate_password
 from cloud_registry.security.pki import Pki
 from edge_agent.errors import TransportError
 from edgeline.core.mqtt_link import LinkSettings, MqttLink, wait_until
 from edgeline.core.protocol.topics import Topics
-from edgeline.demo.broker import MosquittoBroker, find_mosquitto, free_port
-from edgeline.demo.lockdown import client_settings, locked_broker
+from edgeline.demo.broker import MosquittoBroker, find_mosquitto
+from edgeline.demo.lockdown import client_settings, local_spec, locked_broker
 from tests.delivery.conftest import bundles, cloud, frames  # noqa: F401  (hostile deployments to a real device)
 
 DEVICES = {"dev-a": ["line-1"], "dev-b": ["line-2"]}
@@ -66,26 +66,7 @@ def passwords() -> dict[str, str]:
 
 def make_spec(auth: str, pki: Pki, workdir: Path, *, devices: dict[str, list[str]] | None = None) -> BrokerSpec:
     devs = DEVICES if devices is None else devices
-    return parse_spec(
-        {
-            "auth": auth,
-            "bind": "127.0.0.1",
-            "port": free_port(),
-            "topic_root": TOPICS.root,
-            "fleet": TOPICS.fleet,
-            "tls": {
-                "cafile": str(pki.ca_cert_path),
-                "certfile": str(pki.cert_path("server", "broker")),
-                "keyfile": str(pki.key_path("server", "broker")),
-                "crlfile": str(pki.crl_path),
-            },
-            "acl_file": str(workdir / "acl"),
-            "password_file": str(workdir / "passwd") if auth == "password" else None,
-            "registry": [REGISTRY],
-            "observers": [OBSERVER],
-            "devices": [{"id": d, "groups": g} for d, g in devs.items()],
-        }
-    )
+    return local_spec(auth, pki, workdir, topics=TOPICS, devices=devs, registry=[REGISTRY], observers=[OBSERVER])
 
 
 @dataclass
