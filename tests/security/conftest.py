@@ -139,10 +139,13 @@ def assert_refused(env: Locked, link: MqttLink) -> str:
     return _log(env)[len(before_text) :]
 
 
-def start_locked(auth: str, pki: Pki, passwords: dict[str, str], workdir: Path) -> Locked:
+def start_locked(
+    auth: str, pki: Pki, passwords: dict[str, str], workdir: Path, *, spec: BrokerSpec | None = None
+) -> Locked:
+    """A started broker from ``spec`` (default :func:`make_spec`), with ``passwords`` in its password file."""
     if find_mosquitto() is None:
         pytest.fail("mosquitto is not installed: run .ci/run, or apt-get install -y mosquitto")
-    spec = make_spec(auth, pki, workdir)
+    spec = spec or make_spec(auth, pki, workdir)
     if auth == "password":
         pwfile = PasswordFile(Path(str(spec.password_file)))
         for name, pw in passwords.items():

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from cloud_registry.security.broker_config import parse_spec
-from cloud_registry.security.passwords import PasswordFile, generate_password
+from cloud_registry.security.passwords import generate_password
 from cloud_registry.security.pki import Pki
 from cloud_registry.telemetry.ingest import Ingestor, IngestService
 from cloud_registry.telemetry.store import TelemetryStore
@@ -28,9 +28,7 @@ from edge_agent.outbox.store import Outbox
 from edgeline.core.mqtt_link import MqttLink, wait_until
 from edgeline.core.protocol.delivery import DeviceEvent, EventKind, UpdaterState
 from edgeline.core.protocol.telemetry import Ack, IngestCapabilities
-from edgeline.demo.broker import find_mosquitto
-from edgeline.demo.lockdown import locked_broker
-from tests.security.conftest import OBSERVER, TOPICS, Inbox, Locked, make_spec, prime
+from tests.security.conftest import OBSERVER, TOPICS, Inbox, Locked, make_spec, prime, start_locked
 from tests.telemetry.test_window_schema import body
 
 INGEST = OBSERVER  # the conftest's service identity, listed under `ingest` in this spec
@@ -44,18 +42,10 @@ def ack(*windows: str) -> bytes:
 
 
 def start_with_ingest(auth: str, pki: Pki, passwords: dict[str, str], workdir: Path) -> Locked:
-    if find_mosquitto() is None:
-        pytest.fail("mosquitto is not installed: run .ci/run, or apt-get install -y mosquitto")
     pki.issue("observer", DASHBOARD)
     creds = {**passwords, DASHBOARD: generate_password()}
     spec = parse_spec({**make_spec(auth, pki, workdir).model_dump(), "ingest": [INGEST], "observers": [DASHBOARD]})
-    if auth == "password":
-        pwfile = PasswordFile(Path(str(spec.password_file)))
-        for name, pw in creds.items():
-            pwfile.set(name, pw, iterations=1000)
-    broker = locked_broker(spec, workdir / "mosquitto")
-    broker.start()
-    return Locked(broker, spec, pki, creds, workdir)
+    return start_locked(auth, pki, creds, workdir, spec=spec)
 
 
 @pytest.fixture(params=["password", "mtls"])
