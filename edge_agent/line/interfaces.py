@@ -44,6 +44,10 @@ class LineInterfaces:
             from edge_agent.line.modbus_server import ModbusLineServer
 
             self._add(agent, ModbusLineServer(cfg.modbus, submit, status), cfg.modbus.queue_size)
+        if cfg.opcua is not None and cfg.opcua.enabled:
+            from edge_agent.line.opcua_server import OpcuaLineServer
+
+            self._add(agent, OpcuaLineServer(cfg.opcua, submit, status, agent), cfg.opcua.queue_size)
 
     def _add(self, agent: Any, server: Server, queue_size: int) -> None:
         self.servers.append(server)

@@ -1,0 +1,242 @@
+"""An OPC UA server (asyncua) shaped after OPC 40100 Machine Vision where it fits: a ``VisionSystem``
+object with a ``Results`` folder holding the last result's variables, a ``Status`` folder, a ``Trigger``
+method taking a part id, and a ``ResultReadyEventType`` event fired by ``VisionSystem`` for every result.
+
+Security: only Sign&Encrypt endpoints with the configured policy (Basic256Sha256 by default), users
+from a file or client certificates; anonymous and unencrypted endpoints exist only when the config
+allows them, which it does on loopback only. Tag list: docs/line.md."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from asyncua import Server, ua
+from asyncua.common.node import Node
+
+from edge_agent.line.aioloop import LoopThread
+from edge_agent.line.opcua_certs import ensure_certificate
+from edge_agent.line.opcua_users import LineUserManager, read_certificates, read_users
+from edge_agent.line.result import STATE_CODES, VERDICT_CODES, Record
+from edge_agent.line.tcp_line import Submit
+from firmware_configs.line_section import OpcuaSection
+
+log = logging.getLogger(__name__)
+
+V = ua.VariantType
+#: the last result's variables under VisionSystem/Results: browse name -> (type, record key or getter)
+RESULT_VARS: tuple[tuple[str, ua.VariantType], ...] = (
+    ("ResultId", V.String),
+    ("PartId", V.String),
+    ("ResultState", V.String),
+    ("ResultStateCode", V.Int32),
+    ("Verdict", V.String),
+    ("VerdictCode", V.Int32),
+    ("Class", V.String),
+    ("ClassIndex", V.Int32),
+    ("Confidence", V.Double),
+    ("Uncertain", V.Boolean),
+    ("DefectRegion", V.String),
+    ("ProcessingTimes", V.String),
+    ("InspectTimeMs", V.Double),
+    ("TotalTimeMs", V.Double),
+    ("ModelName", V.String),
+    ("ModelVersion", V.Int32),
+    ("TriggerId", V.UInt32),
+    ("ResultCounter", V.UInt32),
+)
+EVENT_FIELDS: tuple[tuple[str, ua.VariantType], ...] = (
+    ("ResultId", V.String),
+    ("PartId", V.String),
+    ("ResultState", V.String),
+    ("Verdict", V.String),
+    ("Class", V.String),
+    ("Confidence", V.Double),
+)
+_POLICIES = {
+    "Basic256Sha256": ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+    "Aes128Sha256RsaOaep": ua.SecurityPolicyType.Aes128Sha256RsaOaep_SignAndEncrypt,
+    "Aes256Sha256RsaPss": ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt,
+}
+
+
+def result_values(rec: Record) -> dict[str, Any]:
+    times = rec.get("times") or {}
+    conf = rec.get("confidence")
+    state = str(rec.get("state") or "ok")
+    return {
+        "ResultId": str(rec.get("result_id") or ""),
+        "PartId": str(rec.get("part_id") or ""),
+        "ResultState": state,
+        "ResultStateCode": STATE_CODES.get(state, 0),
+        "Verdict": str(rec.get("verdict") or ""),
+        "VerdictCode": VERDICT_CODES.get(rec.get("verdict"), 0),
+        "Class": str(rec.get("label") or ""),
+        "ClassIndex": int(rec.get("class_index", -1) if rec.get("class_index") is not None else -1),
+        "Confidence": float(conf) if conf is not None else 0.0,
+        "Uncertain": bool(rec.get("uncertain")),
+        "DefectRegion": json.dumps(rec.get("region")) if rec.get("region") else "",
+        "ProcessingTimes": json.dumps(times),
+        "InspectTimeMs": float(times.get("inspect_ms") or rec.get("latency_ms") or 0.0),
+        "TotalTimeMs": float(times.get("total_ms") or 0.0),
+        "ModelName": str(rec.get("model") or ""),
+        "ModelVersion": int(rec.get("model_version") or 0),
+        "TriggerId": int(rec.get("trigger_id") or 0),
+        "ResultCounter": int(rec.get("result_seq") or 0),
+    }
+
+
+class OpcuaLineServer:
+    """Also the sink of the OPC UA results (``name``, ``write``, ``close``)."""
+
+    name = "line-opcua"
+
+    def __init__(self, section: OpcuaSection, submit: Submit, status: Callable[[], str], agent: Any) -> None:
+        self.section = section
+        self._submit = submit
+        self._status = status
+        self.device_id = str(agent.device_id)
+        self.application_uri = f"urn:edgeline:{self.device_id}:vision"
+        self.url = f"opc.tcp://{section.host}:{section.port}/edgeline/"
+        self._loop = LoopThread("line-opcua")
+        self._server: Server | None = None
+        self._vars: dict[str, Node] = {}
+        self._status_vars: dict[str, Node] = {}
+        self._event: Any = None
+        self.users: LineUserManager | None = None
+        self.results = 0
+        self.triggers = 0
+        self._missed = 0
+        self._late = 0
+
+    def start(self) -> None:
+        self._loop.start()
+        self._loop.run(self._start(), timeout=60.0)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            try:
+                self._loop.run(self._server.stop(), timeout=5.0)
+            except Exception as exc:
+                log.warning("stopping the OPC UA server failed: %s", exc)
+        self._loop.stop()
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "results": self.results,
+            "triggers": self.triggers,
+            "refused_logins": 0 if self.users is None else self.users.refused,
+        }
+
+    async def _start(self) -> None:
+        s = self.section
+        users = read_users(Path(s.users_file)) if s.users_file else {}
+        certs = read_certificates(Path(s.trusted_clients_dir)) if s.trusted_clients_dir else set()
+        self.users = LineUserManager(users, certs, s.allow_anonymous)
+        server = Server(user_manager=self.users)  # type: ignore[arg-type]
+        await server.init()
+        server.set_endpoint(self.url)
+        server.set_server_name(f"edgeline vision system {self.device_id}")
+        await server.set_application_uri(self.application_uri)
+        policies = [_POLICIES[s.policy]]
+        if s.allow_unencrypted:
+            policies.append(ua.SecurityPolicyType.NoSecurity)
+        server.set_security_policy(policies)
+        tokens: list[type] = [ua.UserNameIdentityToken, ua.X509IdentityToken]
+        if s.allow_anonymous:
+            tokens.append(ua.AnonymousIdentityToken)
+        server.set_identity_tokens(tokens)
+        if s.certificate and s.private_key:
+            crt, key = Path(s.certificate), Path(s.private_key)
+        else:
+            crt, key = ensure_certificate(Path(s.pki_dir), self.application_uri, f"edgeline {self.device_id}")
+        await server.load_certificate(str(crt), format=_format(crt))
+        await server.load_private_key(str(key), format=_format(key))
+        await self._address_space(server, await server.register_namespace(s.namespace))
+        await server.start()
+        self._server = server
+
+    async def _address_space(self, server: Server, idx: int) -> None:
+        vs = await server.nodes.objects.add_object(idx, "VisionSystem")
+        results = await vs.add_folder(idx, "Results")
+        for name, vtype in RESULT_VARS:
+            self._vars[name] = await results.add_variable(idx, name, ua.Variant(_zero(vtype), vtype))
+        status = await vs.add_folder(idx, "Status")
+        for name, vtype in (("State", V.String), ("MissedTriggers", V.UInt32), ("LateResults", V.UInt32)):
+            self._status_vars[name] = await status.add_variable(idx, name, ua.Variant(_zero(vtype), vtype))
+        await self._status_vars["State"].write_value(ua.Variant(self._status(), V.String))
+        part = ua.Argument()
+        part.Name, part.DataType, part.ValueRank = "PartId", ua.NodeId(ua.Int32(ua.ObjectIds.String)), -1
+        part.Description = ua.LocalizedText("the part's id; empty: one is assigned")
+        tid = ua.Argument()
+        tid.Name, tid.DataType, tid.ValueRank = "TriggerId", ua.NodeId(ua.Int32(ua.ObjectIds.UInt32)), -1
+        assigned = ua.Argument()
+        assigned.Name, assigned.DataType, assigned.ValueRank = "PartId", ua.NodeId(ua.Int32(ua.ObjectIds.String)), -1
+        await vs.add_method(idx, "Trigger", self._trigger, [part], [tid, assigned])
+        etype = await server.create_custom_event_type(
+            idx, "ResultReadyEventType", ua.ObjectIds.BaseEventType, [(n, t) for n, t in EVENT_FIELDS]
+        )
+        self._event = await server.get_event_generator(etype, vs.nodeid)
+
+    async def _trigger(self, parent: ua.NodeId, part_id: ua.Variant) -> list[ua.Variant]:
+        value = part_id.Value if isinstance(part_id, ua.Variant) else part_id
+        if value is not None and not isinstance(value, str):
+            raise ua.UaStatusCodeError(ua.StatusCodes.BadInvalidArgument)
+        if value is not None and len(value) > 128:
+            raise ua.UaStatusCodeError(ua.StatusCodes.BadInvalidArgument)
+        t = self._submit(value or "", None, "opcua")
+        if t is None:
+            raise ua.UaStatusCodeError(ua.StatusCodes.BadInvalidState)
+        self.triggers += 1
+        return [ua.Variant(int(t.trigger_id), V.UInt32), ua.Variant(t.part_id, V.String)]
+
+    # -- the sink side (the bus's worker thread) ------------------------------------------------------
+    def write(self, record: Record) -> None:
+        if record.get("type") == "verdict":
+            self._loop.run(self._publish(record), timeout=5.0)
+
+    def close(self) -> None:
+        pass
+
+    async def _publish(self, rec: Record) -> None:
+        server = self._server
+        if server is None:
+            return
+        values = result_values(rec)
+        state = values["ResultState"]
+        self._missed += state in ("missed", "refused")
+        self._late += state == "late"
+        # every variable first, the counter last: a client polling the counter reads a whole result
+        for name, vtype in RESULT_VARS:
+            if name != "ResultCounter":
+                await server.write_attribute_value(
+                    self._vars[name].nodeid, ua.DataValue(ua.Variant(values[name], vtype))
+                )
+        for name, v in (
+            ("State", ua.Variant(self._status(), V.String)),
+            ("MissedTriggers", ua.Variant(self._missed, V.UInt32)),
+            ("LateResults", ua.Variant(self._late, V.UInt32)),
+        ):
+            await server.write_attribute_value(self._status_vars[name].nodeid, ua.DataValue(v))
+        await server.write_attribute_value(
+            self._vars["ResultCounter"].nodeid, ua.DataValue(ua.Variant(values["ResultCounter"], V.UInt32))
+        )
+        if rec.get("result_id"):
+            ev = self._event.event
+            for name, _ in EVENT_FIELDS:
+                setattr(ev, name, values[name])
+            await self._event.trigger(message=f"{values['PartId']}: {state} {values['Verdict']}".strip())
+        self.results += 1
+
+
+def _zero(vtype: ua.VariantType) -> Any:
+    return {V.String: "", V.Double: 0.0, V.Boolean: False}.get(vtype, 0)
+
+
+def _format(path: Path) -> str:
+    """asyncua tells PEM from DER by the file name; tell it by the content."""
+    return "pem" if path.read_bytes().lstrip().startswith(b"-----BEGIN") else "der"
