@@ -98,3 +98,16 @@ def parse_params(items: tuple[str, ...]) -> dict[str, Any]:
 
 def echo_json(doc: dict[str, Any]) -> None:
     click.echo(json.dumps(doc, indent=2, sort_keys=True, default=str))
+
+
+def bundle_summary(result: Any, **extra: Any) -> dict[str, Any]:
+    """What ``train --json`` and ``import --json`` print for a written bundle (``extra``: their own)."""
+    return {
+        "ok": True,
+        "bundle": str(result.bundle_dir),
+        "report": str(result.report_json),
+        "quantization": result.quantization.to_dict(),
+        "gate": result.gate.to_dict(),
+        "metrics": result.metrics,
+        **extra,
+    }

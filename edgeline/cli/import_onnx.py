@@ -9,7 +9,14 @@ import click
 from converters.errors import ConverterError
 from converters.gate import GateConfig
 from converters.importer import ImportResult, import_model
-from edgeline.cli.build_common import echo_json, parse_floats, parse_size, progress_bars, validation_message
+from edgeline.cli.build_common import (
+    bundle_summary,
+    echo_json,
+    parse_floats,
+    parse_size,
+    progress_bars,
+    validation_message,
+)
 from edgeline.cli.options import json_option, keys_option
 from edgeline.cli.train import gate_options
 from edgeline.core.protocol.manifest import PreprocessSpec, Thresholds
@@ -114,16 +121,8 @@ def import_onnx(
             force=force,
             progress=hook,
         )
-    summary = {
-        "ok": True,
-        "bundle": str(result.bundle_dir),
-        "report": str(result.report_json),
-        "quantization": result.quantization.to_dict(),
-        "gate": result.gate.to_dict(),
-        "metrics": result.metrics,
-    }
     if as_json:
-        echo_json(summary)
+        echo_json(bundle_summary(result))
         return
     q, g = result.quantization, result.gate.figures
     click.echo(f"bundle   {result.bundle_dir}  ({name} v{version}, imported from {model.name})")

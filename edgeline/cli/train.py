@@ -14,7 +14,7 @@ from converters.line_gate import LineTargets
 from converters.pipeline import BuildResult, build_bundle
 from converters.registration_fit import REGISTER_CHOICES
 from converters.selection import QUANT_CHOICES
-from edgeline.cli.build_common import echo_json, parse_params, progress_bars
+from edgeline.cli.build_common import bundle_summary, echo_json, parse_params, progress_bars
 from edgeline.cli.options import json_option, keys_option
 from edgeline.core.protocol.manifest import Thresholds
 
@@ -273,21 +273,12 @@ def train(
             force=force,
             progress=hook,
         )
-    summary = {
-        "ok": True,
-        "bundle": str(result.bundle_dir),
-        "report": str(result.report_json),
-        "report_png": str(result.report_png),
-        "quantization": result.quantization.to_dict(),
-        "gate": result.gate.to_dict(),
-        "conversion": {
+    if as_json:
+        conversion = {
             "label_agreement": result.conversion.label_agreement,
             "max_prob_diff": result.conversion.max_prob_diff,
-        },
-        "metrics": result.metrics,
-    }
-    if as_json:
-        echo_json(summary)
+        }
+        echo_json(bundle_summary(result, report_png=str(result.report_png), conversion=conversion))
         return
     q, g = result.quantization, result.gate.figures
     click.echo(f"bundle   {result.bundle_dir}  ({name} v{version}, {estimator})")
