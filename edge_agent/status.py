@@ -245,6 +245,7 @@ def prometheus_text(status: dict[str, Any]) -> str:
         [({"result": "activated"}, models.get("activated", 0)), ({"result": "rejected"}, models.get("rejected", 0))],
     )
     _api(d, status.get("api") or {})
+    _line(d, status.get("line") or {})
     _latency(d, dev, status.get("latency", {}))
     camera = status.get("camera", {})
     d.metric(
@@ -296,6 +297,44 @@ def _api(d: _Doc, api: dict[str, Any]) -> None:
         "counter",
         "Requests the local API answered with a 4xx or 5xx status, per endpoint.",
         [({"endpoint": k}, v) for k, v in _seeded(api.get("errors_by_endpoint", {}), API_ENDPOINTS)],
+    )
+
+
+#: the states of a triggered result (edge_agent.line.matcher.ResultState), exported from 0
+TRIGGER_STATES: tuple[str, ...] = ("ok", "late", "missed", "refused", "error")
+TRIGGER_ORIGINS: tuple[str, ...] = ("modbus", "opcua", "tcp", "api")
+
+
+def _line(d: _Doc, line: dict[str, Any]) -> None:
+    """Triggered inspection and the line interfaces (only when the agent has them)."""
+    if not line:
+        return
+    if line.get("mode") == "trigger":
+        d.metric(
+            "edgeline_triggers_total",
+            "counter",
+            "Triggers received, per interface.",
+            [({"origin": k}, v) for k, v in _seeded(line.get("triggers", {}), TRIGGER_ORIGINS)],
+        )
+        d.metric(
+            "edgeline_trigger_results_total",
+            "counter",
+            "Triggered results published, by state (ok, late, missed, refused, error); one per trigger.",
+            [({"state": k}, v) for k, v in _seeded(line.get("results", {}), TRIGGER_STATES)],
+        )
+        d.metric("edgeline_triggers_pending", "gauge", "Triggers waiting for a frame.", [({}, line.get("pending", 0))])
+    interfaces = line.get("interfaces", {})
+    d.metric(
+        "edgeline_line_dropped_total",
+        "counter",
+        "Results a full line-interface queue dropped, per interface.",
+        [({"interface": k}, s.get("dropped", 0)) for k, s in sorted(interfaces.items())],
+    )
+    d.metric(
+        "edgeline_line_errors_total",
+        "counter",
+        "Results a line interface failed to publish, per interface.",
+        [({"interface": k}, s.get("errors", 0)) for k, s in sorted(interfaces.items())],
     )
 
 
