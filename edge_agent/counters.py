@@ -35,8 +35,15 @@ KNOWN_VERDICTS: tuple[str, ...] = ("ok", "defect", "unknown")
 DROP_REASONS: tuple[str, ...] = ("no_model", "error")
 #: The errors the inspection of one frame raises, by class name (another class is counted as it comes).
 ERROR_KINDS: tuple[str, ...] = ("PreprocessError", "ModelLoadError")
-#: The local API's endpoints; any other path is counted as ``other``.
-API_ENDPOINTS: tuple[str, ...] = ("/predict", "/status", "/metrics", "/healthz", "other")
+#: The local API's endpoints; the Open Inference Protocol's paths (``/v2...``) count as ``/v2``, any
+#: other path as ``other``.
+API_ENDPOINTS: tuple[str, ...] = ("/predict", "/status", "/metrics", "/healthz", "/v2", "other")
+
+
+def _endpoint(path: str) -> str:
+    if path == "/v2" or path.startswith("/v2/"):
+        return "/v2"
+    return path if path in API_ENDPOINTS else "other"
 
 
 class LatencyWindow:
@@ -96,7 +103,7 @@ class AgentCounters:
 
     def api_request(self, path: str, code: int) -> None:
         """One answer of the local API: per endpoint, per status code, and as an error when >= 400."""
-        endpoint = path if path in API_ENDPOINTS else "other"
+        endpoint = _endpoint(path)
         with self._lock:
             self.api_by_endpoint[endpoint] += 1
             self.api_by_code[str(int(code))] += 1

@@ -66,7 +66,7 @@ def test_a_fresh_agent_exports_every_counter_from_zero_and_every_state(tmp_path:
     assert values(fams["edgeline_verdicts"], "verdict") == {"ok": 0, "defect": 0, "unknown": 0}
     assert values(fams["edgeline_dropped"], "reason") == {"no_model": 0, "error": 0, "queue_full": 0}
     assert values(fams["edgeline_errors"], "kind") == {"PreprocessError": 0, "ModelLoadError": 0}
-    endpoints = {"/predict", "/status", "/metrics", "/healthz", "other"}
+    endpoints = {"/predict", "/status", "/metrics", "/healthz", "/v2", "other"}
     assert set(values(fams["edgeline_api_requests"], "endpoint")) == endpoints
     assert set(values(fams["edgeline_api_errors"], "endpoint")) == endpoints
     assert fams["edgeline_uncertain_verdicts"].samples[0].value == 0
@@ -129,8 +129,8 @@ def test_metrics_of_a_running_agent_with_its_api_traffic_and_process_figures(
     requests = values(fams["edgeline_api_requests"], "endpoint")
     errors = values(fams["edgeline_api_errors"], "endpoint")
     # this scrape is answered after it was rendered: the earlier one is counted, this one not yet
-    assert requests == {"/status": 1, "/healthz": 1, "other": 1, "/metrics": 1, "/predict": 1}, requests
-    assert errors == {"/status": 0, "/healthz": 0, "other": 1, "/metrics": 0, "/predict": 1}, errors
+    assert requests == {"/status": 1, "/healthz": 1, "other": 1, "/metrics": 1, "/predict": 1, "/v2": 0}, requests
+    assert errors == {"/status": 0, "/healthz": 0, "other": 1, "/metrics": 0, "/predict": 1, "/v2": 0}, errors
     inspected = fams["edgeline_inspected"].samples[0].value
     assert sum(values(fams["edgeline_verdicts"], "verdict").values()) == inspected
     assert sum(values(fams["edgeline_class"], "label").values()) == inspected
@@ -149,3 +149,15 @@ def test_metrics_of_a_running_agent_with_its_api_traffic_and_process_figures(
     assert doc["process"]["resident_memory_bytes"] > 10 * 2**20 and doc["pid"] == os.getpid()
     doc["pid"] = -1  # as read by another process: the figures come from the file
     assert families(prometheus_text(doc))["process_cpu_seconds"].samples[0].value == doc["process"]["cpu_seconds"]
+
+
+def test_open_inference_protocol_requests_count_under_v2() -> None:
+    from edge_agent.counters import AgentCounters
+
+    c = AgentCounters()
+    c.api_request("/v2/models/tiny/infer", 200)
+    c.api_request("/v2/health/ready", 503)
+    c.api_request("/v2", 200)
+    c.api_request("/v2x", 404)
+    assert c.api_by_endpoint == {"/v2": 3, "other": 1}
+    assert c.api_errors_by_endpoint == {"/v2": 1, "other": 1}
