@@ -49,7 +49,6 @@ def _branch(
         _const("proj", np.ascontiguousarray(model.components.T, dtype=np.float32)),  # (P, k)
         _const("back", np.ascontiguousarray(model.components, dtype=np.float32)),  # (k, P)
         _const("inv_rsd", model.inv_rsd.astype(np.float32)),
-        _const("grid4", np.array([-1, 1, h, w], np.int64)),
         _const("grid3", np.array([-1, h, w], np.int64)),
         _const("center", np.array(cal.center, np.float32)),
         _const("inv_scale", np.array(1.0 / cal.scale, np.float32)),
@@ -78,6 +77,7 @@ def _branch(
     ]
     c = model.channels
     if c == 1:
+        inits.append(_const("grid4", np.array([-1, 1, h, w], np.int64)))
         nodes.append(helper.make_node("Reshape", [n + "z", n + "grid4"], [n + "z4"], name=n + "to_grid"))
     else:  # pixel-interleaved colour -> (N, c, h, w) planes; every map is per channel, then the largest
         inits.append(_const("grid_hwc", np.array([-1, h, w, c], np.int64)))
