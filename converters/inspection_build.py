@@ -31,7 +31,7 @@ from converters.features import DEFAULT_SPEC
 from converters.gate import GateConfig, GateResult
 from converters.inspection_bundle import sign_and_report
 from converters.inspection_steps import export_model, fit_features, operating_point, plan_data
-from converters.line_gate import LineGate, LineTargets
+from converters.line_gate import LineGate, LineTargets, planted_check
 from converters.packaging import load_key, prepare_out_dir
 from converters.photometric import photometric_augment
 from converters.quantize import QuantReport
@@ -151,6 +151,12 @@ def build_inspection(
         hook=hook,
     )
     failures = list(op.line.failures)
+    found = planted_found(fp.reg_notes, fp.plan.components)
+    planted_failures, planted_notes = planted_check(found, targets)
+    failures += planted_failures
+    op.line.failures += planted_failures
+    op.line.notes += planted_notes
+    op.line.passed = op.line.passed and not planted_failures
     if ex.agree < gate.min_label_agreement:
         failures.append(
             f"{ex.chosen.report.mode} verdicts agree with float on {100 * ex.agree:.2f}% of parts at the operating "
@@ -199,3 +205,13 @@ def build_inspection(
         signed.report_png,
         signed.doc,
     )
+
+
+def planted_found(notes: dict[str, object], components: int | None) -> float | None:
+    """The share of planted blemishes found by the chosen model size (``components_found`` of the
+    build's choices), or None when the size was not chosen by planted blemishes."""
+    found = notes.get("components_found")
+    if not isinstance(found, dict) or components is None:
+        return None
+    value = found.get(components, found.get(str(components)))
+    return float(value) if isinstance(value, int | float) else None

@@ -62,6 +62,18 @@ def parse_share(value: str, what: str) -> float:
     return share
 
 
+def parse_planted(value: str) -> float:
+    """'80%', '0.8' or '0' -> a share in [0, 1] (0 turns the planted-blemish check off)."""
+    text = value.strip()
+    try:
+        share = float(text[:-1]) / 100.0 if text.endswith("%") else float(text)
+    except ValueError:
+        raise click.BadParameter(f"--min-planted-found must be a share like 80% or 0.8, got {value!r}") from None
+    if not 0.0 <= share <= 1.0:
+        raise click.BadParameter(f"--min-planted-found must be between 0 and 100%, got {value!r}")
+    return share
+
+
 def line_options(fn: click.decorators.FC) -> click.decorators.FC:
     fn = click.option(
         "--force-unverified",
@@ -101,6 +113,13 @@ def line_options(fn: click.decorators.FC) -> click.decorators.FC:
         default="false-reject",
         show_default=True,
         help="Which target the decision threshold is chosen for; the other is gated.",
+    )(fn)
+    fn = click.option(
+        "--min-planted-found",
+        default="80%",
+        show_default=True,
+        help="Refuse a good-part model that finds less of the faint blemishes planted on held-out good "
+        "parts (it would be blind on these parts); 0% turns the check off.",
     )(fn)
     fn = click.option(
         "--max-escape",
@@ -180,6 +199,7 @@ def train(
     kind: str,
     max_false_reject: str,
     max_escape: str,
+    min_planted_found: str,
     operate_for: str,
     register: str,
     min_class_images: int,
@@ -208,6 +228,7 @@ def train(
             max_false_reject=parse_share(max_false_reject, "--max-false-reject"),
             max_escape=None if max_escape.strip().lower() == "none" else parse_share(max_escape, "--max-escape"),
             operate_for="max_escape" if operate_for == "escape" else "max_false_reject",
+            min_planted_found=parse_planted(min_planted_found),
         )
         with progress_bars(not as_json) as hook:
             res: InspectionResult = build_inspection(

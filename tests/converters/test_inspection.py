@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from converters.errors import GateFailed
+from converters.errors import ConverterError, GateFailed
 from converters.inspection_build import InspectionResult, build_inspection
 from converters.keys import KeyPaths
 from converters.line_gate import LineTargets, judge
@@ -183,3 +183,34 @@ def test_good_parts_under_other_light_still_pass(served: LoadedModel) -> None:
     assert verdicts.count("ok") >= 37, verdicts
     dents = [inspect_frame(served, render_part("dent", rng, conditions=cond), i).verdict.verdict for i in range(20)]
     assert dents.count("ok") == 0, dents  # a dent under harsh light may go to review (unknown), not pass
+
+
+def test_gate_refuses_a_good_part_model_blind_on_its_parts_naming_the_figure() -> None:
+    from converters.line_gate import planted_check
+
+    strict = LineTargets(min_planted_found=0.8)
+    failures, notes = planted_check(0.03, strict)
+    assert notes == [] and len(failures) == 1
+    assert "3.0% of the faint blemishes" in failures[0] and "below the 80%" in failures[0]
+    failures, notes = planted_check(0.95, strict)
+    assert failures == [] and "95.0%" in notes[0]
+    failures, notes = planted_check(None, strict)
+    assert failures == [] and "not measured" in notes[0]
+    assert planted_check(0.03, LineTargets(min_planted_found=0.0))[0] == []
+    with pytest.raises(ConverterError, match="min_planted_found"):
+        LineTargets(min_planted_found=1.5)
+
+
+def test_a_build_whose_planted_blemishes_fall_short_is_refused_and_writes_nothing(
+    good_only: Path, good_bundle: InspectionResult, key_dir: Path, tmp_path: Path
+) -> None:
+    training = good_bundle.manifest.lineage["training"]
+    found = training["registration"]["components_found"][str(training["components"])]
+    # the plate's good-part model is not blind: the default gate (80%) signed it, and said the figure
+    assert 0.8 <= found < 1.0
+    assert f"{100 * found:.1f}% of the faint blemishes" in " ".join(good_bundle.gate.notes)
+    # the same build asked for more than it finds is refused, naming the figure, and writes no bundle
+    stricter = LineTargets(max_false_reject=0.05, max_escape=0.2, min_planted_found=min(1.0, found + 0.005))
+    with pytest.raises(GateFailed, match=rf"finds {100 * found:.1f}% of the faint blemishes planted"):
+        build_inspection(good_only, tmp_path / "b", key_dir=key_dir, targets=stricter)
+    assert not (tmp_path / "b" / "manifest.json").exists()
