@@ -104,7 +104,6 @@ def test_a_project_error_is_printed_once_without_a_traceback(tmp_path: Path) -> 
     assert "nosuch" in doc["error"]
 
 
-
 def _converts_project_errors(handler: ast.ExceptHandler) -> bool:
     """``except <project error> as exc: raise click.ClickException(str(exc))``: a second mapping."""
     if handler.type is None or len(handler.body) != 1 or not isinstance(handler.body[0], ast.Raise):
