@@ -65,7 +65,8 @@ class TriggerStation:
         self._seq = 0
         self._boot = f"{int(time.time()):x}"
         self.received: Counter[str] = Counter()
-        self.states: Counter[str] = Counter()
+        #: every state present from the start, so a reader on another thread never sees the dict grow
+        self.states: Counter[str] = Counter({s.value: 0 for s in ResultState})
         self.frames_skipped = 0
 
     # -- any thread ------------------------------------------------------------------------------------
@@ -86,7 +87,7 @@ class TriggerStation:
         return {
             "mode": "trigger",
             "triggers": received,
-            "results": dict(self.states),
+            "results": {k: v for k, v in self.states.items() if v},
             "pending": self.matcher.pending,
             "frames_skipped": self.frames_skipped,
             "missed": self.states["missed"],
@@ -169,6 +170,15 @@ class TriggerStation:
             )
         )
         self.states[state.value] += 1
-        if state is not ResultState.ERROR:
-            log.warning("%s: trigger %s (part %s) %s: %s", self.device_id, t.trigger_id, t.part_id, state.value, detail)
+        n = self.states[state.value]
+        if n == 1 or n % 100 == 0:  # the 1st, then every 100th: a camera gone must not flood the log
+            log.warning(
+                "%s: trigger %s (part %s) %s (%d so far): %s",
+                self.device_id,
+                t.trigger_id,
+                t.part_id,
+                state.value,
+                n,
+                detail,
+            )
         self._publish(rec)
