@@ -13,7 +13,6 @@ dropped for the swap, and none is served by a half-loaded model.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,7 +32,8 @@ from edge_agent.plugins import AgentPlugin
 from edge_agent.sinks import SinkWorker, build_sinks
 from edge_agent.source_state import Backoff, SourceState
 from edge_agent.sources import Capture, Frame, SourceReader, build_capture
-from edge_agent.status import SCHEMA, StatusWriter
+from edge_agent.status import StatusWriter
+from edge_agent.status_document import status_document
 from edgeline.core.protocol.signing import TrustStore
 from firmware_configs.schema import DeviceConfig
 
@@ -159,60 +159,8 @@ class Agent:
         return None if self.station is None else self.station.submit(part_id, ts, origin)
 
     def counters(self) -> dict[str, Any]:
-        snap = self.counters_.snapshot()
-        dropped = dict(snap.pop("dropped"))
-        if self.queue.dropped:
-            dropped["queue_full"] = self.queue.dropped
-        m = self.reader.machine
-        api_url = getattr(self.api, "url", None)
-        return {
-            "schema": SCHEMA,
-            "device": {
-                "id": self.device_id,
-                "groups": list(self.config.device.groups),
-                "hardware_class": self.config.device.hardware_class,
-            },
-            "state": self.state.value,
-            "pid": os.getpid(),
-            "updated_at": time.time(),
-            "camera": {
-                "state": m.state.value,
-                "source": self.reader.capture.describe(),
-                "frames_read": self.reader.frames_read,
-                "reconnects": m.reconnects,
-                "last_error": m.last_error,
-            },
-            "model": model_info(self._model),
-            "frames": {"in": self.reader.frames_read, "inspected": snap["inspected"], "queued": len(self.queue)},
-            "dropped": dropped,
-            "verdicts": snap["verdicts"],
-            "latency": snap["latency"],
-            "errors": snap["errors"],
-            "plugins": [getattr(p, "name", type(p).__name__) for p in self.plugins],
-            "plugin_errors": snap["plugin_errors"],
-            "sinks": {s.name: s.stats() for s in self.sinks},
-            "models": {
-                "activated": snap["models_activated"],
-                "rejected": snap["models_rejected"],
-                "last_rejection": self.last_rejection,
-            },
-            "api": {"url": api_url, "requests": snap["api_requests"], **snap["api"]} if api_url else None,
-            "line": self._line_stats(),
-            "uptime_s": snap["uptime_s"],
-            "first_verdict_s": (
-                None
-                if self._first_verdict_at is None or self._started_at is None
-                else self._first_verdict_at - self._started_at
-            ),
-        }
-
-    def _line_stats(self) -> dict[str, Any] | None:
-        if self.station is None and self.line is None:
-            return None
-        out: dict[str, Any] = self.station.stats() if self.station is not None else {"mode": "free"}
-        if self.line is not None:
-            out["interfaces"] = self.line.stats()
-        return out
+        """The agent's status document (the status file, ``/status`` and ``/metrics`` read it)."""
+        return status_document(self)
 
     # -- models ---------------------------------------------------------------------------------------
     def trust(self) -> TrustStore:
