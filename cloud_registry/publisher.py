@@ -19,7 +19,7 @@ from typing import Any
 
 from cloud_registry.errors import RegistryError
 from converters.keys import SigningKey
-from edge_agent.errors import EdgelineError
+from edgeline.core.errors import EdgelineError
 from edgeline.core.mqtt_link import MqttLink
 from edgeline.core.protocol.delivery import ArtifactMeta, envelope_bytes
 from edgeline.core.protocol.manifest import Manifest, artifact_for, parse_manifest

@@ -14,8 +14,8 @@ from cloud_registry.artifacts import ArtifactStore, open_artifacts
 from cloud_registry.errors import NotFound, RegistryError
 from cloud_registry.store import STAGES, ModelVersion, RegistryStore, open_store
 from edge_agent.bundle import open_bundle
-from edge_agent.errors import EdgelineError
 from edge_agent.model import LoadedModel
+from edgeline.core.errors import EdgelineError
 from edgeline.core.protocol.manifest import Manifest, parse_manifest
 from edgeline.core.protocol.signing import TrustStore
 

@@ -13,8 +13,8 @@ import numpy as np
 from converters.errors import ConverterError
 from converters.keys import SigningKey
 from edge_agent.bundle import MANIFEST_FILE, write_envelope
-from edge_agent.errors import EdgelineError
 from edge_agent.preprocessing import encode_png_b64
+from edgeline.core.errors import EdgelineError
 from edgeline.core.fsutil import write_atomic
 from edgeline.core.protocol.manifest import (
     DEFAULT_CHUNK_SIZE,

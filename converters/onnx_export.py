@@ -29,8 +29,8 @@ from sklearn.preprocessing import StandardScaler
 
 from converters.errors import ConversionError
 from converters.metrics import Agreement, agreement
-from edge_agent.errors import EdgelineError
 from edge_agent.model import make_session
+from edgeline.core.errors import EdgelineError
 
 log = logging.getLogger(__name__)
 

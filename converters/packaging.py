@@ -22,8 +22,8 @@ from converters.metrics import Evaluation
 from converters.quantize import QuantReport
 from converters.selection import Selection
 from edge_agent.bundle import MANIFEST_FILE
-from edge_agent.errors import EdgelineError
 from edge_agent.preprocessing import Preprocessor
+from edgeline.core.errors import EdgelineError
 from edgeline.core.protocol.manifest import Manifest, PreprocessSpec, Reference, Target, Thresholds
 
 #: Self-test tolerance: float models reproduce ORT to ~1e-6; int8 kernels differ a little between CPU

@@ -32,7 +32,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from cloud_registry.security.certs import check_identity
 from cloud_registry.security.errors import SecurityError
-from edge_agent.errors import ProtocolError
+from edgeline.core.errors import ProtocolError
 from edgeline.core.fsutil import write_atomic
 from edgeline.core.protocol.topics import Topics, check_segment
 from edgeline.core.strict import Strict

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cloud_registry.security.errors import SecurityError
-from edge_agent.errors import ProtocolError
+from edgeline.core.errors import ProtocolError
 from edgeline.core.protocol.topics import check_segment
 
 CertKind = Literal["server", "device", "registry", "observer"]

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from cloud_registry.security.errors import SecurityError
 from converters.keys import KeyPaths, RootKey, load_private, load_signing_key, rotate_signing_key, save_private
-from edge_agent.errors import EdgelineError, TransportError
+from edgeline.core.errors import EdgelineError, TransportError
 from edgeline.core.fsutil import write_atomic
 from edgeline.core.mqtt_link import MqttLink
 from edgeline.core.protocol.signing import KeyCertificate, RevocationList, TrustStore

@@ -15,10 +15,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from edge_agent.errors import EdgelineError
 from edge_agent.plugin_loader import DEFAULT_PLUGINS, load_plugins
 from edge_agent.status import prometheus_text, read_status
 from edgeline.cli.options import json_option
+from edgeline.core.errors import EdgelineError
 from firmware_configs.errors import ConfigError
 from firmware_configs.loader import load_config
 from firmware_configs.schema import DeviceConfig

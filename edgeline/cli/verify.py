@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 
 from edge_agent.bundle import verify_bundle
-from edge_agent.errors import EdgelineError
 from edgeline.cli.errors import error_document
 from edgeline.cli.options import json_option
+from edgeline.core.errors import EdgelineError
 from edgeline.core.protocol.signing import TrustStore
 
 

@@ -26,7 +26,7 @@ from cloud_registry.store import ModelVersion
 from cloud_registry.telemetry.ingest import Ingestor, IngestService
 from cloud_registry.telemetry.store import TelemetryStore
 from converters.keys import SigningKey
-from edge_agent.errors import EdgelineError
+from edgeline.core.errors import EdgelineError
 from edgeline.core.mqtt_link import LinkSettings, MqttLink
 from edgeline.core.protocol.delivery import DeviceEvent, DeviceState
 from edgeline.core.protocol.signing import TrustStore

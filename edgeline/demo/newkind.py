@@ -150,7 +150,7 @@ class V3Build:
     def wait(self, timeout: float, report: Any, trust: Any) -> V3Result:
         """The finished, verified build (raises :class:`DemoError` when it failed or took too long)."""
         from edge_agent.bundle import open_bundle
-        from edge_agent.errors import EdgelineError
+        from edgeline.core.errors import EdgelineError
         from edgeline.demo.processes import tail
 
         if self.proc is None:
@@ -270,8 +270,8 @@ def render_parts(kind: str, n: int, seed: int) -> list[np.ndarray]:
 def offline_routes(bundle_dir: Path, trust: Any, frames: list[np.ndarray]) -> dict[str, Any]:
     """Where a bundle sends each frame, through the agents' own path (verify, load, self-test,
     preprocess, run, decide), with the labels behind the verdicts."""
-    from edge_agent.errors import EdgelineError
     from edge_agent.inference import inspect_frame, load_and_check
+    from edgeline.core.errors import EdgelineError
 
     try:
         model = load_and_check(bundle_dir, trust, check_expiry=False)

@@ -21,7 +21,7 @@ from cloud_registry.store import ModelVersion
 from cloud_registry.telemetry.retrain import RetrainPolicy, RetrainResult, plan_retrain
 from cloud_registry.telemetry.retrain import retrain as run_retrain
 from edge_agent.bundle import open_bundle
-from edge_agent.errors import EdgelineError
+from edgeline.core.errors import EdgelineError
 from edgeline.core.protocol.manifest import Manifest
 from edgeline.demo.cloud import DemoCloud
 from edgeline.demo.errors import DemoError

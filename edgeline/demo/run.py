@@ -104,7 +104,7 @@ def _run_stage(ctx: DemoContext, name: str, fn: Callable[[DemoContext], Outcome]
         raise
     except Exception as exc:  # the orchestrator's boundary: any failure ends the story, cleanly
         from converters.errors import ConverterError
-        from edge_agent.errors import EdgelineError
+        from edgeline.core.errors import EdgelineError
 
         if not isinstance(exc, RegistryError | ConverterError | EdgelineError):
             log.error("stage %s crashed:\n%s", name, traceback.format_exc())

@@ -12,7 +12,7 @@ from typing import Any
 
 from cloud_registry.errors import RegistryError
 from cloud_registry.publisher import reissue, with_chunk_hashes
-from edge_agent.errors import EdgelineError
+from edgeline.core.errors import EdgelineError
 from edgeline.core.fsutil import write_atomic
 from edgeline.core.protocol.delivery import envelope_bytes
 from edgeline.core.protocol.manifest import parse_manifest

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from converters.keys import KeyPaths, SigningKey, init_keys, load_signing_key
-from edge_agent.errors import EdgelineError
 from edge_agent.telemetry.privacy import new_secret
+from edgeline.core.errors import EdgelineError
 from edgeline.core.protocol.signing import TrustStore
 from edgeline.demo.errors import DemoError
 
