@@ -19,8 +19,6 @@ from edgeline.demo.scoring import TruthRow
 from edgeline.demo.triggered_score import score_parts
 from tests.demo.conftest import child_env, edgeline
 
-pytestmark = pytest.mark.broker  # a real camera process and agent process; no broker, but not the fast tier
-
 
 def _record(part: int, verdict: str | None, index: int) -> dict[str, Any]:
     return {
