@@ -102,7 +102,7 @@ class BrokerOptions:
             username=self.username,
             password=password,
             tls=tls,
-            protocol="5" if self.protocol == "5" else "3.1.1",
+            protocol="5" if self.protocol == "5" else "3.1.1" if self.protocol == "3.1.1" else "auto",
             **overrides,
         )
 
@@ -132,10 +132,10 @@ def broker_options(fn: F | None = None, *, default_port: int = 1883) -> Any:
         ),
         click.option(
             "--protocol",
-            type=click.Choice(["5", "3.1.1"]),
-            default="5",
+            type=click.Choice(["auto", "5", "3.1.1"]),
+            default="auto",
             show_default=True,
-            help="MQTT protocol version.",
+            help="MQTT protocol version; auto: 5 where the broker accepts it, else 3.1.1.",
         ),
         click.option("--topic-root", default="edgeline", show_default=True, help="Topic root."),
         click.option("--fleet", "fleet_name", default="default", show_default=True, help="Fleet name in topics."),

@@ -9,63 +9,51 @@ Rules learned the hard way (see docs/decisions.md):
   state (restart without persistence) still delivers after reconnect.
 * Handlers run on paho's network thread: they must be quick and must never block on a publish
   acknowledgement (that deadlocks). Hand work to a queue.
+* Portable across brokers (docs/scaling.md): several broker addresses tried in turn, MQTT 5 only
+  where the broker accepts it (:mod:`edgeline.core.mqtt.plan`), every SUBACK checked and refused
+  subscriptions retried (:mod:`edgeline.core.mqtt.subacks`).
+
+One supervisor thread per link connects (address and version from the plan), runs paho's network
+thread for as long as the connection lives, and decides where to go next when it ends.
 """
 
 from __future__ import annotations
 
 import logging
-import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edgeline.core.errors import TransportError
+from edgeline.core.mqtt.client import LinkStats, PublishAcks, filter_matches, is_wildcard, make_client, wait_until
+from edgeline.core.mqtt.plan import Attempt, ConnectPlan, Outcome
+from edgeline.core.mqtt.settings import LinkSettings, TlsSettings, Will, format_address
+from edgeline.core.mqtt.subacks import SubackBook
+
+__all__ = [
+    "LinkSettings",
+    "LinkStats",
+    "MessageHandler",
+    "MqttLink",
+    "TlsSettings",
+    "Will",
+    "filter_matches",
+    "wait_until",
+]
 
 log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[str, bytes, bool], None]  # (topic, payload, retained)
 
 
-@dataclass(frozen=True)
-class TlsSettings:
-    ca_file: str
-    cert_file: str | None = None
-    key_file: str | None = None
-    server_hostname_check: bool = True
-
-
-@dataclass(frozen=True)
-class Will:
-    topic: str
-    payload: bytes
-    qos: int = 1
-    retain: bool = True
-
-
-@dataclass(frozen=True)
-class LinkSettings:
-    host: str = "127.0.0.1"
-    port: int = 1883
-    client_id: str = ""
-    username: str | None = None
-    password: str | None = None
-    tls: TlsSettings | None = None
-    protocol: Literal["5", "3.1.1"] = "5"
-    keepalive: int = 30
-    clean_start: bool = False
-    session_expiry_s: int = 7 * 86400
-    reconnect_min_s: float = 0.2
-    reconnect_max_s: float = 10.0
-    will: Will | None = None
-    max_inflight: int = 64
-    max_queued: int = 0
+_VERSION_REFUSED = {0x84, 0x01}  # MQTT 5 "unsupported protocol version"; 3.1.1 return code 1
 
 
 @dataclass
@@ -75,105 +63,86 @@ class _Subscription:
 
 
 @dataclass
-class LinkStats:
-    connects: int = 0
-    disconnects: int = 0
-    refused: int = 0
-    last_refusal: str = ""
-    received: int = 0
-    handler_errors: int = 0
+class _Try:
+    """One connection attempt, as paho's callbacks see it."""
+
+    event: threading.Event = field(default_factory=threading.Event)
+    connack: Any = None
+    lost: bool = False
 
 
 @dataclass
 class MqttLink:
-    """One MQTT connection with automatic reconnect. Thread-safe publish; handlers on paho's thread."""
+    """One MQTT connection with automatic reconnect and failover. Thread-safe publish; handlers on
+    paho's thread."""
 
     settings: LinkSettings
     stats: LinkStats = field(default_factory=LinkStats)
 
     def __post_init__(self) -> None:
         s = self.settings
-        proto = mqtt.MQTTv5 if s.protocol == "5" else mqtt.MQTTv311
-        kwargs: dict[str, Any] = {"client_id": s.client_id, "protocol": proto}
-        if proto == mqtt.MQTTv311:
-            kwargs["clean_session"] = s.clean_start
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, **kwargs)
-        self._client.max_inflight_messages_set(s.max_inflight)
-        self._client.max_queued_messages_set(s.max_queued)
-        self._client.reconnect_delay_set(
-            min_delay=max(1, int(s.reconnect_min_s)), max_delay=max(1, int(s.reconnect_max_s))
-        )
-        if s.username is not None:
-            self._client.username_pw_set(s.username, s.password)
-        if s.tls is not None:
-            self._client.tls_set(
-                ca_certs=s.tls.ca_file,
-                certfile=s.tls.cert_file,
-                keyfile=s.tls.key_file,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
-            self._client.tls_insecure_set(not s.tls.server_hostname_check)
-        if s.will is not None:
-            self._client.will_set(s.will.topic, s.will.payload, qos=s.will.qos, retain=s.will.retain)
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_message = self._on_message
-        self._client.on_publish = self._on_publish
+        self._clients: dict[str, mqtt.Client] = {}
+        self._client: mqtt.Client | None = None  # the one of the current attempt
+        self._will: Will | None = s.will
         self._connected = threading.Event()
         self._generation = 0
         self._lock = threading.RLock()
         self._subs: dict[str, _Subscription] = {}
         self._wild: set[str] = set()  # filters with wildcards or a $share prefix
-        self._acked: dict[int, threading.Event] = {}
-        self._refused: dict[int, str] = {}
-        self._early: dict[int, bool] = {}
+        self._acks = PublishAcks()
         self._connect_listeners: list[Callable[[bool], None]] = []
         self._disconnect_listeners: list[Callable[[], None]] = []
-        self._started = False
+        self._subacks = SubackBook(min_s=s.resubscribe_min_s, max_s=max(s.resubscribe_min_s, s.reconnect_max_s))
+        self._try = _Try()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_address: tuple[str, int] | None = None
+        self.plan = ConnectPlan(s.addresses, s.protocol, s.reconnect_min_s, s.reconnect_max_s)
+
+    def _client_for(self, version: str) -> mqtt.Client:
+        """One paho client per MQTT version, kept across reconnects (its in-flight QoS 1 messages are
+        sent again on the next connection)."""
+        client = self._clients.get(version)
+        if client is None:
+            client = make_client(self.settings, version, self._will)
+            client.on_connect = self._on_connect
+            client.on_disconnect = self._on_disconnect
+            client.on_message = self._on_message
+            client.on_publish = self._on_publish
+            client.on_subscribe = self._on_subscribe
+            self._clients[version] = client
+        return client
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
         """Begin connecting in the background; returns at once. Reconnects forever until :meth:`stop`."""
-        if self._started:
+        if self._thread is not None:
             return
-        s = self.settings
-        props = None
-        clean: Any = mqtt.MQTT_CLEAN_START_FIRST_ONLY
-        if s.protocol == "5":
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = s.session_expiry_s
-            clean = s.clean_start
-        try:
-            if s.protocol == "5":
-                self._client.connect_async(s.host, s.port, s.keepalive, clean_start=clean, properties=props)
-            else:
-                self._client.connect_async(s.host, s.port, s.keepalive)
-        except (OSError, ValueError) as exc:
-            raise TransportError(f"cannot connect to {s.host}:{s.port}: {exc}") from exc
-        self._client.loop_start()
-        self._started = True
+        self._client_for(self.plan.next().version)  # settings errors (TLS files) surface here
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="edgeline-mqtt", daemon=True)
+        self._thread.start()
 
     def connect(self, timeout: float = 10.0) -> None:
         """Start and wait for a successful CONNACK; raise :class:`TransportError` otherwise."""
         self.start()
         if not self.wait_connected(timeout):
             reason = self.stats.last_refusal or "no answer"
-            raise TransportError(
-                f"not connected to {self.settings.host}:{self.settings.port} within {timeout}s ({reason})"
-            )
+            where = ", ".join(format_address(a) for a in self.settings.addresses)
+            raise TransportError(f"not connected to {where} within {timeout}s ({reason})")
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
 
     def stop(self) -> None:
         """Disconnect cleanly (the broker then does NOT publish the Last Will) and stop the thread."""
-        if not self._started:
+        thread, self._thread = self._thread, None
+        if thread is None:
             return
-        self._client.disconnect()
-        self._client.loop_stop()
+        self._stopping.set()
+        self._try.event.set()
+        thread.join(10.0)
         self._connected.clear()
-        self._started = False
 
     @property
     def connected(self) -> bool:
@@ -194,8 +163,65 @@ class MqttLink:
         self._disconnect_listeners.append(listener)
 
     def set_will(self, will: Will) -> None:
-        """Replace the Last Will used from the next (re)connect on (e.g. to carry the current model)."""
-        self._client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+        """Replace the Last Will used from the next (re)connect on (a Will cannot change while connected)."""
+        self._will = will
+        for client in self._clients.values():
+            client.will_set(will.topic, will.payload, qos=will.qos, retain=will.retain)
+
+    # -- the supervisor thread -----------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            attempt = self.plan.next()
+            if attempt.delay_s > 0 and self._stopping.wait(attempt.delay_s):
+                break
+            outcome = self._attempt(attempt)
+            if outcome is None:
+                break
+            self.plan.report(attempt, outcome)
+
+    def _attempt(self, attempt: Attempt) -> Outcome | None:
+        s = self.settings
+        host, port = attempt.address
+        client = self._client_for(attempt.version)
+        self._try = tr = _Try()
+        self._client = client
+        try:
+            if attempt.version == "5":
+                props = Properties(PacketTypes.CONNECT)
+                props.SessionExpiryInterval = s.session_expiry_s
+                client.connect(host, port, s.keepalive, clean_start=s.clean_start, properties=props)
+            else:
+                client.connect(host, port, s.keepalive)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            log.debug("broker %s:%d not reached: %s", host, port, exc)
+            self.stats.last_refusal = f"{host}:{port}: {exc}"
+            return "unreachable"
+        client.loop_start()
+        deadline = time.monotonic() + s.connack_timeout_s
+        while tr.connack is None and not tr.lost and not self._stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            tr.event.wait(left)
+            tr.event.clear()
+        if tr.connack is None or tr.connack.is_failure or self._stopping.is_set():
+            client.disconnect()
+            client.loop_stop()
+            if self._stopping.is_set():
+                return None
+            if tr.connack is None:
+                self.stats.last_refusal = f"no CONNACK from {host}:{port} for MQTT {attempt.version}"
+                return "no_connack"
+            return "version_refused" if tr.connack.value in _VERSION_REFUSED else "refused"
+        self.plan.report(attempt, "connected")
+        while not tr.lost and not self._stopping.is_set():  # connected: watch SUBACKs until it ends
+            tr.event.wait(0.25)
+            tr.event.clear()
+            self._resubscribe_due(client)
+        if self._stopping.is_set():
+            client.disconnect()
+        client.loop_stop()
+        return None if self._stopping.is_set() else "lost"
 
     # -- subscribe -----------------------------------------------------------------------------
     def subscribe(self, topic_filter: str, handler: MessageHandler, qos: int = 1) -> None:
@@ -211,11 +237,11 @@ class MqttLink:
         with self._lock:
             for f in topic_filters:
                 self._subs[f] = _Subscription(qos, handler)
-                if _is_wildcard(f):
+                if is_wildcard(f):
                     self._wild.add(f)
-            send = self._connected.is_set()
-        if send:
-            self._client.subscribe([(f, qos) for f in topic_filters])
+            client = self._client if self._connected.is_set() else None
+        if client is not None:
+            self._send_subscribe(client, [(f, qos) for f in topic_filters])
 
     def unsubscribe_many(self, topic_filters: list[str]) -> None:
         """Unsubscribe several filters in a single UNSUBSCRIBE packet."""
@@ -225,45 +251,56 @@ class MqttLink:
             for f in topic_filters:
                 self._subs.pop(f, None)
                 self._wild.discard(f)
-            send = self._connected.is_set()
-        if send:
-            self._client.unsubscribe(list(topic_filters))
+                self._subacks.forget(f)
+            client = self._client if self._connected.is_set() else None
+        if client is not None:
+            client.unsubscribe(list(topic_filters))
+
+    def _send_subscribe(self, client: mqtt.Client, pairs: list[tuple[str, int]]) -> None:
+        for i in range(0, len(pairs), 64):
+            batch = pairs[i : i + 64]
+            with self._lock:  # the SUBACK may come before paho returns: book it under the lock first
+                rc, mid = client.subscribe(batch)
+                if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
+                    self._subacks.sent(mid, [f for f, _ in batch], time.monotonic())
+                    self.stats.subscribes += 1
+
+    def _resubscribe_due(self, client: mqtt.Client) -> None:
+        now = time.monotonic()
+        with self._lock:
+            late = self._subacks.expired(now)
+            self.stats.sub_unanswered += len(late)
+            for f in late:
+                log.warning("no SUBACK for %s from %s; subscribing again", f, self.stats.address)
+            due = [(f, self._subs[f].qos) for f in self._subacks.due(now) if f in self._subs]
+            self.stats.sub_retried += len(due)
+        by_qos: dict[int, list[tuple[str, int]]] = {}
+        for f, q in due:
+            by_qos.setdefault(q, []).append((f, q))
+        for pairs in by_qos.values():
+            self._send_subscribe(client, pairs)
 
     # -- publish -------------------------------------------------------------------------------
     def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False) -> int:
         """Queue a publish; returns the message id. Raises :class:`TransportError` when not connected,
         so callers keep their own durable copy (paho's in-memory queue dies with the process)."""
-        if not self.connected:
+        client = self._client
+        if not self.connected or client is None:
             raise TransportError("not connected")
         data = payload.encode("utf-8") if isinstance(payload, str) else payload
         # Our lock must NOT be held across paho's publish: paho calls on_publish while holding its
         # own outgoing-message mutex, and on_publish takes our lock (lock-order deadlock). A PUBACK
         # that arrives before the waiter is registered is remembered in ``_early`` instead.
-        info = self._client.publish(topic, data, qos=qos, retain=retain)
+        info = client.publish(topic, data, qos=qos, retain=retain)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise TransportError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
         if qos > 0:
-            with self._lock:
-                ev = threading.Event()
-                if self._early.pop(info.mid, None) is not None:
-                    ev.set()
-                self._acked[info.mid] = ev
+            self._acks.expect(info.mid)
         return int(info.mid)
 
     def wait_published(self, mid: int, timeout: float) -> bool:
         """Wait for the broker's acknowledgement of a QoS>0 publish. Never call from a handler."""
-        with self._lock:
-            ev = self._acked.get(mid)
-        if ev is None:
-            return True
-        ok = ev.wait(timeout)
-        if ok:
-            with self._lock:
-                self._acked.pop(mid, None)
-                refusal = self._refused.pop(mid, None)
-            if refusal is not None:
-                raise TransportError(f"broker refused the publish: {refusal}")
-        return ok
+        return self._acks.wait(mid, timeout)
 
     def publish_sync(
         self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False, timeout: float = 10.0
@@ -273,27 +310,42 @@ class MqttLink:
             raise TransportError(f"no acknowledgement for publish to {topic} within {timeout}s")
 
     def forget(self, mid: int) -> None:
-        with self._lock:
-            self._acked.pop(mid, None)
+        self._acks.forget(mid)
 
     # -- paho callbacks (network thread) --------------------------------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        tr = self._try
+        where = f"{client.host}:{client.port}"
         if reason_code.is_failure:
             self.stats.refused += 1
-            self.stats.last_refusal = str(reason_code)
-            log.warning("broker %s:%d refused connection: %s", self.settings.host, self.settings.port, reason_code)
+            self.stats.last_refusal = f"{where}: {reason_code}"
+            log.warning("broker %s refused connection: %s", where, reason_code)
+            tr.connack = reason_code
+            tr.event.set()
             return
         session_present = bool(getattr(flags, "session_present", False))
+        address = (client.host, client.port)
+        version = "5" if client.protocol == mqtt.MQTTv5 else "3.1.1"
         with self._lock:
             # snapshot and "connected" together: a subscribe racing with this reconnect is either in
             # the snapshot or sees connected and sends itself (it used to fall between the two)
             subs = list(self._subs.items())
+            self._subacks.reset()
             self._generation += 1
             self._connected.set()
+        if self._last_address is not None and self._last_address != address:
+            self.stats.failovers += 1
+        self._last_address = address
+        self.stats.address, self.stats.protocol = where, version
+        by_qos: dict[int, list[tuple[str, int]]] = {}
         for topic_filter, sub in subs:
-            client.subscribe(topic_filter, sub.qos)
+            by_qos.setdefault(sub.qos, []).append((topic_filter, sub.qos))
+        for pairs in by_qos.values():
+            self._send_subscribe(client, pairs)
         self.stats.connects += 1
-        log.info("connected to %s:%d (session present: %s)", self.settings.host, self.settings.port, session_present)
+        log.info("connected to %s with MQTT %s (session present: %s)", where, version, session_present)
+        tr.connack = reason_code
+        tr.event.set()
         for listener in list(self._connect_listeners):
             try:
                 listener(session_present)
@@ -301,16 +353,27 @@ class MqttLink:
                 log.exception("connect listener failed")
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        tr = self._try
         was = self._connected.is_set()
         self._connected.clear()
+        tr.lost = True
+        tr.event.set()
         if was:
             self.stats.disconnects += 1
-            log.info("disconnected from %s:%d: %s", self.settings.host, self.settings.port, reason_code)
+            log.info("disconnected from %s:%d: %s", client.host, client.port, reason_code)
             for listener in list(self._disconnect_listeners):
                 try:
                     listener()
                 except Exception:
                     log.exception("disconnect listener failed")
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, codes: Any, properties: Any) -> None:
+        failed = [bool(getattr(c, "is_failure", int(getattr(c, "value", c)) >= 0x80)) for c in codes]
+        with self._lock:
+            refused = self._subacks.acked(mid, failed, time.monotonic())
+            self.stats.sub_refused += len(refused)
+        for f, c in zip(refused, [c for c, bad in zip(codes, failed, strict=False) if bad], strict=False):
+            log.warning("broker %s:%d refused the subscription %s (%s); retrying", client.host, client.port, f, c)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self.stats.received += 1
@@ -329,50 +392,6 @@ class MqttLink:
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         refused = bool(getattr(reason_code, "is_failure", False))
-        with self._lock:
-            ev = self._acked.get(mid)
-            if refused:
-                self._refused[mid] = str(reason_code)
-            if ev is None:
-                self._early[mid] = True
-                while len(self._early) > 4096:  # QoS 0 sends also land here; keep it bounded
-                    self._early.pop(next(iter(self._early)))
         if refused:
             log.warning("broker refused publish mid=%d: %s", mid, reason_code)
-        if ev is not None:
-            ev.set()
-
-
-def _is_wildcard(topic_filter: str) -> bool:
-    return "+" in topic_filter or "#" in topic_filter or topic_filter.startswith("$")
-
-
-def filter_matches(topic_filter: str, topic: str) -> bool:
-    """MQTT filter matching that also understands MQTT 5 shared subscriptions: messages of
-    ``$share/<group>/<filter>`` arrive with the plain topic, so match them against ``<filter>``.
-    Runs for every message on a wildcard subscription (every artifact chunk), so it splits and
-    compares levels instead of building paho's matcher tree for each call."""
-    if topic_filter.startswith("$share/"):
-        parts = topic_filter.split("/", 2)
-        if len(parts) == 3:
-            topic_filter = parts[2]
-    if topic.startswith("$") != topic_filter.startswith("$"):
-        return False  # wildcards never match $-topics (MQTT 4.7.2)
-    f_levels = topic_filter.split("/")
-    t_levels = topic.split("/")
-    for i, level in enumerate(f_levels):
-        if level == "#":
-            return i == len(f_levels) - 1
-        if i >= len(t_levels) or (level != "+" and level != t_levels[i]):
-            return False
-    return len(f_levels) == len(t_levels)
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
-    """Poll ``predicate`` until true or ``timeout``; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
+        self._acks.acked(mid, str(reason_code) if refused else None)
