@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from edgeline.core.protocol.topics import SEGMENT_PATTERN
 from firmware_configs.base import Section
 
 
@@ -19,9 +20,10 @@ class CloudSection(Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
-    protocol: Literal["5", "3.1.1"] = "5"
-    topic_root: str = Field(default="edgeline", pattern=r"^[A-Za-z0-9_.\-]{1,128}$")
-    fleet: str = Field(default="default", pattern=r"^[A-Za-z0-9_.\-]{1,128}$")
+    #: "auto": MQTT 5 where the broker accepts it, else 3.1.1 (remembered per broker address)
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
+    topic_root: str = Field(default="edgeline", pattern=SEGMENT_PATTERN)
+    fleet: str = Field(default="default", pattern=SEGMENT_PATTERN)
     username: str | None = None
     password_file: str | None = None
     tls: TlsSection | None = None

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from edgeline.core.protocol.topics import SEGMENT_RULE, segment_problem
 from firmware_configs.errors import ConfigError
 from firmware_configs.schema import SEGMENT_PATTERN, DeviceConfig
 
@@ -66,7 +67,7 @@ def _message(err: Any) -> str:
     if kind == "missing":
         return "required key is missing"
     if kind == "string_pattern_mismatch" and ctx.get("pattern") == SEGMENT_PATTERN:
-        return "must be 1-128 characters from letters, digits, '_', '.', '-'"
+        return segment_problem(err.get("input")) or SEGMENT_RULE
     msg = str(err["msg"])
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):

@@ -8,11 +8,12 @@ sections have defaults, so a profile names only what differs on its device class
 from __future__ import annotations
 
 import ipaddress
-import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from edgeline.core.protocol.topics import SEGMENT_PATTERN as TOPIC_SEGMENT
+from edgeline.core.protocol.topics import segment_problem
 from firmware_configs.base import Section
 from firmware_configs.cloud_section import CloudSection
 from firmware_configs.line_section import LineSection, TriggerSection
@@ -20,7 +21,7 @@ from firmware_configs.telemetry_section import TelemetrySection
 from firmware_configs.updater_section import UpdaterSection
 
 #: Same alphabet as an MQTT topic segment: a device id and group names end up in topics.
-SEGMENT_PATTERN = r"^[A-Za-z0-9_.\-]{1,128}$"
+SEGMENT_PATTERN = TOPIC_SEGMENT
 
 SourceKind = Literal["usb", "url", "file", "folder"]
 
@@ -42,8 +43,9 @@ class DeviceSection(Section):
     @classmethod
     def _groups(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for g in v:
-            if not re.match(SEGMENT_PATTERN, g):
-                raise ValueError(f"group {g!r} must be 1-128 letters, digits, '_', '.', '-'")
+            problem = segment_problem(g)
+            if problem is not None:
+                raise ValueError(f"group {g!r} {problem}")
         if len(set(v)) != len(v):
             raise ValueError("groups must not repeat")
         return v

@@ -24,14 +24,37 @@ from dataclasses import dataclass
 
 from edgeline.core.errors import ProtocolError
 
-_SEGMENT = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+#: The alphabet every broker accepts in a topic level: NATS refuses '.', RabbitMQ maps '/' to '.' in
+#: its routing keys (255 bytes at most: five levels of 64 stay below it), and '+', '#', '$' are MQTT's.
+SEGMENT_MAX = 64
+SEGMENT_PATTERN = rf"^[A-Za-z0-9_\-]{{1,{SEGMENT_MAX}}}$"
+SEGMENT_RULE = f"1-{SEGMENT_MAX} characters from letters, digits, '_' and '-'"
+_SEGMENT = re.compile(SEGMENT_PATTERN)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_WHY = {".": " (NATS refuses '.' in topics)", "/": " (a topic level separator)", "+": " (an MQTT wildcard)"}
+
+
+def segment_problem(value: object) -> str | None:
+    """Why ``value`` cannot be a topic level (naming the first bad character), or None when it can."""
+    if not isinstance(value, str):
+        return f"must be a string ({SEGMENT_RULE})"
+    if not value:
+        return f"must not be empty ({SEGMENT_RULE})"
+    if len(value) > SEGMENT_MAX:
+        return f"is {len(value)} characters long; at most {SEGMENT_MAX}"
+    for ch in value:
+        if not (ch.isascii() and (ch.isalnum() or ch in "_-")):
+            why = _WHY.get(ch, " (an MQTT wildcard)" if ch == "#" else "")
+            return f"contains {ch!r}{why}: use {SEGMENT_RULE}"
+    return None
 
 
 def check_segment(value: str, what: str = "topic segment") -> str:
-    """Validate one topic level: no wildcards, no slashes, no empty string, bounded length."""
-    if not isinstance(value, str) or not _SEGMENT.match(value):
-        raise ProtocolError(f"invalid {what} {value!r}: use 1-128 characters from letters, digits, '_', '.', '-'")
+    """Validate one topic level: letters, digits, '_' and '-' only (what every broker accepts),
+    bounded length; the error names ``what`` and the first bad character."""
+    problem = segment_problem(value)
+    if problem is not None:
+        raise ProtocolError(f"invalid {what} {value!r}: {problem}")
     return value
 
 
