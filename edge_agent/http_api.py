@@ -44,6 +44,7 @@ from edge_agent.errors import EdgelineError
 from edge_agent.http_wire import Connection, HttpError, Request, content_length
 from edge_agent.image_decode import ImageError, ImageTooLarge, decode_image
 from edge_agent.inference import inspect_frame, verdict_record
+from edge_agent.line.waiters import ResultWaiters, answer_trigger
 from edge_agent.model import LoadedModel
 from edge_agent.oip import OpenInference, methods_of
 from edge_agent.status import PROMETHEUS_CONTENT_TYPE, health, prometheus_text, with_health
@@ -65,6 +66,7 @@ _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="edgeline"'}
 #: path -> the methods it answers
 ROUTES: dict[str, tuple[str, ...]] = {
     "/predict": ("POST",),
+    "/trigger": ("POST",),
     "/status": ("GET",),
     "/metrics": ("GET",),
     "/healthz": ("GET",),
@@ -72,7 +74,10 @@ ROUTES: dict[str, tuple[str, ...]] = {
 
 #: Every status code the API answers, and when.
 STATUS_CODES: dict[int, str] = {
-    200: "success: a verdict (POST /predict), a document, or healthy (GET /healthz)",
+    200: "success: a verdict (POST /predict), a triggered result (POST /trigger with wait_ms), a document, "
+    "or healthy (GET /healthz)",
+    202: "a trigger taken (POST /trigger without wait_ms): its trigger id and part id; the result follows on "
+    "the sinks and the line interfaces",
     400: "the body is not a decodable image (unknown format, damaged, truncated), or a malformed request "
     "(request line, header line, a line not ending in CRLF, a bad or repeated Content-Length), or an "
     "inference request the protocol refuses (JSON, datatype, shape, binary data, header length)",
@@ -80,13 +85,17 @@ STATUS_CODES: dict[int, str] = {
     404: "no such endpoint, or (Open Inference Protocol) no such model or version",
     405: "the endpoint exists but not for this method (see the Allow header)",
     411: "a body without Content-Length (chunked bodies are not accepted)",
-    413: "the body is larger than api.max_body_bytes, or an inference input declares too many elements",
+    413: "the body is larger than api.max_body_bytes (a trigger: 4 KiB), or an inference input declares too "
+    "many elements",
     422: "the image declares more pixels than api.max_image_pixels (refused before decoding), or it decodes "
     "but cannot be inspected (e.g. the model's region of interest lies outside it)",
     414: "request line too long (more than 8 KiB)",
     431: "request headers too large (more than 100 lines or 64 KiB)",
+    409: 'POST /trigger while the source runs free (triggers need [source] mode = "trigger")',
     501: "unknown HTTP method",
     503: "no model is serving (POST /predict, /v2 ready, metadata and infer), or the agent is degraded (GET /healthz)",
+    504: "POST /trigger with wait_ms: no result within that time (the trigger stays taken; its result, "
+    "missed or late, still reaches the sinks)",
     505: "HTTP version not supported",
 }
 
@@ -101,6 +110,8 @@ class ApiHost(Protocol):
     def current_model(self) -> LoadedModel | None: ...
 
     def counters(self) -> dict[str, Any]: ...
+
+    def trigger(self, part_id: str = "", ts: float | None = None, origin: str = "") -> Any: ...
 
 
 class _Server(socketserver.ThreadingTCPServer):
@@ -249,6 +260,9 @@ class _Handler(socketserver.BaseRequestHandler):
         elif path == "/predict":
             code, doc = api.predict(body)
             self._json(code, doc)
+        elif path == "/trigger":
+            code, doc = api.trigger(body)
+            self._json(code, doc)
         elif path == "/status":
             self._json(200, api.status())
         elif path == "/metrics":
@@ -270,6 +284,8 @@ class PredictionApi:
         self.oip = OpenInference(
             host, max_image_pixels=section.max_image_pixels, next_id=self._next_infer, encoder=_ENCODER
         )
+        #: results for ``POST /trigger`` callers that wait (an outlet the agent adds to its result bus)
+        self.waiters = ResultWaiters()
         self._server = _Server((section.host, section.port), _Handler)
         self._server.api = self
         self._thread = threading.Thread(target=self._server.serve_forever, name="api", daemon=True)
@@ -316,6 +332,14 @@ class PredictionApi:
 
     def status(self) -> dict[str, Any]:
         return with_health(self.host.counters())
+
+    def trigger(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        """``POST /trigger``: one triggered inspection (see :mod:`edge_agent.line.trigger_request`)."""
+        self.requests += 1
+        counters = getattr(self.host, "counters_", None)
+        if counters is not None:
+            counters.bump("api_requests")
+        return answer_trigger(self.host.trigger, self.waiters, body)
 
     def predict(self, body: bytes) -> tuple[int, dict[str, Any]]:
         self.requests += 1

@@ -104,6 +104,7 @@ class Agent:
             StatusWriter(Path(config.status.path), self.counters, config.status.interval_s) if write_status else None
         )
         self.api: Any = None
+        self._api_outlet: SinkWorker | None = None
         self.last_rejection = ""
         self._no_model_told = -1e18
         self._loop_thread = threading.Thread(target=self._loop, name=f"inspect-{config.device.id}", daemon=True)
@@ -250,6 +251,10 @@ class Agent:
 
             self.api = PredictionApi(self, self.config.api)
             self.api.start()
+            if self.station is not None:  # POST /trigger callers that wait get their result from the bus
+                self._api_outlet = SinkWorker(self.api.waiters, queue_size=256, include="all", events=False)
+                self._api_outlet.start()
+                self.bus.add(self._api_outlet)
         if self.status_writer is not None:
             self.status_writer.start()
         self._loop_thread.start()
@@ -293,6 +298,8 @@ class Agent:
                 s.close(timeout=5.0)
             if self.line is not None:
                 self.line.stop()
+            if self._api_outlet is not None:
+                self._api_outlet.close(timeout=2.0)
             if self.api is not None:
                 self.api.stop()
             if self.status_writer is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -156,8 +157,10 @@ class TcpLineServer:
             try:
                 ts = float(parts[2])
             except ValueError:
+                ts = math.nan
+            if not math.isfinite(ts) or ts < 0:  # nan, inf and negative times would match no frame, or any
                 self.bad_requests += 1
-                self._send(writer, b"ERROR the timestamp is not a number\n")
+                self._send(writer, b"ERROR the timestamp is not a Unix time in seconds\n")
                 return
         t = self._submit(parts[1] if len(parts) > 1 else "", ts, "tcp")
         if t is None:

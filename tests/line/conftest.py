@@ -42,7 +42,13 @@ def make_agent(
 ) -> Iterator[MakeAgent]:
     agents: list[Agent] = []
 
-    def make(line: dict[str, Any], trigger: dict[str, Any] | None = None, fps: float = 200.0) -> Agent:
+    def make(
+        line: dict[str, Any],
+        trigger: dict[str, Any] | None = None,
+        fps: float = 200.0,
+        mode: str = "trigger",
+        **more: Any,
+    ) -> Agent:
         cfg = make_config(
             tmp_path,
             {
@@ -51,11 +57,12 @@ def make_agent(
                 "loop": True,
                 "max_fps": fps,
                 "queue_policy": "drop_oldest",
-                "mode": "trigger",
+                "mode": mode,
             },
             model={"bundle": str(tiny_bundle), "trust_file": str(trust_path)},
             trigger=trigger or {"window_ms": 200, "budget_ms": 100},
             line=line,
+            **more,
         )
         agent = Agent(cfg, capture=MemoryCapture(part_frames[0], "belt"))
         agents.append(agent)

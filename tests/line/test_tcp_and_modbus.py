@@ -32,15 +32,15 @@ def test_tcp_line_triggers_give_one_result_each_with_the_part_id(make_agent: Mak
         assert _lines(s, 1) == ["PONG"]
         s.sendall(b"".join(f"TRIGGER P-{i}\n".encode() for i in range(20)))
         answers = _lines(s, 20)
-        s.sendall(b"TRIGGER\nHELLO\nTRIGGER x notatime\n")
-        extra = _lines(s, 3)
+        s.sendall(b"TRIGGER\nHELLO\nTRIGGER x notatime\nTRIGGER y nan\nTRIGGER z -inf\n")
+        extra = _lines(s, 5)
     parts = [a.split()[1] for a in answers]
     assert sorted(parts) == sorted(f"P-{i}" for i in range(20))
     for a in answers:
         kind, _part, result_id, state, verdict, label, conf, total = a.split()
         assert kind == "RESULT" and result_id.startswith("dev-1-") and state == "ok"
         assert verdict in ("ok", "defect") and label != "-" and 0 <= float(conf) <= 1 and float(total) > 0
-    assert sum(e.startswith("ERROR") for e in extra) == 2
+    assert sum(e.startswith("ERROR") for e in extra) == 4
     assigned = next(e for e in extra if e.startswith("RESULT"))
     assert assigned.split()[1].startswith("part-")
     # the same results went to the sinks, with the same fields
