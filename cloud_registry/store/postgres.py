@@ -33,18 +33,32 @@ class PostgresStore(SqlStore):
             raise BackendError("PostgreSQL needs psycopg: pip install 'edgeline[postgres]'") from exc
         self._psycopg = psycopg
         self.url = url
-        dsn, self.schema = split_schema(url)
-        try:
-            self._db = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
-            if self.schema:
-                self._db.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-                self._db.execute(f'SET search_path TO "{self.schema}"')
-        except psycopg.Error as exc:
-            raise BackendError(f"cannot connect to PostgreSQL ({dsn.split('@')[-1]}): {exc}") from exc
+        self._dsn, self.schema = split_schema(url)
+        self._db = self._connect()
         self._depth = 0
         self._init_schema()
 
+    def _connect(self, timeout: int = 10) -> Any:
+        psycopg = self._psycopg
+        try:
+            db = psycopg.connect(self._dsn, autocommit=True, connect_timeout=timeout)
+            if self.schema:
+                db.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                db.execute(f'SET search_path TO "{self.schema}"')
+        except psycopg.Error as exc:
+            raise BackendError(f"cannot connect to PostgreSQL ({self._dsn.split('@')[-1]}): {exc}") from exc
+        return db
+
+    def _reconnect_if_lost(self) -> None:
+        """A connection the server or the network dropped is opened again at the next statement
+        outside a transaction (a long-running reader such as the console outlives an outage)."""
+        if self._depth == 0 and self._db.closed:
+            with self._lock:
+                if self._db.closed:
+                    self._db = self._connect(timeout=3)
+
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        self._reconnect_if_lost()
         try:
             cur = self._db.execute(sql.replace("?", "%s"), tuple(params))
             return list(cur.fetchall()) if cur.description is not None else []
@@ -59,6 +73,7 @@ class PostgresStore(SqlStore):
             if self._depth:
                 yield
                 return
+            self._reconnect_if_lost()
             self._depth = 1
             try:
                 with self._db.transaction():
