@@ -38,6 +38,11 @@ def console() -> None:
     default=None,
     help="The private key of --https-cert-file (PEM).",
 )
+@click.option(
+    "--allow-plain-http",
+    is_flag=True,
+    help="Serve plain HTTP beyond loopback (a network you trust: passwords and cookies cross it in clear).",
+)
 @registry_options
 @DB
 @broker_options
@@ -47,6 +52,7 @@ def serve(
     bind: str,
     https_cert_file: Path | None,
     https_key_file: Path | None,
+    allow_plain_http: bool,
     home: Path,
     store_url: str | None,
     artifacts_url: str | None,
@@ -67,13 +73,13 @@ def serve(
     except ModuleNotFoundError as exc:
         need = f"'edgeline console serve' needs {exc.name}: pip install 'edgeline[console]'"
         raise click.ClickException(need) from exc
-    from edgeline.console.server import Bind, ConsoleServer, Tls, build, check_exposure
+    from edgeline.console.server import Bind, ConsoleServer, Tls, build, check_exposure, cookies_secure
 
     where = Bind.parse(bind)
     if (https_cert_file is None) != (https_key_file is None):
         raise click.UsageError("--https-cert-file and --https-key-file go together")
     tls = Tls(https_cert_file, https_key_file) if https_cert_file and https_key_file else None
-    check_exposure(where, tls)
+    check_exposure(where, tls, allow_plain_http=allow_plain_http)
     from edgeline.core.mqtt_link import MqttLink
 
     def signer() -> SigningKey:
@@ -81,7 +87,7 @@ def serve(
 
     with open_registry(home, store_url, artifacts_url) as reg:
         link = MqttLink(broker.link_settings(f"edgeline-console-{os.getpid()}", clean_start=True))
-        c = build(reg, link, broker.topics, signer, db_path(home, db), secure_cookies=tls is not None or where.loopback)
+        c = build(reg, link, broker.topics, signer, db_path(home, db), secure_cookies=cookies_secure(where, tls))
         link.start()  # in the background: the console serves (what it knows) with the broker down too
         try:
             server = ConsoleServer(c, where, tls)

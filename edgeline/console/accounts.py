@@ -3,7 +3,9 @@ login). A session lives ``SESSION_S`` at most; logging out or removing the user 
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,12 +14,19 @@ from cloud_registry.errors import NotFound, RegistryError
 from cloud_registry.store import RegistryStore, SessionRow, UserRow
 from edgeline.console import auth
 
+log = logging.getLogger(__name__)
 SESSION_S = 8 * 3600.0
 _NAME = re.compile(r"^[A-Za-z0-9_.@\-]{1,64}$")
 
 
 class AccountError(RegistryError):
     default_reason = "account"
+
+
+class StoreDown(RegistryError):
+    """A login while the registry store is unreachable (sessions already open keep working)."""
+
+    default_reason = "store_down"
 
 
 @dataclass(frozen=True)
@@ -46,9 +55,33 @@ def add_user(store: RegistryStore, username: str, password: str, role: str) -> U
 
 
 class Sessions:
+    """Logins and session lookups. A session the store confirmed is remembered here until it expires,
+    so the people already logged in keep seeing the pages while the store is unreachable; a new login
+    needs the store (:class:`StoreDown`)."""
+
     def __init__(self, store: RegistryStore, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.clock = clock
+        self._lock = threading.Lock()
+        self._known: dict[str, tuple[Session, float]] = {}
+        #: sessions logged out while the store could not drop them
+        self._ended: set[str] = set()
+
+    def _remember(self, s: Session, expires_at: float) -> None:
+        with self._lock:
+            now = self.clock()
+            if len(self._known) > 10_000:
+                self._known = {k: v for k, v in self._known.items() if v[1] > now}
+            self._known[s.token_hash] = (s, expires_at)
+
+    def _forget(self, token_hash: str) -> None:
+        with self._lock:
+            self._known.pop(token_hash, None)
+
+    def _remembered(self, token_hash: str) -> Session | None:
+        with self._lock:
+            got = self._known.get(token_hash)
+        return got[0] if got is not None and got[1] > self.clock() else None
 
     def login(self, username: str, password: str) -> tuple[str, Session] | None:
         """A new session token and its session, or None (the same cost for a wrong name or password)."""
@@ -57,26 +90,53 @@ class Sessions:
         except NotFound:
             auth.verify_password(password, auth.DUMMY_HASH)
             return None
+        except RegistryError as exc:
+            raise StoreDown(f"the registry store is unreachable ({exc})") from exc
         if not auth.verify_password(password, user.password_hash):
             return None
         token = auth.new_token()
         now = self.clock()
         row = SessionRow(auth.token_hash(token), user.username, auth.new_token(), now, now + SESSION_S)
-        self.store.purge_sessions(now)
-        self.store.put_session(row)
-        return token, Session(user.username, user.role, row.csrf, row.token_hash)
+        try:
+            self.store.purge_sessions(now)
+            self.store.put_session(row)
+        except RegistryError as exc:
+            raise StoreDown(f"the registry store is unreachable ({exc})") from exc
+        s = Session(user.username, user.role, row.csrf, row.token_hash)
+        self._remember(s, row.expires_at)
+        return token, s
 
     def lookup(self, token: str | None) -> Session | None:
+        """The session of ``token``; while the store is unreachable, the one it last confirmed."""
         if not token or len(token) > 200:
             return None
-        row = self.store.get_session(auth.token_hash(token), self.clock())
-        if row is None:
-            return None
+        th = auth.token_hash(token)
+        with self._lock:
+            if th in self._ended:
+                return None
         try:
-            user = self.store.get_user(row.username)
+            row = self.store.get_session(th, self.clock())
+            user = self.store.get_user(row.username) if row is not None else None
         except NotFound:
+            row = user = None
+        except RegistryError:
+            return self._remembered(th)
+        if row is None or user is None:
+            self._forget(th)
             return None
-        return Session(user.username, user.role, row.csrf, row.token_hash)
+        s = Session(user.username, user.role, row.csrf, row.token_hash)
+        self._remember(s, row.expires_at)
+        return s
 
     def logout(self, session: Session) -> None:
-        self.store.delete_session(session.token_hash)
+        """End the session here at once, and in the store (later, if it is unreachable now)."""
+        self._forget(session.token_hash)
+        with self._lock:
+            self._ended.add(session.token_hash)
+        try:
+            self.store.delete_session(session.token_hash)
+        except RegistryError as exc:
+            log.warning("session of %s ended here; the store could not drop it yet: %s", session.username, exc)
+            return
+        with self._lock:
+            self._ended.discard(session.token_hash)

@@ -62,12 +62,15 @@ class Operations:
         self._lock = threading.Lock()
 
     # -- audit ---------------------------------------------------------------------------------------
-    def audit(self, who: str, action: str, target: str, outcome: str, detail: dict[str, Any] | None = None) -> None:
+    def audit(self, who: str, action: str, target: str, outcome: str, detail: dict[str, Any] | None = None) -> bool:
+        """Write one line of the audit log; False (and the line in the process log) when the store is
+        unreachable. An action that needs the store fails then anyway; its refusal is what is lost."""
         try:
             self.registry.store.add_audit(AuditRow(self.clock(), who, action, target, outcome, detail or {}))
-        except EdgelineError:
-            log.exception("audit log write failed: %s %s %s %s", who, action, target, outcome)
-            raise
+        except EdgelineError as exc:
+            log.error("audit log write failed (%s): %s %s %s: %s", exc, who, action, target, outcome)
+            return False
+        return True
 
     def _runner(self) -> tuple[RolloutRunner, Any]:
         scoped = self.live.scoped()
@@ -102,7 +105,8 @@ class Operations:
             self.audit(who, "deploy", f"{req.ref} -> {req.target}", f"refused: {exc}", detail)
             return Outcome(False, f"deploy refused: {exc}")
         rid = r.plan.id
-        self.audit(who, "deploy", f"{req.ref} -> {req.target}", "started", detail | {"rollout": rid})
+        if not self.audit(who, "deploy", f"{req.ref} -> {req.target}", "started", detail | {"rollout": rid}):
+            log.error("rollout %s started by %s but not in the audit log", rid, who)
         self._drive(runner, scoped, rid)
         return Outcome(True, f"rollout {rid} started: {r.plan.model.name} v{r.plan.model.version} to {req.target}", rid)
 

@@ -121,6 +121,11 @@ def _summary(kind: str, scope: str, active: bool, state: dict[str, Any]) -> str:
     return f"{kind} {scope}"
 
 
+def _num(v: object) -> float:
+    """A column that holds a number (None: 0)."""
+    return float(v) if isinstance(v, int | float | str) else 0.0
+
+
 def alerts(store: TelemetryStore | None, limit: int = 200) -> list[dict[str, Any]]:
     """The alert episodes the ingest service keeps (newest first), firing or resolved."""
     if store is None:
@@ -140,8 +145,8 @@ def alerts(store: TelemetryStore | None, limit: int = 200) -> list[dict[str, Any
                 "kind": k,
                 "scope": s,
                 "active": a,
-                "opened": float(opened),  # type: ignore[arg-type]
-                "closed": float(closed) if closed is not None else 0.0,  # type: ignore[arg-type]
+                "opened": _num(opened),
+                "closed": _num(closed),
                 "summary": _summary(k, s, a, st if isinstance(st, dict) else {}),
             }
         )

@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from cloud_registry.errors import NotFound
 from edgeline.console import auth, data, pages, widgets
-from edgeline.console.accounts import SESSION_S, Session
+from edgeline.console.accounts import SESSION_S, Session, StoreDown
 from edgeline.console.actions import DeployRequest
 from edgeline.console.app import Console
 from edgeline.console.live import Hub
@@ -95,7 +95,10 @@ def routes(c: Console) -> list[Route]:
             wait = max(1, round(verdict.retry_after_s))
             await asyncio.to_thread(c.ops.audit, username or "-", "login", client, "refused: rate limited")
             return answer(429, f"Too many failed logins: try again in {wait} s.", {"Retry-After": str(wait)})
-        result = await asyncio.to_thread(c.sessions.login, username, password)
+        try:
+            result = await asyncio.to_thread(c.sessions.login, username, password)
+        except StoreDown as exc:
+            return answer(503, f"Cannot log in now: {exc}. Sessions already open keep working.")
         if result is None:
             c.limiter.failed(client, username)
             await asyncio.to_thread(c.ops.audit, username or "-", "login", client, "refused: wrong user or password")
@@ -185,7 +188,9 @@ def routes(c: Console) -> list[Route]:
         s = await session_of(request)
         if s is None:
             return to_login()
-        names = await asyncio.to_thread(lambda: data.drift_models(c.telemetry()))
+        names = (
+            await asyncio.to_thread(c.remembered.read, "drift-models", lambda: data.drift_models(c.telemetry()), [])
+        ).value
         selected = request.query_params.get("model") or (names[0] if names else None)
         reports: data.Read[list[Any]] = data.Read([], 0.0)
         if selected in names:

@@ -69,13 +69,23 @@ def build(
     return Console(registry, live, ops, telemetry_path, secure_cookies=secure_cookies)
 
 
-def check_exposure(bind: Bind, tls: Tls | None) -> None:
-    """Beyond loopback, only with TLS: passwords and session cookies never cross a network in clear."""
-    if not bind.loopback and tls is None:
+def check_exposure(bind: Bind, tls: Tls | None, *, allow_plain_http: bool = False) -> None:
+    """Beyond loopback, only with TLS (passwords and session cookies never cross a network in clear),
+    unless plain HTTP is explicitly allowed (a network the user trusts; logged as a warning)."""
+    if bind.loopback or tls is not None:
+        return
+    if not allow_plain_http:
         raise ConsoleError(
             f"refusing to serve on {bind.host} without TLS: give --https-cert-file and --https-key-file "
-            "(or bind to 127.0.0.1 and reach it through an SSH tunnel)"
+            "(or bind to 127.0.0.1 and reach it through an SSH tunnel; --allow-plain-http if the network is trusted)"
         )
+    log.warning("serving plain HTTP on %s: passwords and session cookies cross the network in clear", bind.host)
+
+
+def cookies_secure(bind: Bind, tls: Tls | None) -> bool:
+    """Session cookies are marked Secure with TLS, and on loopback (browsers treat http://127.0.0.1
+    as a secure context); on plain HTTP beyond loopback a Secure cookie would never come back."""
+    return tls is not None or bind.loopback
 
 
 class ConsoleServer:

@@ -124,7 +124,7 @@ def test_the_pages_say_the_broker_is_down_and_show_the_store_last_known(client: 
     def broken(*_a: object, **_k: object) -> list[object]:
         raise BackendError("database is gone")
 
-    console.registry.store.list_rollouts = broken  # type: ignore[method-assign]
+    console.registry.store.list_rollouts = broken  # type: ignore[method-assign,assignment]
     page = client.get("/rollouts").text
     assert "registry store is unreachable (database is gone)" in page
 
