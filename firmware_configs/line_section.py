@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from edgeline.core.protocol.topics import SEGMENT_PATTERN
 from firmware_configs.base import Section
 
 
@@ -115,13 +116,27 @@ class OpcuaSection(LineCommon):
         return self
 
 
+class MqttLineSection(LineCommon):
+    """``[line.mqtt]``: triggers from ``<topic_prefix>/<device>/trigger`` on the LINE's local broker,
+    each result on ``<topic_prefix>/<device>/results``. Never the cloud broker."""
+
+    port: int = Field(default=1883, ge=1, le=65535)
+    topic_prefix: str = Field(default="line", pattern=SEGMENT_PATTERN)
+    #: QoS of the results (triggers are subscribed with QoS 1)
+    qos: int = Field(default=1, ge=0, le=1)
+    protocol: Literal["auto", "5", "3.1.1"] = "auto"
+    username: str | None = None
+    password_file: str | None = None
+
+
 class LineSection(Section):
     """``[line]``: the interfaces a PLC or a MES speaks to."""
 
     tcp: TcpLineSection | None = None
     modbus: ModbusSection | None = None
     opcua: OpcuaSection | None = None
+    mqtt: MqttLineSection | None = None
 
     @property
     def any_enabled(self) -> bool:
-        return any(x is not None and x.enabled for x in (self.tcp, self.modbus, self.opcua))
+        return any(x is not None and x.enabled for x in (self.tcp, self.modbus, self.opcua, self.mqtt))

@@ -5,8 +5,10 @@ bounded queue), so all get the same records from the one publish path, and none 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Protocol
 
+from edge_agent.errors import EdgeAgentError
 from edge_agent.sinks.base import SinkWorker
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,15 @@ class Server(Protocol):
     def write(self, record: dict[str, Any]) -> None: ...
 
     def close(self) -> None: ...
+
+
+def _secret(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_text("utf-8").strip()
+    except OSError as exc:
+        raise EdgeAgentError(f"line.mqtt.password_file {path}: {exc.strerror}", reason="config") from exc
 
 
 class LineInterfaces:
@@ -48,6 +59,11 @@ class LineInterfaces:
             from edge_agent.line.opcua_server import OpcuaLineServer
 
             self._add(agent, OpcuaLineServer(cfg.opcua, submit, status, agent), cfg.opcua.queue_size)
+        if cfg.mqtt is not None and cfg.mqtt.enabled:
+            from edge_agent.line.mqtt_line import MqttLineServer
+
+            password = _secret(cfg.mqtt.password_file)
+            self._add(agent, MqttLineServer(cfg.mqtt, agent.device_id, submit, password), cfg.mqtt.queue_size)
 
     def _add(self, agent: Any, server: Server, queue_size: int) -> None:
         self.servers.append(server)

@@ -178,3 +178,13 @@ def _canonical_index(text: str) -> bool:
 def line_verdict_topic(device_id: str, prefix: str = "line") -> str:
     """Local topic on which the line receives verdicts. Never published to the cloud broker."""
     return f"{check_segment(prefix, 'line topic prefix')}/{check_segment(device_id, 'device id')}/verdicts"
+
+
+def line_trigger_topic(device_id: str, prefix: str = "line") -> str:
+    """Local topic on which the line's controller asks for triggered inspections (JSON, QoS 1)."""
+    return f"{check_segment(prefix, 'line topic prefix')}/{check_segment(device_id, 'device id')}/trigger"
+
+
+def line_result_topic(device_id: str, prefix: str = "line") -> str:
+    """Local topic on which each triggered result is published, one message per part."""
+    return f"{check_segment(prefix, 'line topic prefix')}/{check_segment(device_id, 'device id')}/results"
