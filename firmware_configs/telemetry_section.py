@@ -50,6 +50,10 @@ class TelemetrySection(Section):
     alarm_need: int = Field(default=3, ge=1, le=100)
     alarm_of: int = Field(default=4, ge=1, le=100)
     alarm_clear: int = Field(default=3, ge=1, le=100)
+    #: telemetry topic partitions (docs/protocol.md): 0 publishes on ``devices/<id>/telemetry``; N >= 1 on
+    #: ``devices/<id>/telemetry/<p>``, p from the device's pseudonym, so N ingest workers split the fleet
+    #: on any broker. Must match the ingest's ``--partitions``.
+    partitions: int = Field(default=0, ge=0, le=4096)
     #: how often the worker closes timed-out windows and drains the outbox (real seconds)
     tick_s: float = Field(default=1.0, gt=0, le=3600.0)
 

@@ -165,8 +165,8 @@ class AlertEngine:
         self.store.execute(
             "INSERT INTO episodes(kind, scope, active, opened, closed, state) VALUES (?, ?, ?, ?, NULL, ?) "
             "ON CONFLICT(kind, scope) DO UPDATE SET active = excluded.active, state = excluded.state, "
-            "opened = CASE WHEN ? AND excluded.active THEN excluded.opened ELSE opened END, "
-            "closed = CASE WHEN ? AND NOT excluded.active THEN ? ELSE closed END",
+            "opened = CASE WHEN ? = 1 AND excluded.active = 1 THEN excluded.opened ELSE episodes.opened END, "
+            "closed = CASE WHEN ? = 1 AND excluded.active = 0 THEN ? ELSE episodes.closed END",
             (kind, scope, int(active), now, json.dumps(state), int(changed), int(changed), now),
         )
 

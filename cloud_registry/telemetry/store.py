@@ -1,13 +1,19 @@
-"""Where telemetry windows live in the cloud: one SQLite database (WAL), windows keyed by their
-idempotency key, indexed by model, version, group and time.
+"""Where telemetry windows live in the cloud, chosen by URL (:func:`open_telemetry_store`):
+``sqlite:///path.db`` or a plain path (one SQLite database, WAL; the default) or
+``postgresql://user@host/db[?schema=name]`` (:mod:`.store_pg`: windows in declarative range
+partitions by window start, created as needed and dropped by the retention).
 
-Only what the window carries is stored: the device is its pseudonym, never the id in the MQTT topic.
-The database also keeps the ingest counters and the alert episodes (see :mod:`.alerts`), so a
-restarted ingest service neither stores a window twice nor fires an alert twice.
+Windows are keyed by their idempotency key and indexed by model, version, group and time. Only what
+the window carries is stored: the device is its pseudonym, never the id in the MQTT topic. The store
+also keeps the ingest counters and the alert episodes (see :mod:`.alerts`), so a restarted ingest
+service neither stores a window twice nor fires an alert twice.
 
 The deployment events of the devices (``edgeline.event/1``, keyed by ``event_id``) are kept in their
 own table, so the ingest can confirm them end to end as it confirms windows. An event names its device
 (the fleet view knows it anyway) and carries no inspection data.
+
+Both backends run the same statements (``?`` placeholders; the PostgreSQL store rewrites them), so the
+drift report, the alerts and the retraining plan read either through this one interface.
 """
 
 from __future__ import annotations
@@ -15,9 +21,11 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from cloud_registry.errors import BackendError
 from edge_agent.errors import ProtocolError
@@ -64,8 +72,15 @@ CREATE TABLE IF NOT EXISTS events(
 CREATE INDEX IF NOT EXISTS events_by_device ON events(device_id, sequence, ts);
 """
 
-_INSERT = "INSERT OR IGNORE INTO windows VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
-_INSERT_EVENT = "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?)"
+INSERT_WINDOW = "INSERT INTO windows VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"
+INSERT_EVENT = "INSERT INTO events VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"
+BUMP = "INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = counters.value + ?"
+#: a window further ahead of the ingest's clock than this is refused (it would open a partition years out)
+MAX_FUTURE_S = 86400.0
+
+WindowItem = TelemetryWindow | tuple[TelemetryWindow, bytes | None]
+Row = tuple[Any, ...]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -78,11 +93,30 @@ def _input_drifted(w: TelemetryWindow) -> int:
     return int(any(d.drifted for k, d in w.drift.items() if k in (*STAT_NAMES, "confidence", "anomaly_score")))
 
 
-class TelemetryStore:
-    """Thread-safe; one connection guarded by a lock (writes are short)."""
+def window_row(w: TelemetryWindow, received: float, raw: bytes | None = None) -> Row:
+    """The stored row of a window. ``raw``: the payload it was validated from, kept as is."""
+    body = (raw if raw is not None else canonical_json(w.to_body())).decode("utf-8")
+    m = w.model
+    head = (w.key, w.device, w.group or "", m.name, m.version, m.sha256, w.start, w.end, w.frames)
+    return (*head, _input_drifted(w), body, received)
 
-    def __init__(self, path: Path | str) -> None:
+
+def event_row(event: DeviceEvent, raw: bytes, received: float) -> Row:
+    head = (event.event_id, event.device_id, event.kind.value, event.sequence, event.ts)
+    return (*head, raw.decode("utf-8"), received)
+
+
+class TelemetryStore:
+    """The SQLite store (and the statements both backends share). Thread-safe: one connection behind
+    a lock (writes are short). ``retention_s``: windows whose end is older are removed by
+    :meth:`retain` and refused by the ingest (None: kept for ever)."""
+
+    backend = "sqlite"
+
+    def __init__(self, path: Path | str, *, retention_s: float | None = None) -> None:
         self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
+        self.retention_s = retention_s
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
@@ -93,107 +127,134 @@ class TelemetryStore:
             raise BackendError(f"cannot open the telemetry store {self.path}: {exc}") from exc
         self._lock = threading.RLock()
 
+    # -- backend hooks (the PostgreSQL store overrides these) -------------------------------------------
+    def _run(self, sql: str, args: Sequence[object] = ()) -> list[Row]:
+        """One statement, its rows; inside :meth:`_tx` when one is open, else autocommitted."""
+        return list(self._db.execute(sql, tuple(args)).fetchall())
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _insert(self, sql: str, rows: list[Row], key_of: int = 0) -> list[bool]:
+        """Insert rows (ignoring those whose key is stored); per row, whether it was new."""
+        return [self._db.execute(sql, row).rowcount == 1 for row in rows]
+
+    def _errors(self) -> tuple[type[BaseException], ...]:
+        return (sqlite3.Error,)
+
+    def _wrap(self, what: str, fn: Callable[..., T], *args: Any) -> T:
+        with self._lock:
+            try:
+                return fn(*args)
+            except BackendError:
+                raise
+            except self._errors() as exc:
+                raise BackendError(f"telemetry store {what} failed: {exc}") from exc
+
+    # -- writes -------------------------------------------------------------------------------------------
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def _row(self, w: TelemetryWindow, received: float, raw: bytes | None = None) -> tuple[object, ...]:
-        body = (raw if raw is not None else canonical_json(w.to_body())).decode("utf-8")
-        m = w.model
-        head = (w.key, w.device, w.group or "", m.name, m.version, m.sha256, w.start, w.end, w.frames)
-        return (*head, _input_drifted(w), body, received)
-
     def add(self, window: TelemetryWindow, received: float | None = None, raw: bytes | None = None) -> bool:
         """Store a window; False when its key is already stored (a redelivery). ``raw``: the payload
-        the window was validated from, stored as is (it parses to the same window). One statement in
-        autocommit: durable (WAL) when it returns, the cheapest write SQLite offers per window."""
-        row = self._row(window, time.time() if received is None else received, raw)
-        with self._lock:
-            try:
-                new = self._db.execute(_INSERT, row).rowcount == 1
-                if not new:
-                    self._bump(self._db, "duplicates", 1)
-            except sqlite3.Error as exc:
-                raise BackendError(f"telemetry store write failed: {exc}") from exc
-        return new
+        the window was validated from, stored as is (it parses to the same window)."""
+        return self.add_many([(window, raw)], received)[0]
 
     def add_event(self, event: DeviceEvent, raw: bytes, received: float | None = None) -> bool:
         """Store a deployment event; False when its ``event_id`` is already stored (a redelivery)."""
-        row = (event.event_id, event.device_id, event.kind.value, event.sequence, event.ts)
-        body = raw.decode("utf-8")
-        with self._lock:
-            try:
-                cur = self._db.execute(_INSERT_EVENT, (*row, body, time.time() if received is None else received))
-                new = cur.rowcount == 1
-                if not new:
-                    self._bump(self._db, "events.duplicates", 1)
-            except sqlite3.Error as exc:
-                raise BackendError(f"event store write failed: {exc}") from exc
-        return new
+        return self.store_batch([], [(event, raw)], received=received)[1][0]
 
-    def event_ids(self, device_id: str | None = None) -> set[str]:
-        with self._lock:
-            if device_id is None:
-                return {r[0] for r in self._db.execute("SELECT event_id FROM events")}
-            return {r[0] for r in self._db.execute("SELECT event_id FROM events WHERE device_id = ?", (device_id,))}
-
-    def add_many(
-        self, windows: Iterable[TelemetryWindow | tuple[TelemetryWindow, bytes | None]], received: float | None = None
-    ) -> list[bool]:
+    def add_many(self, windows: Iterable[WindowItem], received: float | None = None) -> list[bool]:
         """Store windows in one transaction; returns, per window, whether it was new."""
-        now = time.time() if received is None else received
-        out: list[bool] = []
-        with self._lock:
-            db = self._db
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                for item in windows:
-                    w, raw = item if isinstance(item, tuple) else (item, None)
-                    row = self._row(w, now, raw)
-                    cur = db.execute(_INSERT, row)
-                    out.append(cur.rowcount == 1)
-                self._bump(db, "duplicates", len(out) - sum(out))
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise BackendError(f"telemetry store write failed: {exc}") from exc
-        return out
+        items = [item if isinstance(item, tuple) else (item, None) for item in windows]
+        return self.store_batch(items, [], received=received)[0]
 
-    @staticmethod
-    def _bump(db: sqlite3.Connection, name: str, n: int) -> None:
-        if n:
-            db.execute(
-                "INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + ?",
-                (name, n, n),
-            )
+    def store_batch(
+        self,
+        windows: Sequence[tuple[TelemetryWindow, bytes | None]],
+        events: Sequence[tuple[DeviceEvent, bytes]],
+        counters: dict[str, int] | None = None,
+        received: float | None = None,
+    ) -> tuple[list[bool], list[bool]]:
+        """Windows, events and counter increments in ONE transaction: when it returns, all of it is
+        durable (the ingest acknowledges a batch only then); per window and per event, whether it was
+        new (duplicates are counted too)."""
+        now = time.time() if received is None else received
+        wrows = [window_row(w, now, raw) for w, raw in windows]
+        erows = [event_row(e, raw, now) for e, raw in events]
+        bumps = dict(counters or {})
+
+        def write() -> tuple[list[bool], list[bool]]:
+            self._prepare(wrows)
+            with self._tx():
+                new_w = self._insert(INSERT_WINDOW, wrows, 0) if wrows else []
+                new_e = self._insert(INSERT_EVENT, erows, 0) if erows else []
+                bumps["duplicates"] = bumps.get("duplicates", 0) + len(new_w) - sum(new_w)
+                bumps["events.duplicates"] = bumps.get("events.duplicates", 0) + len(new_e) - sum(new_e)
+                for name, n in sorted(bumps.items()):
+                    if n:
+                        self._run(BUMP, (name, n, n))
+            return new_w, new_e
+
+        return self._wrap("write", write)
+
+    def _prepare(self, rows: list[Row]) -> None:
+        """Before a batch's transaction (the PostgreSQL store creates the partitions it needs)."""
 
     def bump(self, name: str, n: int = 1) -> None:
-        with self._lock:
-            self._bump(self._db, name, n)
+        if n:
+            self._wrap("write", self._run, BUMP, (name, n, n))
+
+    def retain(self, now: float | None = None) -> int:
+        """Remove the windows older than the retention; returns how many were removed."""
+        if self.retention_s is None:
+            return 0
+        cutoff = (time.time() if now is None else now) - self.retention_s
+
+        def delete() -> int:
+            n = int(self._run("SELECT COUNT(*) FROM windows WHERE end_ < ?", (cutoff,))[0][0])
+            self._run("DELETE FROM windows WHERE end_ < ?", (cutoff,))
+            return n
+
+        return self._wrap("retention", delete)
+
+    # -- reads --------------------------------------------------------------------------------------------
+    def execute(self, sql: str, args: Sequence[object] = ()) -> list[Row]:
+        """One statement of the small tables (alerts, console); ``?`` placeholders on both backends."""
+        return self._wrap("query", self._run, sql, args)
+
+    def event_ids(self, device_id: str | None = None) -> set[str]:
+        if device_id is None:
+            return {r[0] for r in self.execute("SELECT event_id FROM events")}
+        return {r[0] for r in self.execute("SELECT event_id FROM events WHERE device_id = ?", (device_id,))}
 
     def counters(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._db.execute("SELECT name, value FROM counters").fetchall())
+        return {str(n): int(v) for n, v in self.execute("SELECT name, value FROM counters")}
 
     def count(self, model: str | None = None) -> int:
-        with self._lock:
-            if model is None:
-                return int(self._db.execute("SELECT COUNT(*) FROM windows").fetchone()[0])
-            return int(self._db.execute("SELECT COUNT(*) FROM windows WHERE model = ?", (model,)).fetchone()[0])
+        if model is None:
+            return int(self.execute("SELECT COUNT(*) FROM windows")[0][0])
+        return int(self.execute("SELECT COUNT(*) FROM windows WHERE model = ?", (model,))[0][0])
 
     def keys(self) -> set[str]:
-        with self._lock:
-            return {r[0] for r in self._db.execute("SELECT key FROM windows")}
+        return {str(r[0]) for r in self.execute("SELECT key FROM windows")}
 
     def models(self) -> list[str]:
-        with self._lock:
-            return [r[0] for r in self._db.execute("SELECT DISTINCT model FROM windows ORDER BY model")]
+        return [str(r[0]) for r in self.execute("SELECT DISTINCT model FROM windows ORDER BY model")]
 
     def versions(self, model: str) -> list[int]:
-        with self._lock:
-            rows = self._db.execute("SELECT DISTINCT version FROM windows WHERE model = ? ORDER BY version", (model,))
-            return [int(r[0]) for r in rows]
+        rows = self.execute("SELECT DISTINCT version FROM windows WHERE model = ? ORDER BY version", (model,))
+        return [int(r[0]) for r in rows]
 
     def windows(
         self,
@@ -215,18 +276,23 @@ class TelemetryStore:
             if value is not None:
                 sql += f" AND {clause}"
                 args.append(value)
-        with self._lock:
-            rows = self._db.execute(sql + " ORDER BY start, key", args).fetchall()
+        rows = self.execute(sql + " ORDER BY start, key", tuple(args))
         for body, received in rows:
             try:
-                yield StoredWindow(parse_window(body.encode("utf-8")), float(received))
+                yield StoredWindow(parse_window(str(body).encode("utf-8")), float(received))
             except ProtocolError as exc:  # a row the current schema cannot read: say so clearly
                 raise BackendError(f"stored window does not parse any more: {exc}") from exc
 
-    # -- small tables for alerts --------------------------------------------------------------------------
-    def execute(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
-        with self._lock:
-            try:
-                return list(self._db.execute(sql, args).fetchall())
-            except sqlite3.Error as exc:
-                raise BackendError(f"telemetry store query failed: {exc}") from exc
+
+def open_telemetry_store(url: str | Path, *, retention_s: float | None = None) -> TelemetryStore:
+    """The telemetry store at ``url``: ``sqlite:///path.db``, a plain path, or ``postgresql://...``."""
+    text = str(url)
+    if text.startswith(("postgresql://", "postgres://")):
+        from cloud_registry.telemetry.store_pg import PostgresTelemetryStore
+
+        return PostgresTelemetryStore(text, retention_s=retention_s)
+    if text.startswith("sqlite:///"):
+        return TelemetryStore(Path(text[len("sqlite:///") :]), retention_s=retention_s)
+    if "://" in text:
+        raise BackendError(f"unsupported telemetry store URL {text!r}: use sqlite:///path.db or postgresql://...")
+    return TelemetryStore(Path(text), retention_s=retention_s)

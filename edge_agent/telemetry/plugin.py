@@ -36,6 +36,7 @@ from edge_agent.telemetry.drift import Calibrator
 from edge_agent.telemetry.privacy import LaplaceNoise, MinFrames, pseudonym
 from edge_agent.telemetry.windows import DriftContext, ModelKey, RawWindow, WindowAggregator, build_window, context_of
 from edgeline.core.mqtt_link import MqttLink
+from edgeline.core.protocol.partitions import TelemetryTopics
 from edgeline.core.protocol.topics import Topics
 from firmware_configs.telemetry_section import TelemetrySection
 
@@ -235,7 +236,7 @@ class TelemetryPlugin:
         self.alarm.observe(window)
         try:
             self.outbox.put(
-                self.topics.device_telemetry(self._device),
+                TelemetryTopics(self.topics, self.config.partitions).for_device(self._device, self._pseudonym),
                 payload,
                 kind="telemetry",
                 key=window.key,

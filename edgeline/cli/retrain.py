@@ -9,10 +9,10 @@ from typing import Any
 
 import click
 
-from cloud_registry.telemetry.store import TelemetryStore
+from cloud_registry.telemetry.store import open_telemetry_store
 from edgeline.cli.options import BrokerOptions, broker_options, connect, json_option, keys_option, registry_options
 from edgeline.cli.registry_access import open_registry
-from edgeline.cli.telemetry_common import DB, db_path
+from edgeline.cli.telemetry_common import DB, telemetry_exists, telemetry_url
 from edgeline.core.protocol.manifest import Reference
 
 
@@ -45,7 +45,6 @@ from edgeline.core.protocol.manifest import Reference
 @click.option("--canary", type=click.IntRange(min=0), default=1, show_default=True, help="Canary devices first.")
 @click.option("--waves", default="100%", show_default=True, help="Waves after the canary.")
 @broker_options
-@click.option("--broker", "legacy_broker", default=None, hidden=True, help="Old HOST:PORT form of --broker-host/-port.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --out directory.")
 @click.option("--dry-run", is_flag=True, help="Only read the evidence and print the plan.")
 @json_option
@@ -58,7 +57,7 @@ def retrain(
     home: Path,
     store_url: str | None,
     artifacts_url: str | None,
-    db: Path | None,
+    db: str | None,
     estimator: str,
     seed: int,
     hours: float | None,
@@ -68,7 +67,6 @@ def retrain(
     canary: int,
     waves: str,
     broker: BrokerOptions,
-    legacy_broker: str | None,
     force: bool,
     dry_run: bool,
     as_json: bool,
@@ -85,16 +83,9 @@ def retrain(
     from edgeline.cli.build_common import progress_bars
     from edgeline.core.protocol.signing import TrustStore
 
-    path = db_path(home, db)
-    if not path.exists():
-        raise click.ClickException(f"no telemetry database at {path} (run 'edgeline ingest' first, or pass --db)")
-    if legacy_broker:
-        import dataclasses
-
-        host, _, port = legacy_broker.rpartition(":")
-        if not port.isdigit():
-            raise click.ClickException(f"--broker {legacy_broker!r}: expected HOST:PORT")
-        broker = dataclasses.replace(broker, host=host or broker.host, port=int(port))
+    url = telemetry_url(home, db, store_url)
+    if not telemetry_exists(url):
+        raise click.ClickException(f"no telemetry database at {url} (run 'edgeline ingest' first, or pass --db)")
     if store_url is None and not (home / "registry.db").exists():
         raise click.ClickException(f"no registry under {home} (or pass --store): register the model first")
     policy = RetrainPolicy(
@@ -111,7 +102,7 @@ def retrain(
 
         latest = reg.resolve(f"{model}@latest").version
         plan = plan_retrain(
-            TelemetryStore(path),
+            open_telemetry_store(url),
             model,
             version=version,
             reference_for=reference_for,

@@ -18,10 +18,10 @@ import click
 
 from cloud_registry.errors import RegistryError
 from cloud_registry.telemetry.alerts import AlertEngine, AlertSink, CommandSink, WebhookSink
-from cloud_registry.telemetry.store import TelemetryStore
+from cloud_registry.telemetry.store import open_telemetry_store
 from edgeline.cli.options import BrokerOptions, broker_options, json_option, registry_options
 from edgeline.cli.registry_access import optional_registry
-from edgeline.cli.telemetry_common import DB, db_path
+from edgeline.cli.telemetry_common import DB, telemetry_exists, telemetry_url
 from edgeline.core.protocol.manifest import Reference
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,23 @@ log = logging.getLogger(__name__)
 @click.option("--port", "legacy_port", type=click.IntRange(1, 65535), default=None, hidden=True)
 @click.option("--client-id", default="edgeline-ingest-1", show_default=True, help="Unique per worker.")
 @click.option("--share-group", default="ingest", show_default=True, help="Shared-subscription group (MQTT 5).")
-@click.option("--no-shared", is_flag=True, help="Plain subscription even on MQTT 5 (a single worker).")
+@click.option("--no-shared", is_flag=True, help="Plain subscriptions even on MQTT 5.")
+@click.option(
+    "--partitions",
+    type=click.IntRange(0, 4096),
+    default=0,
+    show_default=True,
+    help="Telemetry topic partitions, as the devices' [telemetry] partitions (0: unpartitioned topic only).",
+)
+@click.option("--workers", type=click.IntRange(1, 4096), default=1, show_default=True, help="Workers splitting them.")
+@click.option("--worker-index", type=click.IntRange(min=0), default=0, show_default=True, help="This worker, 0-based.")
+@click.option("--max-batch", type=click.IntRange(1, 100_000), default=1000, show_default=True, help="Per transaction.")
+@click.option(
+    "--retention-days",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Drop windows older than this (checked every tick; older windows are refused). Default: keep all.",
+)
 @click.option("--webhook", "webhooks", multiple=True, metavar="URL", help="POST alerts here (repeatable).")
 @click.option("--command", "commands", multiple=True, metavar="CMD", help="Run CMD with each alert on stdin.")
 @click.option("--silent-budget", type=float, default=90.0, show_default=True, help="Seconds before a device is silent.")
@@ -46,22 +62,29 @@ def ingest(
     home: Path,
     store_url: str | None,
     artifacts_url: str | None,
-    db: Path | None,
+    db: str | None,
     broker: BrokerOptions,
     legacy_host: str | None,
     legacy_port: int | None,
     client_id: str,
     share_group: str,
     no_shared: bool,
+    partitions: int,
+    workers: int,
+    worker_index: int,
+    max_batch: int,
+    retention_days: float | None,
     webhooks: tuple[str, ...],
     commands: tuple[str, ...],
     silent_budget: float,
     duration: float,
     as_json: bool,
 ) -> None:
-    """Run the telemetry ingest service: subscribe to every device's telemetry (a shared subscription
-    on MQTT 5, so several workers with different --client-id split the load), validate each window
-    against the strict schema, store it once per idempotency key, and fire alerts (webhook or command)
+    """Run the telemetry ingest service: subscribe to the devices' telemetry (this worker's partitions
+    with --partitions/--workers/--worker-index on any broker; shared subscriptions on MQTT 5, so
+    several workers with different --client-id split the load), validate each window against the
+    strict schema, store each batch in one transaction before acknowledging it (to the broker and to
+    the device), once per idempotency key, and fire alerts (webhook or command)
     once per episode of sustained drift, label drift, a device silent past --silent-budget (from the
     devices' state heartbeats) or an aborted rollout (from the registry under HOME)."""
     import dataclasses
@@ -73,7 +96,10 @@ def ingest(
         broker = dataclasses.replace(broker, host=legacy_host or broker.host, port=legacy_port or broker.port)
     try:
         topics = broker.topics
-        store = TelemetryStore(db_path(home, db))
+        if worker_index >= workers:
+            raise click.BadParameter(f"--worker-index {worker_index} with --workers {workers}")
+        retention_s = retention_days * 86400 if retention_days is not None else None
+        store = open_telemetry_store(telemetry_url(home, db, store_url), retention_s=retention_s)
         sinks: list[AlertSink] = [WebhookSink(u) for u in webhooks]
         sinks += [CommandSink(shlex.split(c)) for c in commands]
     except ValueError as exc:  # a bad alert sink URL or command
@@ -81,11 +107,21 @@ def ingest(
     engine = AlertEngine(store, sinks, silent_budget_s=silent_budget)
     settings = broker.link_settings(client_id)
     ingestor = Ingestor(store, topics, listeners=[engine.on_window])
-    service = IngestService(ingestor, settings, shared=False if no_shared else None)
+    service = IngestService(
+        ingestor,
+        settings,
+        shared=False if no_shared else None,
+        share_group=share_group,
+        partitions=partitions,
+        workers=workers,
+        index=worker_index,
+        max_batch=max_batch,
+    )
     # heartbeats for the silent-device alert: the devices' retained state messages, on the same link
     fleet_view = FleetWatcher(service.link, topics).view
     service.start()
-    click.echo(f"ingesting {service.topic_filter} from {broker.host}:{broker.port} into {store.path}", err=True)
+    where = store.url.split("@")[-1]
+    click.echo(f"ingesting {service.topic_filter} from {broker.host}:{broker.port} into {where}", err=True)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     if duration > 0:
@@ -93,6 +129,8 @@ def ingest(
 
     def periodic() -> None:
         now = time.time()
+        if store.retain(now):
+            log.info("retention: windows older than %s days removed", retention_days)
         engine.check_silent(((r.device_id, r.last_seen) for r in fleet_view.rows(now) if r.state), now)
         with optional_registry(home, store_url, artifacts_url) as reg:
             if reg is not None:
@@ -138,7 +176,7 @@ def drift(
     home: Path,
     store_url: str | None,
     artifacts_url: str | None,
-    db: Path | None,
+    db: str | None,
     by_group: bool,
     hours: float | None,
     bundle: Path | None,
@@ -150,10 +188,10 @@ def drift(
     the devices flagged), as a table and a PNG (reference vs field histograms, drift over time)."""
     from cloud_registry.telemetry.drift_report import build_report, render_png
 
-    path = db_path(home, db)
-    if not path.exists():
-        raise click.ClickException(f"no telemetry database at {path} (run 'edgeline ingest' first, or pass --db)")
-    store = TelemetryStore(path)
+    url = telemetry_url(home, db, store_url)
+    if not telemetry_exists(url):
+        raise click.ClickException(f"no telemetry database at {url} (run 'edgeline ingest' first, or pass --db)")
+    store = open_telemetry_store(url)
     with optional_registry(home, store_url, artifacts_url) as reg:
         fixed = _reference_from_bundle(bundle) if bundle is not None else None
 

@@ -104,10 +104,12 @@ def test_the_ingests_acknowledgement_reaches_the_device_which_deletes_only_then(
             # its capabilities (again) make the unconfirmed messages due; the ingest stores and acknowledges
             assert wait_until(lambda: (pump.drain(), len(outbox) == 0)[1], 20), outbox.stats()
             assert store.keys() == {key} and store.event_ids() == {ev.event_id}
-            assert router.received >= 2 and router.malformed == 0
+            # the window and the event may share one acknowledgement (one per device per stored batch)
+            assert router.received >= 1 and router.malformed == 0
             c = outbox.stats().counters
             assert c["delivered"] == 2 and c.get("delivered.unconfirmed", 0) == 0, c
-            assert ingest.ingestor.stats.acks_sent >= 2 and ingest.ingestor.stats.acks_unsent == 0
+            stats = ingest.ingestor.stats
+            assert stats.acked_keys >= 2 and stats.acks_sent >= 1 and stats.acks_unsent == 0
         finally:
             ingest.stop()
     finally:
