@@ -4,6 +4,7 @@ artifact bytes, over a :class:`~cloud_registry.store.RegistryStore` and an
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -20,6 +21,8 @@ from edgeline.core.protocol.manifest import Manifest, parse_manifest
 from edgeline.core.protocol.signing import TrustStore
 
 log = logging.getLogger(__name__)
+#: a build report file larger than this is not kept (the PNG of a report is ~100 KB)
+MAX_REPORT_BYTES = 8 * 1024 * 1024
 
 _REF = re.compile(r"^(?P<name>[A-Za-z0-9_.\-]{1,64})@(?P<ver>\d+|staging|production|latest)$")
 
@@ -85,8 +88,35 @@ class Registry:
             note=note,
         )
         self.store.add_version(mv)
+        self._keep_report(Path(bundle_dir) / "report", m.name, m.version)
         log.info("registered %s v%d (%s)", m.name, m.version, m.artifact.sha256[:12])
         return mv
+
+    def _keep_report(self, report_dir: Path, name: str, version: int) -> None:
+        """The build's report (``report.png``, ``report.json`` beside the bundle, as ``train`` and
+        ``import`` write them), kept in the artifact store for the console. Optional: a bundle
+        without one registers the same; an unreadable or oversized file is skipped with a warning."""
+        for kind in ("png", "json"):
+            path = report_dir / f"report.{kind}"
+            try:
+                if not path.is_file():
+                    continue
+                if path.stat().st_size > MAX_REPORT_BYTES:
+                    log.warning("%s is over %d bytes: not kept", path, MAX_REPORT_BYTES)
+                    continue
+                data = path.read_bytes()
+            except OSError as exc:
+                log.warning("cannot read %s: %s", path, exc.strerror)
+                continue
+            self.artifacts.put(data)
+            self.store.put_build_report(name, version, kind, hashlib.sha256(data).hexdigest())
+
+    def build_report(self, name: str, version: int, kind: str) -> bytes:
+        """A kept report file of ``name`` v``version`` (NotFound when the build had none)."""
+        sha = self.store.build_reports(name).get(version, {}).get(kind)
+        if sha is None:
+            raise NotFound(f"{name} v{version} has no {kind} build report")
+        return self.artifacts.get(sha)
 
     def resolve(self, ref: str) -> ModelVersion:
         """``name@3``, ``name@production``, ``name@staging`` or ``name@latest``."""

@@ -1,5 +1,6 @@
 """The console's tables in the registry store: accounts (password hashes only), sessions (the hash of
-the session token, never the token) and the audit log of every action (who, what, when, outcome).
+the session token, never the token), the audit log of every action (who, what, when, outcome) and
+the build reports of registered versions (their files are artifacts; the table holds their sha256).
 One SQL implementation for SQLite and PostgreSQL, mixed into :class:`~cloud_registry.store.sql.SqlStore`."""
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ ACCOUNT_SCHEMA = [
         ts DOUBLE PRECISION NOT NULL, username TEXT NOT NULL, action TEXT NOT NULL, target TEXT NOT NULL,
         outcome TEXT NOT NULL, detail TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS audit_log_ts ON audit_log(ts)",
+    """CREATE TABLE IF NOT EXISTS build_reports(
+        name TEXT NOT NULL, version BIGINT NOT NULL, kind TEXT NOT NULL, sha256 TEXT NOT NULL,
+        PRIMARY KEY(name, version, kind))""",
 ]
+#: the files of a build report the registry keeps (BUNDLE/report/...), by kind
+REPORT_KINDS = ("png", "json")
 
 
 class AccountTables:
@@ -117,3 +123,22 @@ class AccountTables:
             "SELECT ts, username, action, target, outcome, detail FROM audit_log ORDER BY ts DESC LIMIT ?", (limit,)
         )
         return [AuditRow(float(ts), u, a, t, o, json.loads(d)) for ts, u, a, t, o, d in rows]
+
+    # -- build reports -------------------------------------------------------------------------------
+    def put_build_report(self, name: str, version: int, kind: str, sha256: str) -> None:
+        if kind not in REPORT_KINDS:
+            raise Conflict(f"unknown report kind {kind!r} (kinds: {', '.join(REPORT_KINDS)})")
+        self._q(
+            "INSERT INTO build_reports(name, version, kind, sha256) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(name, version, kind) DO UPDATE SET sha256 = excluded.sha256",
+            (name, version, kind, sha256),
+        )
+
+    def build_reports(self, name: str) -> dict[int, dict[str, str]]:
+        """The report files kept for each version of ``name``: version -> kind -> sha256."""
+        out: dict[int, dict[str, str]] = {}
+        for version, kind, sha in self._q(
+            "SELECT version, kind, sha256 FROM build_reports WHERE name = ? ORDER BY version", (name,)
+        ):
+            out.setdefault(int(version), {})[str(kind)] = str(sha)
+        return out
