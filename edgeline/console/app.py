@@ -81,8 +81,10 @@ class SecurityHeaders:
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
+                own = {k.lower() for k, _ in message.get("headers", [])}
                 static = scope.get("path", "").startswith("/static/")
-                extra = [h for h in HEADERS if not (static and h[0] == b"cache-control")]
+                # no-store unless the response says how it may be cached (static files, report plots)
+                extra = [h for h in HEADERS if not (h[0] == b"cache-control" and (static or h[0] in own))]
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 

@@ -7,7 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -86,10 +86,47 @@ class ModelInfo:
     name: str
     stages: dict[str, int]
     versions: list[ModelVersion]
+    #: the build report files kept with each version (version -> kind -> sha256)
+    reports: dict[int, dict[str, str]] = field(default_factory=dict)
+    #: what each version's report.json says, in a few lines (version -> lines)
+    report_notes: dict[int, list[str]] = field(default_factory=dict)
 
 
 def models(reg: Registry) -> list[ModelInfo]:
-    return [ModelInfo(m.name, m.stages, reg.store.list_versions(m.name)) for m in reg.store.list_models()]
+    out = []
+    for m in reg.store.list_models():
+        reports = reg.store.build_reports(m.name)
+        notes = {}
+        for version, kinds in reports.items():
+            if "json" in kinds:
+                notes[version] = report_notes(reg, kinds["json"])
+        out.append(ModelInfo(m.name, m.stages, reg.store.list_versions(m.name), reports, notes))
+    return out
+
+
+def report_notes(reg: Registry, sha256: str) -> list[str]:
+    """Verdict, AUROC, gate failures and notes, warnings: the lines of a build's report.json worth a
+    glance (both report shapes: the inspection build's and the classifier's)."""
+    try:
+        doc = json.loads(reg.artifacts.get(sha256))
+    except (EdgelineError, ValueError) as exc:
+        return [f"report unreadable: {exc}"]
+    if not isinstance(doc, dict):
+        return ["report unreadable: not an object"]
+    lines = []
+    if isinstance(doc.get("verdict"), str):
+        lines.append(f"verdict: {doc['verdict']}")
+    if isinstance(doc.get("auroc"), int | float):
+        lines.append(f"AUROC (out of fold): {doc['auroc']:.4f}")
+    ev = doc.get("evaluation")
+    if isinstance(ev, dict) and isinstance(ev.get("accuracy"), int | float):
+        lines.append(f"held-out accuracy: {ev['accuracy']:.4f}")
+    gate_doc = doc.get("gate")
+    if isinstance(gate_doc, dict):
+        lines += [f"gate: {f}" for f in gate_doc.get("failures") or [] if isinstance(f, str)]
+        lines += [f"note: {n}" for n in gate_doc.get("notes") or [] if isinstance(n, str)]
+    lines += [f"warning: {w}" for w in doc.get("warnings") or [] if isinstance(w, str)]
+    return lines[:20]
 
 
 def gate(mv: ModelVersion) -> dict[str, Any]:

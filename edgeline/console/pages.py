@@ -81,9 +81,16 @@ def fleet(rows: list[FleetRow], group: str | None = None) -> str:
     head = "".join(f"<th>{w.e(c)}</th>" for c in w.FLEET_COLUMNS)
     body = "".join(w.fleet_row(r) for r in shown)
     empty = "" if shown else '<p class="muted">No device has announced itself on the broker yet.</p>'
+    title = "Fleet"
+    filtered = ""
+    if group is not None:
+        title = f"Fleet: {w.e(group)}"
+        filtered = f' data-group="{w.e(group)}"'
+        empty += f'<p><a href="/">all {len(rows)} devices</a></p>'
     return (
-        f"<h1>Fleet</h1>{w.fleet_summary(rows)}{empty}"
-        f'<table class="grid" id="fleet"><thead><tr>{head}</tr></thead><tbody id="fleet-body">{body}</tbody></table>'
+        f"<h1>{title}</h1>{w.fleet_summary(rows, group)}{empty}"
+        f'<table class="grid" id="fleet"><thead><tr>{head}</tr></thead>'
+        f'<tbody id="fleet-body"{filtered}>{body}</tbody></table>'
     )
 
 
@@ -163,7 +170,7 @@ def models(read: Read[list[ModelInfo]]) -> str:
         out.append(
             '<table class="grid"><thead><tr><th>version</th><th>aliases</th><th>parent</th><th>escape</th>'
             "<th>false reject</th><th>gate</th><th>sha256</th><th>size</th><th>registered</th><th>note</th>"
-            "</tr></thead><tbody>"
+            "<th>report</th></tr></thead><tbody>"
         )
         for v in reversed(m.versions):
             g = gate(v)
@@ -175,11 +182,43 @@ def models(read: Read[list[ModelInfo]]) -> str:
                 f"<tr><td>v{v.version}</td><td>{w.e(stages)}</td><td>{'v' + str(v.parent) if v.parent else '-'}</td>"
                 f"{_gate_cell(g, 'escape')}{_gate_cell(g, 'false_reject')}<td>{verdict}</td>"
                 f"<td><code>{w.e(v.sha256[:12])}</code></td><td>{v.size:,} B</td><td>{w.when(v.created_at)}</td>"
-                f"<td>{w.e(v.note or '-')}</td></tr>"
+                f"<td>{w.e(v.note or '-')}</td><td>{_report_link(m, v.version)}</td></tr>"
             )
         out.append("</tbody></table>")
         edges = [f"v{v.parent} &rarr; v{v.version}" for v in m.versions if v.parent is not None]
-        out.append(f'<p class="lineage">lineage: {", ".join(edges) or "no parent links recorded"}</p></section>')
+        out.append(f'<p class="lineage">lineage: {", ".join(edges) or "no parent links recorded"}</p>')
+        out.append(_reports(m))
+        out.append("</section>")
+    return "".join(out)
+
+
+def report_url(name: str, version: int) -> str:
+    return f"/models/{quote(name)}/{version}/report.png"
+
+
+def _report_link(m: ModelInfo, version: int) -> str:
+    if "png" in m.reports.get(version, {}):
+        return f'<a href="#{w.e(w.dom_id("report", f"{m.name}.{version}"))}">plots</a>'
+    return "report" if m.reports.get(version) else '<span class="muted">none kept</span>'
+
+
+def _reports(m: ModelInfo) -> str:
+    """Each kept build report: its notes and plots, the newest open (the others load when opened)."""
+    out = []
+    for i, version in enumerate(sorted(m.reports, reverse=True)):
+        kinds = m.reports[version]
+        notes = m.report_notes.get(version, [])
+        head = w.e(notes[0]) if notes else "build report"
+        rest = "".join(f"<li>{w.e(n)}</li>" for n in notes[1:])
+        img = ""
+        if "png" in kinds:
+            alt = f"build report of {m.name} v{version}"
+            img = f'<img class="plot" loading="lazy" alt="{w.e(alt)}" src="{w.e(report_url(m.name, version))}">'
+        rid = w.dom_id("report", f"{m.name}.{version}")
+        out.append(
+            f'<details class="report" id="{w.e(rid)}"{" open" if i == 0 else ""}>'
+            f"<summary>v{version}: {head}</summary>{f'<ul>{rest}</ul>' if rest else ''}{img}</details>"
+        )
     return "".join(out)
 
 

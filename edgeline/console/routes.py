@@ -30,6 +30,7 @@ from edgeline.console.accounts import SESSION_S, Session, StoreDown
 from edgeline.console.actions import DeployRequest
 from edgeline.console.app import Console
 from edgeline.console.live import Hub
+from edgeline.core.errors import EdgelineError
 
 SESSION_COOKIE = "edgeline_session"
 LOGIN_COOKIE = "edgeline_login"
@@ -184,6 +185,27 @@ def routes(c: Console) -> list[Route]:
         read = await asyncio.to_thread(c.remembered.read, "models", lambda: data.models(c.registry), [])
         return page("Models", "models", pages.models(read), s)
 
+    async def report_png(request: Request) -> Response:
+        s = await session_of(request)
+        if s is None:
+            return PlainTextResponse("log in first", status_code=403)
+        name, version = request.path_params["name"], request.path_params["version"]
+
+        def load() -> bytes | None:
+            empty: list[data.ModelInfo] = []
+            read = c.remembered.read("models", lambda: data.models(c.registry), empty)  # the last known, if down
+            sha = next((m.reports.get(version, {}).get("png") for m in read.value if m.name == name), None)
+            return c.registry.artifacts.get(sha) if sha else None
+
+        try:
+            png = await asyncio.to_thread(load)
+        except EdgelineError as exc:
+            return PlainTextResponse(f"the build report is unreadable: {exc}", status_code=503)
+        if png is None:
+            return PlainTextResponse("no build report kept for this version", status_code=404)
+        # content-addressed: the same URL never changes, so the browser may keep it
+        return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})
+
     async def drift(request: Request) -> Response:
         s = await session_of(request)
         if s is None:
@@ -284,6 +306,7 @@ def routes(c: Console) -> list[Route]:
         Route("/rollouts/{rid}/{control}", control, methods=["POST"]),
         Route("/deploy", deploy, methods=["POST"]),
         Route("/models", models),
+        Route("/models/{name}/{version:int}/report.png", report_png),
         Route("/drift", drift),
         Route("/drift/{model}.png", drift_png),
         Route("/audit", audit),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from html import escape
 from typing import Any
+from urllib.parse import quote
 
 from cloud_registry import rollout as ro
 from cloud_registry.fleet import FleetRow
@@ -54,7 +55,19 @@ def action_button(url: str, label: str, csrf: str, *, danger: bool = False, name
 
 
 # -- fleet ----------------------------------------------------------------------------------------------
-FLEET_COLUMNS = ("device", "status", "groups", "model", "slot", "updater", "health", "last event", "last error", "seen")
+FLEET_COLUMNS = (
+    "device",
+    "hardware",
+    "status",
+    "groups",
+    "model",
+    "slot",
+    "updater",
+    "health",
+    "last event",
+    "last error",
+    "seen",
+)
 
 
 def fleet_row(r: FleetRow) -> str:
@@ -64,8 +77,11 @@ def fleet_row(r: FleetRow) -> str:
     last = "-"
     if ev:
         last = e(ev.get("kind", "")) + (f" <small>({e(ev['reason'])})</small>" if ev.get("reason") else "")
+    hw = d["hardware_class"] or "-"
+    agent = f" <small>agent {e(d['agent_version'])}</small>" if d["agent_version"] else ""
     cells = [
         f"<td>{e(r.device_id)}</td>",
+        f'<td class="hw">{e(hw)}{agent}</td>',
         f'<td class="status">{badge(r.status)}</td>',
         f"<td>{e(', '.join(d['groups']) or '-')}</td>",
         f'<td class="model">{e(model)}</td>',
@@ -76,13 +92,45 @@ def fleet_row(r: FleetRow) -> str:
         f'<td class="err">{e((d["last_error"] or "-")[:120])}</td>',
         f"<td>{when(r.last_seen)}</td>",
     ]
-    return f'<tr id="{dom_id("dev", r.device_id)}" data-status="{e(r.status)}">{"".join(cells)}</tr>'
+    groups = e(" ".join(d["groups"]))
+    return (
+        f'<tr id="{dom_id("dev", r.device_id)}" data-status="{e(r.status)}" data-groups="{groups}">'
+        f"{''.join(cells)}</tr>"
+    )
 
 
-def fleet_summary(rows: list[FleetRow]) -> str:
-    counts = {s: sum(1 for r in rows if r.status == s) for s in ("online", "stale", "offline")}
+STATUSES = ("online", "stale", "offline")
+
+
+def fleet_summary(rows: list[FleetRow], group: str | None = None) -> str:
+    """The counts, and one line per group (a production line or a station kind): how many devices,
+    online, stale, offline, and the models they serve. Patched live like the rows."""
+    counts = {s: sum(1 for r in rows if r.status == s) for s in STATUSES}
     parts = " ".join(f"{badge(f'{n} {s}', s)}" for s, n in counts.items())
-    return f'<p id="fleet-summary" class="summary">{len(rows)} devices {parts}</p>'
+    by_group: dict[str, list[FleetRow]] = {}
+    for r in rows:
+        for g in (r.state.groups if r.state else ()) or ("(none)",):
+            by_group.setdefault(g, []).append(r)
+    lines = []
+    for g in sorted(by_group)[:50]:
+        members = by_group[g]
+        models: dict[str, int] = {}
+        for r in members:
+            m = r.state.model if r.state else None
+            key = f"{m.name} v{m.version}" if m else "no model"
+            models[key] = models.get(key, 0) + 1
+        serving = ", ".join(f"{e(k)} &times;{n}" for k, n in sorted(models.items()))
+        cells = "".join(f"<td>{sum(1 for r in members if r.status == s)}</td>" for s in STATUSES)
+        here = ' class="here"' if g == group else ""
+        link = f'<a href="/?group={e(quote(g))}"{here}>{e(g)}</a>' if g != "(none)" else e(g)
+        lines.append(f"<tr><td>{link}</td><td>{len(members)}</td>{cells}<td>{serving}</td></tr>")
+    table = ""
+    if lines:
+        table = (
+            '<table class="grid lines"><thead><tr><th>group</th><th>devices</th><th>online</th><th>stale</th>'
+            f"<th>offline</th><th>serving</th></tr></thead><tbody>{''.join(lines)}</tbody></table>"
+        )
+    return f'<div id="fleet-summary"><p class="summary">{len(rows)} devices {parts}</p>{table}</div>'
 
 
 def link_banner(state: LinkState, now: float) -> str:

@@ -59,7 +59,35 @@ def make_console(h: Home, broker_port: int | None, *, secure_cookies: bool = Tru
     return c
 
 
+def with_report(bundle: Path, out: Path, *, verdict: str = "VERIFIED") -> Path:
+    """A copy of ``bundle`` with the build report ``train`` writes beside it (report.png drawn by the
+    build pipeline's own report code, report.json in the inspection build's shape)."""
+    import json
+    import shutil
+
+    import numpy as np
+
+    from converters import report
+    from converters.metrics import evaluate
+
+    shutil.copytree(bundle, out)
+    rng = np.random.default_rng(7)
+    truth = rng.integers(0, 2, 200)
+    pred = np.where(rng.random(200) < 0.93, truth, 1 - truth)
+    ev = evaluate(truth, pred, ["ok", "spot"])
+    report.write_png(out / "report" / "report.png", ev, f"tiny: held-out evaluation ({verdict})")
+    doc = {
+        "verdict": verdict,
+        "auroc": 0.9712,
+        "gate": {"passed": True, "failures": [], "notes": ["escape measured on 41 defects"]},
+        "warnings": ["only 41 defect examples: the escape interval is wide"],
+        "evaluation": ev.to_dict(),
+    }
+    (out / "report" / "report.json").write_text(json.dumps(doc))
+    return out
+
+
 # the delivery tests' real signed bundles (tiny v1-v3) and camera frames
 from tests.delivery.conftest import bundles, frames  # noqa: E402
 
-__all__ = ["OPERATOR", "VIEWER", "Home", "bundles", "frames", "make_console"]
+__all__ = ["OPERATOR", "VIEWER", "Home", "bundles", "frames", "make_console", "with_report"]

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
 
 from cloud_registry.errors import BackendError
+from converters.keys import KeyPaths
 from edgeline.console.app import Console, create_app
 from edgeline.console.server import Bind, ConsoleError, check_exposure
-from tests.console.conftest import OPERATOR, VIEWER, Home, make_console
+from edgeline.core.protocol.signing import TrustStore
+from tests.console.conftest import OPERATOR, VIEWER, Home, make_console, with_report
+from tests.delivery.conftest import BuiltBundle
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:starlette.*")
 
@@ -136,3 +140,32 @@ def test_exposure_beyond_loopback_needs_tls(tmp_path: object) -> None:
         check_exposure(Bind.parse("0.0.0.0:8443"), None)
     with pytest.raises(ConsoleError, match="HOST:PORT"):
         Bind.parse("8080")
+
+
+def test_the_models_page_shows_the_build_reports_kept_with_each_version(
+    client: TestClient, console: Console, home: Home, bundles: dict[int, BuiltBundle], tmp_path: Path
+) -> None:
+    trust = TrustStore.load(KeyPaths(home.key_dir).trust)
+    home.registry.add_bundle(bundles[1].path, trust)  # built without a report
+    home.registry.add_bundle(with_report(bundles[2].path, tmp_path / "v2"), trust, parent=1)
+    assert client.get("/models/tiny/2/report.png").status_code == 403  # not logged in
+    login(client, VIEWER)
+    page = client.get("/models").text
+    assert "none kept" in page  # v1
+    assert "v2: verdict: VERIFIED" in page and "AUROC (out of fold): 0.9712" in page
+    assert "warning: only 41 defect examples" in page and 'src="/models/tiny/2/report.png"' in page
+    r = client.get("/models/tiny/2/report.png")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert r.content == (tmp_path / "v2" / "report" / "report.png").read_bytes()
+    assert "no-store" not in r.headers["cache-control"] and "default-src 'self'" in r.headers["content-security-policy"]
+    assert client.get("/models").headers["cache-control"] == "no-store"
+    assert client.get("/models/tiny/1/report.png").status_code == 404
+    assert client.get("/models/tiny/9/report.png").status_code == 404
+    assert client.get("/models/other/2/report.png").status_code == 404
+    assert client.get("/models/tiny/x/report.png").status_code == 404
+    # a report file altered in the artifact store is refused, not served
+    sha = home.registry.store.build_reports("tiny")[2]["png"]
+    blob = home.path / "artifacts" / sha[:2] / sha
+    blob.write_bytes(blob.read_bytes()[:-10])
+    r = client.get("/models/tiny/2/report.png")
+    assert r.status_code == 503 and "corrupt" in r.text

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import tomllib
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,8 @@ from edgeline.console.server import Bind, ConsoleServer
 from edgeline.core.protocol.signing import TrustStore
 from edgeline.core.protocol.telemetry import CONF_BINS, STAT_BINS, TelemetryWindow
 from edgeline.demo.broker import MosquittoBroker
-from tests.console.conftest import OPERATOR, VIEWER, Home, make_console
+from firmware_configs.writer import render_toml
+from tests.console.conftest import OPERATOR, VIEWER, Home, make_console, with_report
 from tests.delivery.agent_proc import AgentProcess, write_frames
 from tests.delivery.conftest import BuiltBundle, wait_for
 
@@ -34,15 +37,32 @@ SHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
 WIDTH = 1400
 
 
+@dataclass
+class StationAgent(AgentProcess):
+    """An agent process that says which line it is on and what kind of station it is."""
+
+    groups: tuple[str, ...] = ()
+    hardware_class: str = "generic"
+
+    def config_path(self, with_faults: bool) -> Path:
+        path = super().config_path(with_faults)
+        sections = tomllib.loads(path.read_text("utf-8"))
+        sections["device"] |= {"groups": list(self.groups), "hardware_class": self.hardware_class}
+        path.write_text(render_toml(sections), "utf-8")
+        return path
+
+
 @pytest.fixture
 def agents(
     mosquitto: MosquittoBroker, key_dir: Path, frames: list[Any], tmp_path: Path
 ) -> Iterator[list[AgentProcess]]:
     folder = write_frames(tmp_path / "frames", frames)
     updater = {"trial_frames": 3, "trial_timeout_s": 30.0, "trial_latency_budget_ms": 2000.0, "min_free_bytes": 0}
-    procs = [
-        AgentProcess(d, tmp_path / d, mosquitto.port, KeyPaths(key_dir).trust, folder, dict(updater), {})
-        for d in ("cell-1", "cell-2")
+    stations = (("cell-1", "line-a", "x86-ipc-station"), ("cell-2", "line-b", "arm64-small"))
+    trust = KeyPaths(key_dir).trust
+    procs: list[AgentProcess] = [
+        StationAgent(d, tmp_path / d, mosquitto.port, trust, folder, dict(updater), {}, groups=(g,), hardware_class=hw)
+        for d, g, hw in stations
     ]
     for p in procs:
         p.start(with_faults=False)
@@ -108,10 +128,12 @@ def test_the_console_in_a_browser(
     agents: list[AgentProcess],
     bundles: dict[int, BuiltBundle],
     browser: Any,
+    tmp_path: Path,
 ) -> None:
     trust = TrustStore.load(KeyPaths(home.key_dir).trust)
     home.registry.add_bundle(bundles[1].path, trust, note="first build")
-    home.registry.add_bundle(bundles[2].path, trust, note="retrained on line-b", parent=1)
+    v2 = with_report(bundles[2].path, tmp_path / "v2")  # its build report, as train writes it beside the bundle
+    home.registry.add_bundle(v2, trust, note="retrained on line-b", parent=1)
     home.registry.promote("tiny", 1, "production")
     home.registry.promote("tiny", 2, "staging")
     console = make_console(home, mosquitto.port, failures=3)
@@ -146,6 +168,8 @@ def test_the_console_in_a_browser(
         shot(page, "rollout")
         page.goto(f"{base}/")
         page.wait_for_selector("#dev-cell-2 td.model:has-text('tiny v1')")
+        page.wait_for_selector("#fleet-summary table.lines a:has-text('line-b')")
+        assert page.inner_text("#dev-cell-1 td.hw").startswith("x86-ipc-station")
         shot(page, "fleet")
 
         # a rollout that cannot finish (one device never answers): abort it from its page
@@ -181,7 +205,11 @@ def test_the_console_in_a_browser(
         page.wait_for_selector("img.plot")
         page.wait_for_function("document.querySelector('img.plot').naturalWidth > 0")
         shot(page, "drift")
-        for name, path in (("models", "/models"), ("rollouts", "/rollouts"), ("audit", "/audit")):
+        page.goto(f"{base}/models")
+        page.wait_for_function("document.querySelector('details.report[open] img.plot').naturalWidth > 0")
+        assert "verdict: VERIFIED" in page.inner_text("details.report[open] summary")
+        shot(page, "models")
+        for name, path in (("rollouts", "/rollouts"), ("audit", "/audit")):
             page.goto(f"{base}{path}")
             shot(page, name)
         audit = page.inner_text("#audit")

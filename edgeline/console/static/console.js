@@ -24,6 +24,13 @@
         el.outerHTML = p.html;
       } else if (p.into) {
         var box = document.getElementById(p.into);
+        if (box && box.dataset.group) {  // a filtered page takes new rows of its group only
+          var t = document.createElement("template");
+          t.innerHTML = p.html;
+          var row = t.content.firstElementChild;
+          var groups = row && row.dataset.groups ? row.dataset.groups.split(" ") : [];
+          if (groups.indexOf(box.dataset.group) < 0) return;
+        }
         if (box) box.insertAdjacentHTML(p.where || "beforeend", p.html);
       }
     });
