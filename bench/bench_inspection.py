@@ -8,7 +8,7 @@ agent's own path (:func:`edge_agent.inference.inspect_frame`): escape = defectiv
 choices (colour, turning, angle search, components) and its good-only model's latency beside
 today's classifier; for the plate, the latency of all three kinds and int8 against float.
 
-    python bench/bench_inspection.py --families plate,flange,bracket,hexnut,gasket   # JSON on stdout
+    python bench/bench_inspection.py --families plate,flange,bracket,hexnut,gasket,casting,pcb   # JSON on stdout
     python bench/bench_inspection.py --quick    # 150 + 150 evaluation parts, not 300 + 300
 """
 
@@ -33,7 +33,7 @@ from converters.keys import init_keys
 from converters.line_gate import LineTargets
 from converters.operating_point import auroc, rate
 from converters.pipeline import build_bundle
-from converters.synth import Conditions, Lighting, generate_dataset, render_part
+from converters.synth import FAMILIES, Conditions, Lighting, generate_dataset, render_part
 from edge_agent.inference import inspect_frame
 from edge_agent.model import LoadedModel
 from edge_agent.preprocessing import Preprocessor
@@ -114,10 +114,24 @@ def latencies(models: dict[str, LoadedModel], frames: list[np.ndarray], rounds: 
     return {name: float(np.median(v)) for name, v in times.items()}
 
 
+def family_list(text: str) -> list[str]:
+    """``--families``: comma-separated names of :data:`converters.synth.FAMILIES`, checked before any build."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in FAMILIES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"unknown part families {unknown or text!r}; known: {', '.join(FAMILIES)}")
+    return names
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="150 good + 150 defective evaluation parts, not 300 + 300")
-    ap.add_argument("--families", default="plate,flange", help="comma-separated part families to build and judge")
+    ap.add_argument(
+        "--families",
+        type=family_list,
+        default="plate,flange",
+        help=f"comma-separated part families to build and judge, of: {', '.join(FAMILIES)}",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     n_eval = 150 if args.quick else 300
@@ -135,7 +149,7 @@ def main() -> None:
     }
     results: dict[str, object] = {}
     served: dict[str, LoadedModel] = {}
-    for fi, family in enumerate(args.families.split(",")):
+    for fi, family in enumerate(args.families):
         base = 91000 + 1000 * fi
         evals = {
             "training_light": fresh(family, n_eval, n_eval, base, Lighting()),

@@ -4,12 +4,12 @@ The public API other parts of edgeline use::
 
     from converters.synth import Lighting, Conditions, generate_dataset, write_line_video, apply_lighting
 
-Part families (``family="plate"``, ``"flange"``, ``"bracket"``, ``"hexnut"``, ``"gasket"`` or
-``"casting"``), the extra defect kinds (``crack``, ``stain``, ``chip``: only when named in
-``classes``) and out-of-distribution frames (:func:`render_ood`, :func:`generate_ood`) are for
-evaluating on data a model was not tuned on. The casting is the sealed family: kept for the next
-final measurement, never for tuning (the bracket, the hex nut and the gasket, sealed before it, have
-been used for the first three).
+Part families (``family="plate"``, ``"flange"``, ``"bracket"``, ``"hexnut"``, ``"gasket"``,
+``"casting"`` or ``"pcb"``), the extra defect kinds (``crack``, ``stain``, ``chip``: only when named
+in ``classes``) and out-of-distribution frames (:func:`render_ood`, :func:`generate_ood`) are for
+evaluating on data a model was not tuned on. The pcb is the sealed family: kept for the next final
+measurement, never for tuning (the bracket, the hex nut, the gasket and the casting, sealed before
+it, have been used for the first four).
 """
 
 from converters.synth.defects import EXTRA_DEFECTS

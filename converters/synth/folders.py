@@ -85,8 +85,8 @@ def generate_dataset(
 
     ``classes`` defaults to :data:`~converters.synth.render.CLASSES`; the extra defect kinds
     (``crack``, ``stain``, ``chip``) are written only when named. ``family`` is ``"plate"`` (default),
-    ``"flange"``, ``"bracket"``, ``"hexnut"`` and ``"gasket"`` (used for the first three final
-    evaluations) or ``"casting"`` (the sealed family, for the next final evaluation only). Classes are
+    ``"flange"``, ``"bracket"``, ``"hexnut"``, ``"gasket"`` and ``"casting"`` (used for the first four
+    final evaluations) or ``"pcb"`` (the sealed family, for the next final evaluation only). Classes are
     interleaved, so each file depends only on ``seed``, its index, the family and the conditions.
     ``lighting`` overrides ``conditions.lighting``. PNG (lossless; ~2 ms to encode a noisy 320x240
     frame with the SUB filter and Huffman-only deflate, 4x faster than zlib level 1) or JPEG

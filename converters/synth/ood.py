@@ -20,10 +20,11 @@ class. :func:`render_ood` draws one frame of a kind, as a line of ``family`` par
 * ``wrong_part``: another family's part (a flange on the plate line, a plate on the flange line, a
   plate or a flange, half and half, on the bracket line; a plate, a flange or a bracket, a third
   each, on the hex nut line; a plate, a flange, a bracket or a hex nut, a quarter each, on the
-  gasket line; any of those five, a fifth each, on the casting line), undamaged, at the inspection
-  position. The bracket never appears on the plate and flange lines, the hex nut on no other line
-  but the gasket's and the casting's, the gasket on no other line but the casting's, the casting on
-  no other line.
+  gasket line; any of those five, a fifth each, on the casting line; any of those six, a sixth each,
+  on the pcb line), undamaged, at the inspection position. The bracket never appears on the plate
+  and flange lines, the hex nut on no other line but the gasket's, the casting's and the pcb's, the
+  gasket on no other line but the casting's and the pcb's, the casting on no other line but the
+  pcb's, the pcb on no other line.
 
 Everything random comes from the generator passed in: a seed reproduces the frames.
 """
@@ -251,6 +252,8 @@ def render_ood(
             other = ("plate", "flange", "bracket", "hexnut")[int(rng.integers(0, 4))]
         elif family == "casting":
             other = ("plate", "flange", "bracket", "hexnut", "gasket")[int(rng.integers(0, 5))]
+        elif family == "pcb":
+            other = ("plate", "flange", "bracket", "hexnut", "gasket", "casting")[int(rng.integers(0, 6))]
         else:
             other = "flange" if family == "plate" else "plate"
         draw_part(img, other, "ok", rng, cond)

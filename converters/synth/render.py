@@ -1,7 +1,7 @@
 """Seeded synthetic inspection-line images: machined parts on a conveyor belt, with defects.
 
 A frame (BGR, 320x240 by default) shows a belt and, at the inspection position, a part of one of
-six families (``family=``):
+seven families (``family=``):
 
 * ``plate`` (the default): an aluminium plate, 150x108 px, with four drilled holes, on a dark
   green-grey rubber belt with cleats;
@@ -16,7 +16,9 @@ six families (``family=``):
   been used;
 * ``gasket``: a die-cut gasket, the sealed family of the third final evaluation, now used (see its
   module);
-* ``casting``: the sealed family for the next final evaluation, not for tuning (see its module).
+* ``casting``: a sand-cast cover, the sealed family of the fourth final evaluation, now used (see its
+  module);
+* ``pcb``: the sealed family for the next final evaluation, not for tuning (see its module).
 
 Default defect classes (:data:`CLASSES`, what a dataset holds unless asked otherwise):
 
@@ -25,7 +27,7 @@ Default defect classes (:data:`CLASSES`, what a dataset holds unless asked other
 * ``dent``: a dark, soft-edged spot;
 * ``missing_hole``: one of the holes (on the flange: one of the six bolt holes; on the bracket: a
   slot or a hole) was never drilled or punched; on the hex nut, the bore was never pierced; on the
-  gasket and the casting, see their modules.
+  gasket, the casting and the pcb, see their modules.
 
 Extra kinds, only when asked for by name (:data:`EXTRA_DEFECTS`; looks and sizes in
 :mod:`converters.synth.defects`): ``crack``, ``stain``, ``chip``. ``label="empty"`` gives the belt
@@ -57,22 +59,24 @@ from converters.synth.flange import draw_flange, flange_belt_strip
 from converters.synth.gasket import draw_gasket, gasket_belt_strip
 from converters.synth.hexnut import draw_hexnut, hexnut_mat_strip
 from converters.synth.lighting import Lighting, apply_lighting
+from converters.synth.pcb import draw_pcb
+from converters.synth.pcb_layout import pcb_belt_strip
 from converters.synth.shape import Hole, PartShape, fix, rotated
 
 #: the classes of a dataset unless asked otherwise; models trained on them never saw the extra kinds
 CLASSES: tuple[str, ...] = ("ok", "scratch", "dent", "missing_hole")
 #: every part class that can be rendered, on any family
 ALL_CLASSES: tuple[str, ...] = CLASSES + EXTRA_DEFECTS
-#: the part families; "casting" is the sealed one, kept for the next final measurement ("bracket",
-#: "hexnut" and "gasket" have been used for the first three)
-FAMILIES: tuple[str, ...] = ("plate", "flange", "bracket", "hexnut", "gasket", "casting")
+#: the part families; "pcb" is the sealed one, kept for the next final measurement ("bracket",
+#: "hexnut", "gasket" and "casting" have been used for the first four)
+FAMILIES: tuple[str, ...] = ("plate", "flange", "bracket", "hexnut", "gasket", "casting", "pcb")
 FRAME_SIZE: tuple[int, int] = (320, 240)  # (width, height)
 #: Plate size in pixels at the default frame size; scaled with the frame.
 _PLATE = (150.0, 108.0)
 _HOLE_R = 8.5
 _HOLES = ((-0.36, -0.30), (0.36, -0.30), (-0.36, 0.30), (0.36, 0.30))  # centres, fractions of plate size
 #: the families with a pose of their own in :class:`Conditions` (``<family>_jitter_px``, ``<family>_rotation_deg``)
-_POSED: tuple[str, ...] = ("flange", "bracket", "hexnut", "gasket", "casting")
+_POSED: tuple[str, ...] = ("flange", "bracket", "hexnut", "gasket", "casting", "pcb")
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,9 @@ class Conditions:
     #: the casting's position jitter in pixels and in-plane rotation jitter in degrees (see its module)
     casting_jitter_px: float = 10.0
     casting_rotation_deg: float = 180.0
+    #: the board's position jitter in pixels and in-plane rotation jitter in degrees (see its module)
+    pcb_jitter_px: float = 12.0
+    pcb_rotation_deg: float = 25.0
 
     def __post_init__(self) -> None:
         names = ("brightness_jitter", "contrast_jitter", "blur", "noise", "jitter_px", "rotation_deg")
@@ -258,11 +265,11 @@ def check_size(size: tuple[int, int]) -> None:
 #: the posed families' belts and painters (the plate's are this module's own)
 _STRIPS: dict[str, Callable[[int, int], np.ndarray]] = {
     "flange": flange_belt_strip, "bracket": bracket_belt_strip, "hexnut": hexnut_mat_strip,
-    "gasket": gasket_belt_strip, "casting": casting_belt_strip,
+    "gasket": gasket_belt_strip, "casting": casting_belt_strip, "pcb": pcb_belt_strip,
 }  # fmt: skip
 _DRAWERS: dict[str, Callable[..., PartShape]] = {
     "flange": draw_flange, "bracket": draw_bracket, "hexnut": draw_hexnut, "gasket": draw_gasket,
-    "casting": draw_casting,
+    "casting": draw_casting, "pcb": draw_pcb,
 }  # fmt: skip
 
 
@@ -359,8 +366,8 @@ def render_part(
     family: str = "plate",
 ) -> np.ndarray:
     """One BGR frame of a part of ``family`` (``"plate"``, ``"flange"``, ``"bracket"``, ``"hexnut"``,
-    ``"gasket"`` or ``"casting"``) and class ``label`` at the inspection position, on that family's belt (the hex nut's:
-    a mat).
+    ``"gasket"``, ``"casting"`` or ``"pcb"``) and class ``label`` at the inspection position, on that family's
+    belt (the hex nut's: a mat).
 
     ``label`` is one of :data:`ALL_CLASSES` or ``"empty"`` (the belt alone). ``rng`` draws everything
     by default. With ``part_seed``, the part itself (position jitter, rotation, which hole is missing,

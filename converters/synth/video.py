@@ -36,6 +36,7 @@ from converters.synth.flange import FLANGE_R
 from converters.synth.gasket import GASKET_HALF
 from converters.synth.hexnut import HEX_R
 from converters.synth.lighting import Lighting
+from converters.synth.pcb import PCB_REACH, SCALE_JITTER
 from converters.synth.render import _PLATE, ALL_CLASSES, CLASSES, FRAME_SIZE, Conditions, check_family, render_part
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,8 @@ def _travel(w: int, family: str) -> float:
         part_w = 2 * (GASKET_HALF + 6.0)  # at any angle, with its shadow
     elif family == "casting":
         part_w = 2 * (CASTING_REACH + 12.0)  # at any angle, with its soft shadow
+    elif family == "pcb":
+        part_w = 2 * (PCB_REACH * (1.0 + SCALE_JITTER) + 6.0)  # at any angle and scale, with its shadow
     else:
         part_w = _PLATE[0]
     return w / 2 + part_w * (w / FRAME_SIZE[0]) / 2 + 12.0
@@ -142,7 +145,7 @@ def write_line_video(
 
     Part labels are drawn from ``classes``: ``ok`` with probability ``1 - defect_rate``, the defects
     evenly; or pass ``labels`` to fix the sequence. ``family`` picks the part (``"plate"``,
-    ``"flange"``, ``"bracket"``, ``"hexnut"``, ``"gasket"`` or ``"casting"``). Returns the ground truth."""
+    ``"flange"``, ``"bracket"``, ``"hexnut"``, ``"gasket"``, ``"casting"`` or ``"pcb"``). Returns the ground truth."""
     check_family(family)
     path = Path(path)
     fourcc = FOURCC_BY_SUFFIX.get(path.suffix.lower())

@@ -46,8 +46,9 @@ def dataset() -> None:
     "stamped steel bracket, two slots, two holes and a bend line, +-20 degrees, wooden slat conveyor; used for "
     "the first final evaluation), 'hexnut' (zinc-plated hex nut from above, chamfer ring and threaded bore, "
     "+-30 degrees, dark green cutting mat; missing_hole is the bore never pierced; used for the second final "
-    "evaluation), 'gasket' (used for the third final evaluation; see its module) or 'casting' (the sealed "
-    "family, for the next final evaluation only; see its module).",
+    "evaluation), 'gasket' (used for the third final evaluation; see its module), 'casting' (used for the fourth "
+    "final evaluation; see its module) or 'pcb' (the sealed family, for the next final evaluation only; see its "
+    "module).",
 )
 @click.option(
     "--classes",
@@ -64,13 +65,13 @@ def dataset() -> None:
     "--jitter",
     type=float,
     help="Position jitter (px) [default: 6 for the plate, 10 for the flange, 12 for the bracket, 10 for the hexnut, "
-    "the gasket's and the casting's own: see their modules].",
+    "the gasket's, the casting's and the pcb's own: see their modules].",
 )
 @click.option(
     "--rotation",
     type=float,
     help="Rotation jitter (degrees) [default: 3 for the plate, 180 (any angle) for the flange, 20 for the bracket, "
-    "30 for the hexnut, the gasket's and the casting's own: see their modules].",
+    "30 for the hexnut, the gasket's, the casting's and the pcb's own: see their modules].",
 )
 @click.option("--format", "image_format", type=click.Choice(["png", "jpg"]), default="png", show_default=True)
 @click.option("--no-images", is_flag=True, help="Skip the class images: write only --video and/or --ood.")
@@ -133,8 +134,8 @@ def synth(
     jitter. A darker line for drift tests: --brightness -50 --contrast 0.75.
 
     For evaluation on data a model was not tuned on: another part family (--family flange; --family
-    bracket, --family hexnut and --family gasket were used for the first three final measurements;
-    --family casting is the sealed family, kept for the next final measurement), defect kinds absent
+    bracket, --family hexnut, --family gasket and --family casting were used for the first four final
+    measurements; --family pcb is the sealed family, kept for the next final measurement), defect kinds absent
     from the defaults (--classes ok,crack,stain,chip), other seeds and lighting, and frames with no
     valid part at all (--ood DIR: black and covered lenses, the empty belt, a cup, a cat, the wrong part).
     Example: edgeline dataset synth held_out --family flange --classes ok,crack,stain --seed 1000
