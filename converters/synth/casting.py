@@ -1,4 +1,4 @@
-"""The sixth part family, sealed for the next final evaluation: a sand-cast aluminium cover seen from
+"""The sixth part family (sealed for, and measured once in, the fourth final run): a sand-cast aluminium cover seen from
 above, on a woven wire-mesh foundry belt.
 
 At 320x240 the cover is 136 px long and 100 px wide (that length is the part's size S for the

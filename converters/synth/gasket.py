@@ -1,4 +1,4 @@
-"""The fifth part family, sealed for the next final evaluation: a two-bolt flange gasket seen from
+"""The fifth part family (sealed for, and measured once in, the third final run): a two-bolt flange gasket seen from
 above, on a perforated stainless-steel vacuum belt.
 
 At 320x240 the gasket is a flat die-cut sheet 168 px long: a 100 px round body with two 48 px ears,
