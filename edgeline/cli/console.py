@@ -11,7 +11,7 @@ import click
 from converters.keys import SigningKey, load_signing_key
 from edgeline.cli.options import BrokerOptions, broker_options, echo_json, json_option, keys_option, registry_options
 from edgeline.cli.registry_access import open_registry
-from edgeline.cli.telemetry_common import DB, db_path
+from edgeline.cli.telemetry_common import DB, telemetry_url
 
 
 @click.group()
@@ -56,7 +56,7 @@ def serve(
     home: Path,
     store_url: str | None,
     artifacts_url: str | None,
-    db: Path | None,
+    db: str | None,
     broker: BrokerOptions,
     keys_dir: Path,
     as_json: bool,
@@ -87,7 +87,8 @@ def serve(
 
     with open_registry(home, store_url, artifacts_url) as reg:
         link = MqttLink(broker.link_settings(f"edgeline-console-{os.getpid()}", clean_start=True))
-        c = build(reg, link, broker.topics, signer, db_path(home, db), secure_cookies=cookies_secure(where, tls))
+        telemetry = telemetry_url(home, db, store_url)
+        c = build(reg, link, broker.topics, signer, telemetry, secure_cookies=cookies_secure(where, tls))
         link.start()  # in the background: the console serves (what it knows) with the broker down too
         try:
             server = ConsoleServer(c, where, tls)

@@ -45,7 +45,8 @@ class Console:
     registry: Registry
     live: LiveView
     ops: Operations
-    telemetry_path: Path
+    #: the telemetry store: a path, sqlite:///... or postgresql://... (as ``--db`` of the telemetry commands)
+    telemetry_url: str | Path
     #: cookies marked Secure (TLS, or loopback where browsers treat http as a secure context)
     secure_cookies: bool = True
     limiter: LoginLimiter = field(default_factory=LoginLimiter)
@@ -60,7 +61,7 @@ class Console:
     def telemetry(self) -> Any:
         """The telemetry store, opened once it exists (``edgeline ingest`` creates it)."""
         if self._telemetry is None:
-            self._telemetry = data.open_telemetry(self.telemetry_path)
+            self._telemetry = data.open_telemetry(self.telemetry_url)
         return self._telemetry
 
     def alerts(self) -> data.Read[list[dict[str, Any]]]:

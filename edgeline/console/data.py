@@ -15,7 +15,7 @@ from cloud_registry import rollout as ro
 from cloud_registry.errors import RegistryError
 from cloud_registry.registry import Registry
 from cloud_registry.store import ModelVersion
-from cloud_registry.telemetry.store import TelemetryStore
+from cloud_registry.telemetry.store import TelemetryStore, open_telemetry_store
 from edgeline.core.errors import EdgelineError
 
 T = TypeVar("T")
@@ -142,8 +142,14 @@ def gate(mv: ModelVersion) -> dict[str, Any]:
 
 
 # -- telemetry -------------------------------------------------------------------------------------------
-def open_telemetry(path: Path) -> TelemetryStore | None:
-    return TelemetryStore(path) if path.exists() else None
+def open_telemetry(url: str | Path) -> TelemetryStore | None:
+    """The telemetry store at ``url`` (a path, ``sqlite:///...`` or ``postgresql://...``); None while
+    a SQLite file does not exist yet (``edgeline ingest`` creates it)."""
+    text = str(url)
+    if text.startswith(("postgresql://", "postgres://")):
+        return open_telemetry_store(text)
+    path = Path(text[len("sqlite:///") :] if text.startswith("sqlite:///") else text)
+    return open_telemetry_store(path) if path.exists() else None
 
 
 def _summary(kind: str, scope: str, active: bool, state: dict[str, Any]) -> str:

@@ -40,6 +40,7 @@ MAX_FORM = 16 * 1024
 def routes(c: Console) -> list[Route]:
     flashes: dict[str, str] = {}
     plots = Path(tempfile.mkdtemp(prefix="edgeline-console-plots-"))
+    last_plot: dict[str, Path] = {}
 
     def cookie(resp: Response, name: str, value: str, max_age: int) -> None:
         resp.set_cookie(name, value, max_age=max_age, httponly=True, samesite="strict", secure=c.secure_cookies)
@@ -228,19 +229,28 @@ def routes(c: Console) -> list[Route]:
         if s is None:
             return PlainTextResponse("log in first", status_code=403)
         model = request.path_params["model"]
-        store = c.telemetry()
-        if store is None or model not in store.models():
-            return PlainTextResponse("no telemetry for this model", status_code=404)
 
-        def render() -> Path:
+        def render() -> Path | None:
             from cloud_registry.telemetry.drift_report import render_png
 
+            store = c.telemetry()
+            if store is None or model not in store.models():
+                return None
             path = plots / f"{widgets.dom_id('drift', model)}-{store.count(model)}.png"
             if not path.exists():
                 render_png(data.drift_reports(store, c.registry, model), path)
+            last_plot[model] = path
             return path
 
-        return FileResponse(await asyncio.to_thread(render), media_type="image/png")
+        try:
+            path = await asyncio.to_thread(render)
+        except EdgelineError as exc:
+            path = last_plot.get(model)  # the telemetry store is away: the plot it last gave
+            if path is None:
+                return PlainTextResponse(f"the telemetry store is unreachable: {exc}", status_code=503)
+        if path is None:
+            return PlainTextResponse("no telemetry for this model", status_code=404)
+        return FileResponse(path, media_type="image/png")
 
     async def audit(request: Request) -> Response:
         s = await session_of(request)

@@ -60,13 +60,13 @@ def build(
     link: MqttLink,
     topics: Topics,
     signer: Callable[[], SigningKey],
-    telemetry_path: Path,
+    telemetry_url: str | Path,
     *,
     secure_cookies: bool,
 ) -> Console:
     live = LiveView(link, topics)
     ops = Operations(registry, live, signer)
-    return Console(registry, live, ops, telemetry_path, secure_cookies=secure_cookies)
+    return Console(registry, live, ops, telemetry_url, secure_cookies=secure_cookies)
 
 
 def check_exposure(bind: Bind, tls: Tls | None, *, allow_plain_http: bool = False) -> None:

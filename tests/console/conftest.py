@@ -42,15 +42,18 @@ def home(tmp_path: Path, key_dir: Path) -> Iterator[Home]:
         reg.close()
 
 
-def make_console(h: Home, broker_port: int | None, *, secure_cookies: bool = True, failures: int = 5) -> Console:
-    """A console; with ``broker_port`` None its link points at a port nothing listens on (broker down)."""
+def make_console(
+    h: Home, broker_port: int | None, *, secure_cookies: bool = True, failures: int = 5, telemetry: str | None = None
+) -> Console:
+    """A console; with ``broker_port`` None its link points at a port nothing listens on (broker down).
+    ``telemetry``: the telemetry store's URL (default: telemetry.db in the home)."""
     link = MqttLink(LinkSettings(port=broker_port or free_port(), client_id="console-test", clean_start=True))
     c = build(
         h.registry,
         link,
         Topics(),
         lambda: load_signing_key(h.key_dir),
-        h.path / "telemetry.db",
+        telemetry or h.path / "telemetry.db",
         secure_cookies=secure_cookies,
     )
     c.limiter = LoginLimiter(failures=failures, window_s=60.0)

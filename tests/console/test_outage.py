@@ -15,6 +15,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from cloud_registry.registry import Registry
+from cloud_registry.telemetry.alerts import AlertEngine
+from cloud_registry.telemetry.store import open_telemetry_store
 from converters.keys import KeyPaths
 from edgeline.console.accounts import add_user
 from edgeline.console.app import create_app
@@ -24,6 +26,7 @@ from edgeline.core.protocol.signing import TrustStore
 from edgeline.core.protocol.topics import Topics
 from edgeline.demo.broker import MosquittoBroker
 from tests.console.conftest import OPERATOR, VIEWER, Home, make_console
+from tests.console.test_browser import field_window
 from tests.delivery.conftest import BuiltBundle, wait_for
 from tests.delivery.test_registry_store import PG_URL, _pg_available
 from tests.faults.tools.proxy import FaultProxy
@@ -148,3 +151,30 @@ def test_the_broker_goes_away(home: Home, mosquitto: MosquittoBroker) -> None:
         device.stop()
         console.ops.close()
         console.live.link.stop()
+
+
+def test_drift_and_alerts_from_a_postgresql_telemetry_store(home: Home) -> None:
+    """``--db postgresql://...`` as for ingest and drift: the drift page, its plot and the alerts."""
+    if not _pg_available():
+        pytest.fail(f"PostgreSQL is not reachable at {PG_URL}")
+    url = f"{PG_URL}?schema=edgeline_console_tm_{uuid.uuid4().hex[:10]}"
+    store = open_telemetry_store(url)
+    try:
+        engine = AlertEngine(store)
+        for i in range(8):
+            for device, group in (("cell-1", "line-a"), ("cell-2", "line-b")):
+                w = field_window(device, group, i, dark=group == "line-b" and i >= 3)
+                store.add(w)
+                engine.on_window(w)
+        console = make_console(home, None, secure_cookies=False, telemetry=url)
+        with TestClient(create_app(console), follow_redirects=False) as client:
+            assert login(client, VIEWER)[0] == 303
+            page = client.get("/drift?model=tiny").text
+            assert "line-b" in page and "<td>5/8</td>" in page and 'src="/drift/tiny.png"' in page
+            assert 'data-state="firing"' in page and "input drift on" in page
+            r = client.get("/drift/tiny.png")
+            assert r.status_code == 200 and r.content.startswith(b"\x89PNG")
+        console.ops.close()
+    finally:
+        store.drop_schema()  # type: ignore[attr-defined]
+        store.close()
