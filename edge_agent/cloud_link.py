@@ -2,13 +2,16 @@
 
 * On every connect it publishes its **birth**: the retained :class:`DeviceState` (hardware class,
   agent version, groups, current model, slot, updater state, health, last event and error).
-* The **Last Will** (retained, QoS 1) is the same state with ``online=False``: when the device
-  vanishes, the broker tells the fleet, and the retained message still says which model it ran.
+* Its **presence** (retained, ``devices/<id>/online``): ``online=true`` at every connect. The **Last
+  Will** (retained, QoS 1, set once) is ``online=false`` on that topic and says nothing else: when the
+  device vanishes the broker tells the fleet, and the retained state still says which model it ran
+  and where its updater stood (a Will made at connect time would say what was true then).
 * A **heartbeat** republishes the state every ``heartbeat_s``; the fleet view marks a device offline
   after three missed heartbeats even if no Will arrived (a half-open TCP connection).
 * It subscribes to the device's desired topic, its groups' desired topics and the revocation list.
 
-A clean :meth:`stop` publishes ``online=False`` itself (a clean disconnect does not fire the Will).
+A clean :meth:`stop` publishes ``online=False`` itself, on both topics (a clean disconnect does not
+fire the Will).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 from edge_agent.errors import TransportError
 from edge_agent.identity import DeviceIdentity
 from edgeline.core.mqtt_link import LinkSettings, MqttLink, TlsSettings, Will
-from edgeline.core.protocol.delivery import DeviceEvent, DeviceState
+from edgeline.core.protocol.delivery import DeviceEvent, DevicePresence, DeviceState
 from edgeline.core.protocol.topics import Topics
 from firmware_configs.cloud_section import CloudSection
 
@@ -42,9 +45,12 @@ def link_settings(cloud: CloudSection, identity: DeviceIdentity, will: Will | No
     tls = None
     if cloud.tls is not None:
         tls = TlsSettings(ca_file=cloud.tls.ca_file, cert_file=cloud.tls.cert_file, key_file=cloud.tls.key_file)
+    (host, port), *others = cloud.addresses()
     return LinkSettings(
-        host=cloud.host,
-        port=cloud.port,
+        host=host,
+        port=port,
+        brokers=tuple(others),
+        connack_timeout_s=cloud.connect_timeout_s,
         client_id=f"edgeline-dev-{identity.device_id}",
         username=cloud.username,
         password=password,
@@ -73,7 +79,7 @@ class CloudLink:
             groups=identity.groups,
             agent_version=identity.agent_version,
         )
-        self.link = MqttLink(link_settings(cloud, identity, self._will(self._state)))
+        self.link = MqttLink(link_settings(cloud, identity, self._will()))
         self.link.on_connect(self._on_connect)
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
@@ -90,16 +96,16 @@ class CloudLink:
     def connect(self, timeout: float = 10.0) -> None:
         self.start()
         if not self.link.wait_connected(timeout):
-            raise TransportError(f"fleet broker {self.cloud.host}:{self.cloud.port} not reached within {timeout}s")
+            where = ", ".join(f"{h}:{p}" for h, p in self.cloud.addresses())
+            raise TransportError(f"fleet broker {where} not reached within {timeout}s")
 
     def stop(self) -> None:
         """Say goodbye (retained offline state) and disconnect cleanly."""
         self._stop.set()
         if self.link.connected:
             try:
-                self.link.publish_sync(
-                    self.topics.device_state(self.identity.device_id), self._offline_bytes(), 1, True, 2.0
-                )
+                self.link.publish(self.topics.device_state(self.identity.device_id), self._offline_bytes(), 1, True)
+                self.link.publish_sync(self._presence_topic, self._presence(False), 1, True, 2.0)
             except TransportError as exc:
                 log.debug("could not publish offline state: %s", exc)
         self.link.stop()
@@ -131,12 +137,22 @@ class CloudLink:
             data["ts"] = time.time()
             self._state = DeviceState.model_validate(data)
             state = self._state
-        self.link.set_will(self._will(state))
-        self._publish_state(state)
+            # published under the lock: the last state sent is the newest (a birth on paho's thread
+            # racing with this change used to publish its older snapshot after it)
+            self._publish_state(state)
         return state
 
-    def _will(self, state: DeviceState) -> Will:
-        return Will(self.topics.device_state(self.identity.device_id), self._offline_bytes(state), qos=1, retain=True)
+    @property
+    def _presence_topic(self) -> str:
+        return self.topics.device_online(self.identity.device_id)
+
+    def _presence(self, online: bool) -> bytes:
+        return DevicePresence(
+            device_id=self.identity.device_id, online=online, ts=time.time() if online else None
+        ).to_bytes()
+
+    def _will(self) -> Will:
+        return Will(self._presence_topic, self._presence(False), qos=1, retain=True)
 
     def _offline_bytes(self, state: DeviceState | None = None) -> bytes:
         s = state or self.state
@@ -153,15 +169,17 @@ class CloudLink:
     def _on_connect(self, session_present: bool) -> None:
         with self._lock:
             self._state = self._state.model_copy(update={"online": True, "ts": time.time()})
-            state = self._state
-        self._publish_state(state)
+            try:  # presence first: a fleet view that sees the state online also sees the presence
+                self.link.publish(self._presence_topic, self._presence(True), 1, True)
+            except TransportError as exc:
+                log.debug("presence not published: %s", exc)
+            self._publish_state(self._state)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.cloud.heartbeat_s):
             with self._lock:
                 self._state = self._state.model_copy(update={"ts": time.time()})
-                state = self._state
-            self._publish_state(state)
+                self._publish_state(self._state)
 
     # -- messages -------------------------------------------------------------------------------
     def send_event(self, event: DeviceEvent) -> None:

@@ -15,7 +15,7 @@ from edgeline.demo.broker import MosquittoBroker, find_mosquitto
 #: test directories whose every test starts a broker (or agent processes that need one) itself
 _SERVICE_DIRS = {"demo", "faults"}
 #: fixtures that start a real Mosquitto
-_BROKER_FIXTURES = {"mosquitto", "lazy_broker", "locked", "locked_factory", "acked"}
+_BROKER_FIXTURES = {"mosquitto", "lazy_broker", "locked", "locked_factory", "acked", "nats", "nats_cluster", "rabbit"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -205,10 +205,16 @@ def acl_rules(spec: BrokerSpec) -> dict[str, list[tuple[str, str]]]:
         ("readwrite", t.all_artifacts()),
         ("readwrite", t.trust_revocations()),
         ("read", t.all_device_states()),
+        ("read", t.all_device_online()),
         ("read", t.all_device_events()),
         ("read", t.all_device_telemetry()),
     ]
-    observer = [("read", t.all_device_states()), ("read", t.all_device_events()), ("read", t.all_device_telemetry())]
+    observer = [
+        ("read", t.all_device_states()),
+        ("read", t.all_device_online()),
+        ("read", t.all_device_events()),
+        ("read", t.all_device_telemetry()),
+    ]
     # write only: an ingest never needs to read acknowledgements (its own or another worker's), and
     # '+' matches one level, so this is every device's acks topic and nothing else
     ingest = [*observer, ("write", t.all_device_acks()), ("write", t.ingest_capabilities())]
@@ -226,6 +232,7 @@ def acl_rules(spec: BrokerSpec) -> dict[str, list[tuple[str, str]]]:
             ("read", t.all_artifacts()),
             ("read", t.trust_revocations()),
             ("write", t.device_state(dev.id)),
+            ("write", t.device_online(dev.id)),
             ("write", t.device_events(dev.id)),
             ("write", t.device_telemetry(dev.id)),
             # the end-to-end acknowledgement: its own acks only, and whether the ingest acknowledges

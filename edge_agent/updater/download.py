@@ -1,8 +1,9 @@
 """Chunked artifact download over retained MQTT messages, resumable without re-fetching.
 
 Every chunk is a retained message on its own topic (``artifacts/<sha>/chunks/<n>``). The device
-subscribes only to chunks it is missing, at most ``window`` at a time (flow control), in one
-SUBSCRIBE packet per batch; when half a batch has landed, the landed ones are unsubscribed (one
+subscribes only to chunks it is missing, by their exact topics (the manifest gives the count; no
+wildcard, whose retained messages RabbitMQ never delivers), at most ``window`` at a time (flow
+control), in one SUBSCRIBE packet per batch; when half a batch has landed, the landed ones are unsubscribed (one
 UNSUBSCRIBE) and the window refilled. Chunks are written in place into a sparse ``.part`` file;
 after a restart the part file is re-scanned against the signed chunk hashes, so what is on disk is
 never asked for again and no separate bitmap has to be kept consistent with it.
@@ -72,7 +73,6 @@ class ChunkDownload:
         self.pause_after = pause_after
         self.pause_s = pause_s
         self.on_pause = on_pause
-        self._wildcard = False
         self.stats = DownloadStats()
         self._lock = threading.Lock()
         self._have: set[int] = set()
@@ -119,28 +119,14 @@ class ChunkDownload:
         with self._lock:
             self._state = "running"
             done = len(self._have) == self.total
-            # holding nothing yet: one wildcard subscription (Mosquitto serves it about twice as fast
-            # as one subscription per chunk topic); holding some: only the missing chunk topics
-            self._wildcard = not self._have
-            if self._wildcard:
-                self._inflight = set(range(self.total))
         if done:
             self._finish()
-        elif self._wildcard:
-            self.sub.subscribe_many([self.topics.artifact_chunks(self.art.sha256)], self._on_chunk, 1)
         else:
             self._fill()
 
     def on_disconnect(self) -> None:
-        """The link dropped: trade the wildcard for the missing chunk topics before the link
-        re-subscribes, so a reconnect does not fetch again what is already here."""
-        with self._lock:
-            if not self._wildcard or self._state not in ("running", "paused"):
-                return
-            self._wildcard = False
-            self._inflight = set()
-        self.sub.unsubscribe_many([self.topics.artifact_chunks(self.art.sha256)])
-        self._fill()
+        """The link dropped. Nothing to do: the link subscribes the same exact chunk topics again on
+        the next connection, and what already landed is no longer among them."""
 
     def cancel(self) -> None:
         with self._lock:
@@ -157,11 +143,7 @@ class ChunkDownload:
         with self._lock:
             held = self._inflight | self._landed
             self._inflight, self._landed = set(), set()
-            wildcard, self._wildcard = self._wildcard, False
-        if wildcard:
-            self.sub.unsubscribe_many([self.topics.artifact_chunks(self.art.sha256)])
-        else:
-            self.sub.unsubscribe_many(self._topics(held))
+        self.sub.unsubscribe_many(self._topics(held))
 
     def _close(self) -> None:
         with self._lock:
@@ -173,7 +155,7 @@ class ChunkDownload:
         """Unsubscribe what landed and subscribe the next missing chunks, one packet each."""
         to_sub: list[int] = []
         with self._lock:
-            if self._state != "running" or self._wildcard:
+            if self._state != "running":
                 return
             landed, self._landed = self._landed, set()
             for i in range(self.total):
@@ -225,11 +207,7 @@ class ChunkDownload:
                 self.stats.bytes_received += len(payload)
                 # refill when half the window landed and there is more to ask for (one UNSUBSCRIBE for
                 # the landed ones, one SUBSCRIBE for the next); what lands after that goes at the end
-                refill = (
-                    not self._wildcard
-                    and len(self._inflight) <= self.window // 2
-                    and len(self._have) + len(self._inflight) < self.total
-                )
+                refill = len(self._inflight) <= self.window // 2 and len(self._have) + len(self._inflight) < self.total
                 complete = len(self._have) == self.total
                 pause = self._pause_due()
                 if pause:

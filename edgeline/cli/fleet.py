@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from cloud_registry.fleet import FleetWatcher
-from edgeline.cli.options import BrokerOptions, broker_options, connect, echo_json, json_option
+from edgeline.cli.options import BrokerOptions, broker_options, connect, echo_json, json_option, registry_options
+from edgeline.cli.registry_access import optional_registry
 
 
 def _ago(ts: float, now: float) -> str:
@@ -22,22 +24,35 @@ def _ago(ts: float, now: float) -> str:
 
 @click.command()
 @broker_options
+@registry_options
 @click.option("--group", default=None, help="Only devices of this group.")
 @click.option(
     "--wait", type=float, default=2.0, show_default=True, help="Seconds to collect the retained device states."
 )
 @json_option
-def fleet(broker: BrokerOptions, group: str | None, wait: float, as_json: bool) -> None:
-    """Devices from their retained birth/state messages: online, offline (Last Will or clean goodbye)
-    or stale (no heartbeat for three intervals), with model, slot, updater state, last event and error."""
-    link = connect(broker, f"edgeline-fleet-{os.getpid()}")
-    try:
-        watcher = FleetWatcher(link, broker.topics)
-        watcher.settle(quiet_s=min(0.5, wait), max_s=wait)
-        now = time.time()
-        rows = [r for r in watcher.view.rows(now) if group is None or (r.state and group in r.state.groups)]
-    finally:
-        link.stop()
+def fleet(
+    broker: BrokerOptions,
+    home: Path,
+    store_url: str | None,
+    artifacts_url: str | None,
+    group: str | None,
+    wait: float,
+    as_json: bool,
+) -> None:
+    """Devices from their retained birth/state/presence messages: online, offline (Last Will or clean
+    goodbye) or stale (no heartbeat for three intervals), with model, slot, updater state, last event
+    and error. With a registry (under --home, or --store) it starts from the devices the registry
+    knows, reads their exact topics (brokers that keep retained messages from wildcards, such as
+    RabbitMQ, still answer those) and records what it hears."""
+    with optional_registry(home, store_url, artifacts_url) as reg:
+        link = connect(broker, f"edgeline-fleet-{os.getpid()}")
+        try:
+            watcher = FleetWatcher(link, broker.topics, book=reg.store if reg is not None else None)
+            watcher.settle(quiet_s=min(0.5, wait), max_s=wait)
+            now = time.time()
+            rows = [r for r in watcher.view.rows(now) if group is None or (r.state and group in r.state.groups)]
+        finally:
+            link.stop()
     if as_json:
         echo_json([r.to_dict() for r in rows])
         return

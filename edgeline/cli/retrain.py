@@ -166,7 +166,7 @@ def _rollout_starter(reg: Any, key_dir: Path, broker: BrokerOptions) -> Any:
         link = connect(broker, "edgeline-retrain")
         topics = broker.topics
         try:
-            fleet = FleetWatcher(link, topics)
+            fleet = FleetWatcher(link, topics, book=reg.store)
             fleet.settle()
             runner = RolloutRunner(reg, Publisher(link, topics, load_signing_key(key_dir)), fleet)
             r = runner.create(

@@ -49,7 +49,7 @@ def _runner(reg: Registry, broker: BrokerOptions, keys_dir: Path) -> Iterator[Ro
     signer = load_signing_key(keys_dir)
     link = connect(broker, f"edgeline-registry-{os.getpid()}")
     try:
-        fleet = FleetWatcher(link, broker.topics)
+        fleet = FleetWatcher(link, broker.topics, book=reg.store)
         yield RolloutRunner(reg, Publisher(link, broker.topics, signer), fleet)
     finally:
         link.stop()

@@ -32,7 +32,17 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edgeline.core.errors import TransportError
-from edgeline.core.mqtt.client import LinkStats, PublishAcks, filter_matches, is_wildcard, make_client, wait_until
+from edgeline.core.mqtt.client import (
+    LinkStats,
+    MessageHandler,
+    PublishAcks,
+    Subscription,
+    TryState,
+    filter_matches,
+    is_wildcard,
+    make_client,
+    wait_until,
+)
 from edgeline.core.mqtt.plan import Attempt, ConnectPlan, Outcome
 from edgeline.core.mqtt.settings import LinkSettings, TlsSettings, Will, format_address
 from edgeline.core.mqtt.subacks import SubackBook
@@ -50,25 +60,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MessageHandler = Callable[[str, bytes, bool], None]  # (topic, payload, retained)
-
 
 _VERSION_REFUSED = {0x84, 0x01}  # MQTT 5 "unsupported protocol version"; 3.1.1 return code 1
-
-
-@dataclass
-class _Subscription:
-    qos: int
-    handler: MessageHandler
-
-
-@dataclass
-class _Try:
-    """One connection attempt, as paho's callbacks see it."""
-
-    event: threading.Event = field(default_factory=threading.Event)
-    connack: Any = None
-    lost: bool = False
 
 
 @dataclass
@@ -87,13 +80,13 @@ class MqttLink:
         self._connected = threading.Event()
         self._generation = 0
         self._lock = threading.RLock()
-        self._subs: dict[str, _Subscription] = {}
+        self._subs: dict[str, Subscription] = {}
         self._wild: set[str] = set()  # filters with wildcards or a $share prefix
         self._acks = PublishAcks()
         self._connect_listeners: list[Callable[[bool], None]] = []
         self._disconnect_listeners: list[Callable[[], None]] = []
         self._subacks = SubackBook(min_s=s.resubscribe_min_s, max_s=max(s.resubscribe_min_s, s.reconnect_max_s))
-        self._try = _Try()
+        self._try = TryState()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_address: tuple[str, int] | None = None
@@ -150,9 +143,8 @@ class MqttLink:
 
     @property
     def generation(self) -> int:
-        """How many successful connects so far; it changes at the same moment :attr:`connected`
-        becomes true, so a reader that sees a connection also sees its generation (a connect
-        listener runs later, on paho's thread)."""
+        """Successful connects so far; it changes when :attr:`connected` becomes true (before the
+        connect listeners run, on paho's thread)."""
         return self._generation
 
     def on_connect(self, listener: Callable[[bool], None]) -> None:
@@ -174,7 +166,12 @@ class MqttLink:
             attempt = self.plan.next()
             if attempt.delay_s > 0 and self._stopping.wait(attempt.delay_s):
                 break
-            outcome = self._attempt(attempt)
+            try:
+                outcome = self._attempt(attempt)
+            except Exception as exc:  # never let the link's thread die: count it a failed attempt
+                log.exception("connection attempt to %s failed", format_address(attempt.address))
+                self.stats.last_refusal = f"{format_address(attempt.address)}: {exc}"
+                outcome = "unreachable"
             if outcome is None:
                 break
             self.plan.report(attempt, outcome)
@@ -183,7 +180,7 @@ class MqttLink:
         s = self.settings
         host, port = attempt.address
         client = self._client_for(attempt.version)
-        self._try = tr = _Try()
+        self._try = tr = TryState()
         self._client = client
         try:
             if attempt.version == "5":
@@ -236,7 +233,7 @@ class MqttLink:
             return
         with self._lock:
             for f in topic_filters:
-                self._subs[f] = _Subscription(qos, handler)
+                self._subs[f] = Subscription(qos, handler)
                 if is_wildcard(f):
                     self._wild.add(f)
             client = self._client if self._connected.is_set() else None
@@ -319,7 +316,8 @@ class MqttLink:
         if reason_code.is_failure:
             self.stats.refused += 1
             self.stats.last_refusal = f"{where}: {reason_code}"
-            log.warning("broker %s refused connection: %s", where, reason_code)
+            level = logging.INFO if reason_code.value in _VERSION_REFUSED else logging.WARNING
+            log.log(level, "broker %s refused connection: %s", where, reason_code)
             tr.connack = reason_code
             tr.event.set()
             return
@@ -383,9 +381,13 @@ class MqttLink:
             subs = [self._subs[f] for f in self._wild if filter_matches(f, msg.topic)]
             if exact is not None and msg.topic not in self._wild:
                 subs.insert(0, exact)
-        for sub in subs:
+        handlers: list[MessageHandler] = []
+        for sub in subs:  # one call per handler, however many of its filters match
+            if sub.handler not in handlers:
+                handlers.append(sub.handler)
+        for handler in handlers:
             try:
-                sub.handler(msg.topic, bytes(msg.payload), bool(msg.retain))
+                handler(msg.topic, bytes(msg.payload), bool(msg.retain))
             except Exception:
                 self.stats.handler_errors += 1
                 log.exception("handler for %s failed", msg.topic)

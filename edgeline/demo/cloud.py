@@ -113,7 +113,7 @@ class DemoCloud:
         self.link = MqttLink(
             LinkSettings(port=port, client_id="edgeline-demo-registry", clean_start=True, protocol=proto)
         )
-        self.fleet = FleetWatcher(self.link, self.topics)
+        self.fleet = FleetWatcher(self.link, self.topics, book=self.registry.store)
         self.fleet.add_listener(self.events.listener)
         self.publisher = Publisher(self.link, self.topics, signer)
         self.runner = RolloutRunner(self.registry, self.publisher, self.fleet)

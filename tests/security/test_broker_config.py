@@ -57,6 +57,7 @@ def test_acl_is_an_allow_list_built_from_topics() -> None:
         t.all_artifacts(): "read",
         t.trust_revocations(): "read",
         t.device_state("dev-a"): "write",
+        t.device_online("dev-a"): "write",
         t.device_events("dev-a"): "write",
         t.device_telemetry("dev-a"): "write",
         t.device_acks("dev-a"): "read",
@@ -159,6 +160,7 @@ def test_ingest_identities_write_exactly_the_acknowledgement_topics() -> None:
         assert sorted(rules[name]) == sorted(
             [
                 ("read", t.all_device_states()),
+                ("read", t.all_device_online()),
                 ("read", t.all_device_events()),
                 ("read", t.all_device_telemetry()),
                 ("write", t.all_device_acks()),
@@ -171,9 +173,10 @@ def test_ingest_identities_write_exactly_the_acknowledgement_topics() -> None:
     for dev in ("dev-a", "dev-b"):
         acks = [(access, topic) for access, topic in rules[dev] if topic.endswith("/acks") or "/ingest/" in topic]
         assert sorted(acks) == sorted([("read", t.device_acks(dev)), ("read", t.ingest_capabilities())])
-        # a device writes its own state, events and telemetry only
+        # a device writes its own state, presence, events and telemetry only
         assert {topic for access, topic in rules[dev] if "write" in access} == {
             t.device_state(dev),
+            t.device_online(dev),
             t.device_events(dev),
             t.device_telemetry(dev),
         }

@@ -7,13 +7,16 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edgeline.core.errors import TransportError
 from edgeline.core.mqtt.settings import LinkSettings, Will
+
+MessageHandler = Callable[[str, bytes, bool], None]  # (topic, payload, retained)
 
 
 @dataclass
@@ -36,13 +39,29 @@ class LinkStats:
     sub_retried: int = 0
 
 
+@dataclass
+class Subscription:
+    qos: int
+    handler: MessageHandler
+
+
+@dataclass
+class TryState:
+    """One connection attempt, as paho's callbacks see it."""
+
+    event: threading.Event = field(default_factory=threading.Event)
+    connack: Any = None
+    lost: bool = False
+
+
 def make_client(s: LinkSettings, version: str, will: Will | None) -> mqtt.Client:
     """A paho client for MQTT ``version`` that never reconnects by itself (the link decides where)."""
     kwargs: dict[str, object] = {"client_id": s.client_id, "reconnect_on_failure": False}
     if version == "5":
         kwargs["protocol"] = mqtt.MQTTv5
     else:
-        kwargs.update(protocol=mqtt.MQTTv311, clean_session=s.clean_start)
+        # 3.1.1 keeps no session for an empty client id (the broker assigns one): clean it must be
+        kwargs.update(protocol=mqtt.MQTTv311, clean_session=s.clean_start or not s.client_id)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, **kwargs)  # type: ignore[arg-type]
     client.max_inflight_messages_set(s.max_inflight)
     client.max_queued_messages_set(s.max_queued)

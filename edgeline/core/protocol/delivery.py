@@ -30,6 +30,7 @@ MAX_STATE_BYTES = 64 * 1024
 MAX_EVENT_BYTES = 64 * 1024
 MAX_DESIRED_BYTES = 4 * 1024 * 1024
 MAX_META_BYTES = 1024 * 1024
+MAX_PRESENCE_BYTES = 1024
 
 
 class UpdaterState(StrEnum):
@@ -89,8 +90,9 @@ class LastEvent(Strict):
 
 
 class DeviceState(StrictByName):
-    """Retained on ``devices/<id>/state``: the birth message, every heartbeat, and (as the Last Will
-    with ``online=False``) the broker's notice that the device vanished."""
+    """Retained on ``devices/<id>/state``: the birth message, every heartbeat and every change, and a
+    clean goodbye (``online=False``). The Last Will never touches it (see :class:`DevicePresence`), so
+    after a crash it still says which model the device served and where its updater stood."""
 
     schema_: Literal["edgeline.state/1"] = Field(default="edgeline.state/1", alias="schema")
     device_id: str
@@ -112,6 +114,20 @@ class DeviceState(StrictByName):
 
     def to_bytes(self) -> bytes:
         return canonical_json(self.model_dump(mode="json", by_alias=True))
+
+
+class DevicePresence(StrictByName):
+    """Retained on ``devices/<id>/online``: ``online=True`` at every connect, the Last Will
+    ``online=False`` (set once; it claims nothing else, so it never erases what is true)."""
+
+    schema_: Literal["edgeline.online/1"] = Field(default="edgeline.online/1", alias="schema")
+    device_id: str
+    online: bool
+    #: the device's clock when it connected (a Will carries none: it is sent by the broker, later)
+    ts: float | None = Field(default=None, ge=0, le=1e11)
+
+    def to_bytes(self) -> bytes:
+        return canonical_json(self.model_dump(mode="json", by_alias=True, exclude_none=True))
 
 
 class DeviceEvent(StrictByName):
@@ -164,6 +180,11 @@ def _validate(model: type[Strict], payload: bytes, max_bytes: int, what: str) ->
 
 def parse_state(payload: bytes) -> DeviceState:
     result: DeviceState = _validate(DeviceState, payload, MAX_STATE_BYTES, "device state")
+    return result
+
+
+def parse_presence(payload: bytes) -> DevicePresence:
+    result: DevicePresence = _validate(DevicePresence, payload, MAX_PRESENCE_BYTES, "device presence")
     return result
 
 

@@ -4,7 +4,8 @@ Layout, under a configurable root (default ``edgeline``) and fleet (default ``de
 
     <root>/<fleet>/devices/<id>/desired        retained, signed deployment envelope for one device
     <root>/<fleet>/groups/<g>/desired          retained, signed deployment envelope for a group
-    <root>/<fleet>/devices/<id>/state          retained, device state; the Last Will marks it offline
+    <root>/<fleet>/devices/<id>/state          retained, device state (model, slot, updater, health)
+    <root>/<fleet>/devices/<id>/online         retained, online=true at connect; the Last Will says false
     <root>/<fleet>/devices/<id>/events         updater events (QoS 1)
     <root>/<fleet>/devices/<id>/telemetry      windows of aggregate metrics (QoS 1)
     <root>/<fleet>/devices/<id>/acks           ingest -> device: idempotency keys stored (QoS 1)
@@ -86,6 +87,10 @@ class Topics:
     def device_state(self, device_id: str) -> str:
         return f"{self.base}/devices/{check_segment(device_id, 'device id')}/state"
 
+    def device_online(self, device_id: str) -> str:
+        """Presence: ``online=true`` at every connect, the Last Will's ``online=false``."""
+        return f"{self.base}/devices/{check_segment(device_id, 'device id')}/online"
+
     def device_events(self, device_id: str) -> str:
         return f"{self.base}/devices/{check_segment(device_id, 'device id')}/events"
 
@@ -122,6 +127,9 @@ class Topics:
     # -- subscription filters for the cloud side -----------------------------------------
     def all_device_states(self) -> str:
         return f"{self.base}/devices/+/state"
+
+    def all_device_online(self) -> str:
+        return f"{self.base}/devices/+/online"
 
     def all_device_events(self) -> str:
         return f"{self.base}/devices/+/events"
