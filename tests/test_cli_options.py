@@ -26,7 +26,8 @@ from firmware_configs.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 #: spellings replaced by the shared groups; still accepted where they were, hidden from --help
-RETIRED = {"--host", "--port", "--broker", "--dir", "--ca", "--cert", "--key", "--key-dir"}
+#: (``--broker HOST:PORT`` is the shared group's broker list now)
+RETIRED = {"--host", "--port", "--dir", "--ca", "--cert", "--key", "--key-dir"}
 #: the one command where a retired spelling means something else: a host name written into a certificate
 OTHER_MEANING = {("broker cert issue", "--host")}
 

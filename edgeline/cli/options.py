@@ -1,7 +1,8 @@
 """The option groups every command shares, one spelling each (checked by tests/test_cli_options.py).
 
 * :func:`registry_options`: ``--home``, ``--store`` (SQLite or PostgreSQL URL), ``--artifacts``.
-* :func:`broker_options`: the fleet broker (``--broker-host``, ``--broker-port``, ``--protocol``), its
+* :func:`broker_options`: the fleet broker (``--broker HOST:PORT``, repeated for the nodes of a cluster,
+  or ``--broker-host``/``--broker-port``; ``--protocol``), its
   TLS (``--ca-file``, ``--cert-file``, ``--key-file``), credentials (``--username``,
   ``--password-file``) and the topics (``--topic-root``, ``--fleet``), as one :class:`BrokerOptions`.
 * :func:`keys_option`: ``--keys DIR``, the key directory (env ``EDGELINE_KEYS``).
@@ -25,7 +26,8 @@ from typing import Any, TypeVar
 import click
 
 from edgeline.cli.errors import JSON_META
-from edgeline.core.errors import EdgelineError
+from edgeline.core.errors import EdgelineError, TransportError
+from edgeline.core.mqtt.settings import format_address, parse_address
 from edgeline.core.mqtt_link import LinkSettings, MqttLink, TlsSettings
 from edgeline.core.protocol.topics import Topics
 
@@ -72,6 +74,16 @@ class BrokerOptions:
     ca_file: Path | None
     cert_file: Path | None
     key_file: Path | None
+    #: the other broker addresses (nodes of the same cluster), tried after host:port
+    brokers: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [(self.host, self.port), *(a for a in self.brokers if a != (self.host, self.port))]
+
+    @property
+    def where(self) -> str:
+        return ", ".join(format_address(a) for a in self.addresses)
 
     @property
     def topics(self) -> Topics:
@@ -98,6 +110,7 @@ class BrokerOptions:
         return LinkSettings(
             host=self.host,
             port=self.port,
+            brokers=tuple(self.addresses[1:]),
             client_id=client_id,
             username=self.username,
             password=password,
@@ -113,6 +126,15 @@ def broker_options(fn: F | None = None, *, default_port: int = 1883) -> Any:
     if fn is None:
         return functools.partial(broker_options, default_port=default_port)
     opts = [
+        click.option(
+            "--broker",
+            "brokers",
+            metavar="HOST:PORT",
+            multiple=True,
+            envvar="EDGELINE_BROKERS",
+            help="Fleet broker address; repeat it for the nodes of a cluster, tried in turn "
+            "(env EDGELINE_BROKERS, space-separated). Given, it replaces --broker-host/--broker-port.",
+        ),
         click.option(
             "--broker-host",
             "host",
@@ -153,9 +175,13 @@ def broker_options(fn: F | None = None, *, default_port: int = 1883) -> Any:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kw: Any) -> Any:
+        addresses = _parse_brokers(kw.pop("brokers"), default_port)
+        host, port = addresses[0] if addresses else (kw["host"], kw["port"])
+        kw.pop("host")
+        kw.pop("port")
         kw["broker"] = BrokerOptions(
-            kw.pop("host"),
-            kw.pop("port"),
+            host,
+            port,
             kw.pop("protocol"),
             kw.pop("topic_root"),
             kw.pop("fleet_name"),
@@ -164,12 +190,26 @@ def broker_options(fn: F | None = None, *, default_port: int = 1883) -> Any:
             kw.pop("ca_file"),
             kw.pop("cert_file"),
             kw.pop("key_file"),
+            tuple(addresses[1:]),
         )
         return fn(*args, **kw)
 
     for opt in reversed(opts):
         wrapper = opt(wrapper)
     return wrapper
+
+
+def _parse_brokers(values: tuple[str, ...], default_port: int) -> list[tuple[str, int]]:
+    out: list[tuple[str, int]] = []
+    for value in values:
+        for item in value.replace(",", " ").split():
+            try:
+                address = parse_address(item, default_port)
+            except TransportError as exc:
+                raise click.BadParameter(str(exc), param_hint="--broker") from exc
+            if address not in out:
+                out.append(address)
+    return out
 
 
 def renamed_option(old: str, param: str) -> Callable[[F], F]:
@@ -226,10 +266,15 @@ def json_option(fn: F) -> F:
 
 
 def connect(broker: BrokerOptions, client_id: str, timeout: float = 10.0) -> MqttLink:
-    try:  # fail fast with a clear message when nothing listens there
-        socket.create_connection((broker.host, broker.port), timeout=min(timeout, 5.0)).close()
-    except OSError as exc:
-        raise click.ClickException(f"fleet broker {broker.host}:{broker.port} is not reachable: {exc}") from exc
+    errors = []
+    for host, port in broker.addresses:  # fail fast with a clear message when nothing listens anywhere
+        try:
+            socket.create_connection((host, port), timeout=min(timeout, 5.0)).close()
+            break
+        except OSError as exc:
+            errors.append(f"{format_address((host, port))}: {exc}")
+    else:
+        raise click.ClickException(f"fleet broker not reachable ({'; '.join(errors)})")
     link = MqttLink(broker.link_settings(client_id, clean_start=True))
     try:
         link.connect(timeout)

@@ -22,6 +22,7 @@ from edgeline.cli.registry_access import optional_registry
 from edgeline.core.protocol.signing import TrustStore
 
 BROKER = {
+    "--broker",
     "--broker-host",
     "--broker-port",
     "--protocol",
