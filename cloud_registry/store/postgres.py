@@ -52,10 +52,16 @@ class PostgresStore(SqlStore):
     def _reconnect_if_lost(self) -> None:
         """A connection the server or the network dropped is opened again at the next statement
         outside a transaction (a long-running reader such as the console outlives an outage)."""
-        if self._depth == 0 and self._db.closed:
+        if self._depth == 0 and (self._db.closed or self._db.broken):
             with self._lock:
-                if self._db.closed:
+                if self._db.closed or self._db.broken:
+                    self._db.close()
                     self._db = self._connect(timeout=3)
+
+    def _failed(self, exc: Exception) -> None:
+        """An operational error (the server or the network) leaves the connection to be opened again."""
+        if isinstance(exc, self._psycopg.OperationalError) and not self._db.closed:
+            self._db.close()
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         self._reconnect_if_lost()
@@ -65,6 +71,7 @@ class PostgresStore(SqlStore):
         except self._psycopg.IntegrityError:
             raise
         except self._psycopg.Error as exc:
+            self._failed(exc)
             raise BackendError(f"PostgreSQL error: {exc}") from exc
 
     @contextmanager
@@ -83,6 +90,7 @@ class PostgresStore(SqlStore):
             except self._psycopg.Error as exc:
                 if isinstance(exc, self._psycopg.IntegrityError):
                     raise
+                self._failed(exc)
                 raise BackendError(f"PostgreSQL transaction failed: {exc}") from exc
             finally:
                 self._depth = 0
