@@ -15,13 +15,14 @@ for MQTT 3.1.1 clients, default 20; the client's Receive Maximum on MQTT 5), whi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from edgeline.core.mqtt_link import MqttLink, filter_matches
+from edgeline.core.mqtt_link import MqttLink
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,9 @@ class AckingLink(MqttLink):
         super().__post_init__()
         self._batched: list[str] = []
         self._sink: DeliverySink | None = None
+        self._pattern: re.Pattern[str] | None = None
+        self._foreign = False
+        self._subs_seen = -1
         client = getattr(self, "_client", None)
         if client is not None:
             client.manual_ack_set(True)
@@ -62,6 +66,7 @@ class AckingLink(MqttLink):
         storing it). A filter another part already subscribed on this link keeps its handler."""
         self._sink = sink
         self._batched.extend(topic_filters)
+        self._pattern = _pattern(self._batched)
         with self._lock:
             new = [f for f in topic_filters if f not in self._subs]
         self.subscribe_many(new, _ignore, qos)
@@ -76,9 +81,32 @@ class AckingLink(MqttLink):
         return bool(client.ack(d.mid, d.qos) == mqtt.MQTT_ERR_SUCCESS)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        batched = self._sink is not None and any(filter_matches(f, msg.topic) for f in self._batched)
-        super()._on_message(client, userdata, msg)  # other handlers of the topic (the fleet view)
-        if batched and self._sink is not None:
-            self._sink(Delivery(msg.topic, bytes(msg.payload), bool(msg.retain), msg.mid, msg.qos, self.generation))
-        else:
+        topic = msg.topic
+        if self._sink is None or self._pattern is None or not self._pattern.match(topic):
+            super()._on_message(client, userdata, msg)
             client.ack(msg.mid, msg.qos)
+            return
+        if self._foreign_handlers():
+            super()._on_message(client, userdata, msg)  # other handlers of the topic (the fleet view)
+        else:
+            self.stats.received += 1
+        self._sink(Delivery(topic, bytes(msg.payload), bool(msg.retain), msg.mid, msg.qos, self.generation))
+
+    def _foreign_handlers(self) -> bool:
+        """Whether a handler other than the batch's is subscribed (recomputed when subscriptions change)."""
+        n = len(self._subs)
+        if n != self._subs_seen:
+            with self._lock:
+                self._foreign = any(sub.handler is not _ignore for sub in self._subs.values())
+                self._subs_seen = n
+        return self._foreign
+
+
+def _pattern(topic_filters: list[str]) -> re.Pattern[str]:
+    """One regular expression matching the topics of ``topic_filters`` (``$share/<group>/`` removed)."""
+    alts = []
+    for raw in topic_filters:
+        f = raw.split("/", 2)[2] if raw.startswith("$share/") else raw
+        levels = ["[^/]+" if lv == "+" else ".*" if lv == "#" else re.escape(lv) for lv in f.split("/")]
+        alts.append("/".join(levels))
+    return re.compile("^(?:" + "|".join(alts) + ")$")

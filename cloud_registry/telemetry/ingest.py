@@ -41,9 +41,10 @@ from cloud_registry.telemetry.ingestor import Ingestor, IngestStats, Outcome, Pr
 from cloud_registry.telemetry.store import TelemetryStore
 from edge_agent.errors import EdgelineError
 from edgeline.core.mqtt_link import LinkSettings
+from edgeline.core.protocol.canonical import canonical_json
 from edgeline.core.protocol.partitions import TelemetryTopics
 from edgeline.core.protocol.partitions import shared as share_filter
-from edgeline.core.protocol.telemetry import MAX_ACK_KEYS, Ack, IngestCapabilities
+from edgeline.core.protocol.telemetry import ACK_SCHEMA, MAX_ACK_KEYS, IngestCapabilities
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ class IngestService:
         for device, fields in per_device.items():
             for part in _split(fields):
                 try:
-                    self.link.publish(topics.device_acks(device), Ack.model_validate(part).encode(), qos=1)
+                    self.link.publish(topics.device_acks(device), encode_ack(part), qos=1)
                 except EdgelineError as exc:
                     self.ingestor.stats.acks_unsent += 1
                     log.info("acknowledgement for %s not sent (%s); the device sends it again", device, exc)
@@ -205,6 +206,15 @@ class IngestService:
                 except Exception:
                     log.exception("ingest periodic task failed")
         self.stop()
+
+
+def encode_ack(fields: dict[str, list[str]]) -> bytes:
+    """What ``Ack.model_validate(fields).encode()`` gives, without validating again keys the window
+    and event schemas (or the refusal's key check) already validated: one per device per batch."""
+    return canonical_json({"schema": ACK_SCHEMA, **{name: fields.get(name, []) for name in _ACK_LISTS}})
+
+
+_ACK_LISTS = ("windows", "events", "rejected_windows", "rejected_events")
 
 
 def _split(fields: dict[str, list[str]]) -> list[dict[str, list[str]]]:

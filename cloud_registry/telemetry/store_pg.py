@@ -56,7 +56,7 @@ _DDL_LOCK = 7146002
 def _bulk(sql: str, types: Sequence[str]) -> str:
     """``INSERT INTO t VALUES (?,..) ON CONFLICT DO NOTHING`` as one statement over arrays."""
     table = sql.split()[2]
-    arrays = ", ".join(f"%s::{t}[]" for t in types)
+    arrays = ", ".join(f"%b::{t}[]" for t in types)  # binary: no per-character escaping of the JSON bodies
     key = "key" if table == "windows" else "event_id"
     return f"INSERT INTO {table} SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING RETURNING {key}"
 

@@ -137,3 +137,15 @@ def test_two_workers_split_the_partitions_on_mqtt_311(mosquitto: MosquittoBroker
         owner = 0 if partition_of(f"{dev:032x}", 4) % 2 == 0 else 1
         assert seen[owner][f"{dev:032x}"] == 10
     assert all(seen[0][f"{dev:032x}"] == 10 for dev in range(4))  # the old topic: worker 0
+
+
+def test_the_batched_acknowledgement_is_the_schemas_own_encoding() -> None:
+    from cloud_registry.telemetry.ingest import _split, encode_ack
+    from edgeline.core.protocol.telemetry import MAX_ACK_KEYS, Ack, parse_ack
+
+    fields = {"windows": [f"{i:032x}" for i in range(MAX_ACK_KEYS + 3)], "rejected_events": ["e" * 32]}
+    parts = _split(fields)
+    assert [len(p.get("windows", [])) for p in parts] == [MAX_ACK_KEYS, 3]
+    for part in parts:
+        assert encode_ack(part) == Ack.model_validate(part).encode()
+        assert parse_ack(encode_ack(part)).windows == part["windows"]

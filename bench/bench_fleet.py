@@ -1,0 +1,277 @@
+"""A fleet of 1,000 light simulated devices on one Mosquitto, and the telemetry ingest draining it.
+
+Devices (``bench/fleet_sim.py device``, 4 processes of 250 MQTT 3.1.1 connections) speak the real
+protocol: realistic windows on their partitioned telemetry topic (4 partitions), QoS 1, persistent
+sessions, end-to-end acknowledgements on their own ``acks`` topic. Each arm registers its
+consumers' persistent sessions, the fleet publishes ``--windows`` windows per device while they are
+away (a fleet draining its outboxes after an outage), and the consumers connect at once on ``go``;
+the time until the last window is STORED (committed) is the arm's figure, and the CPU each process
+used meanwhile is read from /proc (consumers, broker, PostgreSQL backends of the workers).
+
+Arms, interleaved in each round: the raw paho subscriber (baseline: QoS 1, counts only); the ingest
+with 1, 2 and 4 workers (one process each, ``IngestService`` with the alert engine, split by
+partition, MQTT 3.1.1, no shared subscriptions) into SQLite (one file) and into PostgreSQL (one
+schema). Every arm stores into a fresh database.
+
+    python bench/bench_fleet.py [--devices 1000] [--windows 10] [--rounds 2] [--pg postgresql://...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.harness import emit  # noqa: E402
+from edgeline.demo.broker import MosquittoBroker  # noqa: E402
+
+PARTITIONS = 4
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+@dataclass
+class Proc:
+    p: subprocess.Popen[str]
+
+    @classmethod
+    def start(cls, *args: str) -> Proc:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        p = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "fleet_sim.py"), *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        return cls(p)
+
+    def send(self, line: str) -> None:
+        assert self.p.stdin is not None
+        self.p.stdin.write(line + "\n")
+        self.p.stdin.flush()
+
+    def read(self, expect: str) -> list[str]:
+        assert self.p.stdout is not None
+        line = self.p.stdout.readline()
+        words = line.split()
+        if not words or words[0] != expect:
+            raise RuntimeError(f"expected {expect!r} from {self.p.args!r}, got {line!r}")
+        return words[1:]
+
+    def close(self) -> None:
+        try:
+            self.send("quit")
+            self.p.wait(30)
+        except (OSError, subprocess.TimeoutExpired):
+            self.p.kill()
+
+
+class Fleet:
+    def __init__(self, devices: int, port: int, procs: int = 4) -> None:
+        per = devices // procs
+        self.devices = per * procs
+        self.procs = [Proc.start("device", str(i * per), str(per), str(port), str(PARTITIONS)) for i in range(procs)]
+        for p in self.procs:
+            p.read("ready")
+
+    def publish(self, windows: int) -> float:
+        t0 = time.perf_counter()
+        for p in self.procs:
+            p.send(f"pub {windows}")
+        for p in self.procs:
+            p.read("published")
+        return time.perf_counter() - t0
+
+    def acks(self) -> int:
+        for p in self.procs:
+            p.send("acks")
+        return sum(int(p.read("acks")[0]) for p in self.procs)
+
+    def close(self) -> None:
+        for p in self.procs:
+            p.close()
+
+
+def pg_backends(url: str, app: str) -> list[int]:
+    import psycopg
+
+    dsn = url.split("?", maxsplit=1)[0]
+    with psycopg.connect(dsn, autocommit=True) as db:
+        rows = db.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s", (app,)).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def raw_arm(port: int, fleet: Fleet, windows: int, broker_pid: int, live: bool) -> dict[str, Any]:
+    raw = Proc.start("raw", str(port), f"bench-raw-{uuid.uuid4().hex[:8]}")
+    raw.read("ready")
+    total = fleet.devices * windows
+    publish_s = 0.0 if live else fleet.publish(windows)
+    c0, b0 = cpu_s(raw.p.pid), cpu_s(broker_pid)
+    t0 = time.perf_counter()
+    raw.send(f"go {total}")
+    raw.read("started")
+    if live:
+        t0 = time.perf_counter()
+        publish_s = fleet.publish(windows)
+    got = int(raw.read("done")[0])
+    dt = time.perf_counter() - t0
+    out: dict[str, Any] = {"windows": got, "seconds": dt, "windows_per_s": got / dt, "publish_s": publish_s}
+    out |= {"cpu_s": {"consumers": cpu_s(raw.p.pid) - c0, "broker": cpu_s(broker_pid) - b0}}
+    raw.close()
+    return out
+
+
+def ingest_arm(
+    port: int, fleet: Fleet, windows: int, broker_pid: int, url: str, workers: int, backend: str, live: bool
+) -> dict[str, Any]:
+    from cloud_registry.telemetry.store import open_telemetry_store
+
+    app = f"edgeline-bench-{uuid.uuid4().hex[:8]}"
+    if backend == "postgresql":
+        url = f"{url}&application_name={app}"
+    probe = open_telemetry_store(url)
+    arm = uuid.uuid4().hex[:8]
+    procs = [
+        Proc.start("worker", url, str(port), str(PARTITIONS), str(workers), str(i), f"bench-ingest-{arm}-{i}")
+        for i in range(workers)
+    ]
+    for p in procs:
+        p.read("ready")
+    total = fleet.devices * windows
+    acks0 = fleet.acks()
+    publish_s = 0.0 if live else fleet.publish(windows)
+    pids = [p.p.pid for p in procs]
+    backends = pg_backends(url, app) if backend == "postgresql" else []
+    c0 = sum(cpu_s(p) for p in pids)
+    b0, g0 = cpu_s(broker_pid), sum(cpu_s(p) for p in backends)
+    t0 = time.perf_counter()
+    for p in procs:
+        p.send("go")
+    if live:
+        for p in procs:
+            p.read("started")
+        t0 = time.perf_counter()
+        publish_s = fleet.publish(windows)
+    deadline = time.monotonic() + 600
+    while probe.count() < total and time.monotonic() < deadline:
+        time.sleep(0.02)
+    dt = time.perf_counter() - t0
+    stored = probe.count()
+    cpu = {
+        "consumers": sum(cpu_s(p) for p in pids) - c0,
+        "broker": cpu_s(broker_pid) - b0,
+        "postgresql_backends": sum(cpu_s(p) for p in backends) - g0,
+    }
+    while fleet.acks() - acks0 < total and time.perf_counter() - t0 < dt + 60:
+        time.sleep(0.1)
+    acked_s = time.perf_counter() - t0
+    stats = []
+    for p in procs:
+        if not live:
+            p.read("started")
+        p.send("stats")
+        stats.append(json.loads(" ".join(p.read("stats"))))
+    for p in procs:
+        p.close()
+    out: dict[str, Any] = {"windows": stored, "seconds": dt, "windows_per_s": stored / dt, "publish_s": publish_s}
+    out |= {"all_acknowledged_s": acked_s, "acked": fleet.acks() - acks0, "cpu_s": cpu}
+    out["batches"] = [s["batch_sizes"] for s in stats]
+    out["duplicates"] = sum(int(s["duplicates"]) for s in stats)
+    drop = getattr(probe, "drop_schema", None)
+    if drop is not None:
+        drop()
+    probe.close()
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--devices", type=int, default=1000)
+    ap.add_argument("--windows", type=int, default=10, help="windows per device per arm")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--workers", default="1,2,4")
+    ap.add_argument("--modes", default="drain,live", help="drain: consumers away while the fleet publishes; live")
+    ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test")
+    args = ap.parse_args()
+    worker_counts = [int(w) for w in args.workers.split(",")]
+    modes = args.modes.split(",")
+    arms: dict[str, list[dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        broker = MosquittoBroker(
+            tmp / "broker", persistence=False, extra_config="max_queued_messages 0\nmax_inflight_messages 1000\n"
+        )
+        broker.start()
+        assert broker._proc is not None
+        bpid = broker._proc.pid
+        fleet = Fleet(args.devices, broker.port)
+        try:
+            for r, mode in ((r, m) for r in range(args.rounds) for m in modes):
+                live = mode == "live"
+                res = raw_arm(broker.port, fleet, args.windows, bpid, live)
+                arms.setdefault(f"{mode}_raw", []).append(res)
+                print(f"round {r} {mode} raw: {res['windows_per_s']:.0f}/s", file=sys.stderr)
+                for backend in ("sqlite", "postgresql"):
+                    for w in worker_counts:
+                        if backend == "sqlite":
+                            url = f"sqlite:///{tmp / f'{r}-{mode}-{w}.db'}"
+                        else:
+                            url = f"{args.pg}?schema=bench_fleet_{uuid.uuid4().hex[:8]}"
+                        res = ingest_arm(broker.port, fleet, args.windows, bpid, url, w, backend, live)
+                        arms.setdefault(f"{mode}_{backend}_{w}", []).append(res)
+                        print(f"round {r} {mode} {backend} x{w}: {res['windows_per_s']:.0f}/s", file=sys.stderr)
+        finally:
+            fleet.close()
+            broker.stop()
+    med = {k: statistics.median(a["windows_per_s"] for a in v) for k, v in arms.items()}
+    ratios: dict[str, float] = {}
+    for mode in modes:
+        for backend in ("sqlite", "postgresql"):
+            for w in worker_counts:
+                ratios[f"{mode}_{backend}_{w}_vs_raw"] = med[f"{mode}_{backend}_{w}"] / med[f"{mode}_raw"]
+                if w != worker_counts[0]:
+                    one = med[f"{mode}_{backend}_{worker_counts[0]}"]
+                    ratios[f"{mode}_{backend}_{w}_vs_{worker_counts[0]}"] = med[f"{mode}_{backend}_{w}"] / one
+    results = {
+        "devices": fleet.devices,
+        "windows_per_device_per_arm": args.windows,
+        "partitions": PARTITIONS,
+        "median_windows_per_s": med,
+        "ratios": ratios,
+        "arms": arms,
+        "note": "2 cores shared with other work; NATS arm not run (no cluster fixtures in tests/brokers)",
+    }
+    checks = {}
+    for mode in modes:
+        if worker_counts[0] == 1:
+            one = min(ratios[f"{mode}_sqlite_1_vs_raw"], ratios[f"{mode}_postgresql_1_vs_raw"])
+            checks[f"{mode}_one_worker_at_least_0.9_of_raw"] = one >= 0.9
+            if 2 in worker_counts:
+                checks[f"{mode}_two_workers_at_least_1.4x_one_into_postgresql"] = (
+                    ratios[f"{mode}_postgresql_2_vs_1"] >= 1.4
+                )
+    return emit("fleet", results, checks)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,210 @@
+"""The processes of bench_fleet.py, each driven by lines on stdin and answering on stdout:
+
+* ``device FIRST COUNT PORT PARTITIONS``: COUNT light simulated devices (ids ``dev-FIRST`` ...), one
+  MQTT 3.1.1 connection each (persistent session), speaking the real protocol: realistic windows
+  (``build_window``, 60 frames, every class, six drift entries), the keyed pseudonym, the partitioned
+  telemetry topic, QoS 1, and the end-to-end acknowledgements on their own ``acks`` topic (a window
+  is kept until acknowledged, as the outbox does). ``pub K``: every device publishes K fresh windows
+  (interleaved across devices, as a fleet draining its outboxes after an outage); ``acks``: how many
+  keys were acknowledged so far.
+* ``raw PORT CLIENT_ID``: the baseline, a plain paho subscriber (QoS 1, automatic PUBACK) that only counts.
+* ``worker URL PORT PARTITIONS WORKERS INDEX CLIENT_ID``: one ingest worker (:class:`IngestService` with the
+  alert engine, as ``edgeline ingest`` runs it) on MQTT 3.1.1, its partitions only.
+
+Consumers first register their persistent session (``ready``), disconnect, and connect again on
+``go``, so the windows published meanwhile are queued for them by the broker: the drain measures the
+consumer, not the publishers. On ``quit`` they end their session (a fresh client id per arm).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from edgeline.core.protocol.partitions import TelemetryTopics  # noqa: E402
+from edgeline.core.protocol.topics import Topics  # noqa: E402
+
+TOPICS = Topics()
+SECRET = b"bench-fleet-pseudonym-secret-0123456789"
+ALL_TELEMETRY = [f"{TOPICS.base}/devices/+/telemetry/+", TOPICS.all_device_telemetry()]
+
+
+def say(*words: object) -> None:
+    sys.stdout.write(" ".join(str(w) for w in words) + "\n")
+    sys.stdout.flush()
+
+
+def template() -> bytes:
+    """One realistic encoded window with placeholder key and device (same lengths as real ones)."""
+    import numpy as np
+
+    from bench.bench_telemetry import context, raw_window
+    from edge_agent.telemetry.drift import Calibrator
+    from edge_agent.telemetry.windows import build_window
+
+    raw = raw_window(np.random.default_rng(0))
+    w = build_window(raw, key="1" * 32, device="2" * 32, group="hall-1", ctx=context(), calibrator=Calibrator())
+    return w.encode()
+
+
+def device(first: int, count: int, port: int, partitions: int) -> None:
+    from edge_agent.telemetry.privacy import pseudonym
+
+    tt = TelemetryTopics(TOPICS, partitions)
+    body = template()
+    acked = [0]
+    lock = threading.Lock()
+    clients: list[tuple[mqtt.Client, str, bytes]] = []
+
+    def on_ack(_c: Any, _u: Any, msg: Any) -> None:
+        doc = json.loads(msg.payload)
+        with lock:
+            acked[0] += len(doc.get("windows", [])) + len(doc.get("rejected_windows", []))
+
+    for i in range(first, first + count):
+        dev = f"dev-{i:04d}"
+        pseudo = pseudonym(dev, SECRET)
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=dev, protocol=mqtt.MQTTv311, clean_session=False)
+        c.max_inflight_messages_set(100)
+        c.max_queued_messages_set(0)
+        c.on_message = on_ack
+        c.on_connect = lambda cl, _u, _f, _rc, _p, dev=dev: cl.subscribe(TOPICS.device_acks(dev), 1)
+        c.connect_async("127.0.0.1", port, keepalive=120)
+        c.loop_start()
+        clients.append((c, tt.for_device(dev, pseudo), body.replace(b"2" * 32, pseudo.encode())))
+    while not all(c.is_connected() for c, _, _ in clients):
+        time.sleep(0.05)
+    say("ready", count)
+    for line in sys.stdin:
+        cmd = line.split()
+        if cmd[0] == "pub":
+            t0 = time.perf_counter()
+            infos = []
+            for _ in range(int(cmd[1])):
+                for c, topic, payload in clients:
+                    key = uuid.uuid4().hex.encode()
+                    infos.append(c.publish(topic, payload.replace(b"1" * 32, key, 1), qos=1))
+            for info in infos:
+                info.wait_for_publish(120)
+            say("published", len(infos), time.perf_counter() - t0)
+        elif cmd[0] == "acks":
+            with lock:
+                say("acks", acked[0])
+        elif cmd[0] == "quit":
+            break
+    for c, _, _ in clients:
+        c.disconnect()
+        c.loop_stop()
+
+
+def purge(port: int, client_id: str) -> None:
+    """End a persistent session (the broker would queue every later window for it)."""
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, clean_session=True)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    time.sleep(0.2)
+    c.disconnect()
+    c.loop_stop()
+
+
+def raw(port: int, client_id: str) -> None:
+    got = [0]
+    want = [10**12]
+    done = threading.Event()
+
+    def on_message(_c: Any, _u: Any, _m: Any) -> None:
+        got[0] += 1
+        if got[0] >= want[0]:
+            done.set()
+
+    def session() -> mqtt.Client:
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, clean_session=False)
+        c.on_message = on_message
+        subscribed = threading.Event()
+        c.on_subscribe = lambda *_: subscribed.set()
+        c.connect("127.0.0.1", port)
+        c.loop_start()
+        c.subscribe([(f, 1) for f in ALL_TELEMETRY])
+        subscribed.wait(10)
+        return c
+
+    c = session()
+    c.disconnect()
+    c.loop_stop()
+    say("ready")
+    for line in sys.stdin:
+        cmd = line.split()
+        if cmd[0] == "go":
+            want[0], got[0] = int(cmd[1]), 0
+            done.clear()
+            c = session()
+            say("started")
+            done.wait(600)
+            say("done", got[0])
+            c.disconnect()
+            c.loop_stop()
+        elif cmd[0] == "quit":
+            break
+    purge(port, client_id)
+
+
+def worker(url: str, port: int, partitions: int, workers: int, index: int, client_id: str) -> None:
+    from cloud_registry.telemetry.alerts import AlertEngine
+    from cloud_registry.telemetry.ingest import Ingestor, IngestService
+    from cloud_registry.telemetry.store import open_telemetry_store
+    from edgeline.core.mqtt_link import LinkSettings
+
+    store = open_telemetry_store(url)
+
+    def service() -> IngestService:
+        settings = LinkSettings(port=port, client_id=client_id, protocol="3.1.1", clean_start=False)
+        ing = Ingestor(store, TOPICS, listeners=[AlertEngine(store).on_window])
+        return IngestService(ing, settings, shared=False, partitions=partitions, workers=workers, index=index)
+
+    svc = service()
+    svc.start()
+    svc.stop()
+    say("ready")
+    for line in sys.stdin:
+        cmd = line.split()
+        if cmd[0] == "go":
+            svc = service()
+            svc.start()
+            say("started")
+        elif cmd[0] == "stats":
+            say("stats", json.dumps(svc.ingestor.stats.as_dict() | {"batch_sizes": _spread(svc.batch_sizes)}))
+        elif cmd[0] == "quit":
+            svc.stop()
+            break
+    store.close()
+    purge(port, client_id)
+
+
+def _spread(sizes: list[int]) -> dict[str, float]:
+    if not sizes:
+        return {"batches": 0}
+    s = sorted(sizes)
+    return {"batches": len(s), "median": s[len(s) // 2], "max": s[-1], "mean": sum(s) / len(s)}
+
+
+if __name__ == "__main__":
+    role, *rest = sys.argv[1:]
+    if role == "device":
+        device(int(rest[0]), int(rest[1]), int(rest[2]), int(rest[3]))
+    elif role == "raw":
+        raw(int(rest[0]), rest[1])
+    elif role == "worker":
+        worker(rest[0], int(rest[1]), int(rest[2]), int(rest[3]), int(rest[4]), rest[5])
+    else:
+        raise SystemExit(f"unknown role {role!r}")
