@@ -14,6 +14,7 @@ from pathlib import Path
 from cloud_registry.artifacts import ArtifactStore, open_artifacts
 from cloud_registry.errors import NotFound, RegistryError
 from cloud_registry.store import STAGES, ModelVersion, RegistryStore, open_store
+from cloud_registry.store.aliases import ALIAS_PATTERN, AliasMove
 from edge_agent.bundle import open_bundle
 from edge_agent.model import LoadedModel
 from edgeline.core.errors import EdgelineError
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 #: a build report file larger than this is not kept (the PNG of a report is ~100 KB)
 MAX_REPORT_BYTES = 8 * 1024 * 1024
 
-_REF = re.compile(r"^(?P<name>[A-Za-z0-9_.\-]{1,64})@(?P<ver>\d+|staging|production|latest)$")
+_REF = re.compile(rf"^(?P<name>[A-Za-z0-9_.\-]{{1,64}})@(?P<ver>\d+|{ALIAS_PATTERN})$")
 
 
 @dataclass(frozen=True)
@@ -119,10 +120,12 @@ class Registry:
         return self.artifacts.get(sha)
 
     def resolve(self, ref: str) -> ModelVersion:
-        """``name@3``, ``name@production``, ``name@staging`` or ``name@latest``."""
+        """``name@3``, ``name@latest`` or ``name@<alias>`` (``production``, ``staging``, ``champion``, ...)."""
         match = _REF.match(ref)
         if not match:
-            raise RegistryError(f"bad model reference {ref!r}: use NAME@VERSION, NAME@staging or NAME@production")
+            raise RegistryError(
+                f"bad model reference {ref[:100]!r}: use NAME@VERSION, NAME@latest or NAME@ALIAS", reason="bad_ref"
+            )
         name, ver = match["name"], match["ver"]
         if ver.isdigit():
             return self.store.get_version(name, int(ver))
@@ -131,10 +134,10 @@ class Registry:
             if not versions:
                 raise NotFound(f"model {name} has no versions")
             return versions[-1]
-        stage = self.store.stages(name).get(ver)
-        if stage is None:
-            raise NotFound(f"model {name} has no {ver} version (promote one first)")
-        return self.store.get_version(name, stage)
+        target = self.store.aliases(name).get(ver)
+        if target is None:
+            raise NotFound(f"model {name} has no alias {ver!r} (set one: edgeline registry alias set {name}@N {ver})")
+        return self.store.get_version(name, target)
 
     def manifest(self, mv: ModelVersion) -> Manifest:
         try:
@@ -145,10 +148,22 @@ class Registry:
     def artifact(self, mv: ModelVersion) -> bytes:
         return self.artifacts.get(mv.sha256)
 
-    def promote(self, name: str, version: int, stage: str) -> None:
+    def promote(self, name: str, version: int, stage: str, actor: str = "") -> None:
         if stage not in STAGES:
             raise RegistryError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
-        self.store.set_stage(name, stage, version)
+        self.store.set_stage(name, stage, version, actor)
+
+    def set_alias(self, name: str, alias: str, version: int, actor: str = "", note: str = "") -> int | None:
+        """Point ``alias`` at ``name`` v``version`` (recorded with ``actor``); the version it left, or None."""
+        previous = self.store.set_alias(name, alias, version, actor, note)
+        log.info("%s@%s -> v%d (was %s) by %s", name, alias, version, previous, actor or "?")
+        return previous
+
+    def delete_alias(self, name: str, alias: str, actor: str = "", note: str = "") -> int:
+        return self.store.delete_alias(name, alias, actor, note)
+
+    def alias_moves(self, name: str, alias: str | None = None) -> list[AliasMove]:
+        return self.store.alias_moves(name, alias)
 
     def lineage(self, name: str, version: int) -> dict[str, object]:
         """Ancestors (via parent links) and direct children of a version."""

@@ -13,6 +13,7 @@ from typing import Any
 
 from cloud_registry.errors import BackendError, Conflict, NotFound
 from cloud_registry.store.accounts import AccountTables
+from cloud_registry.store.aliases import AliasTables
 from cloud_registry.store.base import STAGES, DeviceRow, ModelSummary, ModelVersion, RolloutRow
 
 SCHEMA = [
@@ -37,7 +38,7 @@ def _j(value: Any) -> str:
     return json.dumps(value, sort_keys=True, allow_nan=False)
 
 
-class SqlStore(AccountTables, ABC):
+class SqlStore(AccountTables, AliasTables, ABC):
     url: str
 
     def __init__(self) -> None:
@@ -62,6 +63,7 @@ class SqlStore(AccountTables, ABC):
             for stmt in SCHEMA:
                 self._execute(stmt)
             self._init_account_tables()
+            self._init_alias_tables()
 
     def _q(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock, self._transaction():
@@ -131,19 +133,18 @@ class SqlStore(AccountTables, ABC):
         rows = self._q("SELECT name, COUNT(*), MAX(version) FROM versions GROUP BY name ORDER BY name")
         return [ModelSummary(n, int(c), int(mx), self.stages(n)) for n, c, mx in rows]
 
-    def set_stage(self, name: str, stage: str, version: int) -> None:
+    def set_stage(self, name: str, stage: str, version: int, actor: str = "") -> None:
+        """One of the two stages, an alias like any other (its moves recorded)."""
         if stage not in STAGES:
             raise Conflict(f"unknown stage {stage!r} (stages: {', '.join(STAGES)})")
-        self.get_version(name, version)
-        with self._lock, self._transaction():
-            self._execute("DELETE FROM stages WHERE name = ? AND stage = ?", (name, stage))
-            self._execute(
-                "INSERT INTO stages(name, stage, version, updated_at) VALUES (?, ?, ?, ?)",
-                (name, stage, version, time.time()),
-            )
+        self.set_alias(name, stage, version, actor)
 
     def stages(self, name: str) -> dict[str, int]:
-        return {s: int(v) for s, v in self._q("SELECT stage, version FROM stages WHERE name = ?", (name,))}
+        """Every alias of ``name`` (the stages among them)."""
+        return self.aliases(name)
+
+    def _locked(self) -> threading.RLock:
+        return self._lock
 
     # -- sequence ------------------------------------------------------------------------------------
     def next_sequence(self) -> int:

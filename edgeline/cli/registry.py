@@ -1,4 +1,4 @@
-"""``edgeline registry add|list|show|promote``: models, versions, stages and lineage."""
+"""``edgeline registry add|list|show|promote|alias``: models, versions, stages, aliases and lineage."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from cloud_registry.errors import RegistryError
 from cloud_registry.store import STAGES, ModelVersion
 from edgeline.cli.options import echo_json, json_option, registry_options
 from edgeline.cli.registry_access import open_registry
+from edgeline.cli.registry_alias import actor_name, alias
 from edgeline.core.protocol.manifest import Manifest
 from edgeline.core.protocol.signing import TrustStore
 
@@ -96,7 +97,7 @@ def list_(home: Path, store_url: str | None, artifacts_url: str | None, as_json:
 @registry_options
 @json_option
 def show(ref: str, home: Path, store_url: str | None, artifacts_url: str | None, as_json: bool) -> None:
-    """REF is NAME (all versions) or NAME@VERSION|staging|production|latest (one version and its lineage)."""
+    """REF is NAME (all versions) or NAME@VERSION|latest|ALIAS (one version and its lineage)."""
     with open_registry(home, store_url, artifacts_url) as reg:
         if "@" not in ref:
             stages = reg.store.stages(ref)
@@ -144,10 +145,11 @@ def show(ref: str, home: Path, store_url: str | None, artifacts_url: str | None,
 @click.option("--stage", type=click.Choice(STAGES), required=True, help="Stage (alias) to point at this version.")
 @registry_options
 def promote(ref: str, stage: str, home: Path, store_url: str | None, artifacts_url: str | None) -> None:
-    """Point STAGE at REF (NAME@VERSION). Deploy it later with 'edgeline deploy NAME@STAGE'."""
+    """Point STAGE at REF (NAME@VERSION). Deploy it later with 'edgeline deploy NAME@STAGE'. A stage is
+    an alias like any other ('edgeline registry alias')."""
     with open_registry(home, store_url, artifacts_url) as reg:
         v = reg.resolve(ref)
-        reg.promote(v.name, v.version, stage)
+        reg.promote(v.name, v.version, stage, actor_name(None))
     click.echo(f"{v.name}@{stage} -> v{v.version}")
 
 
@@ -176,3 +178,6 @@ def _line_figures(m: Manifest) -> dict[str, object]:
         "unverified": list(m.unverified),
         "operating_point": m.operating_point.model_dump() if m.operating_point else None,
     }
+
+
+registry.add_command(alias)
