@@ -5,10 +5,9 @@ bounded queue), so all get the same records from the one publish path, and none 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any, Protocol
 
-from edge_agent.errors import EdgeAgentError
+from edge_agent.secret_file import read_secret
 from edge_agent.sinks.base import SinkWorker
 
 log = logging.getLogger(__name__)
@@ -26,15 +25,6 @@ class Server(Protocol):
     def write(self, record: dict[str, Any]) -> None: ...
 
     def close(self) -> None: ...
-
-
-def _secret(path: str | None) -> str | None:
-    if path is None:
-        return None
-    try:
-        return Path(path).read_text("utf-8").strip()
-    except OSError as exc:
-        raise EdgeAgentError(f"line.mqtt.password_file {path}: {exc.strerror}", reason="config") from exc
 
 
 class LineInterfaces:
@@ -62,7 +52,7 @@ class LineInterfaces:
         if cfg.mqtt is not None and cfg.mqtt.enabled:
             from edge_agent.line.mqtt_line import MqttLineServer
 
-            password = _secret(cfg.mqtt.password_file)
+            password = read_secret(cfg.mqtt.password_file, "line.mqtt.password_file")
             self._add(agent, MqttLineServer(cfg.mqtt, agent.device_id, submit, password), cfg.mqtt.queue_size)
 
     def _add(self, agent: Any, server: Server, queue_size: int) -> None:

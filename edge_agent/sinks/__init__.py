@@ -6,9 +6,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from edge_agent.errors import EdgelineError
+from edge_agent.secret_file import read_secret
 from edge_agent.sinks.base import Record, Sink, SinkError, SinkWorker, encode, wanted
 from edge_agent.sinks.command import CommandSink
 from edge_agent.sinks.jsonl import JsonlSink
@@ -36,15 +35,6 @@ __all__ = [
 JSONL_LINGER_S = 0.05
 
 
-def _read_secret(path: str | None) -> str | None:
-    if path is None:
-        return None
-    try:
-        return Path(path).read_text("utf-8").strip()
-    except OSError as exc:
-        raise SinkError(f"cannot read password file {path}: {exc.strerror}") from exc
-
-
 def build_sinks(section: SinksSection, device_id: str) -> list[SinkWorker]:
     """Sink workers for the enabled sinks (not started)."""
     workers: list[SinkWorker] = []
@@ -62,7 +52,7 @@ def build_sinks(section: SinksSection, device_id: str) -> list[SinkWorker]:
                 port=m.port,
                 client_id=f"edgeline-line-{device_id}",
                 username=m.username,
-                password=_read_secret(m.password_file),
+                password=read_secret(m.password_file, "sinks.mqtt.password_file", SinkError),
                 protocol=m.protocol,
                 clean_start=True,
                 reconnect_max_s=5.0,
