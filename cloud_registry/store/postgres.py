@@ -40,12 +40,15 @@ class PostgresStore(SqlStore):
 
     def _connect(self, timeout: int = 10) -> Any:
         psycopg = self._psycopg
+        db = None
         try:
             db = psycopg.connect(self._dsn, autocommit=True, connect_timeout=timeout)
             if self.schema:
                 db.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
                 db.execute(f'SET search_path TO "{self.schema}"')
         except psycopg.Error as exc:
+            if db is not None:
+                db.close()
             raise BackendError(f"cannot connect to PostgreSQL ({self._dsn.split('@')[-1]}): {exc}") from exc
         return db
 
