@@ -64,6 +64,13 @@ class Console:
             self._telemetry = data.open_telemetry(self.telemetry_url)
         return self._telemetry
 
+    def close(self) -> None:
+        """Stop the console's rollout runners and close the telemetry store it opened."""
+        self.ops.close()
+        store, self._telemetry = self._telemetry, None
+        if store is not None:
+            store.close()
+
     def alerts(self) -> data.Read[list[dict[str, Any]]]:
         return self.remembered.read("alerts", lambda: data.alerts(self.telemetry()), [])
 

@@ -123,7 +123,7 @@ class ConsoleServer:
         try:
             self.server.run()
         finally:
-            self.console.ops.close()
+            self.console.close()
 
     def start(self, timeout: float = 10.0) -> ConsoleServer:
         self._thread = threading.Thread(target=self.server.run, name="console-http", daemon=True)
@@ -139,4 +139,4 @@ class ConsoleServer:
         self.server.should_exit = True
         if self._thread is not None:
             self._thread.join(10)
-        self.console.ops.close()
+        self.console.close()

@@ -3,6 +3,7 @@ link that is started only when a broker is given."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,10 @@ from edgeline.console.server import build
 from edgeline.core.mqtt_link import LinkSettings, MqttLink
 from edgeline.core.protocol.topics import Topics
 from edgeline.demo.broker import free_port
+
+with warnings.catch_warnings():  # Starlette 1.x prefers httpx2 for its test client; httpx works the same
+    warnings.simplefilter("ignore")
+    import starlette.testclient  # noqa: F401
 
 OPERATOR = ("olga", "operator-secret-1")
 VIEWER = ("victor", "viewer-secret-22")

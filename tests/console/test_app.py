@@ -25,7 +25,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:starlette.*"
 def console(home: Home) -> Iterator[Console]:
     c = make_console(home, None, secure_cookies=False, failures=3)
     yield c
-    c.ops.close()
+    c.close()
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import time
 import tomllib
 import uuid
 from collections.abc import Iterator
@@ -115,6 +116,16 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+def wait_js(page: Any, expression: str, timeout_s: float = 30.0) -> None:
+    """Poll ``expression`` in the page. (``wait_for_function`` evaluates a string with ``eval`` inside
+    the page, which the console's Content-Security-Policy refuses, as it should.)"""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            pytest.fail(f"not true within {timeout_s} s: {expression}")
+        page.wait_for_timeout(100)
+
+
 def log_in(page: Any, base: str, user: tuple[str, str]) -> None:
     page.goto(f"{base}/login")
     page.fill("input[name=username]", user[0])
@@ -203,10 +214,10 @@ def test_the_console_in_a_browser(
         assert page.evaluate("window.loaded") == "drift"
         page.goto(f"{base}/drift?model=tiny")
         page.wait_for_selector("img.plot")
-        page.wait_for_function("document.querySelector('img.plot').naturalWidth > 0")
+        wait_js(page, "document.querySelector('img.plot').naturalWidth > 0")
         shot(page, "drift")
         page.goto(f"{base}/models")
-        page.wait_for_function("document.querySelector('details.report[open] img.plot').naturalWidth > 0")
+        wait_js(page, "document.querySelector('details.report[open] img.plot').naturalWidth > 0")
         assert "verdict: VERIFIED" in page.inner_text("details.report[open] summary")
         shot(page, "models")
         for name, path in (("rollouts", "/rollouts"), ("audit", "/audit")):

@@ -121,7 +121,7 @@ def test_the_registry_store_goes_away_and_comes_back(
                 assert STALE not in client.get(path).text, path
             assert login(TestClient(create_app(console), follow_redirects=False), VIEWER)[0] == 303
     finally:
-        console.ops.close()
+        console.close()
 
 
 def test_the_broker_goes_away(home: Home, mosquitto: MosquittoBroker) -> None:
@@ -149,7 +149,7 @@ def test_the_broker_goes_away(home: Home, mosquitto: MosquittoBroker) -> None:
             assert "the fleet broker is unreachable" in client.get("/rollouts").text
     finally:
         device.stop()
-        console.ops.close()
+        console.close()
         console.live.link.stop()
 
 
@@ -174,7 +174,7 @@ def test_drift_and_alerts_from_a_postgresql_telemetry_store(home: Home) -> None:
             assert 'data-state="firing"' in page and "input drift on" in page
             r = client.get("/drift/tiny.png")
             assert r.status_code == 200 and r.content.startswith(b"\x89PNG")
-        console.ops.close()
+        console.close()
     finally:
         store.drop_schema()  # type: ignore[attr-defined]
         store.close()
