@@ -24,7 +24,7 @@ def console() -> None:
     "--bind",
     default="127.0.0.1:8080",
     show_default=True,
-    help="HOST:PORT to listen on. Beyond loopback only with --https-cert-file/--https-key-file.",
+    help="HOST:PORT to listen on. Beyond loopback only with --https-cert-file/--https-key-file or --allow-plain-http.",
 )
 @click.option(
     "--https-cert-file",
