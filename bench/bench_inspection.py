@@ -10,6 +10,7 @@ today's classifier; for the plate, the latency of all three kinds and int8 again
 
     python bench/bench_inspection.py --families plate,flange,bracket,hexnut,gasket,casting,pcb   # JSON on stdout
     python bench/bench_inspection.py --quick    # 150 + 150 evaluation parts, not 300 + 300
+    python bench/bench_inspection.py --families casting,bracket,gasket --eval-parts 100
 """
 
 from __future__ import annotations
@@ -132,9 +133,14 @@ def main() -> None:
         default="plate,flange",
         help=f"comma-separated part families to build and judge, of: {', '.join(FAMILIES)}",
     )
+    ap.add_argument(
+        "--eval-parts", type=int, default=None, help="good (and as many defective) evaluation parts per light"
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    n_eval = 150 if args.quick else 300
+    n_eval = args.eval_parts or (150 if args.quick else 300)
+    if n_eval < 10:
+        ap.error("--eval-parts must be at least 10")
     work = Path(tempfile.mkdtemp(prefix="edgeline-bench-insp-"))
     keys = work / "keys"
     init_keys(keys)
@@ -181,7 +187,7 @@ def main() -> None:
                 "choices": {
                     k: v
                     for k, v in res.report.get("registration", {}).items()
-                    if k in ("angle_search", "colour", "turn_every_axis", "components_found")
+                    if k in ("angle_search", "colour", "turn_every_axis", "isotropic_window", "components_found")
                 }
                 | {"components": res.manifest.lineage.get("training", {}).get("components")},
                 "fresh": {light: judge(model, f, lab) for light, (f, lab) in evals.items()},
