@@ -14,9 +14,20 @@ from edgeline.cli.registry_access import open_registry
 from edgeline.cli.telemetry_common import DB, telemetry_url
 
 
-@click.group()
+class ServeByDefault(click.Group):
+    """``edgeline console [OPTIONS]`` is ``edgeline console serve [OPTIONS]``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or (args[0] not in self.commands and args[0] not in ctx.help_option_names):
+            args = ["serve", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=ServeByDefault)
 def console() -> None:
-    """The web console: fleet, rollouts, models, drift and alerts, audit; live, with accounts."""
+    """The web console: fleet, rollouts, models, drift and alerts, audit; live, with accounts.
+
+    Without a command, 'edgeline console [OPTIONS]' serves it (the options of 'serve')."""
 
 
 @console.command("serve")

@@ -28,8 +28,8 @@ def server_cert(tmp_path_factory: pytest.TempPathFactory) -> IssuedFiles:
     return pki.issue("server", "localhost", hosts=["localhost", "127.0.0.1"])
 
 
-def serve(home: Home, *args: str) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "edgeline.cli.main", "console", "serve", "--home", str(home.path)]
+def serve(home: Home, *args: str, command: tuple[str, ...] = ("console", "serve")) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "edgeline.cli.main", *command, "--home", str(home.path)]
     cmd += ["--broker-port", str(free_port()), "--keys", str(home.key_dir), *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
@@ -92,12 +92,16 @@ def test_refuses_to_serve_beyond_loopback_without_tls(home: Home, server_cert: I
     assert r.exit_code == 2 and "go together" in r.output
     r = runner.invoke(cli, ["console", "serve", "--bind", "nonsense"])
     assert r.exit_code == 1 and "HOST:PORT" in r.output
+    r = runner.invoke(cli, ["console", "--home", str(home.path), "--bind", "10.1.2.3:443"])  # serve by default
+    assert r.exit_code == 1 and "refusing to serve on 10.1.2.3 without TLS" in r.output
+    r = runner.invoke(cli, ["console", "--help"])
+    assert r.exit_code == 0 and "serve" in r.output and "user" in r.output
 
 
 def test_plain_http_beyond_loopback_only_when_allowed(home: Home, running: list[subprocess.Popen[bytes]]) -> None:
     home.registry.close()
     port = free_port("0.0.0.0")
-    p = serve(home, "--bind", f"0.0.0.0:{port}", "--allow-plain-http")
+    p = serve(home, "--bind", f"0.0.0.0:{port}", "--allow-plain-http", command=("console",))  # serve by default
     running.append(p)
     started(p, port)
     r = httpx.get(f"http://127.0.0.1:{port}/login", timeout=10)
