@@ -3,9 +3,10 @@ a real Mosquitto, a real registry and two real agent processes (``edgeline agent
 
 One journey, to keep the browser and the agents started once: log in, see the devices arrive, deploy
 from the form and watch the rollout reach COMMITTED on every device without a reload, start one that
-cannot finish and abort it, see the alerts appear, and the refusals: a viewer has no deploy button
-and its request is refused, a forged request without the CSRF token is refused, a wrong password is
-refused and then rate-limited. Each page is photographed at 1400 px into docs/console/."""
+cannot finish, pause, resume and abort it, see the alerts appear, and the refusals: a viewer has no
+deploy button and its request is refused, a forged request without the CSRF token is refused, a
+wrong password is refused and then rate-limited. Each page is photographed at 1400 px into
+docs/console/."""
 
 from __future__ import annotations
 
@@ -183,7 +184,7 @@ def test_the_console_in_a_browser(
         assert page.inner_text("#dev-cell-1 td.hw").startswith("x86-ipc-station")
         shot(page, "fleet")
 
-        # a rollout that cannot finish (one device never answers): abort it from its page
+        # a rollout that cannot finish (one device never answers): pause, resume and abort it from its page
         page.goto(f"{base}/rollouts")
         page.select_option("select[name=ref]", "tiny@2")
         page.fill("input[name=target]", "device:cell-1,ghost-9")
@@ -191,7 +192,10 @@ def test_the_console_in_a_browser(
         page.wait_for_selector(".flash:has-text('started')")
         rid = page.url.rsplit("/", 1)[1]
         page.wait_for_selector(".waves tr[data-device=cell-1] .badge:has-text('committed')", timeout=30_000)
-        page.on("dialog", lambda d: d.accept())
+        page.click("#rollouts button[data-action=pause]")
+        page.wait_for_selector("#rollouts tr[data-status=paused] button[data-action=resume]")
+        page.click("#rollouts button[data-action=resume]")
+        page.wait_for_selector("#rollouts tr[data-status=running] button[data-action=abort]")
         page.click("#rollouts button[data-action=abort]")
         page.wait_for_selector("#rollouts tr[data-status=aborted]")
         page.wait_for_selector(".waves tr[data-device=cell-1] .badge:has-text('rolled_back')", timeout=30_000)
@@ -224,7 +228,9 @@ def test_the_console_in_a_browser(
             page.goto(f"{base}{path}")
             shot(page, name)
         audit = page.inner_text("#audit")
-        assert "deploy" in audit and "abort" in audit and OPERATOR[0] in audit
+        for action in ("deploy", "pause", "resume", "abort"):
+            assert action in audit, action
+        assert OPERATOR[0] in audit
 
         # a forged request: the operator's cookie, no CSRF token
         forged = page.request.post(f"{base}/rollouts/{rid}/rollback", form={"x": "1"})
