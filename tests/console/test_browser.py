@@ -24,8 +24,10 @@ import pytest
 
 from cloud_registry.telemetry.alerts import AlertEngine
 from cloud_registry.telemetry.store import TelemetryStore
-from converters.keys import KeyPaths
+from converters.keys import KeyPaths, load_signing_key
+from edge_agent.preprocessing import stat_edges
 from edgeline.console.server import Bind, ConsoleServer
+from edgeline.core.protocol.manifest import Histogram, Reference
 from edgeline.core.protocol.signing import TrustStore
 from edgeline.core.protocol.telemetry import CONF_BINS, STAT_BINS, TelemetryWindow
 from edgeline.demo.broker import MosquittoBroker
@@ -33,6 +35,7 @@ from firmware_configs.writer import render_toml
 from tests.console.conftest import OPERATOR, VIEWER, Home, make_console, with_report
 from tests.delivery.agent_proc import AgentProcess, write_frames
 from tests.delivery.conftest import BuiltBundle, wait_for
+from tests.factories import write_tiny_bundle
 
 playwright = pytest.importorskip("playwright.sync_api")
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
@@ -75,12 +78,25 @@ def agents(
             p.terminate()
 
 
+def _hist(centre: int) -> list[int]:
+    return [max(0, 40 - 12 * abs(b - centre)) for b in range(STAT_BINS)]
+
+
+def line_reference() -> Reference:
+    """What the training set looked like: the undarkened line's brightness and contrast."""
+    return Reference(
+        input_stats={
+            name: Histogram(edges=tuple(float(x) for x in stat_edges(name)), freqs=tuple(c / sum(h) for c in h))
+            for name, h in (("brightness", _hist(11)), ("contrast", _hist(8)))
+        }
+    )
+
+
 def field_window(device: str, group: str, i: int, dark: bool) -> TelemetryWindow:
     """A telemetry window as a device sends it: histograms of its input statistics (a darkened line
     shifts brightness down) and the device's own drift verdicts."""
-    centre = 6 if dark else 11
-    hist = [max(0, 40 - 12 * abs(b - centre)) for b in range(STAT_BINS)]
-    contrast = [max(0, 40 - 12 * abs(b - 8)) for b in range(STAT_BINS)]
+    hist = _hist(6 if dark else 11)
+    contrast = _hist(8)
     return TelemetryWindow.model_validate(
         {
             "key": uuid.uuid4().hex,
@@ -143,7 +159,8 @@ def test_the_console_in_a_browser(
     tmp_path: Path,
 ) -> None:
     trust = TrustStore.load(KeyPaths(home.key_dir).trust)
-    home.registry.add_bundle(bundles[1].path, trust, note="first build")
+    v1 = write_tiny_bundle(tmp_path / "v1", load_signing_key(home.key_dir), version=1, reference=line_reference())
+    home.registry.add_bundle(v1, trust, note="first build")
     v2 = with_report(bundles[2].path, tmp_path / "v2")  # its build report, as train writes it beside the bundle
     home.registry.add_bundle(v2, trust, note="retrained on line-b", parent=1)
     home.registry.promote("tiny", 1, "production")
@@ -219,6 +236,7 @@ def test_the_console_in_a_browser(
         page.goto(f"{base}/drift?model=tiny")
         page.wait_for_selector("img.plot")
         wait_js(page, "document.querySelector('img.plot').naturalWidth > 0")
+        assert page.locator("td .badge:has-text('DRIFT')").count() == 1  # line-b's brightness against the reference
         shot(page, "drift")
         page.goto(f"{base}/models")
         wait_js(page, "document.querySelector('details.report[open] img.plot').naturalWidth > 0")
