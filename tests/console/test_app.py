@@ -169,3 +169,29 @@ def test_the_models_page_shows_the_build_reports_kept_with_each_version(
     blob.write_bytes(blob.read_bytes()[:-10])
     r = client.get("/models/tiny/2/report.png")
     assert r.status_code == 503 and "corrupt" in r.text
+
+
+def test_hostile_and_replayed_requests(client: TestClient, console: Console) -> None:
+    token = csrf_of(client.get("/login").text)
+    big = {"csrf": token, "username": OPERATOR[0], "password": OPERATOR[1], "pad": "x" * 20_000}
+    r = client.post("/login", data=big)  # an oversized form is not read at all
+    assert r.status_code == 403 and "edgeline_session" not in r.headers.get("set-cookie", "")
+    r = client.post(
+        "/login", content=b"\xff\xfe%%%&&&=\x00", headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+    assert r.status_code == 403
+    csrf = login(client, OPERATOR)
+    session = client.cookies.get("edgeline_session")
+    assert session
+    page = client.get("/rollouts/%3Cscript%3Ealert(1)%3C%5Cscript%3E").text
+    assert "Unknown rollout" in page and "<script>alert" not in page
+    r = client.post("/deploy", data={"csrf": csrf, "ref": "tiny@1", "target": "device:a", "canary": "1e999"})
+    assert r.status_code == 303 and "must be numbers" in client.get("/rollouts").text
+    r = client.post("/rollouts/r1/drop-tables", data={"csrf": csrf})
+    assert r.status_code == 403  # not an action of any role
+    client.post("/logout", data={"csrf": csrf})
+    client.cookies.set("edgeline_session", session)  # the cookie replayed after logging out
+    assert client.get("/").status_code == 303
+    assert client.post("/rollouts/r1/abort", data={"csrf": csrf}).status_code == 403
+    client.cookies.set("edgeline_session", "y" * 5000)
+    assert client.get("/").status_code == 303
