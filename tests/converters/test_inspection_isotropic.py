@@ -8,12 +8,17 @@ OpenCV: an asymmetric bar with holes on a plain belt, in a 4:3 frame."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 
-from converters.inspection_build import INSPECTION_SPEC
-from converters.registration_fit import _isotropic, fit_registration, isotropic_window, replace_registration
+from converters.inspection_build import INSPECTION_SPEC, build_inspection
+from converters.line_gate import LineTargets
+from converters.registration_fit import _isotropic, isotropic_window, replace_registration
+from edge_agent.inference import inspect_frame
+from edge_agent.model import LoadedModel
 from edge_agent.preprocessing import Preprocessor
 from edge_agent.registration import working_size
 from edgeline.core.protocol.manifest import Registration
@@ -97,11 +102,35 @@ def test_the_choice_is_not_made_for_parts_turned_by_small_angles() -> None:
     assert notes == {} and chosen is spec and reg == spec.registration
 
 
-def test_the_build_records_the_choice_in_its_registration_notes(any_angle: list[np.ndarray]) -> None:
-    spec, notes = fit_registration(any_angle, INSPECTION_SPEC, "auto")
-    assert spec.registration is not None and spec.registration.mode == "rigid"
-    assert "isotropic_window" in notes, notes
-    w, h = spec.registration.window
-    if notes["isotropic_window"].startswith("kept:"):
-        assert abs(w * FRAME[0] / spec.size[0] - h * FRAME[1] / spec.size[1]) < 1e-6 or 1.0 in (w, h)
-    assert notes["window"] == [round(w, 4), round(h, 4)]  # the notes give the window the manifest carries
+def test_a_build_on_parts_at_any_angle_ships_the_window_and_the_device_reproduces_its_scores(
+    any_angle: list[np.ndarray], tmp_path: Path, key_dir: Path
+) -> None:
+    """The whole build: the choice is in the report and the manifest's lineage, the manifest carries
+    the window, and the device (its own preprocessing and ONNX Runtime) gives the cloud's scores."""
+    (tmp_path / "line" / "ok").mkdir(parents=True)
+    for i, frame in enumerate(any_angle):
+        cv2.imwrite(str(tmp_path / "line" / "ok" / f"{i:03d}.png"), frame)
+    res = build_inspection(
+        tmp_path / "line",
+        tmp_path / "b",
+        key_dir=key_dir,
+        targets=LineTargets(0.05, 0.2),
+        force_unverified=True,
+        components=24,  # no model-size choice: the window is what is tested
+        folds=2,
+    )
+    note = res.report["registration"]["isotropic_window"]
+    assert note == res.manifest.lineage["training"]["registration"]["isotropic_window"]
+    reg = res.manifest.preprocessing.registration
+    assert reg is not None and reg.mode == "rigid" and note.startswith("kept:"), note
+    w, h = reg.window
+    assert abs(w * FRAME[0] / INSPECTION_SPEC.size[0] - h * FRAME[1] / INSPECTION_SPEC.size[1]) < 1e-6
+    assert res.report["registration"]["window"] == [round(w, 4), round(h, 4)]
+    served = LoadedModel.load(res.manifest, res.bundle_dir / res.manifest.artifact.filename)
+    assert served.self_test() <= 1e-3
+    frames = _frames(6, 13, spread=90.0)
+    x = np.stack([Preprocessor(res.manifest.preprocessing)(f) for f in frames])
+    batch = served.run(x).anomaly_score
+    assert batch is not None
+    live = np.array([inspect_frame(served, f, i).verdict.anomaly_score for i, f in enumerate(frames)])
+    np.testing.assert_allclose(live, batch.reshape(-1), rtol=0, atol=1e-5)
