@@ -4,13 +4,12 @@
 Bound to 127.0.0.1 by default. Endpoints:
 
 * ``POST /predict`` — body: one encoded image (PNG, JPEG, BMP, TIFF, WebP, PNM). Answer: the verdict as
-  JSON, from the model serving the live loop, through the same code path
-  (:func:`edge_agent.inference.inspect_frame`).
-* ``GET /status`` — the status document (JSON), as in the status file.
-* ``GET /metrics`` — Prometheus text exposition.
+  JSON, from the model serving the live loop, through :func:`edge_agent.inference.inspect_frame`.
+* ``GET /status``, ``GET /metrics`` — the status document (JSON, as in the status file), Prometheus text.
 * ``GET /healthz`` — 200 when the agent is healthy, 503 when it is degraded (:func:`health`).
 * ``/v2...`` — the Open Inference Protocol (KServe V2): health, metadata and ``infer``
   (:mod:`edge_agent.oip`; registered here, answered there).
+* ``POST /feedback``, ``GET /station`` and its forms — feedback (:mod:`edge_agent.feedback.web`).
 
 With ``api.token_file`` set, every request must carry ``Authorization: Bearer <token>`` (compared in
 constant time; else 401 with ``WWW-Authenticate``, before the body is read, and the connection
@@ -41,6 +40,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edge_agent.errors import EdgelineError
+from edge_agent.feedback.web import ROUTES as FEEDBACK_ROUTES
+from edge_agent.feedback.web import STATION_CHALLENGE, STATION_PATHS, FeedbackWeb, basic_password
 from edge_agent.http_wire import Connection, HttpError, Request, content_length
 from edge_agent.image_decode import ImageError, ImageTooLarge, decode_image
 from edge_agent.inference import inspect_frame, verdict_record
@@ -70,30 +71,35 @@ ROUTES: dict[str, tuple[str, ...]] = {
     "/status": ("GET",),
     "/metrics": ("GET",),
     "/healthz": ("GET",),
+    **FEEDBACK_ROUTES,
 }
 
 #: Every status code the API answers, and when.
 STATUS_CODES: dict[int, str] = {
     200: "success: a verdict (POST /predict), a triggered result (POST /trigger with wait_ms), a document, "
     "or healthy (GET /healthz)",
+    303: "a station form handled (POST /station/feedback): back to the station page",
     202: "a trigger taken (POST /trigger without wait_ms): its trigger id and part id; the result follows on "
     "the sinks and the line interfaces",
     400: "the body is not a decodable image (unknown format, damaged, truncated), or a malformed request "
     "(request line, header line, a line not ending in CRLF, a bad or repeated Content-Length), or an "
     "inference request the protocol refuses (JSON, datatype, shape, binary data, header length)",
-    401: "api.token_file is set and the request carries no bearer token or a wrong one",
-    404: "no such endpoint, or (Open Inference Protocol) no such model or version",
+    401: "api.token_file is set and the request carries no bearer token or a wrong one (the station: Basic)",
+    403: "a station form without a valid page token, or from another site (Origin, Sec-Fetch-Site)",
+    404: "no such endpoint or model or version (/v2), no such result or part (feedback), feedback not enabled",
     405: "the endpoint exists but not for this method (see the Allow header)",
     411: "a body without Content-Length (chunked bodies are not accepted)",
-    413: "the body is larger than api.max_body_bytes (a trigger: 4 KiB), or an inference input declares too "
-    "many elements",
+    413: "the body is larger than api.max_body_bytes (a trigger or form: 4 KiB, feedback: 2 KiB), or an "
+    "inference input declares too many elements",
     422: "the image declares more pixels than api.max_image_pixels (refused before decoding), or it decodes "
-    "but cannot be inspected (e.g. the model's region of interest lies outside it)",
+    "but cannot be inspected (e.g. the model's region of interest lies outside it), or a feedback names a "
+    "result without a verdict (missed, refused, error)",
     414: "request line too long (more than 8 KiB)",
     431: "request headers too large (more than 100 lines or 64 KiB)",
     409: 'POST /trigger while the source runs free (triggers need [source] mode = "trigger")',
     501: "unknown HTTP method",
-    503: "no model is serving (POST /predict, /v2 ready, metadata and infer), or the agent is degraded (GET /healthz)",
+    503: "no model is serving (POST /predict, /v2 ready, metadata and infer), the agent is degraded (GET /healthz), "
+    "or the feedback store failed",
     504: "POST /trigger with wait_ms: no result within that time (the trigger stays taken; its result, "
     "missed or late, still reaches the sinks)",
     505: "HTTP version not supported",
@@ -240,9 +246,10 @@ class _Handler(socketserver.BaseRequestHandler):
         methods = ROUTES.get(path)
         if methods is None and path.startswith("/v2"):
             methods = methods_of(path)
-        if api.token is not None and not api.authorized(req.get("authorization")):
+        if api.token is not None and not api.authorized(req.get("authorization"), path in STATION_PATHS):
             # Before the body: the answer closes the connection, so nothing left in it is parsed.
-            self._json(401, {"error": "a valid bearer token is required"}, extra=_CHALLENGE)
+            challenge = STATION_CHALLENGE if path in STATION_PATHS else _CHALLENGE
+            self._json(401, {"error": "a valid bearer token is required"}, extra=challenge)
             return
         # Read or discard the body first, whatever the answer: what is left in the stream would be
         # parsed as the next request.
@@ -263,6 +270,8 @@ class _Handler(socketserver.BaseRequestHandler):
         elif path == "/trigger":
             code, doc = api.trigger(body)
             self._json(code, doc)
+        elif path in FEEDBACK_ROUTES:
+            self._send(*api.web.answer(req, body))
         elif path == "/status":
             self._json(200, api.status())
         elif path == "/metrics":
@@ -286,6 +295,8 @@ class PredictionApi:
         )
         #: results for ``POST /trigger`` callers that wait (an outlet the agent adds to its result bus)
         self.waiters = ResultWaiters()
+        #: operator feedback and the station page
+        self.web = FeedbackWeb(host)
         self._server = _Server((section.host, section.port), _Handler)
         self._server.api = self
         self._thread = threading.Thread(target=self._server.serve_forever, name="api", daemon=True)
@@ -312,12 +323,15 @@ class PredictionApi:
             self._thread.join(5.0)
         self._server.server_close()
 
-    def authorized(self, header: str | None) -> bool:
-        """The ``Authorization`` header carries the token (``Bearer``, compared in constant time)."""
+    def authorized(self, header: str | None, basic: bool = False) -> bool:
+        """The ``Authorization`` header carries the token (``Bearer``, compared in constant time; with
+        ``basic``, the station page's paths, also as the password of HTTP Basic credentials)."""
         assert self.token is not None
         if header is None:
             return False
         scheme, _, value = header.partition(" ")
+        if basic and scheme.lower() == "basic":
+            scheme, value = "bearer", basic_password(value) or ""
         # digests of equal length, so neither the content nor the length of the token leaks in time
         given = hashlib.sha256(value.strip().encode("utf-8")).digest()
         return hmac.compare_digest(given, self.token) and scheme.lower() == "bearer"

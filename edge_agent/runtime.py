@@ -105,6 +105,9 @@ class Agent:
         )
         self.api: Any = None
         self._api_outlet: SinkWorker | None = None
+        #: operator feedback (``[feedback]``: :mod:`edge_agent.feedback`), opened at start
+        self.feedback: Any = None
+        self._feedback_outlet: Any = None
         self.last_rejection = ""
         self._no_model_told = -1e18
         self._loop_thread = threading.Thread(target=self._loop, name=f"inspect-{config.device.id}", daemon=True)
@@ -239,6 +242,10 @@ class Agent:
             self.local_event("no_model", {"detail": "no model yet; frames are counted, not inspected"})
         else:
             self.state = AgentState.RUNNING
+        if self.config.feedback.enabled:  # before the interfaces: each takes feedback through it
+            from edge_agent.feedback.service import attach
+
+            self.feedback, self._feedback_outlet = attach(self)
         if self.config.line.any_enabled:
             from edge_agent.line.interfaces import LineInterfaces
 
@@ -302,6 +309,9 @@ class Agent:
                 self._api_outlet.close(timeout=2.0)
             if self.api is not None:
                 self.api.stop()
+            if self.feedback is not None:
+                self._feedback_outlet.close(timeout=5.0)
+                self.feedback.shutdown()
             if self.status_writer is not None:
                 self.status_writer.stop()
             self._done.set()

@@ -70,4 +70,6 @@ def _line_stats(agent: Agent) -> dict[str, Any] | None:
     out: dict[str, Any] = agent.station.stats() if agent.station is not None else {"mode": "free"}
     if agent.line is not None:
         out["interfaces"] = agent.line.stats()
+    if getattr(agent, "feedback", None) is not None:
+        out["feedback"] = agent.feedback.stats()
     return out

@@ -16,6 +16,7 @@ from edgeline.core.protocol.topics import SEGMENT_PATTERN as TOPIC_SEGMENT
 from edgeline.core.protocol.topics import segment_problem
 from firmware_configs.base import Section
 from firmware_configs.cloud_section import CloudSection
+from firmware_configs.feedback_section import FeedbackSection
 from firmware_configs.line_section import LineSection, TriggerSection
 from firmware_configs.telemetry_section import TelemetrySection
 from firmware_configs.updater_section import UpdaterSection
@@ -269,6 +270,21 @@ class DeviceConfig(Section):
     telemetry: TelemetrySection = TelemetrySection()
     trigger: TriggerSection = TriggerSection()
     line: LineSection = LineSection()
+    feedback: FeedbackSection = FeedbackSection()
+
+    @model_validator(mode="after")
+    def _feedback_needs_triggers(self) -> DeviceConfig:
+        if self.feedback.enabled and self.source.mode != "trigger":
+            raise ValueError(
+                'feedback.enabled needs [source] mode = "trigger": free-run verdicts carry no result id or '
+                "part id to give feedback on"
+            )
+        return self
+
+    @property
+    def feedback_path(self) -> str:
+        """The feedback store's file: ``feedback.path``, or ``<updater.state_dir>/feedback.db``."""
+        return self.feedback.path or f"{self.updater.state_dir.rstrip('/')}/feedback.db"
 
     @property
     def trust_file(self) -> str:

@@ -33,6 +33,8 @@ class LineInterfaces:
         self.servers: list[Server] = []
         self.workers: list[SinkWorker] = []
         submit = agent.trigger
+        #: operator feedback (``[feedback]``), taken by every interface that has a way for it
+        feedback = getattr(agent, "feedback", None)
 
         def status() -> str:
             return str(agent.state.value)
@@ -40,11 +42,11 @@ class LineInterfaces:
         if cfg.tcp is not None and cfg.tcp.enabled:
             from edge_agent.line.tcp_line import TcpLineServer
 
-            self._add(agent, TcpLineServer(cfg.tcp, submit), cfg.tcp.queue_size)
+            self._add(agent, TcpLineServer(cfg.tcp, submit, feedback), cfg.tcp.queue_size)
         if cfg.modbus is not None and cfg.modbus.enabled:
             from edge_agent.line.modbus_server import ModbusLineServer
 
-            self._add(agent, ModbusLineServer(cfg.modbus, submit, status), cfg.modbus.queue_size)
+            self._add(agent, ModbusLineServer(cfg.modbus, submit, status, feedback), cfg.modbus.queue_size)
         if cfg.opcua is not None and cfg.opcua.enabled:
             from edge_agent.line.opcua_server import OpcuaLineServer
 
@@ -53,7 +55,7 @@ class LineInterfaces:
             from edge_agent.line.mqtt_line import MqttLineServer
 
             password = read_secret(cfg.mqtt.password_file, "line.mqtt.password_file")
-            self._add(agent, MqttLineServer(cfg.mqtt, agent.device_id, submit, password), cfg.mqtt.queue_size)
+            self._add(agent, MqttLineServer(cfg.mqtt, agent.device_id, submit, password, feedback), cfg.mqtt.queue_size)
 
     def _add(self, agent: Any, server: Server, queue_size: int) -> None:
         self.servers.append(server)

@@ -1,16 +1,21 @@
-"""The Modbus register map, version 1 (docs/line.md has the table). Every address is here and only here.
+"""The Modbus register map, version 2 (docs/line.md has the table). Every address is here and only here.
 
 Input registers (function 4) hold the last result; the same words are mirrored, read-only, as holding
 registers at :data:`HR_MIRROR` (function 3) for PLCs that read holding registers only. The PLC writes
 the part id to holding registers 0-1 and sets coil 0; the agent takes the trigger and clears the coil.
 32-bit values are two registers, high word first.
+
+Version 2 adds operator feedback and keeps every address of version 1: the PLC writes the truth code
+to holding register 2 (0 confirm, 1 ok, 2 defect) and the result counter of the result it means to
+holding registers 3-4 (0: the last result), then sets coil 1; input registers 37 (the outcome) and
+38-39 (a counter of feedback handled) answer.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-MAP_VERSION = 1
+MAP_VERSION = 2
 
 # -- input registers (and holding registers HR_MIRROR + the same offset) ----------------------------------
 IR_MAP_VERSION = 0
@@ -31,19 +36,38 @@ IR_MISSED = 17  # u32: 17-18
 IR_LATE = 19  # u32: 19-20
 IR_PART_TEXT = 21  # 16 registers, 32 ASCII characters, 2 per register (high byte first), NUL padded
 PART_TEXT_REGS = 16
-IR_COUNT = IR_PART_TEXT + PART_TEXT_REGS  # 37
+# -- version 2: feedback ---------------------------------------------------------------------------------
+IR_FEEDBACK_STATUS = 37  # the outcome of the last feedback: FEEDBACK_STATUS
+IR_FEEDBACK_COUNT = 38  # u32: 38-39, feedback handled (any outcome) since start; poll this
+IR_COUNT = 40
 
 HR_PART_ID = 0  # u32: 0-1, written by the PLC before it sets the trigger coil
-HR_WRITABLE = 2
+HR_FEEDBACK_TRUTH = 2  # FEEDBACK_TRUTH code, written before the feedback coil
+HR_FEEDBACK_RESULT = 3  # u32: 3-4, the result counter (IR 3-4) of the result meant; 0 = the last result
+HR_WRITABLE = 5
 HR_MIRROR = 100
 
 COIL_TRIGGER = 0
+COIL_FEEDBACK = 1
 DI_READY = 0
 DI_LAST_DEFECT = 1
 
 CONFIDENCE_SCALE = 10_000  # confidence 0..1 -> 0..10000
 TIME_SCALE = 100  # milliseconds -> units of 10 us, capped at 65535
 NO_CLASS = 0xFFFF
+
+#: holding register 2 -> the truth given (``confirm``: the verdict is right)
+FEEDBACK_TRUTH: dict[int, str] = {0: "confirm", 1: "ok", 2: "defect"}
+#: the outcome of a feedback (input register 37); 0 = none yet
+FEEDBACK_STATUS: dict[str, int] = {
+    "stored": 1,
+    "replaced": 2,
+    "unknown_result": 3,
+    "no_verdict": 4,
+    "bad_truth": 5,
+    "store": 6,
+    "not_enabled": 7,
+}
 
 #: agent state -> status register
 STATUS_CODES: dict[str, int] = {

@@ -1,5 +1,6 @@
 """A Modbus TCP server (pymodbus) for the PLC: the last result in input registers (mirrored read-only in
-holding registers), a trigger coil, a part-id register pair. Addresses: :mod:`edge_agent.line.modbus_map`.
+holding registers), a trigger coil, a part-id register pair, and (map version 2) a feedback coil with its
+truth and result registers. Addresses: :mod:`edge_agent.line.modbus_map`.
 
 The registers the PLC reads are a snapshot built on the bus's worker thread and swapped in by one
 reference assignment; the server's request handler copies it into the data block when a request reads
@@ -7,8 +8,11 @@ it, so one request never sees half of one result and half of the next."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +20,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from edge_agent.feedback.rules import FeedbackRequest
 from edge_agent.line import modbus_map as mm
 from edge_agent.line.aioloop import LoopThread
 from edge_agent.line.result import Record
@@ -26,6 +31,8 @@ log = logging.getLogger(__name__)
 
 READ_IR, READ_HR = 4, 3
 WRITE_COILS = (5, 15)
+#: results remembered by their counter, for feedback that names one (holding registers 3-4)
+KEEP_RESULTS = 1024
 
 
 class ModbusLineServer:
@@ -33,8 +40,14 @@ class ModbusLineServer:
 
     name = "line-modbus"
 
-    def __init__(self, section: ModbusSection, submit: Submit, status: Callable[[], str]) -> None:
+    def __init__(self, section: ModbusSection, submit: Submit, status: Callable[[], str], feedback: Any = None) -> None:
         self.section = section
+        #: the agent's :class:`~edge_agent.feedback.service.FeedbackService` (None: not enabled)
+        self._feedback = feedback
+        self._results: OrderedDict[int, str] = OrderedDict()
+        self._results_lock = threading.Lock()  # written by the bus's worker, read by the server's loop
+        self._fb_status = 0
+        self._fb_count = 0
         self._submit = submit
         self._status = status
         self._loop = LoopThread("line-modbus")
@@ -84,6 +97,7 @@ class ModbusLineServer:
             "map_version": mm.MAP_VERSION,
             "triggers": self.triggers,
             "triggers_ignored": self.triggers_ignored,
+            "feedback": self._fb_count,
         }
 
     # -- the sink side -----------------------------------------------------------------------------------
@@ -94,6 +108,12 @@ class ModbusLineServer:
         self._missed += state in ("missed", "refused")
         self._late += state == "late"
         self._defect = record.get("verdict") == "defect"
+        seq, rid = record.get("result_seq"), record.get("result_id")
+        if isinstance(seq, int) and rid:
+            with self._results_lock:
+                self._results[seq] = str(rid)
+                while len(self._results) > KEEP_RESULTS:
+                    self._results.popitem(last=False)
         self._snap = mm.result_registers(record, self._missed, self._late)
 
     def close(self) -> None:
@@ -104,6 +124,8 @@ class ModbusLineServer:
         regs = list(self._snap)
         regs[mm.IR_STATUS] = mm.STATUS_CODES.get(self._status(), 0)
         regs[mm.IR_HEARTBEAT] = int(time.monotonic()) & 0xFFFF
+        regs[mm.IR_FEEDBACK_STATUS] = self._fb_status
+        regs[mm.IR_FEEDBACK_COUNT : mm.IR_FEEDBACK_COUNT + 2] = mm.u32(self._fb_count)
         return regs
 
     async def _action(
@@ -121,16 +143,40 @@ class ModbusLineServer:
             registers[mm.HR_MIRROR - start : mm.HR_MIRROR - start + mm.IR_COUNT] = self._live()
         elif fc == 2:
             registers[0] = (1 if self._status() == "RUNNING" else 0) | (2 if self._defect else 0)
-        elif (
-            fc in WRITE_COILS
-            and values
-            and address <= mm.COIL_TRIGGER < address + len(values)
-            and values[mm.COIL_TRIGGER - address]
-        ):
-            self._trigger(registers)
-            # the coil reads 0 again at once: the trigger is taken, the PLC may set it for the next part
-            values[mm.COIL_TRIGGER - address] = False
+        elif fc in WRITE_COILS and values:
+            if _set(values, address, mm.COIL_FEEDBACK):
+                await self._give_feedback()
+                values[mm.COIL_FEEDBACK - address] = False  # handled: the coil reads 0 again
+            if _set(values, address, mm.COIL_TRIGGER):
+                self._trigger(registers)
+                # the coil reads 0 again at once: the trigger is taken, the PLC may set it for the next part
+                values[mm.COIL_TRIGGER - address] = False
         return None
+
+    async def _give_feedback(self) -> None:
+        """Coil 1: the truth of holding register 2 for the result of holding registers 3-4 (0: the last),
+        stored off the server's loop; the outcome in input register 37, the counter in 38-39."""
+        code, hi, lo = self._hr(mm.HR_FEEDBACK_TRUTH, 3)
+        counter = (hi << 16) | lo
+        truth = mm.FEEDBACK_TRUTH.get(code)
+        with self._results_lock:
+            if counter:
+                rid = self._results.get(counter)
+            else:
+                rid = self._results[next(reversed(self._results))] if self._results else None
+        service = self._feedback
+        if service is None:
+            outcome = "not_enabled"
+        elif truth is None:
+            outcome = "bad_truth"
+        elif rid is None:
+            outcome = "unknown_result"
+        else:
+            got = await asyncio.to_thread(service.submit, FeedbackRequest(truth=truth, result_id=str(rid)), "modbus")
+            s = got.stored
+            outcome = got.reason if s is None else ("stored" if s.previous is None else "replaced")
+        self._fb_status = mm.FEEDBACK_STATUS.get(outcome, mm.FEEDBACK_STATUS["bad_truth"])
+        self._fb_count += 1
 
     def _trigger(self, _coils: list[int]) -> None:
         hr = self._hr_part_id()
@@ -141,16 +187,25 @@ class ModbusLineServer:
             self.triggers += 1
 
     def _hr_part_id(self) -> int:
+        hi, lo = self._hr(mm.HR_PART_ID, 2)
+        return int((hi << 16) | lo)
+
+    def _hr(self, address: int, count: int) -> list[int]:
+        """Holding registers as the PLC wrote them (zeros before the server runs)."""
         server = self._server
         if server is None:
-            return 0
+            return [0] * count
         core: Any = server.context
         try:
             runtime = core.devices[self.section.unit_id]
         except (AttributeError, KeyError, TypeError):
             runtime = None
         if runtime is None:
-            return 0
+            return [0] * count
         start, _, regs, _ = runtime.block["h"]
-        hi, lo = regs[mm.HR_PART_ID - start], regs[mm.HR_PART_ID + 1 - start]
-        return int((hi << 16) | lo)
+        return [int(regs[address + i - start]) for i in range(count)]
+
+
+def _set(values: list[int] | list[bool], address: int, coil: int) -> bool:
+    """A coil write (starting at ``address``) sets ``coil`` to 1."""
+    return address <= coil < address + len(values) and bool(values[coil - address])

@@ -1,6 +1,8 @@
 """An OPC UA server (asyncua) shaped after OPC 40100 Machine Vision where it fits: a ``VisionSystem``
 object with a ``Results`` folder holding the last result's variables, a ``Status`` folder, a ``Trigger``
 method taking a part id, and a ``ResultReadyEventType`` event fired by ``VisionSystem`` for every result.
+With ``[feedback]`` enabled, a ``Feedback(ResultId, Truth)`` method confirms or overrides a verdict
+(stored off the server's loop; refusals are status codes: :data:`FEEDBACK_STATUS`).
 
 Security: only Sign&Encrypt endpoints with the configured policy (Basic256Sha256 by default), users
 from a file or client certificates; anonymous and unencrypted endpoints exist only when the config
@@ -8,6 +10,7 @@ allows them, which it does on loopback only. Tag list: docs/line.md."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -17,6 +20,7 @@ from typing import Any
 from asyncua import Server, ua
 from asyncua.common.node import Node
 
+from edge_agent.feedback.rules import FeedbackError, FeedbackRequest, check_id, check_truth_text
 from edge_agent.line.aioloop import LoopThread
 from edge_agent.line.opcua_certs import ensure_certificate
 from edge_agent.line.opcua_users import LineUserManager, read_certificates, read_users
@@ -56,6 +60,12 @@ EVENT_FIELDS: tuple[tuple[str, ua.VariantType], ...] = (
     ("Class", V.String),
     ("Confidence", V.Double),
 )
+#: a refused feedback's reason -> the status code of the method call
+FEEDBACK_STATUS: dict[str, int] = {
+    "unknown_result": ua.StatusCodes.BadNotFound,
+    "no_verdict": ua.StatusCodes.BadInvalidState,
+    "store": ua.StatusCodes.BadInternalError,
+}
 _POLICIES = {
     "Basic256Sha256": ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
     "Aes128Sha256RsaOaep": ua.SecurityPolicyType.Aes128Sha256RsaOaep_SignAndEncrypt,
@@ -109,6 +119,9 @@ class OpcuaLineServer:
         self.users: LineUserManager | None = None
         self.results = 0
         self.triggers = 0
+        #: the agent's :class:`~edge_agent.feedback.service.FeedbackService` (None: not enabled)
+        self._feedback = getattr(agent, "feedback", None)
+        self.feedback = 0
         self._missed = 0
         self._late = 0
 
@@ -129,6 +142,7 @@ class OpcuaLineServer:
             "url": self.url,
             "results": self.results,
             "triggers": self.triggers,
+            "feedback": self.feedback,
             "refused_logins": 0 if self.users is None else self.users.refused,
         }
 
@@ -177,6 +191,11 @@ class OpcuaLineServer:
         assigned = ua.Argument()
         assigned.Name, assigned.DataType, assigned.ValueRank = "PartId", ua.NodeId(ua.Int32(ua.ObjectIds.String)), -1
         await vs.add_method(idx, "Trigger", self._trigger, [part], [tid, assigned])
+        if self._feedback is not None:
+            args = [_arg("ResultId", ua.ObjectIds.String, "the result's id (Results/ResultId)")]
+            args.append(_arg("Truth", ua.ObjectIds.String, "confirm, ok, defect or a class label"))
+            outs = [_arg("Truth", ua.ObjectIds.String, "the truth stored"), _arg("Replaced", ua.ObjectIds.UInt32, "")]
+            await vs.add_method(idx, "Feedback", self._on_feedback, args, outs)
         etype = await server.create_custom_event_type(
             idx, "ResultReadyEventType", ua.ObjectIds.BaseEventType, [(n, t) for n, t in EVENT_FIELDS]
         )
@@ -193,6 +212,22 @@ class OpcuaLineServer:
             raise ua.UaStatusCodeError(ua.StatusCodes.BadInvalidState)
         self.triggers += 1
         return [ua.Variant(int(t.trigger_id), V.UInt32), ua.Variant(t.part_id, V.String)]
+
+    async def _on_feedback(self, parent: ua.NodeId, result_id: Any, truth: Any) -> list[ua.Variant]:
+        service = self._feedback
+        assert service is not None
+        rid = result_id.Value if isinstance(result_id, ua.Variant) else result_id
+        value = truth.Value if isinstance(truth, ua.Variant) else truth
+        try:
+            req = FeedbackRequest(truth=check_truth_text(value), result_id=check_id(rid, "ResultId"))
+        except FeedbackError as exc:
+            service.refuse("opcua", exc)
+            raise ua.UaStatusCodeError(ua.StatusCodes.BadInvalidArgument) from None
+        got = await asyncio.to_thread(service.submit, req, "opcua")
+        if got.stored is None:
+            raise ua.UaStatusCodeError(FEEDBACK_STATUS.get(got.reason, ua.StatusCodes.BadInvalidArgument))
+        self.feedback += 1
+        return [ua.Variant(got.stored.truth, V.String), ua.Variant(got.stored.replaced, V.UInt32)]
 
     # -- the sink side (the bus's worker thread) ------------------------------------------------------
     def write(self, record: Record) -> None:
@@ -231,6 +266,13 @@ class OpcuaLineServer:
                 setattr(ev, name, values[name])
             await self._event.trigger(message=f"{values['PartId']}: {state} {values['Verdict']}".strip())
         self.results += 1
+
+
+def _arg(name: str, type_id: int, description: str) -> ua.Argument:
+    a = ua.Argument()
+    a.Name, a.DataType, a.ValueRank = name, ua.NodeId(ua.Int32(type_id)), -1
+    a.Description = ua.LocalizedText(description)
+    return a
 
 
 def _zero(vtype: ua.VariantType) -> Any:

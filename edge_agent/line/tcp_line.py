@@ -2,11 +2,14 @@
 
     TRIGGER <part_id> [<unix_ts>]  ->  RESULT <part_id> <result_id> <state> <verdict> <label> <confidence> <total_ms>
     TRIGGER                        ->  (a part id is assigned)
+    FEEDBACK <result_id> <truth>   ->  FEEDBACK <result_id> <truth> stored|replaced <times replaced>
     PING                           ->  PONG
     anything else                  ->  ERROR <reason>
 
-Answers come in the order results are ready. A client that stops reading is dropped once its unsent
-answers pass :data:`MAX_UNSENT` bytes (counted); it never holds up the agent or other clients.
+Answers come in the order results are ready (a feedback: once it is stored, ``ERROR <reason> <why>``
+when refused; ``truth`` is ``confirm``, ``ok``, ``defect`` or a class label). A client that stops
+reading is dropped once its unsent answers pass :data:`MAX_UNSENT` bytes (counted); it never holds up
+the agent or other clients.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import socket
 from collections.abc import Callable
 from typing import Any
 
+from edge_agent.feedback.rules import FeedbackError, FeedbackRequest, check_id, check_truth_text
 from edge_agent.line.aioloop import LoopThread
 from edge_agent.line.result import Record
 from firmware_configs.line_section import TcpLineSection
@@ -30,6 +35,7 @@ MAX_UNSENT = 64 * 1024
 SNDBUF = 64 * 1024
 #: submit(part_id, ts, origin) -> the trigger (with ``trigger_id`` and ``part_id``), or None in free-run
 Submit = Callable[[str, "float | None", str], Any]
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e]")
 
 
 def result_line(rec: Record) -> bytes:
@@ -52,9 +58,11 @@ class TcpLineServer:
 
     name = "line-tcp"
 
-    def __init__(self, section: TcpLineSection, submit: Submit) -> None:
+    def __init__(self, section: TcpLineSection, submit: Submit, feedback: Any = None) -> None:
         self.section = section
         self._submit = submit
+        #: the agent's :class:`~edge_agent.feedback.service.FeedbackService` (None: not enabled)
+        self._feedback = feedback
         self._loop = LoopThread("line-tcp")
         self._server: asyncio.AbstractServer | None = None
         self._waiting: dict[int, asyncio.StreamWriter] = {}
@@ -133,7 +141,11 @@ class TcpLineServer:
                     self.bad_requests += 1
                     self._send(writer, b"ERROR line too long\n")
                     return
-                self._request(line.decode("ascii", "replace").strip(), writer)
+                text = line.decode("ascii", "replace").strip()
+                if text[:9].upper() == "FEEDBACK ":
+                    await self._feedback_line(text.split(), writer)
+                else:
+                    self._request(text, writer)
         finally:
             self._clients.discard(writer)
             for k in [k for k, w in self._waiting.items() if w is writer]:
@@ -150,7 +162,9 @@ class TcpLineServer:
             return
         if cmd != "TRIGGER" or len(parts) > 3:
             self.bad_requests += 1
-            self._send(writer, b"ERROR expected TRIGGER [<part_id> [<unix_ts>]] or PING\n")
+            self._send(
+                writer, b"ERROR expected TRIGGER [<part_id> [<unix_ts>]], FEEDBACK <result_id> <truth> or PING\n"
+            )
             return
         ts: float | None = None
         if len(parts) == 3:
@@ -167,3 +181,27 @@ class TcpLineServer:
             self._send(writer, b"ERROR the source is not in trigger mode\n")
             return
         self._waiting[t.trigger_id] = writer
+
+    async def _feedback_line(self, parts: list[str], writer: asyncio.StreamWriter) -> None:
+        """``FEEDBACK <result_id> <truth>``: stored off the loop (a commit waits for the disk)."""
+        service = self._feedback
+        if service is None:
+            self.bad_requests += 1
+            self._send(writer, b"ERROR not_enabled feedback is not enabled on this device\n")
+            return
+        try:
+            if len(parts) != 3:
+                raise FeedbackError("expected FEEDBACK <result_id> <truth>")
+            req = FeedbackRequest(truth=check_truth_text(parts[2]), result_id=check_id(parts[1], "result_id"))
+        except FeedbackError as exc:
+            got = service.refuse("tcp", exc)
+        else:
+            got = await asyncio.to_thread(service.submit, req, "tcp")
+        if writer.is_closing():
+            return
+        s = got.stored
+        if s is None:
+            self._send(writer, f"ERROR {got.reason} {_UNPRINTABLE.sub('?', got.error)[:200]}\n".encode("ascii"))
+        else:
+            said = "stored" if s.previous is None else "replaced"
+            self._send(writer, f"FEEDBACK {s.result_id} {s.truth} {said} {s.replaced}\n".encode("ascii", "replace"))

@@ -196,3 +196,13 @@ def line_trigger_topic(device_id: str, prefix: str = "line") -> str:
 def line_result_topic(device_id: str, prefix: str = "line") -> str:
     """Local topic on which each triggered result is published, one message per part."""
     return f"{check_segment(prefix, 'line topic prefix')}/{check_segment(device_id, 'device id')}/results"
+
+
+def line_feedback_topic(device_id: str, prefix: str = "line") -> str:
+    """Local topic on which an operator or a downstream check confirms or overrides a verdict (JSON, QoS 1)."""
+    return f"{check_segment(prefix, 'line topic prefix')}/{check_segment(device_id, 'device id')}/feedback"
+
+
+def line_feedback_answer_topic(device_id: str, prefix: str = "line") -> str:
+    """Local topic on which each feedback is answered: stored, or refused with the reason."""
+    return f"{line_feedback_topic(device_id, prefix)}/answers"
