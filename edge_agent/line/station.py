@@ -63,7 +63,9 @@ class TriggerStation:
         self._inbox: list[Trigger] = []
         self._next_trigger = 1
         self._seq = 0
-        self._boot = f"{int(time.time()):x}"
+        # the start time in milliseconds: two runs a second apart (a restart loop) never share result ids,
+        # which the feedback store keeps across restarts
+        self._boot = f"{time.time_ns() // 1_000_000:x}"
         self.received: Counter[str] = Counter()
         #: every state present from the start, so a reader on another thread never sees the dict grow
         self.states: Counter[str] = Counter({s.value: 0 for s in ResultState})
