@@ -16,6 +16,7 @@ for MQTT 3.1.1 clients, default 20; the client's Receive Maximum on MQTT 5), whi
 from __future__ import annotations
 
 import re
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ class Delivery:
 
 
 DeliverySink = Callable[[Delivery], None]
+_PUBACK = struct.Struct("!BBH")  # fixed header, remaining length 2, packet id
 
 
 def _ignore(_topic: str, _payload: bytes, _retained: bool) -> None:
@@ -79,6 +81,22 @@ class AckingLink(MqttLink):
         if client is None or d.generation != self.generation or not self.connected:
             return False
         return bool(client.ack(d.mid, d.qos) == mqtt.MQTT_ERR_SUCCESS)
+
+    def ack_many(self, deliveries: list[Delivery]) -> int:
+        """PUBACK every delivery of the current connection at once; returns how many. The PUBACKs
+        (4 bytes each) go to paho's send queue as ONE write: one wake-up of the network thread for a
+        whole batch instead of one per message (measured: the per-message wake-ups and the thread
+        switches behind them cost more than storing the window)."""
+        client = self._client
+        gen = self.generation
+        mids = [d.mid for d in deliveries if d.qos == 1 and d.generation == gen]
+        if client is None or not mids or not self.connected:
+            return 0
+        queue = getattr(client, "_packet_queue", None)
+        if queue is None:  # a paho without the one send queue: one PUBACK at a time
+            return sum(client.ack(mid, 1) == mqtt.MQTT_ERR_SUCCESS for mid in mids)
+        queue(mqtt.PUBACK, b"".join(_PUBACK.pack(mqtt.PUBACK, 2, mid) for mid in mids), 0, 1)
+        return len(mids)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         topic = msg.topic

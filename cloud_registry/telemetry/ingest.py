@@ -11,15 +11,16 @@ in one transaction). :class:`IngestService` runs it on one MQTT connection:
   earlier releases and the deployment events. Where the broker has MQTT 5 shared subscriptions
   (``shared``, default on MQTT 5) every filter is shared (``$share/<group>/...``) and every worker
   reads the old topic and the events too;
-* batches: the network thread only queues messages; a writer thread takes whatever has queued
-  (up to ``max_batch``), classifies it, stores it in ONE transaction, and only then PUBACKs each
-  message to the broker (paho manual acknowledgements, :mod:`.acking_link`) and publishes the
-  end-to-end acknowledgement (``devices/<id>/acks``, QoS 1, idempotency keys only, one message per
-  device per batch). So a message the broker considers acknowledged is stored, and a worker killed
-  mid-batch leaves its unacknowledged messages with the broker, which sends them again. A store
-  failure stops the batch from being acknowledged; it is retried until it succeeds. A stored
-  message that comes again is acknowledged again; one the schema refuses is acknowledged as
-  rejected when its key can be read, so the device stops sending it.
+* batches: the network thread only queues messages; a writer thread takes whatever has queued (up to
+  ``max_batch``), classifies it, stores it in ONE transaction, and only then PUBACKs each message to
+  the broker (paho manual acknowledgements, :mod:`.acking_link`: all PUBACKs of a batch in one
+  write) and publishes the end-to-end acknowledgements (``devices/<id>/acks``, QoS 1, idempotency
+  keys only): one message per device for what was stored within ``ack_delay_s``. So a message the
+  broker considers acknowledged is stored, and a worker killed mid-batch leaves its unacknowledged
+  messages with the broker, which sends them again. A store failure stops the batch from being
+  acknowledged; it is retried until it succeeds. A stored message that comes again is acknowledged
+  again; one the schema refuses is acknowledged as rejected when its key can be read, so the device
+  stops sending it.
 
 The device deletes a window from its outbox only on the end-to-end acknowledgement, never on the
 broker's PUBACK: a broker saving its database periodically can acknowledge a message and crash
@@ -66,6 +67,9 @@ class IngestService:
     index: int = 0
     #: the most messages one transaction stores (the broker's in-flight window bounds it too)
     max_batch: int = 1000
+    #: a device's end-to-end acknowledgement waits this long for more of its keys (one message for
+    #: all): a device draining its outbox gets one acknowledgement for many windows
+    ack_delay_s: float = 0.25
     link: AckingLink = field(init=False)
 
     def __post_init__(self) -> None:
@@ -85,6 +89,8 @@ class IngestService:
         self._stopping = False
         self._writer: threading.Thread | None = None
         self.batch_sizes: list[int] = []
+        self._pending: dict[str, dict[str, list[str]]] = {}
+        self._acks_due = float("inf")
 
     # -- the network thread: queue only -------------------------------------------------------------------
     def _enqueue(self, d: Delivery) -> None:
@@ -94,11 +100,16 @@ class IngestService:
 
     # -- the writer thread --------------------------------------------------------------------------------
     def _take(self) -> list[Delivery] | None:
+        """The next batch: whatever has queued (up to max_batch); [] when only pending device
+        acknowledgements are due; None when stopping with nothing left."""
         with self._cond:
             while not self._queue:
                 if self._stopping:
                     return None
-                self._cond.wait(0.5)
+                due = self._acks_due - time.monotonic() if self._pending else 0.5
+                if self._pending and due <= 0:
+                    return []
+                self._cond.wait(min(0.5, due))
             n = min(len(self._queue), self.max_batch)
             return [self._queue.popleft() for _ in range(n)]
 
@@ -108,17 +119,21 @@ class IngestService:
         return self.ingestor.prepare(d.topic, d.payload, d.retained)
 
     def _write(self) -> None:
-        while (batch := self._take()) is not None:
-            if not self._process(batch):
-                return  # stopping with a batch not stored: not acknowledged, the broker sends it again
+        try:
+            while (batch := self._take()) is not None:
+                if batch and not self._process(batch):
+                    return  # stopping with a batch not stored: not acknowledged, the broker sends it again
+                if time.monotonic() >= self._acks_due:
+                    self._send_acks()
+        finally:
+            self._send_acks()
 
     def _process(self, batch: list[Delivery]) -> bool:
-        """Store a batch, then acknowledge it: to the broker, then to each device."""
+        """Store a batch, then acknowledge it: to the broker at once, to each device within ack_delay_s."""
         outcomes = self._commit([self._prepare(d) for d in batch])
         if outcomes is None:
             return False
-        for d in batch:
-            self.link.ack(d)
+        self.link.ack_many(batch)
         self._acknowledge(outcomes)
         self.batch_sizes.append(len(batch))
         return True
@@ -140,14 +155,23 @@ class IngestService:
             delay = min(delay * 2, 5.0)
 
     def _acknowledge(self, outcomes: list[Outcome]) -> None:
-        """One end-to-end acknowledgement per device of the batch. Never waits for the PUBACK; a
-        lost acknowledgement makes the device send again, and the redelivery is acknowledged again."""
-        per_device: dict[str, dict[str, list[str]]] = {}
+        """Collect the end-to-end acknowledgements of a stored batch, per device; they go out within
+        ``ack_delay_s`` of the first, one message per device for all its keys stored meanwhile."""
+        per_device = self._pending
+        if not per_device:
+            self._acks_due = time.monotonic() + self.ack_delay_s
         for o in outcomes:
             if o.device_id is None or o.key is None or o.result == "rejected: retained":
                 continue
             name = o.kind if o.stored else f"rejected_{o.kind}"
             per_device.setdefault(o.device_id, {}).setdefault(name, []).append(o.key)
+        if not per_device:
+            self._acks_due = float("inf")
+
+    def _send_acks(self) -> None:
+        """Publish the pending acknowledgements. Never waits for the PUBACK; a lost acknowledgement
+        makes the device send again, and the redelivery is acknowledged again."""
+        per_device, self._pending, self._acks_due = self._pending, {}, float("inf")
         topics = self.ingestor.topics
         for device, fields in per_device.items():
             for part in _split(fields):
@@ -210,7 +234,7 @@ class IngestService:
 
 def encode_ack(fields: dict[str, list[str]]) -> bytes:
     """What ``Ack.model_validate(fields).encode()`` gives, without validating again keys the window
-    and event schemas (or the refusal's key check) already validated: one per device per batch."""
+    and event schemas (or the refusal's key check) already validated: one per device per ack_delay_s."""
     return canonical_json({"schema": ACK_SCHEMA, **{name: fields.get(name, []) for name in _ACK_LISTS}})
 
 

@@ -80,6 +80,7 @@ def test_days_of_outage_with_restarts_deliver_every_window_exactly_once(
         assert dev.link.wait_connected(10)
         feed_hours(dev, clock, results, 3)
         assert wait_for_count(store, 3, 10)
+        assert wait_until(lambda: len(dev.outbox) == 0, 10)  # acknowledged end to end (within ack_delay_s)
         mosquitto.stop()
         assert wait_until(lambda: not dev.link.connected, 10)
 

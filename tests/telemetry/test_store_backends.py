@@ -138,3 +138,15 @@ def test_bad_store_urls_are_refused(tmp_path: Path) -> None:
     plain = open_telemetry_store(tmp_path / "plain.db")
     assert plain.backend == "sqlite" and plain.url.endswith("plain.db")
     plain.close()
+
+
+def test_the_cli_finds_the_telemetry_store_beside_the_registry(tmp_path: Path) -> None:
+    from edgeline.cli.telemetry_common import telemetry_exists, telemetry_url
+
+    pg = "postgresql://postgres@127.0.0.1:5432/test"
+    assert telemetry_url(tmp_path, None) == f"sqlite:///{tmp_path / 'telemetry.db'}"
+    assert telemetry_url(tmp_path, "x/t.db", f"{pg}?schema=reg") == "sqlite:///x/t.db"
+    assert telemetry_url(tmp_path, None, f"{pg}?schema=reg") == f"{pg}?schema=reg_telemetry"
+    assert telemetry_url(tmp_path, None, pg) == f"{pg}?schema=telemetry"
+    assert telemetry_url(tmp_path, f"{pg}?schema=t1", f"sqlite:///{tmp_path}/r.db") == f"{pg}?schema=t1"
+    assert not telemetry_exists(f"sqlite:///{tmp_path / 'none.db'}") and telemetry_exists(pg)
