@@ -26,6 +26,8 @@ from edgeline.console.live import LiveView
 from edgeline.core.errors import EdgelineError
 
 log = logging.getLogger(__name__)
+#: how long an action waits for the console's own runner to take it before answering
+OWN_RUNNER_WAIT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -141,12 +143,17 @@ class Operations:
         store = self.registry.store
         row = store.get_rollout(rollout_id)
         request(self.registry, rollout_id, control)
-        if runner_alive(row):
-            deadline = time.monotonic() + 2 * RUNNER_ALIVE_S
+        # a runner thread of this console is alive even when a loaded machine delays its heartbeat:
+        # only it may act (two writers of one rollout would overwrite each other's state)
+        own = rollout_id in self._alive()
+        if own or runner_alive(row):
+            deadline = time.monotonic() + (OWN_RUNNER_WAIT_S if own else 2 * RUNNER_ALIVE_S)
             while time.monotonic() < deadline:
                 if store.get_rollout(rollout_id).control is None:
                     return f"{control} taken by the running rollout runner"
                 time.sleep(0.05)
+            if own:
+                return f"{control} requested: the console's runner takes it at its next step"
         taken = store.take_control(rollout_id)
         if taken is None:
             return f"{control} taken by the running rollout runner"

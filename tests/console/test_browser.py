@@ -143,6 +143,13 @@ def wait_js(page: Any, expression: str, timeout_s: float = 30.0) -> None:
         page.wait_for_timeout(100)
 
 
+def act(page: Any, action: str) -> None:
+    """Click a rollout's action button and check the console's answer (the flash after the redirect)."""
+    page.click(f"#rollouts button[data-action={action}]")
+    flash = page.wait_for_selector(f".flash:has-text('{action}')").inner_text()
+    assert "refused" not in flash, flash
+
+
 def log_in(page: Any, base: str, user: tuple[str, str]) -> None:
     page.goto(f"{base}/login")
     page.fill("input[name=username]", user[0])
@@ -189,6 +196,7 @@ def test_the_console_in_a_browser(
         page.fill("input[name=waves]", "1,all")
         page.click("#deploy-button")
         page.wait_for_selector(".flash:has-text('started')")
+        first = page.url.rsplit("/", 1)[1]
         page.evaluate("window.loaded = 'rollout'")
         page.wait_for_selector("#rollouts tr[data-status=completed]", timeout=45_000)
         badges = page.locator(".waves td.status .badge").all_inner_texts()
@@ -209,11 +217,11 @@ def test_the_console_in_a_browser(
         page.wait_for_selector(".flash:has-text('started')")
         rid = page.url.rsplit("/", 1)[1]
         page.wait_for_selector(".waves tr[data-device=cell-1] .badge:has-text('committed')", timeout=30_000)
-        page.click("#rollouts button[data-action=pause]")
+        act(page, "pause")
         page.wait_for_selector("#rollouts tr[data-status=paused] button[data-action=resume]")
-        page.click("#rollouts button[data-action=resume]")
+        act(page, "resume")
         page.wait_for_selector("#rollouts tr[data-status=running] button[data-action=abort]")
-        page.click("#rollouts button[data-action=abort]")
+        act(page, "abort")
         page.wait_for_selector("#rollouts tr[data-status=aborted]")
         page.wait_for_selector(".waves tr[data-device=cell-1] .badge:has-text('rolled_back')", timeout=30_000)
 
@@ -251,8 +259,15 @@ def test_the_console_in_a_browser(
         assert OPERATOR[0] in audit
 
         # a forged request: the operator's cookie, no CSRF token
-        forged = page.request.post(f"{base}/rollouts/{rid}/rollback", form={"x": "1"})
+        forged = page.request.post(f"{base}/rollouts/{first}/rollback", form={"x": "1"})
         assert forged.status == 403
+
+        # roll the completed rollout back from its page (its devices had no model before it)
+        page.goto(f"{base}/rollouts/{first}")
+        act(page, "rollback")
+        page.wait_for_selector("#rollouts tr[data-status=aborted]:has-text('rollback requested')")
+        page.goto(f"{base}/audit")
+        assert "rollback" in page.inner_text("#audit")
 
         # a viewer: no deploy button, no action buttons, and the endpoint refuses even with its token
         vctx = browser.new_context(viewport={"width": WIDTH, "height": 900})
