@@ -208,6 +208,12 @@ def test_the_console_in_a_browser(
         page.wait_for_selector("#fleet-summary table.lines a:has-text('line-b')")
         assert page.inner_text("#dev-cell-1 td.hw").startswith("x86-ipc-station")
         shot(page, "fleet")
+        # one line's page: the heartbeats of the other line's devices patch nothing into it
+        page.goto(f"{base}/?group=line-b")
+        page.wait_for_selector("#dev-cell-2")
+        wait_js(page, "window.edgelinePatches > 4")  # both devices beat every second
+        assert page.locator("#fleet-body tr").count() == 1 and page.locator("#dev-cell-1").count() == 0
+        assert page.inner_text("#fleet-summary a.here") == "line-b"
 
         # a rollout that cannot finish (one device never answers): pause, resume and abort it from its page
         page.goto(f"{base}/rollouts")

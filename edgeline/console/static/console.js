@@ -35,6 +35,12 @@
       }
     });
     window.edgelinePatches += patches.length;
+    var fleet = document.getElementById("fleet-body");
+    if (fleet && fleet.dataset.group) {  // the live summary is the whole fleet's: mark this page's line
+      document.querySelectorAll("#fleet-summary a[href^='/?group=']").forEach(function (a) {
+        a.classList.toggle("here", new URLSearchParams(a.search).get("group") === fleet.dataset.group);
+      });
+    }
     ago();
   }
   var es = new EventSource("/events");
