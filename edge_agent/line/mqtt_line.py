@@ -10,7 +10,8 @@ With ``[feedback]`` enabled, a feedback on ``<prefix>/<device>/feedback`` (``{"r
 "truth", "by", "ref"}``, :mod:`edge_agent.feedback.rules`) is stored on a worker thread of its own (a
 commit waits for the disk; paho's network thread, which carries the triggers, never does) and answered
 on ``<prefix>/<device>/feedback/answers`` (the answer of ``POST /feedback``, with the caller's ``ref``).
-Retained, malformed and oversized feedback is refused and counted; more than :data:`MAX_FEEDBACK_PENDING`
+Retained, malformed and oversized feedback is refused and counted (an empty message, which clears a
+retained one, is ignored); more than :data:`MAX_FEEDBACK_PENDING`
 waiting at once is refused as ``busy``."""
 
 from __future__ import annotations
@@ -108,6 +109,8 @@ class MqttLineServer:
     def _on_feedback(self, topic: str, payload: bytes, retained: bool) -> None:
         service, pool = self._feedback, self._pool
         assert service is not None and pool is not None
+        if not payload:
+            return  # how a retained message is cleared: nothing asked
         try:
             if retained:  # left on the broker by another run: nobody is waiting for its answer now
                 raise FeedbackError(f"a retained feedback on {topic}")

@@ -201,19 +201,19 @@ class OpcuaLineServer:
         )
         self._event = await server.get_event_generator(etype, vs.nodeid)
 
-    async def _trigger(self, parent: ua.NodeId, part_id: ua.Variant) -> list[ua.Variant]:
+    # A method refuses by RETURNING a status code: asyncua answers any exception a method raises,
+    # its own status code errors included, with BadUnexpectedError.
+    async def _trigger(self, parent: ua.NodeId, part_id: ua.Variant) -> list[ua.Variant] | ua.StatusCode:
         value = part_id.Value if isinstance(part_id, ua.Variant) else part_id
-        if value is not None and not isinstance(value, str):
-            raise ua.UaStatusCodeError(ua.StatusCodes.BadInvalidArgument)
-        if value is not None and len(value) > 128:
-            raise ua.UaStatusCodeError(ua.StatusCodes.BadInvalidArgument)
+        if value is not None and (not isinstance(value, str) or len(value) > 128):
+            return _status(ua.StatusCodes.BadInvalidArgument)
         t = self._submit(value or "", None, "opcua")
         if t is None:
-            raise ua.UaStatusCodeError(ua.StatusCodes.BadInvalidState)
+            return _status(ua.StatusCodes.BadInvalidState)
         self.triggers += 1
         return [ua.Variant(int(t.trigger_id), V.UInt32), ua.Variant(t.part_id, V.String)]
 
-    async def _on_feedback(self, parent: ua.NodeId, result_id: Any, truth: Any) -> list[ua.Variant]:
+    async def _on_feedback(self, parent: ua.NodeId, result_id: Any, truth: Any) -> list[ua.Variant] | ua.StatusCode:
         service = self._feedback
         assert service is not None
         rid = result_id.Value if isinstance(result_id, ua.Variant) else result_id
@@ -222,10 +222,10 @@ class OpcuaLineServer:
             req = FeedbackRequest(truth=check_truth_text(value), result_id=check_id(rid, "ResultId"))
         except FeedbackError as exc:
             service.refuse("opcua", exc)
-            raise ua.UaStatusCodeError(ua.StatusCodes.BadInvalidArgument) from None
+            return _status(ua.StatusCodes.BadInvalidArgument)
         got = await asyncio.to_thread(service.submit, req, "opcua")
         if got.stored is None:
-            raise ua.UaStatusCodeError(FEEDBACK_STATUS.get(got.reason, ua.StatusCodes.BadInvalidArgument))
+            return _status(FEEDBACK_STATUS.get(got.reason, ua.StatusCodes.BadInvalidArgument))
         self.feedback += 1
         return [ua.Variant(got.stored.truth, V.String), ua.Variant(got.stored.replaced, V.UInt32)]
 
@@ -266,6 +266,10 @@ class OpcuaLineServer:
                 setattr(ev, name, values[name])
             await self._event.trigger(message=f"{values['PartId']}: {state} {values['Verdict']}".strip())
         self.results += 1
+
+
+def _status(code: int) -> ua.StatusCode:
+    return ua.StatusCode(ua.UInt32(code))
 
 
 def _arg(name: str, type_id: int, description: str) -> ua.Argument:
