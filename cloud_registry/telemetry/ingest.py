@@ -15,12 +15,12 @@ in one transaction). :class:`IngestService` runs it on one MQTT connection:
   ``max_batch``), classifies it, stores it in ONE transaction, and only then PUBACKs each message to
   the broker (paho manual acknowledgements, :mod:`.acking_link`: all PUBACKs of a batch in one
   write) and publishes the end-to-end acknowledgements (``devices/<id>/acks``, QoS 1, idempotency
-  keys only): one message per device for what was stored within ``ack_delay_s``. So a message the
-  broker considers acknowledged is stored, and a worker killed mid-batch leaves its unacknowledged
-  messages with the broker, which sends them again. A store failure stops the batch from being
-  acknowledged; it is retried until it succeeds. A stored message that comes again is acknowledged
-  again; one the schema refuses is acknowledged as rejected when its key can be read, so the device
-  stops sending it.
+  keys only): at once when nothing more is queued, else one message per device for what was stored
+  within ``ack_delay_s``. So a message the broker considers acknowledged is stored, and a worker
+  killed mid-batch leaves its unacknowledged messages with the broker, which sends them again. A
+  store failure stops the batch from being acknowledged; it is retried until it succeeds. A stored
+  message that comes again is acknowledged again; one the schema refuses is acknowledged as rejected
+  when its key can be read, so the device stops sending it.
 
 The device deletes a window from its outbox only on the end-to-end acknowledgement, never on the
 broker's PUBACK: a broker saving its database periodically can acknowledge a message and crash
@@ -67,8 +67,9 @@ class IngestService:
     index: int = 0
     #: the most messages one transaction stores (the broker's in-flight window bounds it too)
     max_batch: int = 1000
-    #: a device's end-to-end acknowledgement waits this long for more of its keys (one message for
-    #: all): a device draining its outbox gets one acknowledgement for many windows
+    #: while more messages are queued, a device's end-to-end acknowledgement waits up to this long for
+    #: more of its keys (one message for all: a device draining its outbox gets one for many
+    #: windows); when nothing is queued it goes at once
     ack_delay_s: float = 0.25
     link: AckingLink = field(init=False)
 
@@ -123,8 +124,8 @@ class IngestService:
             while (batch := self._take()) is not None:
                 if batch and not self._process(batch):
                     return  # stopping with a batch not stored: not acknowledged, the broker sends it again
-                if time.monotonic() >= self._acks_due:
-                    self._send_acks()
+                if not self._queue or time.monotonic() >= self._acks_due:
+                    self._send_acks()  # at once when idle; while busy, within ack_delay_s
         finally:
             self._send_acks()
 
