@@ -102,6 +102,7 @@ def build_updater(config: DeviceConfig, cloud: CloudLink | None) -> UpdaterPlugi
         events,
         threads=config.inference.threads,
     )
+    cloud.defer_birth()  # the first state published says the model the updater serves
     cloud.start()
     return plugin
 

@@ -79,6 +79,7 @@ class CloudLink:
             groups=identity.groups,
             agent_version=identity.agent_version,
         )
+        self._declared = True  # False: the birth waits for the first update_state (see defer_birth)
         self.link = MqttLink(link_settings(cloud, identity, self._will()))
         self.link.on_connect(self._on_connect)
         self._stop = threading.Event()
@@ -123,6 +124,13 @@ class CloudLink:
     def on_disconnect(self, listener: Callable[[], None]) -> None:
         self.link.on_disconnect(listener)
 
+    def defer_birth(self) -> None:
+        """Publish no state at connect until the first :meth:`update_state` (the updater's report of
+        the model it serves), or the first heartbeat: a restarted device's birth must not say "no
+        model" for the moment before its updater has read its record."""
+        with self._lock:
+            self._declared = False
+
     # -- state ----------------------------------------------------------------------------------
     @property
     def state(self) -> DeviceState:
@@ -137,6 +145,7 @@ class CloudLink:
             data["ts"] = time.time()
             self._state = DeviceState.model_validate(data)
             state = self._state
+            self._declared = True
             # published under the lock: the last state sent is the newest (a birth on paho's thread
             # racing with this change used to publish its older snapshot after it)
             self._publish_state(state)
@@ -173,12 +182,14 @@ class CloudLink:
                 self.link.publish(self._presence_topic, self._presence(True), 1, True)
             except TransportError as exc:
                 log.debug("presence not published: %s", exc)
-            self._publish_state(self._state)
+            if self._declared:
+                self._publish_state(self._state)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.cloud.heartbeat_s):
             with self._lock:
                 self._state = self._state.model_copy(update={"ts": time.time()})
+                self._declared = True
                 self._publish_state(self._state)
 
     # -- messages -------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ from edgeline.demo.broker import MosquittoBroker, find_mosquitto
 
 #: test directories whose every test starts a broker (or agent processes that need one) itself
 _SERVICE_DIRS = {"demo", "faults"}
-#: fixtures that start a real Mosquitto
-_BROKER_FIXTURES = {"mosquitto", "lazy_broker", "locked", "locked_factory", "acked", "nats", "nats_cluster", "rabbit"}
+#: fixtures that start a real broker (Mosquitto; NATS and RabbitMQ in tests/brokers)
+_BROKER_FIXTURES = {"mosquitto", "lazy_broker", "locked", "locked_factory", "acked"}
+_BROKER_FIXTURES |= {"nats", "nats_cluster", "rabbit", "target"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -11,10 +11,8 @@ Rules learned the hard way (see docs/decisions.md):
   acknowledgement (that deadlocks). Hand work to a queue.
 * Portable across brokers (docs/scaling.md): several broker addresses tried in turn, MQTT 5 only
   where the broker accepts it (:mod:`edgeline.core.mqtt.plan`), every SUBACK checked and refused
-  subscriptions retried (:mod:`edgeline.core.mqtt.subacks`).
-
-One supervisor thread per link connects (address and version from the plan), runs paho's network
-thread for as long as the connection lives, and decides where to go next when it ends.
+  subscriptions retried (:mod:`edgeline.core.mqtt.subacks`). One supervisor thread per link
+  connects, runs paho's network thread while the connection lives, and picks where to go next.
 """
 
 from __future__ import annotations
@@ -43,20 +41,13 @@ from edgeline.core.mqtt.client import (
     make_client,
     wait_until,
 )
-from edgeline.core.mqtt.plan import Attempt, ConnectPlan, Outcome
+from edgeline.core.mqtt.plan import Attempt, ConnectPlan, Outcome, Version, remember
 from edgeline.core.mqtt.settings import LinkSettings, TlsSettings, Will, format_address
 from edgeline.core.mqtt.subacks import SubackBook
 
-__all__ = [
-    "LinkSettings",
-    "LinkStats",
-    "MessageHandler",
-    "MqttLink",
-    "TlsSettings",
-    "Will",
-    "filter_matches",
-    "wait_until",
-]
+__all__ = ["LinkSettings", "LinkStats", "MessageHandler", "MqttLink", "TlsSettings", "Will", "filter_matches"]
+__all__ += ["wait_until"]
+
 
 log = logging.getLogger(__name__)
 
@@ -190,11 +181,13 @@ class MqttLink:
             else:
                 client.connect(host, port, s.keepalive)
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-            log.debug("broker %s:%d not reached: %s", host, port, exc)
+            log.info("broker %s:%d not reached: %s", host, port, exc)
             self.stats.last_refusal = f"{host}:{port}: {exc}"
             return "unreachable"
         client.loop_start()
-        deadline = time.monotonic() + s.connack_timeout_s
+        deadline = time.monotonic() + (
+            s.connack_timeout_s if attempt.probe else max(s.connack_timeout_s, s.connack_wait_s)
+        )
         while tr.connack is None and not tr.lost and not self._stopping.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
@@ -208,6 +201,7 @@ class MqttLink:
                 return None
             if tr.connack is None:
                 self.stats.last_refusal = f"no CONNACK from {host}:{port} for MQTT {attempt.version}"
+                log.log(logging.INFO if attempt.probe else logging.WARNING, "%s", self.stats.last_refusal)
                 return "no_connack"
             return "version_refused" if tr.connack.value in _VERSION_REFUSED else "refused"
         self.plan.report(attempt, "connected")
@@ -323,7 +317,9 @@ class MqttLink:
             return
         session_present = bool(getattr(flags, "session_present", False))
         address = (client.host, client.port)
-        version = "5" if client.protocol == mqtt.MQTTv5 else "3.1.1"
+        version: Version = "5" if client.protocol == mqtt.MQTTv5 else "3.1.1"
+        if self.settings.protocol == "auto":
+            remember(address, version)  # before "connected": another link made now knows it already
         with self._lock:
             # snapshot and "connected" together: a subscribe racing with this reconnect is either in
             # the snapshot or sees connected and sends itself (it used to fall between the two)

@@ -48,7 +48,7 @@ def test_a_refused_login_is_not_a_version_problem() -> None:
 
 def test_forced_versions_never_fall_back() -> None:
     for version in ("5", "3.1.1"):
-        p = ConnectPlan([A, B], version)  # type: ignore[arg-type]
+        p = ConnectPlan([A, B], version)
         p.report(p.next(), "version_refused")
         nxt = p.next()
         assert (nxt.address, nxt.version, nxt.fallback) == (B, version, False)

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def state(device_id: str = "d1", online: bool = True, **kw: object) -> DeviceState:
-    return DeviceState(device_id=device_id, online=online, ts=time.time(), heartbeat_s=30.0, **kw)  # type: ignore[arg-type]
+    return DeviceState(device_id=device_id, online=online, ts=time.time(), heartbeat_s=30.0, **kw)
 
 
 def test_the_view_trusts_presence_over_a_stale_state() -> None:
@@ -120,7 +120,9 @@ def test_a_clean_stop_says_offline_on_both_topics(mosquitto: MosquittoBroker) ->
     link.connect(10)
     try:
         watcher = FleetWatcher(link, Topics())
-        assert wait_until(lambda: watcher.view.presence("press-2") is False and watcher.view.state("press-2"), 10)
+        assert wait_until(
+            lambda: watcher.view.presence("press-2") is False and watcher.view.state("press-2") is not None, 10
+        )
         st = watcher.view.state("press-2")
         assert st is not None and not st.online and st.model == MODEL
     finally:

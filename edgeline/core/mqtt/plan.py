@@ -50,6 +50,8 @@ class Attempt:
     version: Version
     delay_s: float
     fallback: bool = False  # the 3.1.1 retry after MQTT 5 was refused or unanswered
+    #: MQTT 5 to an address not known to speak it: a missing CONNACK means "try 3.1.1", so wait briefly
+    probe: bool = False
 
 
 class ConnectPlan:
@@ -81,13 +83,13 @@ class ConnectPlan:
         address = self.current
         if self._fallback:
             return Attempt(address, "3.1.1", 0.0, fallback=True)
-        return Attempt(address, self._version(address), self._delay)
+        version = self._version(address)
+        probe = self.protocol == "auto" and version == "5" and remembered(address) != "5"
+        return Attempt(address, version, self._delay, probe=probe)
 
     def report(self, attempt: Attempt, outcome: Outcome) -> None:
         address = attempt.address
         if outcome == "connected":
-            if self.protocol == "auto" and remembered(address) != attempt.version:
-                log.info("broker %s speaks MQTT %s (remembered)", format_address(address), attempt.version)
             if self.protocol == "auto":
                 remember(address, attempt.version)
             self._failures = self._rounds = 0

@@ -77,8 +77,12 @@ class LinkSettings:
     max_queued: int = 0
     #: further broker addresses (host, port), tried after ``host:port``
     brokers: tuple[tuple[str, int], ...] = field(default_factory=tuple)
-    #: how long a CONNECT may wait for its CONNACK (an MQTT 5 CONNECT some brokers never answer)
+    #: how long an MQTT 5 CONNECT to a broker not known to speak it waits for its CONNACK (some
+    #: brokers never answer it: then 3.1.1 is tried)
     connack_timeout_s: float = 3.0
+    #: how long any other CONNECT waits: a cluster node restoring a session (NATS: one JetStream
+    #: consumer per subscription) can take seconds to answer
+    connack_wait_s: float = 15.0
     #: first wait before a refused subscription is sent again (doubles up to reconnect_max_s)
     resubscribe_min_s: float = 0.5
 
