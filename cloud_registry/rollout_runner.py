@@ -63,6 +63,8 @@ class RolloutRunner:
         self._obs: queue.Queue[ro.Observation] = queue.Queue()
         self._published: set[str] = set()
         self._connects = publisher.link.stats.connects
+        #: rollout id -> the ``updated_at`` this runner last read or wrote (its saves compare-and-set on it)
+        self._written: dict[str, float] = {}
         fleet.add_listener(self._on_fleet)
 
     def _on_fleet(self, kind: str, device_id: str, msg: Any) -> None:
@@ -110,7 +112,7 @@ class RolloutRunner:
         self.store.put_rollout(RolloutRow(plan.id, r.status.value, r.to_dict(), now, now, None, now))
         self._ensure_artifact(mv.name, mv.version)
         r = self._execute(r, actions)
-        self._save(r)
+        r = self._save(r)
         log.info(
             "rollout %s of %s v%d to %d devices in %d waves",
             plan.id,
@@ -170,15 +172,41 @@ class RolloutRunner:
 
     # -- control and observation ----------------------------------------------------------------
     def load(self, rollout_id: str) -> ro.Rollout:
+        """The rollout as stored (to read; :meth:`run` drives it)."""
         return ro.Rollout.from_dict(self.store.get_rollout(rollout_id).doc)
 
-    def _save(self, r: ro.Rollout, *, alive: bool = True) -> None:
-        """Persist; ``runner_seen`` tells other processes whether a runner is driving this rollout."""
-        self.store.save_rollout(r.plan.id, r.status.value, r.to_dict(), runner_seen=self.clock() if alive else 0.0)
+    def _take(self, rollout_id: str) -> ro.Rollout:
+        """The stored rollout, to drive: this runner's next save compares against this read."""
+        row = self.store.get_rollout(rollout_id)
+        self._written[rollout_id] = row.updated_at
+        return ro.Rollout.from_dict(row.doc)
 
-    def release(self, r: ro.Rollout) -> None:
+    def _save(self, r: ro.Rollout, *, alive: bool = True) -> ro.Rollout:
+        """Persist; ``runner_seen`` tells other processes whether a runner is driving this rollout.
+
+        A compare-and-set on the row this runner last read or wrote: when another process wrote the
+        rollout meanwhile (``edgeline rollout abort`` acting itself while this runner looked dead),
+        its state wins, and the runner goes on from it instead of overwriting it."""
+        rid = r.plan.id
+        seen = self.clock() if alive else 0.0
+        written = self.store.save_rollout(
+            rid, r.status.value, r.to_dict(), runner_seen=seen, expect_updated_at=self._written.get(rid)
+        )
+        if written is not None:
+            self._written[rid] = written
+            return r
+        theirs = self._take(rid)
+        log.warning(
+            "rollout %s was changed by another process (now %s): following that, not saving this runner's %s",
+            rid,
+            theirs.status.value,
+            r.status.value,
+        )
+        return theirs
+
+    def release(self, r: ro.Rollout) -> ro.Rollout:
         """Say this process stops driving ``r`` (so controls from other processes act at once)."""
-        self._save(r, alive=False)
+        return self._save(r, alive=False)
 
     def apply_control(self, r: ro.Rollout, control: str) -> ro.Rollout:
         try:
@@ -212,7 +240,7 @@ class RolloutRunner:
             r, actions = ro.observe(r, obs)
             r = self._execute(r, actions)
         if r != before or self.clock() - self.store.get_rollout(r.plan.id).runner_seen > 1.0:
-            self._save(r)
+            r = self._save(r)
         return r
 
     def _republish(self, r: ro.Rollout) -> None:
@@ -247,7 +275,7 @@ class RolloutRunner:
     ) -> ro.Rollout:
         """Drive until the rollout is settled (completed, or aborted with every rollback confirmed),
         ``stop`` is set, or ``timeout_s`` passes. Safe to call again later to continue."""
-        r = self.load(rollout_id)
+        r = self._take(rollout_id)
         # a dispatch that never reached the broker (the broker went away under an earlier run or
         # under ``create``): publish it now, or its device would be waited for forever
         lost: list[ro.Action] = [
@@ -256,7 +284,7 @@ class RolloutRunner:
         if lost and r.status == ro.RolloutStatus.RUNNING:
             self._ensure_artifact(r.plan.model.name, r.plan.model.version)
             r = self._execute(r, lost)
-            self._save(r)
+            r = self._save(r)
         self.fleet.settle(0.2, 2.0)
         for d in r.devices:  # what the retained states say happened while no runner was watching
             for o in observations("state", d, self.fleet.view.state(d)):
@@ -272,8 +300,7 @@ class RolloutRunner:
             r = self.step(r)
             if on_update is not None:
                 on_update(r)
-        self._save(r, alive=False)
-        return r
+        return self._save(r, alive=False)
 
 
 def runner_alive(row: RolloutRow, now: float | None = None) -> bool:

@@ -190,18 +190,28 @@ class SqlStore(AccountTables, AliasTables, ABC):
         rows = self._q(f"SELECT {self._RCOLS} FROM rollouts ORDER BY created_at DESC LIMIT ?", (limit,))
         return [self._rollout(r) for r in rows]
 
-    def save_rollout(self, rollout_id: str, status: str, doc: dict[str, Any], runner_seen: float | None = None) -> None:
-        now = time.time()
-        if runner_seen is None:
-            self._q(
-                "UPDATE rollouts SET status = ?, doc = ?, updated_at = ? WHERE id = ?",
-                (status, _j(doc), now, rollout_id),
-            )
-        else:
-            self._q(
-                "UPDATE rollouts SET status = ?, doc = ?, updated_at = ?, runner_seen = ? WHERE id = ?",
-                (status, _j(doc), now, runner_seen, rollout_id),
-            )
+    def save_rollout(
+        self,
+        rollout_id: str,
+        status: str,
+        doc: dict[str, Any],
+        runner_seen: float | None = None,
+        expect_updated_at: float | None = None,
+    ) -> float | None:
+        """Write the rollout; returns the ``updated_at`` written. With ``expect_updated_at``, only if the
+        row is still the one the writer last read or wrote (a compare-and-set): None when another
+        writer came between (the caller reloads)."""
+        sets, params = "status = ?, doc = ?, updated_at = ?", [status, _j(doc), time.time()]
+        if runner_seen is not None:
+            sets += ", runner_seen = ?"
+            params.append(runner_seen)
+        where = "id = ?"
+        params.append(rollout_id)
+        if expect_updated_at is not None:
+            where += " AND updated_at = ?"
+            params.append(expect_updated_at)
+        rows = self._q(f"UPDATE rollouts SET {sets} WHERE {where} RETURNING updated_at", params)
+        return float(rows[0][0]) if rows else None
 
     def request_control(self, rollout_id: str, control: str) -> None:
         self.get_rollout(rollout_id)

@@ -144,3 +144,59 @@ def test_delivery_survives_registry_down_and_broker_restart(
         assert r.status == "completed" and r.devices["c-1"].status == "committed"
     finally:
         again.close()
+
+
+def test_a_control_applied_by_another_process_is_not_overwritten_by_the_runner(
+    cloud: Cloud, side: RegistrySide, bundles: dict[int, BuiltBundle], frames: list[Any], tmp_path: Path
+) -> None:
+    """``edgeline rollout abort`` acts itself when the runner's heartbeat looks stale (a loaded
+    machine); the runner, alive after all, must follow that abort, not save its own state over it."""
+    for d in ("w-1", "w-2"):
+        dev = cloud.device(d, groups=("line-w",), frames=frames)
+        cloud.deploy(bundles[1], d)
+        assert wait_for(lambda dev=dev: dev.version() == 1 and dev.plugin.state == "COMMITTED")
+    cloud.devices.pop().stop()  # w-2 offline: the rollout waits for it
+    assert wait_for(lambda: side.fleet.view.row("w-2", 0).status == "offline")
+    r = side.runner.create("tiny@2", "group:line-w")
+    box: dict[str, Rollout] = {}
+    t = threading.Thread(target=lambda: box.setdefault("r", side.runner.run(r.plan.id, timeout_s=30)))
+    t.start()
+    other = registry_side(cloud, tmp_path, "edgeline-cli")  # another process on the same store
+    try:
+        assert wait_for(lambda: versions(cloud) == {"w-1": 2})
+        aborted = other.runner.apply_control(other.runner.load(r.plan.id), "abort")
+        other.registry.store.save_rollout(r.plan.id, aborted.status.value, aborted.to_dict())  # as the CLI does
+        assert wait_for(lambda: versions(cloud) == {"w-1": 1}, 20)  # sent back by the other process
+    finally:
+        t.join(35)
+        other.close()
+    assert box["r"].status == "aborted" and box["r"].reason == "abort requested", box["r"].log
+    assert side.registry.store.get_rollout(r.plan.id).status == "aborted"
+
+
+@pytest.mark.parametrize("url", ["sqlite", "postgresql"])
+def test_rollout_saves_compare_and_set(url: str, tmp_path: Path) -> None:
+    import uuid
+
+    from cloud_registry.store import RolloutRow, open_store
+    from tests.delivery.test_registry_store import PG_URL, _pg_available
+
+    if url == "sqlite":
+        store = open_store(f"sqlite:///{tmp_path / 'r.db'}")
+    else:
+        if not _pg_available():
+            pytest.fail(f"PostgreSQL is not reachable at {PG_URL}")
+        store = open_store(f"{PG_URL}?schema=edgeline_test_{uuid.uuid4().hex[:10]}")
+    try:
+        store.put_rollout(RolloutRow("r1", "running", {"n": 0}, 1.0, 1.0, None, 1.0))
+        first = store.save_rollout("r1", "running", {"n": 1}, expect_updated_at=1.0)
+        assert first is not None and first > 1.0
+        assert store.save_rollout("r1", "running", {"n": 2}, expect_updated_at=1.0) is None  # stale: refused
+        assert store.get_rollout("r1").doc == {"n": 1}
+        theirs = store.save_rollout("r1", "aborted", {"n": 3})  # unconditional, as the CLI writes
+        assert theirs is not None and store.save_rollout("r1", "running", {"n": 4}, expect_updated_at=first) is None
+        assert store.get_rollout("r1").status == "aborted"
+    finally:
+        if url != "sqlite":
+            store.drop_schema()  # type: ignore[attr-defined]
+        store.close()
