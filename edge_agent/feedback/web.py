@@ -171,8 +171,8 @@ def _same_origin(req: Request) -> bool:
     site = req.get("sec-fetch-site")
     if site is not None and site not in ("same-origin", "none"):
         return False
-    origin = req.get("origin")
-    return origin is None or origin == f"http://{req.get('host') or ''}"
+    origin, host = req.get("origin"), req.get("host") or ""
+    return origin is None or origin in (f"http://{host}", f"https://{host}")  # https: behind a TLS proxy
 
 
 def _json(code: int, doc: dict[str, Any]) -> Reply:
