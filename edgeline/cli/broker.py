@@ -320,3 +320,12 @@ def config_render(spec_path: Path, out: Path | None, security_only: bool, check_
     click.echo(render_security(spec) if security_only else render_mosquitto_conf(spec))
     click.echo(f"# ===== {spec.acl_file} =====")
     click.echo(render_acl(spec))
+
+
+def _add_check() -> None:
+    from edgeline.cli.broker_check import check
+
+    broker.add_command(check)
+
+
+_add_check()

@@ -158,6 +158,14 @@ class Topics:
     def all_artifacts(self) -> str:
         return f"{self.base}/artifacts/#"
 
+    # -- broker probe (edgeline broker check) ----------------------------------------------
+    def probe(self, token: str, leaf: str) -> str:
+        """A throwaway topic of one broker check (``token`` keeps concurrent checks apart)."""
+        return f"{self.base}/probe/{check_segment(token, 'probe token')}/{check_segment(leaf, 'probe leaf')}"
+
+    def probe_filter(self, token: str) -> str:
+        return f"{self.base}/probe/{check_segment(token, 'probe token')}/+"
+
     def device_id_from(self, topic: str) -> str:
         """Extract the device id from a per-device topic of this fleet."""
         prefix = f"{self.base}/devices/"
