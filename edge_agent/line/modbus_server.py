@@ -20,7 +20,7 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from edge_agent.feedback.rules import FeedbackRequest
+from edge_agent.feedback.rules import FeedbackError, FeedbackRequest
 from edge_agent.line import modbus_map as mm
 from edge_agent.line.aioloop import LoopThread
 from edge_agent.line.result import Record
@@ -168,9 +168,10 @@ class ModbusLineServer:
         if service is None:
             outcome = "not_enabled"
         elif truth is None:
-            outcome = "bad_truth"
+            outcome = service.refuse("modbus", FeedbackError(f"truth code {code} in HR 2", reason="bad_truth")).reason
         elif rid is None:
-            outcome = "unknown_result"
+            why = f"no result {counter} in this run" if counter else "no result yet"
+            outcome = service.refuse("modbus", FeedbackError(why, reason="unknown_result")).reason
         else:
             got = await asyncio.to_thread(service.submit, FeedbackRequest(truth=truth, result_id=str(rid)), "modbus")
             s = got.stored

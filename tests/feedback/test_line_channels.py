@@ -123,6 +123,8 @@ def test_modbus_feedback_map_v2(feedback_agent: FeedbackAgent) -> None:
     assert set(rows) == {"501", "502"}
     assert (rows["502"]["truth"], rows["502"]["replaced"], rows["502"]["source"]) == ("defect", 1, "modbus")
     assert rows["501"]["truth"] == "ok"
+    fb = agent.counters()["line"]["feedback"]
+    assert fb["accepted"] == {"modbus": 3} and fb["refused"] == {"modbus.unknown_result": 1, "modbus.bad_truth": 1}
 
 
 def test_opcua_feedback_method(feedback_agent: FeedbackAgent, tmp_path: Path) -> None:

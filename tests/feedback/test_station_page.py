@@ -80,6 +80,8 @@ def test_forms_without_the_page_token_or_from_another_site_are_refused(feedback_
     assert code == 303 and "done=bad_by" in head["location"]
     page = _page(agent, "?" + urlsplit(head["location"]).query)
     assert "letters, digits, spaces" in page
+    hostile = _page(agent, "?by=%22%3E%3Cscript%3Ealert(1)%3C/script%3E&done=%3Cb%3E&part=%3Ci%3E")
+    assert "<script" not in hostile and "<b>" not in hostile and "letters, digits, spaces" in hostile
     assert agent.feedback.store.feedback_rows() == []
     host, port = agent.api.address
     assert _post(agent, good, Origin=f"http://{host}:{port}")[0] == 303  # the page's own origin
