@@ -230,6 +230,10 @@ class Agent:
         self.state = AgentState.STARTING
         for s in self.sinks:
             s.start()
+        if self.config.feedback.enabled:  # before the plugins (telemetry reads it) and the interfaces
+            from edge_agent.feedback.service import attach
+
+            self.feedback, self._feedback_outlet = attach(self)
         self._load_initial()
         for p in self.plugins:
             try:
@@ -242,10 +246,6 @@ class Agent:
             self.local_event("no_model", {"detail": "no model yet; frames are counted, not inspected"})
         else:
             self.state = AgentState.RUNNING
-        if self.config.feedback.enabled:  # before the interfaces: each takes feedback through it
-            from edge_agent.feedback.service import attach
-
-            self.feedback, self._feedback_outlet = attach(self)
         if self.config.line.any_enabled:
             from edge_agent.line.interfaces import LineInterfaces
 
