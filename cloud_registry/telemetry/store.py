@@ -216,14 +216,15 @@ class TelemetryStore:
             self._wrap("write", self._run, BUMP, (name, n, n))
 
     def retain(self, now: float | None = None) -> int:
-        """Remove the windows older than the retention; returns how many were removed."""
+        """Remove the windows that started before the retention's cutoff; returns how many. A scan of
+        the table: run it now and then (the ingest does, hourly), not per window."""
         if self.retention_s is None:
             return 0
         cutoff = (time.time() if now is None else now) - self.retention_s
 
-        def delete() -> int:
-            n = int(self._run("SELECT COUNT(*) FROM windows WHERE end_ < ?", (cutoff,))[0][0])
-            self._run("DELETE FROM windows WHERE end_ < ?", (cutoff,))
+        def delete() -> int:  # by window start, as the PostgreSQL store's partitions and the ingest's check
+            n = int(self._run("SELECT COUNT(*) FROM windows WHERE start < ?", (cutoff,))[0][0])
+            self._run("DELETE FROM windows WHERE start < ?", (cutoff,))
             return n
 
         return self._wrap("retention", delete)

@@ -25,6 +25,8 @@ from edgeline.cli.telemetry_common import DB, telemetry_exists, telemetry_url
 from edgeline.core.protocol.manifest import Reference
 
 log = logging.getLogger(__name__)
+#: how often the ingest applies --retention-days (a scan or a partition drop: not per tick)
+RETENTION_EVERY_S = 3600.0
 
 
 # -- ingest --------------------------------------------------------------------------------------------
@@ -51,7 +53,7 @@ log = logging.getLogger(__name__)
     "--retention-days",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
-    help="Drop windows older than this (checked every tick; older windows are refused). Default: keep all.",
+    help="Drop windows older than this (applied hourly; older windows are refused). Default: keep all.",
 )
 @click.option("--webhook", "webhooks", multiple=True, metavar="URL", help="POST alerts here (repeatable).")
 @click.option("--command", "commands", multiple=True, metavar="CMD", help="Run CMD with each alert on stdin.")
@@ -127,10 +129,14 @@ def ingest(
     if duration > 0:
         threading.Timer(duration, stop.set).start()
 
+    retained = [0.0]
+
     def periodic() -> None:
         now = time.time()
-        if store.retain(now):
-            log.info("retention: windows older than %s days removed", retention_days)
+        if retention_s is not None and now - retained[0] >= RETENTION_EVERY_S:
+            retained[0] = now
+            if removed := store.retain(now):
+                log.info("retention: %d windows older than %s days removed", removed, retention_days)
         engine.check_silent(((r.device_id, r.last_seen) for r in fleet_view.rows(now) if r.state), now)
         with optional_registry(home, store_url, artifacts_url) as reg:
             if reg is not None:
