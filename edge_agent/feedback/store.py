@@ -103,6 +103,9 @@ class FeedbackStore:
         self._db = _open(self.path)
         #: the counters when closed (None while open)
         self._closed: dict[str, int] | None = None
+        #: rows in ``results`` and ``feedback``, kept here (a COUNT per write or status read is a table scan)
+        self._n_results = int(self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+        self._n_rows = int(self._db.execute("SELECT COUNT(*) FROM feedback").fetchone()[0])
         self._models: dict[tuple[str, int], ModelLabels] = {
             (str(n), int(v)): ModelLabels(tuple(json.loads(labels)), str(ok))
             for n, v, labels, ok in self._db.execute("SELECT name, version, labels, ok_label FROM models")
@@ -144,47 +147,54 @@ class FeedbackStore:
             )
             for rec in recs
         ]
-        new = 0
-        with self._lock, self._tx("indexing results", full=False) as db:
-            last = 0
-            for row in rows:
-                cur = db.execute(
-                    f"INSERT OR IGNORE INTO results({_RESULT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row
-                )
-                if cur.rowcount:
-                    new += 1
-                    last = int(cur.lastrowid or 0)
-            if last:
-                db.execute("DELETE FROM results WHERE seq <= ?", (last - self.keep_results,))
+        new = forgotten = 0
+        with self._lock:
+            with self._tx("indexing results", full=False) as db:
+                last = 0
+                for row in rows:
+                    cur = db.execute(
+                        f"INSERT OR IGNORE INTO results({_RESULT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row
+                    )
+                    if cur.rowcount:
+                        new += 1
+                        last = int(cur.lastrowid or 0)
+                if last:
+                    forgotten = db.execute("DELETE FROM results WHERE seq <= ?", (last - self.keep_results,)).rowcount
+            self._n_results += new - forgotten  # committed
         return new
 
     # -- feedback (any channel's thread) --------------------------------------------------------------------
     def give(self, req: FeedbackRequest, source: str) -> Stored:
         """Store ``req`` for the result it names (refused with :class:`FeedbackError` and its reason)."""
-        with self._lock, self._tx("storing a feedback", full=True) as db:
-            res = self._find(db, req)
-            rid, part, verdict, label, conf, model, version, state, ts = res
-            known = None if model is None or version is None else self._models.get((str(model), int(version)))
-            truth = resolve_truth(req.truth, verdict, known)
-            old = db.execute("SELECT truth, replaced FROM feedback WHERE result_id = ?", (rid,)).fetchone()
-            previous, replaced = (None, 0) if old is None else (str(old[0]), int(old[1]) + 1)
-            cur = db.execute(
-                "INSERT INTO feedback_log(result_id, model, model_version, verdict, truth, prev) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (rid, str(model or ""), int(version or 0), verdict, truth, previous),
-            )
-            seq = int(cur.lastrowid or 0)
-            values = (rid, part, verdict, label, conf, str(model or ""), int(version or 0), state, ts, truth, source)
-            db.execute(
-                "INSERT INTO feedback(result_id, part_id, verdict, label, confidence, model, model_version, state, "
-                "ts, truth, source, by, given_at, replaced, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT(result_id) DO UPDATE SET truth = excluded.truth, source = excluded.source, "
-                "by = excluded.by, given_at = excluded.given_at, replaced = excluded.replaced, seq = excluded.seq",
-                (*values, req.by, self.clock(), replaced, seq),
-            )
-            _bump(db, "feedback.replaced" if previous is not None else "feedback.stored", 1)
-            self._prune(db, seq)
-        return Stored(rid, part, str(verdict), truth, previous, replaced)
+        with self._lock:
+            with self._tx("storing a feedback", full=True) as db:
+                stored, rows = self._write(db, req, source)
+            self._n_rows = rows  # committed
+        return stored
+
+    def _write(self, db: sqlite3.Connection, req: FeedbackRequest, source: str) -> tuple[Stored, int]:
+        rid, part, verdict, label, conf, model, version, state, ts = self._find(db, req)
+        known = None if model is None or version is None else self._models.get((str(model), int(version)))
+        truth = resolve_truth(req.truth, verdict, known)
+        old = db.execute("SELECT truth, replaced FROM feedback WHERE result_id = ?", (rid,)).fetchone()
+        previous, replaced = (None, 0) if old is None else (str(old[0]), int(old[1]) + 1)
+        model, version = str(model or ""), int(version or 0)
+        seq = db.execute(
+            "INSERT INTO feedback_log(result_id, model, model_version, verdict, truth, prev) VALUES (?, ?, ?, ?, ?, ?)",
+            (rid, model, version, verdict, truth, previous),
+        ).lastrowid
+        tail = (replaced, seq)
+        db.execute(
+            "INSERT INTO feedback(result_id, part_id, verdict, label, confidence, model, model_version, state, ts, "
+            "truth, source, by, given_at, replaced, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(result_id) DO UPDATE SET truth = excluded.truth, source = excluded.source, "
+            "by = excluded.by, given_at = excluded.given_at, replaced = excluded.replaced, seq = excluded.seq",
+            (rid, part, verdict, label, conf, model, version, state, ts, truth, source, req.by, self.clock(), *tail),
+        )
+        _bump(db, "feedback.replaced" if previous is not None else "feedback.stored", 1)
+        rows = self._n_rows + (previous is None)
+        rows -= self._prune(db, int(seq or 0), rows)
+        return Stored(rid, part, str(verdict), truth, previous, replaced), rows
 
     def _find(self, db: sqlite3.Connection, req: FeedbackRequest) -> tuple[Any, ...]:
         if req.result_id:
@@ -203,14 +213,16 @@ class FeedbackStore:
             raise FeedbackError(f"no recent result of part {req.part_id[:80]!r} on this device", reason="unknown_part")
         return tuple(row)
 
-    def _prune(self, db: sqlite3.Connection, seq: int) -> None:
-        n = int(db.execute("SELECT COUNT(*) FROM feedback").fetchone()[0])
-        if n > self.max_feedback:
-            cur = db.execute(
+    def _prune(self, db: sqlite3.Connection, seq: int, rows: int) -> int:
+        """Drop the oldest rows beyond ``max_feedback`` (``rows`` now) and log entries beyond twice that;
+        returns the rows dropped."""
+        dropped = 0
+        if rows > self.max_feedback:
+            dropped = db.execute(
                 "DELETE FROM feedback WHERE result_id IN (SELECT result_id FROM feedback ORDER BY seq LIMIT ?)",
-                (n - self.max_feedback,),
-            )
-            _bump(db, "feedback.dropped", cur.rowcount)
+                (rows - self.max_feedback,),
+            ).rowcount
+            _bump(db, "feedback.dropped", dropped)
         cut = seq - 2 * self.max_feedback  # the log keeps twice as many writes as there are rows
         if cut > 0 and db.execute("DELETE FROM feedback_log WHERE seq <= ?", (cut,)).rowcount:
             db.execute(
@@ -218,6 +230,7 @@ class FeedbackStore:
                 "ON CONFLICT(name) DO UPDATE SET value = MAX(value, excluded.value)",
                 (cut,),
             )
+        return dropped
 
     # -- reading -----------------------------------------------------------------------------------------
     def recent(self, n: int) -> list[dict[str, Any]]:
@@ -244,8 +257,7 @@ class FeedbackStore:
             if self._closed is not None:
                 return dict(self._closed)
             out = {str(k): int(v) for k, v in self._db.execute("SELECT name, value FROM counters")}
-            out["results"] = int(self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
-            out["rows"] = int(self._db.execute("SELECT COUNT(*) FROM feedback").fetchone()[0])
+            out["results"], out["rows"] = self._n_results, self._n_rows
         return out
 
     def confusion_since(self, cursor: int) -> tuple[ConfusionCounts, int]:

@@ -158,3 +158,30 @@ def test_old_rows_and_log_are_pruned_and_a_reader_behind_the_log_is_told(tmp_pat
     assert counts.gap and cursor == 40
     counts, _ = s.confusion_since(30)
     assert not counts.gap
+
+
+def test_the_row_counts_follow_the_tables_through_pruning_a_failed_write_and_a_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "feedback.db"
+
+    def counted(s: FeedbackStore) -> tuple[int, int]:
+        db = sqlite3.connect(path)
+        try:
+            results, rows = (
+                int(db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]) for t in ("results", "feedback")
+            )
+            return results, rows
+        finally:
+            db.close()
+
+    s = FeedbackStore(path, keep_results=30, max_feedback=12)
+    s.add_results([result(n) for n in range(50)])
+    for n in range(20, 40):
+        s.give(FeedbackRequest(truth="ok", result_id=f"dev-1-6a-{n}"), "api")
+    s.give(FeedbackRequest(truth="defect", result_id="dev-1-6a-39"), "api")  # a replacement adds no row
+    with pytest.raises(FeedbackError):
+        s.give(FeedbackRequest(truth="ok", result_id="dev-1-6a-1"), "api")  # forgotten by the index
+    c = s.counters()
+    assert (c["results"], c["rows"]) == counted(s) == (30, 12)
+    s.close()
+    s = FeedbackStore(path, keep_results=30, max_feedback=12)
+    assert (s.counters()["results"], s.counters()["rows"]) == (30, 12)
