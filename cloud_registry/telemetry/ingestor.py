@@ -4,11 +4,11 @@
 one MQTT message without touching the store: it is refused when retained, over
 :data:`MAX_WINDOW_BYTES`, not a telemetry (or events) topic of this fleet, refused by the strict
 schema (unknown fields, wrong histogram lengths, labels that are not labels), older than the store's
-retention (``expired``) or starting more than a day ahead of the ingest's clock (``future``: it would
-open a partition years out). :meth:`Ingestor.commit` then stores a batch of prepared messages in ONE
-transaction (windows, events and the refusal counters together) and returns one :class:`Outcome`
-per message: "stored", "duplicate" or "rejected: <reason>". The MQTT topic names the device, but
-only the window's pseudonym is stored.
+retention (``expired``; on PostgreSQL a year without one) or starting more than a day ahead of the
+ingest's clock (``future``: it would open a partition years out). :meth:`Ingestor.commit` then
+stores a batch of prepared messages in ONE transaction (windows, events and the refusal counters
+together) and returns one :class:`Outcome` per message: "stored", "duplicate" or "rejected:
+<reason>". The MQTT topic names the device, but only the window's pseudonym is stored.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from cloud_registry.errors import IngestRejected
-from cloud_registry.telemetry.store import MAX_FUTURE_S, TelemetryStore
+from cloud_registry.telemetry.store import MAX_AGE_S, MAX_FUTURE_S, TelemetryStore
 from edge_agent.errors import ProtocolError
 from edgeline.core.protocol.canonical import parse_json
 from edgeline.core.protocol.delivery import MAX_EVENT_BYTES, DeviceEvent, parse_event
@@ -153,9 +153,11 @@ class Ingestor:
         now = self.clock()
         if window.start > now + MAX_FUTURE_S:
             raise IngestRejected(f"future: window starts {window.start - now:.0f} s ahead of the ingest's clock")
-        retention = self.store.retention_s
-        if retention is not None and window.start < now - retention:
-            raise IngestRejected(f"expired: window is older than the retention ({retention:.0f} s)")
+        oldest = self.store.retention_s
+        if oldest is None and self.store.backend == "postgresql":
+            oldest = MAX_AGE_S  # each day of starts is a partition: a device must not create thousands
+        if oldest is not None and window.start < now - oldest:
+            raise IngestRejected(f"expired: window is older than the retention ({oldest:.0f} s)")
         return window
 
     def prepare(self, topic: str, payload: bytes, retained: bool = False) -> Prepared:

@@ -77,6 +77,9 @@ INSERT_EVENT = "INSERT INTO events VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING
 BUMP = "INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = counters.value + ?"
 #: a window further ahead of the ingest's clock than this is refused (it would open a partition years out)
 MAX_FUTURE_S = 86400.0
+#: on PostgreSQL without a retention, a window older than this is refused: every day of window starts
+#: is a partition there, and a device must not make the store create thousands of them
+MAX_AGE_S = 366 * 86400.0
 
 WindowItem = TelemetryWindow | tuple[TelemetryWindow, bytes | None]
 Row = tuple[Any, ...]

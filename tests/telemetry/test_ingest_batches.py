@@ -16,6 +16,7 @@ from edgeline.core.protocol.delivery import DeviceEvent, EventKind, UpdaterState
 from edgeline.core.protocol.partitions import TelemetryTopics
 from edgeline.core.protocol.telemetry import MAX_WINDOW_BYTES
 from edgeline.core.protocol.topics import Topics
+from tests.telemetry.stores import opened, pg_url
 from tests.telemetry.test_window_schema import body
 
 T = Topics()
@@ -72,9 +73,15 @@ def test_windows_outside_the_time_bounds_are_refused_with_their_key(tmp_path: Pa
     assert (old.result, old.key) == ("rejected: expired", "b" * 32)
     assert fine.result == "stored" and store.keys() == {"c" * 32}
     assert store.counters()["rejected.future"] == 1 and store.counters()["rejected.expired"] == 1
-    # without a retention an old window is kept (a device back after months still reports)
+    # without a retention an old window is kept on SQLite (a device back after months still reports);
+    # on PostgreSQL one older than a year is refused (each day of starts would be a partition)
     keep = Ingestor(TelemetryStore(tmp_path / "keep.db"), T, clock=lambda: NOW)
-    assert keep.receive(topic, payload("d" * 32, start=NOW - 400 * DAY)).result == "stored"
+    assert keep.receive(topic, payload("d" * 32, start=1000.0)).result == "stored"
+    with opened(pg_url()) as pg:
+        ing_pg = Ingestor(pg, T, clock=lambda: NOW)
+        assert ing_pg.receive(topic, payload("e" * 32, start=NOW - 300 * DAY)).result == "stored"
+        assert ing_pg.receive(topic, payload("f" * 32, start=1000.0)).result == "rejected: expired"
+        assert pg.partitions() == [int((NOW - 300 * DAY) // DAY * DAY)]  # type: ignore[attr-defined]
 
 
 def test_a_failed_batch_stores_nothing(tmp_path: Path) -> None:

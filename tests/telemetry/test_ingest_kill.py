@@ -70,7 +70,8 @@ def publish(port: int, partitions: int) -> set[str]:
     for i in range(N):
         key, dev = f"{i:032x}", i % DEVICES
         pseudonym = f"{dev:032x}"
-        payload = json.dumps(body(key=key, device=pseudonym, start=1000.0 + i, end=1060.0 + i)).encode()
+        start = time.time() - 3600 + i
+        payload = json.dumps(body(key=key, device=pseudonym, start=start, end=start + 60)).encode()
         infos.append(c.publish(tt.for_device(f"dev-{dev}", pseudonym), payload, qos=1))
         keys.add(key)
     for info in infos:
