@@ -29,6 +29,7 @@ from edge_agent.line.bus import ResultBus
 from edge_agent.line.station import RingingQueue, TriggerStation
 from edge_agent.model import LoadedModel
 from edge_agent.plugins import AgentPlugin
+from edge_agent.shadow.worker import ShadowWorker, start_challenger
 from edge_agent.sinks import SinkWorker, build_sinks
 from edge_agent.source_state import Backoff, SourceState
 from edge_agent.sources import Capture, Frame, SourceReader, build_capture
@@ -105,6 +106,8 @@ class Agent:
         )
         self.api: Any = None
         self._api_outlet: SinkWorker | None = None
+        #: the challenger of ``[shadow]`` (None when off or refused); never acted on
+        self.shadow: ShadowWorker | None = None
         #: operator feedback (``[feedback]``: :mod:`edge_agent.feedback`), opened at start
         self.feedback: Any = None
         self._feedback_outlet: Any = None
@@ -114,6 +117,7 @@ class Agent:
         self._done = threading.Event()
         self._stop_lock = threading.Lock()
         self._first_verdict_at: float | None = None
+        self.shadow_refused = ""
         self._started_at: float | None = None
 
     # -- AgentHandle ---------------------------------------------------------------------------------
@@ -246,6 +250,14 @@ class Agent:
             self.local_event("no_model", {"detail": "no model yet; frames are counted, not inspected"})
         else:
             self.state = AgentState.RUNNING
+        if self.config.shadow.enabled:  # a refused challenger leaves the agent running without it
+            try:
+                self.shadow = start_challenger(self.config.shadow, self.trust)
+                self.local_event("shadow_started", {"challenger": model_info(self.shadow.model)})
+            except EdgelineError as exc:
+                self.shadow_refused = f"{type(exc).__name__}: {exc}"
+                log.warning("%s: shadow challenger refused: %s", self.device_id, exc)
+                self.local_event("shadow_refused", {"detail": self.shadow_refused})
         if self.config.line.any_enabled:
             from edge_agent.line.interfaces import LineInterfaces
 
@@ -305,6 +317,8 @@ class Agent:
                 s.close(timeout=5.0)
             if self.line is not None:
                 self.line.stop()
+            if self.shadow is not None:
+                self.shadow.stop()
             if self._api_outlet is not None:
                 self._api_outlet.close(timeout=2.0)
             if self.api is not None:
@@ -363,6 +377,8 @@ class Agent:
         if self._first_verdict_at is None:
             self._first_verdict_at = time.monotonic()
         self.counters_.record(result.verdict)
+        if self.shadow is not None:
+            self.shadow.offer(frame.image, frame.frame_id, result)
         rec: dict[str, Any] = verdict_record(result, self.device_id, frame.ref)
         if complete is not None:
             complete(rec, model.manifest.labels)

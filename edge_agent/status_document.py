@@ -55,6 +55,9 @@ def status_document(agent: Agent) -> dict[str, Any]:
         },
         "api": {"url": api_url, "requests": snap["api_requests"], **snap["api"]} if api_url else None,
         "line": _line_stats(agent),
+        "shadow": agent.shadow.stats()
+        if agent.shadow is not None
+        else ({"refused": agent.shadow_refused} if agent.shadow_refused else None),
         "uptime_s": snap["uptime_s"],
         "first_verdict_s": (
             None

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from cloud_registry.errors import BackendError
 from cloud_registry.telemetry.acking_link import AckingLink, Delivery
 from cloud_registry.telemetry.ingestor import Ingestor, IngestStats, Outcome, Prepared, WindowListener
-from cloud_registry.telemetry.store import TelemetryStore
+from cloud_registry.telemetry.store import StoreRefused, TelemetryStore
 from edge_agent.errors import EdgelineError
 from edgeline.core.mqtt_link import LinkSettings
 from edgeline.core.protocol.canonical import canonical_json
@@ -122,8 +122,11 @@ class IngestService:
     def _write(self) -> None:
         try:
             while (batch := self._take()) is not None:
-                if batch and not self._process(batch):
-                    return  # stopping with a batch not stored: not acknowledged, the broker sends it again
+                try:
+                    if batch and not self._process(batch):
+                        return  # stopping with a batch not stored: not acknowledged, the broker sends it again
+                except Exception:  # never the writer thread: unacknowledged, the batch comes again
+                    log.exception("telemetry batch of %d failed; not acknowledged", len(batch))
                 if not self._queue or time.monotonic() >= self._acks_due:
                     self._send_acks()  # at once when idle; while busy, within ack_delay_s
         finally:
@@ -140,12 +143,22 @@ class IngestService:
         return True
 
     def _commit(self, prepared: list[Prepared]) -> list[Outcome] | None:
+        """Store a batch: retried while the store fails; a batch with a value the store refuses is
+        split until the message at fault is alone, and that one is refused for good."""
         delay = 0.2
         while True:
             try:
                 outcomes = self.ingestor.commit(prepared)
                 self.ingestor.stats.batches += 1
                 return outcomes
+            except StoreRefused as exc:
+                if len(prepared) == 1:
+                    log.warning("telemetry store refused a message of %s: %s", prepared[0].device_id, exc)
+                    return [self.ingestor.refuse(prepared[0], "store")]
+                half = len(prepared) // 2
+                first = self._commit(prepared[:half])
+                second = self._commit(prepared[half:]) if first is not None else None
+                return None if first is None or second is None else first + second
             except BackendError:
                 self.ingestor.stats.store_failures += 1
                 log.exception("telemetry store failed; batch of %d not acknowledged, retrying", len(prepared))

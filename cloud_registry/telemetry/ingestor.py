@@ -243,6 +243,17 @@ class Ingestor:
                     log.exception("telemetry listener failed")
         return out
 
+    def refuse(self, p: Prepared, reason: str) -> Outcome:
+        """The outcome of a message the store refused (acknowledged as rejected, so not sent again)."""
+        with self._lock:
+            if p.kind == "events":
+                self.stats.events_received += 1
+                self.stats.events_rejected[reason] += 1
+            else:
+                self.stats.received += 1
+                self.stats.rejected[reason] += 1
+        return Outcome(f"rejected: {reason}", p.device_id, p.key, p.kind)
+
     # -- one message at a time (tests, tools) ---------------------------------------------------------------
     def receive(self, topic: str, payload: bytes, retained: bool = False) -> Outcome:
         """Validate and store one window. Never raises for bad input."""

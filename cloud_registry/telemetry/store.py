@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cloud_registry.errors import BackendError
+from cloud_registry.errors import BackendError, RegistryError
 from edge_agent.errors import ProtocolError
 from edgeline.core.protocol.canonical import canonical_json
 from edgeline.core.protocol.delivery import DeviceEvent
@@ -80,6 +80,14 @@ MAX_FUTURE_S = 86400.0
 #: on PostgreSQL without a retention, a window older than this is refused: every day of window starts
 #: is a partition there, and a device must not make the store create thousands of them
 MAX_AGE_S = 366 * 86400.0
+
+
+class StoreRefused(RegistryError):
+    """The store refused a value of the batch (not a store failure: retrying the same batch fails
+    again). The ingest then stores the batch's messages apart and refuses the one at fault."""
+
+    default_reason = "store_refused"
+
 
 WindowItem = TelemetryWindow | tuple[TelemetryWindow, bytes | None]
 Row = tuple[Any, ...]
@@ -154,12 +162,18 @@ class TelemetryStore:
     def _errors(self) -> tuple[type[BaseException], ...]:
         return (sqlite3.Error,)
 
+    def _data_errors(self) -> tuple[type[BaseException], ...]:
+        """Errors of the values themselves (a number out of the column's range), not of the store."""
+        return (OverflowError, sqlite3.DataError)
+
     def _wrap(self, what: str, fn: Callable[..., T], *args: Any) -> T:
         with self._lock:
             try:
                 return fn(*args)
             except BackendError:
                 raise
+            except self._data_errors() as exc:
+                raise StoreRefused(f"telemetry store {what} refused a value: {exc}") from exc
             except self._errors() as exc:
                 raise BackendError(f"telemetry store {what} failed: {exc}") from exc
 

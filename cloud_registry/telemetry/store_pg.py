@@ -108,6 +108,9 @@ class PostgresTelemetryStore(TelemetryStore):
     def _errors(self) -> tuple[type[BaseException], ...]:
         return (self._psycopg.Error,)
 
+    def _data_errors(self) -> tuple[type[BaseException], ...]:
+        return (self._psycopg.DataError, OverflowError)
+
     def _insert(self, sql: str, rows: list[Row], key_of: int = 0) -> list[bool]:
         bulk = self._bulk_windows if sql == INSERT_WINDOW else self._bulk_events
         columns = [list(col) for col in zip(*rows, strict=True)]

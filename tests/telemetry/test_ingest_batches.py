@@ -16,7 +16,7 @@ from edgeline.core.protocol.delivery import DeviceEvent, EventKind, UpdaterState
 from edgeline.core.protocol.partitions import TelemetryTopics
 from edgeline.core.protocol.telemetry import MAX_WINDOW_BYTES
 from edgeline.core.protocol.topics import Topics
-from tests.telemetry.stores import opened, pg_url
+from tests.telemetry.stores import BACKENDS, opened, pg_url, store_url
 from tests.telemetry.test_window_schema import body
 
 T = Topics()
@@ -97,3 +97,23 @@ def test_a_failed_batch_stores_nothing(tmp_path: Path) -> None:
     assert store.count() == 0 and ing.stats.stored == 0  # not one of the five: the batch is one transaction
     store.execute("DROP TRIGGER refuse")
     assert [o.result for o in ing.commit(batch)] == ["stored"] * 5
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_value_the_store_cannot_hold_is_refused_alone(backend: str, tmp_path: Path) -> None:
+    """An event whose sequence passes the schema but not a 64-bit column: the batch is split until
+    that message is alone, it is refused for good (acknowledged as rejected), the rest is stored."""
+    from cloud_registry.telemetry.ingest import IngestService
+    from edgeline.core.mqtt_link import LinkSettings
+
+    with opened(store_url(backend, tmp_path)) as store:
+        ing = Ingestor(store, T, clock=lambda: NOW)
+        svc = IngestService(ing, LinkSettings(port=1, client_id="never-connected"))
+        bad = DeviceEvent(device_id="cam-1", kind=EventKind.COMMITTED, state=UpdaterState.COMMITTED, sequence=2**70)
+        batch = [ing.prepare(T.device_telemetry("cam-1"), payload(f"{i:032x}")) for i in range(6)]
+        batch.insert(4, ing.prepare_event(T.device_events("cam-1"), bad.to_bytes()))
+        out = svc._commit(batch)
+        assert out is not None
+        assert [o.result for o in out] == ["stored"] * 4 + ["rejected: store"] + ["stored"] * 2
+        assert out[4].key == bad.event_id and out[4].kind == "events"  # acknowledged as rejected
+        assert store.count() == 6 and store.event_ids() == set()

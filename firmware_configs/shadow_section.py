@@ -1,0 +1,34 @@
+"""``[shadow]``: a challenger model beside the serving one (the champion), on the same frames, whose
+verdicts are never acted on; only aggregates of the comparison are kept (docs/agent.md, "Shadow")."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from firmware_configs.base import Section
+
+
+class ShadowSection(Section):
+    enabled: bool = False
+    #: the challenger's signed bundle (verified, loaded and self-tested like any model)
+    bundle: str | None = None
+    #: trust store for it; defaults to the model's
+    trust_file: str | None = None
+    #: the share of inspected frames offered to the challenger (sampled evenly)
+    share: float = Field(default=1.0, gt=0.0, le=1.0)
+    #: ``spare_cpu``: the challenger takes a frame only when it is idle (one frame in hand, none
+    #: queued; a busy challenger skips the frame and counts it) on a thread of lower priority, so the
+    #: champion's frames per second never wait for it
+    policy: Literal["spare_cpu"] = "spare_cpu"
+    #: the challenger thread's nice value (Linux: per thread)
+    nice: int = Field(default=10, ge=0, le=19)
+    #: ONNX Runtime threads of the challenger
+    threads: int = Field(default=1, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _bundle(self) -> ShadowSection:
+        if self.enabled and not self.bundle:
+            raise ValueError("shadow.enabled needs shadow.bundle (the challenger's bundle directory)")
+        return self

@@ -1,0 +1,114 @@
+"""Shadow inspection: a challenger beside the champion on the same frames (a real agent, real signed
+bundles, ONNX Runtime): its verdicts reach no sink, only the comparison's counts are kept; a refused
+challenger leaves the agent inspecting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from converters.keys import SigningKey
+from edge_agent.runtime import Agent, AgentState
+from edge_agent.shadow.compare import VERDICTS, ShadowComparison
+from edge_agent.sources import MemoryCapture
+from firmware_configs.errors import ConfigError
+from firmware_configs.loader import parse_config
+from tests.agent.helpers import make_config, read_jsonl, wait_for
+from tests.factories import tiny_frames, tiny_model, write_tiny_bundle
+
+
+@pytest.fixture(scope="module")
+def flipped_bundle(tmp_path_factory: pytest.TempPathFactory, signing_key: SigningKey) -> Path:
+    """A challenger that calls every part the other way round."""
+    return write_tiny_bundle(
+        tmp_path_factory.mktemp("flip") / "tiny-v2", signing_key, version=2, model=tiny_model(flip=True)
+    )
+
+
+def _agent(tmp_path: Path, tiny_bundle: Path, trust: Path, shadow: dict[str, Any], n: int = 200) -> Agent:
+    frames, _ = tiny_frames(40, seed=5)
+    cfg = make_config(
+        tmp_path,
+        {"kind": "folder", "path": str(tmp_path), "loop": False},
+        model={"bundle": str(tiny_bundle), "trust_file": str(trust)},
+        sinks={"jsonl": {"path": str(tmp_path / "verdicts.jsonl"), "events": True}},
+        shadow=shadow,
+    )
+    return Agent(cfg, capture=MemoryCapture((frames * (n // len(frames) + 1))[:n], "belt"))
+
+
+def _run(agent: Agent) -> dict[str, Any]:
+    agent.start()
+    assert wait_for(lambda: agent.state in (AgentState.STOPPED, AgentState.FAILED), 30.0)
+    agent.wait(10.0)
+    return agent.counters()
+
+
+def test_a_challenger_that_agrees_is_counted_and_never_reaches_the_sinks(
+    tmp_path: Path, tiny_bundle: Path, key_dir: Path
+) -> None:
+    trust = key_dir / "trust.json"
+    st = _run(_agent(tmp_path, tiny_bundle, trust, {"enabled": True, "bundle": str(tiny_bundle)}))
+    sh = st["shadow"]
+    assert sh["offered"] == st["frames"]["inspected"] == 200
+    assert sh["compared"] + sh["busy_skips"] + sh["errors"] == 200 and sh["compared"] > 0
+    assert sh["verdict_agreement"] == 1.0 and sh["label_agreement"] == 1.0
+    assert sum(sh["confidence_hist"]) == sh["compared"] and sh["latency_ms"]["p50"] > 0
+    recs = read_jsonl(tmp_path / "verdicts.jsonl")
+    verdicts = [r for r in recs if r["type"] == "verdict"]
+    assert len(verdicts) == 200 and {r["model_version"] for r in verdicts} == {1}  # the champion's only
+    started = [r for r in recs if r.get("kind") == "shadow_started"]
+    assert len(started) == 1 and started[0]["challenger"]["version"] == 1
+
+
+def test_a_challenger_that_disagrees_shows_in_the_matrix(
+    tmp_path: Path, tiny_bundle: Path, flipped_bundle: Path, key_dir: Path
+) -> None:
+    trust = key_dir / "trust.json"
+    st = _run(_agent(tmp_path, tiny_bundle, trust, {"enabled": True, "bundle": str(flipped_bundle), "share": 0.5}))
+    sh = st["shadow"]
+    assert sh["offered"] == 200 and sh["sampled_out"] == 100  # half the frames, evenly
+    assert sh["challenger"]["version"] == 2 and sh["verdict_agreement"] < 0.2
+    m = sh["agreement"]
+    assert sum(m[a][b] for a in VERDICTS for b in VERDICTS) == sh["compared"]
+    assert m["ok"]["defect"] + m["defect"]["ok"] >= 0.8 * sh["compared"]
+    verdicts = [r for r in read_jsonl(tmp_path / "verdicts.jsonl") if r["type"] == "verdict"]
+    assert {r["model_version"] for r in verdicts} == {1}
+
+
+def test_a_refused_challenger_leaves_the_agent_inspecting(tmp_path: Path, tiny_bundle: Path, key_dir: Path) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "manifest.json").write_text(json.dumps({"not": "signed"}))
+    st = _run(_agent(tmp_path, tiny_bundle, key_dir / "trust.json", {"enabled": True, "bundle": str(bad)}))
+    assert st["frames"]["inspected"] == 200 and st["state"] == "STOPPED"
+    assert "refused" in st["shadow"] and st["shadow"]["refused"]
+    events = [r for r in read_jsonl(tmp_path / "verdicts.jsonl") if r.get("kind") == "shadow_refused"]
+    assert len(events) == 1
+
+
+def test_the_shadow_section_is_checked() -> None:
+    base = {"device": {"id": "d"}, "source": {"kind": "folder", "path": "/tmp"}}
+    for shadow, word in [({"enabled": True}, "shadow.bundle"), ({"share": 0}, "share"), ({"policy": "all"}, "policy")]:
+        with pytest.raises(ConfigError, match=word):
+            parse_config({**base, "shadow": shadow}, "test")
+
+
+def test_the_comparison_counts_and_bins() -> None:
+    c = ShadowComparison(latency_window=3)
+    c.add(("ok", "ok"), ("ok", "ok"), 0.99, None, 1.0)
+    c.add(("ok", "ok"), ("defect", "dent"), 0.6, 2.5, 2.0)
+    c.add(("defect", "dent"), ("defect", "scratch"), 1.5, -99.0, 3.0)  # out-of-range values land in the end bins
+    c.add(("defect", "dent"), ("defect", "dent"), -0.2, 99.0, 4.0)
+    s = c.snapshot()
+    assert s["compared"] == 4 and s["verdict_agreement"] == 0.75 and s["label_agreement"] == 0.5
+    assert s["agreement"]["ok"] == {"ok": 1, "defect": 1, "unknown": 0}
+    assert s["agreement"]["defect"]["defect"] == 2
+    assert sum(s["confidence_hist"]) == 4 and s["confidence_hist"][0] == 1 and s["confidence_hist"][-1] == 2
+    assert sum(s["anomaly_hist"]) == 3 and s["anomaly_hist"][0] == 1 and s["anomaly_hist"][-1] == 1
+    assert s["latency_ms"]["p50"] == 3.0  # the last three only
+    assert np.isfinite(s["latency_ms"]["p99"])
