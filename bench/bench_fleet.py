@@ -259,7 +259,7 @@ def main() -> int:
         "median_windows_per_s": med,
         "ratios": ratios,
         "arms": arms,
-        "note": "2 cores shared with other work; NATS arm not run (no cluster fixtures in tests/brokers)",
+        "note": "2 cores shared with other work; Mosquitto only (no NATS or RabbitMQ arm)",
     }
     checks = {}
     for mode in modes:
