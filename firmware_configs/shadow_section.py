@@ -19,9 +19,12 @@ class ShadowSection(Section):
     #: the share of inspected frames offered to the challenger (sampled evenly)
     share: float = Field(default=1.0, gt=0.0, le=1.0)
     #: ``spare_cpu``: the challenger takes a frame only when it is idle (one frame in hand, none
-    #: queued; a busy challenger skips the frame and counts it) on a thread of lower priority, so the
-    #: champion's frames per second never wait for it
+    #: queued; a busy challenger skips the frame and counts it) and within ``max_duty``, on a thread
+    #: of lower priority, so the champion's frames per second never wait for it
     policy: Literal["spare_cpu"] = "spare_cpu"
+    #: the challenger's CPU at most this share of wall time (its Python work shares the interpreter
+    #: lock with the champion); frames beyond it are skipped and counted
+    max_duty: float = Field(default=0.04, gt=0.0, le=1.0)
     #: the challenger thread's nice value (Linux: per thread)
     nice: int = Field(default=10, ge=0, le=19)
     #: ONNX Runtime threads of the challenger

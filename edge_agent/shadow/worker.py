@@ -1,4 +1,5 @@
-"""The challenger's thread: offered frames under the ``spare_cpu`` policy, inspected with the same
+"""The challenger's thread: offered frames under the ``spare_cpu`` policy (idle only, within a CPU
+budget, at a lower priority), inspected with the same
 ``inspect_frame`` as the champion, compared, and forgotten. Its verdicts go nowhere but the counts of
 :class:`~edge_agent.shadow.compare.ShadowComparison`: not to the sinks, the line, the plugins or the
 API."""
@@ -8,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,10 +28,21 @@ log = logging.getLogger(__name__)
 
 
 class ShadowWorker:
-    def __init__(self, model: LoadedModel, *, share: float = 1.0, nice: int = 10) -> None:
+    def __init__(
+        self, model: LoadedModel, *, share: float = 1.0, nice: int = 10, max_duty: float = 0.04, burst_s: float = 0.05
+    ) -> None:
         self.model = model
         self.share = share
         self.nice = nice
+        #: the challenger's CPU budget: at most this share of wall time (a token bucket of ``burst_s``)
+        #: - its Python work holds the interpreter lock the champion needs, so a lower priority alone
+        #: does not keep the champion's pace
+        self.max_duty = max_duty
+        self.burst_s = burst_s
+        self._tokens = burst_s
+        self._refilled = time.monotonic()
+        #: frames skipped because the budget was spent
+        self.budget_skips = 0
         self.comparison = ShadowComparison()
         self.offered = 0
         self.sampled_out = 0
@@ -59,6 +72,12 @@ class ShadowWorker:
             if self._busy or self._slot is not None:
                 self.busy_skips += 1
                 return
+            now = time.monotonic()
+            self._tokens = min(self.burst_s, self._tokens + (now - self._refilled) * self.max_duty)
+            self._refilled = now
+            if self._tokens <= 0.0:
+                self.budget_skips += 1
+                return
             self._slot = (image, frame_id, champion)
             self._cond.notify()
 
@@ -77,6 +96,7 @@ class ShadowWorker:
                 image, frame_id, champion = self._slot  # type: ignore[misc]
                 self._slot = None
                 self._busy = True
+            cpu0 = time.thread_time()
             try:
                 mine = inspect_frame(self.model, image, frame_id)
             except EdgelineError as exc:
@@ -92,6 +112,7 @@ class ShadowWorker:
                 )
             finally:
                 with self._cond:
+                    self._tokens -= time.thread_time() - cpu0
                     self._busy = False
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -109,6 +130,8 @@ class ShadowWorker:
             "offered": self.offered,
             "sampled_out": self.sampled_out,
             "busy_skips": self.busy_skips,
+            "max_duty": self.max_duty,
+            "budget_skips": self.budget_skips,
             "errors": self.errors,
             **self.comparison.snapshot(),
         }
@@ -120,6 +143,6 @@ def start_challenger(section: ShadowSection, default_trust: Callable[[], TrustSt
     assert section.bundle is not None
     trust = TrustStore.load(Path(section.trust_file)) if section.trust_file else default_trust()
     model = load_and_check(section.bundle, trust, threads=section.threads, check_expiry=False)
-    worker = ShadowWorker(model, share=section.share, nice=section.nice)
+    worker = ShadowWorker(model, share=section.share, nice=section.nice, max_duty=section.max_duty)
     worker.start()
     return worker

@@ -55,7 +55,7 @@ def test_a_challenger_that_agrees_is_counted_and_never_reaches_the_sinks(
     st = _run(_agent(tmp_path, tiny_bundle, trust, {"enabled": True, "bundle": str(tiny_bundle)}))
     sh = st["shadow"]
     assert sh["offered"] == st["frames"]["inspected"] == 200
-    assert sh["compared"] + sh["busy_skips"] + sh["errors"] == 200 and sh["compared"] > 0
+    assert sh["compared"] + sh["busy_skips"] + sh["budget_skips"] + sh["errors"] == 200 and sh["compared"] > 0
     assert sh["verdict_agreement"] == 1.0 and sh["label_agreement"] == 1.0
     assert sum(sh["confidence_hist"]) == sh["compared"] and sh["latency_ms"]["p50"] > 0
     recs = read_jsonl(tmp_path / "verdicts.jsonl")
@@ -80,6 +80,28 @@ def test_a_challenger_that_disagrees_shows_in_the_matrix(
     assert {r["model_version"] for r in verdicts} == {1}
 
 
+def test_the_challenger_keeps_within_its_cpu_budget(tiny_bundle: Path, key_dir: Path) -> None:
+    from edge_agent.inference import inspect_frame, load_and_check
+    from edge_agent.shadow.worker import ShadowWorker
+    from edgeline.core.protocol.signing import TrustStore
+
+    model = load_and_check(tiny_bundle, TrustStore.load(key_dir / "trust.json"))
+    frames, _ = tiny_frames(40, seed=6)
+    w = ShadowWorker(model, max_duty=0.001, burst_s=0.0005)  # half a millisecond, then 1 ms per second
+    w.start()
+    try:
+        for i in range(300):
+            f = frames[i % len(frames)]
+            w.offer(f, i, inspect_frame(model, f, i))
+            wait_for(lambda: not w._busy and w._slot is None, 1.0)  # never busy: only the budget skips
+        s = w.stats()
+    finally:
+        w.stop()
+    assert s["offered"] == 300 and s["busy_skips"] == 0
+    assert s["budget_skips"] > 200 and 0 < s["compared"] < 100
+    assert s["compared"] + s["budget_skips"] + s["errors"] == 300
+
+
 def test_a_refused_challenger_leaves_the_agent_inspecting(tmp_path: Path, tiny_bundle: Path, key_dir: Path) -> None:
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -93,7 +115,12 @@ def test_a_refused_challenger_leaves_the_agent_inspecting(tmp_path: Path, tiny_b
 
 def test_the_shadow_section_is_checked() -> None:
     base = {"device": {"id": "d"}, "source": {"kind": "folder", "path": "/tmp"}}
-    for shadow, word in [({"enabled": True}, "shadow.bundle"), ({"share": 0}, "share"), ({"policy": "all"}, "policy")]:
+    for shadow, word in [
+        ({"enabled": True}, "shadow.bundle"),
+        ({"share": 0}, "share"),
+        ({"policy": "all"}, "policy"),
+        ({"max_duty": 0}, "max_duty"),
+    ]:
         with pytest.raises(ConfigError, match=word):
             parse_config({**base, "shadow": shadow}, "test")
 
