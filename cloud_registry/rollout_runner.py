@@ -23,6 +23,7 @@ from cloud_registry.fleet import FleetWatcher
 from cloud_registry.publisher import Publisher, reissue, with_chunk_hashes
 from cloud_registry.registry import Registry
 from cloud_registry.store import RolloutRow
+from edgeline.core.errors import EdgelineError, TransportError
 from edgeline.core.protocol.delivery import DeviceEvent, DeviceState
 
 log = logging.getLogger(__name__)
@@ -230,7 +231,11 @@ class RolloutRunner:
             self._republish(r)
         control = self.store.take_control(r.plan.id)
         if control:
-            r = self.apply_control(r, control)
+            try:
+                r = self.apply_control(r, control)
+            except EdgelineError:
+                self.store.request_control(r.plan.id, control)  # not lost: taken again at the next round
+                raise
         deadline = time.monotonic() + wait_s
         while True:
             try:
@@ -241,6 +246,22 @@ class RolloutRunner:
             r = self._execute(r, actions)
         if r != before or self.clock() - self.store.get_rollout(r.plan.id).runner_seen > 1.0:
             r = self._save(r)
+        return r
+
+    def _outage(
+        self, r: ro.Rollout, exc: BaseException, stop: threading.Event | None, deadline: float | None
+    ) -> ro.Rollout:
+        """The broker went away under a round (its publishes failed): the round's state was not kept
+        and its control request is queued again. Wait for the link, then replay what the devices'
+        retained states say, so the round's decisions are taken again (each is idempotent)."""
+        log.warning("rollout %s: the broker is unreachable (%s); waiting for it", r.plan.id, exc)
+        while not self.publisher.link.wait_connected(0.5):
+            if (stop is not None and stop.is_set()) or (deadline is not None and time.monotonic() > deadline):
+                return r
+        self.fleet.settle(0.2, 2.0)
+        for d in r.devices:
+            for o in observations("state", d, self.fleet.view.state(d)):
+                self._obs.put(o)
         return r
 
     def _republish(self, r: ro.Rollout) -> None:
@@ -297,7 +318,12 @@ class RolloutRunner:
                 break
             if deadline is not None and time.monotonic() > deadline:
                 break
-            r = self.step(r)
+            try:
+                r = self.step(r)
+            except EdgelineError as exc:
+                if self.publisher.link.connected and not isinstance(exc, TransportError):
+                    raise
+                r = self._outage(r, exc, stop, deadline)
             if on_update is not None:
                 on_update(r)
         return self._save(r, alive=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,6 +173,36 @@ def test_a_control_applied_by_another_process_is_not_overwritten_by_the_runner(
         other.close()
     assert box["r"].status == "aborted" and box["r"].reason == "abort requested", box["r"].log
     assert side.registry.store.get_rollout(r.plan.id).status == "aborted"
+
+
+def test_a_control_asked_while_the_broker_is_down_is_carried_out_when_it_returns(
+    cloud: Cloud, side: RegistrySide, bundles: dict[int, BuiltBundle], frames: list[Any]
+) -> None:
+    """The runner keeps driving through a broker outage: an abort whose send-backs cannot be published
+    is neither lost nor the end of the runner; it is carried out once the broker is back."""
+    for d in ("o-1", "o-2"):
+        dev = cloud.device(d, groups=("line-o",), frames=frames)
+        cloud.deploy(bundles[1], d)
+        assert wait_for(lambda dev=dev: dev.version() == 1 and dev.plugin.state == "COMMITTED")
+    cloud.devices.pop().stop()  # o-2 offline: the rollout waits for it
+    assert wait_for(lambda: side.fleet.view.row("o-2", 0).status == "offline")
+    r = side.runner.create("tiny@2", "group:line-o")
+    box: dict[str, Rollout] = {}
+    t = threading.Thread(target=lambda: box.setdefault("r", side.runner.run(r.plan.id, timeout_s=40)))
+    t.start()
+    try:
+        assert wait_for(lambda: versions(cloud) == {"o-1": 2})
+        cloud.broker.stop()
+        assert wait_for(lambda: not side.link.connected, 10)
+        request(side.registry, r.plan.id, "abort")
+        time.sleep(1.5)  # rounds of the runner: each takes the abort, fails to publish, asks for it again
+        assert side.registry.store.get_rollout(r.plan.id).control == "abort"
+        assert t.is_alive() and side.runner.load(r.plan.id).status == "running"  # waiting, nothing lost
+        cloud.broker.start()
+        assert wait_for(lambda: versions(cloud) == {"o-1": 1}, 30)  # sent back once the broker is back
+    finally:
+        t.join(45)
+    assert box["r"].status == "aborted" and box["r"].reason == "abort requested", box["r"].log
 
 
 @pytest.mark.parametrize("url", ["sqlite", "postgresql"])
