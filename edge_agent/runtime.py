@@ -252,8 +252,8 @@ class Agent:
             self.state = AgentState.RUNNING
         if self.config.shadow.enabled:  # a refused challenger leaves the agent running without it
             try:
-                self.shadow = start_challenger(self.config.shadow, self.trust)
-                self.local_event("shadow_started", {"challenger": model_info(self.shadow.model)})
+                self.shadow = start_challenger(self.config.shadow, self.config.trust_file)
+                self.local_event("shadow_started", {"challenger": self.shadow.challenger})
             except EdgelineError as exc:
                 self.shadow_refused = f"{type(exc).__name__}: {exc}"
                 log.warning("%s: shadow challenger refused: %s", self.device_id, exc)

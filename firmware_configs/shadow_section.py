@@ -18,14 +18,14 @@ class ShadowSection(Section):
     trust_file: str | None = None
     #: the share of inspected frames offered to the challenger (sampled evenly)
     share: float = Field(default=1.0, gt=0.0, le=1.0)
-    #: ``spare_cpu``: the challenger takes a frame only when it is idle (one frame in hand, none
-    #: queued; a busy challenger skips the frame and counts it) and within ``max_duty``, on a thread
-    #: of lower priority, so the champion's frames per second never wait for it
+    #: ``spare_cpu``: the challenger, in a process of its own at a lower priority, takes a frame only
+    #: when it is idle (one frame in hand, none queued; a busy challenger skips the frame and counts
+    #: it) and within ``max_duty``, so the champion's frames per second never wait for it
     policy: Literal["spare_cpu"] = "spare_cpu"
-    #: the challenger's CPU at most this share of wall time (its Python work shares the interpreter
-    #: lock with the champion); frames beyond it are skipped and counted
-    max_duty: float = Field(default=0.04, gt=0.0, le=1.0)
-    #: the challenger thread's nice value (Linux: per thread)
+    #: the challenger's CPU at most this share of wall time (of one core); frames beyond it are
+    #: skipped and counted
+    max_duty: float = Field(default=0.5, gt=0.0, le=1.0)
+    #: the challenger process's nice value
     nice: int = Field(default=10, ge=0, le=19)
     #: ONNX Runtime threads of the challenger
     threads: int = Field(default=1, ge=1, le=64)

@@ -1,67 +1,108 @@
-"""The challenger's thread: offered frames under the ``spare_cpu`` policy (idle only, within a CPU
-budget, at a lower priority), inspected with the same
-``inspect_frame`` as the champion, compared, and forgotten. Its verdicts go nowhere but the counts of
-:class:`~edge_agent.shadow.compare.ShadowComparison`: not to the sinks, the line, the plugins or the
-API."""
+"""The challenger beside the champion: offered frames under the ``spare_cpu`` policy (only when it is
+idle, within a CPU budget), inspected in the challenger's own process at a lower priority
+(:mod:`edge_agent.shadow.child`) with the same ``inspect_frame`` as the champion, compared, and
+forgotten. Its verdicts go nowhere but the counts of :class:`~edge_agent.shadow.compare.ShadowComparison`:
+not to the sinks, the line, the plugins or the API. Frames go to the child through shared memory on
+this device and nowhere else."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
+import multiprocessing as mp
 import threading
 import time
-from collections.abc import Callable
-from pathlib import Path
+from multiprocessing import shared_memory
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import numpy as np
 
-from edge_agent.errors import EdgelineError
-from edge_agent.inference import inspect_frame, load_and_check, model_info
-from edge_agent.model import LoadedModel
+from edge_agent.errors import BundleError
 from edge_agent.plugins import FrameResult
+from edge_agent.shadow.child import child_main
 from edge_agent.shadow.compare import ShadowComparison
-from edgeline.core.protocol.signing import TrustStore
 from firmware_configs.shadow_section import ShadowSection
 
 log = logging.getLogger(__name__)
 
 
 class ShadowWorker:
+    """The parent's side: a thread that hands offered frames to the challenger's process and counts
+    the comparison. Waiting for the child releases the interpreter lock."""
+
     def __init__(
-        self, model: LoadedModel, *, share: float = 1.0, nice: int = 10, max_duty: float = 0.04, burst_s: float = 0.05
+        self,
+        bundle: str,
+        trust_file: str,
+        *,
+        share: float = 1.0,
+        nice: int = 10,
+        threads: int = 1,
+        max_duty: float = 0.5,
+        burst_s: float = 0.05,
     ) -> None:
-        self.model = model
+        self.bundle = bundle
+        self.trust_file = trust_file
         self.share = share
         self.nice = nice
-        #: the challenger's CPU budget: at most this share of wall time (a token bucket of ``burst_s``)
-        #: - its Python work holds the interpreter lock the champion needs, so a lower priority alone
-        #: does not keep the champion's pace
+        self.threads = threads
+        #: the challenger's CPU at most this share of wall time (a token bucket of ``burst_s``)
         self.max_duty = max_duty
         self.burst_s = burst_s
         self._tokens = burst_s
         self._refilled = time.monotonic()
-        #: frames skipped because the budget was spent
-        self.budget_skips = 0
+        self.challenger: dict[str, object] | None = None
         self.comparison = ShadowComparison()
         self.offered = 0
         self.sampled_out = 0
         #: frames the challenger was still busy for (the spare-CPU policy's skips)
         self.busy_skips = 0
+        #: frames skipped because the budget was spent
+        self.budget_skips = 0
         self.errors = 0
         self._credit = 0.0
         self._slot: tuple[np.ndarray, int, FrameResult] | None = None
         self._cond = threading.Condition()
         self._busy = False
         self._stop = False
+        self._shm: shared_memory.SharedMemory | None = None
+        self._conn: Connection | None = None
+        self._proc: BaseProcess | None = None
         self._thread = threading.Thread(target=self._run, name="shadow", daemon=True)
 
-    def start(self) -> None:
+    def start(self, timeout_s: float = 120.0) -> None:
+        """Spawn the challenger's process and wait until it has loaded the bundle. Raises
+        :class:`~edge_agent.errors.BundleError` with its reason when it refused it."""
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe()
+        self._proc = ctx.Process(
+            target=child_main,
+            args=(child, self.bundle, self.trust_file, self.threads, self.nice),
+            name="edgeline-shadow",
+            daemon=True,
+        )
+        self._proc.start()
+        child.close()
+        self._conn = parent
+        if not parent.poll(timeout_s):
+            self.stop()
+            raise BundleError(f"the challenger {self.bundle} did not load within {timeout_s:.0f} s")
+        try:
+            kind, detail = parent.recv()
+        except EOFError as exc:
+            self.stop()
+            raise BundleError(f"the challenger's process ended while loading {self.bundle}") from exc
+        if kind != "ready":
+            self.stop()
+            raise BundleError(str(detail), reason="shadow_refused")
+        self.challenger = detail
         self._thread.start()
 
     def offer(self, image: np.ndarray, frame_id: int, champion: FrameResult) -> None:
-        """From the inspection loop; never blocks. The frame is taken only when its sample comes up and
-        the challenger is idle."""
+        """From the inspection loop; never blocks. The frame is taken only when its sample comes up,
+        the challenger is idle and its budget allows."""
         self.offered += 1
         self._credit += self.share
         if self._credit < 1.0:
@@ -81,39 +122,51 @@ class ShadowWorker:
             self._slot = (image, frame_id, champion)
             self._cond.notify()
 
+    def _frame_memory(self, nbytes: int) -> shared_memory.SharedMemory:
+        if self._shm is None or self._shm.size < nbytes:
+            if self._shm is not None:
+                self._shm.close()
+                self._shm.unlink()
+            self._shm = shared_memory.SharedMemory(create=True, size=nbytes)
+        return self._shm
+
     def _run(self) -> None:
-        if self.nice and hasattr(os, "setpriority"):
-            try:  # Linux: a thread's own priority (its native id is a task id)
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
-            except OSError as exc:
-                log.warning("shadow: cannot lower the challenger's priority: %s", exc)
+        assert self._conn is not None
         while True:
             with self._cond:
                 while self._slot is None and not self._stop:
                     self._cond.wait()
-                if self._stop:
+                if self._stop or self._slot is None:
                     return
-                image, frame_id, champion = self._slot  # type: ignore[misc]
+                image, frame_id, champion = self._slot
                 self._slot = None
                 self._busy = True
-            cpu0 = time.thread_time()
             try:
-                mine = inspect_frame(self.model, image, frame_id)
-            except EdgelineError as exc:
+                img = np.ascontiguousarray(image)
+                shm = self._frame_memory(img.nbytes)
+                np.ndarray(img.shape, dtype=img.dtype, buffer=shm.buf)[...] = img
+                self._conn.send(("frame", shm.name, img.shape, img.dtype.str, frame_id))
+                answer = self._conn.recv()
+            except (EOFError, OSError) as exc:
+                log.warning("shadow: the challenger's process is gone (%s); shadow stopped", exc)
+                with self._cond:
+                    self._stop = True
+                    self._busy = False
+                return
+            cpu = float(answer[-1])
+            if answer[0] == "error":
                 self.errors += 1
                 if self.errors == 1 or self.errors % 100 == 0:
                     log.warning(
-                        "shadow: frame %d not inspected by the challenger (%d so far): %s", frame_id, self.errors, exc
+                        "shadow: frame %d refused by the challenger (%d so far): %s", frame_id, self.errors, answer[1]
                     )
             else:
-                c, m = champion.verdict, mine.verdict
-                self.comparison.add(
-                    (c.verdict, c.label), (m.verdict, m.label), m.confidence, mine.anomaly_logit, m.latency_ms
-                )
-            finally:
-                with self._cond:
-                    self._tokens -= time.thread_time() - cpu0
-                    self._busy = False
+                _, verdict, label, confidence, logit, latency_ms, _cpu = answer
+                c = champion.verdict
+                self.comparison.add((c.verdict, c.label), (verdict, label), confidence, logit, latency_ms)
+            with self._cond:
+                self._tokens -= cpu
+                self._busy = False
 
     def stop(self, timeout: float = 5.0) -> None:
         with self._cond:
@@ -121,11 +174,25 @@ class ShadowWorker:
             self._cond.notify()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        if self._conn is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._conn.send(None)
+            self._conn.close()
+            self._conn = None
+        if self._proc is not None:
+            self._proc.join(timeout)
+            if self._proc.is_alive():
+                self._proc.kill()
+            self._proc = None
+        if self._shm is not None:
+            self._shm.close()
+            self._shm.unlink()
+            self._shm = None
 
     def stats(self) -> dict[str, Any]:
         return {
             "policy": "spare_cpu",
-            "challenger": model_info(self.model),
+            "challenger": self.challenger,
             "share": self.share,
             "offered": self.offered,
             "sampled_out": self.sampled_out,
@@ -137,12 +204,17 @@ class ShadowWorker:
         }
 
 
-def start_challenger(section: ShadowSection, default_trust: Callable[[], TrustStore]) -> ShadowWorker:
-    """Verify, load and self-test ``[shadow] bundle`` like any model, and start its thread. Raises the
-    bundle's :class:`~edgeline.core.errors.EdgelineError` when it is refused."""
+def start_challenger(section: ShadowSection, trust_file: str) -> ShadowWorker:
+    """Start ``[shadow] bundle`` in its own process (verified, loaded and self-tested there like any
+    model). Raises :class:`~edge_agent.errors.BundleError` when it is refused."""
     assert section.bundle is not None
-    trust = TrustStore.load(Path(section.trust_file)) if section.trust_file else default_trust()
-    model = load_and_check(section.bundle, trust, threads=section.threads, check_expiry=False)
-    worker = ShadowWorker(model, share=section.share, nice=section.nice, max_duty=section.max_duty)
+    worker = ShadowWorker(
+        section.bundle,
+        section.trust_file or trust_file,
+        share=section.share,
+        nice=section.nice,
+        threads=section.threads,
+        max_duty=section.max_duty,
+    )
     worker.start()
     return worker

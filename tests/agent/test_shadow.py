@@ -87,7 +87,8 @@ def test_the_challenger_keeps_within_its_cpu_budget(tiny_bundle: Path, key_dir: 
 
     model = load_and_check(tiny_bundle, TrustStore.load(key_dir / "trust.json"))
     frames, _ = tiny_frames(40, seed=6)
-    w = ShadowWorker(model, max_duty=0.001, burst_s=0.0005)  # half a millisecond, then 1 ms per second
+    # half a millisecond of CPU, then 1 ms per second
+    w = ShadowWorker(str(tiny_bundle), str(key_dir / "trust.json"), max_duty=0.001, burst_s=0.0005)
     w.start()
     try:
         for i in range(300):
@@ -100,6 +101,21 @@ def test_the_challenger_keeps_within_its_cpu_budget(tiny_bundle: Path, key_dir: 
     assert s["offered"] == 300 and s["busy_skips"] == 0
     assert s["budget_skips"] > 200 and 0 < s["compared"] < 100
     assert s["compared"] + s["budget_skips"] + s["errors"] == 300
+
+
+def test_the_challenger_runs_in_its_own_process_and_frames_stay_on_the_device(tiny_bundle: Path, key_dir: Path) -> None:
+    import os
+
+    from edge_agent.shadow.worker import ShadowWorker
+
+    w = ShadowWorker(str(tiny_bundle), str(key_dir / "trust.json"))
+    w.start()
+    try:
+        assert w._proc is not None and w._proc.pid != os.getpid() and w._proc.is_alive()
+        assert w.challenger is not None and w.challenger["version"] == 1
+    finally:
+        w.stop()
+    assert w._proc is None and w._shm is None  # the child joined, the frame memory unlinked
 
 
 def test_a_refused_challenger_leaves_the_agent_inspecting(tmp_path: Path, tiny_bundle: Path, key_dir: Path) -> None:
