@@ -55,7 +55,8 @@ def template() -> bytes:
 
     raw = raw_window(np.random.default_rng(0))
     w = build_window(raw, key="1" * 32, device="2" * 32, group="hall-1", ctx=context(), calibrator=Calibrator())
-    return w.encode()
+    now = time.time()  # the aggregator's clock started at 0: a window of the last minute, as on a device
+    return w.model_copy(update={"start": now - 60.0, "end": now}).encode()
 
 
 def device(first: int, count: int, port: int, partitions: int) -> None:
