@@ -20,11 +20,15 @@ class ShadowSection(Section):
     share: float = Field(default=1.0, gt=0.0, le=1.0)
     #: ``spare_cpu``: the challenger, in a process of its own at a lower priority, takes a frame only
     #: when it is idle (one frame in hand, none queued; a busy challenger skips the frame and counts
-    #: it) and within ``max_duty``, so the champion's frames per second never wait for it
+    #: it), at most ``max_fps`` a second and within ``max_duty``, so the champion's frames per second
+    #: never wait for it
     policy: Literal["spare_cpu"] = "spare_cpu"
     #: the challenger's CPU at most this share of wall time (of one core); frames beyond it are
     #: skipped and counted
     max_duty: float = Field(default=0.5, gt=0.0, le=1.0)
+    #: at most this many frames a second to the challenger (above a line's camera rate: every part
+    #: compared; beyond it each handover would cost the champion a copy and two messages)
+    max_fps: float = Field(default=60.0, gt=0.0, le=1000.0)
     #: the challenger process's nice value
     nice: int = Field(default=10, ge=0, le=19)
     #: ONNX Runtime threads of the challenger

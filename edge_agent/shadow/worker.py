@@ -42,6 +42,7 @@ class ShadowWorker:
         threads: int = 1,
         max_duty: float = 0.5,
         burst_s: float = 0.05,
+        max_fps: float = 60.0,
     ) -> None:
         self.bundle = bundle
         self.trust_file = trust_file
@@ -51,6 +52,12 @@ class ShadowWorker:
         #: the challenger's CPU at most this share of wall time (a token bucket of ``burst_s``)
         self.max_duty = max_duty
         self.burst_s = burst_s
+        #: at most this many frames a second go to the challenger (each handover costs the champion's
+        #: process a copy and two messages, whatever the challenger's own cost)
+        self.max_fps = max_fps
+        self._next_at = 0.0
+        #: frames skipped because the last handover was less than 1/max_fps ago
+        self.rate_skips = 0
         self._tokens = burst_s
         self._refilled = time.monotonic()
         self.challenger: dict[str, object] | None = None
@@ -102,24 +109,28 @@ class ShadowWorker:
 
     def offer(self, image: np.ndarray, frame_id: int, champion: FrameResult) -> None:
         """From the inspection loop; never blocks. The frame is taken only when its sample comes up,
-        the challenger is idle and its budget allows."""
+        at most ``max_fps`` a second, while the challenger is idle and within its budget."""
         self.offered += 1
         self._credit += self.share
         if self._credit < 1.0:
             self.sampled_out += 1
             return
         self._credit -= 1.0
+        now = time.monotonic()
+        if now < self._next_at:
+            self.rate_skips += 1
+            return
         with self._cond:
             if self._busy or self._slot is not None:
                 self.busy_skips += 1
                 return
-            now = time.monotonic()
             self._tokens = min(self.burst_s, self._tokens + (now - self._refilled) * self.max_duty)
             self._refilled = now
             if self._tokens <= 0.0:
                 self.budget_skips += 1
                 return
             self._slot = (image, frame_id, champion)
+            self._next_at = now + 1.0 / self.max_fps
             self._cond.notify()
 
     def _frame_memory(self, nbytes: int) -> shared_memory.SharedMemory:
@@ -199,6 +210,8 @@ class ShadowWorker:
             "busy_skips": self.busy_skips,
             "max_duty": self.max_duty,
             "budget_skips": self.budget_skips,
+            "max_fps": self.max_fps,
+            "rate_skips": self.rate_skips,
             "errors": self.errors,
             **self.comparison.snapshot(),
         }
@@ -215,6 +228,7 @@ def start_challenger(section: ShadowSection, trust_file: str) -> ShadowWorker:
         nice=section.nice,
         threads=section.threads,
         max_duty=section.max_duty,
+        max_fps=section.max_fps,
     )
     worker.start()
     return worker

@@ -55,7 +55,8 @@ def test_a_challenger_that_agrees_is_counted_and_never_reaches_the_sinks(
     st = _run(_agent(tmp_path, tiny_bundle, trust, {"enabled": True, "bundle": str(tiny_bundle)}))
     sh = st["shadow"]
     assert sh["offered"] == st["frames"]["inspected"] == 200
-    assert sh["compared"] + sh["busy_skips"] + sh["budget_skips"] + sh["errors"] == 200 and sh["compared"] > 0
+    skipped = sh["busy_skips"] + sh["budget_skips"] + sh["rate_skips"]
+    assert sh["compared"] + skipped + sh["errors"] == 200 and sh["compared"] > 0
     assert sh["verdict_agreement"] == 1.0 and sh["label_agreement"] == 1.0
     assert sum(sh["confidence_hist"]) == sh["compared"] and sh["latency_ms"]["p50"] > 0
     recs = read_jsonl(tmp_path / "verdicts.jsonl")
@@ -88,7 +89,7 @@ def test_the_challenger_keeps_within_its_cpu_budget(tiny_bundle: Path, key_dir: 
     model = load_and_check(tiny_bundle, TrustStore.load(key_dir / "trust.json"))
     frames, _ = tiny_frames(40, seed=6)
     # half a millisecond of CPU, then 1 ms per second
-    w = ShadowWorker(str(tiny_bundle), str(key_dir / "trust.json"), max_duty=0.001, burst_s=0.0005)
+    w = ShadowWorker(str(tiny_bundle), str(key_dir / "trust.json"), max_duty=0.001, burst_s=0.0005, max_fps=1000)
     w.start()
     try:
         for i in range(300):
