@@ -19,8 +19,8 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from edge_agent.feedback.rules import (
     confusion,
     resolve_truth,
 )
+from edge_agent.sqlite_tx import write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -277,21 +278,12 @@ class FeedbackStore:
         return counts, int(rows[-1][0]) if rows else int(cursor)
 
     # -- the file ----------------------------------------------------------------------------------------
-    @contextmanager
-    def _tx(self, what: str, *, full: bool) -> Iterator[sqlite3.Connection]:
-        db = self._db
-        try:
-            db.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
-            db.execute("BEGIN IMMEDIATE")
-            yield db
-            db.execute("COMMIT")
-        except BaseException as exc:
-            if db.in_transaction:
-                with suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise FeedbackError(f"feedback store: {what} failed: {exc}", reason="store") from exc
-            raise
+    def _tx(self, what: str, *, full: bool) -> AbstractContextManager[sqlite3.Connection]:
+        return write_transaction(
+            self._db,
+            lambda exc: FeedbackError(f"feedback store: {what} failed: {exc}", reason="store"),
+            synchronous="FULL" if full else "NORMAL",
+        )
 
 
 def _bump(db: sqlite3.Connection, name: str, n: int) -> None:

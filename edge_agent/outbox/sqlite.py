@@ -6,11 +6,11 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from edge_agent.errors import OutboxError
+from edge_agent.sqlite_tx import write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -88,18 +88,7 @@ def bump(db: sqlite3.Connection, name: str, n: int) -> None:
     )
 
 
-@contextmanager
-def transaction(db: sqlite3.Connection, what: str) -> Iterator[sqlite3.Connection]:
+def transaction(db: sqlite3.Connection, what: str) -> AbstractContextManager[sqlite3.Connection]:
     """One write transaction; every SQLite failure (disk full, I/O error) becomes an OutboxError
     and nothing of the transaction stays."""
-    try:
-        db.execute("BEGIN IMMEDIATE")
-        yield db
-        db.execute("COMMIT")
-    except BaseException as exc:
-        if db.in_transaction:
-            with suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-        if isinstance(exc, sqlite3.Error):
-            raise OutboxError(f"outbox {what} failed: {exc}") from exc
-        raise
+    return write_transaction(db, lambda exc: OutboxError(f"outbox {what} failed: {exc}"))
