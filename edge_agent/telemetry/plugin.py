@@ -64,6 +64,10 @@ def error_and_drop_counts(snapshot: Mapping[str, object]) -> tuple[int, int]:
     return _total(snapshot.get("errors")), _total(snapshot.get("dropped"), ERROR_DROP_REASONS)
 
 
+#: at a clean stop, how long the last windows' acknowledgements are waited for
+STOP_CONFIRM_WAIT_S = 3.0
+
+
 class TelemetryPlugin:
     name = "telemetry"
 
@@ -163,6 +167,17 @@ class TelemetryPlugin:
             if last is not None:
                 self._closed.append(last)
         self.tick()
+        self._await_confirmations(STOP_CONFIRM_WAIT_S)
+
+    def _await_confirmations(self, timeout_s: float) -> None:
+        """At a clean stop, give the ingest's end-to-end acknowledgements of the last windows a
+        moment (they come on the link, which is still up): confirmed, they are not sent again at the
+        next start. Only when the ingest is known to confirm; unconfirmed ones stay and go again."""
+        if self.pump is None or self.link is None or not self.outbox.peer_confirms:
+            return
+        deadline = time.monotonic() + timeout_s
+        while len(self.outbox) and self.link.connected and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     # -- worker ------------------------------------------------------------------------------------------
     def _run(self) -> None:

@@ -335,7 +335,8 @@ def test_power_cuts_during_updates_leave_one_working_model_and_the_outboxes_inta
         assert agent.proc is not None and agent.proc.returncode == 0, agent.log_tail()
         windows = agent.windows_outbox()
         events = agent.events_outbox()
-        assert windows.keys == frozenset() and events.keys == frozenset(), "outboxes not drained at a clean stop"
+        assert windows.keys == frozenset(), "the windows' outbox not drained at a clean stop"
+        assert events.keys == frozenset(), "the events' outbox not drained at a clean stop"
         assert windows.dropped() == 0 and events.dropped("event") == 0
 
         problems = history_problems(ledger.of(dev.id))
