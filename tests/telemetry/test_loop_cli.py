@@ -74,7 +74,8 @@ def home(line: Line, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def invoke(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    # a wide terminal whatever runs the test (a pytest worker has none: rich would fold the table)
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(cli, list(args), catch_exceptions=False)
     return result.exit_code, result.output
 
 
