@@ -13,6 +13,9 @@ Layout, under a configurable root (default ``edgeline``) and fleet (default ``de
     <root>/<fleet>/artifacts/<sha256>/meta     retained, artifact description (size, chunk hashes)
     <root>/<fleet>/artifacts/<sha256>/chunks/<n>   retained, raw chunk bytes
     <root>/<fleet>/trust/revocations           retained, root-signed list of revoked signing keys
+    <root>/<fleet>/devices/<id>/config         retained, signed remote config document for one device
+    <root>/<fleet>/groups/<g>/config           retained, signed remote config document for a group
+    <root>/<fleet>/devices/<id>/config_state   retained, the device's config version, trial, refusal
 
 Local verdicts for the line use a separate local topic (``line/<device>/verdicts`` by default),
 which never goes to the cloud broker.
@@ -103,6 +106,19 @@ class Topics:
 
     def group_desired(self, group: str) -> str:
         return f"{self.base}/groups/{check_segment(group, 'group name')}/desired"
+
+    # -- remote configuration (docs/remote-config.md) --------------------------------------------
+    def device_config(self, device_id: str) -> str:
+        return f"{self.base}/devices/{check_segment(device_id, 'device id')}/config"
+
+    def group_config(self, group: str) -> str:
+        return f"{self.base}/groups/{check_segment(group, 'group name')}/config"
+
+    def device_config_state(self, device_id: str) -> str:
+        return f"{self.base}/devices/{check_segment(device_id, 'device id')}/config_state"
+
+    def all_device_config_states(self) -> str:
+        return f"{self.base}/devices/+/config_state"
 
     # -- artifacts -------------------------------------------------------------------------
     def artifact_meta(self, sha256: str) -> str:
