@@ -18,6 +18,7 @@ from firmware_configs.base import Section
 from firmware_configs.cloud_section import CloudSection
 from firmware_configs.feedback_section import FeedbackSection
 from firmware_configs.line_section import LineSection, TriggerSection
+from firmware_configs.remote_config_section import DecisionSection, RemoteConfigSection
 from firmware_configs.shadow_section import ShadowSection
 from firmware_configs.telemetry_section import TelemetrySection
 from firmware_configs.updater_section import UpdaterSection
@@ -273,6 +274,8 @@ class DeviceConfig(Section):
     line: LineSection = LineSection()
     feedback: FeedbackSection = FeedbackSection()
     shadow: ShadowSection = ShadowSection()
+    decision: DecisionSection = DecisionSection()
+    remote_config: RemoteConfigSection = RemoteConfigSection()
 
     @model_validator(mode="after")
     def _feedback_needs_triggers(self) -> DeviceConfig:
