@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_agent.shadow.window import ShadowCounts
 from edge_agent.telemetry.windows import ANOMALY_EDGES, CONF_EDGES
 
 VERDICTS = ("ok", "defect", "unknown")
@@ -27,6 +28,8 @@ class ShadowComparison:
         self.confidence = np.zeros(len(CONF_EDGES) - 1, dtype=np.int64)
         self.anomaly = np.zeros(len(ANOMALY_EDGES) - 1, dtype=np.int64)
         self._latency: deque[float] = deque(maxlen=latency_window)
+        #: the same frames counted for the telemetry window being filled (:meth:`take_window`)
+        self.window = ShadowCounts()
 
     def add(
         self,
@@ -46,6 +49,13 @@ class ShadowComparison:
             if anomaly_logit is not None:
                 self.anomaly[_bin(ANOMALY_EDGES, anomaly_logit)] += 1
             self._latency.append(latency_ms)
+            self.window.add(champion, challenger, confidence, anomaly_logit, latency_ms)
+
+    def take_window(self) -> ShadowCounts:
+        """The counts since the last call (the telemetry window that closes), and start afresh."""
+        with self._lock:
+            taken, self.window = self.window, ShadowCounts()
+        return taken
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:

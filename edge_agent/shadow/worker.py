@@ -15,14 +15,17 @@ import time
 from multiprocessing import shared_memory
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge_agent.errors import BundleError
+from edge_agent.errors import BundleError, EdgelineError
 from edge_agent.plugins import FrameResult
 from edge_agent.shadow.child import child_main
 from edge_agent.shadow.compare import ShadowComparison
+from edge_agent.shadow.window import ShadowCounts
+from edge_agent.telemetry.windows import DriftContext, ModelKey, context_of
 from firmware_configs.shadow_section import ShadowSection
 
 log = logging.getLogger(__name__)
@@ -69,6 +72,10 @@ class ShadowWorker:
         #: frames skipped because the budget was spent
         self.budget_skips = 0
         self.errors = 0
+        #: the challenger's drift reference (from its manifest), for the telemetry windows
+        self.context: DriftContext | None = None
+        self._skips_taken = 0
+        self._errors_taken = 0
         self._credit = 0.0
         self._slot: tuple[np.ndarray, int, FrameResult] | None = None
         self._cond = threading.Condition()
@@ -105,6 +112,7 @@ class ShadowWorker:
             self.stop()
             raise BundleError(str(detail), reason="shadow_refused")
         self.challenger = detail
+        self.context = _context(self.bundle)
         self._thread.start()
 
     def offer(self, image: np.ndarray, frame_id: int, champion: FrameResult) -> None:
@@ -200,6 +208,21 @@ class ShadowWorker:
             self._shm.unlink()
             self._shm = None
 
+    def take_window(self) -> ShadowCounts | None:
+        """The comparison since the last telemetry window closed (None before the challenger is
+        ready): compared frames with their counts, and the frames skipped and refused meanwhile."""
+        c = self.challenger
+        if c is None:
+            return None
+        counts = self.comparison.take_window()
+        skips = self.sampled_out + self.busy_skips + self.budget_skips + self.rate_skips
+        errors = self.errors
+        counts.skipped, self._skips_taken = skips - self._skips_taken, skips
+        counts.errors, self._errors_taken = errors - self._errors_taken, errors
+        counts.challenger = ModelKey(str(c["name"]), int(str(c["version"])), str(c["sha256"]))
+        counts.ctx = self.context
+        return counts
+
     def stats(self) -> dict[str, Any]:
         return {
             "policy": "spare_cpu",
@@ -232,3 +255,16 @@ def start_challenger(section: ShadowSection, trust_file: str) -> ShadowWorker:
     )
     worker.start()
     return worker
+
+
+def _context(bundle: str) -> DriftContext | None:
+    """The challenger's drift reference, read from its manifest (the child verified the bundle)."""
+    from edge_agent.bundle import read_envelope
+    from edgeline.core.protocol.manifest import parse_manifest
+    from edgeline.core.protocol.signing import parse_envelope
+
+    try:
+        return context_of(parse_manifest(parse_envelope(read_envelope(Path(bundle))).body))
+    except (EdgelineError, OSError) as exc:
+        log.warning("shadow: no drift reference for the challenger (%s)", exc)
+        return None

@@ -226,6 +226,9 @@ class TelemetryPlugin:
         raw.errors += max(0, errors - self._last_counts[0])
         raw.drops += max(0, drops - self._last_counts[1])
         self._last_counts = (errors, drops)
+        shadow = getattr(self._agent, "shadow", None)  # the challenger beside the model, if one runs
+        if shadow is not None and (counts := shadow.take_window()) is not None:
+            raw.shadow = counts if raw.shadow is None else raw.shadow.merge(counts)
         ready = self.min_frames.offer(raw)
         if ready is None:
             self.outbox.set_state(STATE_PENDING, self._pending_state())

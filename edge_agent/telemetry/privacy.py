@@ -149,4 +149,5 @@ class LaplaceNoise:
             stats_frames=self._one(raw.stats_frames),
             errors=self._one(raw.errors),
             drops=self._one(raw.drops),
+            shadow=raw.shadow.noised(self._noisy) if raw.shadow is not None else None,
         )

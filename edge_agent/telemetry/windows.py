@@ -16,7 +16,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -26,6 +26,7 @@ from edge_agent.plugins import FrameResult
 from edge_agent.preprocessing import STAT_BINS, STAT_RANGES, stat_edges
 from edge_agent.telemetry.drift import Calibrator, class_mix_vectors, ref_freqs, reference_on, score
 from edgeline.core.protocol.manifest import Manifest, Reference
+from edgeline.core.protocol.shadow_window import ShadowWindow
 from edgeline.core.protocol.telemetry import (
     ANOMALY_BINS,
     ANOMALY_RANGE,
@@ -35,6 +36,9 @@ from edgeline.core.protocol.telemetry import (
     ModelRef,
     TelemetryWindow,
 )
+
+if TYPE_CHECKING:
+    from edge_agent.shadow.window import ShadowCounts
 
 CONF_EDGES = np.linspace(0.0, 1.0, CONF_BINS + 1)
 ANOMALY_EDGES = np.linspace(ANOMALY_RANGE[0], ANOMALY_RANGE[1], ANOMALY_BINS + 1)
@@ -93,6 +97,8 @@ class RawWindow:
     latency_max: float = 0.0
     errors: int = 0
     drops: int = 0
+    #: the champion x challenger comparison over the window, when a challenger runs (attached at close)
+    shadow: ShadowCounts | None = None
 
     def add(self, result: FrameResult) -> None:
         v = result.verdict
@@ -131,12 +137,14 @@ class RawWindow:
             latency_max=max(self.latency_max, other.latency_max),
             errors=self.errors + other.errors,
             drops=self.drops + other.drops,
+            shadow=_merge_shadow(self.shadow, other.shadow),
         )
 
     # -- persistence of a pending (too small) window across restarts; stays on the device ----------
     def to_state(self) -> dict[str, Any]:
         nz = np.nonzero(self.latency)[0]
-        return {
+        shadow = {} if self.shadow is None else {"shadow": self.shadow.to_state()}
+        return shadow | {
             "model": [self.model.name, self.model.version, self.model.sha256],
             "start": self.start,
             "end": self.end,
@@ -174,7 +182,22 @@ class RawWindow:
             latency_max=float(d["latency_max"]),
             errors=int(d["errors"]),
             drops=int(d["drops"]),
+            shadow=_shadow_from(d.get("shadow")),
         )
+
+
+def _merge_shadow(a: ShadowCounts | None, b: ShadowCounts | None) -> ShadowCounts | None:
+    if a is None or b is None:
+        return a if b is None else b
+    return a.merge(b)
+
+
+def _shadow_from(state: Mapping[str, Any] | None) -> ShadowCounts | None:
+    if state is None:
+        return None
+    from edge_agent.shadow.window import ShadowCounts
+
+    return ShadowCounts.from_state(state)
 
 
 @dataclass
@@ -321,7 +344,8 @@ def build_window(
         )
     try:
         drift = drift_of(raw, ctx, calibrator, noise_scale)
-        return _window(raw, key, device, group, drift, outbox_dropped, noise_epsilon, latency)
+        shadow = raw.shadow.to_wire(calibrator, noise_scale) if raw.shadow is not None else None
+        return _window(raw, key, device, group, drift, outbox_dropped, noise_epsilon, latency, shadow)
     except ValidationError as exc:
         raise ProtocolError(f"window does not fit the telemetry schema: {exc.errors()[0]['msg']}") from exc
 
@@ -340,6 +364,7 @@ def _window(
     outbox_dropped: int,
     noise_epsilon: float | None,
     latency: Latency | None,
+    shadow: ShadowWindow | None = None,
 ) -> TelemetryWindow:
     counts: dict[str, int] = {}
     for label, n in raw.class_counts.items():
@@ -364,4 +389,5 @@ def _window(
         drift=drift,
         outbox_dropped=outbox_dropped,
         noise_epsilon=noise_epsilon,
+        shadow=shadow,
     )

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from edgeline.core.errors import ProtocolError
 from edgeline.core.protocol.canonical import canonical_json, parse_json
 from edgeline.core.protocol.model_ref import ModelRef
+from edgeline.core.protocol.shadow_window import ShadowWindow
 from edgeline.core.strict import Strict, StrictByName
 
 #: Input statistics tracked for drift, with the fixed value range of their histograms (the device's
@@ -99,6 +100,9 @@ class TelemetryWindow(StrictByName):
     outbox_dropped: Count = 0
     #: epsilon of the Laplace noise added to every count, or None when counts are exact
     noise_epsilon: float | None = Field(default=None, gt=0, le=100)
+    #: the champion x challenger comparison over the window, when a challenger runs beside the
+    #: serving model (aggregates only: :mod:`.shadow_window`)
+    shadow: ShadowWindow | None = None
 
     @field_validator("class_counts")
     @classmethod
@@ -133,7 +137,10 @@ class TelemetryWindow(StrictByName):
         return self
 
     def to_body(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True)
+        body = self.model_dump(mode="json", by_alias=True)
+        if body.get("shadow", 0) is None:  # a window without a challenger reads as before the block
+            del body["shadow"]
+        return body
 
     def encode(self) -> bytes:
         """Canonical JSON bytes; raises :class:`ProtocolError` when over :data:`MAX_WINDOW_BYTES`."""
