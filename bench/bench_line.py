@@ -115,7 +115,8 @@ def opcua_client(url: str, tmp: str, base: int, n: int, rate: float, start: floa
         rows = []
         async with c:
             idx = await c.get_namespace_index(NS)
-            vs = await c.nodes.objects.get_child(f"{idx}:VisionSystem")
+            vs = c.get_node(f"ns={idx};s=VisionSystem")
+            trigger = ua.NodeId("VisionSystem.Trigger", idx)  # the stable NodeId: no browse per call
             etype = await c.nodes.base_event_type.get_child(f"{idx}:ResultReadyEventType")
             sub = await c.create_subscription(0, Handler())
             await sub.subscribe_events(vs, etype)
@@ -124,7 +125,7 @@ def opcua_client(url: str, tmp: str, base: int, n: int, rate: float, start: floa
                 part = f"U{base + i}"
                 waiting[part] = asyncio.Event()
                 t0 = time.monotonic()
-                await vs.call_method(f"{idx}:Trigger", ua.Variant(part, ua.VariantType.String))
+                await vs.call_method(trigger, ua.Variant(part, ua.VariantType.String))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(waiting[part].wait(), GIVE_UP_S)
                 rows.append((part, t0, seen.get(part)))

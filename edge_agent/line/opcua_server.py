@@ -175,13 +175,15 @@ class OpcuaLineServer:
         self._server = server
 
     async def _address_space(self, server: Server, idx: int) -> None:
-        vs = await server.nodes.objects.add_object(idx, "VisionSystem")
-        results = await vs.add_folder(idx, "Results")
+        vs = await server.nodes.objects.add_object(*_ids(idx, "VisionSystem"))
+        results = await vs.add_folder(*_ids(idx, "VisionSystem.Results"))
         for name, vtype in RESULT_VARS:
-            self._vars[name] = await results.add_variable(idx, name, ua.Variant(_zero(vtype), vtype))
-        status = await vs.add_folder(idx, "Status")
+            zero = ua.Variant(_zero(vtype), vtype)
+            self._vars[name] = await results.add_variable(*_ids(idx, f"VisionSystem.Results.{name}"), zero)
+        status = await vs.add_folder(*_ids(idx, "VisionSystem.Status"))
         for name, vtype in (("State", V.String), ("MissedTriggers", V.UInt32), ("LateResults", V.UInt32)):
-            self._status_vars[name] = await status.add_variable(idx, name, ua.Variant(_zero(vtype), vtype))
+            zero = ua.Variant(_zero(vtype), vtype)
+            self._status_vars[name] = await status.add_variable(*_ids(idx, f"VisionSystem.Status.{name}"), zero)
         await self._status_vars["State"].write_value(ua.Variant(self._status(), V.String))
         part = ua.Argument()
         part.Name, part.DataType, part.ValueRank = "PartId", ua.NodeId(ua.Int32(ua.ObjectIds.String)), -1
@@ -190,12 +192,12 @@ class OpcuaLineServer:
         tid.Name, tid.DataType, tid.ValueRank = "TriggerId", ua.NodeId(ua.Int32(ua.ObjectIds.UInt32)), -1
         assigned = ua.Argument()
         assigned.Name, assigned.DataType, assigned.ValueRank = "PartId", ua.NodeId(ua.Int32(ua.ObjectIds.String)), -1
-        await vs.add_method(idx, "Trigger", self._trigger, [part], [tid, assigned])
+        await vs.add_method(*_ids(idx, "VisionSystem.Trigger"), self._trigger, [part], [tid, assigned])
         if self._feedback is not None:
             args = [_arg("ResultId", ua.ObjectIds.String, "the result's id (Results/ResultId)")]
             args.append(_arg("Truth", ua.ObjectIds.String, "confirm, ok, defect or a class label"))
             outs = [_arg("Truth", ua.ObjectIds.String, "the truth stored"), _arg("Replaced", ua.ObjectIds.UInt32, "")]
-            await vs.add_method(idx, "Feedback", self._on_feedback, args, outs)
+            await vs.add_method(*_ids(idx, "VisionSystem.Feedback"), self._on_feedback, args, outs)
         etype = await server.create_custom_event_type(
             idx, "ResultReadyEventType", ua.ObjectIds.BaseEventType, [(n, t) for n, t in EVENT_FIELDS]
         )
@@ -266,6 +268,12 @@ class OpcuaLineServer:
                 setattr(ev, name, values[name])
             await self._event.trigger(message=f"{values['PartId']}: {state} {values['Verdict']}".strip())
         self.results += 1
+
+
+def _ids(idx: int, path: str) -> tuple[ua.NodeId, ua.QualifiedName]:
+    """A stable string NodeId (``ns=<idx>;s=VisionSystem.Results.Verdict``) and the browse name (the
+    path's last part), so that a PLC or MES maps the tags once and calls ``Trigger`` without browsing."""
+    return ua.NodeId(path, idx), ua.QualifiedName(path.rsplit(".", 1)[-1], idx)
 
 
 def _status(code: int) -> ua.StatusCode:

@@ -90,8 +90,15 @@ def test_browse_trigger_event_and_read_with_security_on(opcua_agent: tuple[Any, 
             assert 0.0 <= await read("Confidence") <= 1.0 and await read("ModelName") == "tiny"
             assert await read("ModelVersion") == 1 and await read("ResultCounter") == 1
             assert await read("TotalTimeMs") > 0 and "inspect_ms" in await read("ProcessingTimes")
+            # the documented stable NodeIds: a PLC maps them once and calls without browsing
+            stable = c.get_node(f"ns={idx};s=VisionSystem.Results.PartId")
+            assert await stable.read_value() == "P-77"
+            assert (await stable.read_browse_name()).Name == "PartId"
             # a part id is assigned when none is given
-            _, assigned = await vs.call_method(f"{idx}:Trigger", ua.Variant("", ua.VariantType.String))
+            method = ua.NodeId("VisionSystem.Trigger", idx)
+            _, assigned = await c.get_node(f"ns={idx};s=VisionSystem").call_method(
+                method, ua.Variant("", ua.VariantType.String)
+            )
             assert assigned.startswith("part-")
             # the result variables are read-only for clients
             with pytest.raises(ua.UaStatusCodeError):
