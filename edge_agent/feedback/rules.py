@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,6 +183,8 @@ class LogEntry:
     verdict: str
     truth: str
     prev: str | None
+    #: the confidence of the verdict (None: not known), for cells by defect score
+    confidence: float | None = None
 
 
 @dataclass
@@ -206,9 +208,11 @@ class ConfusionCounts:
         return out
 
 
-def confusion(entries: Iterable[LogEntry]) -> ConfusionCounts:
+def confusion(entries: Iterable[LogEntry], cell: Callable[[LogEntry, str], Pair] | None = None) -> ConfusionCounts:
     """The counts a stretch of the log (in ``seq`` order) adds: per result, the truth it had before the
-    stretch (the first entry's ``prev``) against the truth it has after (the last entry's)."""
+    stretch (the first entry's ``prev``) against the truth it has after (the last entry's). ``cell``
+    names the counted pair of an entry and a truth (default ``(verdict, truth)``)."""
+    pair = cell or _verdict_truth
     first: dict[str, LogEntry] = {}
     last: dict[str, LogEntry] = {}
     for e in entries:
@@ -221,6 +225,10 @@ def confusion(entries: Iterable[LogEntry]) -> ConfusionCounts:
             continue
         key = (end.model, end.model_version)
         if before is not None:
-            out.retracted.setdefault(key, Counter())[(end.verdict, before)] += 1
-        out.added.setdefault(key, Counter())[(end.verdict, end.truth)] += 1
+            out.retracted.setdefault(key, Counter())[pair(end, before)] += 1
+        out.added.setdefault(key, Counter())[pair(end, end.truth)] += 1
     return out
+
+
+def _verdict_truth(entry: LogEntry, truth: str) -> Pair:
+    return (entry.verdict, truth)

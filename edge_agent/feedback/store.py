@@ -261,18 +261,27 @@ class FeedbackStore:
             out["results"], out["rows"] = self._n_results, self._n_rows
         return out
 
-    def confusion_since(self, cursor: int) -> tuple[ConfusionCounts, int]:
+    def confusion_since(
+        self, cursor: int, cell: Callable[[LogEntry, str], tuple[str, str]] | None = None
+    ) -> tuple[ConfusionCounts, int]:
         """The (verdict, truth) counts per model version that the feedback written after ``cursor`` adds
-        (counts only: no result id, part id or name), and the cursor to pass next time. Start at 0."""
+        (counts only: no result id, part id or name), and the cursor to pass next time. Start at 0.
+        ``cell``: the pair counted for an entry and a truth (see :func:`confusion`; entries carry the
+        verdict's confidence)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT seq, result_id, model, model_version, verdict, truth, prev FROM feedback_log "
-                "WHERE seq > ? ORDER BY seq",
+                "SELECT l.seq, l.result_id, l.model, l.model_version, l.verdict, l.truth, l.prev, f.confidence "
+                "FROM feedback_log l LEFT JOIN feedback f ON f.result_id = l.result_id "
+                "WHERE l.seq > ? ORDER BY l.seq",
                 (int(cursor),),
             ).fetchall()
             pruned = self._db.execute("SELECT value FROM counters WHERE name = 'log.pruned_to'").fetchone()
         counts = confusion(
-            LogEntry(int(s), str(r), str(m), int(v), str(vd), str(t), p) for s, r, m, v, vd, t, p in rows
+            (
+                LogEntry(int(s), str(r), str(m), int(v), str(vd), str(t), p, None if c is None else float(c))
+                for s, r, m, v, vd, t, p, c in rows
+            ),
+            cell,
         )
         counts.gap = pruned is not None and int(cursor) < int(pruned[0])
         return counts, int(rows[-1][0]) if rows else int(cursor)

@@ -33,6 +33,7 @@ from edge_agent.outbox.store import Outbox
 from edge_agent.plugins import AgentHandle, FrameResult
 from edge_agent.telemetry.alarm import LocalDriftAlarm
 from edge_agent.telemetry.drift import Calibrator
+from edge_agent.telemetry.field import read_feedback
 from edge_agent.telemetry.privacy import LaplaceNoise, MinFrames, pseudonym
 from edge_agent.telemetry.windows import DriftContext, ModelKey, RawWindow, WindowAggregator, build_window, context_of
 from edgeline.core.mqtt_link import MqttLink
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 
 STATE_PENDING = "telemetry.pending"
 STATE_ALARM = "telemetry.alarm"
+#: how far the feedback log has been counted into windows (written with the window that carries it)
+STATE_FEEDBACK = "telemetry.feedback_cursor"
 #: frames dropped for these reasons are counted as errors, not drops (the agent counts both)
 ERROR_DROP_REASONS = frozenset({"error"})
 
@@ -117,6 +120,7 @@ class TelemetryPlugin:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_counts = (0, 0)
+        self._feedback_cursor = 0
         #: the shared device connection (``edge_agent.cloud_link.CloudLink``), started with the plugin
         self.cloud: Any = None
         if link is not None:
@@ -233,6 +237,7 @@ class TelemetryPlugin:
         if ready is None:
             self.outbox.set_state(STATE_PENDING, self._pending_state())
             return
+        feedback_state = self._attach_feedback(ready)
         released = self.noise.apply(ready) if self.noise is not None else ready
         try:
             window = build_window(
@@ -258,16 +263,37 @@ class TelemetryPlugin:
                 payload,
                 kind="telemetry",
                 key=window.key,
-                state={STATE_PENDING: self._pending_state(), STATE_ALARM: json.dumps(self.alarm.to_state()).encode()},
+                state={
+                    STATE_PENDING: self._pending_state(),
+                    STATE_ALARM: json.dumps(self.alarm.to_state()).encode(),
+                    **feedback_state,
+                },
             )
         except OutboxError:
             # keep the frames: they go out merged into the next window of this model
+            ready.field_metrics = ready.field_metrics.without_feedback()  # counted again with the next window
             held = self.min_frames.pending.get(ready.model.sha256)
             self.min_frames.pending[ready.model.sha256] = ready.merge(held) if held is not None else ready
             raise
+        if feedback_state:  # the window (and the cursor) are in the outbox now
+            self._feedback_cursor = int(feedback_state[STATE_FEEDBACK])
         self.windows_sent += 1
 
     # -- helpers -----------------------------------------------------------------------------------------
+    def _attach_feedback(self, ready: RawWindow) -> dict[str, bytes]:
+        """Add the feedback written since the last released window to ``ready`` (counts per model
+        version); the new cursor goes into the outbox with the window, in one transaction."""
+        service = getattr(self._agent, "feedback", None)
+        if service is None:
+            return {}
+        try:
+            counts, cursor = read_feedback(service.store, self._feedback_cursor)
+        except EdgelineError as exc:  # the store failed: the feedback is counted with a later window
+            log.warning("feedback not read for this window: %s", exc)
+            return {}
+        ready.field_metrics.add_feedback(counts)
+        return {STATE_FEEDBACK: str(cursor).encode()}
+
     def _learn_context(self, sha: str) -> DriftContext | None:
         agent = self._agent
         model = agent.current_model if agent is not None else None
@@ -295,6 +321,9 @@ class TelemetryPlugin:
         return json.dumps(self.min_frames.to_state()).encode()
 
     def _restore(self) -> None:
+        cursor = self.outbox.get_state(STATE_FEEDBACK)
+        if cursor is not None and cursor.strip().isdigit():
+            self._feedback_cursor = int(cursor)
         for name, apply in ((STATE_PENDING, self.min_frames.restore), (STATE_ALARM, self.alarm.restore)):
             raw = self.outbox.get_state(name)
             if raw is None:

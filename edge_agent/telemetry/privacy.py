@@ -34,8 +34,9 @@ log = logging.getLogger(__name__)
 
 MIN_SECRET_BYTES = 16
 #: Count cells one frame touches: frames, class, confidence bin, one bin per input statistic, stats_frames,
-#: one anomaly-score bin.
-FRAME_SENSITIVITY = 3 + len(STAT_RANGES) + 1 + 1
+#: one anomaly-score bin; and one defect-score bin of the field metrics plus the two feedback cells its
+#: part can change in a window (the feedback given, the earlier one it replaced).
+FRAME_SENSITIVITY = 3 + len(STAT_RANGES) + 1 + 1 + 1 + 2
 
 
 class PrivacyError(EdgeAgentError):
@@ -149,5 +150,6 @@ class LaplaceNoise:
             stats_frames=self._one(raw.stats_frames),
             errors=self._one(raw.errors),
             drops=self._one(raw.drops),
+            field_metrics=raw.field_metrics.noised(self._noisy),
             shadow=raw.shadow.noised(self._noisy) if raw.shadow is not None else None,
         )

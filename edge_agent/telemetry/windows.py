@@ -25,6 +25,7 @@ from edge_agent.errors import ProtocolError
 from edge_agent.plugins import FrameResult
 from edge_agent.preprocessing import STAT_BINS, STAT_RANGES, stat_edges
 from edge_agent.telemetry.drift import Calibrator, class_mix_vectors, ref_freqs, reference_on, score
+from edge_agent.telemetry.field import FieldTally
 from edgeline.core.protocol.manifest import Manifest, Reference
 from edgeline.core.protocol.shadow_window import ShadowWindow
 from edgeline.core.protocol.telemetry import (
@@ -97,6 +98,8 @@ class RawWindow:
     latency_max: float = 0.0
     errors: int = 0
     drops: int = 0
+    #: field metrics: defect-score histograms of the verdicts, feedback counts attached at release
+    field_metrics: FieldTally = field(default_factory=FieldTally)
     #: the champion x challenger comparison over the window, when a challenger runs (attached at close)
     shadow: ShadowCounts | None = None
 
@@ -104,6 +107,7 @@ class RawWindow:
         v = result.verdict
         self.frames += 1
         self.class_counts[v.label] = self.class_counts.get(v.label, 0) + 1
+        self.field_metrics.add_verdict(v)
         self.confidence[_bin(v.confidence, 0.0, 1.0, CONF_BINS)] += 1
         if result.anomaly_logit is not None and math.isfinite(result.anomaly_logit):
             self.anomaly[_bin(result.anomaly_logit, ANOMALY_RANGE[0], ANOMALY_RANGE[1], ANOMALY_BINS)] += 1
@@ -137,6 +141,7 @@ class RawWindow:
             latency_max=max(self.latency_max, other.latency_max),
             errors=self.errors + other.errors,
             drops=self.drops + other.drops,
+            field_metrics=self.field_metrics.merge(other.field_metrics),
             shadow=_merge_shadow(self.shadow, other.shadow),
         )
 
@@ -159,6 +164,7 @@ class RawWindow:
             "latency_max": self.latency_max,
             "errors": self.errors,
             "drops": self.drops,
+            "field_metrics": self.field_metrics.to_state(),
         }
 
     @classmethod
@@ -182,6 +188,7 @@ class RawWindow:
             latency_max=float(d["latency_max"]),
             errors=int(d["errors"]),
             drops=int(d["drops"]),
+            field_metrics=FieldTally.from_state(d.get("field_metrics")),
             shadow=_shadow_from(d.get("shadow")),
         )
 
@@ -389,5 +396,6 @@ def _window(
         drift=drift,
         outbox_dropped=outbox_dropped,
         noise_epsilon=noise_epsilon,
+        field_metrics=raw.field_metrics.wire(),
         shadow=shadow,
     )

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from edgeline.core.errors import ProtocolError
 from edgeline.core.protocol.canonical import canonical_json, parse_json
+from edgeline.core.protocol.field_window import FieldMetrics
 from edgeline.core.protocol.model_ref import ModelRef
 from edgeline.core.protocol.shadow_window import ShadowWindow
 from edgeline.core.strict import Strict, StrictByName
@@ -100,6 +101,8 @@ class TelemetryWindow(StrictByName):
     outbox_dropped: Count = 0
     #: epsilon of the Laplace noise added to every count, or None when counts are exact
     noise_epsilon: float | None = Field(default=None, gt=0, le=100)
+    #: field metrics: defect-score histograms and operator-feedback counts (:mod:`.field_window`)
+    field_metrics: FieldMetrics | None = None
     #: the champion x challenger comparison over the window, when a challenger runs beside the
     #: serving model (aggregates only: :mod:`.shadow_window`)
     shadow: ShadowWindow | None = None
