@@ -26,10 +26,15 @@ from edge_agent.identity import DeviceIdentity
 from edge_agent.outbox.pump import OutboxPump
 from edge_agent.outbox.store import Outbox
 from edge_agent.plugins import AgentPlugin
+from edge_agent.remote_config.plugin import RemoteConfigPlugin
+from edge_agent.remote_config.store import ConfigStore, state_dir_of
 from edge_agent.telemetry.plugin import TelemetryPlugin
 from edge_agent.telemetry.privacy import load_secret, new_secret
 from edge_agent.updater.events import OutboxEventPublisher
+from edge_agent.updater.link import load_trust
 from edge_agent.updater.plugin import UpdaterPlugin
+from edge_agent.updater.slots import SlotDisk
+from edgeline.core.protocol.signing import TrustStore
 from edgeline.core.protocol.topics import Topics
 from firmware_configs.schema import DeviceConfig
 
@@ -55,6 +60,9 @@ def build_plugins(config: DeviceConfig) -> list[AgentPlugin]:
     telemetry = build_telemetry(config, cloud)
     if telemetry is not None:
         plugins.append(telemetry)
+    remote = build_remote_config(config, cloud, updater.trust if updater is not None else None)
+    if remote is not None:
+        plugins.append(remote)
     return plugins
 
 
@@ -69,7 +77,7 @@ def cloud_link_of(plugins: list[AgentPlugin]) -> CloudLink | None:
 
 
 def _needs_link(config: DeviceConfig) -> bool:
-    return config.cloud.enabled and (config.updater.enabled or config.telemetry.enabled)
+    return config.cloud.enabled and (config.updater.enabled or config.telemetry.enabled or config.remote_config.enabled)
 
 
 def device_identity(config: DeviceConfig) -> DeviceIdentity:
@@ -105,6 +113,19 @@ def build_updater(config: DeviceConfig, cloud: CloudLink | None) -> UpdaterPlugi
     cloud.defer_birth()  # the first state published says the model the updater serves
     cloud.start()
     return plugin
+
+
+def build_remote_config(
+    config: DeviceConfig, cloud: CloudLink | None, trust: TrustStore | None = None
+) -> RemoteConfigPlugin | None:
+    """Signed remote configuration on ``cloud`` (docs/remote-config.md), checked against ``trust``
+    (the updater's, so revocations it applies count here too). None when ``[remote_config]`` or the
+    cloud connection is off."""
+    if not config.remote_config.enabled or cloud is None:
+        return None
+    if trust is None:
+        trust = load_trust(Path(config.trust_file), SlotDisk(Path(config.updater.state_dir)))
+    return RemoteConfigPlugin(config, cloud, ConfigStore(state_dir_of(config)), trust)
 
 
 def build_telemetry(config: DeviceConfig, cloud: CloudLink | None) -> TelemetryPlugin | None:

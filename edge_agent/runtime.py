@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.counters import AgentCounters
+from edge_agent.decision import with_decision
 from edge_agent.errors import EdgelineError, SelfTestError
 from edge_agent.frame_queue import FrameQueue
 from edge_agent.inference import inspect_frame, load_and_check, model_info, verdict_record
@@ -36,6 +37,7 @@ from edge_agent.sources import Capture, Frame, SourceReader, build_capture
 from edge_agent.status import StatusWriter
 from edge_agent.status_document import status_document
 from edgeline.core.protocol.signing import TrustStore
+from firmware_configs.remote_config_section import DecisionSection
 from firmware_configs.schema import DeviceConfig
 
 __all__ = ["Agent", "AgentState", "load_and_check"]
@@ -73,7 +75,12 @@ class Agent:
         self.config = config
         self.plugins = list(plugins)
         self._trust = trust
-        self._model: LoadedModel | None = model
+        #: the model as delivered, and as it serves (under ``[decision]``, the device's own thresholds)
+        self._served: LoadedModel | None = model
+        self._model: LoadedModel | None = None if model is None else with_decision(model, config.decision)
+        self._swap_lock = threading.Lock()
+        #: why the agent stopped to start again (a remote config that needs a restart); empty otherwise
+        self.restart_requested = ""
         self.state = AgentState.CREATED
         self.counters_ = AgentCounters(config.inference.latency_window)
         self.sinks = build_sinks(config.sinks, config.device.id) if sinks is None else sinks
@@ -131,8 +138,10 @@ class Agent:
 
     def activate(self, model: LoadedModel) -> None:
         """Serve ``model`` from the next frame on (one reference assignment between two frames)."""
-        old = self._model
-        self._model = model
+        with self._swap_lock:
+            old = self._model
+            self._served = model
+            self._model = with_decision(model, self.config.decision)
         self.counters_.bump("models_activated")
         if self.state is AgentState.NO_MODEL:
             self.state = AgentState.RUNNING
@@ -148,13 +157,33 @@ class Agent:
 
     def deactivate(self) -> None:
         """Stop serving (fail closed): from the next frame on, frames are counted, not inspected."""
-        old, self._model = self._model, None
+        with self._swap_lock:
+            old, self._model, self._served = self._model, None, None
         if old is None:
             return
         if self.state is AgentState.RUNNING:
             self.state = AgentState.NO_MODEL
         log.warning("%s: stopped serving %s v%d", self.device_id, old.manifest.name, old.manifest.version)
         self.local_event("no_model", {"detail": f"{old.manifest.name} v{old.manifest.version} is no longer served"})
+
+    # -- remote configuration (edge_agent.remote_config) ----------------------------------------------
+    def set_decision(self, decision: DecisionSection) -> None:
+        """Decide with these thresholds from the next frame on (the served model, re-decided)."""
+        with self._swap_lock:
+            self.config = self.config.model_copy(update={"decision": decision})
+            if self._served is not None:
+                self._model = with_decision(self._served, decision)
+
+    def replace_sinks(self, sinks: list[SinkWorker]) -> None:
+        """Publish to ``sinks`` from the next record on (one list assignment; the caller starts the
+        new workers before and closes the ones left out after)."""
+        self.sinks = sinks
+        self.bus.sinks = sinks
+
+    def request_restart(self, reason: str) -> None:
+        """Stop, so that ``edgeline agent run`` starts the agent again (with the configuration on trial)."""
+        self.restart_requested = reason
+        threading.Thread(target=self.stop, name=f"restart-{self.device_id}", daemon=True).start()
 
     def local_event(self, kind: str, payload: dict[str, object]) -> None:
         rec: dict[str, object] = {"type": "event", "device": self.device_id, "kind": kind, "ts": time.time()}

@@ -55,6 +55,7 @@ def status_document(agent: Agent) -> dict[str, Any]:
         },
         "api": {"url": api_url, "requests": snap["api_requests"], **snap["api"]} if api_url else None,
         "line": _line_stats(agent),
+        "remote_config": _remote_config(agent),
         "shadow": agent.shadow.stats()
         if agent.shadow is not None
         else ({"refused": agent.shadow_refused} if agent.shadow_refused else None),
@@ -76,3 +77,13 @@ def _line_stats(agent: Agent) -> dict[str, Any] | None:
     if getattr(agent, "feedback", None) is not None:
         out["feedback"] = agent.feedback.stats()
     return out
+
+
+def _remote_config(agent: Agent) -> dict[str, Any] | None:
+    """The remote config plugin's state (version, trial, last refusal and rollback), when it runs."""
+    for p in agent.plugins:
+        status = getattr(p, "status", None)
+        if getattr(p, "name", "") == "remote_config" and callable(status):
+            result: dict[str, Any] = status()
+            return result
+    return None

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -54,9 +56,10 @@ def agent() -> None:
 def run(config_path: Path, extra_plugins: tuple[str, ...], no_default_plugins: bool) -> None:
     """Run the agent with the device configuration FILE until stopped (SIGTERM/SIGINT) or, for a video
     file or image folder, until the last frame. Exits 1 when the camera source failed for good."""
+    from edge_agent.remote_config.boot import effective_config
     from edge_agent.runtime import Agent
 
-    cfg = _load(config_path)
+    cfg = effective_config(config_path)  # the file, with the committed (or trial) remote config over it
     plugins = [] if no_default_plugins else load_plugins(cfg, DEFAULT_PLUGINS, required=False)
     plugins += load_plugins(cfg, extra_plugins, required=True)
     the_agent = Agent(cfg, plugins=plugins)
@@ -71,6 +74,8 @@ def run(config_path: Path, extra_plugins: tuple[str, ...], no_default_plugins: b
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if the_agent.restart_requested:
+        _restart(the_agent.restart_requested, plugins)
     c = the_agent.counters()
     click.echo(
         f"{cfg.device.id}: {c['state']}  frames {c['frames']['in']}  inspected {c['frames']['inspected']}  "
@@ -78,6 +83,19 @@ def run(config_path: Path, extra_plugins: tuple[str, ...], no_default_plugins: b
         err=True,
     )
     raise SystemExit(rc)
+
+
+def _restart(reason: str, plugins: list[Any]) -> None:
+    """Start this command again in this process (same pid, same arguments): a controlled restart
+    that a remote config asked for. The fleet link says goodbye first."""
+    from edge_agent.assembly import cloud_link_of
+
+    log.warning("restarting: %s", reason)
+    link = cloud_link_of(plugins)
+    if link is not None:
+        link.stop()
+    logging.shutdown()
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
 def _deep_checks(cfg: DeviceConfig) -> list[str]:

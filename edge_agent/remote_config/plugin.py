@@ -1,0 +1,321 @@
+"""Remote configuration as an :class:`~edge_agent.plugins.AgentPlugin`: the I/O driver around the pure
+checks. MQTT handlers only queue what arrives; one worker thread verifies, prepares, applies, judges
+the trial and commits or rolls back, saving the record (:mod:`.store`) after every step and
+reporting the retained config state. Nothing here raises into the inspection loop.
+
+A document whose keys all apply hot is tried on the running agent; one that needs a restart is
+saved as the trial and the agent is asked to restart (``edgeline agent run`` starts it again with
+the document, :mod:`.boot`), and the trial is judged after that start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from edge_agent.errors import EdgelineError, TransportError
+from edge_agent.plugins import AgentHandle, FrameResult
+from edge_agent.remote_config.apply import apply_hot
+from edge_agent.remote_config.errors import ConfigRefused
+from edge_agent.remote_config.overlay import Plan, merge
+from edge_agent.remote_config.prepare import Prepared, prepare, protected_paths
+from edge_agent.remote_config.store import Applied, ConfigRecord, ConfigStore
+from edge_agent.remote_config.trial import ConfigTrial, Health
+from edge_agent.remote_config.verify import check_version, verify_document
+from edge_agent.sinks import SinkWorker
+from edgeline.core.protocol.remote_config import ConfigReason, ConfigState, parse_config_payload
+from edgeline.core.protocol.signing import Envelope, TrustStore
+from firmware_configs.schema import DeviceConfig
+
+log = logging.getLogger(__name__)
+
+#: while a trial runs, judge it this often (seconds)
+TICK_S = 0.2
+#: replaced sink workers are closed this long after the swap (records in flight reach them first)
+CLOSE_AFTER_S = 0.5
+
+
+@dataclass(frozen=True)
+class _Message:
+    payload: bytes
+    retained: bool
+
+
+class _Publish:
+    """Publish the config state (at every connect)."""
+
+
+class RemoteConfigPlugin:
+    name = "remote_config"
+
+    def __init__(
+        self,
+        config: DeviceConfig,
+        cloud: Any,
+        store: ConfigStore,
+        trust: TrustStore,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config  # what the agent runs now
+        self.cloud = cloud  # edge_agent.cloud_link.CloudLink
+        self.store = store
+        self.trust = trust
+        self.clock = clock
+        self.monotonic = monotonic
+        self.me = cloud.identity
+        self.base: dict[str, Any] = store.load_base() or config.model_dump(mode="json", exclude_none=True)
+        try:
+            self.rec = store.load()
+        except EdgelineError as exc:
+            log.error("%s; starting from the device's own file", exc)
+            self.rec = ConfigRecord()
+        self._agent: Any = None  # the Agent (an AgentHandle with request_restart)
+        self._trial: ConfigTrial | None = None
+        #: hot trial: the configuration to go back to, and what changed
+        self._undo: tuple[DeviceConfig, Plan] | None = None
+        self._closing: list[tuple[float, list[SinkWorker]]] = []
+        self._held: _Message | None = None
+        self._q: queue.Queue[_Message | _Publish | None] = queue.Queue()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+
+    # -- AgentPlugin ----------------------------------------------------------------------------------
+    def start(self, agent: AgentHandle) -> None:
+        self._agent = agent
+        trial = self.rec.trial
+        if trial is not None and trial.restart and trial.boots >= 1:  # started with it (boot.py)
+            self._begin(trial.version, frozenset(), undo=None)
+        elif trial is not None:  # not started with it (boot.py was not used): it never ran
+            self.rec.roll_back(ConfigReason.CRASHED, "the agent started without the config on trial", self.clock())
+            self._save()
+        t = self.cloud.topics
+        topics = [t.device_config(self.me.device_id), *(t.group_config(g) for g in self.me.groups)]
+        self.cloud.on_connect(lambda _session_present: self._q.put(_Publish()))
+        for topic in topics:
+            self.cloud.subscribe(topic, self._on_message, 1)
+        self.cloud.start()
+        self._worker = threading.Thread(target=self._run, name="remote-config", daemon=True)
+        self._worker.start()
+        self._q.put(_Publish())
+
+    def on_result(self, result: FrameResult) -> None:
+        """Nothing per frame: the trial reads the agent's status document."""
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._q.put(None)
+        if self._worker is not None:
+            self._worker.join(5.0)
+        if self._trial is not None and self._agent is not None:
+            health = Health.of(self._agent.counters())
+            if health.camera_state == "FAILED" or health.agent_state == "FAILED":
+                self._roll_back(ConfigReason.TRIAL_FAILED, f"the source failed (camera {health.camera_state})")
+        for _, workers in self._closing:
+            for w in workers:
+                w.close(1.0)
+
+    # -- status ---------------------------------------------------------------------------------------
+    def state(self) -> ConfigState:
+        rec = self.rec
+        c = rec.committed
+        return ConfigState(
+            device_id=self.me.device_id,
+            ts=self.clock(),
+            version=c.version if c else 0,
+            trial=rec.trial.version if rec.trial else None,
+            applied_at=c.at if c else None,
+            changed=c.changed if c else (),
+            last_refusal=rec.last_refusal,
+            last_rollback=rec.last_rollback,
+        )
+
+    def status(self) -> dict[str, Any]:
+        return self.state().model_dump(mode="json", by_alias=True)
+
+    def _publish_state(self) -> None:
+        if not self.cloud.connected:
+            return
+        try:
+            self.cloud.publish(
+                self.cloud.topics.device_config_state(self.me.device_id), self.state().to_bytes(), 1, True
+            )
+        except TransportError as exc:
+            log.debug("config state not published: %s", exc)
+
+    # -- worker ---------------------------------------------------------------------------------------
+    def _on_message(self, topic: str, payload: bytes, retained: bool) -> None:
+        self._q.put(_Message(payload, retained))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            busy = self._trial is not None or self._closing
+            try:
+                item = self._q.get(timeout=TICK_S if busy else None)
+            except queue.Empty:
+                item = None  # a tick
+            try:
+                if isinstance(item, _Message):
+                    self._handle(item)
+                elif isinstance(item, _Publish):
+                    self._publish_state()
+                elif item is None and self._stop.is_set():
+                    return
+                self._tick()
+            except Exception:  # remote configuration must never take the agent down
+                log.exception("remote config step failed")
+
+    def _tick(self) -> None:
+        now = self.monotonic()
+        due = [w for t, ws in self._closing if t <= now for w in ws]
+        self._closing = [(t, ws) for t, ws in self._closing if t > now]
+        for w in due:
+            w.close(2.0)
+        if self._trial is None or self._agent is None:
+            return
+        verdict = self._trial.judge(now, Health.of(self._agent.counters()))
+        if verdict is None:
+            return
+        ok, why = verdict
+        if ok:
+            v = self._trial.version
+            self._trial, self._undo = None, None
+            self.rec.commit()
+            self._save()
+            log.info("config version %d committed", v)
+            self._agent.local_event("config_committed", {"version": v})
+            self._publish_state()
+            self._release_held()
+        else:
+            self._roll_back(ConfigReason.TRIAL_FAILED, why)
+
+    # -- a document -----------------------------------------------------------------------------------
+    def _handle(self, msg: _Message) -> None:
+        key = hashlib.sha256(msg.payload).hexdigest()
+        now = self.clock()
+        try:
+            env = self._envelope(msg.payload)
+            if env is None:
+                return  # the push was cleared: keep what runs
+            doc = verify_document(env, self.trust, self.me, now)
+            if any(a is not None and a.version == doc.version for a in (self.rec.committed, self.rec.trial)):
+                return  # the same document again (retained, at a reconnect)
+            if self.rec.trial is not None:
+                self._held = msg  # tried after the current trial
+                return
+            try:
+                check_version(doc, self.rec.floor)
+            except ConfigRefused:
+                if msg.retained:  # a stale retained copy (a group's older document, at connect)
+                    log.debug("ignoring retained config version %d (floor %d)", doc.version, self.rec.floor)
+                    return
+                raise
+            prepared = prepare(
+                doc,
+                self.base,
+                self._running(),
+                self.config,
+                protected_paths(self.config, str(self.store.dir)),
+            )
+        except ConfigRefused as r:
+            self._refuse(key, r, msg.retained)
+            return
+        self._apply(prepared, env, now, key)
+
+    @staticmethod
+    def _envelope(payload: bytes) -> Envelope | None:
+        try:
+            return parse_config_payload(payload)
+        except EdgelineError as exc:
+            raise ConfigRefused(ConfigReason.BAD_DOCUMENT, str(exc)) from exc
+
+    def _running(self) -> dict[str, Any]:
+        c = self.rec.committed
+        return merge(self.base, c.overlay) if c is not None else self.base
+
+    def _refuse(self, key: str, r: ConfigRefused, retained: bool) -> None:
+        if retained and key in self.rec.refused:
+            return  # reported when it first came
+        self.rec.refuse(key, r.version, str(r.reason), r.detail, self.clock())
+        self._save()
+        log.warning("config version %d refused: %s: %s", r.version, r.reason, r.detail)
+        if self._agent is not None:
+            self._agent.local_event(
+                "config_refused", {"version": r.version, "reason": str(r.reason), "detail": r.detail[:300]}
+            )
+        self._publish_state()
+
+    def _apply(self, p: Prepared, env: Envelope, now: float, key: str) -> None:
+        v = p.doc.version
+        restart = p.plan.needs_restart
+        self.rec.begin(Applied(v, env.model_dump(mode="json"), now, p.changed, restart))
+        self._save()
+        agent = self._agent
+        if restart:
+            log.info("config version %d needs a restart (%s)", v, ", ".join(p.plan.restart))
+            agent.local_event("config_restart", {"version": v, "keys": list(p.plan.restart)[:20]})
+            self._publish_state()
+            agent.request_restart(f"config version {v}")
+            return
+        try:
+            result = apply_hot(agent, self.config, p.config, p.plan)
+        except ConfigRefused as r:
+            self.rec.trial = None
+            self._refuse(key, ConfigRefused(r.reason, r.detail, v), False)
+            return
+        old, self.config = self.config, p.config
+        self._closing.append((self.monotonic() + CLOSE_AFTER_S, result.removed))
+        self._begin(v, result.started, undo=(old, p.plan))
+        log.info("config version %d applied without a restart (%s); on trial", v, ", ".join(p.plan.hot) or "no change")
+        agent.local_event("config_applied", {"version": v, "keys": list(p.plan.hot)[:20]})
+        self._publish_state()
+
+    def _begin(self, version: int, watched: frozenset[str], undo: tuple[DeviceConfig, Plan] | None) -> None:
+        first = Health.of(self._agent.counters())
+        self._trial = ConfigTrial(version, self.config.remote_config, self.monotonic(), first, watched)
+        self._undo = undo
+
+    def _roll_back(self, reason: str, detail: str) -> None:
+        assert self._trial is not None
+        v = self._trial.version
+        undo, self._trial, self._undo = self._undo, None, None
+        self.rec.roll_back(reason, detail, self.clock())
+        self._save()
+        log.warning("config version %d rolled back: %s", v, detail)
+        agent = self._agent
+        agent.local_event("config_rolled_back", {"version": v, "reason": reason, "detail": detail[:300]})
+        self._publish_state()
+        if undo is None:  # tried after a restart: start again with the previous configuration
+            if not self._stop.is_set():
+                agent.request_restart(f"config version {v} rolled back")
+            else:
+                agent.restart_requested = f"config version {v} rolled back"
+            return
+        old, plan = undo
+        try:
+            result = apply_hot(agent, self.config, old, plan)
+        except ConfigRefused as exc:  # the previous sinks cannot be rebuilt: restart with them
+            log.error("config version %d: going back needs a restart: %s", v, exc)
+            agent.request_restart(f"config version {v} rolled back")
+            return
+        self.config = old
+        self._closing.append((self.monotonic() + CLOSE_AFTER_S, result.removed))
+        self._release_held()
+
+    def _release_held(self) -> None:
+        if self._held is not None:
+            self._q.put(self._held)
+            self._held = None
+
+    def _save(self) -> None:
+        try:
+            self.store.save(self.rec)
+        except OSError as exc:
+            log.error("config record not saved: %s", exc)
