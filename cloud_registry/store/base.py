@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from cloud_registry.store.aliases import AliasMove
+    from cloud_registry.store.config_pushes import ConfigPush
 
 STAGES = ("staging", "production")
 #: console roles: a viewer reads every page; an operator may also deploy, pause, resume, abort, roll back
@@ -107,6 +108,10 @@ class RegistryStore(Protocol):
 
     # deployment serial: strictly increasing, never reused
     def next_sequence(self) -> int: ...
+
+    # remote configuration
+    def record_config_push(self, push: ConfigPush) -> None: ...
+    def config_pushes(self, target: str | None = None, limit: int = 50) -> list[ConfigPush]: ...
 
     # rollouts
     def put_rollout(self, row: RolloutRow) -> None: ...

@@ -15,6 +15,7 @@ from cloud_registry.errors import BackendError, Conflict, NotFound
 from cloud_registry.store.accounts import AccountTables
 from cloud_registry.store.aliases import AliasTables
 from cloud_registry.store.base import STAGES, DeviceRow, ModelSummary, ModelVersion, RolloutRow
+from cloud_registry.store.config_pushes import ConfigPushTables
 
 SCHEMA = [
     """CREATE TABLE IF NOT EXISTS versions(
@@ -38,7 +39,7 @@ def _j(value: Any) -> str:
     return json.dumps(value, sort_keys=True, allow_nan=False)
 
 
-class SqlStore(AccountTables, AliasTables, ABC):
+class SqlStore(AccountTables, AliasTables, ConfigPushTables, ABC):
     url: str
 
     def __init__(self) -> None:
@@ -64,6 +65,7 @@ class SqlStore(AccountTables, AliasTables, ABC):
                 self._execute(stmt)
             self._init_account_tables()
             self._init_alias_tables()
+            self._init_config_push_tables()
 
     def _q(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock, self._transaction():
