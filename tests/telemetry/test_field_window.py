@@ -61,7 +61,7 @@ def test_tally_merges_persists_and_takes_noise() -> None:
 
 
 def _plugin(tmp_path: Path, clock: SimClock, agent: AgentStub, **cfg: object) -> TelemetryPlugin:
-    config = TelemetrySection(**{"window_s": 60.0, "min_frames": 5, **cfg})  # type: ignore[arg-type]
+    config = TelemetrySection(**{"window_s": 60.0, "min_frames": 5, **cfg})
     ob = Outbox(tmp_path / "outbox.db", clock=clock)
     p = TelemetryPlugin(config, outbox=ob, secret=SECRET, topics=Topics(), clock=clock, background=False)
     p.start(agent)
@@ -208,7 +208,7 @@ def test_the_schema_refuses_anything_but_bounded_counts(hostile: dict[str, objec
     body = TelemetryWindow(
         key="a" * 32,
         device="b" * 32,
-        model={"name": "tiny", "version": 1, "sha256": "c" * 64},  # type: ignore[arg-type]
+        model={"name": "tiny", "version": 1, "sha256": "c" * 64},
         start=1.0,
         end=2.0,
         frames=10,
@@ -226,4 +226,4 @@ def test_a_version_twice_is_refused() -> None:
     cells |= {"reject_ok": [0] * SCORE_BINS, "reject_defect": [0] * SCORE_BINS}
     v = {"model": "tiny", "version": 1, "added": cells}
     with pytest.raises(ValueError, match="twice"):
-        FieldMetrics(score_pass=[0] * SCORE_BINS, score_reject=[0] * SCORE_BINS, feedback=[v, v])  # type: ignore[list-item]
+        FieldMetrics(score_pass=[0] * SCORE_BINS, score_reject=[0] * SCORE_BINS, feedback=[v, v])

@@ -1,0 +1,191 @@
+"""Field escape and false-reject rates measured from operator feedback, pure (no I/O).
+
+Windows carry, per model version, the verdicts that got feedback as cells (side x truth x
+defect-score bin, ``added`` and ``retracted``: :mod:`edgeline.core.protocol.field_window`).
+:class:`FieldTotals` sums them over any set of windows (a line, a group, a version, a slice), with
+the frames and defect-score histograms of the windows served by that version. From the net cells:
+
+* **field escape** = defective parts passed / defective parts with feedback
+  (``pass_defect / (pass_defect + reject_defect + unknown_defect)``);
+* **field false reject** = good parts rejected or sent to review / good parts with feedback
+  (``(reject_ok + unknown_ok) / (pass_ok + reject_ok + unknown_ok)``),
+
+the line's terms of docs/decisions.md (``unknown`` is not a pass), each with its 95% Clopper-Pearson
+interval (:func:`converters.operating_point.clopper_pearson`, the one the build gate uses). Fewer than
+``min_parts`` parts in a denominator is said plainly: too little feedback to tell, with how many
+parts with feedback would settle the configured limit.
+
+These rates hold for the parts operators chose to give feedback on: they are the field rates only
+when that choice does not depend on the truth given the verdict (docs/drift.md, "Field rates").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from converters.operating_point import clopper_pearson, parts_needed
+from edgeline.core.protocol.field_window import SCORE_BINS, FeedbackCells, FieldMetrics
+
+#: fewest parts in a rate's denominator before the rate is stated
+MIN_PARTS = 30
+Status = Literal["measured", "too_little", "none"]
+_CELL_ROWS = ("pass_ok", "pass_defect", "reject_ok", "reject_defect")
+
+
+def cells_array(c: FeedbackCells) -> np.ndarray:
+    """A wire cell block as a (4, SCORE_BINS + 1) array: rows pass_ok, pass_defect, reject_ok,
+    reject_defect over the score bins; the extra column holds ``unknown_ok`` (row 2) and
+    ``unknown_defect`` (row 3), both rejected by the line."""
+    a = np.zeros((4, SCORE_BINS + 1), np.int64)
+    for i, name in enumerate(_CELL_ROWS):
+        a[i, :SCORE_BINS] = getattr(c, name)
+    a[2, SCORE_BINS] = c.unknown_ok
+    a[3, SCORE_BINS] = c.unknown_defect
+    return a
+
+
+@dataclass
+class FieldTotals:
+    """Sums over windows: net feedback cells (see :func:`cells_array`) of one model version, and the
+    frames, verdict defect-score histograms and unknown verdicts of the windows that version served."""
+
+    cells: np.ndarray = field(default_factory=lambda: np.zeros((4, SCORE_BINS + 1), np.int64))
+    frames: int = 0
+    windows: int = 0
+    score_pass: np.ndarray = field(default_factory=lambda: np.zeros(SCORE_BINS, np.int64))
+    score_reject: np.ndarray = field(default_factory=lambda: np.zeros(SCORE_BINS, np.int64))
+    unknown: int = 0
+    gap: bool = False
+
+    def add_served(self, frames: int, fm: FieldMetrics | None, unknown: int) -> None:
+        """A window this version served: its frames and histograms."""
+        self.frames += frames
+        self.windows += 1
+        self.unknown += unknown
+        if fm is not None:
+            self.score_pass += np.asarray(fm.score_pass, np.int64)
+            self.score_reject += np.asarray(fm.score_reject, np.int64)
+
+    def add_feedback(self, added: FeedbackCells, retracted: FeedbackCells | None, gap: bool = False) -> None:
+        self.cells += cells_array(added)
+        if retracted is not None:
+            self.cells -= cells_array(retracted)
+        self.gap = self.gap or gap
+
+    def merge(self, other: FieldTotals) -> FieldTotals:
+        return FieldTotals(
+            self.cells + other.cells,
+            self.frames + other.frames,
+            self.windows + other.windows,
+            self.score_pass + other.score_pass,
+            self.score_reject + other.score_reject,
+            self.unknown + other.unknown,
+            self.gap or other.gap,
+        )
+
+    @property
+    def net(self) -> np.ndarray:
+        """The cells, clipped at 0 (noised counts can make a difference negative)."""
+        return np.maximum(self.cells, 0)
+
+    def counts(self) -> dict[str, int]:
+        n = self.net
+        return {
+            "pass_ok": int(n[0, :SCORE_BINS].sum()),
+            "pass_defect": int(n[1, :SCORE_BINS].sum()),
+            "reject_ok": int(n[2, :SCORE_BINS].sum()),
+            "reject_defect": int(n[3, :SCORE_BINS].sum()),
+            "unknown_ok": int(n[2, SCORE_BINS]),
+            "unknown_defect": int(n[3, SCORE_BINS]),
+        }
+
+    @property
+    def feedback(self) -> int:
+        """Verdicts with feedback."""
+        return int(self.net.sum())
+
+    @property
+    def feedback_share(self) -> float | None:
+        """Verdicts with feedback per verdict served (None without frames)."""
+        return self.feedback / self.frames if self.frames else None
+
+
+@dataclass(frozen=True)
+class FieldRate:
+    """``events`` of ``n`` parts with feedback, its 95% interval, and whether it says anything."""
+
+    name: Literal["escape", "false_reject"]
+    events: int
+    n: int
+    low: float
+    high: float
+    status: Status
+    #: parts with feedback (of this denominator) that would show the rate at or below ``limit``
+    needed: int | None = None
+    limit: float | None = None
+
+    @property
+    def value(self) -> float | None:
+        return self.events / self.n if self.n else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "events": self.events,
+            "n": self.n,
+            "value": self.value,
+            "low": self.low,
+            "high": self.high,
+            "status": self.status,
+            "needed": self.needed,
+            "limit": self.limit,
+            "text": self.text(),
+        }
+
+    def text(self) -> str:
+        what = "defective" if self.name == "escape" else "good"
+        if self.status == "none":
+            return f"no feedback on {what} parts"
+        ci = f"95% CI {100 * self.low:.2f}-{100 * self.high:.2f}%"
+        share = f"{100 * self.events / self.n:.2f}% ({self.events}/{self.n}, {ci})"
+        if self.status == "too_little":
+            more = f"; about {self.needed} would settle {100 * (self.limit or 0):.2f}%" if self.needed else ""
+            return f"too little feedback to tell: {self.n} {what} parts with feedback{more} [{share}]"
+        return share
+
+
+def rate(
+    name: Literal["escape", "false_reject"],
+    events: int,
+    n: int,
+    *,
+    min_parts: int = MIN_PARTS,
+    limit: float | None = None,
+) -> FieldRate:
+    lo, hi = clopper_pearson(events, n)
+    status: Status = "none" if n == 0 else "too_little" if n < min_parts else "measured"
+    needed = None
+    if status != "measured" and limit is not None and limit > 0:
+        observed = events / n if n else 0.0
+        needed = max(min_parts, parts_needed(limit, observed=observed if observed < limit else 0.0))
+    return FieldRate(name, int(events), int(n), lo, hi, status, needed, limit)
+
+
+def measured(
+    totals: FieldTotals,
+    *,
+    min_parts: int = MIN_PARTS,
+    escape_limit: float | None = None,
+    false_reject_limit: float | None = None,
+) -> tuple[FieldRate, FieldRate]:
+    """(field escape, field false reject) of ``totals``' feedback."""
+    c = totals.counts()
+    defects = c["pass_defect"] + c["reject_defect"] + c["unknown_defect"]
+    goods = c["pass_ok"] + c["reject_ok"] + c["unknown_ok"]
+    return (
+        rate("escape", c["pass_defect"], defects, min_parts=min_parts, limit=escape_limit),
+        rate("false_reject", c["reject_ok"] + c["unknown_ok"], goods, min_parts=min_parts, limit=false_reject_limit),
+    )

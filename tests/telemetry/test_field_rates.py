@@ -1,0 +1,164 @@
+"""Field rates from feedback counts, the estimates without labels and the slices, against hand
+computations; and the report read from a real store (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cloud_registry.telemetry.field_estimate import BIN_MIDS, calibrate, estimate, pav
+from cloud_registry.telemetry.field_rates import FieldTotals, measured
+from cloud_registry.telemetry.field_report import FieldSettings, build_field_report, table_rows
+from cloud_registry.telemetry.field_slices import SliceSettings, light_of, shift_of, two_proportion
+from cloud_registry.telemetry.field_store import field_report
+from edgeline.core.protocol.telemetry import TelemetryWindow
+from tests.telemetry.field_helpers import DAY0, cells, window
+from tests.telemetry.stores import BACKENDS, opened, store_url
+
+
+def _totals(*ws: TelemetryWindow) -> FieldTotals:
+    report = build_field_report(list(ws), "plates", scopes=("version",))
+    row = report.row(1)
+    assert row is not None
+    return row.totals
+
+
+def test_rates_and_intervals_match_a_hand_computation() -> None:
+    # 30 defective parts with feedback: 3 passed (escapes), 26 rejected, 1 unknown;
+    # 200 good parts with feedback: 197 passed, 2 rejected, 1 unknown (3 false rejects)
+    w1 = window(feedback=[(1, cells(pass_defect={0: 2}, reject_defect={9: 20}, pass_ok={0: 100}), None)])
+    fb2 = cells(pass_defect={1: 1}, reject_defect={8: 6}, unknown_defect=1, pass_ok={1: 97}, reject_ok={7: 2})
+    w2 = window(feedback=[(1, fb2.model_copy(update={"unknown_ok": 1}), None)])
+    esc, fr = measured(_totals(w1, w2))
+    assert (esc.events, esc.n, esc.status) == (3, 30, "measured")
+    assert esc.value == pytest.approx(0.1)
+    # exact binomial 95% interval of 3/30: Beta(0.025; 3, 28) and Beta(0.975; 4, 27)
+    assert (esc.low, esc.high) == (pytest.approx(0.021117, abs=1e-6), pytest.approx(0.265288, abs=1e-6))
+    assert (fr.events, fr.n) == (3, 200) and fr.value == pytest.approx(0.015)
+    assert (fr.low, fr.high) == (pytest.approx(0.003104, abs=1e-6), pytest.approx(0.043208, abs=1e-6))
+    assert esc.text() == "10.00% (3/30, 95% CI 2.11-26.53%)"
+
+
+def test_a_correction_is_subtracted_and_noise_never_goes_below_zero() -> None:
+    w1 = window(feedback=[(1, cells(pass_defect={0: 1}, pass_ok={0: 40}), None)])
+    # the escape was a good part after all: retracted as pass_defect, added as pass_ok
+    w2 = window(feedback=[(1, cells(pass_ok={0: 1}), cells(pass_defect={0: 1}))])
+    t = _totals(w1, w2)
+    assert t.counts()["pass_defect"] == 0 and t.counts()["pass_ok"] == 41 and t.feedback == 41
+    noisy = window(feedback=[(1, cells(), cells(reject_ok={3: 2}))])  # a retraction alone (noise)
+    assert _totals(noisy).counts()["reject_ok"] == 0
+
+
+def test_too_little_feedback_says_so_and_how_much_would_settle_it() -> None:
+    w = window(feedback=[(1, cells(pass_defect={0: 1}, reject_defect={9: 4}, pass_ok={0: 12}), None)])
+    esc, fr = measured(_totals(w), escape_limit=0.05, false_reject_limit=0.02)
+    assert esc.status == "too_little" and fr.status == "too_little"
+    assert esc.text().startswith("too little feedback to tell: 5 defective parts with feedback")
+    assert esc.needed is not None and esc.needed >= 30 and "would settle 5.00%" in esc.text()
+    esc0, _ = measured(_totals(window()))
+    assert esc0.status == "none" and esc0.text() == "no feedback on defective parts" and esc0.value is None
+
+
+def test_pool_adjacent_violators() -> None:
+    assert pav(np.array([0.2, 0.1, 0.5]), np.ones(3)).tolist() == pytest.approx([0.15, 0.15, 0.5])
+    assert pav(np.array([0.1, 0.3, 0.2, 0.1]), np.array([1.0, 1.0, 1.0, 2.0])).tolist() == pytest.approx(
+        [0.1, 0.175, 0.175, 0.175]
+    )
+
+
+def test_the_estimate_without_feedback_takes_the_scores_at_face_value() -> None:
+    # no feedback: q = the bin's middle. 100 passed at score bin 0 (0.05), 20 rejected at bin 9 (0.95)
+    w = window(score_pass={0: 100}, score_reject={9: 20})
+    t = _totals(w)
+    cal = calibrate(t)
+    assert cal.labelled == 0 and cal.p_defect.tolist() == pytest.approx(BIN_MIDS.tolist())
+    e = estimate(t, cal)
+    # escapes 100 * 0.05 = 5, caught 20 * 0.95 = 19: 5 / 24; false rejects 20 * 0.05 = 1 of 96
+    assert e.escape == pytest.approx(5 / 24) and e.false_reject == pytest.approx(1 / 96)
+    assert (e.verdicts, e.calibrated_on) == (120, 0)
+
+
+def test_the_calibration_learns_from_feedback_by_score_bin() -> None:
+    # bin 0: 2 defects of 100; bin 9: 45 defects of 50 -> q0 = (2 + 2*0.05)/102, q9 = (45 + 2*0.95)/52
+    fb = cells(pass_ok={0: 98}, pass_defect={0: 2}, reject_ok={9: 5}, reject_defect={9: 45})
+    w = window(score_pass={0: 1000}, score_reject={9: 200}, feedback=[(1, fb, None)])
+    t = _totals(w)
+    cal = calibrate(t)
+    q0, q9 = 2.1 / 102, 46.9 / 52
+    assert cal.p_defect[0] == pytest.approx(q0) and cal.p_defect[9] == pytest.approx(q9)
+    assert cal.labelled == 150
+    e = estimate(t, cal)
+    assert e.escape == pytest.approx(1000 * q0 / (1000 * q0 + 200 * q9))
+    assert e.false_reject == pytest.approx(200 * (1 - q9) / (200 * (1 - q9) + 1000 * (1 - q0)))
+
+
+def test_shift_and_lighting_bands() -> None:
+    s = SliceSettings()
+    assert shift_of(DAY0 + 5 * 3600, s) == "22-06" and shift_of(DAY0 + 6 * 3600, s) == "06-14"
+    assert shift_of(DAY0 + 21.9 * 3600, s) == "14-22"
+    assert shift_of(DAY0 + 5 * 3600, SliceSettings(utc_offset_h=2)) == "06-14"
+    assert light_of(window(brightness=0.2, score_pass={0: 5}), s) == "dark"
+    assert light_of(window(brightness=0.5, score_pass={0: 5}), s) == "normal"
+    assert light_of(window(score_pass={0: 5}), s) == "unmeasured"
+    for bad in ({"shifts": (6, 25)}, {"light_edges": (0.7, 0.3)}, {"alpha": 0.0}):
+        with pytest.raises(ValueError):
+            SliceSettings(**bad)
+
+
+def test_two_proportion_test_matches_a_hand_computation() -> None:
+    # 20/100 vs 15/300: p = 35/400, se = sqrt(p(1-p)(1/100 + 1/300)), z = 0.15 / se
+    p = 35 / 400
+    z_hand = 0.15 / np.sqrt(p * (1 - p) * (1 / 100 + 1 / 300))
+    z, pv = two_proportion(20, 100, 15, 300)
+    assert z == pytest.approx(z_hand) and pv < 1e-5
+
+
+def _lines(bad_escapes: int, bad_n: int) -> list[TelemetryWindow]:
+    out = []
+    for i, dev in enumerate(("a" * 32, "b" * 32, "c" * 32)):
+        esc, n = (bad_escapes, bad_n) if i == 0 else (5, 100)
+        fb = cells(pass_defect={0: esc}, reject_defect={9: n - esc}, pass_ok={0: 200})
+        out.append(window(device=dev, feedback=[(1, fb, None)], score_pass={0: 1000}, score_reject={9: 100}))
+    return out
+
+
+def test_a_slice_significantly_worse_is_named_and_a_small_one_is_not() -> None:
+    report = build_field_report(_lines(25, 100), "plates")
+    [alert] = report.slice_alerts
+    assert (alert.scope, alert.value, alert.rate) == ("line", "a" * 12, "escape")
+    assert (alert.events, alert.n, alert.rest_events, alert.rest_n) == (25, 100, 10, 200)
+    assert alert.p_value < alert.level == pytest.approx(0.01 / 3)
+    assert "field escape 25.00% (25/100) vs 5.00% on the others (10/200)" in alert.text()
+    # the same share on 10 parts: too few to say
+    assert build_field_report(_lines(3, 10), "plates").slice_alerts == []
+    # not worse, only different by chance: 7/100 vs 5/100
+    assert build_field_report(_lines(7, 100), "plates").slice_alerts == []
+
+
+def test_feedback_counts_for_the_version_it_names() -> None:
+    # v2 serves; its windows carry late feedback on v1's verdicts
+    w = window(version=2, score_pass={0: 50}, feedback=[(1, cells(pass_defect={0: 4}, reject_defect={9: 36}), None)])
+    report = build_field_report([w], "plates", scopes=("version",))
+    v1, v2 = report.row(1), report.row(2)
+    assert v1 is not None and v2 is not None
+    assert (v1.totals.frames, v1.escape.events, v1.escape.n) == (0, 4, 40)
+    assert (v2.totals.frames, v2.escape.status) == (50, "none")
+    assert [c[0] for c in table_rows(report)] == ["v1", "v2"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_report_reads_the_store(backend: str, tmp_path: Path) -> None:
+    with opened(store_url(backend, tmp_path)) as store:
+        ws = _lines(25, 100)
+        store.add_many(ws)
+        store.add_many([window(model="other", feedback=[(1, cells(pass_defect={0: 9}), None)])])
+        report = field_report(store, "plates", FieldSettings(escape_limit=0.05))
+        row = report.row(1)
+        assert row is not None and (row.escape.events, row.escape.n) == (35, 300)
+        assert row.totals.windows == 3 and row.totals.frames == 3300
+        assert row.estimate is not None and row.estimate.calibrated_on == 900
+        assert [a.value for a in report.slice_alerts] == ["a" * 12]
+        assert report.to_dict()["rows"][0]["escape"]["events"] == 35
+        assert field_report(store, "plates", version=7).rows == []
