@@ -1,6 +1,6 @@
 """Alerts: a webhook or a command fires when something needs a human, ONCE per episode.
 
-Four kinds, each an episode with a scope, persisted in the telemetry store (a restarted service
+Each kind is an episode with a scope, persisted in the telemetry store (a restarted service
 neither repeats nor forgets an open episode):
 
 * ``drift``: sustained input drift (input statistics or confidence) in a model version's group.
@@ -11,6 +11,10 @@ neither repeats nor forgets an open episode):
 * ``device_silent``: a device not heard from (state heartbeat) for longer than its budget. Scope:
   the device id (this is fleet data, not telemetry: the operator must know which device).
 * ``rollout_aborted``: a rollout reached ``aborted``. Scope: the rollout id.
+* ``field_escape`` / ``field_false_reject``: a model version's field rate, measured from operator
+  feedback or estimated without labels, above its configured limit in a version, group or line
+  (:mod:`.field_alerts`); ``field_slice``: one shift, lighting band or line significantly worse
+  than the others. Scope ``model/vN/<scope>/<value>``.
 
 An alert is a JSON document: ``{"kind", "scope", "state": "firing"|"resolved", "ts", "summary",
 "details"}``. :class:`WebhookSink` POSTs it; :class:`CommandSink` runs a command with it on stdin
@@ -38,7 +42,9 @@ from edgeline.core.protocol.telemetry import STAT_NAMES, TelemetryWindow
 
 log = logging.getLogger(__name__)
 
-AlertKind = Literal["drift", "label_drift", "device_silent", "rollout_aborted"]
+AlertKind = Literal[
+    "drift", "label_drift", "device_silent", "rollout_aborted", "field_escape", "field_false_reject", "field_slice"
+]
 CHANNELS: dict[str, tuple[str, ...]] = {
     "drift": (*STAT_NAMES, "confidence", "anomaly_score"),
     "label_drift": ("class_mix",),
@@ -205,6 +211,10 @@ class AlertEngine:
                         self.store.bump("alerts.failed")
                     else:
                         time.sleep(0.2 * (attempt + 1))
+
+    def episode(self, kind: AlertKind, scope: str, active: bool, summary: str, details: dict[str, Any]) -> Alert | None:
+        """Open (``active``) or close the episode of ``kind`` in ``scope``; an alert only when it changes."""
+        return self._transition(kind, scope, active, summary, details)
 
     def active(self, kind: str | None = None) -> list[tuple[str, str]]:
         sql = "SELECT kind, scope FROM episodes WHERE active = 1"

@@ -27,6 +27,8 @@ from edgeline.core.protocol.manifest import Reference
 log = logging.getLogger(__name__)
 #: how often the ingest applies --retention-days (a scan or a partition drop: not per tick)
 RETENTION_EVERY_S = 3600.0
+#: how often the ingest checks the field rates against --field-*-limit
+FIELD_EVERY_S = 60.0
 
 
 # -- ingest --------------------------------------------------------------------------------------------
@@ -59,6 +61,25 @@ RETENTION_EVERY_S = 3600.0
 @click.option("--command", "commands", multiple=True, metavar="CMD", help="Run CMD with each alert on stdin.")
 @click.option("--silent-budget", type=float, default=90.0, show_default=True, help="Seconds before a device is silent.")
 @click.option("--duration", type=float, default=0.0, help="Stop after this many seconds (0: until SIGTERM/Ctrl-C).")
+@click.option(
+    "--field-escape-limit",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=None,
+    help="Alert when a version's, group's or line's field escape rate (measured or estimated) is above this share.",
+)
+@click.option(
+    "--field-false-reject-limit",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=None,
+    help="The same for the field false-reject rate.",
+)
+@click.option(
+    "--field-hours",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Evidence of the field alerts: the last N hours of windows (checked every minute).",
+)
 @json_option
 def ingest(
     home: Path,
@@ -80,6 +101,9 @@ def ingest(
     commands: tuple[str, ...],
     silent_budget: float,
     duration: float,
+    field_escape_limit: float | None,
+    field_false_reject_limit: float | None,
+    field_hours: float,
     as_json: bool,
 ) -> None:
     """Run the telemetry ingest service: subscribe to the devices' telemetry (this worker's partitions
@@ -88,7 +112,9 @@ def ingest(
     strict schema, store each batch in one transaction before acknowledging it (to the broker and to
     the device), once per idempotency key, and fire alerts (webhook or command)
     once per episode of sustained drift, label drift, a device silent past --silent-budget (from the
-    devices' state heartbeats) or an aborted rollout (from the registry under HOME)."""
+    devices' state heartbeats) or an aborted rollout (from the registry under HOME); and, with
+    --field-escape-limit / --field-false-reject-limit, once per episode of a field rate above its
+    limit or a line, shift or lighting band significantly worse than the others (docs/drift.md)."""
     import dataclasses
 
     from cloud_registry.fleet import FleetWatcher
@@ -107,6 +133,12 @@ def ingest(
     except ValueError as exc:  # a bad alert sink URL or command
         raise click.ClickException(str(exc)) from exc
     engine = AlertEngine(store, sinks, silent_budget_s=silent_budget)
+    field_monitor = None
+    if field_escape_limit is not None or field_false_reject_limit is not None:
+        from cloud_registry.telemetry.field_alerts import FieldLimits, FieldMonitor
+
+        limits = FieldLimits(escape=field_escape_limit, false_reject=field_false_reject_limit)
+        field_monitor = FieldMonitor(engine, limits, lookback_s=field_hours * 3600.0)
     settings = broker.link_settings(client_id)
     ingestor = Ingestor(store, topics, listeners=[engine.on_window])
     service = IngestService(
@@ -130,6 +162,7 @@ def ingest(
         threading.Timer(duration, stop.set).start()
 
     retained = [0.0]
+    field_checked = [0.0]
 
     def periodic() -> None:
         now = time.time()
@@ -138,6 +171,9 @@ def ingest(
             if removed := store.retain(now):
                 log.info("retention: %d windows older than %s days removed", removed, retention_days)
         engine.check_silent(((r.device_id, r.last_seen) for r in fleet_view.rows(now) if r.state), now)
+        if field_monitor is not None and now - field_checked[0] >= FIELD_EVERY_S:
+            field_checked[0] = now
+            field_monitor.check(now)
         with optional_registry(home, store_url, artifacts_url) as reg:
             if reg is not None:
                 rollouts = reg.store.list_rollouts(200)
