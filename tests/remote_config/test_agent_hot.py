@@ -1,0 +1,44 @@
+"""A real agent process takes a signed config over MQTT without a restart: sinks, decision thresholds
+and telemetry windows change between two frames, none lost; a change whose new sink cannot write is
+rolled back by itself."""
+
+from __future__ import annotations
+
+from tests.remote_config.conftest import DEVICE, Fleet, wait_for
+
+
+def test_good_config_applied_hot_without_dropping_a_frame(fleet: Fleet) -> None:
+    a = fleet.agent
+    a.start()
+    assert fleet.watch.wait(lambda s: s.version == 0, 20), a.log_tail()
+    assert wait_for(lambda: a.frames_in() >= 20, 20), a.log_tail()
+    pid = a.pid()
+    new_log = a.logs / "verdicts-2.jsonl"
+    overlay = {
+        "sinks": {"jsonl": {"path": str(new_log)}},
+        "decision": {"defect_min_confidence": 0.95},
+        "telemetry": {"window_s": 30.0},
+    }
+    v = fleet.push(overlay, actor="alice")
+    committed = fleet.watch.wait(lambda s: s.version == v and s.trial is None, 20)
+    assert committed is not None, a.log_tail()
+    assert set(committed.changed) == {"sinks.jsonl.path", "decision.defect_min_confidence", "telemetry.window_s"}
+    at_commit = a.frames_in()
+    assert wait_for(lambda: a.frames_in() >= at_commit + 20, 20)
+    a.stop()
+    final = a.status()
+    assert final is not None and final["pid"] == pid, "the agent restarted"
+    assert final["state"] == "STOPPED"
+    assert final["dropped"] == {}, final["dropped"]
+    assert final["frames"]["inspected"] == final["frames"]["in"]
+    assert final["remote_config"]["version"] == v
+    old_ids = a.verdict_ids(a.logs / "verdicts.jsonl")
+    new_ids = a.verdict_ids(new_log)
+    assert old_ids and new_ids, "both logs hold verdicts: before and after the change"
+    ids = sorted(old_ids + new_ids)
+    assert ids == list(range(ids[0], ids[0] + len(ids))), "every frame has exactly one verdict across the change"
+    assert max(old_ids) < min(new_ids)
+    assert len(ids) == final["frames"]["inspected"]
+    # the registry keeps who pushed what and when
+    (push,) = fleet.store.config_pushes(f"device:{DEVICE}")
+    assert (push.version, push.actor, push.overlay) == (v, "alice", overlay)
