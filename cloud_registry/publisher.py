@@ -142,6 +142,23 @@ class Publisher:
         self._publish_all([*self._artifact_messages(manifest, data), *desired])
         return [env for _, env in signed]
 
+    def publish_shadow(
+        self, manifest: Manifest, data: bytes, deployments: Iterable[tuple[str, Manifest]]
+    ) -> list[Envelope]:
+        """Like :meth:`publish_deployment`, onto the devices' shadow topics: the artifact, then one
+        signed shadow deployment (a manifest of role ``shadow``) per device, in one batch."""
+        art = manifest.artifact
+        if len(data) != art.size or not art.chunk_sha256:
+            raise RegistryError("artifact bytes do not match the manifest (size or chunk hashes)")
+        signed = [(device_id, self.sign(man)) for device_id, man in deployments]
+        shadow = [(self.topics.device_shadow(d), envelope_bytes(env)) for d, env in signed]
+        self._publish_all([*self._artifact_messages(manifest, data), *shadow])
+        return [env for _, env in signed]
+
+    def clear_shadow(self, device_ids: Iterable[str]) -> None:
+        """Stop the devices' challengers (an empty retained shadow deployment)."""
+        self._publish_all([(self.topics.device_shadow(d), b"") for d in device_ids])
+
     def retire_artifact(self, sha256: str, chunk_count: int) -> None:
         """Clear the retained chunks and meta (an empty retained message deletes one)."""
         messages = [(self.topics.artifact_chunk(sha256, i), b"") for i in range(chunk_count)]

@@ -109,6 +109,7 @@ def build_updater(config: DeviceConfig, cloud: CloudLink | None) -> UpdaterPlugi
         cloud,
         events,
         threads=config.inference.threads,
+        shadow=config.shadow,
     )
     cloud.defer_birth()  # the first state published says the model the updater serves
     cloud.start()

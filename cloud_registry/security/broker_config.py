@@ -201,6 +201,7 @@ def acl_rules(spec: BrokerSpec) -> dict[str, list[tuple[str, str]]]:
     t = spec.topics
     registry = [
         ("readwrite", t.all_device_desired()),
+        ("readwrite", t.all_device_shadow()),
         ("readwrite", t.all_group_desired()),
         ("readwrite", t.all_artifacts()),
         ("readwrite", t.trust_revocations()),
@@ -228,6 +229,7 @@ def acl_rules(spec: BrokerSpec) -> dict[str, list[tuple[str, str]]]:
     for dev in spec.devices:
         rules[dev.id] = [
             ("read", t.device_desired(dev.id)),
+            ("read", t.device_shadow(dev.id)),
             *[("read", t.group_desired(g)) for g in dev.groups],
             ("read", t.all_artifacts()),
             ("read", t.trust_revocations()),

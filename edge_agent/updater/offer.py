@@ -50,6 +50,8 @@ def triage(
         if _already_taken(rec, manifest):
             return None  # retained again (e.g. at a restart), even past its signing key's expiry
         check_key_expiry(env, now)
+        if manifest.role != "serve":  # a challenger's manifest copied onto the desired topic
+            raise UpdateRejected(Reason.WRONG_TARGET, f"a {manifest.role} deployment is not for the serving slots")
         m.check_target(manifest, me)
         if m.check_sequence(rec, manifest) == m.OfferOutcome.IGNORE:
             return None

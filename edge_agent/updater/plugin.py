@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -47,11 +48,13 @@ from edge_agent.updater.keeper import STATE_EVERY_S, RecordKeeper
 from edge_agent.updater.link import UpdaterLink, load_trust, parse_revocations
 from edge_agent.updater.refusals import RefusalGate
 from edge_agent.updater.reporter import Reporter
+from edge_agent.updater.shadow_slot import ShadowHost, ShadowSlot
 from edge_agent.updater.slots import SlotDisk
 from edgeline.core.fsutil import free_bytes
 from edgeline.core.protocol.delivery import EventKind, Reason
 from edgeline.core.protocol.delivery import UpdaterState as S
 from edgeline.core.protocol.signing import TrustStore
+from firmware_configs.shadow_section import ShadowSection
 from firmware_configs.updater_section import UpdaterSection
 
 log = logging.getLogger(__name__)
@@ -73,6 +76,7 @@ class UpdaterPlugin:
         clock: Callable[[], float] = time.time,
         free_disk: Callable[[Path], int] = free_bytes,
         threads: int = 1,
+        shadow: ShadowSection | None = None,
     ) -> None:
         disk = SlotDisk(Path(config.state_dir))
         self.ctx = UpdaterContext(
@@ -95,6 +99,8 @@ class UpdaterPlugin:
         self.flight = InFlight()
         self.activation = Activation(self.ctx, self.keeper, self.flight)
         self.delivery = Delivery(self.ctx, self.keeper, self.flight, self.activation, self._q.put)
+        #: the challenger's slot (shadow deployments), beside the serving slots and apart from them
+        self.shadow_slot = ShadowSlot(self.ctx, shadow)
 
     # -- what the agent, tests and benchmarks look at (the limits, the disk probe, the configuration
     # and the refusal gate may be replaced on a running plugin) -------------------------------------
@@ -204,6 +210,8 @@ class UpdaterPlugin:
         ctx.link.on_disconnect(self._on_link_down)
         self._worker = threading.Thread(target=self._run, name="edgeline-updater", daemon=True)
         self._worker.start()
+        if hasattr(agent, "shadow"):  # an agent that can run a challenger
+            self.shadow_slot.start(cast(ShadowHost, agent))
         if rec_after.resume != m.Resume.NOTHING:
             self._q.put(ResumeStep(rec_after.resume))
 
@@ -219,6 +227,7 @@ class UpdaterPlugin:
         self._q.put(Stop())
         if self._worker is not None:
             self._worker.join(10)
+        self.shadow_slot.stop()
         if self.flight.download is not None:
             self.flight.download.cancel()
         close = getattr(self.events, "close", None)

@@ -117,8 +117,15 @@ def _finish(r: ro.Rollout, as_json: bool) -> None:
 
 
 @click.command()
-@click.argument("ref")
+@click.argument("ref", required=False)
 @click.option("--to", "target", required=True, help="group:NAME or device:ID[,ID...]")
+@click.option(
+    "--shadow",
+    is_flag=True,
+    help="Run REF as a challenger beside the serving model (verdicts never acted on; only the comparison's "
+    "counts reach telemetry). No waves: every device of --to gets it; the serving model is not touched.",
+)
+@click.option("--stop-shadow", is_flag=True, help="Stop the challenger on the devices of --to (no REF).")
 @click.option(
     "--canary",
     type=click.IntRange(0),
@@ -146,8 +153,10 @@ def _finish(r: ro.Rollout, as_json: bool) -> None:
 @keys_option
 @json_option
 def deploy(
-    ref: str,
+    ref: str | None,
     target: str,
+    shadow: bool,
+    stop_shadow: bool,
     canary: int,
     waves: str,
     max_failures: str,
@@ -166,7 +175,21 @@ def deploy(
     Each wave waits for its devices to COMMIT; crossing --max-failures (or any canary failure) halts
     the rollout and sends the devices already updated back to their previous model. Deployments are
     retained on the broker: devices that are offline converge when they return, even with no
-    registry running. Exits 1 when the rollout was aborted."""
+    registry running. Exits 1 when the rollout was aborted.
+
+    With --shadow, REF goes to every device's shadow slot instead, beside the model it serves, and
+    the command waits until each device runs it or refused it (exit 1 if any refused or did not
+    answer within --timeout, 60 s by default); --stop-shadow stops the challengers. See
+    'edgeline shadow report' and 'edgeline shadow promote'."""
+    if shadow or stop_shadow:
+        from edgeline.cli.shadow import deploy_shadow
+
+        if shadow == stop_shadow or (ref is None) != stop_shadow:
+            raise click.UsageError("use REF --shadow to start a challenger, or --stop-shadow without REF")
+        deploy_shadow(ref, target, timeout or 60.0, (home, store_url, artifacts_url), broker, keys_dir, as_json)
+        return
+    if ref is None:
+        raise click.UsageError("missing REF (NAME@VERSION, NAME@ALIAS)")
     pct = parse_pct(max_failures)
     opts = dict(canary=canary, waves=waves, max_failure_pct=pct, allow_downgrade=allow_downgrade)
     _roll_out(ref, target, opts, (home, store_url, artifacts_url), broker, keys_dir, detach, timeout, as_json)

@@ -53,6 +53,7 @@ def test_acl_is_an_allow_list_built_from_topics() -> None:
     a = dict((topic, access) for access, topic in rules["dev-a"])
     assert a == {
         t.device_desired("dev-a"): "read",
+        t.device_shadow("dev-a"): "read",
         t.group_desired("line-1"): "read",
         t.all_artifacts(): "read",
         t.trust_revocations(): "read",
@@ -64,7 +65,13 @@ def test_acl_is_an_allow_list_built_from_topics() -> None:
         t.ingest_capabilities(): "read",
     }
     registry_writes = {topic for access, topic in rules["registry"] if "write" in access}
-    assert registry_writes == {t.all_device_desired(), t.all_group_desired(), t.all_artifacts(), t.trust_revocations()}
+    assert registry_writes == {
+        t.all_device_desired(),
+        t.all_device_shadow(),
+        t.all_group_desired(),
+        t.all_artifacts(),
+        t.trust_revocations(),
+    }
     assert all(access == "read" for access, _ in rules["ingest"])
     acl = render_acl(spec)
     # nothing before the first 'user' line: anonymous clients get no rule at all

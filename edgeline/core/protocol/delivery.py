@@ -89,6 +89,21 @@ class LastEvent(Strict):
     ts: float
 
 
+class ShadowSlotState(Strict):
+    """The device's shadow slot (a challenger beside the serving model), in its retained state."""
+
+    state: Literal["downloading", "running", "refused", "stopped"]
+    #: the challenger (the one running, being fetched, or refused)
+    model: ModelRef | None = None
+    #: the shadow deployment this is about (the slot's own replay floor)
+    sequence: int = Field(default=0, ge=0)
+    #: the last refusal: of the deployment in ``sequence``, or of ``refused_sequence`` while an
+    #: earlier challenger keeps running
+    reason: str = Field(default="", max_length=64)
+    detail: str = Field(default="", max_length=500)
+    refused_sequence: int = Field(default=0, ge=0)
+
+
 class DeviceState(StrictByName):
     """Retained on ``devices/<id>/state``: the birth message, every heartbeat and every change, and a
     clean goodbye (``online=False``). The Last Will never touches it (see :class:`DevicePresence`), so
@@ -111,6 +126,8 @@ class DeviceState(StrictByName):
     last_event: LastEvent | None = None
     last_error: str = ""
     extra: dict[str, float | int | str] = {}
+    #: the shadow slot, once a shadow deployment came (None: never)
+    shadow: ShadowSlotState | None = None
 
     def to_bytes(self) -> bytes:
         return canonical_json(self.model_dump(mode="json", by_alias=True))

@@ -205,6 +205,9 @@ class Manifest(StrictByName):
     operating_point: OperatingPoint | None = None
     #: why the gate would have refused this bundle, when it was forced past it (empty: verified)
     unverified: tuple[str, ...] = ()
+    #: ``serve``: a deployment for the serving slots; ``shadow``: a challenger to run beside the
+    #: serving model, never acted on (only the shadow slot takes it; the serving slots refuse it)
+    role: Literal["serve", "shadow"] = "serve"
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
@@ -228,8 +231,12 @@ class Manifest(StrictByName):
         return () if a is None else (a.score_output, a.map_output, a.global_output)
 
     def to_body(self) -> dict[str, Any]:
-        """The JSON body that is signed (aliases applied, tuples as lists)."""
-        return self.model_dump(mode="json", by_alias=True)
+        """The JSON body that is signed (aliases applied, tuples as lists). ``role`` only when it is
+        not ``serve``: every serving manifest signs the same bytes as before the field."""
+        body = self.model_dump(mode="json", by_alias=True)
+        if body.get("role") == "serve":
+            del body["role"]
+        return body
 
     def is_expired(self, now: float | None = None) -> bool:
         return (time.time() if now is None else now) >= self.expires_at

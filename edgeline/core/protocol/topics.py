@@ -4,6 +4,7 @@ Layout, under a configurable root (default ``edgeline``) and fleet (default ``de
 
     <root>/<fleet>/devices/<id>/desired        retained, signed deployment envelope for one device
     <root>/<fleet>/groups/<g>/desired          retained, signed deployment envelope for a group
+    <root>/<fleet>/devices/<id>/shadow         retained, signed shadow deployment (a challenger), or empty
     <root>/<fleet>/devices/<id>/state          retained, device state (model, slot, updater, health)
     <root>/<fleet>/devices/<id>/online         retained, online=true at connect; the Last Will says false
     <root>/<fleet>/devices/<id>/events         updater events (QoS 1)
@@ -87,6 +88,10 @@ class Topics:
     def device_desired(self, device_id: str) -> str:
         return f"{self.base}/devices/{check_segment(device_id, 'device id')}/desired"
 
+    def device_shadow(self, device_id: str) -> str:
+        """The challenger to run beside the serving model (a signed manifest of role ``shadow``)."""
+        return f"{self.base}/devices/{check_segment(device_id, 'device id')}/shadow"
+
     def device_state(self, device_id: str) -> str:
         return f"{self.base}/devices/{check_segment(device_id, 'device id')}/state"
 
@@ -167,6 +172,9 @@ class Topics:
     # -- broker access control (Mosquitto ACL lines) ----------------------------------------
     def all_device_desired(self) -> str:
         return f"{self.base}/devices/+/desired"
+
+    def all_device_shadow(self) -> str:
+        return f"{self.base}/devices/+/shadow"
 
     def all_group_desired(self) -> str:
         return f"{self.base}/groups/+/desired"
