@@ -11,7 +11,6 @@ import cv2
 import numpy as np
 
 from edgeline.core.protocol.canonical import canonical_json
-
 from tests.remote_config.conftest import GROUP, Fleet, wait_for
 
 
