@@ -252,11 +252,42 @@ def drift(
             store, model, version=version, by_group=by_group, since=since, reference_for=reference_for
         )
     out_png = render_png(reports, png or Path(f"drift-{model}.png"))
+    field = _field_rates(store, model, version, since)
     if as_json:
-        click.echo(json.dumps({"png": str(out_png), "versions": [r.to_dict() for r in reports]}, default=str))
+        doc = {"png": str(out_png), "versions": [r.to_dict() for r in reports], "field": field}
+        click.echo(json.dumps(doc, default=str))
         return
     _print_table(reports)
+    for f in field:
+        click.echo(
+            f"field rates v{f['version']}: escape measured {f['escape']['text']}, estimated {_pct(f['escape_est'])}; "
+            f"false reject measured {f['false_reject']['text']}, estimated {_pct(f['false_reject_est'])}"
+        )
     click.echo(f"plot: {out_png}")
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+def _field_rates(store: Any, model: str, version: int | None, since: float | None) -> list[dict[str, Any]]:
+    """Per version, the field rates measured from feedback beside the estimates without labels."""
+    from cloud_registry.telemetry.field_store import field_report
+
+    rep = field_report(store, model, version=version, since=since, scopes=("version",))
+    out = []
+    for r in rep.rows:
+        est = r.estimate
+        out.append(
+            {
+                "version": r.version,
+                "escape": r.escape.to_dict(),
+                "escape_est": est.escape if est is not None else None,
+                "false_reject": r.false_reject.to_dict(),
+                "false_reject_est": est.false_reject if est is not None else None,
+            }
+        )
+    return out
 
 
 def _fmt(v: float | None, digits: int = 3) -> str:
