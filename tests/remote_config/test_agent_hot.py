@@ -4,6 +4,11 @@ rolled back by itself."""
 
 from __future__ import annotations
 
+import json
+
+from click.testing import CliRunner
+
+from edgeline.cli.main import cli
 from tests.remote_config.conftest import DEVICE, Fleet, wait_for
 
 
@@ -23,6 +28,12 @@ def test_good_config_applied_hot_without_dropping_a_frame(fleet: Fleet) -> None:
     committed = fleet.watch.wait(lambda s: s.version == v and s.trial is None, 20)
     assert committed is not None, a.log_tail()
     assert set(committed.changed) == {"sinks.jsonl.path", "decision.defect_min_confidence", "telemetry.window_s"}
+    # what 'edgeline config status' shows of it
+    where = ["--store", f"sqlite:///{a.workdir / 'registry.db'}", "--broker", f"127.0.0.1:{fleet.broker.port}"]
+    r = CliRunner().invoke(cli, ["config", "status", DEVICE, "--json", *where], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    (row,) = json.loads(r.output)
+    assert (row["version"], row["pushed_to_device"], row["trial"], row["last_refusal"]) == (v, v, None, None)
     at_commit = a.frames_in()
     assert wait_for(lambda: a.frames_in() >= at_commit + 20, 20)
     a.stop()
