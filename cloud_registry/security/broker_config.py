@@ -205,6 +205,9 @@ def acl_rules(spec: BrokerSpec) -> dict[str, list[tuple[str, str]]]:
         ("readwrite", t.all_group_desired()),
         ("readwrite", t.all_artifacts()),
         ("readwrite", t.trust_revocations()),
+        ("readwrite", t.all_device_configs()),
+        ("readwrite", t.all_group_configs()),
+        ("read", t.all_device_config_states()),
         ("read", t.all_device_states()),
         ("read", t.all_device_online()),
         ("read", t.all_device_events()),
@@ -240,6 +243,10 @@ def acl_rules(spec: BrokerSpec) -> dict[str, list[tuple[str, str]]]:
             # the end-to-end acknowledgement: its own acks only, and whether the ingest acknowledges
             ("read", t.device_acks(dev.id)),
             ("read", t.ingest_capabilities()),
+            # signed remote configuration (docs/remote-config.md): its own and its groups' documents
+            ("read", t.device_config(dev.id)),
+            *[("read", t.group_config(g)) for g in dev.groups],
+            ("write", t.device_config_state(dev.id)),
         ]
     return rules
 

@@ -63,6 +63,9 @@ def test_acl_is_an_allow_list_built_from_topics() -> None:
         t.device_telemetry("dev-a"): "write",
         t.device_acks("dev-a"): "read",
         t.ingest_capabilities(): "read",
+        t.device_config("dev-a"): "read",
+        t.group_config("line-1"): "read",
+        t.device_config_state("dev-a"): "write",
     }
     registry_writes = {topic for access, topic in rules["registry"] if "write" in access}
     assert registry_writes == {
@@ -71,6 +74,8 @@ def test_acl_is_an_allow_list_built_from_topics() -> None:
         t.all_group_desired(),
         t.all_artifacts(),
         t.trust_revocations(),
+        t.all_device_configs(),
+        t.all_group_configs(),
     }
     assert all(access == "read" for access, _ in rules["ingest"])
     acl = render_acl(spec)

@@ -125,6 +125,12 @@ class Topics:
     def all_device_config_states(self) -> str:
         return f"{self.base}/devices/+/config_state"
 
+    def all_device_configs(self) -> str:
+        return f"{self.base}/devices/+/config"
+
+    def all_group_configs(self) -> str:
+        return f"{self.base}/groups/+/config"
+
     # -- artifacts -------------------------------------------------------------------------
     def artifact_meta(self, sha256: str) -> str:
         return f"{self.base}/artifacts/{check_sha256(sha256)}/meta"
