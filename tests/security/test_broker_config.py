@@ -185,12 +185,13 @@ def test_ingest_identities_write_exactly_the_acknowledgement_topics() -> None:
     for dev in ("dev-a", "dev-b"):
         acks = [(access, topic) for access, topic in rules[dev] if topic.endswith("/acks") or "/ingest/" in topic]
         assert sorted(acks) == sorted([("read", t.device_acks(dev)), ("read", t.ingest_capabilities())])
-        # a device writes its own state, presence, events and telemetry only
+        # a device writes its own state, presence, events, telemetry and config state only
         assert {topic for access, topic in rules[dev] if "write" in access} == {
             t.device_state(dev),
             t.device_online(dev),
             t.device_events(dev),
             t.device_telemetry(dev),
+            t.device_config_state(dev),
         }
 
     acl = render_acl(spec)
