@@ -104,12 +104,21 @@ def _arm(
     return out
 
 
+def _policy_defaults() -> dict[str, Any]:
+    from firmware_configs.shadow_section import ShadowSection
+
+    d = ShadowSection()
+    return {"default_max_fps": d.max_fps, "default_max_duty": d.max_duty, "default_nice": d.nice}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=5000, help="frames per arm and round")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of each arm")
     ap.add_argument("--share", type=float, default=1.0, help="[shadow] share")
     ap.add_argument("--nice", type=int, default=None, help="[shadow] nice (default: the section's)")
+    ap.add_argument("--max-fps", type=float, default=None, help="[shadow] max_fps (default: the section's)")
+    ap.add_argument("--max-duty", type=float, default=None, help="[shadow] max_duty (default: the section's)")
     ap.add_argument("--line-fps", type=float, default=30.0, help="the camera rate of the line-rate arm")
     ap.add_argument("--line-frames", type=int, default=300, help="frames of the line-rate arm")
     args = ap.parse_args(argv)
@@ -121,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         frames = (pool * (args.frames // len(pool) + 1))[: args.frames]
         arms: dict[str, list[dict[str, Any]]] = {"no_shadow": [], "shadow": []}
         shadow: dict[str, Any] = {"enabled": True, "bundle": str(challenger), "share": args.share}
-        if args.nice is not None:
-            shadow["nice"] = args.nice
+        for key, value in (("nice", args.nice), ("max_fps", args.max_fps), ("max_duty", args.max_duty)):
+            if value is not None:
+                shadow[key] = value
         load0 = os.getloadavg()[0]
         for _ in range(args.rounds):
             arms["no_shadow"].append(_arm(frames, champion, trust, {}, work))
@@ -143,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         "median_fps": fps,
         "median_cpu_ms_per_frame": cpu,
         "champion_fps_drop": drop,
+        #: the [shadow] section of the shadow arm (the defaults of firmware_configs/shadow_section.py otherwise)
+        "shadow_policy": {k: v for k, v in shadow.items() if k != "bundle"} | _policy_defaults(),
         #: the camera at a line's rate: every frame inspected either way; the share the challenger saw
         "line_rate": {"fps": args.line_fps, **at_rate},
         "loadavg_before_after": [round(load0, 2), round(load1, 2)],

@@ -31,6 +31,9 @@ class ShadowSection(Section):
     max_fps: float = Field(default=60.0, gt=0.0, le=1000.0)
     #: the challenger process's nice value
     nice: int = Field(default=10, ge=0, le=19)
+    #: the challenger's process in Linux's SCHED_IDLE scheduling class: it runs only on CPU time no
+    #: other process wants (at nice 10 it still had about a tenth of a busy core); elsewhere ignored
+    idle_class: bool = True
     #: ONNX Runtime threads of the challenger
     threads: int = Field(default=1, ge=1, le=64)
 

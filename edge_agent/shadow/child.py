@@ -19,9 +19,10 @@ import numpy as np
 Answer = tuple[str, str, float, float | None, float, float]
 
 
-def child_main(conn: Connection, bundle: str, trust_file: str, threads: int, nice: int) -> None:
+def child_main(conn: Connection, bundle: str, trust_file: str, threads: int, nice: int, idle: bool = False) -> None:
     """Runs in the child (spawned): ("ready", model info) or ("refused", reason) first, then one
-    answer per ("frame", shm name, shape, dtype, frame id) until None."""
+    answer per ("frame", shm name, shape, dtype, frame id) until None. ``idle``: the process goes
+    into Linux's SCHED_IDLE class (it runs only on CPU time no other process wants)."""
     from edge_agent.errors import EdgelineError
     from edge_agent.inference import inspect_frame, load_and_check, model_info
     from edgeline.core.protocol.signing import TrustStore
@@ -29,6 +30,9 @@ def child_main(conn: Connection, bundle: str, trust_file: str, threads: int, nic
     if nice:
         with contextlib.suppress(OSError):
             os.nice(nice)
+    if idle and hasattr(os, "SCHED_IDLE"):
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     try:
         model = load_and_check(bundle, TrustStore.load(Path(trust_file)), threads=threads, check_expiry=False)
     except (EdgelineError, OSError) as exc:

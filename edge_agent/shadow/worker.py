@@ -46,6 +46,7 @@ class ShadowWorker:
         max_duty: float = 0.5,
         burst_s: float = 0.05,
         max_fps: float = 60.0,
+        idle: bool = True,
     ) -> None:
         self.bundle = bundle
         self.trust_file = trust_file
@@ -58,6 +59,8 @@ class ShadowWorker:
         #: at most this many frames a second go to the challenger (each handover costs the champion's
         #: process a copy and two messages, whatever the challenger's own cost)
         self.max_fps = max_fps
+        #: the challenger's process in the SCHED_IDLE class (Linux)
+        self.idle = idle
         self._next_at = 0.0
         #: frames skipped because the last handover was less than 1/max_fps ago
         self.rate_skips = 0
@@ -93,7 +96,7 @@ class ShadowWorker:
         parent, child = ctx.Pipe()
         self._proc = ctx.Process(
             target=child_main,
-            args=(child, self.bundle, self.trust_file, self.threads, self.nice),
+            args=(child, self.bundle, self.trust_file, self.threads, self.nice, self.idle),
             name="edgeline-shadow",
             daemon=True,
         )
@@ -234,6 +237,7 @@ class ShadowWorker:
             "max_duty": self.max_duty,
             "budget_skips": self.budget_skips,
             "max_fps": self.max_fps,
+            "idle_class": self.idle,
             "rate_skips": self.rate_skips,
             "errors": self.errors,
             **self.comparison.snapshot(),
@@ -252,6 +256,7 @@ def start_challenger(section: ShadowSection, trust_file: str) -> ShadowWorker:
         threads=section.threads,
         max_duty=section.max_duty,
         max_fps=section.max_fps,
+        idle=section.idle_class,
     )
     worker.start()
     return worker

@@ -248,6 +248,7 @@ class ShadowSlot:
             threads=s.threads,
             max_duty=s.max_duty,
             max_fps=s.max_fps,
+            idle=s.idle_class,
         )
         try:
             worker.start()

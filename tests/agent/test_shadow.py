@@ -156,3 +156,20 @@ def test_the_comparison_counts_and_bins() -> None:
     assert sum(s["anomaly_hist"]) == 3 and s["anomaly_hist"][0] == 1 and s["anomaly_hist"][-1] == 1
     assert s["latency_ms"]["p50"] == 3.0  # the last three only
     assert np.isfinite(s["latency_ms"]["p99"])
+
+
+def test_the_challengers_process_runs_in_the_idle_class(tiny_bundle: Path, key_dir: Path) -> None:
+    import os
+
+    from edge_agent.shadow.worker import ShadowWorker
+
+    for idle, policy in ((True, os.SCHED_IDLE), (False, os.SCHED_OTHER)):
+        w = ShadowWorker(str(tiny_bundle), str(key_dir / "trust.json"), idle=idle)
+        w.start()
+        try:
+            assert w._proc is not None and w._proc.pid is not None
+            assert os.sched_getscheduler(w._proc.pid) == policy
+            assert os.getpriority(os.PRIO_PROCESS, w._proc.pid) == 10  # nice as well
+            assert w.stats()["idle_class"] is idle
+        finally:
+            w.stop()
