@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 TICK_S = 0.2
 #: replaced sink workers are closed this long after the swap (records in flight reach them first)
 CLOSE_AFTER_S = 0.5
+#: documents kept while a trial runs (a device's and its groups' retained documents at a reconnect)
+MAX_HELD = 8
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,8 @@ class RemoteConfigPlugin:
         #: hot trial: the configuration to go back to, and what changed
         self._undo: tuple[DeviceConfig, Plan] | None = None
         self._closing: list[tuple[float, list[SinkWorker]]] = []
-        self._held: _Message | None = None
+        #: documents that came during a trial, tried after it (the newest few)
+        self._held: list[_Message] = []
         self._q: queue.Queue[_Message | _Publish | None] = queue.Queue()
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
@@ -208,7 +211,7 @@ class RemoteConfigPlugin:
             if any(a is not None and a.version == doc.version for a in (self.rec.committed, self.rec.trial)):
                 return  # the same document again (retained, at a reconnect)
             if self.rec.trial is not None:
-                self._held = msg  # tried after the current trial
+                self._held = [*self._held, msg][-MAX_HELD:]  # tried after the current trial
                 return
             try:
                 check_version(doc, self.rec.floor)
@@ -310,9 +313,9 @@ class RemoteConfigPlugin:
         self._release_held()
 
     def _release_held(self) -> None:
-        if self._held is not None:
-            self._q.put(self._held)
-            self._held = None
+        held, self._held = self._held, []
+        for msg in held:
+            self._q.put(msg)
 
     def _save(self) -> None:
         try:
