@@ -10,6 +10,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
+from cloud_registry.errors import BackendError, Conflict
+
 CONFIG_PUSH_SCHEMA = [
     """CREATE TABLE IF NOT EXISTS config_pushes(
         version BIGINT PRIMARY KEY, target TEXT NOT NULL, actor TEXT NOT NULL,
@@ -50,16 +52,25 @@ class ConfigPushTables:
     def _transaction(self) -> AbstractContextManager[None]:
         raise NotImplementedError
 
+    def _is_integrity_error(self, exc: Exception) -> bool:
+        raise NotImplementedError
+
     def _init_config_push_tables(self) -> None:
         for stmt in CONFIG_PUSH_SCHEMA:
             self._execute(stmt)
 
     def record_config_push(self, push: ConfigPush) -> None:
-        with self._locked(), self._transaction():
-            self._execute(
-                "INSERT INTO config_pushes(version, target, actor, at, note, envelope) VALUES (?, ?, ?, ?, ?, ?)",
-                (push.version, push.target, push.actor, push.at, push.note, json.dumps(push.envelope, sort_keys=True)),
-            )
+        """Append ``push``; :class:`Conflict` when its version was recorded already."""
+        row = (push.version, push.target, push.actor, push.at, push.note, json.dumps(push.envelope, sort_keys=True))
+        try:
+            with self._locked(), self._transaction():
+                self._execute(
+                    "INSERT INTO config_pushes(version, target, actor, at, note, envelope) VALUES (?, ?, ?, ?, ?, ?)", row
+                )
+        except Exception as exc:
+            if self._is_integrity_error(exc):
+                raise Conflict(f"config version {push.version} is already recorded") from exc
+            raise BackendError(f"cannot record config version {push.version}: {exc}") from exc
 
     def config_pushes(self, target: str | None = None, limit: int = 50) -> list[ConfigPush]:
         """The newest pushes first (to ``target`` only, when given)."""
