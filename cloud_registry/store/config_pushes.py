@@ -19,6 +19,8 @@ CONFIG_PUSH_SCHEMA = [
     "CREATE INDEX IF NOT EXISTS config_pushes_target ON config_pushes(target, version)",
 ]
 
+_INSERT = "INSERT INTO config_pushes(version, target, actor, at, note, envelope) VALUES (?, ?, ?, ?, ?, ?)"
+
 
 @dataclass(frozen=True)
 class ConfigPush:
@@ -64,9 +66,7 @@ class ConfigPushTables:
         row = (push.version, push.target, push.actor, push.at, push.note, json.dumps(push.envelope, sort_keys=True))
         try:
             with self._locked(), self._transaction():
-                self._execute(
-                    "INSERT INTO config_pushes(version, target, actor, at, note, envelope) VALUES (?, ?, ?, ?, ?, ?)", row
-                )
+                self._execute(_INSERT, row)
         except Exception as exc:
             if self._is_integrity_error(exc):
                 raise Conflict(f"config version {push.version} is already recorded") from exc
