@@ -69,3 +69,26 @@ def effective_config(path: Path, now: float | None = None) -> DeviceConfig:
             rec.roll_back(ConfigReason.INVALID, str(exc), t)
             store.save(rec)
         return base_cfg
+
+
+def abandon_trial(path: Path, detail: str, now: float | None = None) -> bool:
+    """The agent could not even be built with the config on trial (a sink, the source, a plugin
+    refused it): roll the trial back now. True when there was one (start again: the previous config)."""
+    try:
+        base_cfg = load_config(path)
+        if not base_cfg.remote_config.enabled:
+            return False
+        store = ConfigStore(state_dir_of(base_cfg))
+        rec = store.load()
+        if rec.trial is None or rec.trial.boots < 1:
+            return False
+        v = rec.trial.version
+        rec.roll_back(
+            ConfigReason.TRIAL_FAILED, f"the agent cannot start with it: {detail}", time.time() if now is None else now
+        )
+        store.save(rec)
+    except (EdgelineError, OSError) as exc:
+        log.error("could not roll the config on trial back: %s", exc)
+        return False
+    log.warning("config version %d rolled back: the agent cannot start with it: %s", v, detail)
+    return True

@@ -56,13 +56,19 @@ def agent() -> None:
 def run(config_path: Path, extra_plugins: tuple[str, ...], no_default_plugins: bool) -> None:
     """Run the agent with the device configuration FILE until stopped (SIGTERM/SIGINT) or, for a video
     file or image folder, until the last frame. Exits 1 when the camera source failed for good."""
-    from edge_agent.remote_config.boot import effective_config
+    from edge_agent.remote_config.boot import abandon_trial, effective_config
     from edge_agent.runtime import Agent
 
     cfg = effective_config(config_path)  # the file, with the committed (or trial) remote config over it
-    plugins = [] if no_default_plugins else load_plugins(cfg, DEFAULT_PLUGINS, required=False)
-    plugins += load_plugins(cfg, extra_plugins, required=True)
-    the_agent = Agent(cfg, plugins=plugins)
+    plugins: list[Any] = []
+    try:
+        plugins = [] if no_default_plugins else load_plugins(cfg, DEFAULT_PLUGINS, required=False)
+        plugins += load_plugins(cfg, extra_plugins, required=True)
+        the_agent = Agent(cfg, plugins=plugins)
+    except EdgelineError as exc:
+        if abandon_trial(config_path, str(exc)):  # a remote config on trial it cannot even start with
+            _restart(f"the config on trial was refused at start: {exc}", plugins)
+        raise
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("signal %d: stopping", signum)

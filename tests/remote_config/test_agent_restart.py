@@ -65,3 +65,19 @@ def test_restart_configs_commit_roll_back_and_survive_a_crash(fleet: Fleet) -> N
     fleet.link.publish_sync(fleet.topics.group_config(GROUP), canonical_json(failed.envelope), 1, False)
     s = fleet.watch.refused(v2)
     assert s is not None and s.last_refusal is not None and s.last_refusal.reason == "replay"
+
+
+def test_a_config_the_agent_cannot_start_with_is_rolled_back(fleet: Fleet) -> None:
+    a = fleet.agent
+    a.start()
+    assert fleet.watch.wait(lambda s: s.version == 0, 20), a.log_tail()
+    pid = a.pid()
+    missing = a.workdir / "allowed" / "no-such-password"
+    v = fleet.push({"inference": {"stats_every": 7}, "sinks": {"mqtt": {"port": 1, "password_file": str(missing)}}})
+    s = fleet.watch.wait(lambda s: s.last_rollback is not None and s.last_rollback.version == v, 30)
+    assert s is not None and s.last_rollback is not None, a.log_tail()
+    assert s.last_rollback.reason == "trial_failed" and "cannot start with it" in s.last_rollback.detail
+    assert s.version == 0
+    n = a.frames_in()
+    assert wait_for(lambda: a.frames_in() >= n + 10, 20), a.log_tail()
+    assert a.pid() == pid and a.proc.poll() is None
