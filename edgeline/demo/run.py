@@ -23,7 +23,7 @@ from rich.console import Console
 
 from cloud_registry.errors import RegistryError
 from edgeline.core.fsutil import write_atomic
-from edgeline.demo import stages, tamper, updates
+from edgeline.demo import shadow_stage, stages, tamper, updates
 from edgeline.demo.context import DemoContext, Outcome
 from edgeline.demo.models import MODEL_NAME
 from edgeline.demo.processes import leftover_processes, stop_process
@@ -45,6 +45,7 @@ STORY: list[tuple[str, str, Stage]] = [
     ("drift", "4. The lighting on one line drifts darker", stages.drift),
     ("detect", "5. Telemetry shows the drift, on that line only", stages.detect),
     ("retrain", "6. Retrain v2 from the drift evidence, gate it", updates.retrain_stage),
+    ("shadow_v2", "6b. v2 in the shadow of v1 on that line: the agreement evidence", shadow_stage.shadow_v2),
     ("deploy_v2", "7. v2 as a canary on that line, then promoted", updates.deploy_v2),
     ("new_kind", "8. A new defect kind appears on one line", updates.new_kind_stage),
     ("tampered", "9. A tampered update is refused, inspection goes on", tamper.tampered_stage),

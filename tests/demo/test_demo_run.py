@@ -22,6 +22,7 @@ STORY = [
     "drift",
     "detect",
     "retrain",
+    "shadow_v2",
     "deploy_v2",
     "new_kind",
     "tampered",
@@ -202,3 +203,17 @@ def test_report_renders_in_chromium(quick_run: DemoRun, tmp_path: Path) -> None:
     assert pixels.shape[:2] == (3000, 1280)
     assert pixels.std() > 20  # not a blank page
     assert len(np.unique(pixels.reshape(-1, 3)[::7], axis=0)) > 200  # text, tables and figures
+
+
+def test_v2_runs_in_the_shadow_of_v1_on_the_drifted_line_before_it_is_promoted(quick_run: DemoRun) -> None:
+    stage = quick_run.stage("shadow_v2")
+    assert stage["status"] == "passed", stage["summary"]
+    d = stage["details"]
+    ev = d["evidence"]
+    assert list(ev["lines"]) and ev["total"]["compared"] > 0 and ev["total"]["windows"] >= 1
+    assert ev["challenger"]["version"] == 2 and ev["total"]["champion_versions"] == [1]
+    assert 0.0 <= ev["total"]["agreement_rate"] <= 1.0 and "agreement" in stage["summary"]
+    assert d["policy"].startswith("at least 1 line(s) with evidence") and "accepted" in d["decision"]
+    # the promotion came after: v2's rollout started once the shadow had been stopped
+    marks = quick_run.summary["marks"]
+    assert marks["v2_shadow"] < marks["v2_rollout"]
