@@ -279,10 +279,14 @@ class Agent:
             self.local_event("no_model", {"detail": "no model yet; frames are counted, not inspected"})
         else:
             self.state = AgentState.RUNNING
-        if self.config.shadow.enabled:  # a refused challenger leaves the agent running without it
+        if self.config.shadow.enabled and self.shadow is None:  # refused: the agent runs without it
             try:
-                self.shadow = start_challenger(self.config.shadow, self.config.trust_file)
-                self.local_event("shadow_started", {"challenger": self.shadow.challenger})
+                worker = start_challenger(self.config.shadow, self.config.trust_file)
+                if self.shadow is not None:  # a delivered challenger (the shadow slot) came first: it wins
+                    worker.stop()
+                else:
+                    self.shadow = worker
+                    self.local_event("shadow_started", {"challenger": worker.challenger})
             except EdgelineError as exc:
                 self.shadow_refused = f"{type(exc).__name__}: {exc}"
                 log.warning("%s: shadow challenger refused: %s", self.device_id, exc)
