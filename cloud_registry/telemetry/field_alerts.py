@@ -174,11 +174,22 @@ class FieldMonitor:
     settings: FieldSettings = field(default_factory=FieldSettings)
     lookback_s: float = 3600.0
     models: Sequence[str] | None = None
+    #: (since, until) of the windows whose feedback calibrates the estimates (None: the lookback's own)
+    reference: tuple[float | None, float | None] | None = None
 
     def check(self, now: float) -> list[Alert]:
         store = self.engine.store
         out: list[Alert] = []
+        ref_since, ref_until = self.reference if self.reference is not None else (None, None)
         for model in self.models if self.models is not None else store.models():
-            report = field_report(store, model, self.settings, since=now - self.lookback_s, until=now)
+            report = field_report(
+                store,
+                model,
+                self.settings,
+                since=now - self.lookback_s,
+                until=now,
+                reference_since=ref_since,
+                reference_until=ref_until,
+            )
             out += check_field(self.engine, report, self.limits)
         return out

@@ -6,45 +6,63 @@ A window has the defect-score histograms of the verdicts that passed and that re
 ``q[b]`` = P(part defective | defect score in bin b), the expected confusion matrix of any set of
 windows is::
 
-    expected escapes         = sum_b pass[b] * q[b]
-    expected caught defects  = sum_b reject[b] * q[b] + unknown * q_unknown
-    expected false rejects   = sum_b reject[b] * (1 - q[b]) + unknown * (1 - q_unknown)
-    expected good passed     = sum_b pass[b] * (1 - q[b])
+    expected escapes         = sum_b pass[b] * q_pass[b]
+    expected caught defects  = sum_b reject[b] * q_reject[b] + unknown * q_unknown
+    expected false rejects   = sum_b reject[b] * (1 - q_reject[b]) + unknown * (1 - q_unknown)
+    expected good passed     = sum_b pass[b] * (1 - q_pass[b])
 
 and the estimates are escapes / defects and false rejects / good parts. :func:`calibrate` learns
 ``q`` from the operator feedback of a model version (the feedback cells are binned by the same
-defect score), as CBPE calibrates scores on a labelled reference set: per bin, the share of
-defective parts among those with feedback, shrunk towards the bin's own score (``PRIOR_WEIGHT``
-pseudo-parts: a bin without feedback takes the score at face value), then made non-decreasing in the
-score (pool-adjacent-violators). The estimate then holds for windows, lines and slices with little
-or no feedback of their own. Its assumptions are stated in docs/drift.md.
+defect score), as CBPE calibrates scores on a labelled reference set: per side (passed, rejected:
+the defect score of an ``ok`` verdict and of a ``defect`` verdict are not the same quantity for a
+classifier without an operating point), a logistic curve in the logit of the bin's score (Platt
+scaling: two parameters, fitted to the binned counts by Newton's method with a ridge towards a prior
+curve, so a handful of parts cannot make it infinitely steep). Without feedback the curve is the
+identity (the scores at face value). With feedback, the passed side is pulled towards the flat
+share of defects among its parts with feedback, the rejected side towards the identity (the choice
+measured in bench/bench_field.py: escapes of a classifier are often confident, so a passed part's
+score says little, while a rejected part's score is the probability of the defect it names). Two
+parameters are what sparse feedback supports: a free value per bin would rest on a few parts. The
+estimate then holds for windows, lines and slices with little or no feedback of their own. Its
+assumptions are stated in docs/drift.md.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from cloud_registry.telemetry.field_rates import FieldTotals
 from edgeline.core.protocol.field_window import SCORE_BINS
 
-#: pseudo-parts at the bin's own score that every bin's calibration starts from
+#: pseudo-parts at 0.5 that the unknown verdicts' share of defects starts from
 PRIOR_WEIGHT = 2.0
+#: weight of the ridge that pulls a calibration curve towards its prior curve
+RIDGE = 1.0
 #: the score of a bin when nothing else is known: its middle
 BIN_MIDS = (np.arange(SCORE_BINS) + 0.5) / SCORE_BINS
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """P(defective | defect-score bin), and for ``unknown`` verdicts; ``labelled``: parts with
-    feedback it was learned from (per bin in ``per_bin``)."""
+    """P(defective | defect-score bin) of passed verdicts (``p_defect``) and of rejected ones
+    (``p_defect_reject``; the same as ``p_defect`` when not given), and of ``unknown`` verdicts;
+    ``labelled``: parts with feedback it was learned from (per bin in ``per_bin``)."""
 
     p_defect: np.ndarray
     p_unknown: float
     labelled: int
     per_bin: np.ndarray
+    #: (a, b) of the passed verdicts' curve ``sigmoid(a + b * logit(score))``
+    curve: tuple[float, float] = (0.0, 1.0)
+    p_defect_reject: np.ndarray | None = None
+    curve_reject: tuple[float, float] = (0.0, 1.0)
+
+    @property
+    def q_reject(self) -> np.ndarray:
+        return self.p_defect if self.p_defect_reject is None else self.p_defect_reject
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,34 +70,99 @@ class Calibration:
             "p_unknown": round(self.p_unknown, 6),
             "labelled": self.labelled,
             "per_bin": [int(x) for x in self.per_bin],
+            "p_defect_reject": [round(float(x), 6) for x in self.q_reject],
+            "curve": [round(self.curve[0], 6), round(self.curve[1], 6)],
+            "curve_reject": [round(self.curve_reject[0], 6), round(self.curve_reject[1], 6)],
         }
 
 
-def pav(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """The non-decreasing sequence closest to ``values`` in weighted least squares."""
-    blocks: list[list[float]] = []  # [mean, weight, length]
-    for v, w in zip(values.astype(float), weights.astype(float), strict=True):
-        blocks.append([v, w, 1])
-        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
-            m2, w2, n2 = blocks.pop()
-            m1, w1, n1 = blocks.pop()
-            both = w1 + w2
-            blocks.append([(m1 * w1 + m2 * w2) / both if both > 0 else (m1 + m2) / 2, both, n1 + n2])
-    return np.concatenate([np.full(int(n), m) for m, _, n in blocks])
+def _logit(p: np.ndarray) -> np.ndarray:
+    q = np.clip(p, 0.01, 0.99)
+    return np.asarray(np.log(q / (1 - q)))
 
 
-def calibrate(t: FieldTotals, prior_weight: float = PRIOR_WEIGHT) -> Calibration:
-    """The calibration a version's feedback gives (see the module's docstring)."""
+#: the logit of each bin's score: the abscissa of the calibration curve
+BIN_LOGITS = _logit(BIN_MIDS)
+
+
+def platt(
+    defects: np.ndarray,
+    n: np.ndarray,
+    ridge: float = RIDGE,
+    prior: tuple[float, float] = (0.0, 1.0),
+    iters: int = 100,
+) -> tuple[float, float]:
+    """(a, b) of ``q = sigmoid(a + b * logit(score))`` maximising the binomial likelihood of
+    ``defects`` of ``n`` per bin, with the penalty ``ridge * ((a - a0)**2 + (b - b0)**2) / 2`` around
+    ``prior = (a0, b0)``."""
+    x = BIN_LOGITS
+    a0, b0 = prior
+    a, b = a0, b0
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-(a + b * x)))
+        r = n * p - defects
+        g = np.array([r.sum() + ridge * (a - a0), (r * x).sum() + ridge * (b - b0)])
+        w = n * p * (1 - p)
+        h = np.array([[w.sum() + ridge, (w * x).sum()], [(w * x).sum(), (w * x * x).sum() + ridge]])
+        step = np.linalg.solve(h, g)
+        a, b = a - float(step[0]), b - float(step[1])
+        if float(np.abs(step).max()) < 1e-9:
+            break
+    return a, b
+
+
+def penalised_loglik(
+    defects: np.ndarray, n: np.ndarray, curve: tuple[float, float], prior: tuple[float, float], ridge: float
+) -> float:
+    a, b = curve
+    p = np.clip(1.0 / (1.0 + np.exp(-(a + b * BIN_LOGITS))), 1e-12, 1 - 1e-12)
+    ll = float((defects * np.log(p) + (n - defects) * np.log(1 - p)).sum())
+    return ll - ridge * ((a - prior[0]) ** 2 + (b - prior[1]) ** 2) / 2
+
+
+Prior = Literal["identity", "flat", "select"]
+
+
+def _curve(
+    defects: np.ndarray, labelled: np.ndarray, ridge: float, prior: Prior
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """Without feedback, the scores at face value (the identity). With some, the curve pulled towards
+    ``prior``: ``identity`` (the scores mean what they say), ``flat`` (the share of defects among the
+    parts with feedback, whatever their score: a few parts give that share, only many give the curve
+    a slope), or ``select``: the better of the two in penalised likelihood."""
+    k, m = float(defects.sum()), float(labelled.sum())
+    centres = [(0.0, 1.0)]
+    if m > 0 and prior != "identity":
+        flat = (float(np.log((k + 0.5) / (m - k + 0.5))), 0.0)
+        centres = [flat] if prior == "flat" else [*centres, flat]
+    fits = [
+        (penalised_loglik(defects, labelled, c, centre, ridge), c)
+        for centre in centres
+        for c in [platt(defects, labelled, ridge, centre)]
+    ]
+    a, b = max(fits, key=lambda f: f[0])[1]
+    return np.clip(1.0 / (1.0 + np.exp(-(a + b * BIN_LOGITS))), 0.0, 1.0), (a, b)
+
+
+def calibrate(
+    t: FieldTotals,
+    ridge: float = RIDGE,
+    prior_weight: float = PRIOR_WEIGHT,
+    *,
+    pass_prior: Prior = "flat",
+    reject_prior: Prior = "identity",
+) -> Calibration:
+    """The calibration a version's feedback gives (see the module's docstring): one curve for the
+    passed verdicts and one for the rejected (the defect score of an ``ok`` verdict and of a
+    ``defect`` verdict are not the same quantity for a classifier without an operating point)."""
     n = t.net.astype(float)
-    defects = n[1, :SCORE_BINS] + n[3, :SCORE_BINS]
-    goods = n[0, :SCORE_BINS] + n[2, :SCORE_BINS]
-    labelled = defects + goods
-    q = (defects + prior_weight * BIN_MIDS) / (labelled + prior_weight)
-    q = pav(q, labelled + prior_weight)
+    q_pass, c_pass = _curve(n[1, :SCORE_BINS], n[0, :SCORE_BINS] + n[1, :SCORE_BINS], ridge, pass_prior)
+    q_rej, c_rej = _curve(n[3, :SCORE_BINS], n[2, :SCORE_BINS] + n[3, :SCORE_BINS], ridge, reject_prior)
     u_def, u_ok = n[3, SCORE_BINS], n[2, SCORE_BINS]
     q_u = (u_def + prior_weight * 0.5) / (u_def + u_ok + prior_weight)
-    total = int(labelled.sum() + u_def + u_ok)
-    return Calibration(np.clip(q, 0.0, 1.0), float(q_u), total, labelled.astype(np.int64))
+    per_bin = (n[0, :SCORE_BINS] + n[1, :SCORE_BINS] + n[2, :SCORE_BINS] + n[3, :SCORE_BINS]).astype(np.int64)
+    total = int(per_bin.sum() + u_def + u_ok)
+    return Calibration(q_pass, float(q_u), total, per_bin, c_pass, q_rej, c_rej)
 
 
 @dataclass(frozen=True)
@@ -109,10 +192,10 @@ class Estimate:
 def estimate(t: FieldTotals, cal: Calibration) -> Estimate:
     passed = t.score_pass.astype(float)
     rejected = t.score_reject.astype(float)
-    q, qu, unknown = cal.p_defect, cal.p_unknown, float(t.unknown)
+    q, qr, qu, unknown = cal.p_defect, cal.q_reject, cal.p_unknown, float(t.unknown)
     escapes = float(passed @ q)
-    caught = float(rejected @ q) + unknown * qu
-    false_rejects = float(rejected @ (1 - q)) + unknown * (1 - qu)
+    caught = float(rejected @ qr) + unknown * qu
+    false_rejects = float(rejected @ (1 - qr)) + unknown * (1 - qu)
     good_passed = float(passed @ (1 - q))
     defects, good = escapes + caught, false_rejects + good_passed
     return Estimate(

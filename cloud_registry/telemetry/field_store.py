@@ -35,14 +35,16 @@ def field_report(
     since: float | None = None,
     until: float | None = None,
     reference_until: float | None = None,
+    reference_since: float | None = None,
     scopes: Sequence[str] = SCOPES,
 ) -> FieldReport:
-    """The field report of ``model`` over ``[since, until]``. ``reference_until``: learn the estimates'
-    calibration from the feedback of the windows before that time only (a reference period)."""
+    """The field report of ``model`` over ``[since, until]``. ``reference_since`` / ``reference_until``:
+    learn the estimates' calibration from the feedback of the windows of that period only (a
+    reference period, read apart from the report's own windows); default: the report's windows."""
     windows = field_windows(store, model, group=group, since=since, until=until)
     reference = None
-    if reference_until is not None:
-        reference = [w for w in windows if w.end <= reference_until]
+    if reference_until is not None or reference_since is not None:
+        reference = field_windows(store, model, group=group, since=reference_since, until=reference_until)
     report = build_field_report(windows, model, settings, scopes=scopes, reference=reference)
     if version is not None:
         report.rows = [r for r in report.rows if r.version == version]

@@ -119,6 +119,7 @@ def report(
             group=group,
             since=now - hours * 3600 if hours else None,
             reference_until=now - reference_hours * 3600 if reference_hours else None,
+            reference_since=now - hours * 3600 if hours and reference_hours else None,
             scopes=scopes or SCOPES,
         )
     finally:

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cloud_registry.telemetry.field_estimate import BIN_MIDS, calibrate, estimate, pav
+from cloud_registry.telemetry.field_estimate import BIN_LOGITS, BIN_MIDS, RIDGE, calibrate, estimate
 from cloud_registry.telemetry.field_rates import FieldTotals, measured
 from cloud_registry.telemetry.field_report import FieldSettings, build_field_report, table_rows
 from cloud_registry.telemetry.field_slices import SliceSettings, light_of, shift_of, two_proportion
 from cloud_registry.telemetry.field_store import field_report
+from edgeline.core.protocol.field_window import SCORE_BINS
 from edgeline.core.protocol.telemetry import TelemetryWindow
 from tests.telemetry.field_helpers import DAY0, cells, window
 from tests.telemetry.stores import BACKENDS, opened, store_url
@@ -61,13 +62,6 @@ def test_too_little_feedback_says_so_and_how_much_would_settle_it() -> None:
     assert esc0.status == "none" and esc0.text() == "no feedback on defective parts" and esc0.value is None
 
 
-def test_pool_adjacent_violators() -> None:
-    assert pav(np.array([0.2, 0.1, 0.5]), np.ones(3)).tolist() == pytest.approx([0.15, 0.15, 0.5])
-    assert pav(np.array([0.1, 0.3, 0.2, 0.1]), np.array([1.0, 1.0, 1.0, 2.0])).tolist() == pytest.approx(
-        [0.1, 0.175, 0.175, 0.175]
-    )
-
-
 def test_the_estimate_without_feedback_takes_the_scores_at_face_value() -> None:
     # no feedback: q = the bin's middle. 100 passed at score bin 0 (0.05), 20 rejected at bin 9 (0.95)
     w = window(score_pass={0: 100}, score_reject={9: 20})
@@ -81,17 +75,30 @@ def test_the_estimate_without_feedback_takes_the_scores_at_face_value() -> None:
 
 
 def test_the_calibration_learns_from_feedback_by_score_bin() -> None:
-    # bin 0: 2 defects of 100; bin 9: 45 defects of 50 -> q0 = (2 + 2*0.05)/102, q9 = (45 + 2*0.95)/52
-    fb = cells(pass_ok={0: 98}, pass_defect={0: 2}, reject_ok={9: 5}, reject_defect={9: 45})
-    w = window(score_pass={0: 1000}, score_reject={9: 200}, feedback=[(1, fb, None)])
+    # passed: bin 0 2 defects of 100, bin 3 1 of 20; rejected: bin 9 45 defects of 50
+    fb = cells(pass_ok={0: 98, 3: 19}, pass_defect={0: 2, 3: 1}, reject_ok={9: 5}, reject_defect={9: 45})
+    w = window(score_pass={0: 1000, 3: 100}, score_reject={9: 200}, feedback=[(1, fb, None)])
     t = _totals(w)
     cal = calibrate(t)
-    q0, q9 = 2.1 / 102, 46.9 / 52
-    assert cal.p_defect[0] == pytest.approx(q0) and cal.p_defect[9] == pytest.approx(q9)
-    assert cal.labelled == 150
+    assert cal.labelled == 170 and cal.per_bin[0] == 100 and cal.per_bin[9] == 50
+    # each fitted curve is where its penalised likelihood's gradient vanishes (the score equations):
+    # the passed side pulled towards the flat share (3 + 0.5) / (117 + 0.5), the rejected towards the identity
+    flat = (float(np.log(3.5 / 117.5)), 0.0)
+    for (a, b), (a0, b0), k, n in (
+        (cal.curve, flat, t.net[1, :SCORE_BINS], t.net[0, :SCORE_BINS] + t.net[1, :SCORE_BINS]),
+        (cal.curve_reject, (0.0, 1.0), t.net[3, :SCORE_BINS], t.net[2, :SCORE_BINS] + t.net[3, :SCORE_BINS]),
+    ):
+        p = 1 / (1 + np.exp(-(a + b * BIN_LOGITS)))
+        r = n * p - k
+        assert abs(r.sum() + RIDGE * (a - a0)) < 1e-6 and abs((r * BIN_LOGITS).sum() + RIDGE * (b - b0)) < 1e-6
+    assert cal.p_defect[0] == pytest.approx(0.02, abs=0.01) and cal.q_reject[9] == pytest.approx(0.9, abs=0.02)
     e = estimate(t, cal)
-    assert e.escape == pytest.approx(1000 * q0 / (1000 * q0 + 200 * q9))
-    assert e.false_reject == pytest.approx(200 * (1 - q9) / (200 * (1 - q9) + 1000 * (1 - q0)))
+    q, qr = cal.p_defect, cal.q_reject
+    escapes = 1000 * q[0] + 100 * q[3]
+    assert e.escape == pytest.approx(escapes / (escapes + 200 * qr[9]))
+    assert e.false_reject == pytest.approx(
+        200 * (1 - qr[9]) / (200 * (1 - qr[9]) + 1000 * (1 - q[0]) + 100 * (1 - q[3]))
+    )
 
 
 def test_shift_and_lighting_bands() -> None:
@@ -162,3 +169,17 @@ def test_the_report_reads_the_store(backend: str, tmp_path: Path) -> None:
         assert [a.value for a in report.slice_alerts] == ["a" * 12]
         assert report.to_dict()["rows"][0]["escape"]["events"] == 35
         assert field_report(store, "plates", version=7).rows == []
+
+
+def test_a_reference_period_calibrates_the_estimates(tmp_path: Path) -> None:
+    with opened(store_url("sqlite", tmp_path)) as store:
+        early = cells(pass_ok={0: 90}, pass_defect={0: 10}, reject_defect={9: 40})
+        late = cells(pass_ok={0: 5}, reject_ok={9: 20})
+        store.add(window(start=DAY0, score_pass={0: 500}, score_reject={9: 50}, feedback=[(1, early, None)]))
+        store.add(window(start=DAY0 + 7200, score_pass={0: 500}, score_reject={9: 50}, feedback=[(1, late, None)]))
+        whole = field_report(store, "plates", scopes=("version",))
+        ref = field_report(store, "plates", scopes=("version",), since=DAY0 + 3600, reference_until=DAY0 + 3600)
+        assert whole.calibrations[1].labelled == 165 and ref.calibrations[1].labelled == 140
+        row = ref.row(1)
+        assert row is not None and row.totals.windows == 1 and row.estimate is not None
+        assert row.estimate.calibrated_on == 140
