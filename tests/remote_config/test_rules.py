@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from converters.keys import KeyPaths, RootKey, SigningKey, load_private
+from converters.keys import KeyPaths, RootKey, SigningKey, init_keys, load_private, load_signing_key, rotate_signing_key
 from edge_agent.identity import DeviceIdentity
 from edge_agent.remote_config.boot import effective_config
 from edge_agent.remote_config.errors import ConfigRefused
@@ -112,6 +112,22 @@ def test_signature_trust_target_expiry_and_replay(signing_key: SigningKey, trust
         with pytest.raises(ConfigRefused) as e:
             check_version(doc, floor)
         assert e.value.reason == "replay"
+
+
+def test_a_rotated_signing_key_signs_config_like_manifests(tmp_path: Path) -> None:
+    paths = init_keys(tmp_path / "keys")
+    old = load_signing_key(tmp_path / "keys")
+    rotate_signing_key(paths)
+    new = load_signing_key(tmp_path / "keys")
+    trust = TrustStore.load(paths.trust)
+    assert new.key_id != old.key_id
+    assert verify_document(new.sign(body(3)), trust, ME, time.time()).version == 3
+    root = RootKey(load_private(paths.root_key))
+    trust.apply_revocations(root.revoke([old.key_id], serial=1))
+    with pytest.raises(ConfigRefused) as e:
+        verify_document(old.sign(body(4)), trust, ME, time.time())
+    assert e.value.reason == "revoked_key"
+    assert verify_document(new.sign(body(5)), trust, ME, time.time()).version == 5
 
 
 # -- what a document may set ----------------------------------------------------------------------
