@@ -23,6 +23,9 @@ class RemoteConfigSection(Section):
     #: directories under which a document may name files (sink logs, a source folder); the
     #: directories the device's own file already names are always allowed
     allowed_dirs: tuple[str, ...] = ()
+    #: hosts a document may send verdicts to (``sinks.mqtt.host``, the ``sinks.webhook.url`` host):
+    #: loopback and the hosts the device's own file already names are always allowed
+    allowed_hosts: tuple[str, ...] = ()
     #: documents whose keys need a restart of the agent (a new source, inference settings) are
     #: refused when false; the agent restarts itself in a controlled way when true
     allow_restart: bool = True

@@ -13,10 +13,12 @@ document's overlay), no I/O but for resolving paths.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from edge_agent.remote_config.errors import ConfigRefused
 from edgeline.core.protocol.remote_config import ConfigReason
@@ -148,6 +150,47 @@ def allowed_roots(base: Mapping[str, Any], extra: Iterable[str]) -> list[str]:
         if isinstance(value, str) and (key.startswith("sinks.") or key == "source.path") and is_path_key(key):
             roots.append(os.path.dirname(value.rstrip("/")) or "/")
     return roots
+
+
+#: keys naming where verdicts go, and how to read the host out of each
+_HOST_KEYS = ("sinks.mqtt.host", "sinks.webhook.url")
+
+
+def _host_of(key: str, value: str) -> str:
+    if key.endswith(".url"):
+        return (urlsplit(value).hostname or "").lower()
+    return value.strip("[]").lower()
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def allowed_hosts(base: Mapping[str, Any], extra: Iterable[str]) -> set[str]:
+    """Hosts a document may send verdicts to: ``extra`` (``[remote_config] allowed_hosts``) and the
+    sink hosts of the device's own file (loopback always)."""
+    flat = flatten(base)
+    hosts = {h.lower() for h in extra}
+    hosts |= {_host_of(k, v) for k in _HOST_KEYS if isinstance(v := flat.get(k), str)}
+    return hosts
+
+
+def check_hosts(overlay: Mapping[str, Any], hosts: set[str]) -> None:
+    """Verdicts stay on the line: a document may point a sink at loopback or an allowed host only."""
+    flat = flatten(overlay)
+    for key in _HOST_KEYS:
+        value = flat.get(key)
+        if not isinstance(value, str):
+            continue
+        host = _host_of(key, value)
+        if not _loopback(host) and host not in hosts:
+            shown = ", ".join(sorted(hosts)) or "loopback only"
+            raise ConfigRefused(ConfigReason.HOSTILE, f"{key} = {value[:80]!r}: host {host!r} is not allowed ({shown})")
 
 
 def _under(path: str, root: str) -> bool:

@@ -9,7 +9,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge_agent.remote_config.errors import ConfigRefused
-from edge_agent.remote_config.overlay import Plan, allowed_roots, check_allowed, check_hostile, classify, diff, merge
+from edge_agent.remote_config.overlay import (
+    Plan,
+    allowed_hosts,
+    allowed_roots,
+    check_allowed,
+    check_hostile,
+    check_hosts,
+    classify,
+    diff,
+    merge,
+)
 from edge_agent.remote_config.station import station_problem
 from edgeline.core.protocol.remote_config import ConfigDocument, ConfigReason
 from firmware_configs.errors import ConfigError
@@ -49,6 +59,7 @@ def prepare(
     try:
         check_allowed(doc.config)
         check_hostile(doc.config, allowed_roots(base, spec.allowed_dirs), protected)
+        check_hosts(doc.config, allowed_hosts(base, spec.allowed_hosts))
     except ConfigRefused as exc:
         raise ConfigRefused(exc.reason, exc.detail, v) from exc
     merged = merge(base, doc.config)

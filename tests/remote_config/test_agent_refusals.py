@@ -1,8 +1,8 @@
 """A real agent process refuses bad signed configs with a reason (and keeps inspecting with what it
 runs): a replayed older version, unknown keys, path traversal and paths outside the allowed
-directories, oversized values, a command to run, the device's identity, a station left without a
-source, a bad signature, another device's document, garbage. A change that makes a sink fail is
-rolled back by itself."""
+directories, oversized values, a command to run, verdicts sent off the line, the device's identity,
+a station left without a source, a bad signature, another device's document, garbage. A change
+that makes a sink fail is rolled back by itself."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ def test_bad_configs_refused_with_a_reason(fleet: Fleet) -> None:
         ({"telemetry": {"window_s": 1e12}}, "invalid", "telemetry.window_s"),
         ({"sinks": {"webhook": {"url": "http://x/" + "a" * 5000}}}, "bad_document", "at most 1024"),
         ({"sinks": {"command": {"argv": ["/bin/sh", "-c", "id"]}}}, "hostile", "command to run"),
+        ({"sinks": {"webhook": {"url": "https://collector.example.net/v"}}}, "hostile", "is not allowed"),
         ({"device": {"id": "someone-else"}}, "forbidden", "device.id"),
         ({"source": {"kind": "folder", "path": str(allowed / "empty")}}, "no_station", "image folder is empty"),
         ({"source": {"kind": "folder", "path": str(allowed / "missing")}}, "no_station", "no such image folder"),

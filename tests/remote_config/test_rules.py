@@ -15,7 +15,15 @@ from converters.keys import KeyPaths, RootKey, SigningKey, init_keys, load_priva
 from edge_agent.identity import DeviceIdentity
 from edge_agent.remote_config.boot import effective_config
 from edge_agent.remote_config.errors import ConfigRefused
-from edge_agent.remote_config.overlay import check_allowed, check_hostile, classify, diff, merge
+from edge_agent.remote_config.overlay import (
+    allowed_hosts,
+    check_allowed,
+    check_hostile,
+    check_hosts,
+    classify,
+    diff,
+    merge,
+)
 from edge_agent.remote_config.prepare import prepare
 from edge_agent.remote_config.store import Applied, ConfigRecord, ConfigStore
 from edge_agent.remote_config.trial import ConfigTrial, Health
@@ -179,6 +187,28 @@ def test_hostile_paths(tmp_path: Path) -> None:
     assert "own state" in refused(str(allowed / "link" / "updater.json"))  # through a symbolic link
     assert "not a path" in refused("")
     assert "not a path" in refused("/a\x00b")
+
+
+def test_verdicts_go_to_loopback_or_allowed_hosts_only() -> None:
+    base = {"sinks": {"webhook": {"url": "https://mes.plant.example:8443/v"}}}
+    hosts = allowed_hosts(base, ["line-broker"])
+    assert hosts == {"mes.plant.example", "line-broker"}
+    for ok in (
+        {"sinks": {"mqtt": {"host": "127.0.0.1"}}},
+        {"sinks": {"mqtt": {"host": "::1"}}},
+        {"sinks": {"mqtt": {"host": "LINE-BROKER"}}},
+        {"sinks": {"webhook": {"url": "http://localhost:9000/x"}}},
+        {"sinks": {"webhook": {"url": "https://mes.plant.example/other"}}},
+    ):
+        check_hosts(ok, hosts)
+    for bad in (
+        {"sinks": {"mqtt": {"host": "collector.example.net"}}},
+        {"sinks": {"webhook": {"url": "https://203.0.113.9/steal"}}},
+        {"sinks": {"webhook": {"url": "https://mes.plant.example@evil.example/x"}}},
+    ):
+        with pytest.raises(ConfigRefused) as e:
+            check_hosts(bad, hosts)
+        assert e.value.reason == "hostile" and "is not allowed" in e.value.detail
 
 
 def test_prepare_validates_with_the_device_schema_and_the_station(tmp_path: Path) -> None:
