@@ -31,6 +31,8 @@ from edgeline.core.protocol.field_window import SCORE_BINS, FeedbackCells, Field
 
 #: fewest parts in a rate's denominator before the rate is stated
 MIN_PARTS = 30
+#: passed and rejected parts' feedback shares further apart than this are reported
+SAMPLING_RATIO = 3.0
 Status = Literal["measured", "too_little", "none"]
 _CELL_ROWS = ("pass_ok", "pass_defect", "reject_ok", "reject_defect")
 
@@ -111,6 +113,29 @@ class FieldTotals:
     def feedback_share(self) -> float | None:
         """Verdicts with feedback per verdict served (None without frames)."""
         return self.feedback / self.frames if self.frames else None
+
+    def side_shares(self) -> tuple[float | None, float | None]:
+        """(share of passed verdicts with feedback, share of rejected ones, unknown included)."""
+        c = self.counts()
+        passed, rejected = int(self.score_pass.sum()), int(self.score_reject.sum()) + self.unknown
+        fb_pass = c["pass_ok"] + c["pass_defect"]
+        fb_rej = c["reject_ok"] + c["reject_defect"] + c["unknown_ok"] + c["unknown_defect"]
+        return (fb_pass / passed if passed else None, fb_rej / rejected if rejected else None)
+
+    def sampling_warning(self, ratio: float = SAMPLING_RATIO, min_feedback: int = 10) -> str | None:
+        """A plain warning when passed and rejected parts got feedback at very different shares: the
+        measured rates assume feedback random given the verdict's side, and the rates then lean on
+        one side (an operator who checks only rejects measures no escape at all)."""
+        sp, sr = self.side_shares()
+        if sp is None or sr is None or self.feedback < min_feedback:
+            return None
+        lo, hi = sorted((sp, sr))
+        if hi > 0 and (lo == 0 or hi / lo > ratio):
+            return (
+                f"feedback is not spread like the verdicts: {100 * sp:.1f}% of passed parts, "
+                f"{100 * sr:.1f}% of rejected parts got feedback"
+            )
+        return None
 
 
 @dataclass(frozen=True)

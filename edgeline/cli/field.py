@@ -144,6 +144,7 @@ def _print(rep: FieldReport, rows: list[list[str]]) -> None:
     from rich.table import Table
 
     from cloud_registry.telemetry.field_report import TABLE_HEADER
+
     table = Table(title=f"field rates of {rep.model}")
     for col in TABLE_HEADER:
         table.add_column(col, justify="right" if col in ("frames", "feedback") else "left")
@@ -155,6 +156,8 @@ def _print(rep: FieldReport, rows: list[list[str]]) -> None:
         console.print(f"[red]worse slice[/red] {a.text()}")
     for r in rep.rows:
         if r.scope == "version":
+            if (warning := r.totals.sampling_warning()) is not None:
+                console.print(f"[yellow]v{r.version}[/yellow]: {warning}")
             for rate in (r.escape, r.false_reject):
                 if rate.status != "measured":
                     console.print(f"v{r.version} {rate.name.replace('_', ' ')}: {rate.text()}")

@@ -183,3 +183,19 @@ def test_a_reference_period_calibrates_the_estimates(tmp_path: Path) -> None:
         row = ref.row(1)
         assert row is not None and row.totals.windows == 1 and row.estimate is not None
         assert row.estimate.calibrated_on == 140
+
+
+def test_feedback_on_rejects_only_is_called_out() -> None:
+    # 1000 passed, 100 rejected; the operator checked 50 rejects and no passed part
+    only_rejects = window(
+        score_pass={0: 1000}, score_reject={9: 100}, feedback=[(1, cells(reject_defect={9: 50}), None)]
+    )
+    t = _totals(only_rejects)
+    assert t.side_shares() == (0.0, 0.5)
+    warning = t.sampling_warning()
+    assert warning is not None and "0.0% of passed parts, 50.0% of rejected parts" in warning
+    random = cells(pass_ok={0: 48}, pass_defect={0: 2}, reject_defect={9: 5})
+    assert (
+        _totals(window(score_pass={0: 1000}, score_reject={9: 100}, feedback=[(1, random, None)])).sampling_warning()
+        is None
+    )
