@@ -1,12 +1,14 @@
-"""Apply the hot part of a configuration on the running agent, between two frames: sinks (a new
-worker started before the swap, the old one closed after it, the unchanged ones kept), decision
+"""Apply the hot part of a configuration on the running agent, between two frames: sinks (the new
+workers take records from the swap on; the replaced ones drain what they hold and close before the
+new ones start writing, so a file written by both is never written by two at once and keeps its
+order; the unchanged ones are kept), decision
 thresholds (the served model re-decided) and telemetry windows (the aggregator's limits). The
 inspection loop never waits and no frame is lost."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from edge_agent.errors import EdgelineError
@@ -22,16 +24,19 @@ log = logging.getLogger(__name__)
 SINK_NAMES = ("jsonl", "mqtt", "webhook", "command")
 
 
+#: how long a replaced sink may take to write what it holds (a hung one is abandoned, its records counted)
+CLOSE_TIMEOUT_S = 2.0
+
+
 @dataclass
 class HotResult:
-    #: workers no longer published to (close them once in-flight records are through)
-    removed: list[SinkWorker] = field(default_factory=list)
     #: sinks the change started (their write errors fail the trial)
     started: frozenset[str] = frozenset()
 
 
 def swap_sinks(agent: Any, old: SinksSection, new: SinksSection) -> HotResult:
-    """Start workers for the sinks whose section changed, then swap the agent's list in one go."""
+    """Build workers for the sinks whose section changed, swap the agent's list in one go (the new
+    workers queue from then on), close the replaced ones (they write what they hold), start the new."""
     by_name = {w.name: w for w in agent.sinks}
     built: list[SinkWorker] = []
     keep: list[SinkWorker] = []
@@ -54,11 +59,13 @@ def swap_sinks(agent: Any, old: SinksSection, new: SinksSection) -> HotResult:
             w.close(0.1)
         raise ConfigRefused(ConfigReason.INVALID, f"a sink cannot be built: {exc}") from exc
     keep += [w for w in agent.sinks if w.name not in SINK_NAMES]  # sinks handed in by code, kept
-    for w in built:
-        w.start()
     removed = [w for w in agent.sinks if not any(w is k for k in keep)]
     agent.replace_sinks(keep)
-    return HotResult(removed, frozenset(started))
+    for w in removed:  # a record published just before the swap is still offered to it
+        w.close(CLOSE_TIMEOUT_S)
+    for w in built:
+        w.start()
+    return HotResult(frozenset(started))
 
 
 def set_telemetry_windows(agent: Any, section: TelemetrySection) -> bool:

@@ -28,7 +28,6 @@ from edge_agent.remote_config.prepare import Prepared, prepare, protected_paths
 from edge_agent.remote_config.store import Applied, ConfigRecord, ConfigStore
 from edge_agent.remote_config.trial import ConfigTrial, Health
 from edge_agent.remote_config.verify import check_version, verify_document
-from edge_agent.sinks import SinkWorker
 from edgeline.core.protocol.remote_config import ConfigReason, ConfigState, parse_config_payload
 from edgeline.core.protocol.signing import Envelope, TrustStore
 from firmware_configs.schema import DeviceConfig
@@ -37,8 +36,6 @@ log = logging.getLogger(__name__)
 
 #: while a trial runs, judge it this often (seconds)
 TICK_S = 0.2
-#: replaced sink workers are closed this long after the swap (records in flight reach them first)
-CLOSE_AFTER_S = 0.5
 #: documents kept while a trial runs (a device's and its groups' retained documents at a reconnect)
 MAX_HELD = 8
 
@@ -83,7 +80,6 @@ class RemoteConfigPlugin:
         self._trial: ConfigTrial | None = None
         #: hot trial: the configuration to go back to, and what changed
         self._undo: tuple[DeviceConfig, Plan] | None = None
-        self._closing: list[tuple[float, list[SinkWorker]]] = []
         #: documents that came during a trial, tried after it (the newest few)
         self._held: list[_Message] = []
         self._q: queue.Queue[_Message | _Publish | None] = queue.Queue()
@@ -121,9 +117,6 @@ class RemoteConfigPlugin:
             health = Health.of(self._agent.counters())
             if health.camera_state == "FAILED" or health.agent_state == "FAILED":
                 self._roll_back(ConfigReason.TRIAL_FAILED, f"the source failed (camera {health.camera_state})")
-        for _, workers in self._closing:
-            for w in workers:
-                w.close(1.0)
 
     # -- status ---------------------------------------------------------------------------------------
     def state(self) -> ConfigState:
@@ -159,7 +152,7 @@ class RemoteConfigPlugin:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            busy = self._trial is not None or self._closing
+            busy = self._trial is not None
             try:
                 item = self._q.get(timeout=TICK_S if busy else None)
             except queue.Empty:
@@ -177,10 +170,6 @@ class RemoteConfigPlugin:
 
     def _tick(self) -> None:
         now = self.monotonic()
-        due = [w for t, ws in self._closing if t <= now for w in ws]
-        self._closing = [(t, ws) for t, ws in self._closing if t > now]
-        for w in due:
-            w.close(2.0)
         if self._trial is None or self._agent is None:
             return
         verdict = self._trial.judge(now, Health.of(self._agent.counters()))
@@ -274,7 +263,6 @@ class RemoteConfigPlugin:
             self._refuse(key, ConfigRefused(r.reason, r.detail, v), False)
             return
         old, self.config = self.config, p.config
-        self._closing.append((self.monotonic() + CLOSE_AFTER_S, result.removed))
         self._begin(v, result.started, undo=(old, p.plan))
         log.info("config version %d applied without a restart (%s); on trial", v, ", ".join(p.plan.hot) or "no change")
         agent.local_event("config_applied", {"version": v, "keys": list(p.plan.hot)[:20]})
@@ -303,13 +291,12 @@ class RemoteConfigPlugin:
             return
         old, plan = undo
         try:
-            result = apply_hot(agent, self.config, old, plan)
+            apply_hot(agent, self.config, old, plan)
         except ConfigRefused as exc:  # the previous sinks cannot be rebuilt: restart with them
             log.error("config version %d: going back needs a restart: %s", v, exc)
             agent.request_restart(f"config version {v} rolled back")
             return
         self.config = old
-        self._closing.append((self.monotonic() + CLOSE_AFTER_S, result.removed))
         self._release_held()
 
     def _release_held(self) -> None:

@@ -34,6 +34,10 @@ def test_good_config_applied_hot_without_dropping_a_frame(fleet: Fleet) -> None:
     assert r.exit_code == 0, r.output
     (row,) = json.loads(r.output)
     assert (row["version"], row["pushed_to_device"], row["trial"], row["last_refusal"]) == (v, v, None, None)
+    # the same file, another writer's settings: the old worker finishes before the new one writes
+    overlay2 = {**overlay, "sinks": {"jsonl": {"path": str(new_log), "fsync": True}}}
+    v2 = fleet.push(overlay2, actor="alice")
+    assert fleet.watch.wait(lambda s: s.version == v2 and s.trial is None, 20), a.log_tail()
     at_commit = a.frames_in()
     assert wait_for(lambda: a.frames_in() >= at_commit + 20, 20)
     a.stop()
@@ -42,14 +46,16 @@ def test_good_config_applied_hot_without_dropping_a_frame(fleet: Fleet) -> None:
     assert final["state"] == "STOPPED"
     assert final["dropped"] == {}, final["dropped"]
     assert final["frames"]["inspected"] == final["frames"]["in"]
-    assert final["remote_config"]["version"] == v
+    assert final["remote_config"]["version"] == v2
     old_ids = a.verdict_ids(a.logs / "verdicts.jsonl")
     new_ids = a.verdict_ids(new_log)
     assert old_ids and new_ids, "both logs hold verdicts: before and after the change"
     ids = sorted(old_ids + new_ids)
     assert ids == list(range(ids[0], ids[0] + len(ids))), "every frame has exactly one verdict across the change"
     assert max(old_ids) < min(new_ids)
+    assert new_ids == sorted(new_ids), "the file written by two workers in turn keeps the frames' order"
     assert len(ids) == final["frames"]["inspected"]
     # the registry keeps who pushed what and when
-    (push,) = fleet.store.config_pushes(f"device:{DEVICE}")
-    assert (push.version, push.actor, push.overlay) == (v, "alice", overlay)
+    second, first = fleet.store.config_pushes(f"device:{DEVICE}")
+    assert (first.version, first.actor, first.overlay) == (v, "alice", overlay)
+    assert (second.version, second.overlay) == (v2, overlay2)
