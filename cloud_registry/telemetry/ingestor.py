@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 WindowListener = Callable[[TelemetryWindow], object]
 _KEY = re.compile(r"^[0-9a-f]{32}$")
+#: topics whose classification is remembered (25,000 devices on 4 partitions, and their old topic)
+_TOPIC_CACHE = 125_000
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,7 @@ class Ingestor:
         self.clock = clock
         self.stats = IngestStats()
         self._lock = threading.Lock()
+        self._topics_seen: dict[str, tuple[str | None, str | None]] = {}
 
     # -- classify (pure) ----------------------------------------------------------------------------------
     def validate(self, topic: str, payload: bytes, retained: bool = False) -> TelemetryWindow:
@@ -145,8 +148,10 @@ class Ingestor:
             raise IngestRejected("retained: telemetry is never retained")
         if len(payload) > self.max_bytes:
             raise IngestRejected(f"oversize: {len(payload)} bytes, limit {self.max_bytes}")
+        _device, topic_error = self._telemetry_topic(topic)
+        if topic_error is not None:
+            raise IngestRejected(f"schema: {topic_error}")
         try:
-            parse_telemetry_topic(self.topics, topic)
             window = parse_window(payload, max_bytes=self.max_bytes)
         except ProtocolError as exc:
             raise IngestRejected(f"schema: {exc}") from exc
@@ -160,8 +165,25 @@ class Ingestor:
             raise IngestRejected(f"expired: window is older than the retention ({oldest:.0f} s)")
         return window
 
+    def _telemetry_topic(self, topic: str) -> tuple[str | None, str | None]:
+        """``(device of the topic, why it is not a telemetry topic or None)``, cached per topic (a
+        fleet's devices publish on the same few topics; the cache is bounded against a hostile stream)."""
+        hit = self._topics_seen.get(topic)
+        if hit is not None:
+            return hit
+        try:
+            parse_telemetry_topic(self.topics, topic)
+            error = None
+        except ProtocolError as exc:
+            error = str(exc)
+        hit = (_device_of(self.topics, topic), error)
+        if len(self._topics_seen) >= _TOPIC_CACHE:
+            self._topics_seen.clear()
+        self._topics_seen[topic] = hit
+        return hit
+
     def prepare(self, topic: str, payload: bytes, retained: bool = False) -> Prepared:
-        device = _device_of(self.topics, topic)
+        device = self._telemetry_topic(topic)[0]
         try:
             w = self.validate(topic, payload, retained)
         except IngestRejected as exc:
