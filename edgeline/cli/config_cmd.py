@@ -57,6 +57,7 @@ def config() -> None:
 @config.command("push")
 @click.argument("args", nargs=-1, metavar="DEVICE|--to group:G FILE.toml")
 @to_option
+@click.option("--reset", is_flag=True, help="Instead of FILE: an empty document (the device's own file alone).")
 @click.option("--note", default="", help="Why, kept with the push.")
 @click.option("--by", "actor", default=None, help="Who pushes, as recorded (default: $EDGELINE_USER, else the login).")
 @click.option(
@@ -73,6 +74,7 @@ def config() -> None:
 def push(
     args: tuple[str, ...],
     to: str | None,
+    reset: bool,
     note: str,
     actor: str | None,
     valid_days: float,
@@ -86,9 +88,15 @@ def push(
     """Sign the tables of FILE.toml as the next config version and publish it (retained) to DEVICE or
     the group. Each push is absolute: the device runs its own file with this document over it. Keys a
     device refuses whatever the document says (identity, fleet link, trust, commands) are refused here
-    first. Devices answer on their config state (edgeline config status)."""
-    target, path = _target_and_file(args, to)
-    overlay = _overlay(path)
+    first. Devices answer on their config state (edgeline config status). ``--reset`` pushes an empty
+    document: the devices go back to their own file alone."""
+    if reset:
+        if len(args) != (0 if to else 1):
+            raise click.UsageError("--reset takes DEVICE or --to group:G, and no FILE")
+        target, path, overlay = ConfigTarget.parse(to if to else args[0]), Path("--reset"), {}
+    else:
+        target, path = _target_and_file(args, to)
+        overlay = _overlay(path)
     try:
         check_allowed(overlay)
     except ConfigRefused as exc:

@@ -40,22 +40,30 @@ def test_good_config_applied_hot_without_dropping_a_frame(fleet: Fleet) -> None:
     assert fleet.watch.wait(lambda s: s.version == v2 and s.trial is None, 20), a.log_tail()
     at_commit = a.frames_in()
     assert wait_for(lambda: a.frames_in() >= at_commit + 20, 20)
+    # an empty document: back to the device's own file alone, still without a restart
+    v3 = fleet.push({}, actor="alice")
+    back = fleet.watch.wait(lambda s: s.version == v3 and s.trial is None, 20)
+    assert back is not None and back.changed == (), a.log_tail()
+    size = (a.logs / "verdicts.jsonl").stat().st_size
+    assert wait_for(lambda: (a.logs / "verdicts.jsonl").stat().st_size > size, 10)
     a.stop()
     final = a.status()
     assert final is not None and final["pid"] == pid, "the agent restarted"
     assert final["state"] == "STOPPED"
     assert final["dropped"] == {}, final["dropped"]
     assert final["frames"]["inspected"] == final["frames"]["in"]
-    assert final["remote_config"]["version"] == v2
+    assert final["remote_config"]["version"] == v3
     old_ids = a.verdict_ids(a.logs / "verdicts.jsonl")
     new_ids = a.verdict_ids(new_log)
     assert old_ids and new_ids, "both logs hold verdicts: before and after the change"
     ids = sorted(old_ids + new_ids)
     assert ids == list(range(ids[0], ids[0] + len(ids))), "every frame has exactly one verdict across the change"
-    assert max(old_ids) < min(new_ids)
+    # the own file's log before the first change and again after the reset, the new log in between
+    assert all(i < min(new_ids) or i > max(new_ids) for i in old_ids)
+    assert min(old_ids) < min(new_ids) and max(old_ids) > max(new_ids)
     assert new_ids == sorted(new_ids), "the file written by two workers in turn keeps the frames' order"
     assert len(ids) == final["frames"]["inspected"]
     # the registry keeps who pushed what and when
-    second, first = fleet.store.config_pushes(f"device:{DEVICE}")
+    _, second, first = fleet.store.config_pushes(f"device:{DEVICE}")
     assert (first.version, first.actor, first.overlay) == (v, "alice", overlay)
     assert (second.version, second.overlay) == (v2, overlay2)

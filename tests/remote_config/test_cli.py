@@ -59,10 +59,15 @@ def test_push_diff_history_and_status(mosquitto: MosquittoBroker, key_dir: Path,
     f3.write_text("[decision]\nthreshold = 0.4\n")
     r = run("config", "push", "--to", "group:line-a", str(f3), "--keys", str(key_dir), "--note", "night", *common)
     assert r.exit_code == 0 and "pushed to group:line-a" in r.output, r.output
+    r = run("config", "push", "dev-7", "--reset", "--keys", str(key_dir), "--by", "bob", *common)
+    assert r.exit_code == 0, r.output
+    r = run("config", "push", "dev-7", str(f3), "--reset", "--keys", str(key_dir), *common)
+    assert r.exit_code != 0 and "no FILE" in r.output
     r = run("config", "history", "--json", "--home", str(tmp_path / "home"))
     rows = json.loads(r.output)
-    assert [(x["target"], x["by"]) for x in rows] == [("group:line-a", rows[0]["by"]), ("device:dev-7", "bob")]
-    assert rows[0]["note"] == "night" and rows[0]["version"] > v1
+    assert [(x["target"], x["by"]) for x in rows[1:]] == [("group:line-a", rows[1]["by"]), ("device:dev-7", "bob")]
+    assert rows[0]["target"] == "device:dev-7" and rows[0]["version"] > rows[1]["version"]
+    assert rows[1]["note"] == "night" and rows[1]["version"] > v1
     for bad in (["config", "push", "dev/7", str(f1)], ["config", "push", str(f1)]):
         r = run(*bad, "--keys", str(key_dir), *common)
         assert r.exit_code != 0
