@@ -86,6 +86,6 @@ def test_push_diff_history_and_status(mosquitto: MosquittoBroker, key_dir: Path,
             "changed": [],
             "last_refusal": None,
             "last_rollback": None,
-            "pushed_to_device": v1,
+            "pushed_to_device": rows[0]["version"],  # the reset
         }
     ]
