@@ -116,7 +116,7 @@ def opcua_client(url: str, tmp: str, base: int, n: int, rate: float, start: floa
         async with c:
             idx = await c.get_namespace_index(NS)
             vs = c.get_node(f"ns={idx};s=VisionSystem")
-            trigger = ua.NodeId("VisionSystem.Trigger", idx)  # the stable NodeId: no browse per call
+            trigger = ua.NodeId.from_string(f"ns={idx};s=VisionSystem.Trigger")  # the stable NodeId: no browse per call
             etype = await c.nodes.base_event_type.get_child(f"{idx}:ResultReadyEventType")
             sub = await c.create_subscription(0, Handler())
             await sub.subscribe_events(vs, etype)

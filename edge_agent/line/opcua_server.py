@@ -273,7 +273,7 @@ class OpcuaLineServer:
 def _ids(idx: int, path: str) -> tuple[ua.NodeId, ua.QualifiedName]:
     """A stable string NodeId (``ns=<idx>;s=VisionSystem.Results.Verdict``) and the browse name (the
     path's last part), so that a PLC or MES maps the tags once and calls ``Trigger`` without browsing."""
-    return ua.NodeId(path, idx), ua.QualifiedName(path.rsplit(".", 1)[-1], idx)
+    return ua.NodeId(ua.String(path), ua.Int16(idx)), ua.QualifiedName(path.rsplit(".", 1)[-1], idx)
 
 
 def _status(code: int) -> ua.StatusCode:

@@ -95,7 +95,7 @@ def test_browse_trigger_event_and_read_with_security_on(opcua_agent: tuple[Any, 
             assert await stable.read_value() == "P-77"
             assert (await stable.read_browse_name()).Name == "PartId"
             # a part id is assigned when none is given
-            method = ua.NodeId("VisionSystem.Trigger", idx)
+            method = ua.NodeId.from_string(f"ns={idx};s=VisionSystem.Trigger")
             _, assigned = await c.get_node(f"ns={idx};s=VisionSystem").call_method(
                 method, ua.Variant("", ua.VariantType.String)
             )
