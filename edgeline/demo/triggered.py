@@ -8,7 +8,10 @@ sink) and its bundle installed locally (an offline line: no broker). A simulated
 rate, writes the part number, sets the trigger coil and polls the result registers until they show
 that part. The scenario scores what the PLC was told against the camera's truth (escapes and false
 rejects with their intervals), checks that every part got exactly one result and that Modbus and the
-station's own record agree, and reports the trigger-to-verdict time as the PLC saw it.
+station's own record agree, and reports the trigger-to-verdict time as the PLC saw it. A simulated
+operator then checks a share of the parts (``feedback_share``) and posts their truth to the station's
+local API; the field rates those feedback counts give (:mod:`edgeline.demo.operator`, the cloud's
+field-rate code) are shown beside the ones the camera's truth gives.
 """
 
 from __future__ import annotations
@@ -29,11 +32,12 @@ from edgeline.demo.broker import free_port
 from edgeline.demo.devices import launch_agent, nested
 from edgeline.demo.errors import DemoError
 from edgeline.demo.models import build_v1, make_datasets
+from edgeline.demo.operator import OperatorRun, field_rates, give_feedback
 from edgeline.demo.plc import SimulatedPlc
 from edgeline.demo.processes import CameraProcess, stop_process, tail
 from edgeline.demo.scoring import load_truth
 from edgeline.demo.settings import DemoSettings
-from edgeline.demo.triggered_score import STATION, score_parts
+from edgeline.demo.triggered_score import STATION, score_parts, truth_of
 from edgeline.demo.workspace import Workspace
 from firmware_configs.loader import parse_config
 from firmware_configs.writer import render_toml
@@ -49,6 +53,8 @@ class TriggeredPlan:
     rate: float = 8.0  # parts per second arriving at the station
     window_ms: float = 300.0
     budget_ms: float = 150.0
+    #: the share of parts a simulated operator checks at the station (feedback through the local API)
+    feedback_share: float = 0.25
 
     @classmethod
     def make(cls, *, quick: bool, parts: int | None) -> TriggeredPlan:
@@ -56,7 +62,7 @@ class TriggeredPlan:
 
 
 def station_config(
-    ws: Workspace, camera_url: str, bundle: Path, modbus_port: int, plan: TriggeredPlan
+    ws: Workspace, camera_url: str, bundle: Path, modbus_port: int, plan: TriggeredPlan, api_port: int = 0
 ) -> dict[str, Any]:
     """The station's config sections (the shape of firmware_configs/profiles/triggered-station.toml)."""
     root = ws.device(STATION)
@@ -71,6 +77,9 @@ def station_config(
         "status": {"path": str(root / "status.json"), "interval_s": 0.5},
         "cloud": {"enabled": False},
         "telemetry": {"enabled": False},
+        # the operator's feedback at the station: stored on the device, posted to the local API
+        "feedback": {"enabled": True, "path": str(root / "feedback.db")},
+        "api": {"enabled": True, "host": "127.0.0.1", "port": api_port},
     }
 
 
@@ -101,8 +110,8 @@ def run_triggered(settings: DemoSettings, ws: Workspace, err: Console, plan: Tri
         err.print("  building v1 from synthetic line images (as in the main story)")
         make_datasets(ws, settings, lambda _msg: None)
         built = build_v1(ws, settings, lambda _msg: None)
-        port = free_port()
-        sections = station_config(ws, camera.url(STATION), built.bundle_dir, port, plan)
+        port, api_port = free_port(), free_port()
+        sections = station_config(ws, camera.url(STATION), built.bundle_dir, port, plan, api_port)
         parse_config(nested(sections), "triggered station config")
         cfg = ws.device(STATION) / "station.toml"
         cfg.parent.mkdir(parents=True, exist_ok=True)
@@ -125,12 +134,19 @@ def run_triggered(settings: DemoSettings, ws: Workspace, err: Console, plan: Tri
                 reads = plc.run(1, plan.parts, plan.rate, tick=lambda n: bar.update(task, completed=n))
         finally:
             plc.close()
+        # a simulated operator checks some of the parts and tells the station what they were
+        seen = truth_of(
+            _records(ws.device(STATION) / "verdicts.jsonl"), load_truth(camera.truth_dir / f"{STATION}.csv")
+        )
+        operator = give_feedback("127.0.0.1", api_port, seen, share=plan.feedback_share, seed=settings.seed)
+        err.print(f"  the operator checked {operator.checked} parts at the station ({operator.accepted} stored)")
     finally:
         if agent is not None:
             stop_process(agent)
         camera.stop()  # the camera's truth log is complete once it has stopped
     records = _records(ws.device(STATION) / "verdicts.jsonl")
     summary = score_parts(reads, records, load_truth(camera.truth_dir / f"{STATION}.csv"))
+    summary["operator_feedback"] = _feedback_summary(ws.device(STATION) / "feedback.db", len(reads), operator)
     summary.update(
         {
             "scenario": "triggered",
@@ -143,6 +159,19 @@ def run_triggered(settings: DemoSettings, ws: Workspace, err: Console, plan: Tri
     )
     write_atomic(ws.summary_path, json.dumps(summary, indent=1).encode())
     return summary
+
+
+def _feedback_summary(db: Path, parts: int, operator: OperatorRun) -> dict[str, Any]:
+    """The field rates from the operator's feedback alone (the counts a telemetry window carries)."""
+    esc, fr, n = field_rates(db, parts)
+    return {
+        "checked": operator.checked,
+        "stored": operator.accepted,
+        "refused": operator.refused,
+        "verdicts_with_feedback": n,
+        "escape": esc.to_dict(),
+        "false_reject": fr.to_dict(),
+    }
 
 
 def _pct(block: dict[str, Any]) -> str:
@@ -163,6 +192,11 @@ def triggered_table(s: dict[str, Any]) -> Table:
     t.add_row("parts by truth", f"{s['truth']['good']} good, {s['truth']['defective']} defective")
     t.add_row("escape (defective told ok)", _pct(s["escape"]))
     t.add_row("false reject (good told defect/unknown)", _pct(s["false_reject"]))
+    fb = s.get("operator_feedback")
+    if fb:
+        t.add_row("operator feedback (simulated)", f"{fb['stored']} of {s['parts']} parts checked at the station")
+        t.add_row("escape from operator feedback", fb["escape"]["text"])
+        t.add_row("false reject from operator feedback", fb["false_reject"]["text"])
     if lat["p50"] is not None:
         t.add_row(
             "trigger to verdict on Modbus", f"p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, max {lat['max']:.1f} ms"

@@ -114,6 +114,11 @@ def test_the_triggered_scenario_runs_a_plc_against_a_station(tmp_path: Path) -> 
     assert s["truth"]["good"] + s["truth"]["defective"] == 40
     assert s["trigger_to_modbus_ms"]["p50"] is not None and s["inspect_ms"]["p50"] is not None
     assert json.loads((work / "summary.json").read_text())["parts"] == 40
+    # the simulated operator's feedback went through the station's API and gives its own field rates
+    fb = s["operator_feedback"]
+    assert fb["checked"] > 0 and fb["stored"] == fb["checked"] and fb["refused"] == {}
+    assert fb["verdicts_with_feedback"] == fb["stored"] == fb["escape"]["n"] + fb["false_reject"]["n"]
+    assert fb["escape"]["events"] <= s["escape"]["count"] and fb["false_reject"]["events"] <= s["false_reject"]["count"]
     # the station's config is the triggered-station layout: trigger mode and the Modbus server
     cfg = (work / "devices" / "station-1" / "station.toml").read_text()
     assert 'mode = "trigger"' in cfg and "[line.modbus]" in cfg
@@ -129,3 +134,36 @@ def test_parts_is_refused_outside_the_triggered_scenario(tmp_path: Path) -> None
         timeout=60,
     )
     assert proc.returncode == 2 and "--scenario triggered" in proc.stderr
+
+
+def test_field_rates_from_the_station_feedback_store(tmp_path: Path) -> None:
+    from edge_agent.feedback.rules import FeedbackRequest
+    from edge_agent.feedback.store import FeedbackStore
+    from edgeline.demo.operator import field_rates
+
+    db = tmp_path / "feedback.db"
+    store = FeedbackStore(db)
+    recs = [
+        {
+            "result_id": f"r{i}",
+            "part_id": str(i),
+            "verdict": v,
+            "label": v,
+            "confidence": 0.9,
+            "model": "m",
+            "model_version": 1,
+        }
+        for i, v in enumerate(["ok"] * 30 + ["defect"] * 10)
+    ]
+    store.add_results(recs)
+    for i in range(30):  # 30 good parts passed, 2 of them were defective (escapes)
+        store.give(FeedbackRequest(truth="defect" if i < 2 else "ok", result_id=f"r{i}"), "api")
+    for i in range(30, 40):  # 10 rejected: 9 defective, 1 good (a false reject)
+        store.give(FeedbackRequest(truth="ok" if i == 30 else "defect", result_id=f"r{i}"), "api")
+    store.close()
+    esc, fr, n = field_rates(db, 40)
+    assert n == 40
+    assert (esc.events, esc.n, esc.status) == (2, 11, "measured")
+    assert (fr.events, fr.n, fr.status) == (1, 29, "measured")
+    esc_small, _, _ = field_rates(db, 40, min_parts=30)
+    assert esc_small.status == "too_little" and "too little feedback to tell" in esc_small.text()
