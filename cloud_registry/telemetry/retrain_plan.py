@@ -2,9 +2,11 @@
 
 :func:`plan_retrain` reads the drift evidence of a model version from the telemetry store: enough
 windows, and enough of them flagged on the input statistics, or there is nothing to retrain for
-(:class:`NoSustainedDrift`). From the pooled histograms it reads how the field differs from the
-training images: the brightness offset and the contrast ratio (:class:`MatchedLighting`), which
-:func:`fit_lighting` then refines by simulating the camera on training images. The plan is carried
+(:class:`NoSustainedDrift`, which names the version's open field-rate episodes, if any: the line is
+losing parts without a drift the plan could fit the lighting from). From the pooled histograms it
+reads how the field differs from the training images: the brightness offset and the contrast ratio
+(:class:`MatchedLighting`), which :func:`fit_lighting` then refines by simulating the camera on
+training images. The plan's evidence lists the open field-rate episodes too. The plan is carried
 out by :func:`cloud_registry.telemetry.retrain.retrain`.
 """
 
@@ -18,6 +20,7 @@ import numpy as np
 
 from cloud_registry.errors import NotFound, RegistryError
 from cloud_registry.telemetry.drift_report import FieldShift, ReferenceFor, build_report, field_shift
+from cloud_registry.telemetry.field_alerts import field_episodes
 from cloud_registry.telemetry.store import TelemetryStore
 from edge_agent.preprocessing import STAT_RANGES, Preprocessor, input_stats, stat_edges
 from edge_agent.telemetry.drift import emd, histogram_of
@@ -166,10 +169,12 @@ def plan_retrain(
     v = version if version is not None else versions[-1]
     [report] = build_report(store, model, version=v, since=since, reference_for=reference_for)
     shares = {s.name: s.windows_drifted / max(1, s.windows) for s in report.stats if s.name in pol.stats}
+    field = [scope for _, scope in field_episodes(store, model, v)]
     if report.windows < pol.min_windows or not shares or max(shares.values()) < pol.min_drifted_share:
+        also = f"; open field-rate episodes: {', '.join(field)}" if field else ""
         raise NoSustainedDrift(
             f"{model} v{v}: {report.windows} windows, drifted share {shares} "
-            f"(need >= {pol.min_windows} windows and >= {pol.min_drifted_share:.0%} flagged)"
+            f"(need >= {pol.min_windows} windows and >= {pol.min_drifted_share:.0%} flagged){also}"
         )
     # the field as it is now: the windows flagged on the drift statistics, not the whole history
     [drifted] = build_report(
@@ -182,6 +187,7 @@ def plan_retrain(
     )
     shift = field_shift(drifted)
     shift.evidence["windows_total"] = report.windows
+    shift.evidence["field_episodes"] = field  # field escape / false-reject episodes open on this version
     lighting = MatchedLighting.from_shift(shift)
     b, c = shift.brightness_delta, shift.contrast_ratio
     log.info("%s v%d drifted: brightness %+.3f, contrast x%.2f -> lighting %s", model, v, b, c, lighting)

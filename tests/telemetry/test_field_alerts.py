@@ -86,3 +86,14 @@ def test_a_worse_line_is_its_own_episode_and_the_monitor_reads_the_store(tmp_pat
     assert monitor.check(t + 700) == []
     assert monitor.check(t + 10 * 86400) == []  # nothing in the lookback: episodes stay as they are
     assert len(field_episodes(store, "plates", 1)) == 2
+
+
+def test_the_retraining_trigger_names_open_field_episodes(tmp_path: Path) -> None:
+    from cloud_registry.telemetry.retrain_plan import NoSustainedDrift, plan_retrain
+
+    store = TelemetryStore(tmp_path / "t.db")
+    ws = _escapes(20, 100, DAY0)
+    store.add_many(ws)
+    check_field(AlertEngine(store), build_field_report(ws, "plates"), LIMITS)
+    with pytest.raises(NoSustainedDrift, match="open field-rate episodes: plates/v1"):
+        plan_retrain(store, "plates", version=1, reference_for=lambda name, v: None)
