@@ -196,19 +196,19 @@ class RemoteConfigPlugin:
             env = self._envelope(msg.payload)
             if env is None:
                 return  # the push was cleared: keep what runs
-            doc = verify_document(env, self.trust, self.me, now)
+            # expiry aside first: the document this device runs comes again at every reconnect, and
+            # still counts after its signing key or its own validity ran out
+            doc = verify_document(env, self.trust, self.me, now, check_expiry=False)
             if any(a is not None and a.version == doc.version for a in (self.rec.committed, self.rec.trial)):
                 return  # the same document again (retained, at a reconnect)
+            if msg.retained and doc.version <= self.rec.floor:  # a stale retained copy (a group's older one)
+                log.debug("ignoring retained config version %d (floor %d)", doc.version, self.rec.floor)
+                return
             if self.rec.trial is not None:
                 self._held = [*self._held, msg][-MAX_HELD:]  # tried after the current trial
                 return
-            try:
-                check_version(doc, self.rec.floor)
-            except ConfigRefused:
-                if msg.retained:  # a stale retained copy (a group's older document, at connect)
-                    log.debug("ignoring retained config version %d (floor %d)", doc.version, self.rec.floor)
-                    return
-                raise
+            verify_document(env, self.trust, self.me, now)
+            check_version(doc, self.rec.floor)
             prepared = prepare(
                 doc,
                 self.base,

@@ -5,9 +5,11 @@ rolled back by itself."""
 from __future__ import annotations
 
 import json
+import time
 
 from click.testing import CliRunner
 
+from cloud_registry.remote_config import ConfigTarget
 from edgeline.cli.main import cli
 from tests.remote_config.conftest import DEVICE, Fleet, wait_for
 
@@ -67,3 +69,28 @@ def test_good_config_applied_hot_without_dropping_a_frame(fleet: Fleet) -> None:
     _, second, first = fleet.store.config_pushes(f"device:{DEVICE}")
     assert (first.version, first.actor, first.overlay) == (v, "alice", overlay)
     assert (second.version, second.overlay) == (v2, overlay2)
+
+
+def test_the_committed_config_still_runs_after_it_expired(fleet: Fleet) -> None:
+    """A document is checked for expiry when it is accepted; the one a device runs comes back retained
+    at every start and is not refused for having expired since."""
+    a = fleet.agent
+    a.start()
+    assert fleet.watch.wait(lambda s: s.version == 0, 20), a.log_tail()
+    v = fleet.pusher.push(
+        ConfigTarget.parse(DEVICE), {"decision": {"defect_min_confidence": 0.9}}, actor="t", valid_days=3 / 86400
+    ).version
+    assert fleet.watch.wait(lambda s: s.version == v and s.trial is None, 20), a.log_tail()
+    time.sleep(max(0.0, fleet.store.config_pushes()[0].at + 3.2 - time.time()))  # now it has expired
+    a.stop()
+    fleet.watch.states.clear()
+    a.start()
+    assert wait_for(lambda: (a.status() or {}).get("remote_config", {}) or None, 20)
+    n = a.frames_in()
+    assert wait_for(lambda: a.frames_in() >= n + 20, 20), a.log_tail()  # the retained copy came and went
+    s = fleet.watch.wait(lambda s: s.version == v, 10)
+    assert s is not None and s.last_refusal is None and s.trial is None, s
+    # a new push past its validity would be refused: expiry is checked at acceptance
+    fleet.publish_raw(fleet.body(v + 1, {"decision": {}}, issued_at=time.time() - 10, expires_at=time.time() - 1))
+    s = fleet.watch.refused(v + 1)
+    assert s is not None and s.last_refusal is not None and s.last_refusal.reason == "expired"
