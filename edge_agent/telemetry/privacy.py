@@ -8,8 +8,9 @@ optional Laplace noise on every count. The reasoning and the guarantees are in d
   window of the same model. Pending windows survive restarts (the plugin persists them).
 * :class:`LaplaceNoise`: adds Laplace(Δ/ε) noise to every count of a window, where Δ is the L1
   sensitivity of one frame (it adds 1 to the frame count, to one class, one confidence bin, one bin
-  of each input statistic and the sampled-frames count: Δ = 8) times ``contribution``, the most
-  frames one protected unit (a part, a batch) may put in one window. Counts are rounded and clipped
+  of each input statistic, the sampled-frames count, one anomaly-score bin and one defect-score bin,
+  and its part's feedback changes at most two feedback cells: Δ = 12, :data:`FRAME_SENSITIVITY`)
+  times ``contribution``, the most frames one protected unit (a part, a batch) may put in one window. Counts are rounded and clipped
   at 0 afterwards (post-processing keeps the guarantee); drift is scored on the noised counts.
 """
 
