@@ -10,8 +10,9 @@ optional Laplace noise on every count. The reasoning and the guarantees are in d
   sensitivity of one frame (it adds 1 to the frame count, to one class, one confidence bin, one bin
   of each input statistic, the sampled-frames count, one anomaly-score bin and one defect-score bin,
   and its part's feedback changes at most two feedback cells: Δ = 12, :data:`FRAME_SENSITIVITY`)
-  times ``contribution``, the most frames one protected unit (a part, a batch) may put in one window. Counts are rounded and clipped
-  at 0 afterwards (post-processing keeps the guarantee); drift is scored on the noised counts.
+  times ``contribution``, the most frames one protected unit (a part, a batch) may put in one
+  window. Counts are rounded and clipped at 0 afterwards (post-processing keeps the guarantee);
+  drift is scored on the noised counts.
 """
 
 from __future__ import annotations
