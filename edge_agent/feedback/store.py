@@ -286,6 +286,14 @@ class FeedbackStore:
         counts.gap = pruned is not None and int(cursor) < int(pruned[0])
         return counts, int(rows[-1][0]) if rows else int(cursor)
 
+    def log_position(self) -> int:
+        """The highest feedback-log sequence number ever written to this file (0 for a new file): a
+        reader whose cursor is beyond it is reading a store that was replaced (a corrupt file moved
+        aside) and starts again from 0."""
+        with self._lock:
+            row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'feedback_log'").fetchone()
+        return int(row[0]) if row is not None else 0
+
     # -- the file ----------------------------------------------------------------------------------------
     def _tx(self, what: str, *, full: bool) -> AbstractContextManager[sqlite3.Connection]:
         return write_transaction(

@@ -73,6 +73,8 @@ class FeedbackSource(Protocol):
         self, cursor: int, cell: Callable[[LogEntry, str], tuple[str, str]] | None = None
     ) -> tuple[ConfusionCounts, int]: ...
 
+    def log_position(self) -> int: ...
+
 
 @dataclass
 class FieldTally:
@@ -179,5 +181,11 @@ def _cells(a: np.ndarray) -> FeedbackCells:
 
 
 def read_feedback(source: FeedbackSource, cursor: int) -> tuple[ConfusionCounts, int]:
-    """The feedback written after ``cursor``, as cells per model version, and the next cursor."""
+    """The feedback written after ``cursor``, as cells per model version, and the next cursor. A
+    cursor beyond the store's log (the store was replaced by a fresh file) starts again at 0."""
+    if cursor > (head := source.log_position()):
+        log.warning(
+            "feedback log at %d is behind the telemetry's cursor %d (a new store): counting from 0", head, cursor
+        )
+        cursor = 0
     return source.confusion_since(cursor, cell=_cell_key)

@@ -227,3 +227,23 @@ def test_a_version_twice_is_refused() -> None:
     v = {"model": "tiny", "version": 1, "added": cells}
     with pytest.raises(ValueError, match="twice"):
         FieldMetrics(score_pass=[0] * SCORE_BINS, score_reject=[0] * SCORE_BINS, feedback=[v, v])
+
+
+def test_a_replaced_feedback_store_is_read_from_the_start(tmp_path: Path) -> None:
+    from edge_agent.telemetry.field import read_feedback
+
+    clock = SimClock()
+    agent, service = _line(tmp_path, clock)
+    p = _plugin(tmp_path, clock, agent)
+    _inspect(p, service, clock, 0)
+    for rid in ("r0", "r1", "r2"):
+        assert service.submit(FeedbackRequest(truth="ok", result_id=rid), "api").ok
+    first, cursor = read_feedback(service.store, 0)
+    assert cursor == 3 and service.store.log_position() == 3 and first.added
+    fresh = FeedbackStore(tmp_path / "fresh.db", clock=clock)  # what a corrupt file is replaced with
+    fresh.add_results(
+        [{"result_id": "x1", "part_id": "X", "verdict": "ok", "confidence": 0.9, "model": "tiny", "model_version": 1}]
+    )
+    fresh.give(FeedbackRequest(truth="defect", result_id="x1"), "api")
+    again, cursor2 = read_feedback(fresh, cursor)
+    assert cursor2 == 1 and sum(sum(c.values()) for c in again.added.values()) == 1
