@@ -61,7 +61,18 @@ class FieldRow:
             "escape": self.escape.to_dict(),
             "false_reject": self.false_reject.to_dict(),
             "estimate": self.estimate.to_dict() if self.estimate is not None else None,
+            "agreement": self.agreement(),
         }
+
+    def agreement(self) -> dict[str, bool | None]:
+        """Per rate, whether the estimate without labels lies in the measured rate's 95% interval
+        (None where either is missing or the feedback too little): the check of the estimate against
+        the feedback wherever both exist."""
+        out: dict[str, bool | None] = {}
+        for name, rate in (("escape", self.escape), ("false_reject", self.false_reject)):
+            est = None if self.estimate is None else getattr(self.estimate, name)
+            out[name] = None if est is None or rate.status != "measured" else rate.low <= est <= rate.high
+        return out
 
 
 @dataclass

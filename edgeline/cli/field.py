@@ -158,6 +158,12 @@ def _print(rep: FieldReport, rows: list[list[str]]) -> None:
         if r.scope == "version":
             if (warning := r.totals.sampling_warning()) is not None:
                 console.print(f"[yellow]v{r.version}[/yellow]: {warning}")
+            for name, agrees in r.agreement().items():
+                if agrees is False:
+                    console.print(
+                        f"[yellow]v{r.version}[/yellow]: the {name.replace('_', ' ')} estimate without labels lies "
+                        "outside the interval measured from feedback: the calibration does not hold here"
+                    )
             for rate in (r.escape, r.false_reject):
                 if rate.status != "measured":
                     console.print(f"v{r.version} {rate.name.replace('_', ' ')}: {rate.text()}")

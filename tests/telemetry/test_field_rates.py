@@ -199,3 +199,22 @@ def test_feedback_on_rejects_only_is_called_out() -> None:
         _totals(window(score_pass={0: 1000}, score_reject={9: 100}, feedback=[(1, random, None)])).sampling_warning()
         is None
     )
+
+
+def test_the_estimate_is_checked_against_the_feedback_where_both_exist() -> None:
+    # 10% of the passed and of the rejected parts got feedback: 10 escapes of 38 defects
+    fb = cells(pass_ok={0: 290}, pass_defect={0: 10}, reject_ok={9: 2}, reject_defect={9: 28})
+    row = build_field_report(
+        [window(score_pass={0: 3000}, score_reject={9: 300}, feedback=[(1, fb, None)])], "plates"
+    ).row(1)
+    assert row is not None and row.estimate is not None and row.escape.status == "measured"
+    assert row.agreement()["escape"] is (row.escape.low <= row.estimate.escape <= row.escape.high)  # type: ignore[operator]
+    assert row.agreement()["escape"] is True
+    # feedback three times as often on rejects: the measured rate leans on them, the estimate does not
+    skewed = cells(pass_ok={0: 290}, pass_defect={0: 10}, reject_ok={9: 6}, reject_defect={9: 84})
+    row2 = build_field_report(
+        [window(score_pass={0: 3000}, score_reject={9: 300}, feedback=[(1, skewed, None)])], "plates"
+    ).row(1)
+    assert row2 is not None and row2.agreement()["escape"] is False
+    nothing = build_field_report([window(score_pass={0: 50})], "plates").row(1)
+    assert nothing is not None and nothing.agreement() == {"escape": None, "false_reject": None}
