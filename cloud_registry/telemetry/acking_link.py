@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,8 @@ class Delivery:
     mid: int
     qos: int
     generation: int
+    #: which of the ingest's links it came on (one per session: :mod:`.ingest_sessions`)
+    source: int = 0
 
 
 DeliverySink = Callable[[Delivery], None]
@@ -53,6 +55,9 @@ class AckingLink(MqttLink):
         self._pattern: re.Pattern[str] | None = None
         self._foreign = False
         self._subs_seen = -1
+        self.source = 0
+        #: batched messages that came with the DUP flag (sent again by the broker)
+        self.redelivered = 0
         client = getattr(self, "_client", None)
         if client is not None:
             client.manual_ack_set(True)
@@ -63,12 +68,16 @@ class AckingLink(MqttLink):
         client.manual_ack_set(True)
         return client
 
-    def deliver(self, topic_filters: list[str], sink: DeliverySink, qos: int = 1) -> None:
+    def deliver(
+        self, topic_filters: list[str], sink: DeliverySink, qos: int = 1, *, routed: Sequence[str] = ()
+    ) -> None:
         """Hand every message on ``topic_filters`` to ``sink`` unacknowledged (call :meth:`ack` after
-        storing it). A filter another part already subscribed on this link keeps its handler."""
+        storing it). A filter another part already subscribed on this link keeps its handler.
+        ``routed``: filters not subscribed here whose messages still go to ``sink`` (what a session
+        subscribed to before the filters moved to sessions of their own still brings)."""
         self._sink = sink
-        self._batched.extend(topic_filters)
-        self._pattern = _pattern(self._batched)
+        self._batched.extend([*topic_filters, *routed])
+        self._pattern = _pattern(self._batched) if self._batched else None
         with self._lock:
             new = [f for f in topic_filters if f not in self._subs]
         self.subscribe_many(new, _ignore, qos)
@@ -108,7 +117,10 @@ class AckingLink(MqttLink):
             super()._on_message(client, userdata, msg)  # other handlers of the topic (the fleet view)
         else:
             self.stats.received += 1
-        self._sink(Delivery(topic, bytes(msg.payload), bool(msg.retain), msg.mid, msg.qos, self.generation))
+        if msg.dup:
+            self.redelivered += 1
+        d = Delivery(topic, bytes(msg.payload), bool(msg.retain), msg.mid, msg.qos, self.generation, self.source)
+        self._sink(d)
 
     def _foreign_handlers(self) -> bool:
         """Whether a handler other than the batch's is subscribed (recomputed when subscriptions change)."""

@@ -2,9 +2,11 @@
 batches, and tell the broker and each device what is stored.
 
 :class:`~cloud_registry.telemetry.ingestor.Ingestor` is the pure part (classify, then store a batch
-in one transaction). :class:`IngestService` runs it on one MQTT connection:
+in one transaction). :class:`IngestService` runs it on MQTT:
 
-* a persistent session (the broker queues messages while the service is down);
+* persistent sessions (the broker queues messages while the service is down): one, or with
+  partitions one per telemetry filter besides the worker's own (:mod:`.ingest_sessions`: on
+  nats-server several QoS 1 subscriptions in one session stall for its 30 s ack wait);
 * the load split between workers on any broker: with ``partitions = N`` and ``workers = W``,
   worker ``index`` subscribes only its partitions of the telemetry topics
   (:mod:`edgeline.core.protocol.partitions`); worker 0 also reads the unpartitioned topic of
@@ -34,10 +36,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cloud_registry.errors import BackendError
 from cloud_registry.telemetry.acking_link import AckingLink, Delivery
+from cloud_registry.telemetry.ingest_sessions import per_filter, plan_sessions
 from cloud_registry.telemetry.ingestor import Ingestor, IngestStats, Outcome, Prepared, WindowListener
 from cloud_registry.telemetry.store import StoreRefused, TelemetryStore
 from edge_agent.errors import EdgelineError
@@ -54,7 +57,7 @@ __all__ = ["IngestService", "IngestStats", "Ingestor", "Outcome", "WindowListene
 
 @dataclass
 class IngestService:
-    """The ingest as a service on one MQTT connection (see the module's docstring)."""
+    """The ingest as a service on its MQTT sessions (see the module's docstring)."""
 
     ingestor: Ingestor
     settings: LinkSettings
@@ -71,6 +74,9 @@ class IngestService:
     #: more of its keys (one message for all: a device draining its outbox gets one for many
     #: windows); when nothing is queued it goes at once
     ack_delay_s: float = 0.25
+    #: a session per telemetry filter or one for all (:mod:`.ingest_sessions`; auto: per filter
+    #: when partitioned)
+    sessions: str = "auto"
     link: AckingLink = field(init=False)
 
     def __post_init__(self) -> None:
@@ -84,6 +90,11 @@ class IngestService:
         self.events_filter = topics.shared_events(self.share_group) if use_shared else topics.all_device_events()
         self.events_filters = [self.events_filter] if events_here else []
         self.topic_filter = ", ".join(self.telemetry_filters)
+        self.split = per_filter(self.sessions, self.partitions)
+        self._plans = plan_sessions(self.settings.client_id, self.telemetry_filters, self.events_filters, self.split)
+        self.links = [self.link] + [AckingLink(replace(self.settings, client_id=p.client_id)) for p in self._plans[1:]]
+        for i, link in enumerate(self.links):
+            link.source = i
         self._events_head, _, self._events_tail = topics.all_device_events().partition("+")
         self._queue: deque[Delivery] = deque()
         self._cond = threading.Condition()
@@ -137,7 +148,14 @@ class IngestService:
         outcomes = self._commit([self._prepare(d) for d in batch])
         if outcomes is None:
             return False
-        self.link.ack_many(batch)
+        if len(self.links) == 1:
+            self.link.ack_many(batch)
+        else:  # each on the session it came on
+            by_link: dict[int, list[Delivery]] = {}
+            for d in batch:
+                by_link.setdefault(d.source, []).append(d)
+            for source, deliveries in by_link.items():
+                self.links[source].ack_many(deliveries)
         self._acknowledge(outcomes)
         self.batch_sizes.append(len(batch))
         return True
@@ -198,6 +216,11 @@ class IngestService:
                 self.ingestor.stats.acks_sent += 1
                 self.ingestor.stats.acked_keys += sum(len(v) for v in part.values())
 
+    @property
+    def redelivered(self) -> int:
+        """Messages the broker sent again (DUP flag) on any of the worker's sessions."""
+        return sum(link.redelivered for link in self.links)
+
     # -- lifecycle ----------------------------------------------------------------------------------------
     def _announce(self, _session_present: bool) -> None:
         """At every connect: the retained capabilities message (a crashed broker may have lost it)."""
@@ -212,12 +235,18 @@ class IngestService:
         self._writer = threading.Thread(target=self._write, name="edgeline-ingest-writer", daemon=True)
         self._writer.start()
         self.link.on_connect(self._announce)
-        self.link.deliver([*self.telemetry_filters, *self.events_filters], self._enqueue)
+        for link, plan in zip(self.links, self._plans, strict=True):
+            # the worker's own session also stores what an earlier layout's telemetry filters bring
+            routed = self.telemetry_filters if self.split and link is self.link else ()
+            link.deliver(list(plan.filters), self._enqueue, routed=routed)
         try:
-            self.link.connect(timeout)
+            for link in self.links:
+                link.connect(timeout)
         except EdgelineError as exc:
             self.stop()
             raise BackendError(f"ingest cannot reach the broker: {exc}") from exc
+        if self.split:  # what the worker's own session subscribed in one-session layouts, not kept there
+            self.link.unsubscribe_many(self.telemetry_filters)
         try:  # the one of the first connect, on the broker before start returns
             topic = self.ingestor.topics.ingest_capabilities()
             self.link.publish_sync(topic, IngestCapabilities(acks=True).encode(), qos=1, retain=True, timeout=timeout)
@@ -233,7 +262,8 @@ class IngestService:
         if self._writer is not None:
             self._writer.join(drain_s)
             self._writer = None
-        self.link.stop()
+        for link in self.links:
+            link.stop()
 
     def run(self, stop: threading.Event, *, every_s: float = 5.0, on_tick: Callable[[], None] | None = None) -> None:
         """Serve until ``stop`` is set, calling ``on_tick`` (e.g. the silent-device check) periodically."""

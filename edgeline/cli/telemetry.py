@@ -52,6 +52,13 @@ FIELD_EVERY_S = 60.0
 @click.option("--worker-index", type=click.IntRange(min=0), default=0, show_default=True, help="This worker, 0-based.")
 @click.option("--max-batch", type=click.IntRange(1, 100_000), default=1000, show_default=True, help="Per transaction.")
 @click.option(
+    "--sessions",
+    type=click.Choice(["auto", "one", "per-filter"]),
+    default="auto",
+    show_default=True,
+    help="MQTT sessions: one per telemetry filter (auto: when partitioned; needed on NATS) or one for all.",
+)
+@click.option(
     "--retention-days",
     type=click.FloatRange(min=0, min_open=True),
     default=None,
@@ -96,6 +103,7 @@ def ingest(
     workers: int,
     worker_index: int,
     max_batch: int,
+    sessions: str,
     retention_days: float | None,
     webhooks: tuple[str, ...],
     commands: tuple[str, ...],
@@ -150,6 +158,7 @@ def ingest(
         workers=workers,
         index=worker_index,
         max_batch=max_batch,
+        sessions=sessions.replace("-", "_"),
     )
     # heartbeats for the silent-device alert: the devices' retained state messages, on the same link
     fleet_view = FleetWatcher(service.link, topics).view
