@@ -108,7 +108,12 @@ def _policy_defaults() -> dict[str, Any]:
     from firmware_configs.shadow_section import ShadowSection
 
     d = ShadowSection()
-    return {"default_max_fps": d.max_fps, "default_max_duty": d.max_duty, "default_nice": d.nice}
+    return {
+        "default_max_fps": d.max_fps,
+        "default_max_duty": d.max_duty,
+        "default_nice": d.nice,
+        "default_idle_class": d.idle_class,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nice", type=int, default=None, help="[shadow] nice (default: the section's)")
     ap.add_argument("--max-fps", type=float, default=None, help="[shadow] max_fps (default: the section's)")
     ap.add_argument("--max-duty", type=float, default=None, help="[shadow] max_duty (default: the section's)")
+    ap.add_argument("--no-idle-class", action="store_true", help="[shadow] idle_class = false (SCHED_OTHER)")
+    ap.add_argument(
+        "--also-no-idle", action="store_true", help="a third arm, interleaved: the same policy with idle_class = false"
+    )
     ap.add_argument("--line-fps", type=float, default=30.0, help="the camera rate of the line-rate arm")
     ap.add_argument("--line-frames", type=int, default=300, help="frames of the line-rate arm")
     args = ap.parse_args(argv)
@@ -129,14 +138,21 @@ def main(argv: list[str] | None = None) -> int:
         champion, challenger, trust, pool = _build(work)
         frames = (pool * (args.frames // len(pool) + 1))[: args.frames]
         arms: dict[str, list[dict[str, Any]]] = {"no_shadow": [], "shadow": []}
+        if args.also_no_idle:
+            arms["shadow_no_idle_class"] = []
         shadow: dict[str, Any] = {"enabled": True, "bundle": str(challenger), "share": args.share}
         for key, value in (("nice", args.nice), ("max_fps", args.max_fps), ("max_duty", args.max_duty)):
             if value is not None:
                 shadow[key] = value
+        if args.no_idle_class:
+            shadow["idle_class"] = False
         load0 = os.getloadavg()[0]
         for _ in range(args.rounds):
             arms["no_shadow"].append(_arm(frames, champion, trust, {}, work))
             arms["shadow"].append(_arm(frames, champion, trust, shadow, work))
+            if args.also_no_idle:
+                no_idle = shadow | {"idle_class": False}
+                arms["shadow_no_idle_class"].append(_arm(frames, champion, trust, no_idle, work))
         line = frames[: args.line_frames]
         at_rate = {
             "no_shadow": _arm(line, champion, trust, {}, work, args.line_fps),
@@ -146,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     fps = {k: statistics.median(r["fps"] for r in v) for k, v in arms.items()}
     cpu = {k: statistics.median(r["cpu_ms_per_frame"] for r in v) for k, v in arms.items()}
     drop = 1.0 - fps["shadow"] / fps["no_shadow"]
+    drops = {k: 1.0 - v / fps["no_shadow"] for k, v in fps.items() if k != "no_shadow"}
+    #: per round, each shadow arm against the no-shadow arm of the same round (the load moves between rounds)
+    paired = {
+        k: statistics.median(1.0 - r["fps"] / b["fps"] for r, b in zip(v, arms["no_shadow"], strict=True))
+        for k, v in arms.items()
+        if k != "no_shadow"
+    }
     results = {
         "command": "python bench/bench_shadow.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "frames_per_round": args.frames,
@@ -153,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         "median_fps": fps,
         "median_cpu_ms_per_frame": cpu,
         "champion_fps_drop": drop,
+        "fps_drop_by_arm": drops,
+        "paired_round_drop_median": paired,
         #: the [shadow] section of the shadow arm (the defaults of firmware_configs/shadow_section.py otherwise)
         "shadow_policy": {k: v for k, v in shadow.items() if k != "bundle"} | _policy_defaults(),
         #: the camera at a line's rate: every frame inspected either way; the share the challenger saw

@@ -201,3 +201,17 @@ def test_what_the_deploy_command_reads_from_a_device_state(
 ) -> None:
     got = judge(state, seq, "a" * 64)
     assert (got.status if got else None) == status
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["deploy", "--shadow", "--to", "device:x"],  # no REF
+        ["deploy", "tiny@1", "--stop-shadow", "--to", "device:x"],  # a REF to stop
+        ["deploy", "tiny@1", "--shadow", "--stop-shadow", "--to", "device:x"],
+        ["deploy", "--to", "device:x"],
+    ],
+)
+def test_bad_shadow_command_lines_are_refused_before_anything_is_sent(args: list[str], tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, [*args, "--home", str(tmp_path), "--broker-port", "1"], catch_exceptions=False)
+    assert result.exit_code == 2 and ("REF" in result.output or "--stop-shadow" in result.output), result.output
