@@ -23,7 +23,7 @@ import hashlib
 from dataclasses import dataclass
 
 from edgeline.core.errors import ProtocolError
-from edgeline.core.protocol.topics import Topics, check_segment
+from edgeline.core.protocol.topics import Topics, check_segment, check_unit
 
 MAX_PARTITIONS = 4096
 
@@ -95,11 +95,11 @@ def parse_telemetry_topic(topics: Topics, topic: str) -> tuple[str, int | None]:
     prefix = topics.all_device_telemetry().partition("+")[0]  # <root>/<fleet>/devices/
     rest = topic[len(prefix) :].split("/") if topic.startswith(prefix) else []
     if len(rest) == 2 and rest[1] == "telemetry":
-        return check_segment(rest[0], "device id"), None
+        return check_unit(rest[0]), None
     if len(rest) == 3 and rest[1] == "telemetry" and _canonical(rest[2]):
         part = int(rest[2])
         if part < MAX_PARTITIONS:
-            return check_segment(rest[0], "device id"), part
+            return check_unit(rest[0]), part
     raise ProtocolError(f"{topic!r} is not a telemetry topic of fleet {topics.fleet!r}")
 
 

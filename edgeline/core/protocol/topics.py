@@ -18,6 +18,9 @@ Layout, under a configurable root (default ``edgeline``) and fleet (default ``de
     <root>/<fleet>/groups/<g>/config           retained, signed remote config document for a group
     <root>/<fleet>/devices/<id>/config_state   retained, the device's config version, trial, refusal
 
+``<id>`` is a device id or, for a device with several inspection stations, a station address
+``<device>~<station>`` (docs/stations.md): each station is its own unit with every topic above.
+
 Local verdicts for the line use a separate local topic (``line/<device>/verdicts`` by default),
 which never goes to the cloud broker.
 """
@@ -63,6 +66,50 @@ def check_segment(value: str, what: str = "topic segment") -> str:
     return value
 
 
+#: A station of a device is its own addressable unit, ``<device>~<station>``, in ONE topic level: the
+#: cloud's ``devices/+/...`` wildcards, the ACL patterns and every parser keep working. '~' is outside
+#: the segment alphabet (so no device id or station name can contain it) and every broker takes it:
+#: Mosquitto, NATS (which refuses '.') and RabbitMQ (which maps '/' and '.'); tests/brokers measures it.
+STATION_SEPARATOR = "~"
+
+
+def unit_problem(value: object) -> str | None:
+    """Why ``value`` is neither a device id nor a station address ``<device>~<station>`` (each part a
+    topic segment, at most :data:`SEGMENT_MAX` characters in all), or None when it is one."""
+    if not isinstance(value, str) or STATION_SEPARATOR not in value:
+        return segment_problem(value)
+    device, _, station = value.partition(STATION_SEPARATOR)
+    for part, what in ((device, "device id"), (station, "station name")):
+        problem = segment_problem(part)
+        if problem is not None:
+            return f"is a station address <device>~<station> whose {what} {part!r} {problem}"
+    if len(value) > SEGMENT_MAX:
+        return (
+            f"is {len(value)} characters long; a station address <device>~<station> is one topic level "
+            f"of at most {SEGMENT_MAX}"
+        )
+    return None
+
+
+def check_unit(value: str, what: str = "device id") -> str:
+    """Validate a device id or a station address (``<device>~<station>``) used as one topic level."""
+    problem = unit_problem(value)
+    if problem is not None:
+        raise ProtocolError(f"invalid {what} {value!r}: {problem}")
+    return value
+
+
+def station_unit(device_id: str, station: str) -> str:
+    """The address of ``station`` on ``device_id``: ``<device>~<station>``."""
+    return check_unit(f"{device_id}{STATION_SEPARATOR}{station}")
+
+
+def split_unit(unit: str) -> tuple[str, str | None]:
+    """``"press-7~left"`` -> ``("press-7", "left")``; a plain device id -> ``(id, None)``."""
+    device, sep, station = check_unit(unit).partition(STATION_SEPARATOR)
+    return device, (station if sep else None)
+
+
 def check_sha256(value: str) -> str:
     if not isinstance(value, str) or not _SHA256.match(value):
         raise ProtocolError(f"invalid sha256 {value!r}: expected 64 lowercase hex digits")
@@ -86,41 +133,41 @@ class Topics:
 
     # -- per device -------------------------------------------------------------------------
     def device_desired(self, device_id: str) -> str:
-        return f"{self.base}/devices/{check_segment(device_id, 'device id')}/desired"
+        return f"{self.base}/devices/{check_unit(device_id)}/desired"
 
     def device_shadow(self, device_id: str) -> str:
         """The challenger to run beside the serving model (a signed manifest of role ``shadow``)."""
-        return f"{self.base}/devices/{check_segment(device_id, 'device id')}/shadow"
+        return f"{self.base}/devices/{check_unit(device_id)}/shadow"
 
     def device_state(self, device_id: str) -> str:
-        return f"{self.base}/devices/{check_segment(device_id, 'device id')}/state"
+        return f"{self.base}/devices/{check_unit(device_id)}/state"
 
     def device_online(self, device_id: str) -> str:
         """Presence: ``online=true`` at every connect, the Last Will's ``online=false``."""
-        return f"{self.base}/devices/{check_segment(device_id, 'device id')}/online"
+        return f"{self.base}/devices/{check_unit(device_id)}/online"
 
     def device_events(self, device_id: str) -> str:
-        return f"{self.base}/devices/{check_segment(device_id, 'device id')}/events"
+        return f"{self.base}/devices/{check_unit(device_id)}/events"
 
     def device_telemetry(self, device_id: str) -> str:
-        return f"{self.base}/devices/{check_segment(device_id, 'device id')}/telemetry"
+        return f"{self.base}/devices/{check_unit(device_id)}/telemetry"
 
     def device_acks(self, device_id: str) -> str:
         """Where the ingest tells one device which of its windows and events are stored."""
-        return f"{self.base}/devices/{check_segment(device_id, 'device id')}/acks"
+        return f"{self.base}/devices/{check_unit(device_id)}/acks"
 
     def group_desired(self, group: str) -> str:
         return f"{self.base}/groups/{check_segment(group, 'group name')}/desired"
 
     # -- remote configuration (docs/remote-config.md) --------------------------------------------
     def device_config(self, device_id: str) -> str:
-        return f"{self.base}/devices/{check_segment(device_id, 'device id')}/config"
+        return f"{self.base}/devices/{check_unit(device_id)}/config"
 
     def group_config(self, group: str) -> str:
         return f"{self.base}/groups/{check_segment(group, 'group name')}/config"
 
     def device_config_state(self, device_id: str) -> str:
-        return f"{self.base}/devices/{check_segment(device_id, 'device id')}/config_state"
+        return f"{self.base}/devices/{check_unit(device_id)}/config_state"
 
     def all_device_config_states(self) -> str:
         return f"{self.base}/devices/+/config_state"
@@ -204,7 +251,7 @@ class Topics:
         rest = topic[len(prefix) :].split("/")
         if len(rest) != 2:
             raise ProtocolError(f"topic {topic!r} is not a device topic")
-        return check_segment(rest[0], "device id")
+        return check_unit(rest[0])
 
     def chunk_index_from(self, topic: str) -> tuple[str, int]:
         """Parse ``.../artifacts/<sha>/chunks/<n>`` into (sha256, n). Only the canonical spelling of
@@ -223,22 +270,22 @@ def _canonical_index(text: str) -> bool:
 
 def line_verdict_topic(device_id: str, prefix: str = "line") -> str:
     """Local topic on which the line receives verdicts. Never published to the cloud broker."""
-    return f"{check_segment(prefix, 'line topic prefix')}/{check_segment(device_id, 'device id')}/verdicts"
+    return f"{check_segment(prefix, 'line topic prefix')}/{check_unit(device_id)}/verdicts"
 
 
 def line_trigger_topic(device_id: str, prefix: str = "line") -> str:
     """Local topic on which the line's controller asks for triggered inspections (JSON, QoS 1)."""
-    return f"{check_segment(prefix, 'line topic prefix')}/{check_segment(device_id, 'device id')}/trigger"
+    return f"{check_segment(prefix, 'line topic prefix')}/{check_unit(device_id)}/trigger"
 
 
 def line_result_topic(device_id: str, prefix: str = "line") -> str:
     """Local topic on which each triggered result is published, one message per part."""
-    return f"{check_segment(prefix, 'line topic prefix')}/{check_segment(device_id, 'device id')}/results"
+    return f"{check_segment(prefix, 'line topic prefix')}/{check_unit(device_id)}/results"
 
 
 def line_feedback_topic(device_id: str, prefix: str = "line") -> str:
     """Local topic on which an operator or a downstream check confirms or overrides a verdict (JSON, QoS 1)."""
-    return f"{check_segment(prefix, 'line topic prefix')}/{check_segment(device_id, 'device id')}/feedback"
+    return f"{check_segment(prefix, 'line topic prefix')}/{check_unit(device_id)}/feedback"
 
 
 def line_feedback_answer_topic(device_id: str, prefix: str = "line") -> str:
