@@ -12,6 +12,7 @@ import logging
 import multiprocessing as mp
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing import shared_memory
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -30,6 +31,9 @@ from firmware_configs.shadow_section import ShadowSection
 
 log = logging.getLogger(__name__)
 
+#: depth of the frame-rate cap's bucket, in frames
+RATE_BURST = 2.0
+
 
 class ShadowWorker:
     """The parent's side: a thread that hands offered frames to the challenger's process and counts
@@ -47,6 +51,7 @@ class ShadowWorker:
         burst_s: float = 0.05,
         max_fps: float = 60.0,
         idle: bool = True,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bundle = bundle
         self.trust_file = trust_file
@@ -61,11 +66,15 @@ class ShadowWorker:
         self.max_fps = max_fps
         #: the challenger's process in the SCHED_IDLE class (Linux)
         self.idle = idle
-        self._next_at = 0.0
+        self.clock = clock
+        #: the frame-rate cap as a token bucket (RATE_BURST frames deep): a frame that comes a little
+        #: early (camera jitter) still goes, and the long-run rate stays at most max_fps
+        self._frames_due = 1.0
+        self._rate_at = clock()
         #: frames skipped because the last handover was less than 1/max_fps ago
         self.rate_skips = 0
         self._tokens = burst_s
-        self._refilled = time.monotonic()
+        self._refilled = clock()
         self.challenger: dict[str, object] | None = None
         self.comparison = ShadowComparison()
         self.offered = 0
@@ -127,8 +136,10 @@ class ShadowWorker:
             self.sampled_out += 1
             return
         self._credit -= 1.0
-        now = time.monotonic()
-        if now < self._next_at:
+        now = self.clock()
+        self._frames_due = min(RATE_BURST, self._frames_due + (now - self._rate_at) * self.max_fps)
+        self._rate_at = now
+        if self._frames_due < 1.0:
             self.rate_skips += 1
             return
         with self._cond:
@@ -141,7 +152,7 @@ class ShadowWorker:
                 self.budget_skips += 1
                 return
             self._slot = (image, frame_id, champion)
-            self._next_at = now + 1.0 / self.max_fps
+            self._frames_due -= 1.0
             self._cond.notify()
 
     def _frame_memory(self, nbytes: int) -> shared_memory.SharedMemory:

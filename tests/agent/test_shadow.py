@@ -173,3 +173,26 @@ def test_the_challengers_process_runs_in_the_idle_class(tiny_bundle: Path, key_d
             assert w.stats()["idle_class"] is idle
         finally:
             w.stop()
+
+
+def test_the_frame_rate_cap_lets_a_jittery_camera_through_and_holds_a_fast_one() -> None:
+    from edge_agent.shadow.worker import ShadowWorker
+
+    now = [100.0]
+    rng = np.random.default_rng(4)
+
+    def run(fps: float, n: int, max_fps: float) -> ShadowWorker:
+        w = ShadowWorker("unused", "unused", max_fps=max_fps, max_duty=1.0, clock=lambda: now[0])
+        frame = np.zeros((4, 4), np.uint8)
+        for i in range(n):
+            now[0] += max(0.0, 1.0 / fps + rng.normal(0.0, 0.15 / fps))  # 15% jitter
+            w.offer(frame, i, None)  # type: ignore[arg-type]
+            w._slot = None  # the challenger took it at once
+        return w
+
+    # a 30 frames/s camera under a 30 frames/s cap: the bucket absorbs the jitter, all but a few go
+    line = run(30.0, 600, 30.0)
+    assert line.rate_skips <= 12 and line.busy_skips == 0
+    fast = run(300.0, 3000, 30.0)  # 10 s at 300 frames/s: about 30 a second go
+    taken = 3000 - fast.rate_skips
+    assert 290 <= taken <= 310
