@@ -19,7 +19,8 @@ def test_good_config_applied_hot_without_dropping_a_frame(fleet: Fleet) -> None:
     a.start()
     assert fleet.watch.wait(lambda s: s.version == 0, 20), a.log_tail()
     assert wait_for(lambda: a.frames_in() >= 20, 20), a.log_tail()
-    pid = a.pid()
+    pid = wait_for(a.pid, 10)  # the status file is written every 0.1 s
+    assert pid is not None, a.log_tail()
     new_log = a.logs / "verdicts-2.jsonl"
     overlay = {
         "sinks": {"jsonl": {"path": str(new_log)}},

@@ -14,7 +14,8 @@ def test_bad_configs_refused_with_a_reason(fleet: Fleet) -> None:
     a = fleet.agent
     a.start()
     assert fleet.watch.wait(lambda s: s.version == 0, 20), a.log_tail()
-    pid = a.pid()
+    pid = wait_for(a.pid, 10)  # the status file is written every 0.1 s
+    assert pid is not None, a.log_tail()
     v1 = fleet.push({"decision": {"defect_min_confidence": 0.7}})
     assert fleet.watch.wait(lambda s: s.version == v1 and s.trial is None), a.log_tail()
     v2 = fleet.push({"decision": {"defect_min_confidence": 0.8}})
@@ -80,7 +81,8 @@ def test_a_sink_that_cannot_write_is_rolled_back_by_itself(fleet: Fleet) -> None
     a = fleet.agent
     a.start()
     assert fleet.watch.wait(lambda s: s.version == 0, 20), a.log_tail()
-    pid = a.pid()
+    pid = wait_for(a.pid, 10)  # the status file is written every 0.1 s
+    assert pid is not None, a.log_tail()
     blocker = a.workdir / "allowed" / "a-file"
     blocker.write_text("not a directory")
     v = fleet.push({"sinks": {"jsonl": {"path": str(blocker / "verdicts.jsonl")}}})

@@ -18,7 +18,8 @@ def test_restart_configs_commit_roll_back_and_survive_a_crash(fleet: Fleet) -> N
     a = fleet.agent
     a.start()
     assert fleet.watch.wait(lambda s: s.version == 0, 20), a.log_tail()
-    pid = a.pid()
+    pid = wait_for(a.pid, 10)  # the status file is written every 0.1 s
+    assert pid is not None, a.log_tail()
 
     # a good one, to the device's group: the agent restarts with it and commits it
     other = a.workdir / "allowed" / "frames-b"
@@ -71,7 +72,8 @@ def test_a_config_the_agent_cannot_start_with_is_rolled_back(fleet: Fleet) -> No
     a = fleet.agent
     a.start()
     assert fleet.watch.wait(lambda s: s.version == 0, 20), a.log_tail()
-    pid = a.pid()
+    pid = wait_for(a.pid, 10)  # the status file is written every 0.1 s
+    assert pid is not None, a.log_tail()
     missing = a.workdir / "allowed" / "no-such-password"
     v = fleet.push({"inference": {"stats_every": 7}, "sinks": {"mqtt": {"port": 1, "password_file": str(missing)}}})
     s = fleet.watch.wait(lambda s: s.last_rollback is not None and s.last_rollback.version == v, 30)
