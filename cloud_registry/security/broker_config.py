@@ -199,6 +199,8 @@ def _block(user: str, rules: list[tuple[str, str]]) -> str:
 def acl_rules(spec: BrokerSpec) -> dict[str, list[tuple[str, str]]]:
     """identity -> [(access, topic filter)]: the ACL as data, for rendering and for tests."""
     t = spec.topics
+    # partitioned telemetry ([telemetry] partitions): devices/<id>/telemetry/<p>, any partition
+    all_partitions = f"{t.all_device_telemetry()}/+"
     registry = [
         ("readwrite", t.all_device_desired()),
         ("readwrite", t.all_device_shadow()),
@@ -212,12 +214,14 @@ def acl_rules(spec: BrokerSpec) -> dict[str, list[tuple[str, str]]]:
         ("read", t.all_device_online()),
         ("read", t.all_device_events()),
         ("read", t.all_device_telemetry()),
+        ("read", all_partitions),
     ]
     observer = [
         ("read", t.all_device_states()),
         ("read", t.all_device_online()),
         ("read", t.all_device_events()),
         ("read", t.all_device_telemetry()),
+        ("read", all_partitions),
     ]
     # write only: an ingest never needs to read acknowledgements (its own or another worker's), and
     # '+' matches one level, so this is every device's acks topic and nothing else
@@ -240,6 +244,7 @@ def acl_rules(spec: BrokerSpec) -> dict[str, list[tuple[str, str]]]:
             ("write", t.device_online(dev.id)),
             ("write", t.device_events(dev.id)),
             ("write", t.device_telemetry(dev.id)),
+            ("write", f"{t.device_telemetry(dev.id)}/+"),  # its partition topic (one level, its own)
             # the end-to-end acknowledgement: its own acks only, and whether the ingest acknowledges
             ("read", t.device_acks(dev.id)),
             ("read", t.ingest_capabilities()),

@@ -61,6 +61,7 @@ def test_acl_is_an_allow_list_built_from_topics() -> None:
         t.device_online("dev-a"): "write",
         t.device_events("dev-a"): "write",
         t.device_telemetry("dev-a"): "write",
+        f"{t.device_telemetry('dev-a')}/+": "write",
         t.device_acks("dev-a"): "read",
         t.ingest_capabilities(): "read",
         t.device_config("dev-a"): "read",
@@ -175,6 +176,7 @@ def test_ingest_identities_write_exactly_the_acknowledgement_topics() -> None:
                 ("read", t.all_device_online()),
                 ("read", t.all_device_events()),
                 ("read", t.all_device_telemetry()),
+                ("read", f"{t.all_device_telemetry()}/+"),
                 ("write", t.all_device_acks()),
                 ("write", t.ingest_capabilities()),
             ]
@@ -191,6 +193,7 @@ def test_ingest_identities_write_exactly_the_acknowledgement_topics() -> None:
             t.device_online(dev),
             t.device_events(dev),
             t.device_telemetry(dev),
+            f"{t.device_telemetry(dev)}/+",
             t.device_config_state(dev),
         }
 

@@ -204,6 +204,7 @@ def test_registry_and_device_end_to_end_over_tls(locked: Locked, signing_key: Si
     registry = locked.connect(REGISTRY)
     reports = Inbox()
     registry.subscribe(TOPICS.all_device_telemetry(), reports)
+    registry.subscribe(f"{TOPICS.all_device_telemetry()}/+", reports)  # partitioned telemetry
     registry.subscribe(TOPICS.all_device_events(), reports)
 
     envelope = signing_key.sign({"model": "tiny", "version": 3, "target": "dev-a"})
@@ -224,6 +225,11 @@ def test_registry_and_device_end_to_end_over_tls(locked: Locked, signing_key: Si
     prime(reports, device, TOPICS.device_events("dev-a"))
     device.publish_sync(TOPICS.device_telemetry("dev-a"), b'{"window": 7}')
     assert wait_until(lambda: (TOPICS.device_telemetry("dev-a"), b'{"window": 7}') in reports.items, 10)
+    # partitioned telemetry ([telemetry] partitions): its own partition topic, read by the registry
+    device.publish_sync(f"{TOPICS.device_telemetry('dev-a')}/3", b'{"window": 8}')
+    assert wait_until(lambda: (f"{TOPICS.device_telemetry('dev-a')}/3", b'{"window": 8}') in reports.items, 10)
+    with pytest.raises(TransportError, match="refused"):  # never another device's partition
+        device.publish_sync(f"{TOPICS.device_telemetry('dev-b')}/3", b'{"window": 9}')
 
 
 def test_removed_device_is_cut_off_at_reload(locked_factory: Callable[[str], Locked]) -> None:
