@@ -89,3 +89,12 @@ def test_push_diff_history_and_status(mosquitto: MosquittoBroker, key_dir: Path,
             "pushed_to_device": rows[0]["version"],  # the reset
         }
     ]
+    # the same, for people
+    r = run("config", "status", "dev-7", "--wait", "0.3", *common)
+    assert r.exit_code == 0 and "dev-7" in r.output and "no answer" in r.output, r.output
+    r = run("config", "history", "dev-7", "--home", str(tmp_path / "home"))
+    assert r.exit_code == 0 and "bob" in r.output and "device:dev-7" in r.output, r.output
+    r = run("config", "diff", "--to", "group:line-a", str(f2), "--home", str(tmp_path / "home"))
+    assert r.exit_code == 0, r.output
+    assert "~ " not in r.output and "+ telemetry.window_s = 10.0  [hot]" in r.output, r.output
+    assert "- decision.threshold = 0.4  [hot]" in r.output and "[restart]" in r.output, r.output
