@@ -94,10 +94,19 @@ def parse_config(data: Any, origin: str = "config") -> DeviceConfig:
     """Validate a parsed TOML document (a dict). Raises :class:`ConfigProblems`."""
     if not isinstance(data, dict):
         raise ConfigProblems(origin, [Problem("(top level)", data, "a config must be a table of sections")])
+    raw, stations = data, data.get("station")
+    if stations and "source" not in data and isinstance(stations, list) and isinstance(stations[0], dict):
+        # every station names its own source: the device-level view shows the first one's
+        data = {**data, "source": stations[0].get("source")}
     try:
-        return DeviceConfig.model_validate(data)
+        cfg = DeviceConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigProblems(origin, problems_of(exc)) from exc
+    if cfg.station:
+        from firmware_configs.stations import derive_stations, device_tables
+
+        derive_stations(device_tables(raw), cfg, origin)
+    return cfg
 
 
 def parse_toml(text: str, origin: str = "config") -> DeviceConfig:

@@ -13,13 +13,14 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from edgeline.core.protocol.topics import SEGMENT_PATTERN as TOPIC_SEGMENT
-from edgeline.core.protocol.topics import segment_problem
+from edgeline.core.protocol.topics import STATION_SEPARATOR, segment_problem, unit_problem
 from firmware_configs.base import Section
 from firmware_configs.cloud_section import CloudSection
 from firmware_configs.feedback_section import FeedbackSection
 from firmware_configs.line_section import LineSection, TriggerSection
 from firmware_configs.remote_config_section import DecisionSection, RemoteConfigSection
 from firmware_configs.shadow_section import ShadowSection
+from firmware_configs.station_section import StationSection, check_station_list
 from firmware_configs.telemetry_section import TelemetrySection
 from firmware_configs.updater_section import UpdaterSection
 
@@ -38,9 +39,19 @@ QueuePolicy = Literal["drop_oldest", "block"]
 class DeviceSection(Section):
     """``[device]``: who this device is. ``id`` and ``groups`` select which deployments apply."""
 
-    id: str = Field(pattern=SEGMENT_PATTERN)
+    #: a topic segment; ``<device>~<station>`` is the address a station's own configuration gets
+    #: (docs/stations.md)
+    id: str
     groups: tuple[str, ...] = ()
     hardware_class: str = Field(default="generic", pattern=SEGMENT_PATTERN)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        problem = unit_problem(v)
+        if problem is not None:
+            raise ValueError(problem)
+        return v
 
     @field_validator("groups")
     @classmethod
@@ -276,6 +287,22 @@ class DeviceConfig(Section):
     shadow: ShadowSection = ShadowSection()
     decision: DecisionSection = DecisionSection()
     remote_config: RemoteConfigSection = RemoteConfigSection()
+    #: ``[[station]]``: several inspection stations on this device, each its own unit (docs/stations.md)
+    station: tuple[StationSection, ...] = ()
+
+    @field_validator("station")
+    @classmethod
+    def _stations(cls, v: tuple[StationSection, ...]) -> tuple[StationSection, ...]:
+        return check_station_list(v)
+
+    @model_validator(mode="after")
+    def _stations_of_a_device(self) -> DeviceConfig:
+        if self.station and STATION_SEPARATOR in self.device.id:
+            raise ValueError(
+                f"device.id {self.device.id!r} is already a station address: a device with [[station]] "
+                f"tables has a plain id (its stations are addressed <device>{STATION_SEPARATOR}<station>)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _feedback_needs_triggers(self) -> DeviceConfig:

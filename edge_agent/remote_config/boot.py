@@ -22,15 +22,22 @@ from edgeline.core.protocol.remote_config import ConfigReason
 from edgeline.core.protocol.signing import parse_envelope
 from firmware_configs.loader import load_config, parse_config
 from firmware_configs.schema import DeviceConfig
+from firmware_configs.stations import station_base, station_config
 
 log = logging.getLogger(__name__)
 
 
-def effective_config(path: Path, now: float | None = None) -> DeviceConfig:
-    base_cfg = load_config(path)
+def _file_config(path: Path, station: str | None) -> DeviceConfig:
+    return load_config(path) if station is None else station_config(str(path), station)
+
+
+def effective_config(path: Path, now: float | None = None, station: str | None = None) -> DeviceConfig:
+    """``station``: one station of a device file with ``[[station]]`` tables (its own remote config)."""
+    base_cfg = _file_config(path, station)
     if not base_cfg.remote_config.enabled:
         return base_cfg
-    base = tomllib.loads(Path(path).read_text("utf-8"))  # load_config validated it
+    # the tables the file (or the station) was validated from: what a document is laid over
+    base = tomllib.loads(Path(path).read_text("utf-8")) if station is None else station_base(str(path), station)[1]
     store = ConfigStore(state_dir_of(base_cfg))
     t = time.time() if now is None else now
     try:
@@ -71,11 +78,11 @@ def effective_config(path: Path, now: float | None = None) -> DeviceConfig:
         return base_cfg
 
 
-def abandon_trial(path: Path, detail: str, now: float | None = None) -> bool:
+def abandon_trial(path: Path, detail: str, now: float | None = None, station: str | None = None) -> bool:
     """The agent could not even be built with the config on trial (a sink, the source, a plugin
     refused it): roll the trial back now. True when there was one (start again: the previous config)."""
     try:
-        base_cfg = load_config(path)
+        base_cfg = _file_config(path, station)
         if not base_cfg.remote_config.enabled:
             return False
         store = ConfigStore(state_dir_of(base_cfg))

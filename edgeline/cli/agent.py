@@ -53,20 +53,40 @@ def agent() -> None:
     help="Load an extra plugin factory (called with the config). Repeatable.",
 )
 @click.option("--no-default-plugins", is_flag=True, help="Run without the updater and telemetry plugins.")
-def run(config_path: Path, extra_plugins: tuple[str, ...], no_default_plugins: bool) -> None:
+@click.option(
+    "--station",
+    default=None,
+    metavar="NAME",
+    help="Run only this station of a file with [[station]] tables (what the station supervisor starts).",
+)
+def run(config_path: Path, extra_plugins: tuple[str, ...], no_default_plugins: bool, station: str | None) -> None:
     """Run the agent with the device configuration FILE until stopped (SIGTERM/SIGINT) or, for a video
-    file or image folder, until the last frame. Exits 1 when the camera source failed for good."""
+    file or image folder, until the last frame. Exits 1 when the camera source failed for good.
+
+    A FILE with [[station]] tables runs each station as its own agent process under a supervisor,
+    which starts a station again (with a backoff) when its process dies; see docs/stations.md."""
     from edge_agent.remote_config.boot import abandon_trial, effective_config
     from edge_agent.runtime import Agent
 
-    cfg = effective_config(config_path)  # the file, with the committed (or trial) remote config over it
+    if station is None:
+        from edgeline.cli.agent_stations import run_supervisor, stations_of
+
+        device, stations = stations_of(config_path)
+        if stations:
+            run_supervisor(config_path, device, stations, extra_plugins, no_default_plugins)
+    # the file (or its station), with the committed (or trial) remote config over it
+    cfg = effective_config(config_path, station=station)
+    if station is not None:  # the stations of one device share a journal: say whose line it is
+        fmt = logging.Formatter(f"%(asctime)s %(levelname)s [{cfg.device.id}] %(name)s: %(message)s")
+        for log_handler in logging.getLogger().handlers:
+            log_handler.setFormatter(fmt)
     plugins: list[Any] = []
     try:
         plugins = [] if no_default_plugins else load_plugins(cfg, DEFAULT_PLUGINS, required=False)
         plugins += load_plugins(cfg, extra_plugins, required=True)
         the_agent = Agent(cfg, plugins=plugins)
     except EdgelineError as exc:
-        if abandon_trial(config_path, str(exc)):  # a remote config on trial it cannot even start with
+        if abandon_trial(config_path, str(exc), station=station):  # a remote config on trial it cannot even start with
             _restart(f"the config on trial was refused at start: {exc}", plugins)
         raise
 

@@ -1,0 +1,81 @@
+"""``edgeline agent run`` on a device file with ``[[station]]`` tables: a supervisor that runs each
+station as its own agent process (``edgeline agent run --config FILE --station NAME``), restarts one
+that dies with a backoff and leaves the others alone (docs/stations.md)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edge_agent.stations.supervisor import SUPERVISOR_FILE, Supervisor
+from firmware_configs.schema import DeviceConfig
+from firmware_configs.stations import STATIONS_DIR, load_stations
+
+log = logging.getLogger(__name__)
+
+
+def station_argv(
+    config_path: Path, station: str, extra_plugins: tuple[str, ...], no_default_plugins: bool
+) -> list[str]:
+    """The command line of one station's agent process (this interpreter, the same options)."""
+    argv = [
+        sys.executable,
+        "-m",
+        "edgeline.cli.main",
+        "agent",
+        "run",
+        "--config",
+        str(config_path),
+        "--station",
+        station,
+    ]
+    for plugin in extra_plugins:
+        argv += ["--plugin", plugin]
+    if no_default_plugins:
+        argv.append("--no-default-plugins")
+    return argv
+
+
+def supervisor_path(device: DeviceConfig) -> Path:
+    """``<updater.state_dir>/stations/supervisor.json``: the stations' pids, states and restarts."""
+    return Path(device.updater.state_dir) / STATIONS_DIR / SUPERVISOR_FILE
+
+
+def stations_of(config_path: Path) -> tuple[DeviceConfig, dict[str, DeviceConfig]]:
+    return load_stations(str(config_path))
+
+
+def run_supervisor(
+    config_path: Path,
+    device: DeviceConfig,
+    stations: dict[str, DeviceConfig],
+    extra_plugins: tuple[str, ...],
+    no_default_plugins: bool,
+) -> None:
+    """Run every station until SIGTERM/SIGINT, or until each finished; exits 0."""
+    children = {
+        name: (cfg.device.id, station_argv(config_path.resolve(), name, extra_plugins, no_default_plugins))
+        for name, cfg in stations.items()
+    }
+    sup = Supervisor(children, supervisor_path(device))
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("signal %d: stopping every station", signum)
+        threading.Thread(target=sup.stop, name="stopper", daemon=True).start()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    click.echo(f"{device.device.id}: {len(stations)} stations: {', '.join(children)}", err=True)
+    try:
+        rc = sup.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    for c in sup.children.values():
+        click.echo(f"{c.unit}: {c.state}  restarts {c.restart.restarts}  last exit {c.last_exit}", err=True)
+    raise SystemExit(rc)
