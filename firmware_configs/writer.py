@@ -28,3 +28,19 @@ def render_toml(sections: dict[str, dict[str, Any]], comment: str = "") -> str:
         out += [f"{k} = {toml_value(v)}" for k, v in values.items()]
         out.append("")
     return "\n".join(out)
+
+
+def render_stations(stations: list[tuple[str, dict[str, dict[str, Any]]]]) -> str:
+    """``[[station]]`` tables: ``[("left", {"source": {...}, "sinks.jsonl": {...}})]``, each station's
+    name first and its own tables (dotted names under ``station.``) after it."""
+    out: list[str] = []
+    for name, sections in stations:
+        out += ["[[station]]", f"name = {toml_value(name)}"]
+        out += [f"{k} = {toml_value(v)}" for k, v in sections.get("", {}).items()]
+        out.append("")
+        for section, values in sections.items():
+            if section:
+                out.append(f"[station.{section}]")
+                out += [f"{k} = {toml_value(v)}" for k, v in values.items()]
+                out.append("")
+    return "\n".join(out)

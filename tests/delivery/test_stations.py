@@ -1,0 +1,96 @@
+"""Several inspection stations on one device (docs/stations.md), with real agent processes under the
+station supervisor and the test's own Mosquitto: each station is its own unit (``<device>~<station>``)
+with its own slots, updater and trial, so one is updated while the other is not, and a station whose
+trial fails rolls back alone while the other keeps serving its model, in the same process as before."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from converters.keys import KeyPaths
+from edgeline.core.protocol.delivery import parse_state
+from tests.delivery.agent_proc import write_frames
+from tests.delivery.conftest import BuiltBundle, Cloud, wait_for
+from tests.delivery.station_proc import StationDevice, keeps_inspecting
+
+UPDATER = {"trial_frames": 3, "trial_timeout_s": 30.0, "trial_latency_budget_ms": 2000.0, "min_free_bytes": 0}
+
+
+def _device(cloud: Cloud, tmp_path: Path, frames: list[Any], stations: dict[str, Any]) -> StationDevice:
+    trust = KeyPaths(cloud.key_dir).trust
+    work = tmp_path / "twin"
+    return StationDevice(
+        "twin",
+        work,
+        sections={
+            "source": {"kind": "folder", "path": str(write_frames(tmp_path / "frames", frames)), "loop": True},
+            "model": {"bundle": str(work / "state" / "slots" / "current"), "trust_file": str(trust)},
+            "cloud": {"port": cloud.broker.port, "heartbeat_s": 1.0},
+            "updater": {"trust_file": str(trust), **UPDATER},
+        },
+        stations=stations,
+    )
+
+
+def _install(cloud: Cloud, dev: StationDevice, name: str, bundle: BuiltBundle, frames: list[Any]) -> None:
+    """Commit ``bundle`` in the station's own state dir (in-process, fast), as a previous update would."""
+    sim = cloud.device(dev.unit(name), frames=frames, state_dir=dev.station_dir(name), **UPDATER)
+    cloud.deploy(bundle, dev.unit(name))
+    assert wait_for(lambda: sim.version() == bundle.manifest.version and sim.plugin.state == "COMMITTED"), sim.kinds()
+    sim.stop()
+    cloud.devices.remove(sim)
+
+
+def test_two_stations_update_independently_and_a_failed_trial_leaves_the_other_serving(
+    cloud: Cloud, bundles: dict[int, BuiltBundle], frames: list[Any], tmp_path: Path
+) -> None:
+    # station b's trials cannot pass (a latency budget no model meets): its own [station.updater]
+    dev = _device(
+        cloud,
+        tmp_path,
+        frames,
+        {"a": {"source": {"max_fps": 30.0}}, "b": {"updater": {"trial_latency_budget_ms": 1e-4}}},
+    )
+    for name in ("a", "b"):
+        _install(cloud, dev, name, bundles[1], frames)
+    states: dict[str, Any] = {}
+    cloud.link.subscribe(
+        cloud.topics.all_device_states(),
+        lambda t, p, _r: states.__setitem__(cloud.topics.device_id_from(t), parse_state(p)) if p else None,
+    )
+    dev.start()
+    try:
+        for name in ("a", "b"):
+            assert wait_for(lambda n=name: dev.model_version(n) == 1 and dev.inspected(n) > 0, 60), dev.log_tail()
+        pids = {n: dev.station(n)["pid"] for n in ("a", "b")}
+        assert None not in pids.values() and pids["a"] != pids["b"]
+        assert wait_for(lambda: {"twin~a", "twin~b"} <= set(states)), states  # each its own unit on the wire
+        assert "twin" not in states
+
+        # v2 for station a only: a commits it, b is not touched
+        cloud.deploy(bundles[2], dev.unit("a"))
+        assert wait_for(lambda: dev.record("a").get("state") == "COMMITTED" and dev.model_version("a") == 2, 60), (
+            dev.record("a"),
+            dev.log_tail(),
+        )
+        assert dev.model_version("b") == 1 and dev.record("b").get("state") == "COMMITTED"
+        assert wait_for(lambda: (s := states.get("twin~a")) is not None and s.model and s.model.version == 2)
+
+        # v2 for station b: its trial fails, it rolls back to v1 and serves on; a serves v2 throughout
+        failing_since = time.time()
+        cloud.deploy(bundles[2], dev.unit("b"))
+        assert wait_for(lambda: dev.record("b").get("state") == "ROLLED_BACK", 60), (dev.record("b"), dev.log_tail())
+        assert (dev.record("b").get("last") or {}).get("reason") == "trial_latency"
+        assert wait_for(lambda: (dev.fresh_status("b", failing_since + 0.5).get("model") or {}).get("version") == 1, 20)
+        assert keeps_inspecting(dev, "b") and keeps_inspecting(dev, "a")
+        assert dev.model_version("a") == 2 and dev.record("a").get("state") == "COMMITTED"
+        assert {n: dev.station(n)["pid"] for n in ("a", "b")} == pids  # no process was restarted
+        assert all(dev.station(n)["restarts"] == 0 for n in ("a", "b"))
+        a_events = [e for e in cloud.seen_events if e.device_id == "twin~a" and e.ts >= failing_since]
+        assert not [e for e in a_events if e.kind in ("rolled_back", "rejected")], a_events
+    finally:
+        rc = dev.stop()
+    assert rc == 0, dev.log_tail()
+    assert all(dev.station(n)["state"] == "stopped" for n in ("a", "b")), dev.supervisor()
