@@ -90,8 +90,11 @@ def run(config_path: Path, extra_plugins: tuple[str, ...], no_default_plugins: b
             _restart(f"the config on trial was refused at start: {exc}", plugins)
         raise
 
+    signalled: list[int] = []
+
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("signal %d: stopping", signum)
+        signalled.append(signum)  # a stop asked for wins over a restart a remote config asked for
         threading.Thread(target=the_agent.stop, name="stopper", daemon=True).start()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -100,7 +103,7 @@ def run(config_path: Path, extra_plugins: tuple[str, ...], no_default_plugins: b
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if the_agent.restart_requested:
+    if the_agent.restart_requested and not signalled:
         _restart(the_agent.restart_requested, plugins)
     c = the_agent.counters()
     click.echo(
