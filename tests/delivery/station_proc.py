@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -77,10 +78,8 @@ class StationDevice:
                 self.proc.wait(10)
         for st in (self.supervisor().get("stations") or {}).values():  # nothing left behind
             if st.get("pid"):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(int(st["pid"]), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         return self.proc.returncode
 
     def supervisor(self) -> dict[str, Any]:

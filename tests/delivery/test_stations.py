@@ -15,7 +15,12 @@ from tests.delivery.agent_proc import write_frames
 from tests.delivery.conftest import BuiltBundle, Cloud, wait_for
 from tests.delivery.station_proc import StationDevice, keeps_inspecting
 
-UPDATER = {"trial_frames": 3, "trial_timeout_s": 30.0, "trial_latency_budget_ms": 2000.0, "min_free_bytes": 0}
+UPDATER: dict[str, Any] = {
+    "trial_frames": 3,
+    "trial_timeout_s": 30.0,
+    "trial_latency_budget_ms": 2000.0,
+    "min_free_bytes": 0,
+}
 
 
 def _device(cloud: Cloud, tmp_path: Path, frames: list[Any], stations: dict[str, Any]) -> StationDevice:
