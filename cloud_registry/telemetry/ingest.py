@@ -81,7 +81,22 @@ class IngestService:
 
     def __post_init__(self) -> None:
         self.link = AckingLink(self.settings)
-        use_shared = self.settings.protocol == "5" if self.shared is None else self.shared
+        self.split = per_filter(self.sessions, self.partitions)
+        #: shared subscriptions decided once the link knows which MQTT version the broker speaks
+        self._shared_after_connect = self.shared is None and self.settings.protocol == "auto"
+        self._plan(self.settings.protocol == "5" if self.shared is None else self.shared)
+        self._events_head, _, self._events_tail = self.ingestor.topics.all_device_events().partition("+")
+        self._queue: deque[Delivery] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._writer: threading.Thread | None = None
+        self.batch_sizes: list[int] = []
+        self._pending: dict[str, dict[str, list[str]]] = {}
+        self._acks_due = float("inf")
+
+    def _plan(self, use_shared: bool) -> None:
+        """The filters this worker reads and the sessions it reads them on (links not connected yet)."""
+        self.use_shared = use_shared
         topics = self.ingestor.topics
         tt = TelemetryTopics(topics, self.partitions)
         filters = tt.filters(self.workers, self.index, legacy=True if use_shared else None)
@@ -90,19 +105,10 @@ class IngestService:
         self.events_filter = topics.shared_events(self.share_group) if use_shared else topics.all_device_events()
         self.events_filters = [self.events_filter] if events_here else []
         self.topic_filter = ", ".join(self.telemetry_filters)
-        self.split = per_filter(self.sessions, self.partitions)
         self._plans = plan_sessions(self.settings.client_id, self.telemetry_filters, self.events_filters, self.split)
         self.links = [self.link] + [AckingLink(replace(self.settings, client_id=p.client_id)) for p in self._plans[1:]]
         for i, link in enumerate(self.links):
             link.source = i
-        self._events_head, _, self._events_tail = topics.all_device_events().partition("+")
-        self._queue: deque[Delivery] = deque()
-        self._cond = threading.Condition()
-        self._stopping = False
-        self._writer: threading.Thread | None = None
-        self.batch_sizes: list[int] = []
-        self._pending: dict[str, dict[str, list[str]]] = {}
-        self._acks_due = float("inf")
 
     # -- the network thread: queue only -------------------------------------------------------------------
     def _enqueue(self, d: Delivery) -> None:
@@ -217,6 +223,11 @@ class IngestService:
                 self.ingestor.stats.acked_keys += sum(len(v) for v in part.values())
 
     @property
+    def client_ids(self) -> list[str]:
+        """The client ids of the worker's sessions, its own first."""
+        return [p.client_id for p in self._plans]
+
+    @property
     def redelivered(self) -> int:
         """Messages the broker sent again (DUP flag) on any of the worker's sessions."""
         return sum(link.redelivered for link in self.links)
@@ -235,13 +246,17 @@ class IngestService:
         self._writer = threading.Thread(target=self._write, name="edgeline-ingest-writer", daemon=True)
         self._writer.start()
         self.link.on_connect(self._announce)
-        for link, plan in zip(self.links, self._plans, strict=True):
-            # the worker's own session also stores what an earlier layout's telemetry filters bring
-            routed = self.telemetry_filters if self.split and link is self.link else ()
-            link.deliver(list(plan.filters), self._enqueue, routed=routed)
         try:
+            if self._shared_after_connect:  # protocol auto: $share where the broker took MQTT 5
+                self.link.connect(timeout)
+                self._plan(self.link.stats.protocol == "5")
+            for link, plan in zip(self.links, self._plans, strict=True):
+                # the worker's own session also stores what an earlier layout's telemetry filters bring
+                routed = self.telemetry_filters if self.split and link is self.link else ()
+                link.deliver(list(plan.filters), self._enqueue, routed=routed)
             for link in self.links:
-                link.connect(timeout)
+                if not link.connected:
+                    link.connect(timeout)
         except EdgelineError as exc:
             self.stop()
             raise BackendError(f"ingest cannot reach the broker: {exc}") from exc
