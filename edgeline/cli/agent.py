@@ -21,6 +21,7 @@ from edge_agent.plugin_loader import DEFAULT_PLUGINS, load_plugins
 from edge_agent.status import prometheus_text, read_status
 from edgeline.cli.options import json_option
 from edgeline.core.errors import EdgelineError
+from edgeline.core.protocol.topics import station_unit
 from firmware_configs.errors import ConfigError
 from firmware_configs.loader import load_config
 from firmware_configs.schema import DeviceConfig
@@ -183,6 +184,7 @@ def check_config(file: Path, deep: bool, strict: bool, as_json: bool) -> None:
                     "queue_policy": cfg.source.policy,
                     "sinks": sinks,
                     "warnings": warnings,
+                    "stations": {st.name: station_unit(cfg.device.id, st.name) for st in cfg.station},
                 }
             )
         )
@@ -192,6 +194,9 @@ def check_config(file: Path, deep: bool, strict: bool, as_json: bool) -> None:
             f"[{cfg.source.policy}]  sinks {', '.join(sinks) or 'none'}  api "
             f"{'on ' + cfg.api.host + ':' + str(cfg.api.port) if cfg.api.enabled else 'off'}"
         )
+        if cfg.station:
+            units = ", ".join(f"{st.name} ({station_unit(cfg.device.id, st.name)})" for st in cfg.station)
+            click.echo(f"  stations {units}")
         for w in warnings:
             click.echo(f"  warning: {w}", err=True)
     if not ok:
