@@ -166,7 +166,7 @@ def test_station_addresses() -> None:
     assert split_unit("press-7~left") == ("press-7", "left") and split_unit("press-7") == ("press-7", None)
     assert unit_problem("a~b~c") is not None and "'b~c'" in str(unit_problem("a~b~c"))
     assert unit_problem("~b") is not None and unit_problem("a~") is not None
-    with pytest.raises(ProtocolError, match="invalid device id 'a.b~c'"):
+    with pytest.raises(ProtocolError, match=r"invalid device id 'a\.b~c'"):
         check_unit("a.b~c")
 
 
@@ -188,7 +188,7 @@ def test_run_refuses_an_unknown_station(tmp_path: Path) -> None:
 
 def test_the_two_camera_profile_is_valid() -> None:
     profile = next(p for p in shipped_profiles() if p.name == "two-camera-stations.toml")
-    cfg, stations = load_stations(str(profile))
+    _, stations = load_stations(str(profile))
     assert len(stations) == 2 and all("~" in s.device.id for s in stations.values())
 
 
