@@ -3,6 +3,7 @@ cloud half of the telemetry loop."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -160,8 +161,11 @@ def ingest(
         max_batch=max_batch,
         sessions=sessions.replace("-", "_"),
     )
-    # heartbeats for the silent-device alert: the devices' retained state messages, on the same link
-    fleet_view = FleetWatcher(service.link, topics).view
+    # heartbeats for the silent-device alert: the devices' states on the same link; with a registry,
+    # the fleet it knows (exact retained reads: RabbitMQ keeps retained messages from wildcards)
+    book = contextlib.ExitStack()
+    reg_for_book = book.enter_context(optional_registry(home, store_url, artifacts_url))
+    fleet_view = FleetWatcher(service.link, topics, book=reg_for_book.store if reg_for_book else None).view
     service.start()
     where = store.url.split("@")[-1]
     click.echo(f"ingesting {service.topic_filter} from {broker.host}:{broker.port} into {where}", err=True)
@@ -193,6 +197,7 @@ def ingest(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        book.close()
     stats = service.ingestor.stats.as_dict() | {"alerts": len(engine.sent), "alert_failures": engine.failures}
     click.echo(json.dumps(stats) if as_json else f"stopped: {stats}")
 

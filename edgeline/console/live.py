@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cloud_registry.fleet import FleetRow, FleetWatcher
+from cloud_registry.fleet import DeviceBook, FleetRow, FleetWatcher
 from edgeline.core.mqtt_link import MqttLink
 from edgeline.core.protocol.topics import Topics
 
@@ -59,11 +59,19 @@ class LinkState:
 
 
 class LiveView:
-    def __init__(self, link: MqttLink, topics: Topics, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        link: MqttLink,
+        topics: Topics,
+        clock: Callable[[], float] = time.time,
+        book: DeviceBook | None = None,
+    ) -> None:
+        """``book``: the registry store, so the fleet is known from it at start (and by exact retained
+        reads) instead of from whatever a wildcard read of the retained states brings."""
         self.link = link
         self.topics = topics
         self.clock = clock
-        self.watcher = FleetWatcher(link, topics, clock)
+        self.watcher = FleetWatcher(link, topics, clock, book=book)
         self._lock = threading.Lock()
         self._pending: set[str] = set()
         self._scoped: list[ScopedFleet] = []

@@ -64,7 +64,7 @@ def build(
     *,
     secure_cookies: bool,
 ) -> Console:
-    live = LiveView(link, topics)
+    live = LiveView(link, topics, book=registry.store)
     ops = Operations(registry, live, signer)
     return Console(registry, live, ops, telemetry_url, secure_cookies=secure_cookies)
 
