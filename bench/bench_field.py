@@ -40,7 +40,7 @@ from cloud_registry.telemetry.alerts import AlertEngine  # noqa: E402
 from cloud_registry.telemetry.field_alerts import FieldLimits, FieldMonitor  # noqa: E402
 from cloud_registry.telemetry.field_estimate import BIN_MIDS, Calibration, calibrate, estimate  # noqa: E402
 from cloud_registry.telemetry.field_rates import FieldTotals, measured  # noqa: E402
-from cloud_registry.telemetry.field_report import accumulate  # noqa: E402
+from cloud_registry.telemetry.field_report import FieldSettings, accumulate  # noqa: E402
 from cloud_registry.telemetry.store import TelemetryStore  # noqa: E402
 from edge_agent.feedback.rules import FeedbackRequest  # noqa: E402
 from edge_agent.feedback.service import FeedbackService  # noqa: E402
@@ -98,6 +98,8 @@ class Line:
     plugin: TelemetryPlugin
     clock: Clock
     rng: np.random.Generator
+    #: the operator's own choices (which parts to check), apart from the parts' rendering
+    operator: np.random.Generator
     sent: set[str] = field(default_factory=set)
     #: per round: (defects, escapes, goods, false rejects) by the truth
     truth: list[tuple[int, int, int, int]] = field(default_factory=list)
@@ -128,7 +130,7 @@ def make_line(name: str, model: LoadedModel, root: Path, window: int, seed: int,
         config, outbox=outbox, secret=SECRET, topics=Topics(), clock=clock, background=False, group="hall-1"
     )
     plugin.start(agent)
-    return Line(name, agent, plugin, clock, np.random.default_rng(seed))
+    return Line(name, agent, plugin, clock, np.random.default_rng(seed), np.random.default_rng(seed + 10_000))
 
 
 def run_round(line: Line, n: int, start: float, dark: bool, share: float) -> list[TelemetryWindow]:
@@ -156,7 +158,7 @@ def run_round(line: Line, n: int, start: float, dark: bool, share: float) -> lis
         rec = {"type": "verdict", "result_id": rid, "part_id": rid, "verdict": v.verdict, "label": v.label}
         rec |= {"confidence": v.confidence, "model": v.model, "model_version": v.model_version, "ts": line.clock()}
         line.agent.feedback.write_batch([rec])
-        if line.rng.random() < share:  # the operator checks this part and says what it was
+        if line.operator.random() < share:  # the operator checks this part and says what it was
             answer = line.agent.feedback.submit(
                 FeedbackRequest(truth="defect" if defective else "ok", result_id=rid), "station"
             )
@@ -201,6 +203,9 @@ def main() -> int:
     ap.add_argument("--false-reject-limit", type=float, default=None, help="default: twice the normal true rate")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--epsilon", type=float, default=None, help="Laplace noise on the windows' counts (none)")
+    ap.add_argument(
+        "--pass-prior", choices=("identity", "flat", "select"), default="identity", help="calibration prior"
+    )
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as d:
@@ -233,7 +238,7 @@ def main() -> int:
             now = T0 + (r + 1) * round_s
             if r == args.normal - 1:  # the reference: the normal rounds' feedback, and the true rates
                 ref_totals = accumulate(reference, "plates", lambda w: "all")[(1, "all")]
-                ref_cal = calibrate(ref_totals)
+                ref_cal = calibrate(ref_totals, pass_prior=args.pass_prior)
                 ref_rates = {n: true_rates(line.truth) for n, line in lines.items()}
                 esc_all = statistics.mean(v[0] for v in ref_rates.values())
                 fr_all = statistics.mean(v[1] for v in ref_rates.values())
@@ -243,7 +248,11 @@ def main() -> int:
                     scopes=("line",),
                 )
                 monitor = FieldMonitor(
-                    engine, limits, lookback_s=args.lookback * round_s + 1.0, reference=(T0 - 1.0, now + 1.0)
+                    engine,
+                    limits,
+                    FieldSettings(pass_prior=args.pass_prior),
+                    lookback_s=args.lookback * round_s + 1.0,
+                    reference=(T0 - 1.0, now + 1.0),
                 )
             if monitor is not None:
                 for a in monitor.check(now):
@@ -264,7 +273,9 @@ def main() -> int:
                 continue
             recent = [w for w in store_windows(store) if w.start >= now - args.lookback * round_s - 1]
             per_line = accumulate(recent, "plates", lambda w: w.device[:12])
-            lookback_cal = calibrate(accumulate(recent, "plates", lambda w: "all")[(1, "all")])
+            lookback_cal = calibrate(
+                accumulate(recent, "plates", lambda w: "all")[(1, "all")], pass_prior=args.pass_prior
+            )
             row: dict[str, Any] = {"round": r, "dark": dark_now, "lines": {}}
             for (_version, pseudo), totals in per_line.items():
                 name = by_pseudo[pseudo]
@@ -386,6 +397,7 @@ def report(
             "false_reject_limit": limits.false_reject,
             "seed": args.seed,
             "epsilon": args.epsilon,
+            "pass_prior": args.pass_prior,
         },
         "mean_abs_error_pp": errors,
         "mean_bias_pp": bias,

@@ -17,11 +17,11 @@ defect score), as CBPE calibrates scores on a labelled reference set: per side (
 the defect score of an ``ok`` verdict and of a ``defect`` verdict are not the same quantity for a
 classifier without an operating point), a logistic curve in the logit of the bin's score (Platt
 scaling: two parameters, fitted to the binned counts by Newton's method with a ridge towards a prior
-curve, so a handful of parts cannot make it infinitely steep). Without feedback the curve is the
-identity (the scores at face value). With feedback, the passed side is pulled towards the flat
-share of defects among its parts with feedback, the rejected side towards the identity (the choice
-measured in bench/bench_field.py: escapes of a classifier are often confident, so a passed part's
-score says little, while a rejected part's score is the probability of the defect it names). Two
+curve, so a handful of parts cannot make it infinitely steep). The prior curve is the identity
+(the scores at face value, CBPE's own starting point), which the feedback then bends; ``flat`` (the
+share of defects among the side's parts with feedback, whatever their score) and ``select`` (the
+better of the two in penalised likelihood) are the alternatives measured in bench/bench_field.py,
+where with 5% feedback a flat passed side could not follow a darkened line's escapes. Two
 parameters are what sparse feedback supports: a free value per bin would rest on a few parts. The
 estimate then holds for windows, lines and slices with little or no feedback of their own. Its
 assumptions are stated in docs/drift.md.
@@ -149,7 +149,7 @@ def calibrate(
     ridge: float = RIDGE,
     prior_weight: float = PRIOR_WEIGHT,
     *,
-    pass_prior: Prior = "flat",
+    pass_prior: Prior = "identity",
     reject_prior: Prior = "identity",
 ) -> Calibration:
     """The calibration a version's feedback gives (see the module's docstring): one curve for the

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloud_registry.telemetry.field_estimate import Calibration, Estimate, calibrate, estimate
+from cloud_registry.telemetry.field_estimate import Calibration, Estimate, Prior, calibrate, estimate
 from cloud_registry.telemetry.field_rates import MIN_PARTS, FieldRate, FieldTotals, measured
 from cloud_registry.telemetry.field_slices import SliceSettings, SliceVerdict, slice_of, worse_slices
 from edgeline.core.protocol.telemetry import TelemetryWindow
@@ -29,6 +29,9 @@ class FieldSettings:
     escape_limit: float | None = None
     false_reject_limit: float | None = None
     slices: SliceSettings = field(default_factory=SliceSettings)
+    #: the prior curves of the estimates' calibration, per side (:func:`.field_estimate.calibrate`)
+    pass_prior: Prior = "identity"
+    reject_prior: Prior = "identity"
 
 
 @dataclass
@@ -138,7 +141,9 @@ def build_field_report(
     s = settings or FieldSettings()
     per_version = accumulate(windows, model, lambda w: "all")
     learned = per_version if reference is None else accumulate(reference, model, lambda w: "all")
-    calibrations = {v: calibrate(t) for (v, _), t in learned.items()}
+    calibrations = {
+        v: calibrate(t, pass_prior=s.pass_prior, reject_prior=s.reject_prior) for (v, _), t in learned.items()
+    }
     rows: list[FieldRow] = []
     alerts: list[SliceVerdict] = []
     for scope in scopes:

@@ -81,11 +81,14 @@ def test_the_calibration_learns_from_feedback_by_score_bin() -> None:
     t = _totals(w)
     cal = calibrate(t)
     assert cal.labelled == 170 and cal.per_bin[0] == 100 and cal.per_bin[9] == 50
-    # each fitted curve is where its penalised likelihood's gradient vanishes (the score equations):
-    # the passed side pulled towards the flat share (3 + 0.5) / (117 + 0.5), the rejected towards the identity
+    # each fitted curve is where its penalised likelihood's gradient vanishes (the score equations),
+    # both pulled towards the identity; and a flat prior for the passed side pulls it towards the
+    # share of defects among them, (3 + 0.5) / (117 + 0.5)
     flat = (float(np.log(3.5 / 117.5)), 0.0)
+    flat_cal = calibrate(t, pass_prior="flat")
     for (a, b), (a0, b0), k, n in (
-        (cal.curve, flat, t.net[1, :SCORE_BINS], t.net[0, :SCORE_BINS] + t.net[1, :SCORE_BINS]),
+        (cal.curve, (0.0, 1.0), t.net[1, :SCORE_BINS], t.net[0, :SCORE_BINS] + t.net[1, :SCORE_BINS]),
+        (flat_cal.curve, flat, t.net[1, :SCORE_BINS], t.net[0, :SCORE_BINS] + t.net[1, :SCORE_BINS]),
         (cal.curve_reject, (0.0, 1.0), t.net[3, :SCORE_BINS], t.net[2, :SCORE_BINS] + t.net[3, :SCORE_BINS]),
     ):
         p = 1 / (1 + np.exp(-(a + b * BIN_LOGITS)))
