@@ -246,6 +246,7 @@ def prometheus_text(status: dict[str, Any]) -> str:
     )
     _api(d, status.get("api") or {})
     _line(d, status.get("line") or {})
+    _link(d, status.get("link") or {})
     _latency(d, dev, status.get("latency", {}))
     camera = status.get("camera", {})
     d.metric(
@@ -298,6 +299,42 @@ def _api(d: _Doc, api: dict[str, Any]) -> None:
         "Requests the local API answered with a 4xx or 5xx status, per endpoint.",
         [({"endpoint": k}, v) for k, v in _seeded(api.get("errors_by_endpoint", {}), API_ENDPOINTS)],
     )
+
+
+#: the cloud link's counters (edgeline.core.mqtt.client.LinkStats) as Prometheus counters
+LINK_COUNTERS: tuple[tuple[str, str, str], ...] = (
+    ("connects", "edgeline_link_connects_total", "Connections made to the fleet broker."),
+    ("disconnects", "edgeline_link_disconnects_total", "Connections to the fleet broker lost or closed."),
+    ("refused", "edgeline_link_refused_total", "Connection attempts the broker refused or never answered."),
+    ("failovers", "edgeline_link_failovers_total", "Connections made to another broker address than the last."),
+    ("received", "edgeline_link_received_total", "Messages received from the fleet broker."),
+    ("handler_errors", "edgeline_link_handler_errors_total", "Received messages whose handler raised."),
+    ("subscribes", "edgeline_link_subscribes_total", "SUBSCRIBE packets sent."),
+    ("sub_refused", "edgeline_link_subscriptions_refused_total", "Filters a SUBACK refused."),
+    ("sub_unanswered", "edgeline_link_subscriptions_unanswered_total", "Filters left without a SUBACK."),
+    ("sub_retried", "edgeline_link_subscriptions_retried_total", "Filters subscribed again after a refusal."),
+)
+
+
+def _link(d: _Doc, link: dict[str, Any]) -> None:
+    """The device's connection to the fleet broker (only when the agent has one)."""
+    if not link:
+        return
+    d.metric(
+        "edgeline_link_connected",
+        "gauge",
+        "1 while connected to the fleet broker.",
+        [({}, int(bool(link.get("connected"))))],
+    )
+    for key, name, help_ in LINK_COUNTERS:
+        d.metric(name, "counter", help_, [({}, link.get(key, 0))])
+    if link.get("address"):
+        d.metric(
+            "edgeline_link_info",
+            "gauge",
+            "The broker of the current (or last) connection and the MQTT version spoken (always 1).",
+            [({"address": link["address"], "protocol": link.get("protocol", "")}, 1)],
+        )
 
 
 #: the states of a triggered result (edge_agent.line.matcher.ResultState), exported from 0

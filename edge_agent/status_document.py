@@ -4,6 +4,7 @@ Read-only over the agent's parts (counters, camera machine, queue, sinks, statio
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,7 @@ def status_document(agent: Agent) -> dict[str, Any]:
         "shadow": agent.shadow.stats()
         if agent.shadow is not None
         else ({"refused": agent.shadow_refused} if agent.shadow_refused else None),
+        "link": _link_stats(agent),
         "uptime_s": snap["uptime_s"],
         "first_verdict_s": (
             None
@@ -66,6 +68,16 @@ def status_document(agent: Agent) -> dict[str, Any]:
             else agent._first_verdict_at - agent._started_at
         ),
     }
+
+
+def _link_stats(agent: Agent) -> dict[str, Any] | None:
+    """The cloud link's counters (``LinkStats``) when the plugins share one, and whether it is up."""
+    from edge_agent.assembly import cloud_link_of  # the assembly imports the runtime, which imports this
+
+    cloud = cloud_link_of(list(agent.plugins))
+    if cloud is None:
+        return None
+    return {"connected": cloud.link.connected, **dataclasses.asdict(cloud.link.stats)}
 
 
 def _line_stats(agent: Agent) -> dict[str, Any] | None:
