@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from cloud_registry.station_targets import resolve_units
 from edge_agent.errors import ProtocolError
 from edgeline.core.mqtt_link import MqttLink
 from edgeline.core.protocol.delivery import (
@@ -32,7 +33,7 @@ from edgeline.core.protocol.delivery import (
     parse_presence,
     parse_state,
 )
-from edgeline.core.protocol.topics import Topics
+from edgeline.core.protocol.topics import STATION_SEPARATOR, Topics
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +68,22 @@ class FleetRow:
     def online(self) -> bool:
         return self.status == "online"
 
+    @property
+    def device(self) -> str:
+        """The device this row belongs to (itself, or the device of a station)."""
+        return self.device_id.partition(STATION_SEPARATOR)[0]
+
+    @property
+    def station(self) -> str | None:
+        return self.device_id.partition(STATION_SEPARATOR)[2] or None
+
     def to_dict(self) -> dict[str, Any]:
         s = self.state
         ev = self.last_event
         return {
             "device_id": self.device_id,
+            "device": self.device,
+            "station": self.station,
             "status": self.status,
             "last_seen": self.last_seen,
             "hardware_class": s.hardware_class if s else "",
@@ -142,8 +154,9 @@ class FleetView:
 
     def rows(self, now: float) -> list[FleetRow]:
         with self._lock:
-            ids = sorted(set(self._states) | set(self._events))
-        return [self.row(d, now) for d in ids]
+            ids = set(self._states) | set(self._events)
+        # the stations of a device right after it (or where it would be)
+        return [self.row(d, now) for d in sorted(ids, key=lambda u: u.partition(STATION_SEPARATOR)[::2])]
 
     def state(self, device_id: str) -> DeviceState | None:
         with self._lock:
@@ -155,13 +168,11 @@ class FleetView:
             return sorted(d for d, (s, _) in self._states.items() if group in s.groups)
 
     def resolve_target(self, target: str) -> list[str]:
-        """``device:ID[,ID...]`` or ``group:NAME`` (devices that announced the group in their birth)."""
-        kind, _, value = target.partition(":")
-        if kind == "device" and value:
-            return [v for v in value.split(",") if v]
-        if kind == "group" and value:
-            return self.members(value)
-        raise ValueError(f"bad target {target!r}: use device:ID or group:NAME")
+        """``device:ID[,ID...]``, ``station:DEV/ST[,...]`` or ``group:NAME`` (units that announced the
+        group in their birth); a device known by its stations means them all (:mod:`station_targets`)."""
+        with self._lock:
+            known = set(self._states) | set(self._events)
+        return resolve_units(target, known, self.members)
 
 
 Listener = Callable[[str, str, Any], None]  # (kind "state"|"presence"|"event", device_id, parsed message)

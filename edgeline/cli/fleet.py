@@ -25,7 +25,8 @@ def _ago(ts: float, now: float) -> str:
 @click.command()
 @broker_options
 @registry_options
-@click.option("--group", default=None, help="Only devices of this group.")
+@click.option("--group", default=None, help="Only devices (and stations) of this group.")
+@click.option("--device", "device_id", default=None, help="Only this device and its stations.")
 @click.option(
     "--wait", type=float, default=2.0, show_default=True, help="Seconds to collect the retained device states."
 )
@@ -36,28 +37,45 @@ def fleet(
     store_url: str | None,
     artifacts_url: str | None,
     group: str | None,
+    device_id: str | None,
     wait: float,
     as_json: bool,
 ) -> None:
-    """Devices from their retained birth/state/presence messages: online, offline (Last Will or clean
-    goodbye) or stale (no heartbeat for three intervals), with model, slot, updater state, last event
-    and error. With a registry (under --home, or --store) it starts from the devices the registry
-    knows, reads their exact topics (brokers that keep retained messages from wildcards, such as
-    RabbitMQ, still answer those) and records what it hears."""
+    """Devices and their stations (docs/stations.md) from their retained birth/state/presence
+    messages: online, offline (Last Will or clean goodbye) or stale (no heartbeat for three
+    intervals), with model, slot, updater state, last event and error. With a registry (under
+    --home, or --store) it starts from the devices the registry knows, reads their exact topics
+    (brokers that keep retained messages from wildcards, such as RabbitMQ, still answer those) and
+    records what it hears."""
     with optional_registry(home, store_url, artifacts_url) as reg:
         link = connect(broker, f"edgeline-fleet-{os.getpid()}")
         try:
             watcher = FleetWatcher(link, broker.topics, book=reg.store if reg is not None else None)
             watcher.settle(quiet_s=min(0.5, wait), max_s=wait)
             now = time.time()
-            rows = [r for r in watcher.view.rows(now) if group is None or (r.state and group in r.state.groups)]
+            rows = [
+                r
+                for r in watcher.view.rows(now)
+                if (group is None or (r.state and group in r.state.groups))
+                and (device_id is None or r.device == device_id)
+            ]
         finally:
             link.stop()
     if as_json:
         echo_json([r.to_dict() for r in rows])
         return
     table = Table(
-        "device", "status", "model", "slot", "updater", "last event", "last error", "seen", "hardware", "agent"
+        "device",
+        "station",
+        "status",
+        "model",
+        "slot",
+        "updater",
+        "last event",
+        "last error",
+        "seen",
+        "hardware",
+        "agent",
     )
     colour = {"online": "green", "offline": "red", "stale": "yellow"}
     for r in rows:
@@ -66,7 +84,8 @@ def fleet(
         ev = d["last_event"]
         last = f"{ev['kind']}" + (f" ({ev['reason']})" if ev and ev.get("reason") else "") if ev else "-"
         table.add_row(
-            r.device_id,
+            r.device,
+            r.station or "-",
             f"[{colour[r.status]}]{r.status}[/]",
             model,
             d["slot"] or "-",
@@ -80,4 +99,9 @@ def fleet(
     console = Console()
     console.print(table)
     online = sum(1 for r in rows if r.online)
-    console.print(f"{len(rows)} devices, {online} online")
+    stations = sum(1 for r in rows if r.station)
+    devices = len({r.device for r in rows})
+    if stations:
+        console.print(f"{devices} devices with {stations} stations: {len(rows)} units, {online} online")
+    else:
+        console.print(f"{len(rows)} devices, {online} online")

@@ -19,6 +19,7 @@ from cloud_registry.fleet import FleetWatcher
 from cloud_registry.publisher import Publisher
 from cloud_registry.registry import Registry
 from cloud_registry.rollout_runner import RUNNER_ALIVE_S, RolloutRunner, request, runner_alive
+from cloud_registry.station_targets import TARGET_HELP
 from converters.keys import load_signing_key
 from edgeline.cli.options import (
     BrokerOptions,
@@ -118,7 +119,7 @@ def _finish(r: ro.Rollout, as_json: bool) -> None:
 
 @click.command()
 @click.argument("ref", required=False)
-@click.option("--to", "target", required=True, help="group:NAME or device:ID[,ID...]")
+@click.option("--to", "target", required=True, help=TARGET_HELP + " (a device with stations: all of them)")
 @click.option(
     "--shadow",
     is_flag=True,
@@ -342,7 +343,7 @@ def run(
 
 @click.command()
 @click.argument("what")
-@click.option("--to", "target", default=None, help="With a MODEL@VERSION: group:NAME or device:ID[,ID...].")
+@click.option("--to", "target", default=None, help="With a MODEL@VERSION: " + TARGET_HELP + ".")
 @click.option("--timeout", type=float, default=None, help="Stop watching after this many seconds.")
 @registry_options
 @broker_options
