@@ -1,19 +1,26 @@
-"""A fleet of 1,000 light simulated devices on one Mosquitto, and the telemetry ingest draining it.
+"""A fleet of 1,000 light simulated devices on a broker (Mosquitto, one nats-server node, a 3-node
+NATS cluster or a RabbitMQ node: the tests' own servers of tests/brokers/servers.py, never the
+system's), the telemetry ingest draining it, and a rollout to it.
 
-Devices (``bench/fleet_sim.py device``, 4 processes of 250 MQTT 3.1.1 connections) speak the real
-protocol: realistic windows on their partitioned telemetry topic (4 partitions), QoS 1, persistent
-sessions, end-to-end acknowledgements on their own ``acks`` topic. Each arm registers its
-consumers' persistent sessions, the fleet publishes ``--windows`` windows per device while they are
-away (a fleet draining its outboxes after an outage), and the consumers connect at once on ``go``;
-the time until the last window is STORED (committed) is the arm's figure, and the CPU each process
-used meanwhile is read from /proc (consumers, broker, PostgreSQL backends of the workers).
+**ingest** arm. Devices (``bench/fleet_sim.py device``, 4 processes of 250 MQTT 3.1.1 connections,
+spread over the cluster's nodes) speak the real protocol: realistic windows on their partitioned
+telemetry topic (4 partitions), QoS 1, persistent sessions, end-to-end acknowledgements on their own
+``acks`` topic. Each arm registers its consumers' persistent sessions, the fleet publishes
+``--windows`` windows per device while they are away (a fleet draining its outboxes after an
+outage), and the consumers connect at once on ``go``; the time until the last window is STORED
+(committed) is the arm's figure, and the CPU each process used meanwhile is read from /proc
+(consumers, broker, PostgreSQL backends of the workers). Arms, interleaved in each round: the raw
+paho subscriber (baseline: QoS 1, counts only); the ingest with 1, 2 and 4 workers (one process
+each, ``IngestService`` with the alert engine, split by partition, a session per partition filter,
+MQTT 3.1.1, no shared subscriptions) into SQLite (one file) and into PostgreSQL (one schema). Every
+arm stores into a fresh database.
 
-Arms, interleaved in each round: the raw paho subscriber (baseline: QoS 1, counts only); the ingest
-with 1, 2 and 4 workers (one process each, ``IngestService`` with the alert engine, split by
-partition, MQTT 3.1.1, no shared subscriptions) into SQLite (one file) and into PostgreSQL (one
-schema). Every arm stores into a fresh database.
+**rollout** arm (``bench/fleet_rollout.py``): the registry, publisher, fleet view and rollout runner
+in this process, a tiny signed model to the whole fleet in waves (``--canary``, ``--waves``) until
+every device is COMMITTED: time, each wave's, the registry's CPU, and the fleet view's freshness.
 
     python bench/bench_fleet.py [--devices 1000] [--windows 10] [--rounds 2] [--pg postgresql://...]
+        [--broker mosquitto|nats|nats-cluster|rabbitmq] [--arms ingest,rollout]
 """
 
 from __future__ import annotations
@@ -47,6 +54,41 @@ def cpu_s(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def group_cpu_s(pgids: list[int]) -> float:
+    """CPU of every process in these process groups (a broker's script and the VM it starts)."""
+    total = 0.0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) in pgids:
+            total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
+
+
+@dataclass
+class Broker:
+    """The broker under test: its MQTT ports (the fleet is spread over them, consumers use the
+    first), what CPU is its, and how long a session's consumers keep receiving after it went away."""
+
+    handle: Any
+    ports: list[int]
+    pids: list[int]
+    settle_s: float = 0.0
+    #: the pids lead process groups of their own: count every process in them
+    groups: bool = True
+
+    @property
+    def port(self) -> int:
+        return self.ports[0]
+
+    def cpu(self) -> float:
+        return group_cpu_s(self.pids) if self.groups else sum(cpu_s(p) for p in self.pids)
 
 
 @dataclass
@@ -87,10 +129,13 @@ class Proc:
 
 
 class Fleet:
-    def __init__(self, devices: int, port: int, procs: int = 4) -> None:
+    def __init__(self, devices: int, ports: list[int], procs: int = 4) -> None:
         per = devices // procs
         self.devices = per * procs
-        self.procs = [Proc.start("device", str(i * per), str(per), str(port), str(PARTITIONS)) for i in range(procs)]
+        self.procs = [
+            Proc.start("device", str(i * per), str(per), str(ports[i % len(ports)]), str(PARTITIONS))
+            for i in range(procs)
+        ]
         for p in self.procs:
             p.read("ready")
 
@@ -121,12 +166,13 @@ def pg_backends(url: str, app: str) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
-def raw_arm(port: int, fleet: Fleet, windows: int, broker_pid: int, live: bool) -> dict[str, Any]:
-    raw = Proc.start("raw", str(port), f"bench-raw-{uuid.uuid4().hex[:8]}")
+def raw_arm(broker: Broker, fleet: Fleet, windows: int, live: bool) -> dict[str, Any]:
+    raw = Proc.start("raw", str(broker.port), f"bench-raw-{uuid.uuid4().hex[:8]}")
     raw.read("ready")
+    time.sleep(broker.settle_s)
     total = fleet.devices * windows
     publish_s = 0.0 if live else fleet.publish(windows)
-    c0, b0 = cpu_s(raw.p.pid), cpu_s(broker_pid)
+    c0, b0 = cpu_s(raw.p.pid), broker.cpu()
     t0 = time.perf_counter()
     raw.send(f"go {total}")
     raw.read("started")
@@ -137,14 +183,14 @@ def raw_arm(port: int, fleet: Fleet, windows: int, broker_pid: int, live: bool) 
     got = int(raw.read("done")[0])
     dt = time.perf_counter() - t0
     out: dict[str, Any] = {"windows": got, "seconds": dt, "windows_per_s": got / dt, "publish_s": publish_s}
-    out |= {"cpu_s": {"consumers": cpu_s(raw.p.pid) - c0, "broker": cpu_s(broker_pid) - b0}}
+    out |= {"cpu_s": {"consumers": cpu_s(raw.p.pid) - c0, "broker": broker.cpu() - b0}}
     out |= connected_rate(got, dt, 0.0 if live else connect_s)
     raw.close()
     return out
 
 
 def ingest_arm(
-    port: int, fleet: Fleet, windows: int, broker_pid: int, url: str, workers: int, backend: str, live: bool
+    broker: Broker, fleet: Fleet, windows: int, url: str, workers: int, backend: str, live: bool
 ) -> dict[str, Any]:
     from cloud_registry.telemetry.store import open_telemetry_store
 
@@ -154,18 +200,19 @@ def ingest_arm(
     probe = open_telemetry_store(url)
     arm = uuid.uuid4().hex[:8]
     procs = [
-        Proc.start("worker", url, str(port), str(PARTITIONS), str(workers), str(i), f"bench-ingest-{arm}-{i}")
+        Proc.start("worker", url, str(broker.port), str(PARTITIONS), str(workers), str(i), f"bench-ingest-{arm}-{i}")
         for i in range(workers)
     ]
     for p in procs:
         p.read("ready")
+    time.sleep(broker.settle_s)
     total = fleet.devices * windows
     acks0 = fleet.acks()
     publish_s = 0.0 if live else fleet.publish(windows)
     pids = [p.p.pid for p in procs]
     backends = pg_backends(url, app) if backend == "postgresql" else []
     c0 = sum(cpu_s(p) for p in pids)
-    b0, g0 = cpu_s(broker_pid), sum(cpu_s(p) for p in backends)
+    b0, g0 = broker.cpu(), sum(cpu_s(p) for p in backends)
     t0 = time.perf_counter()
     for p in procs:
         p.send("go")
@@ -182,7 +229,7 @@ def ingest_arm(
     stored = probe.count()
     cpu = {
         "consumers": sum(cpu_s(p) for p in pids) - c0,
-        "broker": cpu_s(broker_pid) - b0,
+        "broker": broker.cpu() - b0,
         "postgresql_backends": sum(cpu_s(p) for p in backends) - g0,
     }
     while fleet.acks() - acks0 < total and time.perf_counter() - t0 < dt + 60:
@@ -213,22 +260,31 @@ def connected_rate(n: int, seconds: float, connect_s: float) -> dict[str, float]
     return {"connect_s": connect_s, "windows_per_s_connected": n / rest if rest > 0 else float("nan")}
 
 
-def start_broker(kind: str, tmp: Path) -> tuple[Any, int, int]:
-    """(broker, MQTT port, pid whose CPU is the broker's)."""
-    if kind == "nats":  # the tests' own nats-server launcher (MQTT over JetStream, one node)
+def start_broker(kind: str, tmp: Path) -> Broker:
+    """The tests' own servers (tests/brokers/servers.py: own ports and data directories; never the
+    system's nats-server or RabbitMQ), or a Mosquitto of the bench's own."""
+    if kind in ("nats", "nats-cluster"):  # MQTT over JetStream: one node, or 3 routed nodes (R3 streams)
         from tests.brokers.servers import NatsCluster
 
-        nats = NatsCluster(tmp / "nats", size=1)
+        nats = NatsCluster(tmp / "nats", size=1 if kind == "nats" else 3)
         nats.start()
-        proc = nats.nodes[0].proc
-        assert proc is not None
-        return nats, nats.nodes[0].mqtt_port, proc.pid
-    broker = MosquittoBroker(
+        pgids = [n.proc.pid for n in nats.nodes if n.proc is not None]
+        # on a cluster a session's consumers keep pushing to it for a moment after it disconnected
+        # (what they pushed comes back after the 30 s ack wait): the fleet publishes after that
+        return Broker(nats, [n.mqtt_port for n in nats.nodes], pgids, settle_s=3.0 if kind != "nats" else 0.0)
+    if kind == "rabbitmq":  # a node of its own (node name, ports, Mnesia), the MQTT plugin
+        from tests.brokers.servers import RabbitNode
+
+        rabbit = RabbitNode(tmp / "rabbit")
+        rabbit.start()
+        assert rabbit.proc is not None
+        return Broker(rabbit, [rabbit.mqtt_port], [rabbit.proc.pid])
+    mosquitto = MosquittoBroker(
         tmp / "broker", persistence=False, extra_config="max_queued_messages 0\nmax_inflight_messages 1000\n"
     )
-    broker.start()
-    assert broker._proc is not None
-    return broker, broker.port, broker._proc.pid
+    mosquitto.start()
+    assert mosquitto._proc is not None
+    return Broker(mosquitto, [mosquitto.port], [mosquitto._proc.pid], groups=False)
 
 
 def main() -> int:
@@ -238,34 +294,88 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--workers", default="1,2,4")
     ap.add_argument("--modes", default="drain,live", help="drain: consumers away while the fleet publishes; live")
-    ap.add_argument("--broker", choices=["mosquitto", "nats"], default="mosquitto", help="nats: one nats-server node")
+    ap.add_argument(
+        "--broker",
+        choices=["mosquitto", "nats", "nats-cluster", "rabbitmq"],
+        default="mosquitto",
+        help="nats: one nats-server node; nats-cluster: 3 nodes, the fleet spread over them; rabbitmq: one node",
+    )
     ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test")
+    ap.add_argument(
+        "--arms",
+        default="ingest",
+        help="ingest: windows/s against a raw subscriber; rollout: waves until COMMITTED (bench/fleet_rollout.py)",
+    )
+    ap.add_argument("--canary", type=int, default=10, help="rollout: devices in the canary wave")
+    ap.add_argument("--waves", default="10%,50%,100%", help="rollout: cumulative wave sizes after the canary")
     args = ap.parse_args()
     worker_counts = [int(w) for w in args.workers.split(",")]
     modes = args.modes.split(",")
+    arm_names = args.arms.split(",")
     arms: dict[str, list[dict[str, Any]]] = {}
+    rollout: dict[str, Any] | None = None
+    devices = args.devices
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        broker, port, bpid = start_broker(args.broker, tmp)
-        fleet = Fleet(args.devices, port)
+        broker = start_broker(args.broker, tmp)
         try:
-            for r, mode in ((r, m) for r in range(args.rounds) for m in modes):
-                live = mode == "live"
-                res = raw_arm(port, fleet, args.windows, bpid, live)
-                arms.setdefault(f"{mode}_raw", []).append(res)
-                print(f"round {r} {mode} raw: {res['windows_per_s']:.0f}/s", file=sys.stderr)
-                for backend in ("sqlite", "postgresql"):
-                    for w in worker_counts:
-                        if backend == "sqlite":
-                            url = f"sqlite:///{tmp / f'{r}-{mode}-{w}.db'}"
-                        else:
-                            url = f"{args.pg}?schema=bench_fleet_{uuid.uuid4().hex[:8]}"
-                        res = ingest_arm(port, fleet, args.windows, bpid, url, w, backend, live)
-                        arms.setdefault(f"{mode}_{backend}_{w}", []).append(res)
-                        print(f"round {r} {mode} {backend} x{w}: {res['windows_per_s']:.0f}/s", file=sys.stderr)
+            if "ingest" in arm_names:
+                fleet = Fleet(args.devices, broker.ports)
+                devices = fleet.devices
+                try:
+                    ingest_rounds(args, broker, fleet, tmp, worker_counts, modes, arms)
+                finally:
+                    fleet.close()
+            if "rollout" in arm_names:  # after the telemetry fleet left: the same device ids
+                from bench.fleet_rollout import rollout_arm
+
+                (tmp / "rollout").mkdir()
+                rollout = rollout_arm(broker.ports, args.devices, tmp / "rollout", canary=args.canary, waves=args.waves)
+                print(f"rollout: {rollout['committed']} committed in {rollout['seconds']:.1f} s", file=sys.stderr)
         finally:
-            fleet.close()
-            broker.stop()
+            broker.handle.stop()
+    results: dict[str, Any] = {"devices": devices, "broker": args.broker, "note": "2 cores shared with other work"}
+    checks: dict[str, bool] = {}
+    if arms:
+        results |= ingest_summary(args, arms, worker_counts, modes, checks)
+    if rollout is not None:
+        results["rollout"] = rollout
+        checks["rollout_every_device_committed"] = rollout["committed"] == rollout["devices"]
+    return emit("fleet", results, checks)
+
+
+def ingest_rounds(
+    args: argparse.Namespace,
+    broker: Broker,
+    fleet: Fleet,
+    tmp: Path,
+    worker_counts: list[int],
+    modes: list[str],
+    arms: dict[str, list[dict[str, Any]]],
+) -> None:
+    for r, mode in ((r, m) for r in range(args.rounds) for m in modes):
+        live = mode == "live"
+        res = raw_arm(broker, fleet, args.windows, live)
+        arms.setdefault(f"{mode}_raw", []).append(res)
+        print(f"round {r} {mode} raw: {res['windows_per_s']:.0f}/s", file=sys.stderr)
+        for backend in ("sqlite", "postgresql"):
+            for w in worker_counts:
+                if backend == "sqlite":
+                    url = f"sqlite:///{tmp / f'{r}-{mode}-{w}.db'}"
+                else:
+                    url = f"{args.pg}?schema=bench_fleet_{uuid.uuid4().hex[:8]}"
+                res = ingest_arm(broker, fleet, args.windows, url, w, backend, live)
+                arms.setdefault(f"{mode}_{backend}_{w}", []).append(res)
+                print(f"round {r} {mode} {backend} x{w}: {res['windows_per_s']:.0f}/s", file=sys.stderr)
+
+
+def ingest_summary(
+    args: argparse.Namespace,
+    arms: dict[str, list[dict[str, Any]]],
+    worker_counts: list[int],
+    modes: list[str],
+    checks: dict[str, bool],
+) -> dict[str, Any]:
     med = {k: statistics.median(a["windows_per_s"] for a in v) for k, v in arms.items()}
     ratios: dict[str, float] = {}
     for mode in modes:
@@ -275,17 +385,6 @@ def main() -> int:
                 if w != worker_counts[0]:
                     one = med[f"{mode}_{backend}_{worker_counts[0]}"]
                     ratios[f"{mode}_{backend}_{w}_vs_{worker_counts[0]}"] = med[f"{mode}_{backend}_{w}"] / one
-    results = {
-        "devices": fleet.devices,
-        "windows_per_device_per_arm": args.windows,
-        "partitions": PARTITIONS,
-        "median_windows_per_s": med,
-        "ratios": ratios,
-        "arms": arms,
-        "broker": args.broker,
-        "note": "2 cores shared with other work",
-    }
-    checks = {}
     for mode in modes:
         if worker_counts[0] == 1:
             one = min(ratios[f"{mode}_sqlite_1_vs_raw"], ratios[f"{mode}_postgresql_1_vs_raw"])
@@ -294,7 +393,13 @@ def main() -> int:
                 checks[f"{mode}_two_workers_at_least_1.4x_one_into_postgresql"] = (
                     ratios[f"{mode}_postgresql_2_vs_1"] >= 1.4
                 )
-    return emit("fleet", results, checks)
+    return {
+        "windows_per_device_per_arm": args.windows,
+        "partitions": PARTITIONS,
+        "median_windows_per_s": med,
+        "ratios": ratios,
+        "arms": arms,
+    }
 
 
 if __name__ == "__main__":

@@ -189,7 +189,8 @@ def worker(url: str, port: int, partitions: int, workers: int, index: int, clien
             svc.stop()
             break
     store.close()
-    purge(port, client_id)
+    for cid in svc.client_ids:  # every session of the worker (one per telemetry filter when partitioned)
+        purge(port, cid)
 
 
 def _spread(sizes: list[int]) -> dict[str, float]:
