@@ -13,11 +13,12 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
-from edgeline.core.protocol.topics import SEGMENT_PATTERN
+from edgeline.core.protocol.topics import SEGMENT_PATTERN, segment_problem
 from firmware_configs.base import Section
 
-#: the sections a station may set for itself; everything else (device identity, cloud, remote
-#: config) is the device's
+#: the sections a station may set for itself; everything else (device identity, remote config) is
+#: the device's. ``cloud`` is there for the station's own broker identity (username/password_file or
+#: tls cert_file/key_file): a station connects as ``<device>~<station>``
 STATION_TABLES = (
     "source",
     "model",
@@ -32,6 +33,7 @@ STATION_TABLES = (
     "feedback",
     "shadow",
     "decision",
+    "cloud",
 )
 #: at most this many stations on one device (each is a process with its own camera and model)
 MAX_STATIONS = 16
@@ -56,12 +58,11 @@ class StationSection(Section):
     feedback: Table | None = None
     shadow: Table | None = None
     decision: Table | None = None
+    cloud: Table | None = None
 
     @field_validator("groups")
     @classmethod
     def _groups(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        from edgeline.core.protocol.topics import segment_problem
-
         for g in v or ():
             problem = segment_problem(g)
             if problem is not None:

@@ -136,6 +136,36 @@ def _ports(c: DeviceConfig) -> dict[str, int]:
     return ports
 
 
+def _identity(c: DeviceConfig) -> dict[str, str]:
+    cloud = c.cloud
+    out = {"cloud.username": cloud.username} if cloud.username else {}
+    if cloud.tls is not None and cloud.tls.cert_file:
+        out["cloud.tls.cert_file"] = cloud.tls.cert_file
+    return out
+
+
+def _shared_identity(a: str, ca: DeviceConfig, b: str, cb: DeviceConfig) -> list[Any]:
+    """Two stations connecting to the fleet broker as one identity: the broker edgeline sets up pins
+    the client id to the identity (each would take the other's session over) and allows an identity
+    its own unit's topics only."""
+    from firmware_configs.loader import Problem
+
+    if not (ca.cloud.enabled and cb.cloud.enabled):
+        return []
+    ia, ib = _identity(ca), _identity(cb)
+    return [
+        Problem(
+            f"station[{b}].{key}",
+            value,
+            f"stations {a!r} and {b!r} would connect as one identity: each station is its own unit "
+            f"({ca.device.id}, {cb.device.id}) with its own broker identity; give each a [station.cloud] "
+            "username and password_file (or [station.cloud.tls] cert_file and key_file)",
+        )
+        for key, value in ib.items()
+        if ia.get(key) == value
+    ]
+
+
 def shared_resources(stations: Mapping[str, DeviceConfig]) -> list[Any]:
     """What two stations would share and must not: one problem per clash, naming both."""
     from firmware_configs.loader import Problem
@@ -178,6 +208,7 @@ def shared_resources(stations: Mapping[str, DeviceConfig]) -> list[Any]:
                                 "(give each its own, or 0 for a free one)",
                             )
                         )
+            problems += _shared_identity(a, ca, b, cb)
             if ca.source.kind == "usb" and cb.source.kind == "usb" and ca.source.index == cb.source.index:
                 problems.append(
                     Problem(

@@ -69,7 +69,7 @@ class DeviceEntry(Strict):
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:
-        return _identity(v, "device id")
+        return _identity(v, "device id", station=True)  # a station is listed as its own device
 
     @field_validator("groups")
     @classmethod
@@ -84,9 +84,9 @@ class DeviceEntry(Strict):
         return v
 
 
-def _identity(v: str, what: str) -> str:
+def _identity(v: str, what: str, station: bool = False) -> str:
     try:
-        return check_identity(v, what)
+        return check_identity(v, what, station=station)
     except SecurityError as exc:
         raise ValueError(str(exc)) from exc
 

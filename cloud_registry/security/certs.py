@@ -23,7 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cloud_registry.security.errors import SecurityError
 from edgeline.core.errors import ProtocolError
-from edgeline.core.protocol.topics import check_segment
+from edgeline.core.protocol.topics import check_segment, check_unit
 
 CertKind = Literal["server", "device", "registry", "observer"]
 
@@ -31,10 +31,12 @@ CertKind = Literal["server", "device", "registry", "observer"]
 MAX_IDENTITY = 64
 
 
-def check_identity(name: str, what: str = "identity") -> str:
-    """An MQTT identity (device id or registry name): a valid topic segment of at most 64 characters."""
+def check_identity(name: str, what: str = "identity", *, station: bool = False) -> str:
+    """An MQTT identity (device id or registry name): a valid topic segment of at most 64 characters;
+    with ``station``, a station's address ``<device>~<station>`` too (a station connects as itself:
+    docs/stations.md)."""
     try:
-        check_segment(name, what)
+        check_unit(name, what) if station else check_segment(name, what)
     except ProtocolError as exc:
         raise SecurityError(str(exc)) from exc
     if len(name) > MAX_IDENTITY:
@@ -146,7 +148,7 @@ def issue(
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         eku = ExtendedKeyUsageOID.SERVER_AUTH
     else:
-        check_identity(name, f"{kind} identity")
+        check_identity(name, f"{kind} identity", station=kind == "device")
         subject = x509.Name(
             [
                 x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, kind),

@@ -108,7 +108,7 @@ class PasswordFile:
         write_atomic(self.path, render_password_file(users).encode("utf-8"), mode=0o600)
 
     def set(self, username: str, password: str, *, iterations: int = DEFAULT_ITERATIONS) -> None:
-        check_identity(username, "username")
+        check_identity(username, "username", station=True)
         users = self.load()
         users[username] = hash_password(password, iterations=iterations)
         self._save(users)

@@ -162,7 +162,7 @@ class Pki:
         """Issue (or re-issue) a certificate. A re-issued identity's older certificates stay valid until
         they expire unless revoked; revoke them when the old key may be compromised."""
         if kind != "server":
-            certs.check_identity(name, f"{kind} identity")
+            certs.check_identity(name, f"{kind} identity", station=kind == "device")
         else:
             certs.check_identity(name, "server name")
         index = self.index()

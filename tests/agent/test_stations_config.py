@@ -199,3 +199,12 @@ def test_restart_backoff_doubles_and_starts_again_after_a_healthy_run() -> None:
     assert state.died(ran_s=61.0, now=0.0) == 1.0  # it ran long enough: the count starts again
     with pytest.raises(ValueError):
         RestartPolicy(min_s=2.0, max_s=1.0)
+
+
+def test_two_stations_with_one_broker_identity_are_refused(tmp_path: Path) -> None:
+    cloud = {"username": "press-7", "password_file": "/etc/edgeline/mqtt-password"}
+    problems = _problems(_write(tmp_path, [("a", {}), ("b", {})], cloud=cloud))
+    assert len(problems) == 1 and problems[0].startswith("station[b].cloud.username = 'press-7': stations 'a' and 'b'")
+    assert "would connect as one identity" in problems[0] and "press-7~a, press-7~b" in problems[0]
+    own = [(n, {"cloud": {"username": f"press-7~{n}", "password_file": f"/etc/edgeline/{n}.pw"}}) for n in "ab"]
+    assert load_stations(str(_write(tmp_path, own, cloud=cloud)))[1]["b"].cloud.username == "press-7~b"
