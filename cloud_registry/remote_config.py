@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloud_registry.errors import RegistryError
+from cloud_registry.station_targets import parse_station
 from cloud_registry.store.base import RegistryStore
 from cloud_registry.store.config_pushes import ConfigPush
 from converters.keys import SigningKey
@@ -23,7 +24,7 @@ from edgeline.core.mqtt_link import MqttLink
 from edgeline.core.protocol.delivery import envelope_bytes
 from edgeline.core.protocol.manifest import Target
 from edgeline.core.protocol.remote_config import MAX_CONFIG_DOC_BYTES, ConfigDocument, parse_config_document
-from edgeline.core.protocol.topics import Topics, check_segment
+from edgeline.core.protocol.topics import Topics, check_segment, check_unit
 
 #: a pushed config may be applied for this long after it was signed (a device offline longer
 #: than this refuses it as expired and keeps what it runs)
@@ -38,13 +39,22 @@ class ConfigTarget:
 
     @classmethod
     def parse(cls, text: str) -> ConfigTarget:
-        """``device:ID``, ``group:NAME``, or a bare device id."""
+        """``device:ID``, ``group:NAME``, ``station:DEV/ST`` (docs/stations.md), or a bare device id
+        (``DEV~ST`` for a station)."""
         kind, _, name = text.partition(":") if ":" in text else ("device", "", text)
-        if kind not in ("device", "group"):
-            raise RegistryError(f"config target {text!r}: use DEVICE, device:ID or group:NAME", reason="bad_target")
+        if kind not in ("device", "group", "station"):
+            raise RegistryError(
+                f"config target {text!r}: use DEVICE, device:ID, station:DEVICE/STATION or group:NAME",
+                reason="bad_target",
+            )
         try:
-            check_segment(name, f"{kind} name")
-        except ProtocolError as exc:
+            if kind == "station":
+                kind, name = "device", parse_station(name)
+            elif kind == "device":
+                check_unit(name, "device name")
+            else:
+                check_segment(name, "group name")
+        except (ProtocolError, ValueError) as exc:
             raise RegistryError(str(exc), reason="bad_target") from exc
         return cls(kind, name)
 

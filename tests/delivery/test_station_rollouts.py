@@ -78,3 +78,18 @@ def test_station_targets() -> None:
     ]:
         with pytest.raises(ValueError, match=why):
             resolve_units(bad, known, members)
+
+
+def test_a_remote_config_can_target_one_station() -> None:
+    from cloud_registry.errors import RegistryError
+    from cloud_registry.remote_config import ConfigTarget
+    from edgeline.core.protocol.topics import Topics
+
+    for text in ("station:cell/a", "device:cell~a", "cell~a"):
+        target = ConfigTarget.parse(text)
+        assert str(target) == "device:cell~a"
+        assert target.topic(Topics()) == "edgeline/default/devices/cell~a/config"
+        assert target.manifest_target().devices == ("cell~a",)
+    for bad in ("station:cell", "station:cell/a.b", "group:a~b", "device:a~b~c"):
+        with pytest.raises(RegistryError):
+            ConfigTarget.parse(bad)
