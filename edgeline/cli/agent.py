@@ -208,12 +208,28 @@ def check_config(file: Path, deep: bool, strict: bool, as_json: bool) -> None:
 @click.option("--file", "status_file", type=click.Path(dir_okay=False, path_type=Path), help="Status file path.")
 @json_option
 @click.option("--prometheus", is_flag=True, help="Print the Prometheus text exposition.")
-def status(config_path: Path | None, status_file: Path | None, as_json: bool, prometheus: bool) -> None:
-    """Show the agent's status file: state, camera, model, frames, drops, verdicts, latency, sinks."""
+@click.option("--station", default=None, metavar="NAME", help="Only this station of a file with [[station]] tables.")
+def status(
+    config_path: Path | None, status_file: Path | None, as_json: bool, prometheus: bool, station: str | None
+) -> None:
+    """Show the agent's status file: state, camera, model, frames, drops, verdicts, latency, sinks.
+    For a device with stations: each station's process (pid, restarts) and status."""
     if status_file is None:
         if config_path is None:
             raise click.ClickException("give --config FILE or --file STATUS_FILE")
-        cfg = _load(config_path)
+        from edgeline.cli.agent_stations import show_stations, stations_of
+
+        device, stations = stations_of(config_path)
+        if stations and station is None:
+            if prometheus:
+                raise click.ClickException("a device with stations: give --station NAME for its Prometheus text")
+            show_stations(device, stations, as_json, _print_status)
+            return
+        if station is not None and station not in stations:
+            raise click.ClickException(
+                f"{config_path}: no station {station!r}; stations: {', '.join(stations) or 'none'}"
+            )
+        cfg = stations[station] if station is not None else device
         status_file = Path(cfg.status.path)
         interval = cfg.status.interval_s
     else:

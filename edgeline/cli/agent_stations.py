@@ -4,10 +4,13 @@ that dies with a backoff and leaves the others alone (docs/stations.md)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +82,44 @@ def run_supervisor(
     for c in sup.children.values():
         click.echo(f"{c.unit}: {c.state}  restarts {c.restart.restarts}  last exit {c.last_exit}", err=True)
     raise SystemExit(rc)
+
+
+def show_stations(
+    device: DeviceConfig,
+    stations: dict[str, DeviceConfig],
+    as_json: bool,
+    print_status: Callable[[dict[str, Any], float, bool], None],
+) -> None:
+    """``edgeline agent status`` of a device with stations: the supervisor's view of each station
+    (pid, state, restarts, last exit) and each station's own status file."""
+    from edge_agent.stations.supervisor import read_supervisor
+    from edge_agent.status import StatusError, read_status
+
+    sup = (read_supervisor(supervisor_path(device)).get("stations") or {}) if stations else {}
+    docs: dict[str, dict[str, Any] | None] = {}
+    errors: dict[str, str] = {}
+    for name, cfg in stations.items():
+        try:
+            docs[name] = read_status(Path(cfg.status.path))
+        except StatusError as exc:
+            docs[name], errors[name] = None, str(exc)
+    if as_json:
+        out = {
+            name: {"unit": cfg.device.id, "process": sup.get(name), "status": docs[name], "error": errors.get(name)}
+            for name, cfg in stations.items()
+        }
+        click.echo(json.dumps({"device": device.device.id, "stations": out}, indent=1, sort_keys=True))
+        return
+    for name, cfg in stations.items():
+        proc = sup.get(name) or {}
+        click.echo(
+            f"station {name} ({cfg.device.id}): process {proc.get('state', 'not started')}"
+            f"  pid {proc.get('pid') or '-'}  restarts {proc.get('restarts', 0)}  last exit {proc.get('last_exit')}"
+        )
+        doc = docs[name]
+        if doc is None:
+            click.echo(f"  {errors[name]}")
+            continue
+        age = time.time() - float(doc.get("updated_at", 0))
+        stale = doc.get("state") not in ("STOPPED", "FAILED") and age > 3 * cfg.status.interval_s
+        print_status(doc, age, stale)

@@ -5,11 +5,15 @@ and verdicts go on untouched; SIGTERM stops both."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
 
+from click.testing import CliRunner
+
 from converters.keys import KeyPaths
+from edgeline.cli.main import cli
 from tests.agent.helpers import MjpegCamera, wait_for
 from tests.delivery.agent_proc import write_frames
 from tests.delivery.station_proc import StationDevice, keeps_inspecting
@@ -39,6 +43,13 @@ def test_a_dead_camera_or_process_of_one_station_never_stops_the_other(
     try:
         assert wait_for(lambda: dev.inspected("a") > 0 and dev.inspected("b") > 0, 60), dev.log_tail()
         pid_a, pid_b = dev.station("a")["pid"], dev.station("b")["pid"]
+        shown = CliRunner().invoke(cli, ["agent", "status", "--config", str(dev.config_path), "--json"])
+        doc = json.loads(shown.output)["stations"]
+        assert {n: (d["unit"], d["process"]["pid"]) for n, d in doc.items()} == {
+            "a": ("press~a", pid_a),
+            "b": ("press~b", pid_b),
+        }
+        assert doc["b"]["status"]["device"]["id"] == "press~b"
 
         # a's camera dies: a reconnects, b's verdicts go on; no process is restarted
         camera.stop()
