@@ -1,7 +1,8 @@
 """Several inspection stations on one device (docs/stations.md), with real agent processes under the
 station supervisor and the test's own Mosquitto: each station is its own unit (``<device>~<station>``)
 with its own slots, updater and trial, so one is updated while the other is not, and a station whose
-trial fails rolls back alone while the other keeps serving its model, in the same process as before."""
+trial fails rolls back alone while the other keeps serving its model, in the same process as before;
+each sends its own telemetry stream (its own topic, its own pseudonym)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from converters.keys import KeyPaths
 from edgeline.core.protocol.delivery import parse_state
+from edgeline.core.protocol.telemetry import parse_window
 from tests.delivery.agent_proc import write_frames
 from tests.delivery.conftest import BuiltBundle, Cloud, wait_for
 from tests.delivery.station_proc import StationDevice, keeps_inspecting
@@ -34,6 +36,7 @@ def _device(cloud: Cloud, tmp_path: Path, frames: list[Any], stations: dict[str,
             "model": {"bundle": str(work / "state" / "slots" / "current"), "trust_file": str(trust)},
             "cloud": {"port": cloud.broker.port, "heartbeat_s": 1.0},
             "updater": {"trust_file": str(trust), **UPDATER},
+            "telemetry": {"enabled": True, "window_s": 1.0, "min_frames": 3, "tick_s": 0.2},
         },
         stations=stations,
     )
@@ -65,6 +68,11 @@ def test_two_stations_update_independently_and_a_failed_trial_leaves_the_other_s
         cloud.topics.all_device_states(),
         lambda t, p, _r: states.__setitem__(cloud.topics.device_id_from(t), parse_state(p)) if p else None,
     )
+    windows: dict[str, set[str]] = {}  # unit -> the pseudonyms its windows carry
+    cloud.link.subscribe(
+        cloud.topics.all_device_telemetry(),
+        lambda t, p, _r: windows.setdefault(cloud.topics.device_id_from(t), set()).add(parse_window(p).device),
+    )
     dev.start()
     try:
         for name in ("a", "b"):
@@ -73,6 +81,9 @@ def test_two_stations_update_independently_and_a_failed_trial_leaves_the_other_s
         assert None not in pids.values() and pids["a"] != pids["b"]
         assert wait_for(lambda: {"twin~a", "twin~b"} <= set(states)), states  # each its own unit on the wire
         assert "twin" not in states
+        # each station its own telemetry stream: its own topic and its own pseudonym
+        assert wait_for(lambda: {"twin~a", "twin~b"} <= set(windows), 30), windows
+        assert set(windows) == {"twin~a", "twin~b"} and len(windows["twin~a"] | windows["twin~b"]) == 2, windows
 
         # v2 for station a only: a commits it, b is not touched
         cloud.deploy(bundles[2], dev.unit("a"))
