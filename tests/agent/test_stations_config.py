@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from edge_agent.stations.restart_policy import RestartPolicy, RestartState
 from edgeline.cli.main import cli
 from edgeline.core.errors import ProtocolError
+from edgeline.core.protocol.partitions import parse_telemetry_topic, partition_topic
 from edgeline.core.protocol.topics import Topics, check_unit, split_unit, station_unit, unit_problem
 from firmware_configs.errors import ConfigError
 from firmware_configs.loader import ConfigProblems, load_config, shipped_profiles
@@ -168,6 +169,13 @@ def test_station_addresses() -> None:
     assert unit_problem("~b") is not None and unit_problem("a~") is not None
     with pytest.raises(ProtocolError, match=r"invalid device id 'a\.b~c'"):
         check_unit("a.b~c")
+    t = Topics()
+    # what the cloud side parses from a station's topics: its address, as one device id
+    assert t.device_id_from(t.device_events("press-7~left")) == "press-7~left"
+    assert parse_telemetry_topic(t, partition_topic(t, "press-7~left", 3)) == ("press-7~left", 3)
+    assert parse_telemetry_topic(t, t.device_telemetry("press-7~left")) == ("press-7~left", None)
+    with pytest.raises(ProtocolError):
+        t.device_id_from("edgeline/default/devices/a~b~c/state")
 
 
 def test_check_config_lists_the_stations(tmp_path: Path) -> None:
