@@ -288,8 +288,8 @@ class TelemetryPlugin:
             return {}
         try:
             counts, cursor = read_feedback(service.store, self._feedback_cursor)
-        except EdgelineError as exc:  # the store failed: the feedback is counted with a later window
-            log.warning("feedback not read for this window: %s", exc)
+        except Exception as exc:  # any store failure (SQLite's own errors too): counted with a later window
+            log.warning("feedback not read for this window: %s: %s", type(exc).__name__, exc)
             return {}
         ready.field_metrics.add_feedback(counts)
         return {STATE_FEEDBACK: str(cursor).encode()}

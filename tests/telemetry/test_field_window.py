@@ -247,3 +247,29 @@ def test_a_replaced_feedback_store_is_read_from_the_start(tmp_path: Path) -> Non
     fresh.give(FeedbackRequest(truth="defect", result_id="x1"), "api")
     again, cursor2 = read_feedback(fresh, cursor)
     assert cursor2 == 1 and sum(sum(c.values()) for c in again.added.values()) == 1
+
+
+def test_a_failing_feedback_store_never_costs_a_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    clock = SimClock()
+    agent, service = _line(tmp_path, clock)
+    p = _plugin(tmp_path, clock, agent)
+    _inspect(p, service, clock, 0)
+    assert service.submit(FeedbackRequest(truth="defect", result_id="r1"), "api").ok
+    real = service.store.confusion_since
+
+    def broken(*_a: object, **_k: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(service.store, "confusion_since", broken)
+    clock.advance(60)
+    p.tick()
+    [w1] = _windows(p)
+    assert w1.frames == 6 and w1.field_metrics is not None and w1.field_metrics.feedback == []
+    monkeypatch.setattr(service.store, "confusion_since", real)
+    _inspect(p, service, clock, 10)
+    clock.advance(60)
+    p.tick()
+    w2 = _windows(p)[-1]
+    assert w2.field_metrics is not None and [v.added.total() for v in w2.field_metrics.feedback] == [1]
