@@ -1,8 +1,9 @@
 """Several inspection stations on one device (docs/stations.md), with real agent processes under the
 station supervisor and the test's own Mosquitto: each station is its own unit (``<device>~<station>``)
-with its own slots, updater and trial, so one is updated while the other is not, and a station whose
-trial fails rolls back alone while the other keeps serving its model, in the same process as before;
-each sends its own telemetry stream (its own topic, its own pseudonym)."""
+with its own slots, updater and trial, so one is updated while the others are not, and a station whose
+trial fails, or whose process dies in its trial, rolls back alone while the others keep serving their
+model in the same process as before; each sends its own telemetry stream (its own topic, its own
+pseudonym)."""
 
 from __future__ import annotations
 
@@ -51,18 +52,20 @@ def _install(cloud: Cloud, dev: StationDevice, name: str, bundle: BuiltBundle, f
     cloud.devices.remove(sim)
 
 
-def test_two_stations_update_independently_and_a_failed_trial_leaves_the_other_serving(
+def test_stations_update_independently_and_a_failed_trial_leaves_the_others_serving(
     cloud: Cloud, bundles: dict[int, BuiltBundle], frames: list[Any], tmp_path: Path
 ) -> None:
-    # station b's trials cannot pass (a latency budget no model meets): its own [station.updater]
-    dev = _device(
-        cloud,
-        tmp_path,
-        frames,
-        {"a": {"source": {"max_fps": 30.0}}, "b": {"updater": {"trial_latency_budget_ms": 1e-4}}},
-    )
-    for name in ("a", "b"):
+    # station b's trials cannot pass (a latency budget no model meets); station c's process dies in the
+    # middle of its trial (SIGKILL, as a model crashing the runtime would): their own [station.updater]
+    stations = {
+        "a": {"source": {"max_fps": 30.0}},
+        "b": {"updater": {"trial_latency_budget_ms": 1e-4}},
+        "c": {"updater.faults": {"crash_at": "TRIAL"}},
+    }
+    dev = _device(cloud, tmp_path, frames, stations)
+    for name in stations:
         _install(cloud, dev, name, bundles[1], frames)
+    units = {dev.unit(n) for n in stations}
     states: dict[str, Any] = {}
     cloud.link.subscribe(
         cloud.topics.all_device_states(),
@@ -75,38 +78,47 @@ def test_two_stations_update_independently_and_a_failed_trial_leaves_the_other_s
     )
     dev.start()
     try:
-        for name in ("a", "b"):
+        for name in stations:
             assert wait_for(lambda n=name: dev.model_version(n) == 1 and dev.inspected(n) > 0, 60), dev.log_tail()
-        pids = {n: dev.station(n)["pid"] for n in ("a", "b")}
-        assert None not in pids.values() and pids["a"] != pids["b"]
-        assert wait_for(lambda: {"twin~a", "twin~b"} <= set(states)), states  # each its own unit on the wire
+        pids = {n: dev.station(n)["pid"] for n in stations}
+        assert None not in pids.values() and len(set(pids.values())) == 3
+        assert wait_for(lambda: units <= set(states)), states  # each its own unit on the wire
         assert "twin" not in states
         # each station its own telemetry stream: its own topic and its own pseudonym
-        assert wait_for(lambda: {"twin~a", "twin~b"} <= set(windows), 30), windows
-        assert set(windows) == {"twin~a", "twin~b"} and len(windows["twin~a"] | windows["twin~b"]) == 2, windows
+        assert wait_for(lambda: units <= set(windows), 30), windows
+        assert set(windows) == units and len(set().union(*windows.values())) == 3, windows
 
-        # v2 for station a only: a commits it, b is not touched
+        # v2 for station a only: a commits it, b and c are not touched
         cloud.deploy(bundles[2], dev.unit("a"))
         assert wait_for(lambda: dev.record("a").get("state") == "COMMITTED" and dev.model_version("a") == 2, 60), (
             dev.record("a"),
             dev.log_tail(),
         )
-        assert dev.model_version("b") == 1 and dev.record("b").get("state") == "COMMITTED"
+        for n in ("b", "c"):
+            assert dev.model_version(n) == 1 and dev.record(n).get("state") == "COMMITTED"
         assert wait_for(lambda: (s := states.get("twin~a")) is not None and s.model and s.model.version == 2)
 
-        # v2 for station b: its trial fails, it rolls back to v1 and serves on; a serves v2 throughout
+        # v2 for b and c: b's trial fails, c's process dies in its trial; each rolls back to v1 and
+        # serves on (c in the process the supervisor started again); a serves v2 throughout
         failing_since = time.time()
         cloud.deploy(bundles[2], dev.unit("b"))
+        cloud.deploy(bundles[2], dev.unit("c"))
         assert wait_for(lambda: dev.record("b").get("state") == "ROLLED_BACK", 60), (dev.record("b"), dev.log_tail())
         assert (dev.record("b").get("last") or {}).get("reason") == "trial_latency"
         assert wait_for(lambda: (dev.fresh_status("b", failing_since + 0.5).get("model") or {}).get("version") == 1, 20)
-        assert keeps_inspecting(dev, "b") and keeps_inspecting(dev, "a")
+        assert wait_for(lambda: dev.station("c").get("restarts") == 1 and dev.station("c").get("state") == "running")
+        assert dev.station("c")["last_exit"] == -9 and dev.station("c")["pid"] != pids["c"]
+        assert wait_for(lambda: (dev.record("c").get("last") or {}).get("reason") == "crashed", 60), dev.record("c")
+        assert dev.record("c")["state"] == "ROLLED_BACK"
+        assert wait_for(lambda: (dev.fresh_status("c", failing_since + 1).get("model") or {}).get("version") == 1, 30)
+        assert keeps_inspecting(dev, "c") and keeps_inspecting(dev, "b") and keeps_inspecting(dev, "a")
+        assert dev.station("c")["restarts"] == 1  # the deployment that killed it is not tried again
         assert dev.model_version("a") == 2 and dev.record("a").get("state") == "COMMITTED"
-        assert {n: dev.station(n)["pid"] for n in ("a", "b")} == pids  # no process was restarted
+        assert {n: dev.station(n)["pid"] for n in ("a", "b")} == {n: pids[n] for n in ("a", "b")}
         assert all(dev.station(n)["restarts"] == 0 for n in ("a", "b"))
         a_events = [e for e in cloud.seen_events if e.device_id == "twin~a" and e.ts >= failing_since]
         assert not [e for e in a_events if e.kind in ("rolled_back", "rejected")], a_events
     finally:
         rc = dev.stop()
     assert rc == 0, dev.log_tail()
-    assert all(dev.station(n)["state"] == "stopped" for n in ("a", "b")), dev.supervisor()
+    assert all(dev.station(n)["state"] == "stopped" for n in stations), dev.supervisor()
