@@ -8,8 +8,9 @@ a configured limit, the evidence says (:func:`crossing`):
 2. **above, estimated**: the estimate without labels is above the limit (over at least
    ``min_verdicts`` verdicts), and the measured rate does not contradict it (its interval is not
    entirely below the limit);
-3. **undecided**: the measured rate is above the limit but its interval reaches below: the episode
-   stays as it is (no flapping on a handful of parts);
+3. **undecided**: the measured rate is above the limit but its interval reaches below, or the
+   estimate is within ``hysteresis`` of the limit (between 0.8 x limit and the limit): the episode
+   stays as it is (no flapping on a handful of parts or a noisy estimate);
 4. **below**: otherwise, when there is any evidence; with none (a line that stopped), nothing changes.
 
 An episode opens on 1 or 2 and closes on 4. Slices that :mod:`.field_slices` finds significantly
@@ -46,6 +47,8 @@ class FieldLimits:
     min_verdicts: int = 200
     use_estimate: bool = True
     scopes: tuple[str, ...] = ("version", "group", "line")
+    #: an estimate above this share of the limit (and not above the limit) leaves the episode as it is
+    hysteresis: float = 0.8
 
     def __post_init__(self) -> None:
         for name, v in (("escape", self.escape), ("false_reject", self.false_reject)):
@@ -53,13 +56,20 @@ class FieldLimits:
                 raise ValueError(f"the field {name} limit must be a share in (0, 1), got {v}")
         if self.min_verdicts < 1:
             raise ValueError("min_verdicts must be >= 1")
+        if not 0.0 < self.hysteresis <= 1.0:
+            raise ValueError(f"hysteresis must be in (0, 1], got {self.hysteresis}")
 
     def of(self, name: str) -> float | None:
         return self.escape if name == "escape" else self.false_reject
 
 
 def crossing(
-    rate: FieldRate, estimated: float | None, verdicts: int, limit: float, min_verdicts: int
+    rate: FieldRate,
+    estimated: float | None,
+    verdicts: int,
+    limit: float,
+    min_verdicts: int,
+    hysteresis: float = 0.8,
 ) -> tuple[bool | None, Basis]:
     """Whether the evidence says the rate is above ``limit`` (see the module's docstring)."""
     m_known = rate.status == "measured"
@@ -69,6 +79,9 @@ def crossing(
     if e_known and estimated is not None and estimated > limit and not (m_known and rate.high < limit):
         return True, "estimated"
     if m_known and rate.value is not None and rate.value > limit:
+        return None, "undecided"
+    measured_below = m_known and rate.high < limit
+    if e_known and estimated is not None and estimated > hysteresis * limit and not measured_below:
         return None, "undecided"
     if m_known or e_known:
         return False, "below"
@@ -94,7 +107,7 @@ def check_field(engine: AlertEngine, report: FieldReport, limits: FieldLimits) -
             est = row.estimate
             value = None if est is None or not limits.use_estimate else getattr(est, name)
             verdicts = est.verdicts if est is not None else 0
-            active, basis = crossing(rate, value, verdicts, limit, limits.min_verdicts)
+            active, basis = crossing(rate, value, verdicts, limit, limits.min_verdicts, limits.hysteresis)
             if active is None:
                 continue
             what = "escape" if name == "escape" else "false-reject"

@@ -29,6 +29,11 @@ def test_crossing_rules() -> None:
     assert crossing(rate("escape", 0, 0), 0.09, 50, 0.05, 200) == (None, "no evidence")  # too few verdicts
     # a measured rate clearly below overrules the estimate
     assert crossing(rate("escape", 0, 300), 0.09, 500, 0.05, 200) == (False, "below")
+    # an estimate just under the limit neither opens nor closes an episode; well under, it closes
+    assert crossing(rate("escape", 0, 0), 0.045, 500, 0.05, 200) == (None, "undecided")
+    assert crossing(rate("escape", 0, 0), 0.035, 500, 0.05, 200) == (False, "below")
+    with pytest.raises(ValueError, match="hysteresis"):
+        FieldLimits(escape=0.05, hysteresis=0.0)
     with pytest.raises(ValueError, match="escape limit"):
         FieldLimits(escape=1.5)
 
