@@ -170,7 +170,12 @@ def check_config(file: Path, deep: bool, strict: bool, as_json: bool) -> None:
             click.echo(json.dumps({"ok": False, "file": str(file), "problems": problems}))
             raise SystemExit(1) from exc
         raise click.ClickException(str(exc)) from exc
-    warnings = _deep_checks(cfg) if deep else []
+    warnings = _deep_checks(cfg) if deep and not cfg.station else []
+    if deep and cfg.station:  # each station on this machine: its own source, bundle and sink dirs
+        from firmware_configs.stations import load_stations
+
+        for name, station_cfg in load_stations(str(file))[1].items():
+            warnings += [f"station[{name}] {w}" for w in _deep_checks(station_cfg)]
     ok = not (strict and warnings)
     sinks = [name for name in ("jsonl", "mqtt", "webhook", "command") if getattr(cfg.sinks, name) is not None]
     if as_json:

@@ -4,6 +4,7 @@ Pure: files are written, no agent is started."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +217,13 @@ def test_two_stations_with_one_broker_identity_are_refused(tmp_path: Path) -> No
     assert "would connect as one identity" in problems[0] and "press-7~a, press-7~b" in problems[0]
     own = [(n, {"cloud": {"username": f"press-7~{n}", "password_file": f"/etc/edgeline/{n}.pw"}}) for n in "ab"]
     assert load_stations(str(_write(tmp_path, own, cloud=cloud)))[1]["b"].cloud.username == "press-7~b"
+
+
+def test_check_config_deep_checks_each_station(tmp_path: Path) -> None:
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    path = _write(tmp_path, [("left", {"source": {"path": str(frames)}}), ("right", {})])
+    out = CliRunner().invoke(cli, ["agent", "check-config", str(path), "--deep", "--json"])
+    warnings = json.loads(out.output)["warnings"]
+    assert "station[right] source.path = '/srv/frames': no such image folder" in warnings
+    assert not [w for w in warnings if w.startswith("station[left] source")], warnings
