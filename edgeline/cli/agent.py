@@ -66,15 +66,15 @@ def run(config_path: Path, extra_plugins: tuple[str, ...], no_default_plugins: b
 
     A FILE with [[station]] tables runs each station as its own agent process under a supervisor,
     which starts a station again (with a backoff) when its process dies; see docs/stations.md."""
-    from edge_agent.remote_config.boot import abandon_trial, effective_config
-    from edge_agent.runtime import Agent
-
-    if station is None:
+    if station is None:  # a supervisor of stations never imports the runtime (ONNX Runtime, OpenCV)
         from edgeline.cli.agent_stations import run_supervisor, stations_of
 
         device, stations = stations_of(config_path)
         if stations:
             run_supervisor(config_path, device, stations, extra_plugins, no_default_plugins)
+    from edge_agent.remote_config.boot import abandon_trial, effective_config
+    from edge_agent.runtime import Agent
+
     # the file (or its station), with the committed (or trial) remote config over it
     cfg = effective_config(config_path, station=station)
     if station is not None:  # the stations of one device share a journal: say whose line it is
