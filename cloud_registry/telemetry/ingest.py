@@ -262,6 +262,9 @@ class IngestService:
             raise BackendError(f"ingest cannot reach the broker: {exc}") from exc
         if self.split:  # what the worker's own session subscribed in one-session layouts, not kept there
             self.link.unsubscribe_many(self.telemetry_filters)
+        for link in self.links:  # a session queues only for granted filters: granted before start returns
+            if not link.wait_granted(timeout):
+                log.warning("ingest: %s did not grant every subscription within %.0f s", link.stats.address, timeout)
         try:  # the one of the first connect, on the broker before start returns
             topic = self.ingestor.topics.ingest_capabilities()
             self.link.publish_sync(topic, IngestCapabilities(acks=True).encode(), qos=1, retain=True, timeout=timeout)

@@ -218,6 +218,18 @@ class MqttLink:
     def subscribe(self, topic_filter: str, handler: MessageHandler, qos: int = 1) -> None:
         self.subscribe_many([topic_filter], handler, qos)
 
+    def wait_granted(self, timeout: float) -> bool:
+        """Wait until the broker granted every subscription sent on this connection (False at
+        ``timeout``): a persistent session queues messages only for filters it has granted."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if self._connected.is_set() and self._subacks.settled:
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+
     def unsubscribe(self, topic_filter: str) -> None:
         self.unsubscribe_many([topic_filter])
 

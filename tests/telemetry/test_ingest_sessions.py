@@ -68,6 +68,7 @@ def test_protocol_311_keeps_plain_subscriptions(mosquitto: MosquittoBroker, tmp_
     try:
         assert not svc.use_shared and not any(f.startswith("$share") for f in svc.telemetry_filters)
         assert svc.client_ids == ["ingest-311", "ingest-311-t0", "ingest-311-t1", "ingest-311-t"]
+        assert all(link.wait_granted(0) for link in svc.links)  # start returned once all were granted
     finally:
         svc.stop()
         store.close()

@@ -89,3 +89,8 @@ class SubackBook:
     @property
     def waiting(self) -> int:
         return len(self._retry)
+
+    @property
+    def settled(self) -> bool:
+        """No SUBACK awaited and no filter waiting for a retry: every subscription sent is granted."""
+        return not self._pending and not self._retry
