@@ -95,9 +95,10 @@ def parse_config(data: Any, origin: str = "config") -> DeviceConfig:
     if not isinstance(data, dict):
         raise ConfigProblems(origin, [Problem("(top level)", data, "a config must be a table of sections")])
     raw, stations = data, data.get("station")
-    if stations and "source" not in data and isinstance(stations, list) and isinstance(stations[0], dict):
-        # every station names its own source: the device-level view shows the first one's
-        data = {**data, "source": stations[0].get("source")}
+    if stations and "source" not in data and isinstance(stations, list):
+        # the stations name their own sources: the device-level view shows the first one given
+        given = (st["source"] for st in stations if isinstance(st, dict) and isinstance(st.get("source"), dict))
+        data = {**data, "source": next(given, None)}
     try:
         cfg = DeviceConfig.model_validate(data)
     except ValidationError as exc:

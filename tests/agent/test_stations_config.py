@@ -88,6 +88,8 @@ def test_stations_may_leave_out_the_device_source(tmp_path: Path) -> None:
     assert (st["b"].source.index, st["b"].source.mode) == (1, "trigger")
     path.write_text(render_toml(tables) + "\n" + render_stations([*stations, ("c", {})]), "utf-8")
     assert _problems(path) == ["station[c].source: required key is missing"]
+    path.write_text(render_toml(tables) + "\n" + render_stations([("c", {}), *stations]), "utf-8")
+    assert _problems(path) == ["station[c].source: required key is missing"]
 
 
 @pytest.mark.parametrize(
