@@ -75,6 +75,11 @@ def _message(err: Any) -> str:
     return msg[:1].lower() + msg[1:]
 
 
+def _tables(value: Any) -> bool:
+    """An array of tables (``[[station]]``): named by its key, not shown."""
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
 def problems_of(exc: ValidationError) -> list[Problem]:
     out: list[Problem] = []
     for err in exc.errors(include_url=False):
@@ -85,7 +90,7 @@ def problems_of(exc: ValidationError) -> list[Problem]:
             continue
         value = err.get("input")
         # A rule spanning several keys reports the whole table as its input: name the table only.
-        leaf = err["type"] != "missing" and not isinstance(value, dict)
+        leaf = err["type"] != "missing" and not isinstance(value, dict) and not _tables(value)
         out.append(Problem(key, value, _message(err), has_value=leaf))
     return out
 

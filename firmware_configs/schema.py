@@ -290,6 +290,13 @@ class DeviceConfig(Section):
     #: ``[[station]]``: several inspection stations on this device, each its own unit (docs/stations.md)
     station: tuple[StationSection, ...] = ()
 
+    @field_validator("station", mode="before")
+    @classmethod
+    def _station_tables(cls, v: object) -> object:
+        if not isinstance(v, list | tuple):
+            raise ValueError('write one [[station]] table per station (an array of tables: [[station]] name = "...")')
+        return v
+
     @field_validator("station")
     @classmethod
     def _stations(cls, v: tuple[StationSection, ...]) -> tuple[StationSection, ...]:

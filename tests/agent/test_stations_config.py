@@ -229,3 +229,27 @@ def test_check_config_deep_checks_each_station(tmp_path: Path) -> None:
     warnings = json.loads(out.output)["warnings"]
     assert "station[right] source.path = '/srv/frames': no such image folder" in warnings
     assert not [w for w in warnings if w.startswith("station[left] source")], warnings
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('station = "left"\n', "station = 'left': write one [[station]] table per station"),
+        ('[station]\nname = "left"\n', "station: write one [[station]] table per station"),
+        ("station = [1]\n", "station.0 = 1: input should be a valid dictionary"),
+        ('[[station]]\nname = "a"\nsource = "usb"\n', "station.0.source = 'usb': input should be a valid dictionary"),
+        ("[[station]]\nname = 3\n", "station.0.name = 3: input should be a valid string"),
+        ('[[station]]\nname = "a"\ngroups = ["x.y"]\n', "group 'x.y' contains '.'"),
+        ('[[station]]\nname = "a"\n[station.source]\nkindd = "usb"\n', "station[a].source.kindd: unknown key"),
+        (
+            "".join(f'[[station]]\nname = "s{i}"\n[station.source]\nindex = {i}\n' for i in range(17)),
+            "station: 17 stations; at most 16 on one device",
+        ),
+    ],
+)
+def test_hostile_station_tables_get_clear_messages(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "device.toml"
+    head = '[device]\nid = "d"\n[source]\nkind = "usb"\nindex = 0\n'
+    path.write_text(text + head if not text.startswith("[") else head + text, "utf-8")
+    problems = _problems(path)
+    assert len(problems) >= 1 and any(p.startswith(expected) or expected in p for p in problems), problems
