@@ -30,7 +30,13 @@ from edgeline.cli.registry_alias import actor_name
 from edgeline.core.errors import EdgelineError
 from edgeline.core.protocol.remote_config import ConfigState, parse_config_state
 
-to_option = click.option("--to", "to", default=None, metavar="group:G|device:ID", help="Target instead of DEVICE.")
+to_option = click.option(
+    "--to",
+    "to",
+    default=None,
+    metavar="TARGET",
+    help="Target instead of DEVICE: device:ID, station:DEVICE/STATION or group:NAME.",
+)
 
 
 def _target_and_file(args: tuple[str, ...], to: str | None) -> tuple[ConfigTarget, Path]:
