@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--also-no-idle", action="store_true", help="a third arm, interleaved: the same policy with idle_class = false"
     )
+    ap.add_argument("--also-max-fps", type=float, default=None, help="another arm, interleaved: max_fps = this")
     ap.add_argument("--line-fps", type=float, default=30.0, help="the camera rate of the line-rate arm")
     ap.add_argument("--line-frames", type=int, default=300, help="frames of the line-rate arm")
     args = ap.parse_args(argv)
@@ -140,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         arms: dict[str, list[dict[str, Any]]] = {"no_shadow": [], "shadow": []}
         if args.also_no_idle:
             arms["shadow_no_idle_class"] = []
+        capped = f"shadow_max_fps_{args.also_max_fps:g}" if args.also_max_fps is not None else ""
+        if args.also_max_fps is not None:
+            arms[capped] = []
         shadow: dict[str, Any] = {"enabled": True, "bundle": str(challenger), "share": args.share}
         for key, value in (("nice", args.nice), ("max_fps", args.max_fps), ("max_duty", args.max_duty)):
             if value is not None:
@@ -153,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.also_no_idle:
                 no_idle = shadow | {"idle_class": False}
                 arms["shadow_no_idle_class"].append(_arm(frames, champion, trust, no_idle, work))
+            if args.also_max_fps is not None:
+                lower = shadow | {"max_fps": args.also_max_fps}
+                arms[capped].append(_arm(frames, champion, trust, lower, work))
         line = frames[: args.line_frames]
         at_rate = {
             "no_shadow": _arm(line, champion, trust, {}, work, args.line_fps),
