@@ -165,6 +165,14 @@ def test_a_bad_shadow_deployment_is_refused_with_a_reason(
         assert wait_for(lambda: slot.state.reason == "replay")
         assert slot.state.state == "running" and slot.state.sequence == 52
         assert [k for k, _ in seen].count("shadow_started") == 1
+        # the agent restarts: the slot starts its staged challenger again, the retained offer changes nothing
+        slot.stop()
+        old_worker, host.shadow = host.shadow, None
+        old_worker.stop()
+        slot = ShadowSlot(dev.plugin.ctx)
+        slot.start(host)
+        assert wait_for(lambda: host.shadow is not None, 60) and slot.state.state == "running"
+        assert slot.state.sequence == 52 and [k for k, _ in seen].count("shadow_started") == 2
     finally:
         slot.stop()
         if host.shadow is not None:
@@ -175,7 +183,7 @@ def test_the_serving_slots_refuse_a_shadow_manifest(bundles: dict[int, BuiltBund
     man = as_shadow(reissue(bundles[1].manifest, sequence=7, devices=("d-1",)))
     assert man.role == "shadow" and "role" not in bundles[1].manifest.to_body()
     payload = envelope_bytes(cloud.publisher.sign(man))
-    me = m.Identity("d-1", "generic", frozenset())
+    me = m.Identity("d-1", "generic", ())
     got = triage(payload, False, m.Record(), TrustStore.load(cloud.key_dir / "trust.json"), me, man.issued_at + 1)
     assert isinstance(got, Refusal) and got.reason == "wrong_target" and "shadow" in got.detail
 
