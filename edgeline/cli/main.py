@@ -37,7 +37,6 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "rollout": ("edgeline.cli.rollout:rollout", "Status, pause, resume or abort a rollout.", "cloud"),
     "rollback": ("edgeline.cli.rollout:rollback", "Send devices back to a previous version.", "cloud"),
     "shadow": ("edgeline.cli.shadow:shadow", "A challenger's field evidence and its promotion.", "cloud"),
-    "shadow": ("edgeline.cli.shadow:shadow", "A challenger's field evidence and its promotion.", "cloud"),
     "fleet": ("edgeline.cli.fleet:fleet", "Devices, their state, model and last error.", "cloud"),
     "config": ("edgeline.cli.config_cmd:config", "Push signed remote config to devices; status, diff.", "cloud"),
     "ingest": ("edgeline.cli.telemetry:ingest", "Run the telemetry ingest service.", "cloud"),
