@@ -25,6 +25,14 @@ where with 5% feedback a flat passed side could not follow a darkened line's esc
 parameters are what sparse feedback supports: a free value per bin would rest on a few parts. The
 estimate then holds for windows, lines and slices with little or no feedback of their own. Its
 assumptions are stated in docs/drift.md.
+
+Under Laplace noise the feedback cells are signed sums (``field_metrics.noise_scale``): the fit's
+score equations are linear in the counts, so it takes them signed (unbiased in expectation), the
+Newton steps weighing each bin by its count clipped at 0. A bin whose counts are mostly noise would
+still pull the curve anywhere, so each bin's counts are scaled by its reliability
+``info / (info + noise)`` (:func:`noise_weights`: ``info = n p (1 - p)`` the binomial information
+at the prior curve's ``p``, ``noise`` the noise variance of ``d - p n``): with exact counts the
+weights are 1; where noise dominates, the prior curve does. The histograms are summed signed too.
 """
 
 from __future__ import annotations
@@ -102,9 +110,9 @@ def platt(
         p = 1.0 / (1.0 + np.exp(-(a + b * x)))
         r = n * p - defects
         g = np.array([r.sum() + ridge * (a - a0), (r * x).sum() + ridge * (b - b0)])
-        w = n * p * (1 - p)
+        w = np.maximum(n, 0) * p * (1 - p)  # signed (noised) counts: a positive definite step
         h = np.array([[w.sum() + ridge, (w * x).sum()], [(w * x).sum(), (w * x * x).sum() + ridge]])
-        step = np.linalg.solve(h, g)
+        step = np.clip(np.linalg.solve(h, g), -2.0, 2.0)
         a, b = a - float(step[0]), b - float(step[1])
         if float(np.abs(step).max()) < 1e-9:
             break
@@ -123,23 +131,47 @@ def penalised_loglik(
 Prior = Literal["identity", "flat", "select"]
 
 
+def _sigmoid_curve(c: tuple[float, float]) -> np.ndarray:
+    return np.asarray(1.0 / (1.0 + np.exp(-(c[0] + c[1] * BIN_LOGITS))))
+
+
+def noise_weights(
+    defects: np.ndarray, labelled: np.ndarray, noise: tuple[np.ndarray, np.ndarray] | None, centre: tuple[float, float]
+) -> np.ndarray:
+    """Per bin, ``info / (info + noise)``: ``info = max(n, 0) p (1 - p)`` at the curve ``centre``,
+    ``noise = (1 - p)**2 var_defects + p**2 var_ok`` from ``noise = (var_ok, var_defects)`` (1 without noise)."""
+    if noise is None or not (noise[0].any() or noise[1].any()):
+        return np.ones_like(labelled, dtype=float)
+    p = _sigmoid_curve(centre)
+    info = np.maximum(labelled, 0.0) * p * (1 - p)
+    var = (1 - p) ** 2 * noise[1] + p**2 * noise[0]
+    total = info + var
+    return np.divide(info, total, out=np.zeros_like(info, dtype=float), where=total > 0)
+
+
 def _curve(
-    defects: np.ndarray, labelled: np.ndarray, ridge: float, prior: Prior
+    defects: np.ndarray,
+    labelled: np.ndarray,
+    ridge: float,
+    prior: Prior,
+    noise: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, tuple[float, float]]:
     """Without feedback, the scores at face value (the identity). With some, the curve pulled towards
     ``prior``: ``identity`` (the scores mean what they say), ``flat`` (the share of defects among the
     parts with feedback, whatever their score: a few parts give that share, only many give the curve
-    a slope), or ``select``: the better of the two in penalised likelihood."""
-    k, m = float(defects.sum()), float(labelled.sum())
+    a slope), or ``select``: the better of the two in penalised likelihood. ``noise``: the noise
+    variance of the ok and defect cells per bin (:func:`noise_weights`)."""
+    m = max(0.0, float(labelled.sum()))
+    k = min(max(0.0, float(defects.sum())), m)
     centres = [(0.0, 1.0)]
     if m > 0 and prior != "identity":
         flat = (float(np.log((k + 0.5) / (m - k + 0.5))), 0.0)
         centres = [flat] if prior == "flat" else [*centres, flat]
-    fits = [
-        (penalised_loglik(defects, labelled, c, centre, ridge), c)
-        for centre in centres
-        for c in [platt(defects, labelled, ridge, centre)]
-    ]
+    fits = []
+    for centre in centres:
+        w = noise_weights(defects, labelled, noise, centre)
+        c = platt(w * defects, w * labelled, ridge, centre)
+        fits.append((penalised_loglik(w * defects, w * labelled, c, centre, ridge), c))
     a, b = max(fits, key=lambda f: f[0])[1]
     return np.clip(1.0 / (1.0 + np.exp(-(a + b * BIN_LOGITS))), 0.0, 1.0), (a, b)
 
@@ -155,13 +187,15 @@ def calibrate(
     """The calibration a version's feedback gives (see the module's docstring): one curve for the
     passed verdicts and one for the rejected (the defect score of an ``ok`` verdict and of a
     ``defect`` verdict are not the same quantity for a classifier without an operating point)."""
-    n = t.net.astype(float)
-    q_pass, c_pass = _curve(n[1, :SCORE_BINS], n[0, :SCORE_BINS] + n[1, :SCORE_BINS], ridge, pass_prior)
-    q_rej, c_rej = _curve(n[3, :SCORE_BINS], n[2, :SCORE_BINS] + n[3, :SCORE_BINS], ridge, reject_prior)
-    u_def, u_ok = n[3, SCORE_BINS], n[2, SCORE_BINS]
+    n = t.cells.astype(float)  # signed under noise: the fit is linear in the counts
+    v = t.noise_var[:, :SCORE_BINS]
+    q_pass, c_pass = _curve(n[1, :SCORE_BINS], n[0, :SCORE_BINS] + n[1, :SCORE_BINS], ridge, pass_prior, (v[0], v[1]))
+    q_rej, c_rej = _curve(n[3, :SCORE_BINS], n[2, :SCORE_BINS] + n[3, :SCORE_BINS], ridge, reject_prior, (v[2], v[3]))
+    u_ok = max(0.0, n[2, SCORE_BINS])
+    u_def = max(0.0, n[3, SCORE_BINS])
     q_u = (u_def + prior_weight * 0.5) / (u_def + u_ok + prior_weight)
-    per_bin = (n[0, :SCORE_BINS] + n[1, :SCORE_BINS] + n[2, :SCORE_BINS] + n[3, :SCORE_BINS]).astype(np.int64)
-    total = int(per_bin.sum() + u_def + u_ok)
+    per_bin = np.maximum(n[:, :SCORE_BINS].sum(axis=0), 0).astype(np.int64)
+    total = max(0, int(n.sum()))
     return Calibration(q_pass, float(q_u), total, per_bin, c_pass, q_rej, c_rej)
 
 
@@ -199,8 +233,8 @@ def estimate(t: FieldTotals, cal: Calibration) -> Estimate:
     good_passed = float(passed @ (1 - q))
     defects, good = escapes + caught, false_rejects + good_passed
     return Estimate(
-        escape=escapes / defects if defects > 0 else None,
-        false_reject=false_rejects / good if good > 0 else None,
+        escape=min(1.0, max(0.0, escapes / defects)) if defects > 0 else None,  # signed sums under noise
+        false_reject=min(1.0, max(0.0, false_rejects / good)) if good > 0 else None,
         expected_defects=defects,
         expected_good=good,
         verdicts=int(passed.sum() + rejected.sum() + unknown),

@@ -17,10 +17,17 @@ parts with feedback would settle the configured limit.
 
 These rates hold for the parts operators chose to give feedback on: they are the field rates only
 when that choice does not depend on the truth given the verdict (docs/drift.md, "Field rates").
+
+Noised windows (``field_metrics.noise_scale``) carry signed counts: the sums over windows are used
+as they are (unbiased) and only the rate is clipped into [0, 1]; the events are clipped into
+[0, n] for the interval, and the interval is widened by the noise's variance (``2 b**2`` per cell
+and window, through the rate by the delta method, added in quadrature to the Clopper-Pearson half
+widths: :func:`rate`). The slices' test (:mod:`.field_slices`) ignores the noise.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -35,6 +42,11 @@ MIN_PARTS = 30
 SAMPLING_RATIO = 3.0
 Status = Literal["measured", "too_little", "none"]
 _CELL_ROWS = ("pass_ok", "pass_defect", "reject_ok", "reject_defect")
+#: the normal quantile of the 95% intervals the noise widens
+_Z95 = 1.959964
+#: noise-variance cells of one cell block: every cell a block has on the wire (rows 0-1: the score bins)
+_WIRE_CELLS = np.ones((4, SCORE_BINS + 1))
+_WIRE_CELLS[:2, SCORE_BINS] = 0.0
 
 
 def cells_array(c: FeedbackCells) -> np.ndarray:
@@ -61,6 +73,8 @@ class FieldTotals:
     score_reject: np.ndarray = field(default_factory=lambda: np.zeros(SCORE_BINS, np.int64))
     unknown: int = 0
     gap: bool = False
+    #: variance of the Laplace noise summed into each cell (0 for exact windows)
+    noise_var: np.ndarray = field(default_factory=lambda: np.zeros((4, SCORE_BINS + 1)))
 
     def add_served(self, frames: int, fm: FieldMetrics | None, unknown: int) -> None:
         """A window this version served: its frames and histograms."""
@@ -71,10 +85,20 @@ class FieldTotals:
             self.score_pass += np.asarray(fm.score_pass, np.int64)
             self.score_reject += np.asarray(fm.score_reject, np.int64)
 
-    def add_feedback(self, added: FeedbackCells, retracted: FeedbackCells | None, gap: bool = False) -> None:
+    def add_feedback(
+        self,
+        added: FeedbackCells,
+        retracted: FeedbackCells | None,
+        gap: bool = False,
+        noise_scale: float | None = None,
+    ) -> None:
+        """One window's cells of this version (signed when noised: summed as they are)."""
         self.cells += cells_array(added)
         if retracted is not None:
             self.cells -= cells_array(retracted)
+        if noise_scale is not None:
+            blocks = 1 if retracted is None else 2
+            self.noise_var += blocks * 2.0 * noise_scale**2 * _WIRE_CELLS
         self.gap = self.gap or gap
 
     def merge(self, other: FieldTotals) -> FieldTotals:
@@ -86,15 +110,18 @@ class FieldTotals:
             self.score_reject + other.score_reject,
             self.unknown + other.unknown,
             self.gap or other.gap,
+            self.noise_var + other.noise_var,
         )
 
     @property
     def net(self) -> np.ndarray:
-        """The cells, clipped at 0 (noised counts can make a difference negative)."""
+        """The cells, each clipped at 0 (a noised sum can be negative); for shares per bin only: a
+        sum of these is biased upwards under noise, the totals use :meth:`counts`."""
         return np.maximum(self.cells, 0)
 
     def counts(self) -> dict[str, int]:
-        n = self.net
+        """The cells summed by side and truth over the score bins, signed (unbiased under noise)."""
+        n = self.cells
         return {
             "pass_ok": int(n[0, :SCORE_BINS].sum()),
             "pass_defect": int(n[1, :SCORE_BINS].sum()),
@@ -106,8 +133,8 @@ class FieldTotals:
 
     @property
     def feedback(self) -> int:
-        """Verdicts with feedback."""
-        return int(self.net.sum())
+        """Verdicts with feedback (the signed sum, at least 0)."""
+        return max(0, int(self.cells.sum()))
 
     @property
     def feedback_share(self) -> float | None:
@@ -118,8 +145,8 @@ class FieldTotals:
         """(share of passed verdicts with feedback, share of rejected ones, unknown included)."""
         c = self.counts()
         passed, rejected = int(self.score_pass.sum()), int(self.score_reject.sum()) + self.unknown
-        fb_pass = c["pass_ok"] + c["pass_defect"]
-        fb_rej = c["reject_ok"] + c["reject_defect"] + c["unknown_ok"] + c["unknown_defect"]
+        fb_pass = max(0, c["pass_ok"] + c["pass_defect"])
+        fb_rej = max(0, c["reject_ok"] + c["reject_defect"] + c["unknown_ok"] + c["unknown_defect"])
         return (fb_pass / passed if passed else None, fb_rej / rejected if rejected else None)
 
     def sampling_warning(self, ratio: float = SAMPLING_RATIO, min_feedback: int = 10) -> str | None:
@@ -151,6 +178,8 @@ class FieldRate:
     #: parts with feedback (of this denominator) that would show the rate at or below ``limit``
     needed: int | None = None
     limit: float | None = None
+    #: standard deviation of the rate due to the windows' Laplace noise (0: exact counts)
+    noise_sd: float = 0.0
 
     @property
     def value(self) -> float | None:
@@ -167,6 +196,7 @@ class FieldRate:
             "status": self.status,
             "needed": self.needed,
             "limit": self.limit,
+            "noise_sd": self.noise_sd,
             "text": self.text(),
         }
 
@@ -174,7 +204,8 @@ class FieldRate:
         what = "defective" if self.name == "escape" else "good"
         if self.status == "none":
             return f"no feedback on {what} parts"
-        ci = f"95% CI {100 * self.low:.2f}-{100 * self.high:.2f}%"
+        noise = f", noise sd {100 * self.noise_sd:.2f} pp included" if self.noise_sd > 0 else ""
+        ci = f"95% CI {100 * self.low:.2f}-{100 * self.high:.2f}%{noise}"
         share = f"{100 * self.events / self.n:.2f}% ({self.events}/{self.n}, {ci})"
         if self.status == "too_little":
             more = f"; about {self.needed} would settle {100 * (self.limit or 0):.2f}%" if self.needed else ""
@@ -189,14 +220,28 @@ def rate(
     *,
     min_parts: int = MIN_PARTS,
     limit: float | None = None,
+    noise_var: tuple[float, float] = (0.0, 0.0),
 ) -> FieldRate:
+    """``events`` of ``n``; noised sums are clipped (``n`` at 0, ``events`` into [0, n]).
+    ``noise_var``: the noise variance of the events' sum and of the rest of the denominator's sum;
+    it widens the interval by ``1.96 * sd``, ``sd`` of the rate by the delta method
+    (``sqrt((1 - p)**2 var_events + p**2 var_rest) / n``), added in quadrature."""
+    n = max(0, int(n))
+    events = min(max(0, int(events)), n)
     lo, hi = clopper_pearson(events, n)
+    sd = 0.0
+    if n > 0 and (noise_var[0] > 0 or noise_var[1] > 0):
+        p = events / n
+        sd = math.sqrt((1 - p) ** 2 * noise_var[0] + p**2 * noise_var[1]) / n
+        half = _Z95 * sd
+        lo = max(0.0, p - math.hypot(p - lo, half))
+        hi = min(1.0, p + math.hypot(hi - p, half))
     status: Status = "none" if n == 0 else "too_little" if n < min_parts else "measured"
     needed = None
     if status != "measured" and limit is not None and limit > 0:
         observed = events / n if n else 0.0
         needed = max(min_parts, parts_needed(limit, observed=observed if observed < limit else 0.0))
-    return FieldRate(name, int(events), int(n), lo, hi, status, needed, limit)
+    return FieldRate(name, events, n, lo, hi, status, needed, limit, sd)
 
 
 def measured(
@@ -210,7 +255,17 @@ def measured(
     c = totals.counts()
     defects = c["pass_defect"] + c["reject_defect"] + c["unknown_defect"]
     goods = c["pass_ok"] + c["reject_ok"] + c["unknown_ok"]
+    v = totals.noise_var
+    escape_var = (float(v[1].sum()), float(v[3].sum()))
+    fr_var = (float(v[2].sum()), float(v[0].sum()))
     return (
-        rate("escape", c["pass_defect"], defects, min_parts=min_parts, limit=escape_limit),
-        rate("false_reject", c["reject_ok"] + c["unknown_ok"], goods, min_parts=min_parts, limit=false_reject_limit),
+        rate("escape", c["pass_defect"], defects, min_parts=min_parts, limit=escape_limit, noise_var=escape_var),
+        rate(
+            "false_reject",
+            c["reject_ok"] + c["unknown_ok"],
+            goods,
+            min_parts=min_parts,
+            limit=false_reject_limit,
+            noise_var=fr_var,
+        ),
     )

@@ -124,7 +124,7 @@ def accumulate(
         for fv in w.field_metrics.feedback:
             if fv.model == model:
                 t = out.setdefault((fv.version, value), FieldTotals())
-                t.add_feedback(fv.added, fv.retracted, w.field_metrics.feedback_gap)
+                t.add_feedback(fv.added, fv.retracted, w.field_metrics.feedback_gap, w.field_metrics.noise_scale)
     return out
 
 

@@ -83,6 +83,8 @@ class FieldTally:
     #: per version: row 0 the cells added, row 1 the cells retracted
     feedback: dict[VersionKey, np.ndarray] = field(default_factory=dict)
     feedback_gap: bool = False
+    #: the Laplace scale of the noise these counts carry (set by :meth:`noised`; never persisted)
+    noise_scale: float | None = None
 
     def add_verdict(self, v: Verdict) -> None:
         score = defect_score(v.verdict, v.confidence)
@@ -104,10 +106,11 @@ class FieldTally:
     def without_feedback(self) -> FieldTally:
         return FieldTally(self.score_pass.copy(), self.score_reject.copy())
 
-    def noised(self, noisy: Callable[[np.ndarray], np.ndarray]) -> FieldTally:
-        """Every count through ``noisy`` (the window's Laplace noise)."""
+    def noised(self, noisy: Callable[[np.ndarray], np.ndarray], scale: float) -> FieldTally:
+        """Every count through ``noisy`` (the window's Laplace noise of scale ``scale``, signed: the
+        counts keep their sign, see :mod:`edgeline.core.protocol.field_window`)."""
         fb = {k: np.vstack([noisy(a[0]), noisy(a[1])]) for k, a in self.feedback.items()}
-        return FieldTally(noisy(self.score_pass), noisy(self.score_reject), fb, self.feedback_gap)
+        return FieldTally(noisy(self.score_pass), noisy(self.score_reject), fb, self.feedback_gap, scale)
 
     def add_feedback(self, counts: ConfusionCounts) -> None:
         """Add the cells of :func:`read_feedback`'s counts (keys are cell indices)."""
@@ -164,6 +167,7 @@ class FieldTally:
             score_reject=[int(x) for x in self.score_reject],
             feedback=versions,
             feedback_gap=self.feedback_gap,
+            noise_scale=self.noise_scale,
         )
 
 

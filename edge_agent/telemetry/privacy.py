@@ -12,7 +12,9 @@ optional Laplace noise on every count. The reasoning and the guarantees are in d
   and its part's feedback changes at most two feedback cells: Δ = 12, :data:`FRAME_SENSITIVITY`)
   times ``contribution``, the most frames one protected unit (a part, a batch) may put in one
   window. Counts are rounded and clipped at 0 afterwards (post-processing keeps the guarantee);
-  drift is scored on the noised counts.
+  drift is scored on the noised counts. The field metrics' counts are rounded but not clipped
+  (:meth:`LaplaceNoise.signed`): the cloud sums them over windows, and a sum of clipped cells that
+  are mostly 0 would be biased upwards by about half the scale per cell and window.
 """
 
 from __future__ import annotations
@@ -136,6 +138,11 @@ class LaplaceNoise:
         noisy = values.astype(np.float64) + self.rng.laplace(0.0, self.scale, size=values.shape)
         return np.maximum(np.rint(noisy), 0).astype(np.int64)
 
+    def signed(self, values: np.ndarray) -> np.ndarray:
+        """Noised and rounded, negative values kept (for counts the cloud sums over windows)."""
+        noisy = values.astype(np.float64) + self.rng.laplace(0.0, self.scale, size=values.shape)
+        return np.rint(noisy).astype(np.int64)
+
     def _one(self, value: int) -> int:
         return int(self._noisy(np.array([value]))[0])
 
@@ -152,6 +159,6 @@ class LaplaceNoise:
             stats_frames=self._one(raw.stats_frames),
             errors=self._one(raw.errors),
             drops=self._one(raw.drops),
-            field_metrics=raw.field_metrics.noised(self._noisy),
+            field_metrics=raw.field_metrics.noised(self.signed, self.scale),
             shadow=raw.shadow.noised(self._noisy) if raw.shadow is not None else None,
         )

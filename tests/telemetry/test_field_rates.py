@@ -42,14 +42,16 @@ def test_rates_and_intervals_match_a_hand_computation() -> None:
     assert esc.text() == "10.00% (3/30, 95% CI 2.11-26.53%)"
 
 
-def test_a_correction_is_subtracted_and_noise_never_goes_below_zero() -> None:
+def test_a_correction_is_subtracted_and_a_negative_sum_gives_no_rate() -> None:
     w1 = window(feedback=[(1, cells(pass_defect={0: 1}, pass_ok={0: 40}), None)])
     # the escape was a good part after all: retracted as pass_defect, added as pass_ok
     w2 = window(feedback=[(1, cells(pass_ok={0: 1}), cells(pass_defect={0: 1}))])
     t = _totals(w1, w2)
     assert t.counts()["pass_defect"] == 0 and t.counts()["pass_ok"] == 41 and t.feedback == 41
     noisy = window(feedback=[(1, cells(), cells(reject_ok={3: 2}))])  # a retraction alone (noise)
-    assert _totals(noisy).counts()["reject_ok"] == 0
+    t = _totals(noisy)
+    assert t.counts()["reject_ok"] == -2 and t.feedback == 0  # summed signed; the rate is clipped
+    assert measured(t)[1].status == "none" and measured(t)[1].n == 0
 
 
 def test_too_little_feedback_says_so_and_how_much_would_settle_it() -> None:
