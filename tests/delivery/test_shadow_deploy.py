@@ -135,6 +135,8 @@ def test_a_bad_shadow_deployment_is_refused_with_a_reason(
 
     host = Host()
     slot.start(host)
+    # the slot subscribes on the connected link: publish only once the broker granted it
+    assert dev.plugin.ctx.link.link.wait_granted(10.0)
     try:
         serve = reissue(bundles[2].manifest, sequence=50, devices=("sh-2",))
         cloud.publisher.publish_artifact(serve, bundles[2].data)
