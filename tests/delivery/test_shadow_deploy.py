@@ -174,6 +174,8 @@ def test_a_bad_shadow_deployment_is_refused_with_a_reason(
         slot = ShadowSlot(dev.plugin.ctx)
         slot.start(host)
         assert wait_for(lambda: host.shadow is not None, 60) and slot.state.state == "running"
+        # the slot sets host.shadow first, then tells the agent: wait for the event itself
+        assert wait_for(lambda: [k for k, _ in seen].count("shadow_started") >= 2)
         assert slot.state.sequence == 52 and [k for k, _ in seen].count("shadow_started") == 2
     finally:
         slot.stop()
