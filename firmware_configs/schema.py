@@ -21,6 +21,7 @@ from firmware_configs.line_section import LineSection, TriggerSection
 from firmware_configs.remote_config_section import DecisionSection, RemoteConfigSection
 from firmware_configs.shadow_section import ShadowSection
 from firmware_configs.station_section import StationSection, check_station_list
+from firmware_configs.supervisor_section import SupervisorSection
 from firmware_configs.telemetry_section import TelemetrySection
 from firmware_configs.updater_section import UpdaterSection
 
@@ -287,6 +288,8 @@ class DeviceConfig(Section):
     shadow: ShadowSection = ShadowSection()
     decision: DecisionSection = DecisionSection()
     remote_config: RemoteConfigSection = RemoteConfigSection()
+    #: ``[supervisor]``: telling a hung station from a slow one (with ``[[station]]`` tables only)
+    supervisor: SupervisorSection = SupervisorSection()
     #: ``[[station]]``: several inspection stations on this device, each its own unit (docs/stations.md)
     station: tuple[StationSection, ...] = ()
 

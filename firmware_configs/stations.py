@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from edgeline.core.protocol.topics import STATION_SEPARATOR, unit_problem
 from firmware_configs.errors import ConfigError
 from firmware_configs.schema import DeviceConfig
+from firmware_configs.supervisor_section import liveness_problems
 
 STATIONS_DIR = "stations"
 
@@ -104,7 +105,7 @@ def derive_stations(device: Mapping[str, Any], cfg: DeviceConfig, origin: str = 
         except ValidationError as exc:
             problems += [Problem(f"{where}.{p.key}", p.value, p.message, p.has_value) for p in problems_of(exc)]
     if not problems:
-        problems = shared_resources(out)
+        problems = shared_resources(out) + liveness_problems(cfg.supervisor, out)
     if problems:
         raise ConfigProblems(origin, problems)
     return out
