@@ -99,6 +99,8 @@ class Supervisor:
         self._spawn = spawn
         self._clock = clock
         self._stop = threading.Event()
+        #: held while the loop looks at ``children``: a layout change (:mod:`.layout_apply`) edits them under it
+        self.lock = threading.RLock()
 
     def stop(self) -> None:
         """Ask :meth:`run` to stop every station and return (safe from a signal handler)."""
@@ -110,12 +112,12 @@ class Supervisor:
         self._write()
         try:
             while not self._stop.is_set():
-                changed = self._step(self._clock())
-                if changed:
-                    self._write()
-                if all(c.state == "finished" for c in self.children.values()):
-                    log.info("every station finished")
-                    return 0
+                with self.lock:
+                    if self._step(self._clock()):
+                        self._write()
+                    if all(c.state == "finished" for c in self.children.values()):
+                        log.info("every station finished")
+                        return 0
                 self._stop.wait(self.poll_s)
         finally:
             self._stop_all()
@@ -187,6 +189,10 @@ class Supervisor:
         for c in self.children.values():
             if c.state in ("starting", "waiting"):
                 c.state = "stopped"
+
+    def write(self) -> None:
+        with self.lock:
+            self._write()
 
     def _write(self) -> None:
         if self.status_path is None:

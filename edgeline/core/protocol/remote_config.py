@@ -97,6 +97,29 @@ def shape_problem(value: Any, where: str = "config", depth: int = 0) -> str | No
     return f"{where}: unsupported value of type {type(value).__name__}"
 
 
+#: the one key of a document that holds a list of tables: a device's station layout (``[[station]]``,
+#: docs/stations.md), each station's table bounded as a section is
+LAYOUT_KEY = "station"
+MAX_LAYOUT_STATIONS = 16
+
+
+def layout_shape_problem(value: Any) -> str | None:
+    """Why ``value`` is not a bounded station layout (a list of at most 16 tables), or None."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        return f"{LAYOUT_KEY}: a station layout is a list of tables ([[station]])"
+    if len(value) > MAX_LAYOUT_STATIONS:
+        return f"{LAYOUT_KEY}: {len(value)} stations (at most {MAX_LAYOUT_STATIONS})"
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            return f"{LAYOUT_KEY}[{i}]: a station is a table"
+        problem = shape_problem(item, f"{LAYOUT_KEY}[{i}]", 1)
+        if problem:
+            return problem
+    return None
+
+
 class ConfigDocument(StrictByName):
     schema_: Literal["edgeline.config/1"] = Field(default="edgeline.config/1", alias="schema")
     version: int = Field(ge=1, le=MAX_INT)
@@ -112,10 +135,11 @@ class ConfigDocument(StrictByName):
     @field_validator("config")
     @classmethod
     def _bounded(cls, v: dict[str, Any]) -> dict[str, Any]:
-        problem = shape_problem(v)
+        tables = {k: s for k, s in v.items() if k != LAYOUT_KEY}
+        problem = shape_problem(tables) or layout_shape_problem(v.get(LAYOUT_KEY))
         if problem:
             raise ValueError(problem)
-        for name, section in v.items():
+        for name, section in tables.items():
             if not isinstance(section, dict):
                 raise ValueError(f"{name}: a config document holds tables (sections), not a bare value")
         return v
@@ -197,6 +221,7 @@ def parse_config_state(payload: bytes) -> ConfigState:
 
 __all__ = [
     "CONFIG_SCHEMA",
+    "LAYOUT_KEY",
     "MAX_CONFIG_DOC_BYTES",
     "ConfigDocument",
     "ConfigOutcome",
@@ -205,5 +230,6 @@ __all__ = [
     "parse_config_document",
     "parse_config_payload",
     "parse_config_state",
+    "layout_shape_problem",
     "shape_problem",
 ]
