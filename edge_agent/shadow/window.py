@@ -5,6 +5,13 @@ it merges by addition (the minimum-frame-count rule), persists with a pending wi
 window's Laplace noise, and becomes the wire :class:`~edgeline.core.protocol.shadow_window.ShadowWindow`
 with the challenger's drift against its own reference. No frame, no value per frame: the latency is
 a log-binned histogram like the window's own, the class pairs a bounded map of counts.
+
+Under the window's Laplace noise (:meth:`ShadowCounts.noised`) every count of the block is noised
+and kept signed (the cloud sums them over windows: see
+:mod:`edgeline.core.protocol.shadow_window`), and the block carries the scale. One compared frame
+adds 1 to :data:`SHADOW_SENSITIVITY` of the noised counts, which the window's noise scale includes
+(:mod:`edge_agent.telemetry.privacy`). The latency histogram is not noised: like the window's own
+``latency_ms`` it describes the device (docs/privacy.md).
 """
 
 from __future__ import annotations
@@ -35,6 +42,11 @@ from edgeline.core.protocol.shadow_window import MAX_PAIRS, VERDICTS, ShadowDrif
 _V = {v: i for i, v in enumerate(VERDICTS)}
 #: a pair beyond :data:`MAX_PAIRS` distinct ones is counted here (champion label, challenger label)
 OTHER = "_other"
+#: Noised counts one compared frame adds 1 to (:meth:`ShadowCounts.add`): ``compared``, one agreement
+#: cell, one class pair of disagreement (its labels differ), one of the challenger's class counts
+#: (its drift's class mix), one confidence bin and one anomaly-score bin. A skipped or refused frame
+#: adds 1 to ``skipped`` or ``errors`` instead. ``latency`` is not noised (see the module's docstring).
+SHADOW_SENSITIVITY = 6
 
 
 def _bin(edges: np.ndarray, value: float) -> int:
@@ -60,6 +72,8 @@ class ShadowCounts:
     anomaly: np.ndarray = field(default_factory=lambda: np.zeros(len(ANOMALY_EDGES) - 1, np.int64))
     latency: np.ndarray = field(default_factory=lambda: np.zeros(LAT_BINS, np.int64))
     ctx: DriftContext | None = None
+    #: the Laplace scale of the noise these counts carry (set by :meth:`noised`; never persisted)
+    noise_scale: float | None = None
 
     def add(
         self,
@@ -110,12 +124,25 @@ class ShadowCounts:
             ctx=other.ctx or self.ctx,
         )
 
-    def noised(self, noisy: Callable[[np.ndarray], np.ndarray]) -> ShadowCounts:
-        """Every count through ``noisy`` (the window's Laplace noise)."""
-        pair_keys, class_keys = list(self.pairs), list(self.class_counts)
-        pair_n: list[int] = noisy(np.array([self.pairs[k] for k in pair_keys], np.int64)).tolist() if pair_keys else []
+    def noised(
+        self,
+        noisy: Callable[[np.ndarray], np.ndarray],
+        scale: float | None = None,
+        champion_labels: tuple[str, ...] | None = None,
+    ) -> ShadowCounts:
+        """Every count through ``noisy`` (the window's Laplace noise of scale ``scale``: with a
+        scale, ``noisy`` keeps the sign and the block says so on the wire).
+
+        The class pairs of disagreement are noised over a domain that does not depend on the frames
+        (every pair of a champion label of ``champion_labels`` and a different challenger label of
+        the challenger's manifest, ``_other`` for the rest), zeros included: the presence of a pair
+        says nothing then. Without such a domain (labels unknown, or more than :data:`MAX_PAIRS`
+        pairs) the noised block carries no pairs."""
+        pairs = self._pair_domain(champion_labels)
+        pair_keys, class_keys = list(pairs), self._class_domain()
+        pair_n: list[int] = noisy(np.array([pairs[k] for k in pair_keys], np.int64)).tolist() if pair_keys else []
         class_n: list[int] = (
-            noisy(np.array([self.class_counts[k] for k in class_keys], np.int64)).tolist() if class_keys else []
+            noisy(np.array([self.class_counts.get(k, 0) for k in class_keys], np.int64)).tolist() if class_keys else []
         )
         one = noisy(np.array([self.compared, self.skipped, self.errors], np.int64))
         return replace(
@@ -128,7 +155,27 @@ class ShadowCounts:
             class_counts={k: int(n) for k, n in zip(class_keys, class_n, strict=True)},
             confidence=noisy(self.confidence),
             anomaly=noisy(self.anomaly) if self.anomaly.sum() else self.anomaly,
+            noise_scale=scale,
         )
+
+    def _pair_domain(self, champion_labels: tuple[str, ...] | None) -> dict[tuple[str, str], int]:
+        """The pairs to noise with their true counts (see :meth:`noised`); empty without a domain."""
+        mine = self.ctx.labels if self.ctx is not None else ()
+        if not champion_labels or not mine:
+            return {}
+        domain = {(safe_label(a), safe_label(b)) for a in champion_labels for b in mine}
+        keys = sorted(k for k in domain if k[0] != k[1])
+        if len(keys) + 1 > MAX_PAIRS:
+            return {}
+        out = dict.fromkeys([*keys, (OTHER, OTHER)], 0)
+        for k, n in self.pairs.items():
+            out[k if k in out else (OTHER, OTHER)] += n
+        return out
+
+    def _class_domain(self) -> list[str]:
+        """The challenger's classes to noise: its manifest's, zeros included, and any other it counted."""
+        mine = list(self.ctx.labels) if self.ctx is not None else []
+        return mine + [k for k in self.class_counts if k not in mine]
 
     # -- persistence with a pending window (stays on the device) ----------------------------------
     def to_state(self) -> dict[str, Any]:
@@ -174,7 +221,7 @@ class ShadowCounts:
             return None
         disagreement: dict[str, dict[str, int]] = {}
         for (a, b), n in sorted(self.pairs.items()):
-            if n > 0:
+            if n > 0 or self.noise_scale is not None:  # noised: every pair of the domain, signed
                 disagreement.setdefault(a, {})[b] = n
         latency = None
         if self.latency.sum() > 0:
@@ -191,14 +238,16 @@ class ShadowCounts:
             },
             disagreement=disagreement,
             confidence=[int(x) for x in self.confidence],
-            anomaly_score=[int(x) for x in self.anomaly] if self.anomaly.sum() else None,
+            anomaly_score=[int(x) for x in self.anomaly] if self.anomaly.any() else None,
             latency_ms=latency,
-            drift=self._drift(calibrator, noise_scale),
+            drift=self._drift(calibrator, self.noise_scale or noise_scale),
+            noise_scale=self.noise_scale,
         )
 
     def _drift(self, calibrator: Calibrator, noise_scale: float) -> dict[str, ShadowDrift]:
         """The challenger's confidence, anomaly score and class mix against its own reference (the
-        window scorer of the champion, on the challenger's counts)."""
+        window scorer of the champion, on the challenger's counts). Noised counts are scored clipped
+        at 0, as the calibrator's thresholds for noise are simulated."""
         if self.ctx is None or self.challenger is None or self.compared <= 0:
             return {}
         as_window = RawWindow(
@@ -206,9 +255,9 @@ class ShadowCounts:
             start=0.0,
             end=0.0,
             frames=self.compared,
-            class_counts=dict(self.class_counts),
-            confidence=self.confidence,
-            anomaly=self.anomaly,
+            class_counts={k: max(0, n) for k, n in self.class_counts.items()},
+            confidence=np.maximum(self.confidence, 0),
+            anomaly=np.maximum(self.anomaly, 0),
         )
         got = drift_of(as_window, self.ctx, calibrator, noise_scale)
         return {k: ShadowDrift(psi=s.psi, threshold=s.threshold, drifted=s.drifted) for k, s in got.items()}

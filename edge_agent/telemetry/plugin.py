@@ -249,7 +249,7 @@ class TelemetryPlugin:
                 calibrator=self.calibrator,
                 outbox_dropped=self.outbox.dropped("telemetry"),
                 noise_epsilon=self.noise.epsilon if self.noise is not None else None,
-                noise_scale=self.noise.scale if self.noise is not None else 0.0,
+                noise_scale=self.noise.scale_for(ready) if self.noise is not None else 0.0,
             )
             payload = window.encode()
         except EdgelineError:

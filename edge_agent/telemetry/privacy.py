@@ -11,10 +11,15 @@ optional Laplace noise on every count. The reasoning and the guarantees are in d
   of each input statistic, the sampled-frames count, one anomaly-score bin and one defect-score bin,
   and its part's feedback changes at most two feedback cells: Δ = 12, :data:`FRAME_SENSITIVITY`)
   times ``contribution``, the most frames one protected unit (a part, a batch) may put in one
-  window. Counts are rounded and clipped at 0 afterwards (post-processing keeps the guarantee);
+  window. A window that carries a ``shadow`` block (a challenger compared the frames) has Δ =
+  12 + :data:`~edge_agent.shadow.window.SHADOW_SENSITIVITY` (the counts a compared frame adds there):
+  the sensitivity of a window is the sum over the blocks it carries (:meth:`LaplaceNoise.sensitivity`,
+  :meth:`LaplaceNoise.scale_for`). Counts are rounded and clipped at 0 afterwards (post-processing keeps the guarantee);
   drift is scored on the noised counts. The field metrics' counts are rounded but not clipped
   (:meth:`LaplaceNoise.signed`): the cloud sums them over windows, and a sum of clipped cells that
-  are mostly 0 would be biased upwards by about half the scale per cell and window.
+  are mostly 0 would be biased upwards by about half the scale per cell and window. The shadow
+  block's counts are signed too (the cloud sums its agreement matrices), and both blocks carry the
+  scale the window was noised with (``noise_scale``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import numpy as np
 
 from edge_agent.errors import EdgeAgentError
 from edge_agent.preprocessing import STAT_RANGES
+from edge_agent.shadow.window import SHADOW_SENSITIVITY
 from edge_agent.telemetry.windows import RawWindow
 
 log = logging.getLogger(__name__)
@@ -39,7 +45,8 @@ log = logging.getLogger(__name__)
 MIN_SECRET_BYTES = 16
 #: Count cells one frame touches: frames, class, confidence bin, one bin per input statistic, stats_frames,
 #: one anomaly-score bin; and one defect-score bin of the field metrics plus the two feedback cells its
-#: part can change in a window (the feedback given, the earlier one it replaced).
+#: part can change in a window (the feedback given, the earlier one it replaced). The counts of a
+#: window's ``shadow`` block are not included: :meth:`LaplaceNoise.sensitivity` adds them.
 FRAME_SENSITIVITY = 3 + len(STAT_RANGES) + 1 + 1 + 1 + 2
 
 
@@ -118,7 +125,8 @@ class MinFrames:
 
 @dataclass
 class LaplaceNoise:
-    """Laplace noise of scale ``FRAME_SENSITIVITY * contribution / epsilon`` on every count."""
+    """Laplace noise of scale ``sensitivity * contribution / epsilon`` on every count of a window,
+    ``sensitivity`` the L1 sensitivity of one frame in that window (:meth:`sensitivity`)."""
 
     epsilon: float
     contribution: int = 1
@@ -132,33 +140,54 @@ class LaplaceNoise:
 
     @property
     def scale(self) -> float:
+        """The scale of a window without a ``shadow`` block."""
         return FRAME_SENSITIVITY * self.contribution / self.epsilon
 
-    def _noisy(self, values: np.ndarray) -> np.ndarray:
-        noisy = values.astype(np.float64) + self.rng.laplace(0.0, self.scale, size=values.shape)
-        return np.maximum(np.rint(noisy), 0).astype(np.int64)
+    @staticmethod
+    def sensitivity(raw: RawWindow) -> int:
+        """L1 sensitivity of one frame in ``raw``: the sum over the blocks the window carries."""
+        return FRAME_SENSITIVITY + (SHADOW_SENSITIVITY if raw.shadow is not None else 0)
 
-    def signed(self, values: np.ndarray) -> np.ndarray:
+    def scale_for(self, raw: RawWindow) -> float:
+        """The Laplace scale :meth:`apply` gives ``raw``'s counts (and the drift thresholds need)."""
+        return self.sensitivity(raw) * self.contribution / self.epsilon
+
+    def _draw(self, values: np.ndarray, scale: float | None) -> np.ndarray:
+        b = self.scale if scale is None else scale
+        return values.astype(np.float64) + self.rng.laplace(0.0, b, size=values.shape)
+
+    def _noisy(self, values: np.ndarray, scale: float | None = None) -> np.ndarray:
+        """Noised, rounded and clipped at 0 (``scale``: :attr:`scale` when None)."""
+        return np.maximum(np.rint(self._draw(values, scale)), 0).astype(np.int64)
+
+    def signed(self, values: np.ndarray, scale: float | None = None) -> np.ndarray:
         """Noised and rounded, negative values kept (for counts the cloud sums over windows)."""
-        noisy = values.astype(np.float64) + self.rng.laplace(0.0, self.scale, size=values.shape)
-        return np.rint(noisy).astype(np.int64)
-
-    def _one(self, value: int) -> int:
-        return int(self._noisy(np.array([value]))[0])
+        return np.rint(self._draw(values, scale)).astype(np.int64)
 
     def apply(self, raw: RawWindow) -> RawWindow:
+        b = self.scale_for(raw)
+
+        def clipped(values: np.ndarray) -> np.ndarray:
+            return self._noisy(values, b)
+
+        def signed(values: np.ndarray) -> np.ndarray:
+            return self.signed(values, b)
+
+        def one(value: int) -> int:
+            return int(clipped(np.array([value]))[0])
+
         labels = list(raw.class_counts)
-        counts = self._noisy(np.array([raw.class_counts[k] for k in labels], np.int64))
+        counts = clipped(np.array([raw.class_counts[k] for k in labels], np.int64))
         return replace(
             raw,
-            frames=self._one(raw.frames),
+            frames=one(raw.frames),
             class_counts=dict(zip(labels, (int(c) for c in counts), strict=True)),
-            confidence=self._noisy(raw.confidence),
-            anomaly=self._noisy(raw.anomaly) if raw.anomaly.sum() else raw.anomaly,
-            stats={n: self._noisy(h) for n, h in raw.stats.items()},
-            stats_frames=self._one(raw.stats_frames),
-            errors=self._one(raw.errors),
-            drops=self._one(raw.drops),
-            field_metrics=raw.field_metrics.noised(self.signed, self.scale),
-            shadow=raw.shadow.noised(self._noisy) if raw.shadow is not None else None,
+            confidence=clipped(raw.confidence),
+            anomaly=clipped(raw.anomaly) if raw.anomaly.sum() else raw.anomaly,
+            stats={n: clipped(h) for n, h in raw.stats.items()},
+            stats_frames=one(raw.stats_frames),
+            errors=one(raw.errors),
+            drops=one(raw.drops),
+            field_metrics=raw.field_metrics.noised(signed, b),
+            shadow=raw.shadow.noised(signed, b, tuple(labels)) if raw.shadow is not None else None,
         )

@@ -7,15 +7,25 @@ the class pairs where the two disagreed, the challenger's confidence and anomaly
 (the same bins as the window's own), its latency percentiles, and the challenger's drift against
 its own reference histograms. Like the rest of the window: fixed-length lists, bounded maps, ranged
 counts; no field can carry a frame or a value per frame.
+
+Under the window's Laplace noise the block says so (``noise_scale``: the Laplace scale ``b`` of
+every count in it) and its counts are the noised counts **rounded but not clipped at 0**: the cloud
+sums the agreement matrices and the other counts over windows, and a sum of noisy cells that are
+mostly 0, each clipped at 0, is biased upwards by about ``b / 2`` per cell and window. With
+``noise_scale`` a count may be negative, down to ``-NOISE_TAIL * noise_scale`` (as for
+``field_metrics``); without it every count is ``>= 0``.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Iterator
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
+from edgeline.core.protocol.field_window import MAX_NOISE_SCALE, NOISE_TAIL
 from edgeline.core.protocol.model_ref import ModelRef
 from edgeline.core.strict import Strict
 
@@ -27,7 +37,8 @@ MAX_PAIRS = 64
 SHADOW_DRIFT_KEYS: tuple[str, ...] = ("confidence", "class_mix", "anomaly_score")
 _LABEL = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _MAX_COUNT = 1_000_000_000
-_Count = Annotated[int, Field(ge=0, le=_MAX_COUNT)]
+#: signed counts; the sign is checked against ``ShadowWindow.noise_scale``
+_Count = Annotated[int, Field(ge=-_MAX_COUNT, le=_MAX_COUNT)]
 
 
 class ShadowLatency(Strict):
@@ -64,6 +75,8 @@ class ShadowWindow(Strict):
     anomaly_score: list[_Count] | None = Field(default=None, min_length=20, max_length=20)
     latency_ms: ShadowLatency | None = None
     drift: dict[str, ShadowDrift] = Field(default_factory=dict, max_length=len(SHADOW_DRIFT_KEYS))
+    #: the Laplace scale of the noise on every count of this block, or None when they are exact
+    noise_scale: float | None = Field(default=None, gt=0, le=MAX_NOISE_SCALE)
 
     @field_validator("agreement")
     @classmethod
@@ -92,6 +105,31 @@ class ShadowWindow(Strict):
             if name not in SHADOW_DRIFT_KEYS:
                 raise ValueError(f"unknown shadow drift entry {name[:40]!r} (known: {', '.join(SHADOW_DRIFT_KEYS)})")
         return v
+
+    @model_validator(mode="after")
+    def _signs(self) -> ShadowWindow:
+        floor = 0 if self.noise_scale is None else -math.ceil(NOISE_TAIL * self.noise_scale)
+        for name, value in self.counts():
+            if value < floor:
+                why = "without noise_scale" if self.noise_scale is None else f"below -{NOISE_TAIL} x noise_scale"
+                raise ValueError(f"shadow.{name} = {value} is negative {why}")
+        return self
+
+    def counts(self) -> Iterator[tuple[str, int]]:
+        """Every count of the block with its name (negative ones only under noise)."""
+        yield "compared", self.compared
+        yield "skipped", self.skipped
+        yield "errors", self.errors
+        for a, row in self.agreement.items():
+            for b, n in row.items():
+                yield f"agreement.{a}.{b}", n
+        for a, row in self.disagreement.items():
+            for b, n in row.items():
+                yield f"disagreement.{a}.{b}", n
+        for i, n in enumerate(self.confidence):
+            yield f"confidence.{i}", n
+        for i, n in enumerate(self.anomaly_score or ()):
+            yield f"anomaly_score.{i}", n
 
     @property
     def agreed(self) -> int:
