@@ -34,6 +34,7 @@ from edge_agent.shadow.worker import ShadowWorker, start_challenger
 from edge_agent.sinks import SinkWorker, build_sinks
 from edge_agent.source_state import Backoff, SourceState
 from edge_agent.sources import Capture, Frame, SourceReader, build_capture
+from edge_agent.stations.liveness import Heartbeat
 from edge_agent.status import StatusWriter
 from edge_agent.status_document import status_document
 from edgeline.core.protocol.signing import TrustStore
@@ -120,6 +121,8 @@ class Agent:
         self._feedback_outlet: Any = None
         self.last_rejection = ""
         self._no_model_told = -1e18
+        #: the loop's rounds, for the station supervisor's hang watch (edge_agent.stations.liveness)
+        self.heartbeat = Heartbeat()
         self._loop_thread = threading.Thread(target=self._loop, name=f"inspect-{config.device.id}", daemon=True)
         self._done = threading.Event()
         self._stop_lock = threading.Lock()
@@ -370,9 +373,10 @@ class Agent:
     def _loop(self) -> None:
         try:
             if self.station is not None:
-                self.station.run(self.queue, self._inspect)
+                self.station.run(self.queue, self._inspect, self.heartbeat.beat)
                 return
             while True:
+                self.heartbeat.beat()
                 frame = self.queue.get(timeout=0.5)
                 if frame is None:
                     if self.queue.drained():

@@ -111,6 +111,8 @@ class SourceReader:
         self.max_fps = max_fps
         self.on_state = on_state
         self.frames_read = 0
+        #: monotonic time the reader entered the camera open or read it is in now (None between calls)
+        self.in_call_since: float | None = None
         self._next_id = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -147,6 +149,11 @@ class SourceReader:
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
 
+    def blocked_s(self, now: float | None = None) -> float | None:
+        """How long the reader has been inside its current camera open or read (None: not in one)."""
+        since = self.in_call_since
+        return None if since is None else max(0.0, (time.monotonic() if now is None else now) - since)
+
     def _emit(self, state: SourceState) -> None:
         if self.on_state is not None:
             try:
@@ -161,12 +168,15 @@ class SourceReader:
         try:
             while not self._stop.is_set() and not m.done:
                 if m.state is SourceState.CONNECTING:
+                    self.in_call_since = time.monotonic()
                     try:
                         self.capture.open()
                     except SourceError as exc:
+                        self.in_call_since = None
                         log.warning("%s: %s", self.capture.describe(), exc)
                         self._emit(m.open_failed(str(exc)))
                     else:
+                        self.in_call_since = None
                         log.info("%s: streaming", self.capture.describe())
                         fps = float(getattr(self.capture, "declared_fps", 0.0) or 0.0)
                         self.watchdog.start(1.0 / fps if fps > 0 else 0.0)
@@ -177,8 +187,11 @@ class SourceReader:
                         break
                     self._emit(m.retry())
                 elif m.state is SourceState.STREAMING:
-                    asked = time.monotonic()
-                    got = self.capture.read()
+                    asked = self.in_call_since = time.monotonic()
+                    try:
+                        got = self.capture.read()
+                    finally:
+                        self.in_call_since = None
                     now = time.monotonic()
                     if got is None or self.watchdog.stalled(now - asked):
                         self.capture.close()
@@ -196,6 +209,7 @@ class SourceReader:
             if not m.done:
                 self._emit(m.fail(f"reader crashed: {exc}"))
         finally:
+            self.in_call_since = None
             self.capture.close()
             if self._stop.is_set() and not m.done:
                 self._emit(m.stop())

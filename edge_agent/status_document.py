@@ -61,6 +61,7 @@ def status_document(agent: Agent) -> dict[str, Any]:
         if agent.shadow is not None
         else ({"refused": agent.shadow_refused} if agent.shadow_refused else None),
         "link": _link_stats(agent),
+        "heartbeat": agent.heartbeat.to_dict(agent.reader.blocked_s()),
         "uptime_s": snap["uptime_s"],
         "first_verdict_s": (
             None

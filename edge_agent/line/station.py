@@ -97,9 +97,12 @@ class TriggerStation:
         }
 
     # -- the loop --------------------------------------------------------------------------------------
-    def run(self, queue: FrameQueue[Frame], inspect: Inspect) -> None:
-        """Until the queue is closed and drained: match, inspect, publish."""
+    def run(self, queue: FrameQueue[Frame], inspect: Inspect, beat: Callable[[], None] | None = None) -> None:
+        """Until the queue is closed and drained: match, inspect, publish. ``beat`` is called once a
+        round (at least every 0.5 s, with or without frames and triggers)."""
         while True:
+            if beat is not None:
+                beat()
             deadline = self.matcher.next_deadline()
             wait = 0.5 if deadline is None else max(0.0, min(0.5, deadline - time.time() + 0.0005))
             self.bell.wait(wait)

@@ -4,7 +4,11 @@ Strong isolation: a station's camera, model, updater, trial, sinks and telemetry
 process, so a station that crashes, hangs in a camera read or fails its trial cannot take another
 down. The supervisor only starts, watches and restarts them (:mod:`restart_policy`), forwards a stop
 (SIGTERM to every station, SIGKILL after ``stop_timeout_s``), and writes what it sees to a small JSON
-file (``<state_dir>/stations/supervisor.json``: pid, state, restarts, last exit per station).
+file (``<state_dir>/stations/supervisor.json``: pid, state, restarts, hangs, last exit per station).
+
+A station that hangs (alive, its inspection loop stuck) is noticed from its status file
+(:mod:`liveness`): the supervisor logs it, marks it ``hung``, sends SIGTERM, SIGKILL after
+``kill_after_s``, and starts it again under the same backoff as a death.
 
 A station process is started in its own session (a Ctrl-C in a terminal reaches the supervisor,
 which stops the stations in order) and, on Linux, receives SIGTERM if the supervisor dies.
@@ -26,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_agent.stations.liveness import LivenessPolicy, LivenessWatch, StatusProbe
 from edge_agent.stations.restart_policy import RestartPolicy, RestartState
 from edgeline.core.fsutil import write_atomic
 
@@ -59,23 +64,35 @@ class StationProcess:
     started_at: float = 0.0  # on the supervisor's clock
     started_wall: float = 0.0
     start_at: float = 0.0  # when it may (re)start
-    state: str = "starting"  # starting | running | waiting | finished | stopped
+    state: str = "starting"  # starting | running | hung | waiting | finished | stopped
     last_exit: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: the hang watch (None: not watched) and the status file it reads
+    watch: LivenessWatch | None = None
+    probe: StatusProbe | None = None
+    next_look: float = 0.0
+    hangs: int = 0
+    last_hang: dict[str, Any] | None = None
+    kill_at: float | None = None  # a hung process still alive then gets SIGKILL
 
     def to_dict(self) -> dict[str, Any]:
+        alive = self.proc is not None and self.state in ("running", "hung")
         return {
             "unit": self.unit,
-            "pid": self.proc.pid if self.proc is not None and self.state == "running" else None,
+            "pid": self.proc.pid if alive and self.proc is not None else None,
             "state": self.state,
             "restarts": self.restart.restarts,
+            "hangs": self.hangs,
+            "last_hang": self.last_hang,
             "last_exit": self.last_exit,
             "started_at": self.started_wall,
         }
 
 
 class Supervisor:
-    """``stations``: name -> (unit address, argv of its agent process)."""
+    """``stations``: name -> (unit address, argv of its agent process). ``watch``: name -> (its status
+    file, how long its source's own timeouts let one camera call take) for the stations whose hangs
+    ``liveness`` watches."""
 
     def __init__(
         self,
@@ -87,6 +104,8 @@ class Supervisor:
         poll_s: float = 0.1,
         spawn: Callable[[Sequence[str]], subprocess.Popen[bytes]] = _popen,
         clock: Callable[[], float] = time.monotonic,
+        liveness: LivenessPolicy | None = None,
+        watch: Mapping[str, tuple[Path, float]] | None = None,
     ) -> None:
         policy = policy or RestartPolicy()
         self.children = {
@@ -99,8 +118,16 @@ class Supervisor:
         self._spawn = spawn
         self._clock = clock
         self._stop = threading.Event()
+        self.liveness = liveness or LivenessPolicy()
+        for name, (status_file, reader_grace_s) in (watch or {}).items():
+            self.watch_station(self.children[name], status_file, reader_grace_s)
         #: held while the loop looks at ``children``: a layout change (:mod:`.layout_apply`) edits them under it
         self.lock = threading.RLock()
+
+    def watch_station(self, c: StationProcess, status_file: Path, reader_grace_s: float = 0.0) -> None:
+        """Watch ``c`` for hangs through its status file (nothing when ``liveness`` is off)."""
+        if self.liveness.enabled:
+            c.watch, c.probe = LivenessWatch(self.liveness, reader_grace_s), StatusProbe(status_file)
 
     def stop(self) -> None:
         """Ask :meth:`run` to stop every station and return (safe from a signal handler)."""
@@ -130,15 +157,28 @@ class Supervisor:
             if c.state in ("starting", "waiting") and now >= c.start_at:
                 self._start(c, now)
                 changed = True
-            elif c.state == "running" and c.proc is not None:
+            elif c.state in ("running", "hung") and c.proc is not None:
                 rc = c.proc.poll()
                 if rc is None:
+                    changed |= self._look(c, now)
                     continue
                 changed = True
                 c.last_exit = rc
                 ran = now - c.started_at
-                c.history.append({"exit": rc, "ran_s": round(ran, 3)})
+                hung, c.kill_at = c.state == "hung", None
+                c.history.append({"exit": rc, "ran_s": round(ran, 3), **({"hung": True} if hung else {})})
                 del c.history[:-20]
+                if hung:  # whatever its exit code: it was killed, not finished
+                    c.start_at = c.restart.died(ran, now)
+                    c.state = "waiting"
+                    log.warning(
+                        "station %s (hung) ended (exit %s): starting it again in %.1f s (restart %d)",
+                        c.name,
+                        rc,
+                        c.start_at - now,
+                        c.restart.restarts,
+                    )
+                    continue
                 if rc == 0:
                     c.state = "finished"
                     log.info("station %s finished (exit 0 after %.1f s)", c.name, ran)
@@ -157,6 +197,44 @@ class Supervisor:
                 )
         return changed
 
+    def _look(self, c: StationProcess, now: float) -> bool:
+        """A live process: kill a hung one that outlived its SIGTERM; look at a running one's status
+        file now and then and declare it hung when its loop stopped. True when its state changed."""
+        if c.state == "hung":
+            if c.kill_at is not None and now >= c.kill_at and c.proc is not None:
+                log.warning(
+                    "station %s (hung) did not end on SIGTERM within %.0f s: SIGKILL",
+                    c.name,
+                    self.liveness.kill_after_s,
+                )
+                c.kill_at = None
+                with contextlib.suppress(ProcessLookupError):
+                    c.proc.kill()
+            return False
+        if c.watch is None or c.probe is None or now < c.next_look:
+            return False
+        c.next_look = now + min(1.0, self.liveness.hang_timeout_s / 4)
+        c.watch.observe(c.probe.changed(), now)
+        reason = c.watch.hung(now)
+        if not reason or c.proc is None:
+            return False
+        c.hangs += 1
+        c.last_hang = {"at": time.time(), "pid": c.proc.pid, "reason": reason}
+        c.state, c.kill_at = "hung", now + self.liveness.kill_after_s
+        log.error(
+            "station %s (%s, pid %d) is hung: %s; SIGTERM now, SIGKILL after %.0f s (hang %d); the other "
+            "stations go on",
+            c.name,
+            c.unit,
+            c.proc.pid,
+            reason,
+            self.liveness.kill_after_s,
+            c.hangs,
+        )
+        with contextlib.suppress(ProcessLookupError):
+            c.proc.terminate()
+        return True
+
     def _start(self, c: StationProcess, now: float) -> None:
         try:
             c.proc = self._spawn(c.argv)
@@ -167,10 +245,13 @@ class Supervisor:
             return
         c.started_at, c.started_wall = now, time.time()
         c.state = "running"
+        if c.watch is not None:
+            c.watch.started(c.proc.pid, now)
+            c.next_look = now
         log.info("station %s (%s) started: pid %d", c.name, c.unit, c.proc.pid)
 
     def _stop_all(self) -> None:
-        running = [c for c in self.children.values() if c.state == "running" and c.proc is not None]
+        running = [c for c in self.children.values() if c.state in ("running", "hung") and c.proc is not None]
         for c in running:
             assert c.proc is not None
             with contextlib.suppress(ProcessLookupError):

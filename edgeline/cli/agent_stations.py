@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from edge_agent.stations.liveness import LivenessPolicy
 from edge_agent.stations.supervisor import SUPERVISOR_FILE, Supervisor
 from firmware_configs.schema import DeviceConfig
 from firmware_configs.stations import STATIONS_DIR, load_stations
@@ -66,7 +67,17 @@ def run_supervisor(
         name: (cfg.device.id, station_argv(config_path.resolve(), name, extra_plugins, no_default_plugins))
         for name, cfg in stations.items()
     }
-    sup = Supervisor(children, supervisor_path(device))
+    hang = device.supervisor
+    watch = {
+        name: (Path(cfg.status.path), max(cfg.source.open_timeout_ms, cfg.source.read_timeout_ms) / 1000.0)
+        for name, cfg in stations.items()
+    }
+    sup = Supervisor(
+        children,
+        supervisor_path(device),
+        liveness=LivenessPolicy(hang.hang_timeout_s, hang.start_timeout_s, hang.kill_after_s),
+        watch=watch,
+    )
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("signal %d: stopping every station", signum)
@@ -114,7 +125,8 @@ def show_stations(
         proc = sup.get(name) or {}
         click.echo(
             f"station {name} ({cfg.device.id}): process {proc.get('state', 'not started')}"
-            f"  pid {proc.get('pid') or '-'}  restarts {proc.get('restarts', 0)}  last exit {proc.get('last_exit')}"
+            f"  pid {proc.get('pid') or '-'}  restarts {proc.get('restarts', 0)}  hangs {proc.get('hangs', 0)}"
+            f"  last exit {proc.get('last_exit')}"
         )
         doc = docs[name]
         if doc is None:
