@@ -16,19 +16,20 @@ from edge_agent.identity import DeviceIdentity
 from edge_agent.remote_config.overlay import merge
 from edge_agent.remote_config.store import Applied, ConfigStore, state_dir_of
 from edge_agent.remote_config.verify import verify_document
+from edge_agent.stations.layout_file import station_in_force
 from edge_agent.updater.link import load_trust
 from edge_agent.updater.slots import SlotDisk
 from edgeline.core.protocol.remote_config import ConfigReason
 from edgeline.core.protocol.signing import parse_envelope
 from firmware_configs.loader import load_config, parse_config
 from firmware_configs.schema import DeviceConfig
-from firmware_configs.stations import station_base, station_config
 
 log = logging.getLogger(__name__)
 
 
 def _file_config(path: Path, station: str | None) -> DeviceConfig:
-    return load_config(path) if station is None else station_config(str(path), station)
+    """The file, or one station of the station layout in force (the file's, or one set remotely)."""
+    return load_config(path) if station is None else station_in_force(path, station)[0]
 
 
 def effective_config(path: Path, now: float | None = None, station: str | None = None) -> DeviceConfig:
@@ -37,7 +38,7 @@ def effective_config(path: Path, now: float | None = None, station: str | None =
     if not base_cfg.remote_config.enabled:
         return base_cfg
     # the tables the file (or the station) was validated from: what a document is laid over
-    base = tomllib.loads(Path(path).read_text("utf-8")) if station is None else station_base(str(path), station)[1]
+    base = tomllib.loads(Path(path).read_text("utf-8")) if station is None else station_in_force(path, station)[1]
     store = ConfigStore(state_dir_of(base_cfg))
     t = time.time() if now is None else now
     try:

@@ -42,6 +42,8 @@ FORBIDDEN = {
     "telemetry.pseudonym_key_file": "the pseudonym secret stays on the device",
     "telemetry.outbox_path": "the outbox database is set on the device",
     "sinks.command": "a remote document may not name a command to run",
+    "station": "the station layout is set by a document to a device whose file has [[station]] tables "
+    "(device:DEVICE), which its station supervisor applies",
 }
 _PATH_SUFFIXES = ("_path", "_file", "_dir")
 

@@ -19,7 +19,7 @@ import click
 from edge_agent.stations.liveness import LivenessPolicy
 from edge_agent.stations.supervisor import SUPERVISOR_FILE, Supervisor
 from firmware_configs.schema import DeviceConfig
-from firmware_configs.stations import STATIONS_DIR, load_stations
+from firmware_configs.stations import STATIONS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,16 @@ def supervisor_path(device: DeviceConfig) -> Path:
 
 
 def stations_of(config_path: Path) -> tuple[DeviceConfig, dict[str, DeviceConfig]]:
-    return load_stations(str(config_path))
+    """The device file and the stations in force (the file's, or a layout set remotely)."""
+    from edge_agent.stations.layout_file import layout_in_force
+
+    device, _tables, stations, _version = layout_in_force(config_path)
+    return device, stations
+
+
+def reader_grace_s(cfg: DeviceConfig) -> float:
+    """How long one camera call of the station may block before its hang watch counts it."""
+    return max(cfg.source.open_timeout_ms, cfg.source.read_timeout_ms) / 1000.0
 
 
 def run_supervisor(
@@ -62,32 +71,45 @@ def run_supervisor(
     extra_plugins: tuple[str, ...],
     no_default_plugins: bool,
 ) -> None:
-    """Run every station until SIGTERM/SIGINT, or until each finished; exits 0."""
-    children = {
-        name: (cfg.device.id, station_argv(config_path.resolve(), name, extra_plugins, no_default_plugins))
-        for name, cfg in stations.items()
-    }
+    """Run every station until SIGTERM/SIGINT, or until each finished; exits 0. With ``[remote_config]``
+    on, the supervisor also receives the device's station layout (docs/stations.md)."""
+    from edge_agent.stations.layout_apply import LayoutApplier
+    from edge_agent.stations.layout_boot import boot_layout
+    from edge_agent.stations.layout_remote import start_layout_config
+
+    boot = boot_layout(config_path)  # the layout in force (a trial the supervisor did not finish rolled back)
+    stations = boot.stations
+
+    def argv_of(name: str) -> list[str]:
+        return station_argv(config_path.resolve(), name, extra_plugins, no_default_plugins)
+
+    children = {name: (cfg.device.id, argv_of(name)) for name, cfg in stations.items()}
     hang = device.supervisor
-    watch = {
-        name: (Path(cfg.status.path), max(cfg.source.open_timeout_ms, cfg.source.read_timeout_ms) / 1000.0)
-        for name, cfg in stations.items()
-    }
+    watch = {name: (Path(cfg.status.path), reader_grace_s(cfg)) for name, cfg in stations.items()}
     sup = Supervisor(
         children,
         supervisor_path(device),
         liveness=LivenessPolicy(hang.hang_timeout_s, hang.start_timeout_s, hang.kill_after_s),
         watch=watch,
     )
+    remote = start_layout_config(boot, LayoutApplier(sup, argv_of, grace_of=reader_grace_s))
+
+    def stop_all() -> None:
+        if remote is not None:
+            remote.stop()  # a layout being applied is applied to the end first
+        sup.stop()
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("signal %d: stopping every station", signum)
-        threading.Thread(target=sup.stop, name="stopper", daemon=True).start()
+        threading.Thread(target=stop_all, name="stopper", daemon=True).start()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     click.echo(f"{device.device.id}: {len(stations)} stations: {', '.join(children)}", err=True)
     try:
         rc = sup.run()
     finally:
+        if remote is not None:
+            remote.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     for c in sup.children.values():

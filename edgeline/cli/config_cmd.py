@@ -16,6 +16,7 @@ from cloud_registry.remote_config import DEFAULT_VALID_DAYS, ConfigPusher, Confi
 from converters.keys import load_signing_key
 from edge_agent.remote_config.errors import ConfigRefused
 from edge_agent.remote_config.overlay import Change, check_allowed, diff, is_hot
+from edge_agent.stations.layout import file_entries, layout_diff, layout_entries
 from edgeline.cli.options import (
     BrokerOptions,
     broker_options,
@@ -28,15 +29,26 @@ from edgeline.cli.options import (
 from edgeline.cli.registry_access import open_registry
 from edgeline.cli.registry_alias import actor_name
 from edgeline.core.errors import EdgelineError
-from edgeline.core.protocol.remote_config import ConfigState, parse_config_state
+from edgeline.core.protocol.remote_config import LAYOUT_KEY, ConfigState, parse_config_state
+from edgeline.core.protocol.topics import STATION_SEPARATOR
 
 to_option = click.option(
     "--to",
     "to",
     default=None,
     metavar="TARGET",
-    help="Target instead of DEVICE: device:ID, station:DEVICE/STATION or group:NAME.",
+    help="Target instead of DEVICE: device:ID, station:DEVICE/STATION or group:NAME. A station layout "
+    "([[station]] tables) goes to device:ID.",
 )
+
+
+def _check_layout(target: ConfigTarget, overlay: dict[str, Any]) -> None:
+    """A station layout goes to a device with stations (its supervisor applies it), never to a station
+    or a group, and carries nothing but the station list; each station's keys are judged by the
+    device against its own file."""
+    if target.kind != "device" or STATION_SEPARATOR in target.name:
+        raise ConfigRefused("forbidden", f"a station layout goes to a device (device:ID), not to {target}")
+    layout_entries(overlay, {})
 
 
 def _target_and_file(args: tuple[str, ...], to: str | None) -> tuple[ConfigTarget, Path]:
@@ -95,7 +107,12 @@ def push(
     the group. Each push is absolute: the device runs its own file with this document over it. Keys a
     device refuses whatever the document says (identity, fleet link, trust, commands) are refused here
     first. Devices answer on their config state (edgeline config status). ``--reset`` pushes an empty
-    document: the devices go back to their own file alone."""
+    document: the devices go back to their own file alone.
+
+    For a device with stations, FILE.toml may hold its whole station layout ([[station]] tables, as
+    the device file writes them) and nothing else: pushed to DEVICE, it adds, removes or changes
+    stations; the device restarts only the stations that change and goes back to its previous layout
+    when a new or changed station cannot run (docs/stations.md)."""
     if reset:
         if len(args) != (0 if to else 1):
             raise click.UsageError("--reset takes DEVICE or --to group:G, and no FILE")
@@ -104,7 +121,10 @@ def push(
         target, path = _target_and_file(args, to)
         overlay = _overlay(path)
     try:
-        check_allowed(overlay)
+        if LAYOUT_KEY in overlay:
+            _check_layout(target, overlay)
+        else:
+            check_allowed(overlay)
     except ConfigRefused as exc:
         raise click.ClickException(f"{path}: a device would refuse it: {exc}") from exc
     signer = load_signing_key(keys_dir)
@@ -207,6 +227,13 @@ def status(
 
 
 def _mark(c: Change) -> str:
+    if c.key.startswith(f"{LAYOUT_KEY}["):  # a station layout: what happens to that station's process
+        name, whole = c.key[len(LAYOUT_KEY) + 1 : c.key.index("]")], c.key.endswith("]")
+        if whole and not c.had_old:
+            return f"start station {name}"
+        if whole and not c.had_new:
+            return f"stop station {name}"
+        return f"restart station {name}"
     try:
         check_allowed(_nest(c.key))
     except ConfigRefused as exc:
@@ -233,13 +260,17 @@ def diff_cmd(
     args: tuple[str, ...], to: str | None, home: Path, store_url: str | None, artifacts_url: str | None, as_json: bool
 ) -> None:
     """What pushing FILE.toml to DEVICE (or the group) would change against the last config pushed to
-    it, key by key, and how a device applies each key: hot (no restart), restart, or refused."""
+    it, key by key, and how a device applies each key: hot (no restart), restart, or refused. A station
+    layout is compared station by station: start, stop, or restart of that station alone."""
     target, path = _target_and_file(args, to)
     new = _overlay(path)
     with open_registry(home, store_url, artifacts_url) as reg:
         pushes = reg.store.config_pushes(str(target), limit=1)
     old = pushes[0].overlay if pushes else {}
-    changes = diff(old, new)
+    if LAYOUT_KEY in old or LAYOUT_KEY in new:
+        changes = layout_diff(file_entries(old), file_entries(new))
+    else:
+        changes = diff(old, new)
     if as_json:
         echo_json(
             {

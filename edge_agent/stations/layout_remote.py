@@ -1,0 +1,330 @@
+"""Signed station layouts in the supervisor: a small fleet link of the device itself (its own id,
+its ``[cloud]``), which receives the documents addressed to the device (``devices/<id>/config``),
+verifies them like any config document (trust chain, expiry, target, versions only go up), validates
+the whole resulting layout (:mod:`.layout`), applies it (:mod:`.layout_apply`), judges its trial
+(:mod:`.layout_trial`) and commits it or goes back to the previous layout, saving the record
+(:mod:`edge_agent.remote_config.store`) after every step and reporting the retained config state on
+``devices/<id>/config_state``. It never imports the inspection runtime.
+
+MQTT handlers only queue; one worker thread does the rest. Nothing here raises into the supervisor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_agent.errors import EdgelineError, TransportError
+from edge_agent.remote_config.errors import ConfigRefused
+from edge_agent.remote_config.overlay import allowed_hosts
+from edge_agent.remote_config.store import Applied, ConfigRecord, ConfigStore, state_dir_of
+from edge_agent.remote_config.verify import check_version, verify_document
+from edge_agent.stations.layout import (
+    Entries,
+    LayoutPlan,
+    check_layout,
+    file_entries,
+    layout_entries,
+    layout_problem,
+    layout_roots,
+    plan_layout,
+    resolve_layout,
+)
+from edge_agent.stations.layout_apply import LayoutApplier
+from edge_agent.stations.layout_boot import LayoutBoot, identity_of
+from edge_agent.stations.layout_file import clear_layout, layout_path, write_layout
+from edge_agent.stations.layout_trial import LayoutTrial
+from edgeline.core.protocol.remote_config import ConfigDocument, ConfigReason, ConfigState, parse_config_payload
+from edgeline.core.protocol.signing import Envelope, TrustStore
+from edgeline.core.protocol.topics import Topics
+from firmware_configs.schema import DeviceConfig
+from firmware_configs.stations import device_tables
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.2
+MAX_HELD = 8
+
+
+@dataclass(frozen=True)
+class _Message:
+    payload: bytes
+    retained: bool
+
+
+class _Publish:
+    """Publish the config state (at every connect)."""
+
+
+@dataclass(frozen=True)
+class PreparedLayout:
+    doc: ConfigDocument
+    entries: Entries
+    stations: dict[str, DeviceConfig]
+    #: from the layout in force
+    plan: LayoutPlan
+    #: from the file's own stations (reported)
+    changed: tuple[str, ...]
+
+
+class LayoutConfig:
+    def __init__(
+        self,
+        boot: LayoutBoot,
+        applier: LayoutApplier,
+        link: Any,  # edgeline.core.mqtt_link.MqttLink
+        trust: TrustStore,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.device = boot.device
+        self.tables = boot.tables
+        self.entries = boot.entries
+        self.stations = boot.stations
+        self.applier = applier
+        self.link = link
+        self.trust = trust
+        self.clock = clock
+        self.monotonic = monotonic
+        self.me = identity_of(self.device)
+        self.topics = Topics(self.device.cloud.topic_root, self.device.cloud.fleet)
+        self.store = ConfigStore(state_dir_of(self.device))
+        self.layout_file = layout_path(self.device)
+        try:
+            self.rec = self.store.load()
+        except EdgelineError as exc:
+            log.error("%s; starting from the file's own stations", exc)
+            self.rec = ConfigRecord()
+        self._trial: LayoutTrial | None = None
+        self._undo: tuple[Entries, dict[str, DeviceConfig]] | None = None
+        self._held: list[_Message] = []
+        self._q: queue.Queue[_Message | _Publish | None] = queue.Queue()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.link.on_connect(lambda _session_present: self._q.put(_Publish()))
+        self.link.subscribe(self.topics.device_config(self.me.device_id), self._on_message, 1)
+        self.link.start()
+        self._worker = threading.Thread(target=self._run, name="station-layout", daemon=True)
+        self._worker.start()
+
+    def stop(self) -> None:
+        """Stop the worker (a layout being applied is applied to the end first) and the link. A trial
+        under way stays in the record: the next start rolls it back (``crashed``)."""
+        self._stop.set()
+        self._q.put(None)
+        if self._worker is not None:
+            self._worker.join(self.applier.sup.stop_timeout_s + 5.0)
+        self.link.stop()
+
+    # -- status ---------------------------------------------------------------------------------------
+    def state(self) -> ConfigState:
+        rec, c = self.rec, self.rec.committed
+        return ConfigState(
+            device_id=self.me.device_id,
+            ts=self.clock(),
+            version=c.version if c else 0,
+            trial=rec.trial.version if rec.trial else None,
+            applied_at=c.at if c else None,
+            changed=c.changed if c else (),
+            last_refusal=rec.last_refusal,
+            last_rollback=rec.last_rollback,
+        )
+
+    def _publish_state(self) -> None:
+        if not self.link.connected:
+            return
+        try:
+            self.link.publish(self.topics.device_config_state(self.me.device_id), self.state().to_bytes(), 1, True)
+        except TransportError as exc:
+            log.debug("config state not published: %s", exc)
+
+    # -- worker ---------------------------------------------------------------------------------------
+    def _on_message(self, topic: str, payload: bytes, retained: bool) -> None:
+        self._q.put(_Message(payload, retained))
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                item = self._q.get(timeout=TICK_S if self._trial is not None else None)
+            except queue.Empty:
+                item = None
+            try:
+                if isinstance(item, _Message):
+                    self._handle(item)
+                elif isinstance(item, _Publish):
+                    self._publish_state()
+                elif item is None and self._stop.is_set():
+                    return
+                self._tick()
+            except Exception:  # a layout must never take the supervisor down
+                log.exception("station layout step failed")
+
+    def _handle(self, msg: _Message) -> None:
+        key = hashlib.sha256(msg.payload).hexdigest()
+        now = self.clock()
+        try:
+            env = _envelope(msg.payload)
+            if env is None:
+                return  # the push was cleared: keep what runs
+            doc = verify_document(env, self.trust, self.me, now, check_expiry=False)
+            if any(a is not None and a.version == doc.version for a in (self.rec.committed, self.rec.trial)):
+                return  # the same document again (retained, at a reconnect)
+            if msg.retained and doc.version <= self.rec.floor:
+                return
+            if self._trial is not None:
+                self._held = [*self._held, msg][-MAX_HELD:]
+                return
+            verify_document(env, self.trust, self.me, now)
+            check_version(doc, self.rec.floor)
+            prepared = self._prepare(doc)
+        except ConfigRefused as r:
+            self._refuse(key, r, msg.retained)
+            return
+        self._apply(prepared, env, now)
+
+    def _prepare(self, doc: ConfigDocument) -> PreparedLayout:
+        v = doc.version
+        spec = self.device.remote_config
+        sd = self.device.updater.state_dir
+        protected = [sd, str(self.store.dir), self.device.trust_file, self.device.updater.trust_file]
+        try:
+            entries = layout_entries(doc.config, self.tables)
+            check_layout(
+                entries,
+                self.tables,
+                layout_roots(self.tables, spec.allowed_dirs),
+                allowed_hosts(device_tables(self.tables), spec.allowed_hosts),
+                protected,
+            )
+            stations = resolve_layout(self.tables, entries, f"station layout version {v}")
+            plan = plan_layout(self.entries, entries)
+            problem = layout_problem(stations, plan)
+            if problem is not None:
+                raise ConfigRefused(ConfigReason.NO_STATION, problem)
+            if not plan.empty and not spec.allow_restart:
+                raise ConfigRefused(
+                    ConfigReason.FORBIDDEN,
+                    "a station layout starts and stops station processes, and remote_config.allow_restart is off",
+                )
+        except ConfigRefused as exc:
+            raise ConfigRefused(exc.reason, exc.detail, v) from exc
+        return PreparedLayout(doc, entries, stations, plan, plan_layout(file_entries(self.tables), entries).describe())
+
+    def _refuse(self, key: str, r: ConfigRefused, retained: bool) -> None:
+        if retained and key in self.rec.refused:
+            return
+        self.rec.refuse(key, r.version, str(r.reason), r.detail, self.clock())
+        self._save()
+        log.warning("station layout version %d refused: %s: %s", r.version, r.reason, r.detail)
+        self._publish_state()
+
+    def _in_force(self, version: int, entries: Entries) -> None:
+        if entries == file_entries(self.tables):
+            clear_layout(self.layout_file)
+        else:
+            write_layout(self.layout_file, version, entries)
+
+    def _apply(self, p: PreparedLayout, env: Envelope, now: float) -> None:
+        v = p.doc.version
+        self.rec.begin(Applied(v, env.model_dump(mode="json"), now, p.changed, restart=True))
+        self._save()
+        self._publish_state()
+        self._undo = (self.entries, self.stations)
+        self._in_force(v, p.entries)
+        self.entries, self.stations = p.entries, p.stations
+        log.info("station layout version %d: %s", v, ", ".join(p.plan.describe()) or "no change")
+        self.applier.apply(p.plan, p.stations)
+        spec = self.device.remote_config
+        self._trial = LayoutTrial(
+            v, p.plan.tried, self.monotonic(), spec.trial_s, spec.trial_frames, spec.trial_timeout_s
+        )
+
+    def _tick(self) -> None:
+        trial = self._trial
+        if trial is None:
+            return
+        verdict = trial.judge(self.monotonic(), self.applier.runs(trial.stations, self.stations))
+        if verdict is None:
+            return
+        ok, why = verdict
+        if ok:
+            self._trial, self._undo = None, None
+            self.rec.commit()
+            self._save()
+            log.info("station layout version %d committed", trial.version)
+            self._publish_state()
+            self._release_held()
+        else:
+            self._roll_back(why)
+
+    def _roll_back(self, why: str) -> None:
+        assert self._trial is not None and self._undo is not None
+        v = self._trial.version
+        entries, stations = self._undo
+        self._trial, self._undo = None, None
+        self.rec.roll_back(ConfigReason.TRIAL_FAILED, why, self.clock())
+        self._save()
+        log.warning("station layout version %d rolled back: %s", v, why)
+        back = plan_layout(self.entries, entries)
+        committed = self.rec.committed
+        self._in_force(committed.version if committed else 0, entries)
+        self.entries, self.stations = entries, stations
+        self.applier.apply(back, stations)
+        self._publish_state()
+        self._release_held()
+
+    def _release_held(self) -> None:
+        held, self._held = self._held, []
+        for msg in held:
+            self._q.put(msg)
+
+    def _save(self) -> None:
+        try:
+            self.store.save(self.rec)
+        except OSError as exc:
+            log.error("station layout record not saved: %s", exc)
+
+
+def _envelope(payload: bytes) -> Envelope | None:
+    try:
+        return parse_config_payload(payload)
+    except EdgelineError as exc:
+        raise ConfigRefused(ConfigReason.BAD_DOCUMENT, str(exc)) from exc
+
+
+def start_layout_config(
+    boot: LayoutBoot, applier: LayoutApplier, config_path: Path | None = None
+) -> LayoutConfig | None:
+    """The device's layout link when ``[remote_config]`` is on and the device has a fleet link; None
+    (logged) otherwise."""
+    device = boot.device
+    if not device.remote_config.enabled:
+        return None
+    if not device.cloud.enabled:
+        log.warning("remote_config is on but [cloud] is off: no station layout can be received")
+        return None
+    from edge_agent.cloud_link import link_settings
+    from edge_agent.stations.layout_boot import layout_trust
+    from edgeline.core.mqtt_link import MqttLink
+
+    try:
+        trust = layout_trust(device, boot.stations)
+        link = MqttLink(link_settings(device.cloud, identity_of(device), None))
+    except EdgelineError as exc:
+        log.error("station layouts cannot be received: %s", exc)
+        return None
+    ctl = LayoutConfig(boot, applier, link, trust)
+    ctl.start()
+    log.info("station layouts: listening on %s", ctl.topics.device_config(ctl.me.device_id))
+    return ctl
