@@ -4,6 +4,12 @@ A challenger is promoted only when (1) at least ``min_lines`` lines sent evidenc
 such line compared at least ``min_frames`` frames, (3) the verdict agreement of every line is at
 least ``min_agreement``, and (4) no line saw the challenger drift against its own reference in
 ``max_drift_run`` windows in a row (sustained drift; a lone flagged window is allowed). Pure.
+
+Noised evidence (windows under the device's Laplace noise, ``shadow.noise_scale``): the counts are
+signed sums, the agreement an estimate. Condition (3) then holds only when the agreement is at least
+``min_agreement`` even at the low end of the range the noise leaves (:attr:`Evidence.agreement_low`,
+the rate minus 1.96 noise standard deviations): noise can delay a promotion, it does not make one.
+Exact evidence is judged on the rate itself, as before. Frames compared (1) are the signed sum.
 """
 
 from __future__ import annotations
@@ -35,8 +41,8 @@ class PromotionPolicy:
     def describe(self) -> str:
         return (
             f"at least {self.min_lines} line(s) with evidence; per line at least {self.min_frames} frames compared, "
-            f"verdict agreement >= {self.min_agreement:.1%}, and the challenger's drift flagged in fewer than "
-            f"{self.max_drift_run} windows in a row"
+            f"verdict agreement >= {self.min_agreement:.1%} (on noised evidence: its lower 95% bound under "
+            f"the noise), and the challenger's drift flagged in fewer than {self.max_drift_run} windows in a row"
         )
 
 
@@ -67,9 +73,16 @@ def judge(report: ShadowReport, policy: PromotionPolicy) -> Decision:
         why = []
         if ev.compared < policy.min_frames:
             why.append(f"{ev.compared} frames compared < {policy.min_frames}")
-        rate = ev.agreement_rate
-        if rate is None or rate < policy.min_agreement:
-            why.append(f"agreement {0.0 if rate is None else rate:.1%} < {policy.min_agreement:.1%}")
+        rate, low, sd = ev.agreement_rate, ev.agreement_low, ev.agreement_noise_sd
+        if rate is None or low is None:
+            why.append(f"agreement 0.0% < {policy.min_agreement:.1%}")
+        elif sd > 0 and low < policy.min_agreement:
+            why.append(
+                f"agreement {rate:.1%} (noised: noise sd {100 * sd:.2f} pp, lower bound {low:.1%}) "
+                f"< {policy.min_agreement:.1%}"
+            )
+        elif rate < policy.min_agreement:
+            why.append(f"agreement {rate:.1%} < {policy.min_agreement:.1%}")
         if ev.drift_run >= policy.max_drift_run:
             why.append(
                 f"challenger drift flagged in {ev.drift_run} windows in a row (limit {policy.max_drift_run - 1})"

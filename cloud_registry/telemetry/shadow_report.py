@@ -10,12 +10,16 @@ drift, a lone flag is noise), and its worst p99 latency.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from edgeline.core.protocol.shadow_window import VERDICTS, ShadowWindow
 from edgeline.core.protocol.telemetry import TelemetryWindow
+
+#: the normal quantile of the 95% range the noise leaves around the agreement rate
+Z95 = 1.959964
 
 
 @dataclass
@@ -35,10 +39,21 @@ class Evidence:
     drift_run: int = 0
     latency_p99_max: float | None = None
     champion_versions: set[int] = field(default_factory=set)
+    #: windows that carried Laplace noise, and the noise variance summed into the diagonal of the
+    #: agreement matrix and into ``compared`` (0 for exact windows)
+    noised_windows: int = 0
+    agreed_var: float = 0.0
+    compared_var: float = 0.0
     _run: int = 0
 
     def add(self, s: ShadowWindow, champion_version: int) -> None:
+        """One window's block, its counts summed signed (see the module's docstring)."""
         self.windows += 1
+        if s.noise_scale is not None:
+            cell = 2.0 * s.noise_scale**2
+            self.noised_windows += 1
+            self.agreed_var += len(VERDICTS) * cell
+            self.compared_var += cell
         self.compared += s.compared
         self.skipped += s.skipped
         self.errors += s.errors
@@ -68,6 +83,9 @@ class Evidence:
         for k, n in other.disagreement.items():
             self.disagreement[k] = self.disagreement.get(k, 0) + n
         self.drifted_windows += other.drifted_windows
+        self.noised_windows += other.noised_windows
+        self.agreed_var += other.agreed_var
+        self.compared_var += other.compared_var
         self.drift_run = max(self.drift_run, other.drift_run)
         if other.latency_p99_max is not None:
             self.latency_p99_max = max(self.latency_p99_max or 0.0, other.latency_p99_max)
@@ -79,10 +97,33 @@ class Evidence:
 
     @property
     def agreement_rate(self) -> float | None:
-        return self.agreed / self.compared if self.compared else None
+        """Frames agreed over frames compared, clipped into [0, 1] (noised sums may leave it);
+        None when the (signed) sum of frames compared is not positive."""
+        if self.compared <= 0:
+            return None
+        return min(1.0, max(0.0, self.agreed / self.compared))
+
+    @property
+    def agreement_noise_sd(self) -> float:
+        """Standard deviation of :attr:`agreement_rate` due to the windows' noise (0: exact)."""
+        p = self.agreement_rate
+        if p is None or (self.agreed_var <= 0 and self.compared_var <= 0):
+            return 0.0
+        return math.sqrt(self.agreed_var + p**2 * self.compared_var) / self.compared
+
+    @property
+    def agreement_low(self) -> float | None:
+        p = self.agreement_rate
+        return None if p is None else max(0.0, p - Z95 * self.agreement_noise_sd)
+
+    @property
+    def agreement_high(self) -> float | None:
+        p = self.agreement_rate
+        return None if p is None else min(1.0, p + Z95 * self.agreement_noise_sd)
 
     def top_disagreements(self, n: int = 5) -> list[tuple[str, str, int]]:
-        pairs = sorted(self.disagreement.items(), key=lambda kv: (-kv[1], kv[0]))
+        """The class pairs with the most frames; under noise, only those whose signed sum is positive."""
+        pairs = sorted(((k, c) for k, c in self.disagreement.items() if c > 0), key=lambda kv: (-kv[1], kv[0]))
         return [(a, b, c) for (a, b), c in pairs[:n]]
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,6 +133,10 @@ class Evidence:
             "skipped": self.skipped,
             "errors": self.errors,
             "agreement_rate": self.agreement_rate,
+            "agreement_noise_sd": self.agreement_noise_sd,
+            "agreement_low": self.agreement_low,
+            "agreement_high": self.agreement_high,
+            "noised_windows": self.noised_windows,
             "agreement": self.agreement,
             "disagreement": [{"champion": a, "challenger": b, "frames": c} for a, b, c in self.top_disagreements(20)],
             "drifted_windows": self.drifted_windows,
