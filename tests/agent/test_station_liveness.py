@@ -17,7 +17,9 @@ from firmware_configs.stations import load_stations
 POLICY = LivenessPolicy(hang_timeout_s=5.0, start_timeout_s=20.0)
 
 
-def _doc(pid: int, beats: int, state: str = "RUNNING", boot: float = 1.0, blocked: float | None = None) -> dict[str, Any]:
+def _doc(
+    pid: int, beats: int, state: str = "RUNNING", boot: float = 1.0, blocked: float | None = None
+) -> dict[str, Any]:
     return {"pid": pid, "state": state, "heartbeat": {"boot": boot, "beats": beats, "reader_blocked_s": blocked}}
 
 
