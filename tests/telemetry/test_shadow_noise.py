@@ -18,10 +18,15 @@ import pytest
 from cloud_registry.telemetry.shadow_policy import PromotionPolicy, judge
 from cloud_registry.telemetry.shadow_report import Evidence, build_report
 from cloud_registry.telemetry.store import TelemetryStore
+from converters.keys import SigningKey
+from edge_agent.outbox.store import Outbox
 from edge_agent.plugins import FrameResult
 from edge_agent.preprocessing import STAT_RANGES
+from edge_agent.runtime import Agent, AgentState
 from edge_agent.shadow.window import OTHER, SHADOW_SENSITIVITY, ShadowCounts
+from edge_agent.sources import MemoryCapture
 from edge_agent.telemetry.drift import Calibrator
+from edge_agent.telemetry.plugin import TelemetryPlugin
 from edge_agent.telemetry.privacy import FRAME_SENSITIVITY, LaplaceNoise
 from edge_agent.telemetry.windows import DriftContext, ModelKey, RawWindow, build_window
 from edge_agent.verdict import Verdict
@@ -30,6 +35,11 @@ from edgeline.core.protocol.field_window import NOISE_TAIL
 from edgeline.core.protocol.manifest import Reference
 from edgeline.core.protocol.shadow_window import VERDICTS, ShadowWindow
 from edgeline.core.protocol.telemetry import TelemetryWindow, parse_window
+from edgeline.core.protocol.topics import Topics
+from firmware_configs.telemetry_section import TelemetrySection
+from tests.agent.helpers import make_config, wait_for
+from tests.factories import tiny_frames, tiny_model, write_tiny_bundle
+from tests.telemetry.conftest import SECRET
 
 CHAMPION = ModelKey("tiny", 1, "c" * 64)
 CHALLENGER = ModelKey("tiny", 2, "a" * 64)
@@ -336,3 +346,46 @@ def _exact_block(agree: float) -> ShadowWindow:
     s = _counts(_frames(agree, 400)).to_wire(CALIBRATOR)
     assert s is not None and s.noise_scale is None
     return s
+
+
+@pytest.fixture(scope="module")
+def flipped(tmp_path_factory: pytest.TempPathFactory, signing_key: SigningKey) -> Path:
+    """A challenger that says defect where the champion says ok and the other way round."""
+    return write_tiny_bundle(
+        tmp_path_factory.mktemp("flip") / "tiny-v2", signing_key, version=2, model=tiny_model(flip=True)
+    )
+
+
+def test_a_real_agent_with_a_challenger_noises_its_windows_at_the_scale_of_both_blocks(
+    tmp_path: Path, tiny_bundle: Path, flipped: Path, key_dir: Path
+) -> None:
+    frames, _ = tiny_frames(40, seed=8)
+    cfg = make_config(
+        tmp_path,
+        {"kind": "folder", "path": str(tmp_path), "loop": False},
+        model={"bundle": str(tiny_bundle), "trust_file": str(key_dir / "trust.json")},
+        shadow={"enabled": True, "bundle": str(flipped), "max_fps": 1000, "max_duty": 1.0},
+    )
+    ob = Outbox(tmp_path / "outbox.db")
+    section = TelemetrySection(window_frames=50, window_s=3600, min_frames=20, tick_s=0.05, epsilon=EPSILON)
+    plugin = TelemetryPlugin(section, outbox=ob, secret=SECRET, topics=Topics(), link=None)
+    agent = Agent(cfg, plugins=[plugin], capture=MemoryCapture((frames * 10)[:400], "belt"))
+    agent.start()
+    assert wait_for(lambda: agent.state in (AgentState.STOPPED, AgentState.FAILED), 60.0)
+    agent.wait(10.0)
+    windows = [parse_window(m.payload) for m in ob.peek(100)]
+    both = (FRAME_SENSITIVITY + SHADOW_SENSITIVITY) / EPSILON
+    with_block = [w for w in windows if w.shadow is not None]
+    assert with_block and all(w.noise_epsilon == EPSILON for w in windows)
+    for w in windows:
+        assert w.field_metrics is not None
+        want = both if w.shadow is not None else FRAME_SENSITIVITY / EPSILON
+        assert w.field_metrics.noise_scale == pytest.approx(want)
+        if w.shadow is not None:
+            assert w.shadow.noise_scale == pytest.approx(both)
+    # signed on the wire; the sum of the blocks' frames compared is the challenger's own count, within the noise
+    assert min(n for w in with_block for _, n in w.shadow.counts()) < 0  # type: ignore[union-attr]
+    ev = build_report(windows, "tiny", 2).total()
+    assert ev.noised_windows == len(with_block)
+    compared = agent.counters()["shadow"]["compared"]
+    assert abs(ev.compared - compared) < 4 * math.sqrt(ev.compared_var) + 1

@@ -47,7 +47,7 @@ def _run(tmp_path: Path, champion: Path, challenger: Path, trust: Path, n: int) 
         tmp_path,
         {"kind": "folder", "path": str(tmp_path), "loop": False},
         model={"bundle": str(champion), "trust_file": str(trust)},
-        shadow={"enabled": True, "bundle": str(challenger), "max_fps": 1000, "max_duty": 1.0},
+        shadow={"enabled": True, "bundle": str(challenger), "max_fps": 1000, "max_duty": 1.0, "yield_when_behind": False},
     )
     ob = Outbox(tmp_path / "outbox.db")
     plugin = TelemetryPlugin(
@@ -138,8 +138,11 @@ def test_counts_persist_merge_and_take_the_noise() -> None:
     assert both.compared == 2 and both.skipped == 6 and both.agreement[0, 1] == 2
     other = ShadowCounts(challenger=ModelKey("tiny", 3, "b" * 64))
     assert one.merge(other) is other  # another challenger's counts never add to these
-    noised = both.noised(LaplaceNoise(1.0, rng=np.random.default_rng(1))._noisy)
-    assert noised.compared >= 0 and noised.agreement.shape == (3, 3) and noised.agreement.min() >= 0
+    noise = LaplaceNoise(1.0, rng=np.random.default_rng(1))
+    noised = both.noised(noise.signed, noise.scale)
+    assert noised.agreement.shape == (3, 3) and noised.agreement.min() < 0  # signed: 7 of 9 cells are 0
+    wire = noised.to_wire(Calibrator())
+    assert wire is not None and wire.noise_scale == noise.scale and both.noise_scale is None
 
 
 def _window_with(shadow: dict[str, Any]) -> dict[str, Any]:
