@@ -127,6 +127,8 @@ class Agent:
         self._done = threading.Event()
         self._stop_lock = threading.Lock()
         self._first_verdict_at: float | None = None
+        #: free-run verdicts carry ``result_id = <device>-<boot>-f<frame_id>`` when ``[feedback]`` is on
+        self._result_boot = f"{time.time_ns() // 1_000_000:x}"
         self.shadow_refused = ""
         self._started_at: float | None = None
 
@@ -419,6 +421,8 @@ class Agent:
         rec: dict[str, Any] = verdict_record(result, self.device_id, frame.ref)
         if complete is not None:
             complete(rec, model.manifest.labels)
+        elif self.config.feedback.enabled:  # a free-run verdict feedback can name (no part id)
+            rec["result_id"] = f"{self.device_id}-{self._result_boot}-f{frame.frame_id}"
         self.bus.publish(rec)
         for p in self.plugins:
             try:

@@ -9,13 +9,14 @@ from firmware_configs.base import Section
 
 
 class FeedbackSection(Section):
-    """``[feedback]``. Needs ``[source] mode = "trigger"``: only triggered results carry a result id and
-    a part id to give feedback on (free-run verdicts have neither)."""
+    """``[feedback]``. Triggered results carry a result id and a part id to give feedback on; with
+    ``[feedback]`` on, a free-run verdict carries a result id too (``<device>-<boot>-f<frame_id>``,
+    no part id)."""
 
     enabled: bool = False
     #: the SQLite file (WAL, fsync'd commits); default: ``<updater.state_dir>/feedback.db``
     path: str | None = None
-    #: the recent-results index: the last N triggered results feedback can name (oldest forgotten first)
+    #: the recent-results index: the last N results feedback can name (oldest forgotten first)
     keep_results: int = Field(default=2000, ge=10, le=1_000_000)
     #: feedback rows kept (each with a copy of the verdict it corrects); beyond, the oldest go, counted
     max_feedback: int = Field(default=100_000, ge=10, le=10_000_000)

@@ -314,15 +314,6 @@ class DeviceConfig(Section):
             )
         return self
 
-    @model_validator(mode="after")
-    def _feedback_needs_triggers(self) -> DeviceConfig:
-        if self.feedback.enabled and self.source.mode != "trigger":
-            raise ValueError(
-                'feedback.enabled needs [source] mode = "trigger": free-run verdicts carry no result id or '
-                "part id to give feedback on"
-            )
-        return self
-
     @property
     def feedback_path(self) -> str:
         """The feedback store's file: ``feedback.path``, or ``<updater.state_dir>/feedback.db``."""

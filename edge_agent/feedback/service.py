@@ -1,5 +1,6 @@
 """The one entry every feedback channel calls (:meth:`FeedbackService.submit`), and the result bus's
-outlet that keeps the recent-results index (:meth:`FeedbackService.write`, on the outlet's own thread).
+outlet that keeps the recent-results index (triggered results, and free-run verdicts while
+feedback is on) (:meth:`FeedbackService.write`, on the outlet's own thread).
 
 A feedback that comes right after its result (a downstream check answering the results topic) may
 arrive before the outlet indexed it: a result not found is looked up again once the outlet has caught
@@ -128,8 +129,9 @@ class FeedbackService:
         self.write_batch([record])
 
     def write_batch(self, records: list[dict[str, Any]]) -> None:
-        """Index the triggered results among ``records`` (one transaction). Free-run verdicts have no
-        result id: nothing can name them, so they are not indexed."""
+        """Index the results among ``records`` that have a result id (one transaction): every triggered
+        result, and free-run verdicts, which carry one while ``[feedback]`` is on (``<device>-<boot>-
+        f<frame_id>``, set by the agent; no part id). Records without one are not indexed."""
         results = [r for r in records if r.get("type") == "verdict" and r.get("result_id")]
         if not results:
             return

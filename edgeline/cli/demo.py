@@ -110,7 +110,7 @@ def demo(
 
     from edgeline.demo.run import run_demo
     from edgeline.demo.settings import DemoSettings
-    from edgeline.demo.summary import summary_table
+    from edgeline.demo.summary import field_table, summary_table
 
     err = Console(stderr=True)
     settings = DemoSettings.make(quick=quick, devices=devices, seed=seed, broker=broker)
@@ -129,9 +129,13 @@ def demo(
     if as_json:
         click.echo(json.dumps(summary, indent=1, default=str))
         err.print(summary_table(summary))
+        if (fields := field_table(summary)) is not None:
+            err.print(fields)
         err.print(f"report: {summary['report']}", highlight=False, soft_wrap=True)
     else:
         Console().print(summary_table(summary))
+        if (fields := field_table(summary)) is not None:
+            Console().print(fields)
         click.echo(f"report: {summary['report']}")
     if result.interrupted:
         sys.exit(130)

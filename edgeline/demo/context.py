@@ -16,6 +16,7 @@ from edgeline.demo.broker import AmqttBroker, MosquittoBroker
 from edgeline.demo.cloud import DemoCloud
 from edgeline.demo.devices import DeviceProcess
 from edgeline.demo.errors import DemoError
+from edgeline.demo.line_operator import StoryOperator
 from edgeline.demo.newkind import V3Build, V3Result
 from edgeline.demo.processes import CameraProcess
 from edgeline.demo.retrain import Retrained
@@ -58,6 +59,10 @@ class DemoContext:
     fleet: list[dict[str, Any]] = field(default_factory=list)
     #: every telemetry window the cloud stored, read once the agents have stopped
     windows: list[TelemetryWindow] = field(default_factory=list)
+    #: the simulated operator giving feedback on the lines (started at setup, stopped at teardown)
+    operator: StoryOperator | None = None
+    #: the cloud's field report (rows per model version and line), read with the windows
+    field_report: dict[str, Any] = field(default_factory=dict)
 
     def mark(self, name: str) -> float:
         self.marks[name] = round(time.time() - self.t0, 2)

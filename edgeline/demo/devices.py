@@ -41,6 +41,8 @@ class DeviceSpec:
     min_frames: int
     trial_frames: int
     heartbeat_s: float = 2.0
+    #: the local API's port: with one, operator feedback is on (``[feedback]``, ``POST /feedback``)
+    api_port: int | None = None
 
     @property
     def config_path(self) -> Path:
@@ -55,13 +57,19 @@ class DeviceSpec:
         return self.workdir / "verdicts.jsonl"
 
     @property
+    def feedback_path(self) -> Path:
+        return self.workdir / "feedback.db"
+
+    @property
     def log_path(self) -> Path:
         return self.workdir / "agent.log"
 
 
 def device_config(spec: DeviceSpec) -> dict[str, dict[str, Any]]:
-    """The device configuration as TOML sections (see ``firmware_configs.schema``)."""
-    return {
+    """The device configuration as TOML sections (see ``firmware_configs.schema``). With an
+    ``api_port``, the local API and operator feedback are on: free-run verdicts then carry a result id
+    the operator names in ``POST /feedback``, and the feedback counts ride in the telemetry windows."""
+    sections: dict[str, dict[str, Any]] = {
         "device": {"id": spec.device_id, "groups": [spec.device_id, "demo-lines"], "hardware_class": "demo-x86"},
         "source": {
             "kind": "url",
@@ -99,6 +107,10 @@ def device_config(spec: DeviceSpec) -> dict[str, dict[str, Any]]:
             "tick_s": 0.5,
         },
     }
+    if spec.api_port is not None:
+        sections["feedback"] = {"enabled": True, "path": str(spec.feedback_path)}
+        sections["api"] = {"enabled": True, "host": "127.0.0.1", "port": spec.api_port}
+    return sections
 
 
 def nested(sections: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -22,6 +22,8 @@ from typing import Any
 from rich.console import Console
 
 from cloud_registry.errors import RegistryError
+from cloud_registry.telemetry.field_report import FieldSettings
+from cloud_registry.telemetry.field_store import field_report
 from edgeline.core.fsutil import write_atomic
 from edgeline.demo import shadow_stage, stages, tamper, updates
 from edgeline.demo.context import DemoContext, Outcome
@@ -79,6 +81,8 @@ def _teardown(ctx: DemoContext) -> dict[str, Any]:
     codes: dict[str, Any] = {}
     if ctx.v3_build is not None and ctx.v3_build.proc is not None:
         codes["v3_build"] = ctx.v3_build.stop()  # finished long ago, unless the story stopped early
+    if ctx.operator is not None:
+        ctx.operator.stop()  # its last round first: the agents still take feedback
     for proc in ctx.devices.values():
         proc.terminate()
     for d, proc in ctx.devices.items():
@@ -91,6 +95,12 @@ def _teardown(ctx: DemoContext) -> dict[str, Any]:
             ctx.windows = [sw.window for sw in ctx.cloud.telemetry.windows(MODEL_NAME)]
         except RegistryError:
             log.exception("cannot read the telemetry store")
+        try:  # the cloud's field rates from the feedback counts the windows carried (the real path)
+            s = ctx.settings
+            limits = FieldSettings(escape_limit=s.field_escape_limit, false_reject_limit=s.field_false_reject_limit)
+            ctx.field_report = field_report(ctx.cloud.telemetry, MODEL_NAME, limits, scopes=("line",)).to_dict()
+        except RegistryError:
+            log.exception("cannot read the field report")
         ctx.cloud.stop()
     if ctx.broker is not None:
         ctx.broker.stop()

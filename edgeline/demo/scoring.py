@@ -92,39 +92,50 @@ def _skew(run: Sequence[dict[str, Any]], rows: Sequence[TruthRow]) -> float:
     return statistics.median(gaps) if gaps else float("inf")
 
 
-def score_device(
-    device: str, records: Iterable[dict[str, Any]], truth: dict[int, list[TruthRow]], drifted: tuple[float, float]
-) -> tuple[list[Scored], int]:
-    """Every verdict of ``device`` with its truth, and the number of verdicts that could not be matched."""
-    out: list[Scored] = []
-    unmatched = 0
+def match(
+    records: Iterable[dict[str, Any]], truth: dict[int, list[TruthRow]]
+) -> tuple[list[tuple[dict[str, Any], TruthRow]], list[dict[str, Any]]]:
+    """Each verdict record paired with the camera's truth row of its frame, and the verdict records
+    that could not be paired (no camera connection agrees with their times, or the row of their frame
+    is not in the log yet)."""
+    paired: list[tuple[dict[str, Any], TruthRow]] = []
+    unpaired: list[dict[str, Any]] = []
     for run in _runs(records).values():
         best = min(truth, key=lambda c: _skew(run, truth[c]), default=None)
         if best is None or _skew(run, truth[best]) > MAX_SKEW_S:
-            unmatched += len(run)
+            unpaired += run
             continue
         rows = truth[best]
         for r in run:
             i = int(r["ref"])
             if i >= len(rows):
-                unmatched += 1
-                continue
-            row = rows[i]
-            out.append(
-                Scored(
-                    device,
-                    int(r["model_version"]),
-                    row.label,
-                    str(r["label"]),
-                    condition(row, drifted),
-                    row.t,
-                    str(r.get("verdict", "")),
-                    bool(r.get("uncertain", False)),
-                )
-            )
-    if unmatched:
-        log.warning("%s: %d verdicts could not be matched to the camera's ground truth", device, unmatched)
-    return out, unmatched
+                unpaired.append(r)
+            else:
+                paired.append((r, rows[i]))
+    return paired, unpaired
+
+
+def score_device(
+    device: str, records: Iterable[dict[str, Any]], truth: dict[int, list[TruthRow]], drifted: tuple[float, float]
+) -> tuple[list[Scored], int]:
+    """Every verdict of ``device`` with its truth, and the number of verdicts that could not be matched."""
+    paired, unpaired = match(records, truth)
+    out = [
+        Scored(
+            device,
+            int(r["model_version"]),
+            row.label,
+            str(r["label"]),
+            condition(row, drifted),
+            row.t,
+            str(r.get("verdict", "")),
+            bool(r.get("uncertain", False)),
+        )
+        for r, row in paired
+    ]
+    if unpaired:
+        log.warning("%s: %d verdicts could not be matched to the camera's ground truth", device, len(unpaired))
+    return out, len(unpaired)
 
 
 @dataclass(frozen=True)

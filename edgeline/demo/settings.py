@@ -73,6 +73,12 @@ class DemoSettings:
     #: on the lighting fitted from live telemetry), so the library's default of 3.0 failed about one
     #: demo run in two on one image; 4.0 keeps the gate meaningful without failing on noise.
     max_normal_drop_pp: float = 4.0
+    #: the share of parts a simulated operator checks on each line (by line index, cycled): feedback
+    #: through the agents' local API, scored by the cloud's field rates beside the camera's truth
+    feedback_shares: tuple[float, ...] = (0.10, 0.25, 0.05)
+    #: the limits the field report names ("about N parts with feedback would settle it")
+    field_escape_limit: float = 0.05
+    field_false_reject_limit: float = 0.05
     seed: int = 7
     quick: bool = False
     #: "auto" (Mosquitto when installed, else amqtt in-process), "mosquitto" or "amqtt"
@@ -92,6 +98,10 @@ class DemoSettings:
     @property
     def device_ids(self) -> list[str]:
         return [f"line-{i}" for i in range(1, self.devices + 1)]
+
+    def feedback_share(self, device_id: str) -> float:
+        i = self.device_ids.index(device_id)
+        return self.feedback_shares[i % len(self.feedback_shares)]
 
     @property
     def drifted_device(self) -> str:

@@ -10,11 +10,12 @@ import time
 from typing import Any
 
 from cloud_registry.errors import RegistryError
-from edgeline.demo.broker import start_embedded_broker
+from edgeline.demo.broker import free_port, start_embedded_broker
 from edgeline.demo.cloud import DemoCloud
 from edgeline.demo.context import DemoContext, Outcome
 from edgeline.demo.devices import DeviceProcess, DeviceSpec
 from edgeline.demo.errors import DemoError
+from edgeline.demo.line_operator import OperatorLine, StoryOperator
 from edgeline.demo.models import MODEL_NAME, build_v1, make_datasets, model_facts
 from edgeline.demo.newkind import V3Build
 from edgeline.demo.processes import CameraProcess
@@ -54,18 +55,30 @@ def setup(ctx: DemoContext) -> Outcome:
             window_frames=s.window_frames,
             min_frames=min(20, s.window_frames),
             trial_frames=s.trial_frames,
+            api_port=free_port(),
         )
         dev = DeviceProcess(spec)
         dev.start()
         ctx.devices[device_id] = dev
+    lines = [
+        OperatorLine(d, p.spec.verdicts_path, camera.truth_dir / f"{d}.csv", p.spec.api_port or 0, s.feedback_share(d))
+        for d, p in ctx.devices.items()
+    ]
+    ctx.operator = StoryOperator(lines, s.seed)
+    ctx.operator.start()
     details = {
         "broker": {"kind": kind, "port": broker.port, "protocol": broker.protocol},
         "camera": {"port": camera.port, "fps": s.fps, "lines": s.device_ids},
         "devices": {d: {"pid": p.pid, "config": str(p.spec.config_path)} for d, p in ctx.devices.items()},
         "workdir": str(ws.root),
+        "operator": {d: s.feedback_share(d) for d in ctx.devices},
     }
+    shares = ", ".join(f"{d} {100 * s.feedback_share(d):.0f}%" for d in ctx.devices)
     return Outcome(
-        True, f"{kind} on port {broker.port}; camera on port {camera.port}; {s.devices} agent processes", details
+        True,
+        f"{kind} on port {broker.port}; camera on port {camera.port}; {s.devices} agent processes; "
+        f"a simulated operator checks parts ({shares})",
+        details,
     )
 
 

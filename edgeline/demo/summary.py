@@ -13,8 +13,10 @@ from typing import Any
 
 from rich.table import Table
 
+from edge_agent.telemetry.privacy import PrivacyError, load_secret, pseudonym
 from edgeline.demo.context import DemoContext, Outcome
 from edgeline.demo.errors import DemoError
+from edgeline.demo.field_view import field_block, field_text, pct
 from edgeline.demo.models import model_facts
 from edgeline.demo.scoring import Scored, confusion, load_truth, score_device
 from edgeline.demo.telemetry_view import histograms, line_view, series
@@ -215,6 +217,20 @@ def drift_block(ctx: DemoContext) -> dict[str, Any]:
     }
 
 
+def _field(ctx: DemoContext) -> dict[str, Any]:
+    """The lines' rates from the camera's truth beside the cloud's from operator feedback."""
+    if ctx.operator is None and not ctx.field_report:
+        return {}
+    try:
+        secret = load_secret(ctx.ws.pseudonym_key)
+        line_of = {pseudonym(d, secret)[:12]: d for d in ctx.devices}
+    except PrivacyError:
+        line_of = {}
+    frames, _ = scored_frames(ctx)
+    tallies = ctx.operator.tallies() if ctx.operator is not None else {}
+    return field_block(ctx.field_report, frames, tallies, line_of)
+
+
 def build_summary(ctx: DemoContext, records: list[StageRecord], table: dict[str, dict[str, Any]]) -> dict[str, Any]:
     broker = ctx.broker
     kind = "mosquitto" if broker is not None and broker.protocol == "5" else "amqtt"
@@ -240,6 +256,7 @@ def build_summary(ctx: DemoContext, records: list[StageRecord], table: dict[str,
         "marks": ctx.marks,
         "fleet": ctx.fleet,
         "tampered": ctx.tampered,
+        "field": _field(ctx),
     }
 
 
@@ -254,4 +271,36 @@ def summary_table(summary: dict[str, Any]) -> Table:
     for st in summary["stages"]:
         mark = {"passed": "[green]passed[/]", "failed": "[bold red]FAILED[/]"}.get(st["status"], "[dim]skipped[/]")
         t.add_row(st["title"], mark, f"{st['seconds']:.1f}", st["summary"])
+    return t
+
+
+def field_table(summary: dict[str, Any]) -> Table | None:
+    """Escape and false reject per line and version: the camera's truth, and operator feedback alone."""
+    block = summary.get("field") or {}
+    if not block.get("rows"):
+        return None
+    t = Table(
+        title=(
+            f"Field rates per line: camera truth beside operator feedback (simulated; "
+            f"{block['feedback_arrived']} of {block['feedback_given']} feedbacks arrived in telemetry)"
+        ),
+        title_justify="left",
+    )
+    for col in ("line", "model", "checked", "escape: camera truth", "escape: from feedback"):
+        t.add_column(col, overflow="fold")
+    t.add_column("false reject: camera truth", overflow="fold")
+    t.add_column("false reject: from feedback", overflow="fold")
+    for r in block["rows"]:
+        f = r["field"] or {}
+        share = f"{100 * r['share']:.0f}%: " if r["share"] is not None else ""
+        mark = "" if r["counts_match"] else " [yellow](not all arrived)[/]"
+        t.add_row(
+            r["device"],
+            f"v{r['version']}",
+            f"{share}{r['feedback_arrived']}/{r['frames_scored']}{mark}",
+            pct(r["camera"]["escape"]),
+            field_text(f.get("escape")),
+            pct(r["camera"]["false_reject"]),
+            field_text(f.get("false_reject")),
+        )
     return t

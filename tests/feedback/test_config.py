@@ -31,10 +31,14 @@ def test_a_path_of_its_own_and_the_state_dir_default() -> None:
     assert parse_config(doc).feedback_path == "/srv/edgeline/feedback.db"
 
 
+def test_free_run_takes_feedback_too() -> None:
+    # free-run verdicts then carry a result id (<device>-<boot>-f<frame_id>) that feedback can name
+    assert parse_config(_doc("free")).feedback.enabled
+
+
 @pytest.mark.parametrize(
     ("doc", "says"),
     [
-        (_doc("free"), 'needs [source] mode = "trigger"'),
         (_doc(keep_results=3), "feedback.keep_results"),
         (_doc(page_results=1000), "feedback.page_results"),
         (_doc(path="  "), "feedback.path"),

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from edgeline.demo.report import sections
+from edgeline.demo.report.field_section import field_rates
 from edgeline.demo.report.widgets import esc
 
 CSS = """
@@ -51,7 +52,8 @@ code { background:#f0f4f8; padding:1px 5px; border-radius:4px; font-size:12px; }
 footer { color:var(--muted); font-size:12px; text-align:center; padding:20px; }
 """
 
-NAV = [("stages", "Stages"), ("models", "Models"), ("drift", "Drift"), ("new_kind", "New defect kind"),
+NAV = [("stages", "Stages"), ("models", "Models"), ("drift", "Drift"), ("field", "Field rates"),
+       ("new_kind", "New defect kind"),
        ("rollouts", "Rollouts"), ("fleet", "Fleet"), ("tampered", "Tampered update")]  # fmt: skip
 
 
@@ -66,6 +68,7 @@ def render(summary: dict[str, Any]) -> str:
             sections.stages,
             sections.models,
             sections.drift,
+            field_rates,
             sections.new_kind,
             sections.rollouts,
             sections.fleet,
