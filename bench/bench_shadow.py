@@ -98,7 +98,15 @@ def _arm(
     out: dict[str, Any] = {"frames": n, "fps": n / busy, "cpu_ms_per_frame": 1000.0 * cpu / n, "start_s": wall - busy}
     if st.get("shadow"):
         sh = st["shadow"]
-        keys = ("compared", "busy_skips", "budget_skips", "sampled_out", "verdict_agreement")
+        keys = (
+            "compared",
+            "behind_skips",
+            "busy_skips",
+            "budget_skips",
+            "rate_skips",
+            "sampled_out",
+            "verdict_agreement",
+        )
         out["shadow"] = {k: sh.get(k) for k in keys}
         out["shadow"]["compared_share"] = sh["compared"] / n if n else None
     return out
@@ -113,6 +121,7 @@ def _policy_defaults() -> dict[str, Any]:
         "default_max_duty": d.max_duty,
         "default_nice": d.nice,
         "default_idle_class": d.idle_class,
+        "default_yield_when_behind": d.yield_when_behind,
     }
 
 
@@ -128,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--also-no-idle", action="store_true", help="a third arm, interleaved: the same policy with idle_class = false"
     )
+    ap.add_argument(
+        "--also-no-yield",
+        action="store_true",
+        help="another arm, interleaved: the same policy with yield_when_behind = false (compare at full speed too)",
+    )
     ap.add_argument("--also-max-fps", type=float, default=None, help="another arm, interleaved: max_fps = this")
     ap.add_argument("--line-fps", type=float, default=30.0, help="the camera rate of the line-rate arm")
     ap.add_argument("--line-frames", type=int, default=300, help="frames of the line-rate arm")
@@ -141,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         arms: dict[str, list[dict[str, Any]]] = {"no_shadow": [], "shadow": []}
         if args.also_no_idle:
             arms["shadow_no_idle_class"] = []
+        if args.also_no_yield:
+            arms["shadow_no_yield"] = []
         capped = f"shadow_max_fps_{args.also_max_fps:g}" if args.also_max_fps is not None else ""
         if args.also_max_fps is not None:
             arms[capped] = []
@@ -157,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.also_no_idle:
                 no_idle = shadow | {"idle_class": False}
                 arms["shadow_no_idle_class"].append(_arm(frames, champion, trust, no_idle, work))
+            if args.also_no_yield:
+                no_yield = shadow | {"yield_when_behind": False}
+                arms["shadow_no_yield"].append(_arm(frames, champion, trust, no_yield, work))
             if args.also_max_fps is not None:
                 lower = shadow | {"max_fps": args.also_max_fps}
                 arms[capped].append(_arm(frames, champion, trust, lower, work))

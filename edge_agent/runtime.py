@@ -417,7 +417,7 @@ class Agent:
             self._first_verdict_at = time.monotonic()
         self.counters_.record(result.verdict)
         if self.shadow is not None:
-            self.shadow.offer(frame.image, frame.frame_id, result)
+            self.shadow.offer(frame.image, frame.frame_id, result, backlog=len(self.queue))
         rec: dict[str, Any] = verdict_record(result, self.device_id, frame.ref)
         if complete is not None:
             complete(rec, model.manifest.labels)

@@ -34,6 +34,10 @@ class ShadowSection(Section):
     #: the challenger's process in Linux's SCHED_IDLE scheduling class: it runs only on CPU time no
     #: other process wants (at nice 10 it still had about a tenth of a busy core); elsewhere ignored
     idle_class: bool = True
+    #: skip a frame while other frames wait in the champion's queue (the line is behind: no CPU is
+    #: spare, and on a 2-core device even an idle-class challenger on the other core slows the champion
+    #: down); ``false`` compares at full speed too, within ``max_fps`` and ``max_duty``
+    yield_when_behind: bool = True
     #: ONNX Runtime threads of the challenger
     threads: int = Field(default=1, ge=1, le=64)
 

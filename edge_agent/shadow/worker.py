@@ -51,6 +51,7 @@ class ShadowWorker:
         burst_s: float = 0.05,
         max_fps: float = 60.0,
         idle: bool = True,
+        yield_when_behind: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bundle = bundle
@@ -66,6 +67,8 @@ class ShadowWorker:
         self.max_fps = max_fps
         #: the challenger's process in the SCHED_IDLE class (Linux)
         self.idle = idle
+        #: skip a frame while others wait in the champion's queue: the line is behind, no CPU is spare
+        self.yield_when_behind = yield_when_behind
         self.clock = clock
         #: the frame-rate cap as a token bucket (RATE_BURST frames deep): a frame that comes a little
         #: early (camera jitter) still goes, and the long-run rate stays at most max_fps
@@ -73,6 +76,8 @@ class ShadowWorker:
         self._rate_at = clock()
         #: frames skipped because the last handover was less than 1/max_fps ago
         self.rate_skips = 0
+        #: frames skipped because the champion had frames queued behind this one
+        self.behind_skips = 0
         self._tokens = burst_s
         self._refilled = clock()
         self.challenger: dict[str, object] | None = None
@@ -127,15 +132,19 @@ class ShadowWorker:
         self.context = _context(self.bundle)
         self._thread.start()
 
-    def offer(self, image: np.ndarray, frame_id: int, champion: FrameResult) -> None:
+    def offer(self, image: np.ndarray, frame_id: int, champion: FrameResult, backlog: int = 0) -> None:
         """From the inspection loop; never blocks. The frame is taken only when its sample comes up,
-        at most ``max_fps`` a second, while the challenger is idle and within its budget."""
+        while no other frame waits for the champion (``backlog``: frames queued behind this one), at
+        most ``max_fps`` a second, while the challenger is idle and within its budget."""
         self.offered += 1
         self._credit += self.share
         if self._credit < 1.0:
             self.sampled_out += 1
             return
         self._credit -= 1.0
+        if backlog > 0 and self.yield_when_behind:
+            self.behind_skips += 1
+            return
         now = self.clock()
         self._frames_due = min(RATE_BURST, self._frames_due + (now - self._rate_at) * self.max_fps)
         self._rate_at = now
@@ -229,7 +238,7 @@ class ShadowWorker:
         if c is None:
             return None
         counts = self.comparison.take_window()
-        skips = self.sampled_out + self.busy_skips + self.budget_skips + self.rate_skips
+        skips = self.sampled_out + self.busy_skips + self.budget_skips + self.rate_skips + self.behind_skips
         errors = self.errors
         counts.skipped, self._skips_taken = skips - self._skips_taken, skips
         counts.errors, self._errors_taken = errors - self._errors_taken, errors
@@ -250,6 +259,8 @@ class ShadowWorker:
             "max_fps": self.max_fps,
             "idle_class": self.idle,
             "rate_skips": self.rate_skips,
+            "yield_when_behind": self.yield_when_behind,
+            "behind_skips": self.behind_skips,
             "errors": self.errors,
             **self.comparison.snapshot(),
         }
@@ -268,6 +279,7 @@ def start_challenger(section: ShadowSection, trust_file: str) -> ShadowWorker:
         max_duty=section.max_duty,
         max_fps=section.max_fps,
         idle=section.idle_class,
+        yield_when_behind=section.yield_when_behind,
     )
     worker.start()
     return worker

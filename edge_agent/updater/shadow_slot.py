@@ -249,6 +249,7 @@ class ShadowSlot:
             max_duty=s.max_duty,
             max_fps=s.max_fps,
             idle=s.idle_class,
+            yield_when_behind=s.yield_when_behind,
         )
         try:
             worker.start()

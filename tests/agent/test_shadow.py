@@ -52,9 +52,11 @@ def test_a_challenger_that_agrees_is_counted_and_never_reaches_the_sinks(
     tmp_path: Path, tiny_bundle: Path, key_dir: Path
 ) -> None:
     trust = key_dir / "trust.json"
-    st = _run(_agent(tmp_path, tiny_bundle, trust, {"enabled": True, "bundle": str(tiny_bundle)}))
+    # the frames come from memory as fast as the loop goes: the line is always behind, so compare anyway
+    shadow = {"enabled": True, "bundle": str(tiny_bundle), "yield_when_behind": False}
+    st = _run(_agent(tmp_path, tiny_bundle, trust, shadow))
     sh = st["shadow"]
-    assert sh["offered"] == st["frames"]["inspected"] == 200
+    assert sh["offered"] == st["frames"]["inspected"] == 200 and sh["behind_skips"] == 0
     skipped = sh["busy_skips"] + sh["budget_skips"] + sh["rate_skips"]
     assert sh["compared"] + skipped + sh["errors"] == 200 and sh["compared"] > 0
     assert sh["verdict_agreement"] == 1.0 and sh["label_agreement"] == 1.0
@@ -70,7 +72,8 @@ def test_a_challenger_that_disagrees_shows_in_the_matrix(
     tmp_path: Path, tiny_bundle: Path, flipped_bundle: Path, key_dir: Path
 ) -> None:
     trust = key_dir / "trust.json"
-    st = _run(_agent(tmp_path, tiny_bundle, trust, {"enabled": True, "bundle": str(flipped_bundle), "share": 0.5}))
+    shadow = {"enabled": True, "bundle": str(flipped_bundle), "share": 0.5, "yield_when_behind": False}
+    st = _run(_agent(tmp_path, tiny_bundle, trust, shadow))
     sh = st["shadow"]
     assert sh["offered"] == 200 and sh["sampled_out"] == 100  # half the frames, evenly
     assert sh["challenger"]["version"] == 2 and sh["verdict_agreement"] < 0.2
@@ -79,6 +82,29 @@ def test_a_challenger_that_disagrees_shows_in_the_matrix(
     assert m["ok"]["defect"] + m["defect"]["ok"] >= 0.8 * sh["compared"]
     verdicts = [r for r in read_jsonl(tmp_path / "verdicts.jsonl") if r["type"] == "verdict"]
     assert {r["model_version"] for r in verdicts} == {1}
+
+
+def test_a_line_that_is_behind_gets_no_shadow_work(tmp_path: Path, tiny_bundle: Path, key_dir: Path) -> None:
+    """The default policy: while frames wait in the champion's queue, the challenger gets none of them
+    (skipped and counted); once the line has slack again, it does."""
+    trust = key_dir / "trust.json"
+    st = _run(_agent(tmp_path, tiny_bundle, trust, {"enabled": True, "bundle": str(tiny_bundle)}))
+    sh = st["shadow"]
+    assert sh["offered"] == 200 and sh["yield_when_behind"] is True
+    assert sh["behind_skips"] > 0  # read from memory, the queue was full nearly all the time
+    assert sh["compared"] + sh["behind_skips"] + sh["busy_skips"] + sh["budget_skips"] + sh["rate_skips"] == 200
+
+    from edge_agent.shadow.worker import ShadowWorker
+
+    w = ShadowWorker("unused", "unused", max_duty=1.0)
+    frame = np.zeros((4, 4), np.uint8)
+    w.offer(frame, 1, None, backlog=3)  # type: ignore[arg-type]
+    assert w.behind_skips == 1 and w._slot is None
+    w.offer(frame, 2, None, backlog=0)  # type: ignore[arg-type]
+    assert w.behind_skips == 1 and w._slot is not None and w._slot[1] == 2
+    off = ShadowWorker("unused", "unused", max_duty=1.0, yield_when_behind=False)
+    off.offer(frame, 1, None, backlog=3)  # type: ignore[arg-type]
+    assert off.behind_skips == 0 and off._slot is not None
 
 
 def test_the_challenger_keeps_within_its_cpu_budget(tiny_bundle: Path, key_dir: Path) -> None:

@@ -47,7 +47,13 @@ def _run(tmp_path: Path, champion: Path, challenger: Path, trust: Path, n: int) 
         tmp_path,
         {"kind": "folder", "path": str(tmp_path), "loop": False},
         model={"bundle": str(champion), "trust_file": str(trust)},
-        shadow={"enabled": True, "bundle": str(challenger), "max_fps": 1000, "max_duty": 1.0, "yield_when_behind": False},
+        shadow={
+            "enabled": True,
+            "bundle": str(challenger),
+            "max_fps": 1000,
+            "max_duty": 1.0,
+            "yield_when_behind": False,
+        },
     )
     ob = Outbox(tmp_path / "outbox.db")
     plugin = TelemetryPlugin(
