@@ -308,6 +308,12 @@ def main() -> int:
     )
     ap.add_argument("--canary", type=int, default=10, help="rollout: devices in the canary wave")
     ap.add_argument("--waves", default="10%,50%,100%", help="rollout: cumulative wave sizes after the canary")
+    ap.add_argument("--rollout-timeout", type=float, default=600.0, help="rollout: give up after this many seconds")
+    ap.add_argument(
+        "--no-resubscribe",
+        action="store_true",
+        help="rollout: devices never ask again for a subscription the broker refused (the NATS cluster stall)",
+    )
     args = ap.parse_args()
     worker_counts = [int(w) for w in args.workers.split(",")]
     modes = args.modes.split(",")
@@ -330,7 +336,15 @@ def main() -> int:
                 from bench.fleet_rollout import rollout_arm
 
                 (tmp / "rollout").mkdir()
-                rollout = rollout_arm(broker.ports, args.devices, tmp / "rollout", canary=args.canary, waves=args.waves)
+                rollout = rollout_arm(
+                    broker.ports,
+                    args.devices,
+                    tmp / "rollout",
+                    canary=args.canary,
+                    waves=args.waves,
+                    timeout_s=args.rollout_timeout,
+                    resubscribe=not args.no_resubscribe,
+                )
                 print(f"rollout: {rollout['committed']} committed in {rollout['seconds']:.1f} s", file=sys.stderr)
         finally:
             broker.handle.stop()

@@ -7,8 +7,13 @@ with their group and a retained presence, a minimal Will; on a signed desired st
 signature against the trust store (Ed25519, ``TrustStore.verify``) and the manifest, refuse a
 sequence they have seen, subscribe to the artifact's exact chunk topics (retained), check every
 chunk's sha256 and the whole artifact's, then report ``downloading`` .. ``committed`` (QoS 1 events)
-and a retained COMMITTED state. They have no updater (no A/B slot, no ONNX Runtime load, no trial):
-``bench/bench_delivery.py`` measures those on 50 real agents.
+and a retained COMMITTED state. Like the agent's link they read every SUBACK and ask again for a
+filter the broker refused (0.5 s, doubling up to 10 s): a NATS cluster node refuses a QoS 1
+subscription whose JetStream consumer it could not create within its 4 s API timeout, which a wave
+of devices subscribing at once provokes; devices that ignored it never heard of their offer or
+chunk, and the rollout stalled (``--no-resubscribe`` brings that back). They have no updater (no
+A/B slot, no ONNX Runtime load, no trial): ``bench/bench_delivery.py`` measures those on 50 real
+agents. ``status``: what each device that did not commit saw (offers, chunks, refusals).
 
 The registry side is this process: ``Registry`` (SQLite) with a signed tiny bundle, the
 ``Publisher``, the ``FleetWatcher`` with the registry store as its book, and the ``RolloutRunner``
@@ -21,6 +26,7 @@ devices sent, the time from the device's timestamp to the view holding it (one c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -49,10 +55,11 @@ def say(*words: object) -> None:
 class LightDevice:
     """One simulated device: the delivery protocol without an updater behind it."""
 
-    def __init__(self, device_id: str, port: int, trust: Any, topics: Any) -> None:
+    def __init__(self, device_id: str, port: int, trust: Any, topics: Any, *, resubscribe: bool = True) -> None:
         from edgeline.core.protocol.delivery import DevicePresence
 
         self.id = device_id
+        self.resubscribe = resubscribe
         self.trust = trust
         self.t = topics
         self.seq = 0
@@ -60,7 +67,14 @@ class LightDevice:
         self.manifest: Any = None
         self.chunks: dict[int, bytes] = {}
         self.committed = 0
+        self.offers = 0  # signed desired states taken
+        self.chunk_msgs = 0  # chunk messages received
+        self.refused = 0  # filters the broker refused in a SUBACK
+        self.retried = 0  # filters asked for again after a refusal
         self.lock = threading.Lock()
+        self.sub_lock = threading.Lock()
+        self._suback: dict[int, list[tuple[str, int]]] = {}  # SUBSCRIBE mid -> its filters
+        self._backoff: dict[str, float] = {}  # filter -> the delay of its last retry
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv311, clean_session=False)
         offline = DevicePresence(device_id=device_id, online=False).model_dump_json(by_alias=True)
         c.will_set(topics.device_online(device_id), offline, qos=1, retain=True)
@@ -68,6 +82,7 @@ class LightDevice:
         c.max_queued_messages_set(0)
         c.on_connect = self._on_connect
         c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
         self.c = c
         c.connect_async("127.0.0.1", port, keepalive=120)
         c.loop_start()
@@ -89,10 +104,53 @@ class LightDevice:
         )
         return st.model_dump_json(by_alias=True).encode()
 
+    def _subscribe(self, filters: list[tuple[str, int]]) -> None:
+        """SUBSCRIBE, remembering which filters the SUBACK will answer for."""
+        with self.sub_lock:
+            _rc, mid = self.c.subscribe(filters)
+            if mid is not None:
+                self._suback[mid] = filters
+
+    def _wanted(self, topic: str) -> bool:
+        """A filter still worth asking for: the desired state always, a chunk while it is missing."""
+        if topic == self.t.device_desired(self.id):
+            return True
+        with self.lock:
+            m = self.manifest
+            if m is None:
+                return False
+            index = int(topic.rsplit("/", 1)[1])
+            return topic == self.t.artifact_chunk(m.artifact.sha256, index) and index not in self.chunks
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, mid: int, codes: Any, _p: Any) -> None:
+        """The agent's link (``SubackBook``) asks again for a refused filter, doubling from 0.5 s up
+        to 10 s: so does the simulated device. A NATS cluster node refuses a QoS 1 subscription when
+        it cannot create the filter's replicated JetStream consumer in time (a wave of devices
+        subscribing at once), and nothing, retained or live, then arrives on that filter."""
+        with self.sub_lock:
+            filters = self._suback.pop(mid, [])
+        for (topic, qos), code in zip(filters, codes, strict=False):
+            if not getattr(code, "is_failure", False):
+                self._backoff.pop(topic, None)
+                continue
+            self.refused += 1
+            if not self.resubscribe:
+                continue
+            delay = min(10.0, self._backoff.get(topic, 0.25) * 2)
+            self._backoff[topic] = delay
+            timer = threading.Timer(delay, self._retry, args=(topic, qos))
+            timer.daemon = True
+            timer.start()
+
+    def _retry(self, topic: str, qos: int) -> None:
+        if self.c.is_connected() and self._wanted(topic):
+            self.retried += 1
+            self._subscribe([(topic, qos)])
+
     def _on_connect(self, c: mqtt.Client, _u: Any, _f: Any, _rc: Any, _p: Any) -> None:
         from edgeline.core.protocol.delivery import DevicePresence
 
-        c.subscribe([(self.t.device_desired(self.id), 1)])
+        self._subscribe([(self.t.device_desired(self.id), 1)])
         c.publish(self.t.device_state(self.id), self.state("IDLE" if self.model is None else "COMMITTED"), 1, True)
         online = DevicePresence(device_id=self.id, online=True, ts=time.time()).model_dump_json(by_alias=True)
         c.publish(self.t.device_online(self.id), online, 1, True)
@@ -128,14 +186,16 @@ class LightDevice:
             self.manifest = manifest
             self.chunks = {}
             self.pending_model = ModelRef(name=manifest.name, version=manifest.version, sha256=manifest.artifact.sha256)
+            self.offers += 1
         self._event("downloading", "DOWNLOADING")
         art = manifest.artifact
         n = -(-art.size // art.chunk_size)
-        c.subscribe([(self.t.artifact_chunk(art.sha256, i), 1) for i in range(n)])
+        self._subscribe([(self.t.artifact_chunk(art.sha256, i), 1) for i in range(n)])
 
     def _chunk(self, c: mqtt.Client, topic: str, payload: bytes) -> None:
         with self.lock:
             m = self.manifest
+            self.chunk_msgs += 1
             if m is None or not payload:
                 return
             art = m.artifact
@@ -158,14 +218,26 @@ class LightDevice:
         c.publish(self.t.device_state(self.id), self.state("COMMITTED"), 1, True)
         self.committed += 1
 
+    def status(self) -> dict[str, Any]:
+        return {
+            "device": self.id,
+            "offers": self.offers,
+            "chunk_msgs": self.chunk_msgs,
+            "committed": self.committed,
+            "refused": self.refused,
+            "retried": self.retried,
+        }
 
-def device_main(first: int, count: int, port: int, trust_path: str) -> None:
+
+def device_main(first: int, count: int, port: int, trust_path: str, resubscribe: bool = True) -> None:
     from edgeline.core.protocol.signing import TrustStore
     from edgeline.core.protocol.topics import Topics
 
     trust = TrustStore.load(Path(trust_path))
     topics = Topics()
-    devices = [LightDevice(f"dev-{i:04d}", port, trust, topics) for i in range(first, first + count)]
+    devices = [
+        LightDevice(f"dev-{i:04d}", port, trust, topics, resubscribe=resubscribe) for i in range(first, first + count)
+    ]
     while not all(d.c.is_connected() for d in devices):
         time.sleep(0.05)
     say("ready", count)
@@ -173,6 +245,10 @@ def device_main(first: int, count: int, port: int, trust_path: str) -> None:
         cmd = line.split()
         if cmd[0] == "committed":
             say("committed", sum(d.committed for d in devices))
+        elif cmd[0] == "status":  # totals, and every device that did not commit
+            stuck = [d.status() for d in devices if d.committed == 0]
+            totals = {k: sum(d.status()[k] for d in devices) for k in ("committed", "offers", "refused", "retried")}
+            say("status", json.dumps({**totals, "not_committed": stuck}))
         elif cmd[0] == "quit":
             break
     for d in devices:
@@ -180,10 +256,30 @@ def device_main(first: int, count: int, port: int, trust_path: str) -> None:
         d.c.loop_stop()
 
 
-def _start_devices(first: int, count: int, port: int, trust: Path) -> subprocess.Popen[str]:
+def _start_devices(first: int, count: int, port: int, trust: Path, resubscribe: bool) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, str(Path(__file__)), "device", str(first), str(count), str(port), str(trust)]
+    if not resubscribe:
+        cmd.append("no-resubscribe")
     return subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+
+
+def _ask(p: subprocess.Popen[str], cmd: str) -> None:
+    assert p.stdin is not None
+    p.stdin.write(cmd + "\n")
+    p.stdin.flush()
+
+
+def _stop(procs: list[subprocess.Popen[str]]) -> None:
+    for p in procs:
+        with contextlib.suppress(OSError):
+            _ask(p, "quit")
+    for p in procs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
 
 
 def _read(p: subprocess.Popen[str], word: str) -> list[str]:
@@ -207,8 +303,18 @@ def _spread(values: list[float]) -> dict[str, float]:
     }
 
 
-def rollout_arm(ports: list[int], devices: int, work: Path, *, canary: int, waves: str) -> dict[str, Any]:
-    """One rollout of a tiny model to ``devices`` light devices spread over ``ports``."""
+def rollout_arm(
+    ports: list[int],
+    devices: int,
+    work: Path,
+    *,
+    canary: int,
+    waves: str,
+    timeout_s: float = 600.0,
+    resubscribe: bool = True,
+) -> dict[str, Any]:
+    """One rollout of a tiny model to ``devices`` light devices spread over ``ports``.
+    ``resubscribe=False``: devices that do not ask again for a refused subscription (the stall)."""
     from cloud_registry.fleet import FleetWatcher
     from cloud_registry.publisher import Publisher
     from cloud_registry.registry import Registry
@@ -240,59 +346,75 @@ def rollout_arm(ports: list[int], devices: int, work: Path, *, canary: int, wave
 
     fleet.add_listener(on_fleet)
     link.connect(30)
-    # the registry first, the devices then: their births reach it live (RabbitMQ would not deliver
-    # the retained ones to the fleet view's wildcard; a registry restarted later has its book)
-    t_known = time.perf_counter()
-    fleet_procs = [_start_devices(i * per, per, ports[i % len(ports)], trust_path) for i in range(procs)]
-    for p in fleet_procs:
-        _read(p, "ready")
-    while len(fleet.view.members(GROUP)) < per * procs and time.perf_counter() - t_known < 120:
-        time.sleep(0.05)
-    known_s = time.perf_counter() - t_known
-    runner = RolloutRunner(reg, Publisher(link, topics, key), fleet)
-    lags.clear()  # the births' retained states are as old as they are: freshness counts what comes now
-    cpu0, t0 = time.process_time(), time.perf_counter()
-    r = runner.create(f"{mv.name}@{mv.version}", f"group:{GROUP}", canary=canary, waves=waves)
-    wave_done: list[float] = []
+    fleet_procs: list[subprocess.Popen[str]] = []
+    try:
+        # the registry first, the devices then: their births reach it live (RabbitMQ would not deliver
+        # the retained ones to the fleet view's wildcard; a registry restarted later has its book)
+        t_known = time.perf_counter()
+        fleet_procs = [
+            _start_devices(i * per, per, ports[i % len(ports)], trust_path, resubscribe) for i in range(procs)
+        ]
+        for p in fleet_procs:
+            _read(p, "ready")
+        while len(fleet.view.members(GROUP)) < per * procs and time.perf_counter() - t_known < 120:
+            time.sleep(0.05)
+        known_s = time.perf_counter() - t_known
+        runner = RolloutRunner(reg, Publisher(link, topics, key), fleet)
+        lags.clear()  # the births' retained states are as old as they are: freshness counts what comes now
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        r = runner.create(f"{mv.name}@{mv.version}", f"group:{GROUP}", canary=canary, waves=waves)
+        wave_done: list[float] = []
 
-    def on_update(roll: Any) -> None:
-        done = sum(1 for w in roll.plan.waves if all(roll.devices[d].status.value == "committed" for d in w))
-        while len(wave_done) < done:
-            wave_done.append(time.perf_counter() - t0)
+        def on_update(roll: Any) -> None:
+            done = sum(1 for w in roll.plan.waves if all(roll.devices[d].status.value == "committed" for d in w))
+            while len(wave_done) < done:
+                wave_done.append(time.perf_counter() - t0)
 
-    r = runner.run(r.plan.id, on_update=on_update, timeout_s=600)
-    seconds = time.perf_counter() - t0
-    cpu = time.process_time() - cpu0
-    committed = sum(1 for t in r.devices.values() if t.status.value == "committed")
-    for p in fleet_procs:
-        assert p.stdin is not None
-        p.stdin.write("committed\n")
-        p.stdin.flush()
-    reported = sum(int(_read(p, "committed")[0]) for p in fleet_procs)
-    out = {
-        "devices": per * procs,
-        "status": r.status.value,
-        "committed": committed,
-        "devices_reporting_committed": reported,
-        "seconds": seconds,
-        "waves": [len(w) for w in r.plan.waves],
-        "wave_done_s": wave_done,
-        "registry_cpu_s": cpu,
-        "registry_cpu_per_device_ms": cpu / max(1, committed) * 1000,
-        "fleet_births_s": known_s,  # devices started until the view knew all
-        "fleet_view_freshness": _spread(lags),
-        "artifact_bytes": mv.size if hasattr(mv, "size") else None,
-    }
-    link.stop()
-    for p in fleet_procs:
-        assert p.stdin is not None
-        try:
-            p.stdin.write("quit\n")
-            p.stdin.flush()
-            p.wait(30)
-        except (OSError, subprocess.TimeoutExpired):
-            p.kill()
-    reg.close()
+        r = runner.run(r.plan.id, on_update=on_update, timeout_s=timeout_s)
+        seconds = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
+        committed = sum(1 for t in r.devices.values() if t.status.value == "committed")
+        for p in fleet_procs:
+            _ask(p, "status")
+        status = [json.loads(" ".join(_read(p, "status"))) for p in fleet_procs]
+        out: dict[str, Any] = {
+            "devices": per * procs,
+            "status": r.status.value,
+            "committed": committed,
+            "devices_reporting_committed": sum(int(s["committed"]) for s in status),
+            "seconds": seconds,
+            "waves": [len(w) for w in r.plan.waves],
+            "wave_done_s": wave_done,
+            "registry_cpu_s": cpu,
+            "registry_cpu_per_device_ms": cpu / max(1, committed) * 1000,
+            "fleet_births_s": known_s,  # devices started until the view knew all
+            "fleet_view_freshness": _spread(lags),
+            "artifact_bytes": mv.size if hasattr(mv, "size") else None,
+            "devices_resubscribe": resubscribe,
+            "subscriptions_refused": sum(int(s["refused"]) for s in status),
+            "subscriptions_retried": sum(int(s["retried"]) for s in status),
+            "registry_link": {"sub_refused": link.stats.sub_refused, "sub_retried": link.stats.sub_retried},
+        }
+        if committed < per * procs:  # what the runner saw of each device left, and what the device saw
+            seen = {d: (t.status.value, t.wave) for d, t in r.devices.items() if t.status.value != "committed"}
+            left = [s for st in status for s in st["not_committed"]]
+            out["not_committed"] = [  # the devices of dispatched waves (a pending wave's are only counted)
+                {**s, "runner": seen[s["device"]]}
+                for s in left
+                if seen.get(s["device"], ("",))[0] not in ("", "pending")
+            ]
+            out["not_committed_by_runner_status"] = _count(v[0] for v in seen.values())
+    finally:
+        link.stop()
+        _stop(fleet_procs)
+        reg.close()
+    return out
+
+
+def _count(values: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
     return out
 
 
@@ -300,4 +422,4 @@ if __name__ == "__main__":
     role, *rest = sys.argv[1:]
     if role != "device":
         raise SystemExit(f"unknown role {role!r}")
-    device_main(int(rest[0]), int(rest[1]), int(rest[2]), rest[3])
+    device_main(int(rest[0]), int(rest[1]), int(rest[2]), rest[3], resubscribe=rest[4:] != ["no-resubscribe"])
