@@ -18,6 +18,7 @@ consumer, not the publishers. On ``quit`` they end their session (a fresh client
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import threading
@@ -186,13 +187,30 @@ def worker(url: str, port: int, partitions: int, workers: int, index: int, clien
             svc.start()
             say("started")
         elif cmd[0] == "stats":
-            say("stats", json.dumps(svc.ingestor.stats.as_dict() | {"batch_sizes": _spread(svc.batch_sizes)}))
+            gcs = [g["collections"] for g in gc.get_stats()]
+            extra = {"batch_sizes": _spread(svc.batch_sizes), "thread_cpu_s": thread_cpu(), "gc_collections": gcs}
+            say("stats", json.dumps(svc.ingestor.stats.as_dict() | extra))
         elif cmd[0] == "quit":
             svc.stop()
             break
     store.close()
     for cid in svc.client_ids:  # every session of the worker (one per telemetry filter when partitioned)
         purge(port, cid)
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds of the process's live threads by role (the writer, paho's network threads, the
+    links' supervisors, the main thread): where a worker's time goes, without a profiler."""
+    out: dict[str, float] = {}
+    for t in threading.enumerate():
+        name = t.name
+        role = "paho" if name.startswith("paho-mqtt-client") else name.split("-")[0] if "(" in name else name
+        try:
+            s = time.clock_gettime(time.pthread_getcpuclockid(t.ident or 0))
+        except (OSError, OverflowError):
+            continue
+        out[role] = round(out.get(role, 0.0) + s, 3)
+    return out
 
 
 def _spread(sizes: list[int]) -> dict[str, float]:

@@ -56,7 +56,6 @@ _LABEL_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")  # fullmatch: no trailing newli
 #: labels already found valid (bounded: a hostile stream of new labels only stops the caching)
 _GOOD_LABELS: set[str] = set()
 _DRIFT_SET = frozenset(DRIFT_KEYS)
-_CONSTANT = re.compile(rb"NaN|Infinity")
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 Hist = Annotated[list[Count], Field(min_length=2, max_length=64)]
 
@@ -181,6 +180,12 @@ def _validated(cls: type[_M], body: Any, what: str, field_prefix: str, whole: st
         raise ProtocolError(f"{field_prefix} field {loc[:80]}: {first['msg']}{more}") from exc
 
 
+def _has_constant(payload: bytes) -> bool:
+    """Whether the payload spells NaN or Infinity anywhere (two substring scans: a regular
+    expression searching for either took a quarter of the window's validation)."""
+    return b"NaN" in payload or b"Infinity" in payload
+
+
 def parse_window(payload: bytes | str | dict[str, Any], *, max_bytes: int = MAX_WINDOW_BYTES) -> TelemetryWindow:
     """Validate a window from the wire. Oversized, non-JSON, unknown fields, wrong lengths: all become a
     :class:`ProtocolError` naming the first offending field.
@@ -190,7 +195,7 @@ def parse_window(payload: bytes | str | dict[str, Any], *, max_bytes: int = MAX_
     accepts nothing the stdlib path refuses, with one exception kept out: the NaN/Infinity
     constants (any payload spelling them takes the stdlib path, which refuses them). Anything it
     refuses takes the stdlib path too, so refusals and their messages stay as they were."""
-    if isinstance(payload, bytes) and len(payload) <= max_bytes and not _CONSTANT.search(payload):
+    if isinstance(payload, bytes) and len(payload) <= max_bytes and not _has_constant(payload):
         try:
             return TelemetryWindow.model_validate_json(payload)
         except ValidationError:
