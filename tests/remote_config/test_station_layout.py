@@ -17,16 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from cloud_registry.remote_config import ConfigPusher, ConfigTarget
 from cloud_registry.store import open_store
 from cloud_registry.store.base import RegistryStore
 from converters.keys import KeyPaths, SigningKey
+from edgeline.cli.main import cli
 from edgeline.core.mqtt_link import LinkSettings, MqttLink
 from edgeline.core.protocol.canonical import canonical_json
 from edgeline.core.protocol.remote_config import ConfigState, parse_config_state
 from edgeline.core.protocol.topics import Topics
 from edgeline.demo.broker import MosquittoBroker
+from firmware_configs.writer import render_stations
 from tests.delivery.station_proc import StationDevice, keeps_inspecting
 from tests.remote_config.conftest import wait_for, write_frames
 
@@ -50,6 +53,17 @@ class Layouts:
     topics: Topics
     workdir: Path
     states: dict[str, ConfigState]
+    key_dir: Path
+    port: int
+
+    def cli(self, *args: str) -> Any:
+        """``edgeline ARGS`` against this registry and broker, its JSON output."""
+        store = ["--store", f"sqlite:///{self.workdir / 'registry.db'}"]
+        broker = ["--broker", f"127.0.0.1:{self.port}"] if args[1] in ("push", "status") else []
+        keys = ["--keys", str(self.key_dir)] if args[1] == "push" else []
+        r = CliRunner().invoke(cli, [*args, *store, *broker, *keys, "--json"], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        return json.loads(r.output)
 
     def entry(self, name: str, frames: Path | None = None, **tables: dict[str, Any]) -> dict[str, Any]:
         """A station's table as the file writes it: its own folder and JSONL sink."""
@@ -135,7 +149,8 @@ def layouts(
         lambda t, p, _r: states.__setitem__(topics.device_id_from(t), parse_config_state(p)) if p else None,
     )
     store = open_store(f"sqlite:///{tmp_path / 'registry.db'}")
-    lay = Layouts(dev, ConfigPusher(link, topics, signing_key, store), link, store, topics, tmp_path, states)
+    pusher = ConfigPusher(link, topics, signing_key, store)
+    lay = Layouts(dev, pusher, link, store, topics, tmp_path, states, key_dir, mosquitto.port)
     for name in ("a", "b"):
         e = lay.entry(name)
         dev.stations[name] = {"source": e["source"], "sinks.jsonl": e["sinks"]["jsonl"]}
@@ -171,9 +186,14 @@ def test_a_layout_adds_and_removes_stations_and_leaves_the_others_alone(layouts:
     layout = json.loads((dev.state_dir / "stations" / "layout.json").read_text())
     assert layout["version"] == v1 and [e["name"] for e in layout["station"]] == ["a", "b", "c"]
 
-    # remove b: its process is stopped (SIGTERM: it ends cleanly), a and c go on in theirs
+    # remove b, with the CLI: its process is stopped (SIGTERM: it ends cleanly), a and c go on in theirs
     pid_c = dev.station("c")["pid"]
-    v2 = lay.push(lay.entry("a"), lay.entry("c"))
+    layout_file = lay.workdir / "layout.toml"
+    layout_file.write_text(render_stations([(n, _tables(lay.entry(n))) for n in ("a", "c")]), "utf-8")
+    shown = lay.cli("config", "diff", "--to", f"device:{DEV}", str(layout_file))
+    assert shown["against"] == v1
+    assert [(c["key"], c["applied"]) for c in shown["changes"]] == [("station[b]", "stop station b")]
+    v2 = lay.cli("config", "push", "--to", f"device:{DEV}", str(layout_file))["version"]
     st = lay.committed(v2)
     assert st is not None, (lay.state(), dev.log_tail())
     assert st.changed == ("station[c]: added", "station[b]: removed")
@@ -184,6 +204,18 @@ def test_a_layout_adds_and_removes_stations_and_leaves_the_others_alone(layouts:
     assert keeps_inspecting(dev, "a") and keeps_inspecting(dev, "c")
     ids = lay.verdict_ids("a")
     assert ids == list(range(ids[0], ids[0] + len(ids)))
+    # the device's answer and the registry's record, for the device-level document
+    (row,) = lay.cli("config", "status", DEV)
+    assert (row["device"], row["version"], row["pushed_to_device"], row["trial"]) == (DEV, v2, v2, None)
+    assert [p["version"] for p in lay.cli("config", "history", f"device:{DEV}")] == [v2, v1]
+
+
+def _tables(entry: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A station's table as render_stations takes it (its own keys under "", dotted sub-tables)."""
+    out: dict[str, dict[str, Any]] = {"": {k: v for k, v in entry.items() if k not in ("name", "source", "sinks")}}
+    out["source"] = entry["source"]
+    out["sinks.jsonl"] = entry["sinks"]["jsonl"]
+    return out
 
 
 def test_layouts_refused_replayed_and_rolled_back(layouts: Layouts) -> None:
