@@ -155,7 +155,7 @@ def run_round(line: Line, n: int, start: float, dark: bool, share: float) -> lis
         else:
             counts[2] += 1
             counts[3] += not passed
-        rec = {"type": "verdict", "result_id": rid, "part_id": rid, "verdict": v.verdict, "label": v.label}
+        rec: dict[str, Any] = {"type": "verdict", "result_id": rid, "part_id": rid, "verdict": v.verdict, "label": v.label}
         rec |= {"confidence": v.confidence, "model": v.model, "model_version": v.model_version, "ts": line.clock()}
         line.agent.feedback.write_batch([rec])
         if line.operator.random() < share:  # the operator checks this part and says what it was
@@ -308,7 +308,15 @@ def line_figures(
     ref: tuple[float, float],
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"true_escape": round(te, 4), "true_false_reject": round(tf, 4)}
-    out["measured"] = {"escape": m_esc, "false_reject": m_fr, "defects": n_def, "goods": n_good}
+    m = measured(totals)
+    out["measured"] = {
+        "escape": m_esc,
+        "false_reject": m_fr,
+        "defects": n_def,
+        "goods": n_good,
+        "escape_status": m[0].status,
+        "false_reject_status": m[1].status,
+    }
     for name, cal in (("cbpe_reference", ref_cal), ("cbpe_lookback", lookback_cal), ("face_value", face_value())):
         e = estimate(totals, cal)
         out[name] = {
@@ -319,6 +327,11 @@ def line_figures(
             "escape_bias_pp": signed_pp(e.escape, te),
             "false_reject_bias_pp": signed_pp(e.false_reject, tf),
         }
+        for rate, truth in (("escape", te), ("false_reject", tf)):
+            iv = e.interval(rate)
+            out[name][f"{rate}_ci95"] = None if iv is None else [round(iv[0], 4), round(iv[1], 4)]
+            out[name][f"{rate}_covers"] = None if iv is None else iv[0] <= truth <= iv[1]
+            out[name][f"{rate}_status"] = e.status(rate)
     out["frozen_reference"] = {
         "escape": ref[0],
         "false_reject": ref[1],
@@ -331,6 +344,11 @@ def line_figures(
 
 def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 4)
+
+
+def _share(flags: list[bool | None]) -> float | None:
+    known = [f for f in flags if f is not None]
+    return round(sum(known) / len(known), 3) if known else None
 
 
 def mean_err(rounds: list[dict[str, Any]], method: str, key: str, dark_line: bool, dark_phase: bool) -> float | None:
@@ -364,6 +382,24 @@ def report(
         bias[phase] = {
             m: {k: mean_err(rounds, m, k, dark_line, dark_phase) for k in ("escape_bias_pp", "false_reject_bias_pp")}
             for m in ("cbpe_reference", "cbpe_lookback", "face_value")
+        }
+    coverage: dict[str, Any] = {}
+    for phase, dark_phase, dark_line in phases:
+        cells = [
+            f
+            for row in rounds
+            if row["dark"] == dark_phase
+            for name, f in row["lines"].items()
+            if (name == "dark") == dark_line
+        ]
+        coverage[phase] = {
+            rate: {
+                "estimate_interval_covers_truth": _share([f["cbpe_reference"][f"{rate}_covers"] for f in cells]),
+                "estimate_stated": _share([f["cbpe_reference"][f"{rate}_status"] == "stated" for f in cells]),
+                "measured_stated": _share([f["measured"][f"{rate}_status"] == "measured" for f in cells]),
+                "measured_noisy": _share([f["measured"][f"{rate}_status"] == "noisy" for f in cells]),
+            }
+            for rate in ("escape", "false_reject")
         }
     series = {
         name: [
@@ -401,6 +437,7 @@ def report(
         },
         "mean_abs_error_pp": errors,
         "mean_bias_pp": bias,
+        "intervals": coverage,
         "series": series,
         "windows_until_field_alert": None if dark_first is None else dark_first - args.normal + 1,
         "windows_until_slice_alert": None if slice_first is None else slice_first - args.normal + 1,

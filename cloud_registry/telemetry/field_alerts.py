@@ -5,15 +5,18 @@ For each row of a field report in the scopes watched (a version, a group, a line
 a configured limit, the evidence says (:func:`crossing`):
 
 1. **above, measured**: the rate measured from feedback has its 95% interval entirely above the limit;
-2. **above, estimated**: the estimate without labels is above the limit (over at least
-   ``min_verdicts`` verdicts), and the measured rate does not contradict it (its interval is not
-   entirely below the limit);
+2. **above, estimated**: the estimate without labels has its 95% interval entirely above the limit
+   (over at least ``min_verdicts`` verdicts; :meth:`.field_estimate.Estimate.interval`: the parts'
+   own chance, the calibration's uncertainty and the noise), and the measured rate does not
+   contradict it (its interval is not entirely below the limit);
 3. **undecided**: the measured rate is above the limit but its interval reaches below, or the
-   estimate is within ``hysteresis`` of the limit (between 0.8 x limit and the limit): the episode
-   stays as it is (no flapping on a handful of parts or a noisy estimate);
-4. **below**: otherwise, when there is any evidence; with none (a line that stopped), nothing changes.
+   estimate is above ``hysteresis`` x the limit (0.8 x) while its interval still holds the limit:
+   the episode stays as it is (no flapping on a handful of parts or a noisy estimate);
+4. **below**: otherwise, when there is any evidence; with none (a line that stopped, or rates and
+   estimates the Laplace noise makes unusable: "too little feedback to tell (noise)"), nothing changes.
 
-An episode opens on 1 or 2 and closes on 4. Slices that :mod:`.field_slices` finds significantly
+An episode opens on 1 or 2, only on evidence that excludes the limit, and closes on 4. Slices that
+:mod:`.field_slices` finds significantly
 worse open a ``field_slice`` episode each, closed when the slice is no longer worse while it still
 has ``min_parts`` parts with feedback. :class:`FieldMonitor` runs this over the last ``lookback_s``
 of windows of every model (the ingest service calls it periodically); the retraining trigger reads
@@ -70,17 +73,22 @@ def crossing(
     limit: float,
     min_verdicts: int,
     hysteresis: float = 0.8,
+    interval: tuple[float, float] | None = None,
+    stated: bool = True,
 ) -> tuple[bool | None, Basis]:
-    """Whether the evidence says the rate is above ``limit`` (see the module's docstring)."""
+    """Whether the evidence says the rate is above ``limit`` (see the module's docstring).
+    ``interval``: the estimate's 95% interval (None: the estimate's value alone, a point);
+    ``stated``: False for an estimate the noise makes unusable (it is then no evidence)."""
     m_known = rate.status == "measured"
     if m_known and rate.low > limit:
         return True, "measured"
-    e_known = estimated is not None and verdicts >= min_verdicts
-    if e_known and estimated is not None and estimated > limit and not (m_known and rate.high < limit):
+    e_known = estimated is not None and verdicts >= min_verdicts and stated
+    low = interval[0] if interval is not None else estimated
+    measured_below = m_known and rate.high < limit
+    if e_known and low is not None and low > limit and not measured_below:
         return True, "estimated"
     if m_known and rate.value is not None and rate.value > limit:
         return None, "undecided"
-    measured_below = m_known and rate.high < limit
     if e_known and estimated is not None and estimated > hysteresis * limit and not measured_below:
         return None, "undecided"
     if m_known or e_known:
@@ -107,11 +115,15 @@ def check_field(engine: AlertEngine, report: FieldReport, limits: FieldLimits) -
             est = row.estimate
             value = None if est is None or not limits.use_estimate else getattr(est, name)
             verdicts = est.verdicts if est is not None else 0
-            active, basis = crossing(rate, value, verdicts, limit, limits.min_verdicts, limits.hysteresis)
+            interval = est.interval(name) if est is not None else None
+            stated = est is not None and est.status(name) == "stated"
+            active, basis = crossing(
+                rate, value, verdicts, limit, limits.min_verdicts, limits.hysteresis, interval, stated
+            )
             if active is None:
                 continue
             what = "escape" if name == "escape" else "false-reject"
-            est_text = f"{100 * value:.2f}%" if value is not None else "-"
+            est_text = est.text(name) if est is not None and value is not None else "-"
             summary = (
                 f"field {what} rate of {scope_of(row)} above {100 * limit:.2f}% ({basis}): "
                 f"measured {rate.text()}, estimated {est_text}"
@@ -127,6 +139,7 @@ def check_field(engine: AlertEngine, report: FieldReport, limits: FieldLimits) -
                 "basis": basis,
                 "measured": rate.to_dict(),
                 "estimated": value,
+                "estimated_ci95": list(interval) if interval is not None else None,
                 "verdicts": verdicts,
             }
             alert = engine.episode(kind, scope_of(row), active, summary, details)  # type: ignore[arg-type]

@@ -22,7 +22,9 @@ Noised windows (``field_metrics.noise_scale``) carry signed counts: the sums ove
 as they are (unbiased) and only the rate is clipped into [0, 1]; the events are clipped into
 [0, n] for the interval, and the interval is widened by the noise's variance (``2 b**2`` per cell
 and window, through the rate by the delta method, added in quadrature to the Clopper-Pearson half
-widths: :func:`rate`). The slices' test (:mod:`.field_slices`) ignores the noise.
+widths: :func:`rate`). Where the noise alone has a standard deviation above :data:`MAX_NOISE_SD`, the
+rate is not stated ("too little feedback to tell (noise)", status ``noisy``). The slices' test
+(:mod:`.field_slices`) ignores the noise.
 """
 
 from __future__ import annotations
@@ -40,10 +42,14 @@ from edgeline.core.protocol.field_window import SCORE_BINS, FeedbackCells, Field
 MIN_PARTS = 30
 #: passed and rejected parts' feedback shares further apart than this are reported
 SAMPLING_RATIO = 3.0
-Status = Literal["measured", "too_little", "none"]
+#: a rate (or an estimate) whose noise alone has a larger standard deviation than this is not stated:
+#: "too little feedback to tell (noise)" (1.96 x 0.05: the noise alone would make the 95% interval
+#: about +-10 percentage points wide)
+MAX_NOISE_SD = 0.05
+Status = Literal["measured", "too_little", "noisy", "none"]
 _CELL_ROWS = ("pass_ok", "pass_defect", "reject_ok", "reject_defect")
 #: the normal quantile of the 95% intervals the noise widens
-_Z95 = 1.959964
+Z95 = 1.959964
 #: noise-variance cells of one cell block: every cell a block has on the wire (rows 0-1: the score bins)
 _WIRE_CELLS = np.ones((4, SCORE_BINS + 1))
 _WIRE_CELLS[:2, SCORE_BINS] = 0.0
@@ -75,6 +81,8 @@ class FieldTotals:
     gap: bool = False
     #: variance of the Laplace noise summed into each cell (0 for exact windows)
     noise_var: np.ndarray = field(default_factory=lambda: np.zeros((4, SCORE_BINS + 1)))
+    #: variance of the Laplace noise summed into each bin of the defect-score histograms
+    hist_var: float = 0.0
 
     def add_served(self, frames: int, fm: FieldMetrics | None, unknown: int) -> None:
         """A window this version served: its frames and histograms."""
@@ -84,6 +92,8 @@ class FieldTotals:
         if fm is not None:
             self.score_pass += np.asarray(fm.score_pass, np.int64)
             self.score_reject += np.asarray(fm.score_reject, np.int64)
+            if fm.noise_scale is not None:
+                self.hist_var += 2.0 * fm.noise_scale**2
 
     def add_feedback(
         self,
@@ -111,6 +121,7 @@ class FieldTotals:
             self.unknown + other.unknown,
             self.gap or other.gap,
             self.noise_var + other.noise_var,
+            self.hist_var + other.hist_var,
         )
 
     @property
@@ -180,6 +191,8 @@ class FieldRate:
     limit: float | None = None
     #: standard deviation of the rate due to the windows' Laplace noise (0: exact counts)
     noise_sd: float = 0.0
+    #: standard deviation of the denominator's noised sum, in parts (0: exact counts)
+    noise_sd_parts: float = 0.0
 
     @property
     def value(self) -> float | None:
@@ -197,6 +210,7 @@ class FieldRate:
             "needed": self.needed,
             "limit": self.limit,
             "noise_sd": self.noise_sd,
+            "noise_sd_parts": self.noise_sd_parts,
             "text": self.text(),
         }
 
@@ -204,6 +218,12 @@ class FieldRate:
         what = "defective" if self.name == "escape" else "good"
         if self.status == "none":
             return f"no feedback on {what} parts"
+        if self.status == "noisy":  # no figure: the noise would be most of it
+            sd = f"{100 * self.noise_sd:.0f} pp" if self.n else f"{self.noise_sd_parts:.0f} parts"
+            return (
+                f"too little feedback to tell (noise): about {self.n} {what} parts with feedback, "
+                f"the noise alone s.d. {sd}"
+            )
         noise = f", noise sd {100 * self.noise_sd:.2f} pp included" if self.noise_sd > 0 else ""
         ci = f"95% CI {100 * self.low:.2f}-{100 * self.high:.2f}%{noise}"
         share = f"{100 * self.events / self.n:.2f}% ({self.events}/{self.n}, {ci})"
@@ -221,27 +241,36 @@ def rate(
     min_parts: int = MIN_PARTS,
     limit: float | None = None,
     noise_var: tuple[float, float] = (0.0, 0.0),
+    max_noise_sd: float = MAX_NOISE_SD,
 ) -> FieldRate:
     """``events`` of ``n``; noised sums are clipped (``n`` at 0, ``events`` into [0, n]).
     ``noise_var``: the noise variance of the events' sum and of the rest of the denominator's sum;
     it widens the interval by ``1.96 * sd``, ``sd`` of the rate by the delta method
-    (``sqrt((1 - p)**2 var_events + p**2 var_rest) / n``), added in quadrature."""
+    (``sqrt((1 - p)**2 var_events + p**2 var_rest) / n``), added in quadrature. When that ``sd`` is
+    above ``max_noise_sd`` (or the noised denominator sums to nothing), the status is ``noisy``: too
+    little feedback to tell for the noise, and no figure is stated."""
     n = max(0, int(n))
     events = min(max(0, int(events)), n)
     lo, hi = clopper_pearson(events, n)
     sd = 0.0
-    if n > 0 and (noise_var[0] > 0 or noise_var[1] > 0):
+    noised = noise_var[0] > 0 or noise_var[1] > 0
+    if n > 0 and noised:
         p = events / n
         sd = math.sqrt((1 - p) ** 2 * noise_var[0] + p**2 * noise_var[1]) / n
-        half = _Z95 * sd
+        half = Z95 * sd
         lo = max(0.0, p - math.hypot(p - lo, half))
         hi = min(1.0, p + math.hypot(hi - p, half))
-    status: Status = "none" if n == 0 else "too_little" if n < min_parts else "measured"
+    status: Status
+    if noised and (n == 0 or sd > max_noise_sd):
+        status = "noisy"
+    else:
+        status = "none" if n == 0 else "too_little" if n < min_parts else "measured"
     needed = None
     if status != "measured" and limit is not None and limit > 0:
         observed = events / n if n else 0.0
         needed = max(min_parts, parts_needed(limit, observed=observed if observed < limit else 0.0))
-    return FieldRate(name, events, n, lo, hi, status, needed, limit, sd)
+    parts_sd = math.sqrt(noise_var[0] + noise_var[1])
+    return FieldRate(name, events, n, lo, hi, status, needed, limit, sd, parts_sd)
 
 
 def measured(

@@ -173,8 +173,19 @@ def _pct(x: float | None) -> str:
 def _measured_cell(r: FieldRate) -> str:
     if r.status == "none":
         return "no feedback"
+    if r.status == "noisy":
+        return "too little feedback to tell (noise)"
     core = f"{_pct(r.value)} [{_pct(r.low)}-{_pct(r.high)}] n={r.n}"
     return core if r.status == "measured" else f"too little ({core})"
+
+
+def _estimate_cell(e: Estimate | None, name: str) -> str:
+    if e is None:
+        return "-"
+    if e.status(name) == "noisy":
+        return "too little feedback to tell (noise)"
+    value, iv = getattr(e, name), e.interval(name)
+    return "-" if value is None or iv is None else f"{_pct(value)} [{_pct(iv[0])}-{_pct(iv[1])}]"
 
 
 def table_rows(report: FieldReport) -> list[list[str]]:
@@ -191,9 +202,9 @@ def table_rows(report: FieldReport) -> list[list[str]]:
                 str(r.totals.frames),
                 f"{r.totals.feedback} ({_pct(share)})" if share is not None else str(r.totals.feedback),
                 _measured_cell(r.escape),
-                _pct(e.escape) if e is not None else "-",
+                _estimate_cell(e, "escape"),
                 _measured_cell(r.false_reject),
-                _pct(e.false_reject) if e is not None else "-",
+                _estimate_cell(e, "false_reject"),
             ]
         )
     return out

@@ -4,9 +4,10 @@ protocol.field_window`).
 
 :class:`FieldTally` lives in a :class:`~edge_agent.telemetry.windows.RawWindow`: it merges by
 addition (the minimum frame count rule), persists with a pending window, and takes the window's
-Laplace noise (:meth:`FieldTally.noised`). :func:`read_feedback` turns the feedback log written since
-a cursor into counts: per model version, (side, truth, score bin) cells. No result id, part id, name
-or single confidence goes further than this module.
+Laplace noise (:meth:`FieldTally.noised`: the net cells of one block, the window's own version's,
+always present, so which blocks a window carries says nothing). :func:`read_feedback` turns the
+feedback log written since a cursor into counts: per model version, (side, truth, score bin)
+cells. No result id, part id, name or single confidence goes further than this module.
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ class FieldTally:
     feedback_gap: bool = False
     #: the Laplace scale of the noise these counts carry (set by :meth:`noised`; never persisted)
     noise_scale: float | None = None
+    #: send every block, even one whose cells are all 0 (a noised window's own version: its presence
+    #: must not depend on the feedback; set by :meth:`noised`, never persisted)
+    always: bool = False
 
     def add_verdict(self, v: Verdict) -> None:
         score = defect_score(v.verdict, v.confidence)
@@ -106,11 +110,39 @@ class FieldTally:
     def without_feedback(self) -> FieldTally:
         return FieldTally(self.score_pass.copy(), self.score_reject.copy())
 
-    def noised(self, noisy: Callable[[np.ndarray], np.ndarray], scale: float) -> FieldTally:
+    def noised(
+        self, noisy: Callable[[np.ndarray], np.ndarray], scale: float, own: VersionKey | None = None
+    ) -> FieldTally:
         """Every count through ``noisy`` (the window's Laplace noise of scale ``scale``, signed: the
-        counts keep their sign, see :mod:`edgeline.core.protocol.field_window`)."""
-        fb = {k: np.vstack([noisy(a[0]), noisy(a[1])]) for k, a in self.feedback.items()}
-        return FieldTally(noisy(self.score_pass), noisy(self.score_reject), fb, self.feedback_gap, scale)
+        counts keep their sign, see :mod:`edgeline.core.protocol.field_window`).
+
+        Which feedback blocks a noised window carries must not depend on the feedback itself (a block
+        present only when some part got feedback, or a retracted block only when one was replaced,
+        would tell so whatever the noise on its cells). So the net cells (added minus retracted) go
+        out noised once, in ``added``, with no retracted block: the same sensitivity (a replaced
+        feedback moves one part from one cell to another, two cells), half the noise variance of two
+        noised blocks. With ``own`` (the window's model version), exactly one block goes out, that
+        version's, whether or not anything was given; feedback on another version's verdicts in this
+        window is left out (logged): its block's presence would say that feedback was given. Without
+        ``own``, the blocks of the versions the tally holds (the presence of each is then not
+        protected)."""
+        keys = [own] if own is not None else list(self.feedback)
+        fb = {}
+        for key in keys:
+            a = self.feedback.get(key)
+            net = np.zeros(CELLS, np.int64) if a is None else a[0] - a[1]
+            fb[key] = np.vstack([noisy(net), np.zeros(CELLS, np.int64)])
+        left = [k for k in self.feedback if k not in fb and self.feedback[k].any()]
+        if left:
+            log.warning(
+                "feedback on %s in a noised window of %s: not sent (under noise a window carries its own "
+                "version's block only)",
+                ", ".join(f"{n} v{v}" for n, v in left),
+                f"{own[0]} v{own[1]}" if own is not None else "-",
+            )
+        return FieldTally(
+            noisy(self.score_pass), noisy(self.score_reject), fb, self.feedback_gap, scale, always=own is not None
+        )
 
     def add_feedback(self, counts: ConfusionCounts) -> None:
         """Add the cells of :func:`read_feedback`'s counts (keys are cell indices)."""
@@ -152,7 +184,7 @@ class FieldTally:
         versions = []
         for key in keys:
             added, retracted = self.feedback[key]
-            if not added.any() and not retracted.any():
+            if not self.always and not added.any() and not retracted.any():
                 continue
             versions.append(
                 FieldVersion(

@@ -188,6 +188,6 @@ class LaplaceNoise:
             stats_frames=one(raw.stats_frames),
             errors=one(raw.errors),
             drops=one(raw.drops),
-            field_metrics=raw.field_metrics.noised(signed, b),
+            field_metrics=raw.field_metrics.noised(signed, b, (raw.model.name, raw.model.version)),
             shadow=raw.shadow.noised(signed, b, tuple(labels)) if raw.shadow is not None else None,
         )

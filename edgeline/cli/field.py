@@ -167,3 +167,6 @@ def _print(rep: FieldReport, rows: list[list[str]]) -> None:
             for rate in (r.escape, r.false_reject):
                 if rate.status != "measured":
                     console.print(f"v{r.version} {rate.name.replace('_', ' ')}: {rate.text()}")
+                if r.estimate is not None and r.estimate.status(rate.name) == "noisy":
+                    what = rate.name.replace("_", " ")
+                    console.print(f"v{r.version} {what} estimate without labels: {r.estimate.text(rate.name)}")

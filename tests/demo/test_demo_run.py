@@ -28,7 +28,7 @@ STORY = [
     "tampered",
     "score",
 ]
-SECTIONS = ["stages", "models", "drift", "new_kind", "rollouts", "fleet", "tampered"]
+SECTIONS = ["stages", "models", "drift", "field", "new_kind", "rollouts", "fleet", "tampered"]
 
 
 def test_every_stage_passes_and_stdout_is_the_json_summary(quick_run: DemoRun) -> None:
@@ -217,3 +217,31 @@ def test_v2_runs_in_the_shadow_of_v1_on_the_drifted_line_before_it_is_promoted(q
     # the promotion came after: v2's rollout started once the shadow had been stopped
     marks = quick_run.summary["marks"]
     assert marks["v2_shadow"] < marks["v2_rollout"]
+
+
+def test_the_lines_are_scored_from_operator_feedback_beside_the_camera_truth(quick_run: DemoRun) -> None:
+    """A simulated operator posted the truth of a share of each line's parts to the agent's local API;
+    the counts rode in telemetry and the cloud's field rates are shown beside the camera's figures."""
+    block = quick_run.summary["field"]
+    operator = block["operator"]
+    assert {d: o["share"] for d, o in operator.items()} == {"line-1": 0.10, "line-2": 0.25, "line-3": 0.05}
+    for d, o in operator.items():
+        # every check went through the API and was stored; roughly the share of the verdicts seen
+        assert o["checked"] > 0 and o["stored"] == o["checked"] and not o["refused"], (d, o)
+        assert 0.4 * o["share"] < o["checked"] / o["verdicts_seen"] < 1.8 * o["share"], (d, o)
+    rows = block["rows"]
+    assert {r["device"] for r in rows} == {"line-1", "line-2", "line-3"}
+    for r in rows:  # the cloud never holds more than the operator said, cell by cell
+        assert all(r["counts_arrived"][k] <= n for k, n in r["counts_given"].items()), r
+    # the feedback reached the cloud in telemetry windows (the last window of a stop may be held back)
+    assert block["feedback_given"] > 0 and block["feedback_arrived"] >= 0.9 * block["feedback_given"]
+    by = {(r["device"], r["version"]): r for r in rows}
+    drifted = by[("line-2", 1)]  # v1 on the darkened line, a quarter of its parts checked
+    assert drifted["field"]["false_reject"]["status"] == "measured"
+    cam, fb = drifted["camera"]["false_reject"], drifted["field"]["false_reject"]
+    assert abs(fb["value"] - cam["value"]) < 0.25  # about 4 pp s.d. with ~80 good parts checked
+    statuses = {r["field"]["escape"]["status"] for r in rows if r["field"]}
+    assert "too_little" in statuses  # 5% of a short run: the cloud says it cannot tell
+    assert "Field rates per line" in quick_run.stderr  # the console table
+    page = (quick_run.workdir / "report.html").read_text("utf-8")
+    assert 'id="field"' in page and "too little feedback to tell" in page

@@ -66,13 +66,28 @@ def test_a_measured_escape_rate_above_the_limit_fires_once_and_resolves(tmp_path
     assert field_episodes(store, "plates") == []
 
 
-def test_an_estimated_false_reject_rate_fires_without_feedback(tmp_path: Path) -> None:
+def test_an_estimated_false_reject_rate_fires_without_feedback_once_a_calibration_excludes_the_limit(
+    tmp_path: Path,
+) -> None:
     engine = AlertEngine(TelemetryStore(tmp_path / "t.db"))
-    # no feedback at all: the scores at face value, 300 rejected at score 0.55 -> ~45% of them good
+    limits = FieldLimits(false_reject=0.02, scopes=("version",))
+    # no feedback at all: the scores at face value, 300 rejected at score 0.55 -> ~45% of them good:
+    # 6.6%, but an uncalibrated curve is only the ridge's guess, its interval holds 2%: no episode
     w = window(score_pass={0: 2000}, score_reject={5: 300})
-    [a] = check_field(engine, build_field_report([w], "plates"), FieldLimits(false_reject=0.02, scopes=("version",)))
+    rep = build_field_report([w], "plates")
+    est = rep.rows[0].estimate
+    assert est is not None and est.false_reject == pytest.approx(300 * 0.45 / (300 * 0.45 + 2000 * 0.95))
+    iv = est.interval("false_reject")
+    assert iv is not None and iv[0] < 0.02 < iv[1]
+    assert check_field(engine, rep, limits) == []
+    # a reference period's feedback calibrates the rejected side (90 of 200 at 0.55 good): the report's
+    # windows have no feedback of their own, and the estimate's interval now lies above the limit
+    fb = cells(reject_ok={5: 90}, reject_defect={5: 110}, pass_ok={0: 200})
+    ref = window(start=DAY0 - 86400, score_pass={0: 2000}, score_reject={5: 300}, feedback=[(1, fb, None)])
+    rep = build_field_report([w], "plates", reference=[ref])
+    [a] = check_field(engine, rep, limits)
     assert (a.kind, a.details["basis"]) == ("field_false_reject", "estimated")
-    assert a.details["estimated"] == pytest.approx(300 * 0.45 / (300 * 0.45 + 2000 * 0.95))
+    assert a.details["measured"]["status"] == "none" and a.details["estimated_ci95"][0] > 0.02
 
 
 def test_a_worse_line_is_its_own_episode_and_the_monitor_reads_the_store(tmp_path: Path) -> None:

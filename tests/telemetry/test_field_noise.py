@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from cloud_registry.telemetry.field_estimate import BIN_LOGITS, calibrate, noise_weights
-from cloud_registry.telemetry.field_rates import FieldTotals, measured, rate
+from cloud_registry.telemetry.field_rates import MAX_NOISE_SD, FieldTotals, measured, rate
 from converters.operating_point import clopper_pearson
 from edge_agent.telemetry.field import CELLS, FieldTally
 from edge_agent.telemetry.privacy import LaplaceNoise
@@ -63,10 +63,10 @@ def test_the_sum_of_many_noisy_windows_is_unbiased_and_the_clipped_sum_is_not() 
         total = total.merge(t)
     for name, row in _ROW.items():
         true = TRUE[name][1] * WINDOWS
-        # tolerance: 4 standard deviations of the sum's noise: 10 bins x WINDOWS x 2 blocks (added,
-        # and retracted, noised though 0) of Laplace(3) draws, variance 2 x 3**2 each
+        # tolerance: 4 standard deviations of the sum's noise: 10 bins x WINDOWS x 1 block (the net
+        # cells: no retracted block under noise) of Laplace(3) draws, variance 2 x 3**2 each
         sd = math.sqrt(float(total.noise_var[row, :SCORE_BINS].sum()))
-        assert sd == pytest.approx(math.sqrt(10 * WINDOWS * 2 * 2 * 3.0**2))
+        assert sd == pytest.approx(math.sqrt(10 * WINDOWS * 2 * 3.0**2))
         assert abs(total.counts()[name] - true) < 4 * sd, name
         assert abs(sum(t.counts()[name] for t in signed) - true) < 4 * sd, name  # the same, report by report
         # before: each window's cells clipped at 0 on the device, and each report's sums clipped per cell
@@ -103,7 +103,15 @@ def test_the_interval_includes_the_noise() -> None:
     lo, hi = clopper_pearson(6, 60)
     assert noisy.low == pytest.approx(max(0.0, 0.1 - math.hypot(0.1 - lo, 1.959964 * sd)), abs=1e-6)
     assert noisy.high == pytest.approx(0.1 + math.hypot(hi - 0.1, 1.959964 * sd), abs=1e-6)
-    assert "noise sd" in noisy.text() and "noise" not in exact.text()
+    # the noise alone is 20 pp (above MAX_NOISE_SD): no figure, too little feedback to tell
+    assert noisy.status == "noisy" and noisy.noise_sd > MAX_NOISE_SD
+    assert noisy.text().startswith("too little feedback to tell (noise)") and "10.00%" not in noisy.text()
+    assert "noise" not in exact.text()
+    # a hundred times the parts: the same noise is 0.2 pp of the rate, the figure is stated with it
+    many = measured(
+        _totals_of(window(feedback=[(1, cells(pass_defect={0: 600}, reject_defect={9: 5400}), None)]), 3.0)
+    )[0]
+    assert many.status == "measured" and "noise sd" in many.text() and many.text().startswith("10.00%")
     # clipping: a noised sum with more events than parts, or fewer than none
     assert (rate("escape", 9, 5).events, rate("escape", -3, 5).events, rate("escape", 2, -4).status) == (5, 0, "none")
 
@@ -164,3 +172,54 @@ def test_weighing_the_bins_by_their_noise_calibrates_closer_to_the_truth() -> No
     assert np.mean(err_weighted) < 0.7 * np.mean(err_signed)
     exact = noise_weights(np.zeros(SCORE_BINS), n.astype(float), None, (0.0, 1.0))
     assert exact.tolist() == [1.0] * SCORE_BINS  # exact counts are taken whole
+
+
+def _blocks(t: FieldTally, seed: int) -> list[tuple[str, int, bool]]:
+    """(model, version, has a retracted block) of a tally noised as the device noises a window."""
+    noise = LaplaceNoise(EPSILON, rng=np.random.default_rng(seed))
+    raw = RawWindow(ModelKey("plates", 2, "a" * 64), 0.0, 1.0, frames=190, field_metrics=t)
+    fm = FieldMetrics.model_validate(noise.apply(raw).field_metrics.wire().model_dump())
+    return [(fv.model, fv.version, fv.retracted is not None) for fv in fm.feedback]
+
+
+def test_which_blocks_a_noised_window_carries_does_not_depend_on_the_feedback(caplog: pytest.LogCaptureFixture) -> None:
+    """Without feedback, with feedback, with a replaced (retracted) feedback, with feedback on an older
+    version only: the same single block, the window's own version's, and never a retracted block."""
+    none = FieldTally()
+    given = FieldTally()
+    given.feedback[("plates", 2)] = np.zeros((2, CELLS), np.int64)
+    given.feedback[("plates", 2)][0, 3] = 4
+    replaced = FieldTally()
+    replaced.feedback[("plates", 2)] = np.zeros((2, CELLS), np.int64)
+    replaced.feedback[("plates", 2)][0, [3, 25]] = 1  # the new truth's cell, and the old one retracted
+    replaced.feedback[("plates", 2)][1, 3] = 1
+    older = FieldTally()
+    older.feedback[("plates", 1)] = np.zeros((2, CELLS), np.int64)
+    older.feedback[("plates", 1)][0, 3] = 2
+    for seed in range(20):
+        assert {tuple(_blocks(t, seed)) for t in (none, given, replaced, older)} == {(("plates", 2, False),)}
+    assert "feedback on plates v1 in a noised window of plates v2: not sent" in caplog.text
+    # without noise the blocks are as before: only versions with feedback, retracted when there is some
+    assert given.wire().feedback[0].retracted is None and none.wire().feedback == []
+    assert replaced.wire().feedback[0].retracted is not None
+
+
+def test_the_net_cells_travel_once_so_the_noise_variance_is_one_blocks() -> None:
+    """A replaced feedback nets to one part in the new cell: the noised net sums over many windows are
+    unbiased with the variance of one noised block per window (2 b**2 per cell), as the cloud counts."""
+    t = FieldTally()
+    a = np.zeros((2, CELLS), np.int64)
+    a[0, 0], a[0, SCORE_BINS + 0], a[1, 0] = 3, 1, 1  # 3 given ok, one of them replaced by defect
+    t.feedback[("plates", 1)] = a
+    noise = LaplaceNoise(EPSILON, rng=np.random.default_rng(11))
+    total = FieldTotals()
+    n = 1500
+    for _ in range(n):
+        fm = t.noised(noise.signed, noise.scale, ("plates", 1)).wire()
+        [fv] = fm.feedback
+        assert fv.retracted is None
+        total.add_feedback(fv.added, fv.retracted, False, fm.noise_scale)
+    sd = math.sqrt(n * 2 * noise.scale**2)
+    assert float(total.noise_var[0, 0]) == pytest.approx(sd**2)
+    assert abs(total.counts()["pass_ok"] - 2 * n) < 4 * math.sqrt(SCORE_BINS) * sd
+    assert abs(int(total.cells[1, 0]) - n) < 4 * sd and abs(int(total.cells[0, 0]) - 2 * n) < 4 * sd
