@@ -5,6 +5,7 @@ API takes feedback by that id and refuses one it never gave; without ``[feedback
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -15,7 +16,7 @@ from tests.feedback.conftest import post_feedback
 
 
 def _agent(tmp_path: Path, bundle: Path, trust: Path, frames: list[np.ndarray], feedback: bool) -> Agent:
-    sections = {"model": {"bundle": str(bundle), "trust_file": str(trust)}}
+    sections: dict[str, dict[str, Any]] = {"model": {"bundle": str(bundle), "trust_file": str(trust)}}
     if feedback:
         sections |= {
             "feedback": {"enabled": True, "path": str(tmp_path / "feedback.db")},
