@@ -43,15 +43,17 @@ def identity_of(device: DeviceConfig) -> DeviceIdentity:
     return DeviceIdentity(d.id, d.hardware_class, tuple(d.groups))
 
 
+#: where an updater keeps the newest revocation list it accepted (``SlotDisk.revocations_path``; the
+#: updater's module is not imported here: it brings the inspection runtime with it)
+REVOCATIONS = "revocations.json"
+
+
 def layout_trust(device: DeviceConfig, stations: dict[str, DeviceConfig]) -> TrustStore:
     """The device's trust store, with every revocation list the device's or a station's updater
     accepted from the fleet (the supervisor runs no updater of its own)."""
-    from edge_agent.updater.link import load_trust
-    from edge_agent.updater.slots import SlotDisk
-
-    trust = load_trust(Path(device.trust_file), SlotDisk(Path(device.updater.state_dir)))
-    for cfg in stations.values():
-        _apply_revocations(trust, SlotDisk(Path(cfg.updater.state_dir)).revocations_path)
+    trust = TrustStore.load(Path(device.trust_file))
+    for state_dir in (device.updater.state_dir, *(cfg.updater.state_dir for cfg in stations.values())):
+        _apply_revocations(trust, Path(state_dir) / REVOCATIONS)
     return trust
 
 

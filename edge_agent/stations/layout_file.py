@@ -18,10 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from edge_agent.remote_config.errors import ConfigRefused
-from edge_agent.stations.layout import Entries, resolve_layout
 from edgeline.core.fsutil import write_atomic
-from edgeline.core.protocol.remote_config import LAYOUT_KEY
 from firmware_configs.errors import ConfigError
 from firmware_configs.loader import load_config
 from firmware_configs.schema import DeviceConfig
@@ -30,6 +27,11 @@ from firmware_configs.stations import STATIONS_DIR, device_tables, station_data
 log = logging.getLogger(__name__)
 
 LAYOUT_FILE = "layout.json"
+#: the file's key of the station list (``[[station]]``), the protocol's ``LAYOUT_KEY``: not imported
+#: from there, so that a supervisor without remote configuration never loads the signature code
+LAYOUT_KEY = "station"
+
+Entries = list[dict[str, Any]]
 
 
 def layout_path(device: DeviceConfig) -> Path:
@@ -83,8 +85,11 @@ def layout_in_force(config_path: Path) -> tuple[DeviceConfig, dict[str, Any], di
     tables = read_tables(config_path)
     if not device.station:
         return device, tables, {}, 0
-    got = read_layout(layout_path(device))
+    got = read_layout(layout_path(device)) if device.remote_config.enabled else None
     if got is not None:
+        from edge_agent.remote_config.errors import ConfigRefused
+        from edge_agent.stations.layout import resolve_layout
+
         version, entries = got
         try:
             stations = resolve_layout(tables, entries, f"{config_path} with station layout version {version}")

@@ -73,12 +73,11 @@ def run_supervisor(
 ) -> None:
     """Run every station until SIGTERM/SIGINT, or until each finished; exits 0. With ``[remote_config]``
     on, the supervisor also receives the device's station layout (docs/stations.md)."""
-    from edge_agent.stations.layout_apply import LayoutApplier
-    from edge_agent.stations.layout_boot import boot_layout
-    from edge_agent.stations.layout_remote import start_layout_config
+    if device.remote_config.enabled:  # the layout in force (a trial the supervisor did not finish rolled back)
+        from edge_agent.stations.layout_boot import boot_layout
 
-    boot = boot_layout(config_path)  # the layout in force (a trial the supervisor did not finish rolled back)
-    stations = boot.stations
+        boot = boot_layout(config_path)
+        stations = boot.stations
 
     def argv_of(name: str) -> list[str]:
         return station_argv(config_path.resolve(), name, extra_plugins, no_default_plugins)
@@ -92,7 +91,12 @@ def run_supervisor(
         liveness=LivenessPolicy(hang.hang_timeout_s, hang.start_timeout_s, hang.kill_after_s),
         watch=watch,
     )
-    remote = start_layout_config(boot, LayoutApplier(sup, argv_of, grace_of=reader_grace_s))
+    remote = None
+    if device.remote_config.enabled:  # signed station layouts: the supervisor's own small fleet link
+        from edge_agent.stations.layout_apply import LayoutApplier
+        from edge_agent.stations.layout_remote import start_layout_config
+
+        remote = start_layout_config(boot, LayoutApplier(sup, argv_of, grace_of=reader_grace_s))
 
     def stop_all() -> None:
         if remote is not None:

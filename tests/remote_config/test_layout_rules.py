@@ -16,6 +16,7 @@ import pytest
 from converters.keys import KeyPaths, SigningKey
 from edge_agent.remote_config.errors import ConfigRefused
 from edge_agent.remote_config.store import Applied, ConfigRecord, ConfigStore
+from edge_agent.stations import layout_file
 from edge_agent.stations.layout import (
     LayoutPlan,
     check_layout,
@@ -30,7 +31,7 @@ from edge_agent.stations.layout_boot import boot_layout
 from edge_agent.stations.layout_file import layout_in_force, station_in_force
 from edge_agent.stations.layout_trial import LayoutTrial, StationRun
 from edgeline.core.errors import ProtocolError
-from edgeline.core.protocol.remote_config import parse_config_document
+from edgeline.core.protocol.remote_config import LAYOUT_KEY, parse_config_document
 from firmware_configs.writer import render_stations, render_toml
 
 
@@ -88,7 +89,7 @@ def test_each_station_is_judged_on_what_it_changes_from_the_file(tmp_path: Path)
     assert r.reason == "forbidden" and r.detail.startswith("station[c].cloud.username: the fleet link")
     changed = _entry(tmp_path, "a", username="someone-else")
     assert _refused(_check, tmp_path, file, [changed]).detail.startswith("station[a].cloud.username")
-    for tables, reason, shown in [
+    cases: list[tuple[dict[str, Any], str, str]] = [
         ({"sinks": {"command": {"argv": ["/bin/sh"]}}}, "hostile", "station[c].sinks.command"),
         ({"sinks": {"jsonl": {"path": "/etc/passwd"}}}, "hostile", "outside the allowed directories"),
         ({"sinks": {"jsonl": {"path": f"{tmp_path}/../x.jsonl"}}}, "hostile", "without '..'"),
@@ -97,7 +98,8 @@ def test_each_station_is_judged_on_what_it_changes_from_the_file(tmp_path: Path)
         ({"updater": {"state_dir": "/tmp/x"}}, "forbidden", "station[c].updater.state_dir"),
         ({"model": {"bundle": "/tmp/b"}}, "forbidden", "station[c].model.bundle"),
         ({"api": {"port": 8080}}, "forbidden", "station[c].api.port"),
-    ]:
+    ]
+    for tables, reason, shown in cases:
         r = _refused(_check, tmp_path, file, [file["station"][0], _entry(tmp_path, "c") | tables])
         assert r.reason == reason and shown in r.detail, (tables, r)
     # a new folder under an allowed directory is fine
@@ -185,19 +187,21 @@ def test_the_trial_of_a_layout() -> None:
 
 def test_a_layout_on_the_wire_is_bounded() -> None:
     now = time.time()
+    assert layout_file.LAYOUT_KEY == LAYOUT_KEY == "station"  # the file's key, the protocol's key
 
     def doc(config: dict[str, Any]) -> Any:
         return parse_config_document({"version": 1, "issued_at": now, "expires_at": now + 60, "config": config})
 
     assert doc({"station": [{"name": "a", "cloud": {"tls": {"cert_file": "/x"}}}]}).config["station"][0]["name"] == "a"
-    for config, shown in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"station": [{"name": str(i)} for i in range(17)]}, "17 stations (at most 16)"),
         ({"station": [{"name": "a"}, "b"]}, "station[1]: a station is a table"),
         ({"station": "a"}, "a station layout is a list of tables"),
         ({"station": [{"a": {"b": {"c": {"d": 1}}}}]}, "nested deeper than 4 levels"),
         ({"station": [{"name": "x" * 2000}]}, "a string of 2000 characters"),
         ({"sinks": [{"jsonl": {}}]}, "lists hold plain values only"),  # only the layout holds tables
-    ]:
+    ]
+    for config, shown in cases:
         with pytest.raises(ProtocolError, match=re.escape(shown)):
             doc(config)
 

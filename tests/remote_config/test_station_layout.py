@@ -269,12 +269,12 @@ def test_layouts_refused_replayed_and_rolled_back(layouts: Layouts) -> None:
     c2 = lay.entry("c", sinks={"jsonl": {"path": str(lay.workdir / "logs" / "c2.jsonl")}})
     v3 = lay.push(lay.entry("a"), lay.entry("b"), c2, e)
     for n in (1, 2):
-        pid = wait_for(
-            lambda n=n: (
-                (st := dev.station("e")).get("state") == "running" and st.get("restarts") == n - 1 and st.get("pid")
-            ),
-            30,
-        )
+
+        def started(n: int = n) -> Any:
+            st = dev.station("e")
+            return st.get("state") == "running" and st.get("restarts") == n - 1 and st.get("pid")
+
+        pid = wait_for(started, 30)
         assert pid, dev.supervisor()
         os.kill(int(pid), signal.SIGKILL)
     st = lay.rolled_back(v3)
