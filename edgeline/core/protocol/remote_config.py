@@ -227,9 +227,9 @@ __all__ = [
     "ConfigOutcome",
     "ConfigReason",
     "ConfigState",
+    "layout_shape_problem",
     "parse_config_document",
     "parse_config_payload",
     "parse_config_state",
-    "layout_shape_problem",
     "shape_problem",
 ]
