@@ -53,7 +53,7 @@ def test_a_challenger_that_agrees_is_counted_and_never_reaches_the_sinks(
 ) -> None:
     trust = key_dir / "trust.json"
     # the frames come from memory as fast as the loop goes: the line is always behind, so compare anyway
-    shadow = {"enabled": True, "bundle": str(tiny_bundle), "yield_when_behind": False}
+    shadow = {"enabled": True, "bundle": str(tiny_bundle), "yield_when_behind": False, "idle_class": False}
     st = _run(_agent(tmp_path, tiny_bundle, trust, shadow))
     sh = st["shadow"]
     assert sh["offered"] == st["frames"]["inspected"] == 200 and sh["behind_skips"] == 0
@@ -72,7 +72,13 @@ def test_a_challenger_that_disagrees_shows_in_the_matrix(
     tmp_path: Path, tiny_bundle: Path, flipped_bundle: Path, key_dir: Path
 ) -> None:
     trust = key_dir / "trust.json"
-    shadow = {"enabled": True, "bundle": str(flipped_bundle), "share": 0.5, "yield_when_behind": False}
+    shadow = {
+        "enabled": True,
+        "bundle": str(flipped_bundle),
+        "share": 0.5,
+        "yield_when_behind": False,
+        "idle_class": False,
+    }
     st = _run(_agent(tmp_path, tiny_bundle, trust, shadow))
     sh = st["shadow"]
     assert sh["offered"] == 200 and sh["sampled_out"] == 100  # half the frames, evenly

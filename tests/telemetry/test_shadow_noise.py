@@ -364,7 +364,14 @@ def test_a_real_agent_with_a_challenger_noises_its_windows_at_the_scale_of_both_
         tmp_path,
         {"kind": "folder", "path": str(tmp_path), "loop": False},
         model={"bundle": str(tiny_bundle), "trust_file": str(key_dir / "trust.json")},
-        shadow={"enabled": True, "bundle": str(flipped), "max_fps": 1000, "max_duty": 1.0},
+        shadow={
+            "enabled": True,
+            "bundle": str(flipped),
+            "max_fps": 1000,
+            "max_duty": 1.0,
+            "yield_when_behind": False,
+            "idle_class": False,
+        },
     )
     ob = Outbox(tmp_path / "outbox.db")
     section = TelemetrySection(window_frames=50, window_s=3600, min_frames=20, tick_s=0.05, epsilon=EPSILON)

@@ -53,6 +53,7 @@ def _run(tmp_path: Path, champion: Path, challenger: Path, trust: Path, n: int) 
             "max_fps": 1000,
             "max_duty": 1.0,
             "yield_when_behind": False,
+            "idle_class": False,
         },
     )
     ob = Outbox(tmp_path / "outbox.db")
