@@ -27,6 +27,7 @@ from edgeline.cli.options import (
 )
 from edgeline.cli.registry_access import open_registry
 from edgeline.cli.rollout import _runner, _summary, _watch, parse_pct
+from edgeline.cli.target_help import UNITS_HELP
 from edgeline.cli.telemetry_common import DB, telemetry_exists, telemetry_url
 
 VERDICT_COLS = ("ok", "defect", "unknown")
@@ -100,6 +101,13 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.1%}"
 
 
+def _agree(ev: Evidence) -> str:
+    """The agreement rate; with its 95% range when the windows were noised (docs/privacy.md)."""
+    if not ev.noised_windows or ev.agreement_rate is None:
+        return _pct(ev.agreement_rate)
+    return f"{_pct(ev.agreement_rate)} ({_pct(ev.agreement_low)}-{_pct(ev.agreement_high)}, noised)"
+
+
 def _row(name: str, group: str | None, ev: Evidence) -> list[str]:
     pairs = ", ".join(f"{a}->{b} {n}" for a, b, n in ev.top_disagreements(2)) or "-"
     lat = "-" if ev.latency_p99_max is None else f"{ev.latency_p99_max:.2f}"
@@ -110,7 +118,7 @@ def _row(name: str, group: str | None, ev: Evidence) -> list[str]:
         str(ev.windows),
         str(ev.compared),
         str(ev.skipped),
-        _pct(ev.agreement_rate),
+        _agree(ev),
         pairs,
         drift,
         lat,
@@ -181,7 +189,7 @@ def report(
 
 @shadow.command("promote")
 @click.argument("ref")
-@click.option("--to", "target", required=True, help="group:NAME or device:ID[,ID...] (the shadow's devices).")
+@click.option("--to", "target", required=True, help="The shadow's units: " + UNITS_HELP + ".")
 @click.option(
     "--min-frames", type=click.IntRange(1), default=500, show_default=True, help="Frames compared per line, at least."
 )

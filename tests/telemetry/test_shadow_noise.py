@@ -339,6 +339,11 @@ def test_report_and_promotion_on_noised_windows(tmp_path: Path) -> None:
     body = rep.to_dict()["lines"][a]
     assert body["noised_windows"] == 20 and body["agreement_low"] < body["agreement_rate"] < body["agreement_high"]
     assert body["disagreement"] and all(p["frames"] > 0 for p in rep.to_dict()["total"]["disagreement"])
+    # the table of `edgeline shadow report` prints the range beside the rate when the windows were noised
+    from edgeline.cli.shadow import _agree
+
+    assert _agree(ev_c) == f"{ev_c.agreement_rate:.1%} ({ev_c.agreement_low:.1%}-{ev_c.agreement_high:.1%}, noised)"
+    assert _agree(build_report(exact, "tiny", 2).total()) == "96.0%"
 
 
 def _exact_block(agree: float) -> ShadowWindow:
