@@ -166,8 +166,19 @@ def pg_backends(url: str, app: str) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
-def raw_arm(broker: Broker, fleet: Fleet, windows: int, live: bool) -> dict[str, Any]:
-    raw = Proc.start("raw", str(broker.port), f"bench-raw-{uuid.uuid4().hex[:8]}")
+#: the subscribers that only count (``fleet_sim.py``): the goal's baseline and two floors beside it
+FLOORS = {
+    "raw": ("raw", "auto"),  # the baseline: one session, paho's own PUBACK
+    "raw_manual": ("raw", "manual"),  # one session, paho's manual ack per message
+    "floor": ("floor",),  # the ingest's sessions and batched manual acks, nothing parsed or stored
+}
+
+
+def raw_arm(broker: Broker, fleet: Fleet, windows: int, live: bool, kind: str = "raw") -> dict[str, Any]:
+    role, *extra = FLOORS[kind]
+    cid = f"bench-{kind.replace('_', '-')}-{uuid.uuid4().hex[:8]}"
+    extra = [str(PARTITIONS)] if role == "floor" else extra
+    raw = Proc.start(role, str(broker.port), cid, *extra)
     raw.read("ready")
     time.sleep(broker.settle_s)
     total = fleet.devices * windows
@@ -300,6 +311,12 @@ def main() -> int:
         default="mosquitto",
         help="nats: one nats-server node; nats-cluster: 3 nodes, the fleet spread over them; rabbitmq: one node",
     )
+    ap.add_argument(
+        "--floors",
+        default="raw_manual,floor",
+        help="beside the raw subscriber (the goal's baseline): raw_manual (manual acks), floor (the "
+        "ingest's sessions and batched acks alone); empty for none",
+    )
     ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test")
     ap.add_argument(
         "--arms",
@@ -369,9 +386,10 @@ def ingest_rounds(
 ) -> None:
     for r, mode in ((r, m) for r in range(args.rounds) for m in modes):
         live = mode == "live"
-        res = raw_arm(broker, fleet, args.windows, live)
-        arms.setdefault(f"{mode}_raw", []).append(res)
-        print(f"round {r} {mode} raw: {res['windows_per_s']:.0f}/s", file=sys.stderr)
+        for kind in ["raw", *[f for f in args.floors.split(",") if f]]:
+            res = raw_arm(broker, fleet, args.windows, live, kind)
+            arms.setdefault(f"{mode}_{kind}", []).append(res)
+            print(f"round {r} {mode} {kind}: {res['windows_per_s']:.0f}/s", file=sys.stderr)
         for backend in ("sqlite", "postgresql"):
             for w in worker_counts:
                 if backend == "sqlite":
@@ -391,11 +409,21 @@ def ingest_summary(
     checks: dict[str, bool],
 ) -> dict[str, Any]:
     med = {k: statistics.median(a["windows_per_s"] for a in v) for k, v in arms.items()}
+    cpu_us = {  # CPU per window of each arm's processes, median over rounds
+        k: {
+            part: statistics.median(a["cpu_s"][part] / a["windows"] * 1e6 for a in v if a["windows"])
+            for part in v[0]["cpu_s"]
+        }
+        for k, v in arms.items()
+    }
     ratios: dict[str, float] = {}
     for mode in modes:
         for backend in ("sqlite", "postgresql"):
             for w in worker_counts:
                 ratios[f"{mode}_{backend}_{w}_vs_raw"] = med[f"{mode}_{backend}_{w}"] / med[f"{mode}_raw"]
+                for kind in ("raw_manual", "floor"):
+                    if f"{mode}_{kind}" in med:
+                        ratios[f"{mode}_{backend}_{w}_vs_{kind}"] = med[f"{mode}_{backend}_{w}"] / med[f"{mode}_{kind}"]
                 if w != worker_counts[0]:
                     one = med[f"{mode}_{backend}_{worker_counts[0]}"]
                     ratios[f"{mode}_{backend}_{w}_vs_{worker_counts[0]}"] = med[f"{mode}_{backend}_{w}"] / one
@@ -411,6 +439,7 @@ def ingest_summary(
         "windows_per_device_per_arm": args.windows,
         "partitions": PARTITIONS,
         "median_windows_per_s": med,
+        "median_cpu_us_per_window": cpu_us,
         "ratios": ratios,
         "arms": arms,
     }

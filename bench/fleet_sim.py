@@ -7,7 +7,13 @@
   is kept until acknowledged, as the outbox does). ``pub K``: every device publishes K fresh windows
   (interleaved across devices, as a fleet draining its outboxes after an outage); ``acks``: how many
   keys were acknowledged so far.
-* ``raw PORT CLIENT_ID``: the baseline, a plain paho subscriber (QoS 1, automatic PUBACK) that only counts.
+* ``raw PORT CLIENT_ID [auto|manual]``: the baseline, a plain paho subscriber (QoS 1, one session, one
+  filter) that only counts; ``auto`` (the default) PUBACKs as paho does by itself, ``manual`` with
+  paho's manual acknowledgements, one ``ack()`` per message in the callback.
+* ``floor PORT CLIENT_ID PARTITIONS``: the ingest's MQTT path and nothing else: the worker's sessions
+  (one per partition filter and one for the unpartitioned topic, :class:`AckingLink`), every message
+  handed to a queue and PUBACKed in batches by a second thread (``ack_many``, as the ingest does
+  after a commit), nothing parsed, stored or acknowledged to the devices.
 * ``worker URL PORT PARTITIONS WORKERS INDEX CLIENT_ID``: one ingest worker (:class:`IngestService` with the
   alert engine, as ``edgeline ingest`` runs it) on MQTT 3.1.1, its partitions only.
 
@@ -122,18 +128,22 @@ def purge(port: int, client_id: str) -> None:
     c.loop_stop()
 
 
-def raw(port: int, client_id: str) -> None:
+def raw(port: int, client_id: str, acks: str = "auto") -> None:
     got = [0]
     want = [10**12]
     done = threading.Event()
+    manual = acks == "manual"
 
-    def on_message(_c: Any, _u: Any, _m: Any) -> None:
+    def on_message(c: mqtt.Client, _u: Any, m: Any) -> None:
+        if manual:
+            c.ack(m.mid, m.qos)
         got[0] += 1
         if got[0] >= want[0]:
             done.set()
 
     def session() -> mqtt.Client:
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, clean_session=False)
+        c.manual_ack_set(manual)
         c.on_message = on_message
         subscribed = threading.Event()
         c.on_subscribe = lambda *_: subscribed.set()
@@ -161,6 +171,78 @@ def raw(port: int, client_id: str) -> None:
         elif cmd[0] == "quit":
             break
     purge(port, client_id)
+
+
+def floor(port: int, client_id: str, partitions: int) -> None:
+    from collections import deque
+
+    from cloud_registry.telemetry.acking_link import AckingLink, Delivery
+    from cloud_registry.telemetry.ingest_sessions import plan_sessions
+    from edgeline.core.mqtt_link import LinkSettings
+
+    filters = TelemetryTopics(TOPICS, partitions).filters(1, 0)
+    plans = plan_sessions(client_id, filters, [], split=True)[1:]  # the telemetry sessions only
+    queue: deque[Delivery] = deque()
+    got = [0]
+    want = [10**12]
+    done = threading.Event()
+    wake = threading.Event()
+
+    def sessions() -> list[AckingLink]:
+        links = []
+        for i, plan in enumerate(plans):
+            settings = LinkSettings(port=port, client_id=plan.client_id, protocol="3.1.1", clean_start=False)
+            link = AckingLink(settings)
+            link.source = i
+            link.deliver(list(plan.filters), sink)
+            links.append(link)
+        for link in links:
+            link.connect(10)
+        for link in links:
+            link.wait_granted(10)
+        return links
+
+    def sink(d: Delivery) -> None:
+        queue.append(d)
+        wake.set()
+
+    def acker(links: list[AckingLink]) -> None:
+        while not done.is_set():
+            if not queue:
+                wake.wait(0.5)
+                wake.clear()
+                continue
+            batch = [queue.popleft() for _ in range(min(len(queue), 1000))]
+            by_link: dict[int, list[Delivery]] = {}
+            for d in batch:
+                by_link.setdefault(d.source, []).append(d)
+            for source, ds in by_link.items():
+                links[source].ack_many(ds)
+            got[0] += len(batch)
+            if got[0] >= want[0]:
+                done.set()
+
+    for link in sessions():
+        link.stop()
+    say("ready")
+    for line in sys.stdin:
+        cmd = line.split()
+        if cmd[0] == "go":
+            want[0], got[0] = int(cmd[1]), 0
+            done.clear()
+            links = sessions()
+            t = threading.Thread(target=acker, args=(links,), daemon=True)
+            t.start()
+            say("started")
+            done.wait(600)
+            say("done", got[0])
+            t.join(5)
+            for link in links:
+                link.stop()
+        elif cmd[0] == "quit":
+            break
+    for plan in plans:
+        purge(port, plan.client_id)
 
 
 def worker(url: str, port: int, partitions: int, workers: int, index: int, client_id: str) -> None:
@@ -225,7 +307,9 @@ if __name__ == "__main__":
     if role == "device":
         device(int(rest[0]), int(rest[1]), int(rest[2]), int(rest[3]))
     elif role == "raw":
-        raw(int(rest[0]), rest[1])
+        raw(int(rest[0]), rest[1], *rest[2:3])
+    elif role == "floor":
+        floor(int(rest[0]), rest[1], int(rest[2]))
     elif role == "worker":
         worker(rest[0], int(rest[1]), int(rest[2]), int(rest[3]), int(rest[4]), rest[5])
     else:

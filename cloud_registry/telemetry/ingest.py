@@ -163,9 +163,8 @@ class IngestService:
 
     def _process(self, batch: list[Delivery]) -> bool:
         """Store a batch, then acknowledge it: to the broker at once, to each device within ack_delay_s."""
-        with gc_paused():
-            prepared = [self._prepare(d) for d in batch]
-        outcomes = self._commit(prepared)
+        with gc_paused():  # until the batch's windows are freed: no collection walks them
+            outcomes = self._commit([self._prepare(d) for d in batch])
         if outcomes is None:
             return False
         if len(self.links) == 1:
@@ -186,8 +185,7 @@ class IngestService:
         delay = 0.2
         while True:
             try:
-                with gc_paused():
-                    outcomes = self.ingestor.commit(prepared)
+                outcomes = self.ingestor.commit(prepared)
                 self.ingestor.stats.batches += 1
                 return outcomes
             except StoreRefused as exc:
@@ -214,10 +212,17 @@ class IngestService:
         if not per_device:
             self._acks_due = time.monotonic() + self.ack_delay_s
         for o in outcomes:
-            if o.device_id is None or o.key is None or o.result == "rejected: retained":
+            device, key, result = o.device_id, o.key, o.result
+            if device is None or key is None or result == "rejected: retained":
                 continue
-            name = o.kind if o.stored else f"rejected_{o.kind}"
-            per_device.setdefault(o.device_id, {}).setdefault(name, []).append(o.key)
+            name = o.kind if result in _STORED else f"rejected_{o.kind}"
+            fields = per_device.get(device)
+            if fields is None:
+                per_device[device] = {name: [key]}
+            elif name in fields:
+                fields[name].append(key)
+            else:
+                fields[name] = [key]
         if not per_device:
             self._acks_due = float("inf")
 
@@ -332,12 +337,15 @@ def encode_ack(fields: dict[str, list[str]]) -> bytes:
 
 
 _ACK_LISTS = ("windows", "events", "rejected_windows", "rejected_events")
+_STORED = frozenset(("stored", "duplicate"))
 
 
 def _split(fields: dict[str, list[str]]) -> list[dict[str, list[str]]]:
     """Acknowledgement bodies of at most MAX_ACK_KEYS keys per list."""
-    out: list[dict[str, list[str]]] = []
     longest = max(len(v) for v in fields.values())
+    if longest <= MAX_ACK_KEYS:  # nearly always: one body
+        return [fields]
+    out: list[dict[str, list[str]]] = []
     for i in range(0, longest, MAX_ACK_KEYS):
         part = {k: v[i : i + MAX_ACK_KEYS] for k, v in fields.items() if v[i : i + MAX_ACK_KEYS]}
         out.append(part)

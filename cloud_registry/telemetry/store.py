@@ -100,8 +100,11 @@ class StoredWindow:
     received: float
 
 
+_INPUT_DRIFT = frozenset((*STAT_NAMES, "confidence", "anomaly_score"))
+
+
 def _input_drifted(w: TelemetryWindow) -> int:
-    return int(any(d.drifted for k, d in w.drift.items() if k in (*STAT_NAMES, "confidence", "anomaly_score")))
+    return int(any(d.drifted for k, d in w.drift.items() if k in _INPUT_DRIFT))
 
 
 def window_row(w: TelemetryWindow, received: float, raw: bytes | None = None) -> Row:
