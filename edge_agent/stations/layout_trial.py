@@ -2,10 +2,10 @@
 healthily, or the whole layout goes back to the previous one.
 
 A tried station passes when its process has run ``trial_s`` and its status file (written by that
-process) shows it RUNNING with ``trial_frames`` frames read, or when it finished (exit 0: a file or
-folder read to its end). The layout fails at once when a tried station died ``max_deaths`` times, and
-at ``trial_timeout_s`` when a tried station has not passed yet. A layout that only removes stations
-passes at once.
+process) shows it RUNNING (or NO_MODEL: its updater waits for a model) with ``trial_frames`` frames
+read, or when it finished (exit 0: a file or folder read to its end). The layout fails at once when a
+tried station died ``max_deaths`` times or its status says FAILED, and at ``trial_timeout_s`` when a
+tried station has not passed yet. A layout that only removes stations passes at once.
 """
 
 from __future__ import annotations
@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 #: a tried station dying this often during its trial fails the layout
 MAX_DEATHS = 2
+#: a station's own states that count as serving: with a model, or reading frames while its updater
+#: waits for one (a station whose model slot is the updater's)
+SERVING = ("RUNNING", "NO_MODEL")
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ class LayoutTrial:
         return (
             run.state == "running"
             and run.ran_s >= self.trial_s
-            and run.status_state == "RUNNING"
+            and run.status_state in SERVING
             and run.frames_in >= self.trial_frames
         )
 

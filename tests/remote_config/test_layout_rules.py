@@ -168,6 +168,8 @@ def test_the_trial_of_a_layout() -> None:
     assert t.judge(100.5, starting) is None
     assert t.judge(103.0, {"c": StationRun("running", 0, 3.0, None, "RUNNING", 5)}) == (True, "")
     assert t.judge(103.0, {"c": StationRun("finished", 0, 0.0, 0)}) == (True, "")
+    assert t.judge(103.0, {"c": StationRun("running", 0, 3.0, None, "NO_MODEL", 5)}) == (True, "")
+    assert t.judge(103.0, {"c": StationRun("running", 0, 3.0, None, "STARTING", 5)}) is None
     assert t.judge(104.0, {"c": StationRun("waiting", 2, 0.0, 1)}) == (
         False,
         "station[c] died 2 times during its trial, last exit 1",
