@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 
 from edgeline.core.protocol.topics import STATION_SEPARATOR, check_unit, station_unit, unit_problem
 
-TARGET_HELP = "group:NAME, device:ID[,ID...] or station:DEVICE/STATION[,...]"
+TARGET_HELP = "group:NAME, device:ID[,ID...], station:DEVICE/STATION[,...] or DEVICE~STATION"
 
 
 def parse_station(text: str) -> str:
@@ -37,7 +37,7 @@ def resolve_units(target: str, known: Iterable[str], members: Callable[[str], li
     """The units ``target`` names, in order, each once. ``known``: every unit the fleet view knows;
     ``members``: the units of a group."""
     kind, colon, value = target.partition(":")
-    if not colon and "/" in target:
+    if not colon and ("/" in target or STATION_SEPARATOR in target):  # a bare DEV/ST or DEV~ST
         kind, value = "station", target
     known = list(known)
     out: list[str] = []

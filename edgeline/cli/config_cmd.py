@@ -28,6 +28,7 @@ from edgeline.cli.options import (
 )
 from edgeline.cli.registry_access import open_registry
 from edgeline.cli.registry_alias import actor_name
+from edgeline.cli.target_help import CONFIG_TARGET_HELP
 from edgeline.core.errors import EdgelineError
 from edgeline.core.protocol.remote_config import LAYOUT_KEY, ConfigState, parse_config_state
 from edgeline.core.protocol.topics import STATION_SEPARATOR
@@ -37,8 +38,8 @@ to_option = click.option(
     "to",
     default=None,
     metavar="TARGET",
-    help="Target instead of DEVICE: device:ID, station:DEVICE/STATION or group:NAME. A station layout "
-    "([[station]] tables) goes to device:ID.",
+    help="Target instead of DEVICE: " + CONFIG_TARGET_HELP + ". A station layout ([[station]] tables) goes to "
+    "device:DEV.",
 )
 
 

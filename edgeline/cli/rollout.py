@@ -19,7 +19,6 @@ from cloud_registry.fleet import FleetWatcher
 from cloud_registry.publisher import Publisher
 from cloud_registry.registry import Registry
 from cloud_registry.rollout_runner import RUNNER_ALIVE_S, RolloutRunner, request, runner_alive
-from cloud_registry.station_targets import TARGET_HELP
 from converters.keys import load_signing_key
 from edgeline.cli.options import (
     BrokerOptions,
@@ -31,6 +30,7 @@ from edgeline.cli.options import (
     registry_options,
 )
 from edgeline.cli.registry_access import open_registry
+from edgeline.cli.target_help import UNITS_HELP
 
 TERMINAL_EXIT = {"completed": 0, "aborted": 1}
 
@@ -119,7 +119,7 @@ def _finish(r: ro.Rollout, as_json: bool) -> None:
 
 @click.command()
 @click.argument("ref", required=False)
-@click.option("--to", "target", required=True, help=TARGET_HELP + " (a device with stations: all of them)")
+@click.option("--to", "target", required=True, help="Where to: " + UNITS_HELP + ".")
 @click.option(
     "--shadow",
     is_flag=True,
@@ -343,7 +343,7 @@ def run(
 
 @click.command()
 @click.argument("what")
-@click.option("--to", "target", default=None, help="With a MODEL@VERSION: " + TARGET_HELP + ".")
+@click.option("--to", "target", default=None, help="With a MODEL@VERSION, where to: " + UNITS_HELP + ".")
 @click.option("--timeout", type=float, default=None, help="Stop watching after this many seconds.")
 @registry_options
 @broker_options
