@@ -24,7 +24,7 @@ as they are (unbiased) and only the rate is clipped into [0, 1]; the events are 
 and window, through the rate by the delta method, added in quadrature to the Clopper-Pearson half
 widths: :func:`rate`). Where the noise alone has a standard deviation above :data:`MAX_NOISE_SD`, the
 rate is not stated ("too little feedback to tell (noise)", status ``noisy``). The slices' test
-(:mod:`.field_slices`) ignores the noise.
+(:mod:`.field_slices`) leaves noisy rates out and adds the others' noise variance to its own.
 """
 
 from __future__ import annotations

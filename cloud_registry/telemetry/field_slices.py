@@ -85,10 +85,13 @@ def slice_of(w: TelemetryWindow, scope: str, s: SliceSettings) -> str:
     raise ValueError(f"unknown slice scope {scope!r} (known: group, line, shift, light)")
 
 
-def two_proportion(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float]:
-    """(z, one-sided p) of the first proportion being above the second (pooled variance)."""
+def two_proportion(
+    k1: int, n1: int, k2: int, n2: int, noise_var: tuple[float, float] = (0.0, 0.0)
+) -> tuple[float, float]:
+    """(z, one-sided p) of the first proportion being above the second (pooled variance, plus the
+    Laplace noise's variance of each proportion, ``noise_var``)."""
     p = (k1 + k2) / (n1 + n2)
-    se = math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
+    se = math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2) + noise_var[0] + noise_var[1])
     if se == 0:
         return 0.0, 1.0
     z = (k1 / n1 - k2 / n2) / se
@@ -134,17 +137,20 @@ def worse_slices(rows: Sequence[SliceRates], s: SliceSettings) -> list[SliceVerd
         mine = [r for r in rows if r[0] == version]
         for index, name in ((3, "escape"), (4, "false_reject")):
             rates: list[tuple[str, str, FieldRate]] = [(r[1], r[2], r[index]) for r in mine]  # type: ignore[misc]
-            eligible = [(sc, v, r) for sc, v, r in rates if r.n >= s.min_parts]
+            # a rate the noise makes unusable is not compared; the noise of the others widens the test
+            eligible = [(sc, v, r) for sc, v, r in rates if r.n >= s.min_parts and r.status != "noisy"]
             if len(eligible) < 2:
                 continue
             level = s.alpha / len(eligible)
             k_all = sum(r.events for _, _, r in eligible)
             n_all = sum(r.n for _, _, r in eligible)
+            noise_all = sum((r.noise_sd * r.n) ** 2 for _, _, r in eligible)  # noise variance of the events
             for scope, value, r in eligible:
                 k_rest, n_rest = k_all - r.events, n_all - r.n
                 if n_rest < s.min_parts:
                     continue
-                z, p = two_proportion(r.events, r.n, k_rest, n_rest)
+                noise = (r.noise_sd**2, (noise_all - (r.noise_sd * r.n) ** 2) / n_rest**2)
+                z, p = two_proportion(r.events, r.n, k_rest, n_rest, noise)
                 if p < level:
                     out.append(SliceVerdict(version, scope, value, name, r.events, r.n, k_rest, n_rest, z, p, level))
     return out

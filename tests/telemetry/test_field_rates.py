@@ -223,3 +223,20 @@ def test_the_estimate_is_checked_against_the_feedback_where_both_exist() -> None
     assert row2 is not None and row2.agreement()["escape"] is False
     nothing = build_field_report([window(score_pass={0: 50})], "plates").row(1)
     assert nothing is not None and nothing.agreement() == {"escape": None, "false_reject": None}
+
+
+def _noised(w: TelemetryWindow, b: float) -> TelemetryWindow:
+    assert w.field_metrics is not None
+    return w.model_copy(update={"field_metrics": w.field_metrics.model_copy(update={"noise_scale": b})})
+
+
+def test_slices_leave_out_rates_the_noise_swamps_and_count_the_noise_of_the_rest() -> None:
+    # 25/100 against 10/200 is worse without noise (above); at b = 3 per cell the 100 parts' rate has a
+    # noise s.d. of about 20 pp: it is not stated, and not compared
+    noisy = build_field_report([_noised(w, 3.0) for w in _lines(25, 100)], "plates")
+    assert {r.escape.status for r in noisy.rows if r.scope == "line"} == {"noisy"}
+    assert noisy.slice_alerts == []
+    # the noise variance enters the test: the same z with and without, then with noise smaller
+    z, p = two_proportion(25, 100, 10, 200)
+    z2, p2 = two_proportion(25, 100, 10, 200, (0.002, 0.001))
+    assert z2 < z and p2 > p
