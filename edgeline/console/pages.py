@@ -76,8 +76,14 @@ def login(form_token: str, error: str = "", username: str = "") -> str:
 
 
 # -- fleet --------------------------------------------------------------------------------------------------
-def fleet(rows: list[FleetRow], group: str | None = None) -> str:
-    shown = [r for r in rows if group is None or (r.state and group in r.state.groups)]
+def fleet(rows: list[FleetRow], group: str | None = None, device: str | None = None) -> str:
+    """Every unit, each station right under its device; ``group``: only the units of that group,
+    ``device``: only that device and its stations."""
+    shown = [
+        r
+        for r in rows
+        if (group is None or (r.state and group in r.state.groups)) and (device is None or r.device == device)
+    ]
     head = "".join(f"<th>{w.e(c)}</th>" for c in w.FLEET_COLUMNS)
     body = "".join(w.fleet_row(r) for r in shown)
     empty = "" if shown else '<p class="muted">No device has announced itself on the broker yet.</p>'
@@ -86,7 +92,11 @@ def fleet(rows: list[FleetRow], group: str | None = None) -> str:
     if group is not None:
         title = f"Fleet: {w.e(group)}"
         filtered = f' data-group="{w.e(group)}"'
-        empty += f'<p><a href="/">all {len(rows)} devices</a></p>'
+    if device is not None:
+        title = f"{title}: device {w.e(device)}" if group is not None else f"Fleet: device {w.e(device)}"
+        filtered += f' data-device="{w.e(device)}"'
+    if group is not None or device is not None:
+        empty += f'<p><a href="/">all {w.e(w.units_line(rows))}</a></p>'
     return (
         f"<h1>{title}</h1>{w.fleet_summary(rows, group)}{empty}"
         f'<table class="grid" id="fleet"><thead><tr>{head}</tr></thead>'

@@ -145,7 +145,8 @@ def routes(c: Console) -> list[Route]:
         if s is None:
             return to_login()
         group = request.query_params.get("group") or None
-        return page("Fleet", "fleet", pages.fleet(c.live.rows(), group), s)
+        device = request.query_params.get("device") or None
+        return page("Fleet", "fleet", pages.fleet(c.live.rows(), group, device), s)
 
     def refs() -> list[str]:
         out = []

@@ -57,6 +57,7 @@ def action_button(url: str, label: str, csrf: str, *, danger: bool = False, name
 # -- fleet ----------------------------------------------------------------------------------------------
 FLEET_COLUMNS = (
     "device",
+    "station",
     "hardware",
     "status",
     "groups",
@@ -71,6 +72,8 @@ FLEET_COLUMNS = (
 
 
 def fleet_row(r: FleetRow) -> str:
+    """One unit: a device, or a station of a device (docs/stations.md), which the page lists right
+    under its device (the ``device`` and ``station`` columns, as ``edgeline fleet`` does)."""
     d = r.to_dict()
     model = f"{d['model']['name']} v{d['model']['version']}" if d["model"] else "-"
     ev = d["last_event"]
@@ -79,8 +82,10 @@ def fleet_row(r: FleetRow) -> str:
         last = e(ev.get("kind", "")) + (f" <small>({e(ev['reason'])})</small>" if ev.get("reason") else "")
     hw = d["hardware_class"] or "-"
     agent = f" <small>agent {e(d['agent_version'])}</small>" if d["agent_version"] else ""
+    device = f'<a href="/?device={e(quote(r.device))}">{e(r.device)}</a>'
     cells = [
-        f"<td>{e(r.device_id)}</td>",
+        f'<td class="device">{device}</td>',
+        f'<td class="station">{e(r.station or "-")}</td>',
         f'<td class="hw">{e(hw)}{agent}</td>',
         f'<td class="status">{badge(r.status)}</td>',
         f"<td>{e(', '.join(d['groups']) or '-')}</td>",
@@ -93,10 +98,20 @@ def fleet_row(r: FleetRow) -> str:
         f"<td>{when(r.last_seen)}</td>",
     ]
     groups = e(" ".join(d["groups"]))
+    station = f' class="station" data-station="{e(r.station)}"' if r.station else ""
     return (
-        f'<tr id="{dom_id("dev", r.device_id)}" data-status="{e(r.status)}" data-groups="{groups}">'
-        f"{''.join(cells)}</tr>"
+        f'<tr id="{dom_id("dev", r.device_id)}" data-status="{e(r.status)}" data-groups="{groups}" '
+        f'data-device="{e(r.device)}"{station}>{"".join(cells)}</tr>'
     )
+
+
+def units_line(rows: list[FleetRow]) -> str:
+    """``3 devices``, or with stations ``2 devices with 2 stations: 3 units`` (as ``edgeline fleet``)."""
+    stations = sum(1 for r in rows if r.station)
+    if not stations:
+        return f"{len(rows)} devices"
+    devices = len({r.device for r in rows})
+    return f"{devices} devices with {stations} stations: {len(rows)} units"
 
 
 STATUSES = ("online", "stale", "offline")
@@ -125,12 +140,13 @@ def fleet_summary(rows: list[FleetRow], group: str | None = None) -> str:
         link = f'<a href="/?group={e(quote(g))}"{here}>{e(g)}</a>' if g != "(none)" else e(g)
         lines.append(f"<tr><td>{link}</td><td>{len(members)}</td>{cells}<td>{serving}</td></tr>")
     table = ""
+    units = "units" if any(r.station for r in rows) else "devices"
     if lines:
         table = (
-            '<table class="grid lines"><thead><tr><th>group</th><th>devices</th><th>online</th><th>stale</th>'
+            f'<table class="grid lines"><thead><tr><th>group</th><th>{units}</th><th>online</th><th>stale</th>'
             f"<th>offline</th><th>serving</th></tr></thead><tbody>{''.join(lines)}</tbody></table>"
         )
-    return f'<div id="fleet-summary"><p class="summary">{len(rows)} devices {parts}</p>{table}</div>'
+    return f'<div id="fleet-summary"><p class="summary">{units_line(rows)} {parts}</p>{table}</div>'
 
 
 def link_banner(state: LinkState, now: float) -> str:

@@ -24,14 +24,26 @@
         el.outerHTML = p.html;
       } else if (p.into) {
         var box = document.getElementById(p.into);
-        if (box && box.dataset.group) {  // a filtered page takes new rows of its group only
-          var t = document.createElement("template");
-          t.innerHTML = p.html;
-          var row = t.content.firstElementChild;
+        if (!box) return;
+        var t = document.createElement("template");
+        t.innerHTML = p.html;
+        var row = t.content.firstElementChild;
+        if (box.dataset.group) {  // a filtered page takes new rows of its group only
           var groups = row && row.dataset.groups ? row.dataset.groups.split(" ") : [];
           if (groups.indexOf(box.dataset.group) < 0) return;
         }
-        if (box) box.insertAdjacentHTML(p.where || "beforeend", p.html);
+        if (box.dataset.device && (!row || row.dataset.device !== box.dataset.device)) return;
+        if (box.id === "fleet-body" && row && row.dataset.device) {
+          // a new unit takes its place as the server orders them: by device, each station under its device
+          var before = null;
+          for (var i = 0; i < box.rows.length && !before; i++) {
+            var r = box.rows[i], d = r.dataset.device || "";
+            if (d > row.dataset.device || (d === row.dataset.device &&
+                (r.dataset.station || "") > (row.dataset.station || ""))) before = r;
+          }
+          if (before) { before.insertAdjacentHTML("beforebegin", p.html); return; }
+        }
+        box.insertAdjacentHTML(p.where || "beforeend", p.html);
       }
     });
     window.edgelinePatches += patches.length;
