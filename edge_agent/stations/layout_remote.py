@@ -244,8 +244,14 @@ class LayoutConfig:
         self._in_force(v, p.entries)
         self.entries, self.stations = p.entries, p.stations
         log.info("station layout version %d: %s", v, ", ".join(p.plan.describe()) or "no change")
-        self.applier.apply(p.plan, p.stations)
         spec = self.device.remote_config
+        self._trial = LayoutTrial(v, p.plan.tried, self.monotonic(), spec.trial_s, spec.trial_frames, 0.0)
+        try:
+            self.applier.apply(p.plan, p.stations)
+        except Exception as exc:  # the processes could not be arranged: back to the previous layout at once
+            log.exception("station layout version %d could not be applied", v)
+            self._roll_back(f"the supervisor could not apply it: {exc}")
+            return
         self._trial = LayoutTrial(
             v, p.plan.tried, self.monotonic(), spec.trial_s, spec.trial_frames, spec.trial_timeout_s
         )

@@ -222,6 +222,11 @@ def test_layouts_refused_replayed_and_rolled_back(layouts: Layouts) -> None:
     lay, dev = layouts, layouts.dev
     pids = {n: dev.station(n)["pid"] for n in ("a", "b")}
 
+    # a corrupted payload on the device's config topic: refused, reported, nothing changes
+    lay.link.publish_sync(lay.topics.device_config(DEV), b'{"body": {"version": 1', 1, False)
+    st = wait_for(lambda: (s := lay.state()) is not None and s.last_refusal is not None and s)
+    assert st is not None and st.last_refusal is not None and st.last_refusal.reason == "bad_document"
+
     # no working station: the only station's folder does not exist
     v_bad = lay.push(lay.entry("z", frames=lay.workdir / "no-such-folder"))
     st = lay.refused(v_bad)
