@@ -282,3 +282,22 @@ def test_the_supervisor_starts_with_the_committed_layout(
     assert sorted(boot_layout(path).stations) == ["a", "c"]
     _device_file(tmp_path, key_dir, cloud={"enabled": True, "username": "cell"})
     assert sorted(boot_layout(path).stations) == ["a", "b"] and not layout.exists()
+
+
+def test_the_cli_sends_a_layout_to_a_device_only(tmp_path: Path, key_dir: Path) -> None:
+    from click.testing import CliRunner
+
+    from edgeline.cli.main import cli
+
+    layout = tmp_path / "layout.toml"
+    layout.write_text(render_stations([("a", {"source": {"kind": "usb", "index": 0}})]), "utf-8")
+    extra = tmp_path / "extra.toml"
+    extra.write_text(layout.read_text() + "\n[decision]\nthreshold = 0.4\n", "utf-8")
+    for target, file, shown in [
+        ("group:line-a", layout, "a station layout goes to a device (device:ID), not to group:line-a"),
+        ("station:cell/a", layout, "a station layout goes to a device (device:ID), not to device:cell~a"),
+        ("device:cell", extra, "decision: a document to a device with stations carries its station layout"),
+    ]:
+        args = ["config", "push", "--to", target, str(file), "--keys", str(key_dir), "--home", str(tmp_path)]
+        r = CliRunner().invoke(cli, [*args, "--broker", "127.0.0.1:1"])
+        assert r.exit_code != 0 and "a device would refuse it" in r.output and shown in r.output, r.output

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -294,3 +295,32 @@ def test_layouts_refused_replayed_and_rolled_back(layouts: Layouts) -> None:
     assert layout["version"] == v1 and [e["name"] for e in layout["station"]] == ["a", "b", "c"]
     assert layout["station"][2] == lay.entry("c")
     assert wait_for(lambda: keeps_inspecting(dev, "c"), 30) and keeps_inspecting(dev, "a")
+
+
+def test_a_supervisor_killed_during_a_layout_trial_starts_with_the_previous_layout(layouts: Layouts) -> None:
+    lay, dev = layouts, layouts.dev
+    assert dev.proc is not None
+    # a slow trial (many frames) so the kill lands inside it
+    v = lay.push(lay.entry("a"), lay.entry("b"), lay.entry("c", source={**lay.entry("c")["source"], "max_fps": 1.0}))
+    assert wait_for(lambda: (s := lay.state()) is not None and s.trial == v, 30), (lay.state(), dev.log_tail())
+    assert wait_for(lambda: dev.station("c").get("state") == "running", 30)
+    pids = {n: dev.station(n)["pid"] for n in ("a", "b", "c")}
+    os.kill(dev.proc.pid, signal.SIGKILL)  # the supervisor dies; its stations get SIGTERM (parent death)
+    dev.proc.wait(10)
+    assert wait_for(lambda: not any(_alive(p) for p in pids.values()), 20)
+
+    dev.start()  # the same file, the same state dir
+    st = wait_for(
+        lambda: (s := lay.state()) is not None and (r := s.last_rollback) is not None and r.version == v and s
+    )
+    assert st is not None and st.last_rollback is not None, (lay.state(), dev.log_tail())
+    assert st.last_rollback.reason == "crashed" and st.version == 0 and st.trial is None
+    assert "the supervisor stopped while station layout version" in st.last_rollback.detail
+    assert wait_for(lambda: dev.inspected("a") > 0 and dev.inspected("b") > 0, 60), dev.log_tail()
+    assert sorted(dev.supervisor()["stations"]) == ["a", "b"]
+    assert not (dev.state_dir / "stations" / "layout.json").exists()
+    # the retained document (the one rolled back) is not tried again
+    time.sleep(2.0)
+    assert "c" not in dev.supervisor()["stations"]
+    last = lay.state()
+    assert last is not None and last.version == 0 and last.trial is None
