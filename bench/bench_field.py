@@ -155,7 +155,13 @@ def run_round(line: Line, n: int, start: float, dark: bool, share: float) -> lis
         else:
             counts[2] += 1
             counts[3] += not passed
-        rec: dict[str, Any] = {"type": "verdict", "result_id": rid, "part_id": rid, "verdict": v.verdict, "label": v.label}
+        rec: dict[str, Any] = {
+            "type": "verdict",
+            "result_id": rid,
+            "part_id": rid,
+            "verdict": v.verdict,
+            "label": v.label,
+        }
         rec |= {"confidence": v.confidence, "model": v.model, "model_version": v.model_version, "ts": line.clock()}
         line.agent.feedback.write_batch([rec])
         if line.operator.random() < share:  # the operator checks this part and says what it was
