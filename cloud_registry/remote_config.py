@@ -5,6 +5,10 @@ change), :class:`ConfigPusher` signs it as a versioned :class:`ConfigDocument` (
 from the registry's deployment counter, so it only goes up across the whole fleet), publishes it
 retained on the device's or the group's config topic, waits for the broker's acknowledgement, and
 records the push (version, target, who, when, the signed document) in the registry.
+
+A file of ``[[station]]`` tables is a device's station layout (docs/stations.md): its ``station`` list
+travels as it is (the one list of tables a document may hold) to ``device:ID``, whose station
+supervisor applies it; :func:`overlay_from_toml` bounds it like any overlay.
 """
 
 from __future__ import annotations
