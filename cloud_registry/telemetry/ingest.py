@@ -274,9 +274,12 @@ class IngestService:
                 # the worker's own session also stores what an earlier layout's telemetry filters bring
                 routed = self.telemetry_filters if self.split and link is self.link else ()
                 link.deliver(list(plan.filters), self._enqueue, routed=routed)
+            for link in self.links:  # every session connecting at once (a queue drains on each)
+                if not link.connected:
+                    link.start()
             for link in self.links:
                 if not link.connected:
-                    link.connect(timeout)
+                    link.connect(timeout)  # started: waits for its CONNACK, raises without one
         except EdgelineError as exc:
             self.stop()
             raise BackendError(f"ingest cannot reach the broker: {exc}") from exc
