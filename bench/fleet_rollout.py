@@ -29,7 +29,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -45,6 +47,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 GROUP = "fleet"
+#: devices of one process whose first desired-state subscription is not granted yet: new devices
+#: connect as earlier ones are granted. On a fresh NATS cluster each is a replicated JetStream
+#: consumer to create; 1,000 never-seen devices at once (here, 4 x 250 in a second) had most of
+#: them refused after the 4 s API timeout, and their retries kept the cluster saturated (65 refused
+#: a second for minutes, load average 30-45). A real fleet is commissioned over days, and a known
+#: device's session keeps its consumers across reconnects: the fleet's first boot is set-up, not
+#: the rollout being measured.
+BOOT_WINDOW = 25
 
 
 def say(*words: object) -> None:
@@ -75,6 +85,8 @@ class LightDevice:
         self.sub_lock = threading.Lock()
         self._suback: dict[int, list[tuple[str, int]]] = {}  # SUBSCRIBE mid -> its filters
         self._backoff: dict[str, float] = {}  # filter -> the delay of its last retry
+        #: the broker granted the desired-state subscription (or refused it, to a device that never retries)
+        self.booted = threading.Event()
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv311, clean_session=False)
         offline = DevicePresence(device_id=device_id, online=False).model_dump_json(by_alias=True)
         c.will_set(topics.device_online(device_id), offline, qos=1, retain=True)
@@ -132,9 +144,13 @@ class LightDevice:
         for (topic, qos), code in zip(filters, codes, strict=False):
             if not getattr(code, "is_failure", False):
                 self._backoff.pop(topic, None)
+                if topic == self.t.device_desired(self.id):
+                    self.booted.set()
                 continue
             self.refused += 1
             if not self.resubscribe:
+                if topic == self.t.device_desired(self.id):
+                    self.booted.set()
                 continue
             delay = min(10.0, self._backoff.get(topic, 0.25) * 2)
             self._backoff[topic] = delay
@@ -235,12 +251,15 @@ def device_main(first: int, count: int, port: int, trust_path: str, resubscribe:
 
     trust = TrustStore.load(Path(trust_path))
     topics = Topics()
-    devices = [
-        LightDevice(f"dev-{i:04d}", port, trust, topics, resubscribe=resubscribe) for i in range(first, first + count)
-    ]
-    while not all(d.c.is_connected() for d in devices):
+    devices: list[LightDevice] = []
+    t0 = time.monotonic()
+    for i in range(first, first + count):  # commissioned a few at a time (BOOT_WINDOW)
+        while sum(1 for d in devices if not d.booted.is_set()) >= BOOT_WINDOW:
+            time.sleep(0.01)
+        devices.append(LightDevice(f"dev-{i:04d}", port, trust, topics, resubscribe=resubscribe))
+    while not all(d.c.is_connected() and d.booted.is_set() for d in devices):
         time.sleep(0.05)
-    say("ready", count)
+    say("ready", count, f"{time.monotonic() - t0:.2f}", sum(d.refused for d in devices))
     for line in sys.stdin:
         cmd = line.split()
         if cmd[0] == "committed":
@@ -326,6 +345,9 @@ def rollout_arm(
     from edgeline.core.protocol.topics import Topics
     from tests.factories import write_tiny_bundle
 
+    _log_registry_side()
+    # a run stopped with SIGTERM still stops its device processes (the finally below)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     init_keys(work / "keys")
     key = load_signing_key(work / "keys")
     trust_path = KeyPaths(work / "keys").trust
@@ -354,9 +376,9 @@ def rollout_arm(
         fleet_procs = [
             _start_devices(i * per, per, ports[i % len(ports)], trust_path, resubscribe) for i in range(procs)
         ]
-        for p in fleet_procs:
-            _read(p, "ready")
-        while len(fleet.view.members(GROUP)) < per * procs and time.perf_counter() - t_known < 120:
+        boots = [_read(p, "ready") for p in fleet_procs]  # count, seconds, desired subscriptions refused
+        boot_s = time.perf_counter() - t_known
+        while len(fleet.view.members(GROUP)) < per * procs and time.perf_counter() - t_known < boot_s + 120:
             time.sleep(0.05)
         known_s = time.perf_counter() - t_known
         runner = RolloutRunner(reg, Publisher(link, topics, key), fleet)
@@ -387,6 +409,8 @@ def rollout_arm(
             "wave_done_s": wave_done,
             "registry_cpu_s": cpu,
             "registry_cpu_per_device_ms": cpu / max(1, committed) * 1000,
+            "fleet_boot_s": boot_s,  # devices started until every one's desired subscription was granted
+            "fleet_boot_refused": sum(int(b[2]) for b in boots),
             "fleet_births_s": known_s,  # devices started until the view knew all
             "fleet_view_freshness": _spread(lags),
             "artifact_bytes": mv.size if hasattr(mv, "size") else None,
@@ -409,6 +433,18 @@ def rollout_arm(
         _stop(fleet_procs)
         reg.close()
     return out
+
+
+def _log_registry_side() -> None:
+    """The registry's link (connects, losses, refused subscriptions) and the runner, timestamped on
+    stderr: what happened to the registry side is read from there when a run goes wrong."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    for name in ("edgeline.core.mqtt_link", "cloud_registry"):
+        lg = logging.getLogger(name)
+        if not lg.handlers:
+            lg.addHandler(handler)
+            lg.setLevel(logging.INFO)
 
 
 def _count(values: Any) -> dict[str, int]:
