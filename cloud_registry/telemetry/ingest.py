@@ -53,6 +53,8 @@ from edgeline.core.protocol.partitions import shared as share_filter
 from edgeline.core.protocol.telemetry import ACK_SCHEMA, MAX_ACK_KEYS, IngestCapabilities
 
 log = logging.getLogger(__name__)
+#: device acknowledgement topics remembered (as many devices as the ingestor's topic cache)
+_ACK_TOPICS = 125_000
 
 __all__ = ["IngestService", "IngestStats", "Ingestor", "Outcome", "WindowListener", "wait_for_count"]
 
@@ -96,6 +98,7 @@ class IngestService:
         self._writer: threading.Thread | None = None
         self.batch_sizes: list[int] = []
         self._pending: dict[str, dict[str, list[str]]] = {}
+        self._ack_topics: dict[str, str] = {}
         self._acks_due = float("inf")
 
     def _plan(self, use_shared: bool) -> None:
@@ -230,17 +233,27 @@ class IngestService:
         """Publish the pending acknowledgements. Never waits for the PUBACK; a lost acknowledgement
         makes the device send again, and the redelivery is acknowledged again."""
         per_device, self._pending, self._acks_due = self._pending, {}, float("inf")
-        topics = self.ingestor.topics
         for device, fields in per_device.items():
+            topic = self._ack_topic(device)
             for part in _split(fields):
                 try:
-                    self.link.publish(topics.device_acks(device), encode_ack(part), qos=1)
+                    self.link.publish(topic, encode_ack(part), qos=1)
                 except EdgelineError as exc:
                     self.ingestor.stats.acks_unsent += 1
                     log.info("acknowledgement for %s not sent (%s); the device sends it again", device, exc)
                     continue
                 self.ingestor.stats.acks_sent += 1
                 self.ingestor.stats.acked_keys += sum(len(v) for v in part.values())
+
+    def _ack_topic(self, device: str) -> str:
+        """``devices/<id>/acks``, built (and its id checked) once per device; bounded like the
+        ingestor's topic cache, against a stream of new device ids."""
+        topic = self._ack_topics.get(device)
+        if topic is None:
+            if len(self._ack_topics) >= _ACK_TOPICS:
+                self._ack_topics.clear()
+            topic = self._ack_topics[device] = self.ingestor.topics.device_acks(device)
+        return topic
 
     @property
     def client_ids(self) -> list[str]:
