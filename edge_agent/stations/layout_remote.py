@@ -309,6 +309,18 @@ def _envelope(payload: bytes) -> Envelope | None:
         raise ConfigRefused(ConfigReason.BAD_DOCUMENT, str(exc)) from exc
 
 
+def shared_identity(device: DeviceConfig, stations: dict[str, DeviceConfig]) -> list[str]:
+    """The stations that would connect as the device itself (same username or client certificate)."""
+
+    def ident(c: DeviceConfig) -> tuple[str | None, str | None]:
+        return c.cloud.username, c.cloud.tls.cert_file if c.cloud.tls is not None else None
+
+    mine = ident(device)
+    return [
+        n for n, c in stations.items() if any(a is not None and a == b for a, b in zip(mine, ident(c), strict=True))
+    ]
+
+
 def start_layout_config(
     boot: LayoutBoot, applier: LayoutApplier, config_path: Path | None = None
 ) -> LayoutConfig | None:
@@ -330,6 +342,12 @@ def start_layout_config(
     except EdgelineError as exc:
         log.error("station layouts cannot be received: %s", exc)
         return None
+    for name in shared_identity(device, boot.stations):
+        log.warning(
+            "station %s connects with the device's own [cloud] identity, which the supervisor's layout link "
+            "uses too: on a broker that pins client ids to identities one session takes the other over",
+            name,
+        )
     ctl = LayoutConfig(boot, applier, link, trust)
     ctl.start()
     log.info("station layouts: listening on %s", ctl.topics.device_config(ctl.me.device_id))

@@ -32,6 +32,7 @@ from edge_agent.stations.layout_file import layout_in_force, station_in_force
 from edge_agent.stations.layout_trial import LayoutTrial, StationRun
 from edgeline.core.errors import ProtocolError
 from edgeline.core.protocol.remote_config import LAYOUT_KEY, parse_config_document
+from firmware_configs.loader import parse_config
 from firmware_configs.writer import render_stations, render_toml
 
 
@@ -301,3 +302,13 @@ def test_the_cli_sends_a_layout_to_a_device_only(tmp_path: Path, key_dir: Path) 
         args = ["config", "push", "--to", target, str(file), "--keys", str(key_dir), "--home", str(tmp_path)]
         r = CliRunner().invoke(cli, [*args, "--broker", "127.0.0.1:1"])
         assert r.exit_code != 0 and "a device would refuse it" in r.output and shown in r.output, r.output
+
+
+def test_stations_sharing_the_devices_own_identity_are_named(tmp_path: Path) -> None:
+    from edge_agent.stations.layout_remote import shared_identity
+
+    file = {**_file(tmp_path, cloud=True), "cloud": {"enabled": True, "username": "cell-b"}}
+    stations = resolve_layout(file, [*file["station"], _entry(tmp_path, "c", username="cell-c")], "v1")
+    device = parse_config({k: v for k, v in file.items() if k != "station"} | {"source": {"kind": "usb", "index": 0}})
+    assert shared_identity(device, stations) == ["b"]
+    assert shared_identity(parse_config({"device": {"id": "cell"}, "source": {"kind": "usb"}}), stations) == []
