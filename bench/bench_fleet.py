@@ -10,7 +10,10 @@ telemetry topic (4 partitions), QoS 1, persistent sessions, end-to-end acknowled
 outage), and the consumers connect at once on ``go``; the time until the last window is STORED
 (committed) is the arm's figure, and the CPU each process used meanwhile is read from /proc
 (consumers, broker, PostgreSQL backends of the workers). Arms, interleaved in each round: the raw
-paho subscriber (baseline: QoS 1, counts only); the ingest with 1, 2 and 4 workers (one process
+paho subscriber (baseline: QoS 1, one session, automatic PUBACK, counts only) and, with ``--floors``,
+two floors beside it: ``raw_manual`` (the same with paho's manual ack per message) and ``floor`` (the
+ingest's own MQTT path alone: its sessions, one per partition filter, and its PUBACKs in batches,
+nothing parsed or stored); the ingest with 1, 2 and 4 workers (one process
 each, ``IngestService`` with the alert engine, split by partition, a session per partition filter,
 MQTT 3.1.1, no shared subscriptions) into SQLite (one file) and into PostgreSQL (one schema). Every
 arm stores into a fresh database.
@@ -20,7 +23,10 @@ in this process, a tiny signed model to the whole fleet in waves (``--canary``, 
 every device is COMMITTED: time, each wave's, the registry's CPU, and the fleet view's freshness.
 
     python bench/bench_fleet.py [--devices 1000] [--windows 10] [--rounds 2] [--pg postgresql://...]
-        [--broker mosquitto|nats|nats-cluster|rabbitmq] [--arms ingest,rollout]
+        [--broker mosquitto|nats|nats-cluster|rabbitmq] [--arms ingest,rollout] [--floors raw_manual,floor]
+
+Each ingest arm also reports its workers' CPU per window by thread role (the writer: validate,
+store, acknowledge; paho's network threads) and the median CPU per window of every arm's processes.
 """
 
 from __future__ import annotations
@@ -256,6 +262,11 @@ def ingest_arm(
     out |= {"all_acknowledged_s": acked_s, "acked": fleet.acks() - acks0, "cpu_s": cpu}
     out |= connected_rate(stored, dt, 0.0 if live else connect_s)
     out["batches"] = [s["batch_sizes"] for s in stats]
+    # CPU per window by thread role (writer: validate, store, acknowledge; paho: the network threads)
+    out["thread_cpu_us_per_window"] = [
+        {role: round(sec / max(int(s["stored"]), 1) * 1e6, 1) for role, sec in s.get("thread_cpu_s", {}).items()}
+        for s in stats
+    ]
     out["duplicates"] = sum(int(s["duplicates"]) for s in stats)
     drop = getattr(probe, "drop_schema", None)
     if drop is not None:
