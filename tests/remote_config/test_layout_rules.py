@@ -311,4 +311,6 @@ def test_stations_sharing_the_devices_own_identity_are_named(tmp_path: Path) -> 
     stations = resolve_layout(file, [*file["station"], _entry(tmp_path, "c", username="cell-c")], "v1")
     device = parse_config({k: v for k, v in file.items() if k != "station"} | {"source": {"kind": "usb", "index": 0}})
     assert shared_identity(device, stations) == ["b"]
-    assert shared_identity(parse_config({"device": {"id": "cell"}, "source": {"kind": "usb"}}), stations) == []
+    assert (
+        shared_identity(parse_config({"device": {"id": "cell"}, "source": {"kind": "usb", "index": 0}}), stations) == []
+    )
