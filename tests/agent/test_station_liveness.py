@@ -1,18 +1,26 @@
 """The hang watch's bookkeeping (edge_agent.stations.liveness) with the clock handed in, its status
-file probe on real files, and the ``[supervisor]`` keys as a device file gives them."""
+file probe on real files, the camera reader's time inside one call (a real reader thread), and the
+``[supervisor]`` keys as a device file gives them."""
 
 from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from edge_agent.captures import MemoryCapture
+from edge_agent.frame_queue import FrameQueue
+from edge_agent.sources import Frame, SourceReader
 from edge_agent.stations.liveness import Heartbeat, LivenessPolicy, LivenessWatch, StatusProbe
 from firmware_configs.errors import ConfigError
 from firmware_configs.stations import load_stations
+from tests.agent.helpers import wait_for
 
 POLICY = LivenessPolicy(hang_timeout_s=5.0, start_timeout_s=20.0)
 
@@ -174,3 +182,40 @@ def test_a_station_cannot_set_the_supervisor(tmp_path: Path) -> None:
     path = _device_file(tmp_path, "", "[station.supervisor]\nhang_timeout_s = 5")
     with pytest.raises(ConfigError, match="supervisor"):
         load_stations(str(path))
+
+
+class _BlockingRead(MemoryCapture):
+    """Frames from memory until ``block`` is set: then a read stays inside the capture (as a read
+    blocked in C would) until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__([np.zeros((4, 4, 3), np.uint8)] * 1000)
+        self.block, self.release, self.inside = threading.Event(), threading.Event(), threading.Event()
+
+    def read(self) -> tuple[np.ndarray, str] | None:
+        if self.block.is_set():
+            self.inside.set()
+            self.release.wait(10)
+            return None  # the end of the stream once released
+        time.sleep(0.01)
+        return super().read()
+
+
+def test_the_reader_says_how_long_it_is_inside_one_camera_call() -> None:
+    cap = _BlockingRead()
+    queue: FrameQueue[Frame] = FrameQueue(4, "drop_oldest")
+    reader = SourceReader(cap, queue)
+    reader.start()
+    try:
+        assert wait_for(lambda: reader.frames_read > 3, 5)
+        assert (reader.blocked_s() or 0.0) < 0.5  # between calls, or briefly inside one
+        cap.block.set()
+        assert cap.inside.wait(5)
+        time.sleep(0.5)
+        blocked = reader.blocked_s()
+        assert blocked is not None and 0.5 <= blocked < 5.0
+        assert reader.blocked_s(now=time.monotonic() + 100) == pytest.approx(blocked + 100, abs=1.0)
+    finally:
+        cap.release.set()
+        reader.stop()
+    assert reader.blocked_s() is None  # the call ended (and the reader with it)
