@@ -117,7 +117,8 @@ def run_supervisor(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     for c in sup.children.values():
-        click.echo(f"{c.unit}: {c.state}  restarts {c.restart.restarts}  last exit {c.last_exit}", err=True)
+        line = f"{c.unit}: {c.state}  restarts {c.restart.restarts}  hangs {c.hangs}  last exit {c.last_exit}"
+        click.echo(line, err=True)
     raise SystemExit(rc)
 
 
