@@ -37,6 +37,7 @@ FORBIDDEN = {
     "model": "the initial bundle and its trust are set on the device",
     "remote_config": "how documents are accepted is set on the device",
     "status": "the status file is set on the device",
+    "supervisor": "the station supervisor's hang watch is set in the device file, which it reads at start",
     "api": "the local API's address and token are set on the device",
     "feedback": "the feedback store is set on the device",
     "telemetry.pseudonym_key_file": "the pseudonym secret stays on the device",

@@ -158,6 +158,7 @@ def test_merge_diff_and_plan() -> None:
         ({"updater": {"trust_file": "/tmp/t.json"}}, "forbidden", "trust"),
         ({"remote_config": {"allowed_dirs": ["/"]}}, "forbidden", "how documents"),
         ({"telemetry": {"pseudonym_key_file": "/k"}}, "forbidden", "pseudonym"),
+        ({"supervisor": {"hang_timeout_s": 0}}, "forbidden", "hang watch"),
         ({"sinks": {"command": {"argv": ["id"]}}}, "hostile", "command"),
         ({"nosuch": {"a": 1}}, "forbidden", "not a section"),
     ],
