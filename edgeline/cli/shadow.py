@@ -101,6 +101,13 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x:.1%}"
 
 
+def _agree(ev: Evidence) -> str:
+    """The agreement rate; with its 95% range when the windows were noised (docs/privacy.md)."""
+    if not ev.noised_windows or ev.agreement_rate is None:
+        return _pct(ev.agreement_rate)
+    return f"{_pct(ev.agreement_rate)} ({_pct(ev.agreement_low)}-{_pct(ev.agreement_high)}, noised)"
+
+
 def _row(name: str, group: str | None, ev: Evidence) -> list[str]:
     pairs = ", ".join(f"{a}->{b} {n}" for a, b, n in ev.top_disagreements(2)) or "-"
     lat = "-" if ev.latency_p99_max is None else f"{ev.latency_p99_max:.2f}"
@@ -111,7 +118,7 @@ def _row(name: str, group: str | None, ev: Evidence) -> list[str]:
         str(ev.windows),
         str(ev.compared),
         str(ev.skipped),
-        _pct(ev.agreement_rate),
+        _agree(ev),
         pairs,
         drift,
         lat,
