@@ -236,10 +236,17 @@ class RolloutRunner:
             except EdgelineError:
                 self.store.request_control(r.plan.id, control)  # not lost: taken again at the next round
                 raise
+        # a round ends at its deadline even while observations keep coming: a 1,000-device wave
+        # reports thousands of them, and a round that drained them all lasted 6 s on Mosquitto, so
+        # the rollout was not saved, ``runner_seen`` went stale (another process then took a
+        # control request as if no runner were driving) and a control waited that long
         deadline = time.monotonic() + wait_s
         while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
             try:
-                obs = self._obs.get(timeout=max(0.0, deadline - time.monotonic()))
+                obs = self._obs.get(timeout=left)
             except queue.Empty:
                 break
             r, actions = ro.observe(r, obs)
