@@ -87,6 +87,8 @@ class LightDevice:
         self._backoff: dict[str, float] = {}  # filter -> the delay of its last retry
         #: the broker granted the desired-state subscription (or refused it, to a device that never retries)
         self.booted = threading.Event()
+        self.t_offer = 0.0  # when the offer was taken, and what happened since (seconds after it)
+        self.trail: list[tuple[float, str]] = []
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv311, clean_session=False)
         offline = DevicePresence(device_id=device_id, online=False).model_dump_json(by_alias=True)
         c.will_set(topics.device_online(device_id), offline, qos=1, retain=True)
@@ -134,6 +136,13 @@ class LightDevice:
             index = int(topic.rsplit("/", 1)[1])
             return topic == self.t.artifact_chunk(m.artifact.sha256, index) and index not in self.chunks
 
+    def _note(self, what: str) -> None:
+        if self.t_offer and len(self.trail) < 40:
+            self.trail.append((round(time.time() - self.t_offer, 3), what))
+
+    def _kind(self, topic: str) -> str:
+        return "desired" if topic == self.t.device_desired(self.id) else "chunk"
+
     def _on_subscribe(self, _c: mqtt.Client, _u: Any, mid: int, codes: Any, _p: Any) -> None:
         """The agent's link (``SubackBook``) asks again for a refused filter, doubling from 0.5 s up
         to 10 s: so does the simulated device. A NATS cluster node refuses a QoS 1 subscription when
@@ -143,11 +152,13 @@ class LightDevice:
             filters = self._suback.pop(mid, [])
         for (topic, qos), code in zip(filters, codes, strict=False):
             if not getattr(code, "is_failure", False):
-                self._backoff.pop(topic, None)
+                if self._backoff.pop(topic, None) is not None:
+                    self._note(f"granted {self._kind(topic)}")
                 if topic == self.t.device_desired(self.id):
                     self.booted.set()
                 continue
             self.refused += 1
+            self._note(f"refused {self._kind(topic)}")
             if not self.resubscribe:
                 if topic == self.t.device_desired(self.id):
                     self.booted.set()
@@ -161,6 +172,7 @@ class LightDevice:
     def _retry(self, topic: str, qos: int) -> None:
         if self.c.is_connected() and self._wanted(topic):
             self.retried += 1
+            self._note(f"retry {self._kind(topic)}")
             self._subscribe([(topic, qos)])
 
     def _on_connect(self, c: mqtt.Client, _u: Any, _f: Any, _rc: Any, _p: Any) -> None:
@@ -203,6 +215,7 @@ class LightDevice:
             self.chunks = {}
             self.pending_model = ModelRef(name=manifest.name, version=manifest.version, sha256=manifest.artifact.sha256)
             self.offers += 1
+            self.t_offer, self.trail = time.time(), []
         self._event("downloading", "DOWNLOADING")
         art = manifest.artifact
         n = -(-art.size // art.chunk_size)
@@ -212,6 +225,7 @@ class LightDevice:
         with self.lock:
             m = self.manifest
             self.chunk_msgs += 1
+            self._note("chunk")
             if m is None or not payload:
                 return
             art = m.artifact
@@ -233,6 +247,7 @@ class LightDevice:
         self._event("committed", "COMMITTED")
         c.publish(self.t.device_state(self.id), self.state("COMMITTED"), 1, True)
         self.committed += 1
+        self._note("committed")
 
     def status(self) -> dict[str, Any]:
         return {
@@ -242,7 +257,14 @@ class LightDevice:
             "committed": self.committed,
             "refused": self.refused,
             "retried": self.retried,
+            "offer_at": self.t_offer,  # epoch: compare with the rollout's wave_dispatched_at
+            "trail": self.trail,  # seconds after the offer
         }
+
+    @property
+    def offer_to_commit_s(self) -> float:
+        done = [t for t, what in self.trail if what == "committed"]
+        return done[-1] if done else float("inf")
 
 
 def device_main(first: int, count: int, port: int, trust_path: str, resubscribe: bool = True) -> None:
@@ -267,7 +289,8 @@ def device_main(first: int, count: int, port: int, trust_path: str, resubscribe:
         elif cmd[0] == "status":  # totals, and every device that did not commit
             stuck = [d.status() for d in devices if d.committed == 0]
             totals = {k: sum(d.status()[k] for d in devices) for k in ("committed", "offers", "refused", "retried")}
-            say("status", json.dumps({**totals, "not_committed": stuck}))
+            slowest = [d.status() for d in sorted(devices, key=lambda d: -d.offer_to_commit_s)[:5] if d.committed]
+            say("status", json.dumps({**totals, "not_committed": stuck, "slowest": slowest}))
         elif cmd[0] == "quit":
             break
     for d in devices:
@@ -386,8 +409,12 @@ def rollout_arm(
         cpu0, t0 = time.process_time(), time.perf_counter()
         r = runner.create(f"{mv.name}@{mv.version}", f"group:{GROUP}", canary=canary, waves=waves)
         wave_done: list[float] = []
+        dispatched_at: list[float] = [time.time()]  # the canary is dispatched by create
 
         def on_update(roll: Any) -> None:
+            sent = sum(1 for w in roll.plan.waves if any(roll.devices[d].status.value != "pending" for d in w))
+            while len(dispatched_at) < sent:
+                dispatched_at.append(time.time())
             done = sum(1 for w in roll.plan.waves if all(roll.devices[d].status.value == "committed" for d in w))
             while len(wave_done) < done:
                 wave_done.append(time.perf_counter() - t0)
@@ -407,6 +434,7 @@ def rollout_arm(
             "seconds": seconds,
             "waves": [len(w) for w in r.plan.waves],
             "wave_done_s": wave_done,
+            "wave_dispatched_at": dispatched_at,  # epoch, when this process saw each wave dispatched
             "registry_cpu_s": cpu,
             "registry_cpu_per_device_ms": cpu / max(1, committed) * 1000,
             "fleet_boot_s": boot_s,  # devices started until every one's desired subscription was granted
@@ -428,6 +456,8 @@ def rollout_arm(
                 if seen.get(s["device"], ("",))[0] not in ("", "pending")
             ]
             out["not_committed_by_runner_status"] = _count(v[0] for v in seen.values())
+        slow = [s for st in status for s in st["slowest"]]  # offer to COMMITTED, as each device saw it
+        out["slowest_devices"] = sorted(slow, key=lambda s: -max((t for t, _ in s["trail"]), default=0.0))[:8]
     finally:
         link.stop()
         _stop(fleet_procs)
