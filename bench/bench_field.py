@@ -210,6 +210,12 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--epsilon", type=float, default=None, help="Laplace noise on the windows' counts (none)")
     ap.add_argument(
+        "--estimate-confidence",
+        type=float,
+        default=FieldLimits.estimate_confidence,
+        help="one-sided confidence an estimate needs above a limit to open an alert",
+    )
+    ap.add_argument(
         "--pass-prior", choices=("identity", "flat", "select"), default="identity", help="calibration prior"
     )
     args = ap.parse_args()
@@ -252,6 +258,7 @@ def main() -> int:
                     escape=args.escape_limit or min(0.9, max(0.02, 2 * esc_all)),
                     false_reject=args.false_reject_limit or min(0.9, max(0.02, 2 * fr_all)),
                     scopes=("line",),
+                    estimate_confidence=args.estimate_confidence,
                 )
                 monitor = FieldMonitor(
                     engine,
@@ -440,6 +447,7 @@ def report(
             "seed": args.seed,
             "epsilon": args.epsilon,
             "pass_prior": args.pass_prior,
+            "estimate_confidence": args.estimate_confidence,
         },
         "mean_abs_error_pp": errors,
         "mean_bias_pp": bias,

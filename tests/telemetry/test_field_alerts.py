@@ -117,3 +117,26 @@ def test_the_retraining_trigger_names_open_field_episodes(tmp_path: Path) -> Non
     check_field(AlertEngine(store), build_field_report(ws, "plates"), LIMITS)
     with pytest.raises(NoSustainedDrift, match="open field-rate episodes: plates/v1"):
         plan_retrain(store, "plates", version=1, reference_for=lambda name, v: None)
+
+
+def test_a_calibrated_estimate_opens_on_its_one_sided_bound_and_an_uncalibrated_one_at_95_percent(
+    tmp_path: Path,
+) -> None:
+    fb = cells(reject_ok={5: 90}, reject_defect={5: 110}, pass_ok={0: 200})
+    ref = window(start=DAY0 - 86400, score_pass={0: 2000}, score_reject={5: 300}, feedback=[(1, fb, None)])
+    rep = build_field_report([window(score_pass={0: 2000}, score_reject={5: 300})], "plates", reference=[ref])
+    est = rep.rows[0].estimate
+    assert est is not None and est.calibrated_on > 0 and est.false_reject is not None
+    iv = est.interval("false_reject")
+    assert iv is not None
+    bound = FieldLimits().lower_bound(est.false_reject, est.sd("false_reject"))
+    assert iv[0] < bound < est.false_reject  # 80% one-sided: 0.84 s.d. below, the 95% interval 1.96
+    limit = (iv[0] + bound) / 2  # inside the 95% interval, below the 80% bound
+    [a] = check_field(
+        AlertEngine(TelemetryStore(tmp_path / "a.db")), rep, FieldLimits(false_reject=limit, scopes=("version",))
+    )
+    assert a.details["basis"] == "estimated" and a.details["estimated_lower_bound"] == pytest.approx(bound)
+    strict = FieldLimits(false_reject=limit, scopes=("version",), estimate_confidence=0.975)
+    assert check_field(AlertEngine(TelemetryStore(tmp_path / "b.db")), rep, strict) == []
+    with pytest.raises(ValueError, match="estimate_confidence"):
+        FieldLimits(estimate_confidence=1.0)
