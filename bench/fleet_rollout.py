@@ -290,7 +290,8 @@ def device_main(first: int, count: int, port: int, trust_path: str, resubscribe:
             stuck = [d.status() for d in devices if d.committed == 0]
             totals = {k: sum(d.status()[k] for d in devices) for k in ("committed", "offers", "refused", "retried")}
             slowest = [d.status() for d in sorted(devices, key=lambda d: -d.offer_to_commit_s)[:5] if d.committed]
-            say("status", json.dumps({**totals, "not_committed": stuck, "slowest": slowest}))
+            offers = {d.id: d.t_offer for d in devices if d.t_offer}
+            say("status", json.dumps({**totals, "not_committed": stuck, "slowest": slowest, "offer_at": offers}))
         elif cmd[0] == "quit":
             break
     for d in devices:
@@ -456,6 +457,14 @@ def rollout_arm(
                 if seen.get(s["device"], ("",))[0] not in ("", "pending")
             ]
             out["not_committed_by_runner_status"] = _count(v[0] for v in seen.values())
+        # from a wave's dispatch (its desired states acknowledged by the broker) to each device's offer
+        offer_at = {d: t for st in status for d, t in st["offer_at"].items()}
+        offer_lags: list[list[float]] = [[] for _ in r.plan.waves]
+        for d, t in offer_at.items():
+            w = r.devices[d].wave
+            if w < len(dispatched_at):
+                offer_lags[w].append(t - dispatched_at[w])
+        out["offer_after_dispatch"] = [_spread(v) for v in offer_lags]
         slow = [s for st in status for s in st["slowest"]]  # offer to COMMITTED, as each device saw it
         out["slowest_devices"] = sorted(slow, key=lambda s: -max((t for t, _ in s["trail"]), default=0.0))[:8]
     finally:

@@ -47,6 +47,8 @@ SECRET = b"bench-fleet-pseudonym-secret-0123456789"
 #: the raw subscriber's one filter: the fleet publishes on partition topics only (one QoS 1
 #: subscription: on NATS a second one in the same session stalls the drain for its 30 s ack wait)
 ALL_TELEMETRY = [f"{TOPICS.base}/devices/+/telemetry/+"]
+#: devices of one process whose acks subscription is not granted yet (bench/fleet_rollout.py)
+BOOT_WINDOW = 25
 
 
 def say(*words: object) -> None:
@@ -82,18 +84,26 @@ def device(first: int, count: int, port: int, partitions: int) -> None:
         with lock:
             acked[0] += len(doc.get("windows", [])) + len(doc.get("rejected_windows", []))
 
+    granted: list[threading.Event] = []
     for i in range(first, first + count):
+        # commissioned a few at a time, each acks subscription asked again when refused, as in
+        # fleet_rollout.py (a fresh NATS cluster refused 444 of 1,000 at once: no acks for those)
+        while sum(1 for g in granted if not g.is_set()) >= BOOT_WINDOW:
+            time.sleep(0.01)
         dev = f"dev-{i:04d}"
         pseudo = pseudonym(dev, SECRET)
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=dev, protocol=mqtt.MQTTv311, clean_session=False)
         c.max_inflight_messages_set(100)
         c.max_queued_messages_set(0)
         c.on_message = on_ack
+        g = threading.Event()
         c.on_connect = lambda cl, _u, _f, _rc, _p, dev=dev: cl.subscribe(TOPICS.device_acks(dev), 1)
+        c.on_subscribe = _resubscribing(TOPICS.device_acks(dev), g)
+        granted.append(g)
         c.connect_async("127.0.0.1", port, keepalive=120)
         c.loop_start()
         clients.append((c, tt.for_device(dev, pseudo), body.replace(b"2" * 32, pseudo.encode())))
-    while not all(c.is_connected() for c, _, _ in clients):
+    while not all(c.is_connected() for c, _, _ in clients) or not all(g.is_set() for g in granted):
         time.sleep(0.05)
     say("ready", count)
     for line in sys.stdin:
@@ -116,6 +126,24 @@ def device(first: int, count: int, port: int, partitions: int) -> None:
     for c, _, _ in clients:
         c.disconnect()
         c.loop_stop()
+
+
+def _resubscribing(topic: str, granted: threading.Event) -> Any:
+    """An ``on_subscribe`` that sets ``granted``, or subscribes ``topic`` again when refused (0.5 s
+    doubling to 10 s, as the agent's link does): a NATS cluster node refuses a QoS 1 subscription
+    whose JetStream consumer it could not create within 4 s, and nothing arrives on it then."""
+    delay = [0.25]
+
+    def on_subscribe(c: mqtt.Client, _u: Any, _mid: int, codes: Any, _p: Any) -> None:
+        if not any(getattr(code, "is_failure", False) for code in codes):
+            granted.set()
+            return
+        delay[0] = min(10.0, delay[0] * 2)
+        t = threading.Timer(delay[0], lambda: c.subscribe(topic, 1) if c.is_connected() else None)
+        t.daemon = True
+        t.start()
+
+    return on_subscribe
 
 
 def purge(port: int, client_id: str) -> None:
@@ -145,12 +173,12 @@ def raw(port: int, client_id: str, acks: str = "auto") -> None:
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, clean_session=False)
         c.manual_ack_set(manual)
         c.on_message = on_message
-        subscribed = threading.Event()
-        c.on_subscribe = lambda *_: subscribed.set()
+        granted = threading.Event()
+        c.on_subscribe = _resubscribing(ALL_TELEMETRY[0], granted)
         c.connect("127.0.0.1", port)
         c.loop_start()
         c.subscribe([(f, 1) for f in ALL_TELEMETRY])
-        subscribed.wait(10)
+        granted.wait(120)  # a refused subscription queues nothing for the session
         return c
 
     c = session()
