@@ -20,7 +20,10 @@ arm stores into a fresh database.
 
 **rollout** arm (``bench/fleet_rollout.py``): the registry, publisher, fleet view and rollout runner
 in this process, a tiny signed model to the whole fleet in waves (``--canary``, ``--waves``) until
-every device is COMMITTED: time, each wave's, the registry's CPU, and the fleet view's freshness.
+every device is COMMITTED: time, each wave's, the registry's CPU, and the fleet view's freshness;
+the subscriptions the broker refused and retried, and the slowest devices' own account
+(``--rollout-timeout``; ``--no-resubscribe``: devices that never ask again for a refused
+subscription, the NATS cluster stall).
 
     python bench/bench_fleet.py [--devices 1000] [--windows 10] [--rounds 2] [--pg postgresql://...]
         [--broker mosquitto|nats|nats-cluster|rabbitmq] [--arms ingest,rollout] [--floors raw_manual,floor]
