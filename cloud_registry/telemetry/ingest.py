@@ -13,10 +13,11 @@ in one transaction). :class:`IngestService` runs it on MQTT:
   earlier releases and the deployment events. Where the broker has MQTT 5 shared subscriptions
   (``shared``, default on MQTT 5) every filter is shared (``$share/<group>/...``) and every worker
   reads the old topic and the events too;
-* batches: the network thread only queues messages; a writer thread takes whatever has queued (up to
-  ``max_batch``), classifies it, stores it in ONE transaction, and only then PUBACKs each message to
-  the broker (paho manual acknowledgements, :mod:`.acking_link`: all PUBACKs of a batch in one
-  write) and publishes the end-to-end acknowledgements (``devices/<id>/acks``, QoS 1, idempotency
+* batches: the network thread only queues messages (waking the writer only when it sleeps); a
+  writer thread takes whatever has queued (up to ``max_batch``), classifies it, stores it in ONE
+  transaction with the cyclic garbage collector paused (:func:`gc_paused`), and only then PUBACKs
+  each message to the broker (paho manual acknowledgements, :mod:`.acking_link`: all PUBACKs of a
+  batch in one write) and publishes the end-to-end acknowledgements (``devices/<id>/acks``, QoS 1, idempotency
   keys only): at once when nothing more is queued, else one message per device for what was stored
   within ``ack_delay_s``. So a message the broker considers acknowledged is stored, and a worker
   killed mid-batch leaves its unacknowledged messages with the broker, which sends them again. A
