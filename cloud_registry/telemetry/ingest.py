@@ -102,6 +102,8 @@ class IngestService:
         self.batch_sizes: list[int] = []
         self._pending: dict[str, dict[str, list[str]]] = {}
         self._ack_topics: dict[str, str] = {}
+        #: the batch being stored paused the garbage collector (:func:`gc_paused`)
+        self._gc_held = False
         self._acks_due = float("inf")
 
     def _plan(self, use_shared: bool) -> None:
@@ -169,7 +171,7 @@ class IngestService:
 
     def _process(self, batch: list[Delivery]) -> bool:
         """Store a batch, then acknowledge it: to the broker at once, to each device within ack_delay_s."""
-        with gc_paused():  # until the batch's windows are freed: no collection walks them
+        with gc_paused() as self._gc_held:  # until the batch's windows are freed: no collection walks them
             outcomes = self._commit([self._prepare(d) for d in batch])
         if outcomes is None:
             return False
@@ -208,8 +210,20 @@ class IngestService:
             with self._cond:
                 if self._stopping:
                     return None
-                self._cond.wait(delay)
+                self._wait_collecting(delay)
             delay = min(delay * 2, 5.0)
+
+    def _wait_collecting(self, delay: float) -> None:
+        """Wait before a retry with the garbage collector running (a store down for an hour must not
+        leave the process without it), paused again for the next attempt."""
+        held = self._gc_held and not gc.isenabled()
+        if held:
+            gc.enable()
+        try:
+            self._cond.wait(delay)
+        finally:
+            if held:
+                gc.disable()
 
     def _acknowledge(self, outcomes: list[Outcome]) -> None:
         """Collect the end-to-end acknowledgements of a stored batch, per device; they go out within
@@ -334,17 +348,17 @@ class IngestService:
 
 
 @contextmanager
-def gc_paused() -> Iterator[None]:
+def gc_paused() -> Iterator[bool]:
     """The cyclic garbage collector paused while a batch is validated and stored. A batch holds a
     thousand windows of some thirty objects each: the collector, run every 700 allocations, walked
     them again and again (half the validation's CPU, measured). Reference counting frees them as
     before; cycles are collected once the batch is done."""
     if not gc.isenabled():
-        yield
+        yield False  # a process running without the collector keeps it off
         return
     gc.disable()
     try:
-        yield
+        yield True
     finally:
         gc.enable()
 

@@ -1,7 +1,8 @@
-"""The ingest's writer thread on a real Mosquitto and a real SQLite store: it wakes for a message
-that comes while it sleeps (the network thread takes its lock only then), the cyclic garbage
-collector it pauses for a batch is running again afterwards, and the end-to-end acknowledgements
-it collects name every stored, duplicate and refused key once per device."""
+"""The ingest's writer thread on a real Mosquitto and real SQLite and PostgreSQL stores: it wakes
+for a message that comes while it sleeps (the network thread takes its lock only then), the cyclic
+garbage collector it pauses for a batch runs again afterwards and while a failing store is retried,
+and the end-to-end acknowledgements it collects name every stored, duplicate and refused key once
+per device."""
 
 from __future__ import annotations
 
@@ -15,16 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud_registry.telemetry.ingest import Ingestor, IngestService, gc_paused
-from cloud_registry.telemetry.store import TelemetryStore
+from cloud_registry.telemetry.store import TelemetryStore, open_telemetry_store
 from edgeline.core.mqtt_link import LinkSettings, wait_until
 from edgeline.core.protocol.partitions import TelemetryTopics
 from edgeline.core.protocol.telemetry import parse_ack
 from edgeline.core.protocol.topics import Topics
 from edgeline.demo.broker import MosquittoBroker
+from tests.telemetry.stores import PG_URL, drop, pg_url
 from tests.telemetry.test_window_schema import body
 
 T = Topics()
@@ -143,3 +146,41 @@ def test_a_burst_is_stored_once_and_acknowledged_per_device(mosquitto: Mosquitto
     assert len(refused_keys) == len(range(0, 2000, 97))
     assert set(refusals.values()) == {1}  # each refused message acknowledged once
     assert max(svc.batch_sizes) > 1 and gc.isenabled()
+
+
+def test_a_failing_store_is_retried_with_the_collector_running_between_attempts(mosquitto: MosquittoBroker) -> None:
+    """PostgreSQL drops the store's connection: every attempt fails, nothing is acknowledged, and
+    while the writer waits to try again the garbage collector runs (the pause is for a batch's own
+    work, not for an outage of the store)."""
+    url = pg_url()
+    store = open_telemetry_store(url)
+    svc = service(mosquitto, store, "ingest-pgdown")
+    pub = client(mosquitto, "fleet-pgdown")
+    svc.start()
+    try:
+        topic = TT.for_device("cam-1", "a" * 32)
+        pub.publish(topic, window("1" * 32), qos=1).wait_for_publish(5)
+        assert wait_until(lambda: store.count() == 1, 10)
+        pid = store._pg.info.backend_pid  # type: ignore[attr-defined]
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        pub.publish(topic, window("2" * 32), qos=1).wait_for_publish(5)
+        assert wait_until(lambda: svc.ingestor.stats.store_failures >= 2, 10)
+        samples = []
+        for _ in range(150):  # 1.5 s of retries: attempts fail at once, the waits are 0.2, 0.4, 0.8 s
+            samples.append(gc.isenabled())
+            time.sleep(0.01)
+        assert sum(samples) > len(samples) * 0.8, samples
+        assert svc.ingestor.stats.stored == 1
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        svc.stop(drain_s=2.0)
+    assert gc.isenabled()
+    assert svc.ingestor.stats.acked_keys == 1  # the window of the failing batch was not acknowledged
+    fresh = open_telemetry_store(url)
+    try:
+        assert fresh.keys() == {"1" * 32}
+    finally:
+        drop(fresh)
+        store.close()
