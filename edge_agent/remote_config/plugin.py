@@ -12,45 +12,27 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from edge_agent.errors import EdgelineError, TransportError
 from edge_agent.plugins import AgentHandle, FrameResult
 from edge_agent.remote_config.apply import apply_hot
 from edge_agent.remote_config.errors import ConfigRefused
 from edge_agent.remote_config.overlay import Plan, merge
 from edge_agent.remote_config.prepare import Prepared, prepare, protected_paths
-from edge_agent.remote_config.store import Applied, ConfigRecord, ConfigStore
+from edge_agent.remote_config.store import Applied, ConfigStore
 from edge_agent.remote_config.trial import ConfigTrial, Health
 from edge_agent.remote_config.verify import check_version, verify_document
-from edgeline.core.protocol.remote_config import ConfigReason, ConfigState, parse_config_payload
+from edge_agent.remote_config.worker import DocumentWorker, Message, Publish, envelope_of
+from edgeline.core.protocol.remote_config import ConfigReason
 from edgeline.core.protocol.signing import Envelope, TrustStore
 from firmware_configs.schema import DeviceConfig
 
 log = logging.getLogger(__name__)
 
-#: while a trial runs, judge it this often (seconds)
-TICK_S = 0.2
-#: documents kept while a trial runs (a device's and its groups' retained documents at a reconnect)
-MAX_HELD = 8
 
-
-@dataclass(frozen=True)
-class _Message:
-    payload: bytes
-    retained: bool
-
-
-class _Publish:
-    """Publish the config state (at every connect)."""
-
-
-class RemoteConfigPlugin:
+class RemoteConfigPlugin(DocumentWorker):
     name = "remote_config"
 
     def __init__(
@@ -63,28 +45,16 @@ class RemoteConfigPlugin:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(store, clock=clock, monotonic=monotonic)
         self.config = config  # what the agent runs now
         self.cloud = cloud  # edge_agent.cloud_link.CloudLink
-        self.store = store
         self.trust = trust
-        self.clock = clock
-        self.monotonic = monotonic
         self.me = cloud.identity
         self.base: dict[str, Any] = store.load_base() or config.model_dump(mode="json", exclude_none=True)
-        try:
-            self.rec = store.load()
-        except EdgelineError as exc:
-            log.error("%s; starting from the device's own file", exc)
-            self.rec = ConfigRecord()
         self._agent: Any = None  # the Agent (an AgentHandle with request_restart)
         self._trial: ConfigTrial | None = None
         #: hot trial: the configuration to go back to, and what changed
         self._undo: tuple[DeviceConfig, Plan] | None = None
-        #: documents that came during a trial, tried after it (the newest few)
-        self._held: list[_Message] = []
-        self._q: queue.Queue[_Message | _Publish | None] = queue.Queue()
-        self._stop = threading.Event()
-        self._worker: threading.Thread | None = None
 
     # -- AgentPlugin ----------------------------------------------------------------------------------
     def start(self, agent: AgentHandle) -> None:
@@ -97,77 +67,31 @@ class RemoteConfigPlugin:
             self._save()
         t = self.cloud.topics
         topics = [t.device_config(self.me.device_id), *(t.group_config(g) for g in self.me.groups)]
-        self.cloud.on_connect(lambda _session_present: self._q.put(_Publish()))
+        self.cloud.on_connect(self._on_connect)
         for topic in topics:
             self.cloud.subscribe(topic, self._on_message, 1)
         self.cloud.start()
-        self._worker = threading.Thread(target=self._run, name="remote-config", daemon=True)
-        self._worker.start()
-        self._q.put(_Publish())
+        self._start_worker("remote-config")
+        self._q.put(Publish())
 
     def on_result(self, result: FrameResult) -> None:
         """Nothing per frame: the trial reads the agent's status document."""
 
     def stop(self) -> None:
-        self._stop.set()
-        self._q.put(None)
-        if self._worker is not None:
-            self._worker.join(5.0)
+        self._stop_worker(5.0)
         if self._trial is not None and self._agent is not None:
             health = Health.of(self._agent.counters())
             if health.camera_state == "FAILED" or health.agent_state == "FAILED":
                 self._roll_back(ConfigReason.TRIAL_FAILED, f"the source failed (camera {health.camera_state})")
 
     # -- status ---------------------------------------------------------------------------------------
-    def state(self) -> ConfigState:
-        rec = self.rec
-        c = rec.committed
-        return ConfigState(
-            device_id=self.me.device_id,
-            ts=self.clock(),
-            version=c.version if c else 0,
-            trial=rec.trial.version if rec.trial else None,
-            applied_at=c.at if c else None,
-            changed=c.changed if c else (),
-            last_refusal=rec.last_refusal,
-            last_rollback=rec.last_rollback,
-        )
-
     def status(self) -> dict[str, Any]:
         return self.state().model_dump(mode="json", by_alias=True)
 
-    def _publish_state(self) -> None:
-        if not self.cloud.connected:
-            return
-        try:
-            self.cloud.publish(
-                self.cloud.topics.device_config_state(self.me.device_id), self.state().to_bytes(), 1, True
-            )
-        except TransportError as exc:
-            log.debug("config state not published: %s", exc)
+    def _state_link(self) -> tuple[Any, str]:
+        return self.cloud, self.cloud.topics.device_config_state(self.me.device_id)
 
     # -- worker ---------------------------------------------------------------------------------------
-    def _on_message(self, topic: str, payload: bytes, retained: bool) -> None:
-        self._q.put(_Message(payload, retained))
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            busy = self._trial is not None
-            try:
-                item = self._q.get(timeout=TICK_S if busy else None)
-            except queue.Empty:
-                item = None  # a tick
-            try:
-                if isinstance(item, _Message):
-                    self._handle(item)
-                elif isinstance(item, _Publish):
-                    self._publish_state()
-                elif item is None and self._stop.is_set():
-                    return
-                self._tick()
-            except Exception:  # remote configuration must never take the agent down
-                log.exception("remote config step failed")
-
     def _tick(self) -> None:
         now = self.monotonic()
         if self._trial is None or self._agent is None:
@@ -189,11 +113,11 @@ class RemoteConfigPlugin:
             self._roll_back(ConfigReason.TRIAL_FAILED, why)
 
     # -- a document -----------------------------------------------------------------------------------
-    def _handle(self, msg: _Message) -> None:
+    def _handle(self, msg: Message) -> None:
         key = hashlib.sha256(msg.payload).hexdigest()
         now = self.clock()
         try:
-            env = self._envelope(msg.payload)
+            env = envelope_of(msg.payload)
             if env is None:
                 return  # the push was cleared: keep what runs
             # expiry aside first: the document this device runs comes again at every reconnect, and
@@ -205,7 +129,7 @@ class RemoteConfigPlugin:
                 log.debug("ignoring retained config version %d (floor %d)", doc.version, self.rec.floor)
                 return
             if self.rec.trial is not None:
-                self._held = [*self._held, msg][-MAX_HELD:]  # tried after the current trial
+                self._hold(msg)  # tried after the current trial
                 return
             verify_document(env, self.trust, self.me, now)
             check_version(doc, self.rec.floor)
@@ -220,13 +144,6 @@ class RemoteConfigPlugin:
             self._refuse(key, r, msg.retained)
             return
         self._apply(prepared, env, now, key)
-
-    @staticmethod
-    def _envelope(payload: bytes) -> Envelope | None:
-        try:
-            return parse_config_payload(payload)
-        except EdgelineError as exc:
-            raise ConfigRefused(ConfigReason.BAD_DOCUMENT, str(exc)) from exc
 
     def _running(self) -> dict[str, Any]:
         c = self.rec.committed
@@ -298,14 +215,3 @@ class RemoteConfigPlugin:
             return
         self.config = old
         self._release_held()
-
-    def _release_held(self) -> None:
-        held, self._held = self._held, []
-        for msg in held:
-            self._q.put(msg)
-
-    def _save(self) -> None:
-        try:
-            self.store.save(self.rec)
-        except OSError as exc:
-            log.error("config record not saved: %s", exc)

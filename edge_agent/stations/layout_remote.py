@@ -6,26 +6,26 @@ the whole resulting layout (:mod:`.layout`), applies it (:mod:`.layout_apply`), 
 (:mod:`edge_agent.remote_config.store`) after every step and reporting the retained config state on
 ``devices/<id>/config_state``. It never imports the inspection runtime.
 
-MQTT handlers only queue; one worker thread does the rest. Nothing here raises into the supervisor.
+MQTT handlers only queue; one worker thread does the rest (:mod:`edge_agent.remote_config.worker`, shared
+with the agent's remote-config plugin). Nothing here raises into the supervisor.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_agent.errors import EdgelineError, TransportError
+from edge_agent.errors import EdgelineError
 from edge_agent.remote_config.errors import ConfigRefused
 from edge_agent.remote_config.overlay import allowed_hosts
-from edge_agent.remote_config.store import Applied, ConfigRecord, ConfigStore, state_dir_of
+from edge_agent.remote_config.store import Applied, ConfigStore, state_dir_of
 from edge_agent.remote_config.verify import check_version, verify_document
+from edge_agent.remote_config.worker import DocumentWorker, Message, envelope_of
 from edge_agent.stations.layout import (
     Entries,
     LayoutPlan,
@@ -41,26 +41,13 @@ from edge_agent.stations.layout_apply import LayoutApplier
 from edge_agent.stations.layout_boot import LayoutBoot, identity_of
 from edge_agent.stations.layout_file import clear_layout, layout_path, write_layout
 from edge_agent.stations.layout_trial import LayoutTrial
-from edgeline.core.protocol.remote_config import ConfigDocument, ConfigReason, ConfigState, parse_config_payload
+from edgeline.core.protocol.remote_config import ConfigDocument, ConfigReason
 from edgeline.core.protocol.signing import Envelope, TrustStore
 from edgeline.core.protocol.topics import Topics
 from firmware_configs.schema import DeviceConfig
 from firmware_configs.stations import device_tables
 
 log = logging.getLogger(__name__)
-
-TICK_S = 0.2
-MAX_HELD = 8
-
-
-@dataclass(frozen=True)
-class _Message:
-    payload: bytes
-    retained: bool
-
-
-class _Publish:
-    """Publish the config state (at every connect)."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +61,9 @@ class PreparedLayout:
     changed: tuple[str, ...]
 
 
-class LayoutConfig:
+class LayoutConfig(DocumentWorker):
+    label = "station layout"
+
     def __init__(
         self,
         boot: LayoutBoot,
@@ -86,95 +75,47 @@ class LayoutConfig:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.device = boot.device
+        super().__init__(
+            ConfigStore(state_dir_of(self.device)),
+            clock=clock,
+            monotonic=monotonic,
+            fresh_start="starting from the file's own stations",
+        )
         self.tables = boot.tables
         self.entries = boot.entries
         self.stations = boot.stations
         self.applier = applier
         self.link = link
         self.trust = trust
-        self.clock = clock
-        self.monotonic = monotonic
         self.me = identity_of(self.device)
         self.topics = Topics(self.device.cloud.topic_root, self.device.cloud.fleet)
-        self.store = ConfigStore(state_dir_of(self.device))
         self.layout_file = layout_path(self.device)
-        try:
-            self.rec = self.store.load()
-        except EdgelineError as exc:
-            log.error("%s; starting from the file's own stations", exc)
-            self.rec = ConfigRecord()
         self._trial: LayoutTrial | None = None
         self._undo: tuple[Entries, dict[str, DeviceConfig]] | None = None
-        self._held: list[_Message] = []
-        self._q: queue.Queue[_Message | _Publish | None] = queue.Queue()
-        self._stop = threading.Event()
-        self._worker: threading.Thread | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def start(self) -> None:
-        self.link.on_connect(lambda _session_present: self._q.put(_Publish()))
+        self.link.on_connect(self._on_connect)
         self.link.subscribe(self.topics.device_config(self.me.device_id), self._on_message, 1)
         self.link.start()
-        self._worker = threading.Thread(target=self._run, name="station-layout", daemon=True)
-        self._worker.start()
+        self._start_worker("station-layout")
 
     def stop(self) -> None:
         """Stop the worker (a layout being applied is applied to the end first) and the link. A trial
         under way stays in the record: the next start rolls it back (``crashed``)."""
-        self._stop.set()
-        self._q.put(None)
-        if self._worker is not None:
-            self._worker.join(self.applier.sup.stop_timeout_s + 5.0)
+        self._stop_worker(self.applier.sup.stop_timeout_s + 5.0)
         self.link.stop()
 
     # -- status ---------------------------------------------------------------------------------------
-    def state(self) -> ConfigState:
-        rec, c = self.rec, self.rec.committed
-        return ConfigState(
-            device_id=self.me.device_id,
-            ts=self.clock(),
-            version=c.version if c else 0,
-            trial=rec.trial.version if rec.trial else None,
-            applied_at=c.at if c else None,
-            changed=c.changed if c else (),
-            last_refusal=rec.last_refusal,
-            last_rollback=rec.last_rollback,
-        )
-
-    def _publish_state(self) -> None:
-        if not self.link.connected:
-            return
-        try:
-            self.link.publish(self.topics.device_config_state(self.me.device_id), self.state().to_bytes(), 1, True)
-        except TransportError as exc:
-            log.debug("config state not published: %s", exc)
+    def _state_link(self) -> tuple[Any, str]:
+        return self.link, self.topics.device_config_state(self.me.device_id)
 
     # -- worker ---------------------------------------------------------------------------------------
-    def _on_message(self, topic: str, payload: bytes, retained: bool) -> None:
-        self._q.put(_Message(payload, retained))
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                item = self._q.get(timeout=TICK_S if self._trial is not None else None)
-            except queue.Empty:
-                item = None
-            try:
-                if isinstance(item, _Message):
-                    self._handle(item)
-                elif isinstance(item, _Publish):
-                    self._publish_state()
-                elif item is None and self._stop.is_set():
-                    return
-                self._tick()
-            except Exception:  # a layout must never take the supervisor down
-                log.exception("station layout step failed")
-
-    def _handle(self, msg: _Message) -> None:
+    def _handle(self, msg: Message) -> None:
         key = hashlib.sha256(msg.payload).hexdigest()
         now = self.clock()
         try:
-            env = _envelope(msg.payload)
+            env = envelope_of(msg.payload)
             if env is None:
                 return  # the push was cleared: keep what runs
             doc = verify_document(env, self.trust, self.me, now, check_expiry=False)
@@ -183,7 +124,7 @@ class LayoutConfig:
             if msg.retained and doc.version <= self.rec.floor:
                 return
             if self._trial is not None:
-                self._held = [*self._held, msg][-MAX_HELD:]
+                self._hold(msg)
                 return
             verify_document(env, self.trust, self.me, now)
             check_version(doc, self.rec.floor)
@@ -289,24 +230,6 @@ class LayoutConfig:
         self.applier.apply(back, stations)
         self._publish_state()
         self._release_held()
-
-    def _release_held(self) -> None:
-        held, self._held = self._held, []
-        for msg in held:
-            self._q.put(msg)
-
-    def _save(self) -> None:
-        try:
-            self.store.save(self.rec)
-        except OSError as exc:
-            log.error("station layout record not saved: %s", exc)
-
-
-def _envelope(payload: bytes) -> Envelope | None:
-    try:
-        return parse_config_payload(payload)
-    except EdgelineError as exc:
-        raise ConfigRefused(ConfigReason.BAD_DOCUMENT, str(exc)) from exc
 
 
 def shared_identity(device: DeviceConfig, stations: dict[str, DeviceConfig]) -> list[str]:
