@@ -129,4 +129,9 @@ def field_text(rate: Mapping[str, Any] | None) -> str:
     """A field rate as text (its own words: a figure with its interval, or "too little feedback")."""
     if not rate:
         return "no feedback arrived"
-    return str(rate.get("text", ""))
+    events, n, st = rate.get("events"), rate.get("n"), rate.get("status")
+    if not isinstance(events, int) or not isinstance(n, int) or not n or st in ("none", "noisy"):
+        return str(rate.get("text", ""))
+    if st == "too_little":  # short: the report's own words are in summary.json and `edgeline field report`
+        return f"too little feedback to tell ({events}/{n})"
+    return f"{100 * events / n:.1f}% ({events}/{n}, 95% CI {100 * rate['low']:.1f}-{100 * rate['high']:.1f}%)"

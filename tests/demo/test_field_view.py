@@ -96,3 +96,17 @@ def test_verdicts_without_a_result_id_or_a_truth_row_are_never_posted(tmp_path: 
     assert (work.tally.seen, work.tally.checked, len(work.pending)) == (1, 0, 1)
     work.round(100.0)  # long after: given up, counted
     assert (work.tally.checked, work.tally.unpaired, work.pending) == (0, 1, [])
+
+
+def test_the_demo_tables_say_a_rate_in_few_words() -> None:
+    from edgeline.demo.field_view import field_text
+
+    measured = {"status": "measured", "events": 14, "n": 308, "low": 0.025, "high": 0.075, "text": "long"}
+    assert field_text(measured) == "4.5% (14/308, 95% CI 2.5-7.5%)"
+    assert field_text({"status": "too_little", "events": 2, "n": 13, "text": "long"}) == (
+        "too little feedback to tell (2/13)"
+    )
+    assert field_text({"status": "none", "events": 0, "n": 0, "text": "no feedback on good parts"}) == (
+        "no feedback on good parts"
+    )
+    assert field_text(None) == "no feedback arrived"
