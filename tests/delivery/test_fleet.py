@@ -55,9 +55,6 @@ def test_last_will_marks_a_killed_device_offline(mosquitto: MosquittoBroker, tmp
     cloud = MqttLink(LinkSettings(port=mosquitto.port, client_id="fleet-t", clean_start=True))
     fleet = FleetWatcher(cloud, topics)
     cloud.connect(10)
-    # malformed and spoofed messages are counted and ignored
-    cloud.publish_sync(topics.device_state("evil"), b"{not json", 1, False)
-    cloud.publish_sync(topics.device_state("evil"), state(True, time.time()).to_bytes(), 1, False)  # says d1
     code = textwrap.dedent(f"""
         import time
         from edge_agent.cloud_link import CloudLink, DeviceIdentity
@@ -75,6 +72,11 @@ def test_last_will_marks_a_killed_device_offline(mosquitto: MosquittoBroker, tmp
         assert wait_for(lambda: fleet.view.row("dw", time.time()).status == "online")
         row = fleet.view.row("dw", time.time())
         assert row.state is not None and row.state.hardware_class == "arm64" and row.state.groups == ("g",)
+        # malformed and spoofed messages are counted and ignored (sent once the watcher's subscription
+        # certainly holds: a device's state came through it; a live message sent before its SUBACK is lost)
+        cloud.publish_sync(topics.device_state("evil"), b"{not json", 1, False)
+        cloud.publish_sync(topics.device_state("evil"), state(True, time.time()).to_bytes(), 1, False)  # says d1
+        assert wait_for(lambda: fleet.malformed == 2)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
         assert wait_for(lambda: fleet.view.row("dw", time.time()).status == "offline", 20)
