@@ -10,7 +10,6 @@ the document, :mod:`.boot`), and the trial is judged after that start.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -23,9 +22,8 @@ from edge_agent.remote_config.overlay import Plan, merge
 from edge_agent.remote_config.prepare import Prepared, prepare, protected_paths
 from edge_agent.remote_config.store import Applied, ConfigStore
 from edge_agent.remote_config.trial import ConfigTrial, Health
-from edge_agent.remote_config.verify import check_version, verify_document
-from edge_agent.remote_config.worker import DocumentWorker, Message, Publish, envelope_of
-from edgeline.core.protocol.remote_config import ConfigReason
+from edge_agent.remote_config.worker import DocumentWorker, Publish
+from edgeline.core.protocol.remote_config import ConfigDocument, ConfigReason
 from edgeline.core.protocol.signing import Envelope, TrustStore
 from firmware_configs.schema import DeviceConfig
 
@@ -113,37 +111,8 @@ class RemoteConfigPlugin(DocumentWorker):
             self._roll_back(ConfigReason.TRIAL_FAILED, why)
 
     # -- a document -----------------------------------------------------------------------------------
-    def _handle(self, msg: Message) -> None:
-        key = hashlib.sha256(msg.payload).hexdigest()
-        now = self.clock()
-        try:
-            env = envelope_of(msg.payload)
-            if env is None:
-                return  # the push was cleared: keep what runs
-            # expiry aside first: the document this device runs comes again at every reconnect, and
-            # still counts after its signing key or its own validity ran out
-            doc = verify_document(env, self.trust, self.me, now, check_expiry=False)
-            if any(a is not None and a.version == doc.version for a in (self.rec.committed, self.rec.trial)):
-                return  # the same document again (retained, at a reconnect)
-            if msg.retained and doc.version <= self.rec.floor:  # a stale retained copy (a group's older one)
-                log.debug("ignoring retained config version %d (floor %d)", doc.version, self.rec.floor)
-                return
-            if self.rec.trial is not None:
-                self._hold(msg)  # tried after the current trial
-                return
-            verify_document(env, self.trust, self.me, now)
-            check_version(doc, self.rec.floor)
-            prepared = prepare(
-                doc,
-                self.base,
-                self._running(),
-                self.config,
-                protected_paths(self.config, str(self.store.dir)),
-            )
-        except ConfigRefused as r:
-            self._refuse(key, r, msg.retained)
-            return
-        self._apply(prepared, env, now, key)
+    def _prepare(self, doc: ConfigDocument) -> Prepared:
+        return prepare(doc, self.base, self._running(), self.config, protected_paths(self.config, str(self.store.dir)))
 
     def _running(self) -> dict[str, Any]:
         c = self.rec.committed

@@ -10,6 +10,7 @@ a step is logged, never raised into the agent or the supervisor.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import threading
@@ -21,8 +22,9 @@ from typing import Any
 from edge_agent.errors import EdgelineError, TransportError
 from edge_agent.remote_config.errors import ConfigRefused
 from edge_agent.remote_config.store import ConfigRecord, ConfigStore
-from edgeline.core.protocol.remote_config import ConfigReason, ConfigState, parse_config_payload
-from edgeline.core.protocol.signing import Envelope
+from edge_agent.remote_config.verify import check_version, verify_document
+from edgeline.core.protocol.remote_config import ConfigDocument, ConfigReason, ConfigState, parse_config_payload
+from edgeline.core.protocol.signing import Envelope, TrustStore
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +54,16 @@ def envelope_of(payload: bytes) -> Envelope | None:
 
 
 class DocumentWorker:
-    """Queue, thread, record and state of a config-document receiver. Subclasses set ``me`` (an
-    identity with ``device_id``), give :meth:`_state_link` and implement :meth:`_handle` and
-    :meth:`_tick`; ``_trial`` is not None while a document is on trial."""
+    """Queue, thread, record and state of a config-document receiver, and the checks every document
+    goes through (:meth:`_handle`). Subclasses set ``me`` (an identity with ``device_id`` and
+    ``groups``) and ``trust``, give :meth:`_state_link`, and implement :meth:`_prepare`,
+    :meth:`_apply`, :meth:`_refuse` and :meth:`_tick`; ``_trial`` is not None while a document is on
+    trial."""
 
     #: what the logs call this receiver
     label = "remote config"
     me: Any
+    trust: TrustStore
 
     def __init__(
         self,
@@ -88,11 +93,49 @@ class DocumentWorker:
         """The link the config state is published on, and its topic."""
         raise NotImplementedError
 
-    def _handle(self, msg: Message) -> None:
+    def _prepare(self, doc: ConfigDocument) -> Any:
+        """Check a verified document against this receiver's rules; raises :class:`ConfigRefused`."""
+        raise NotImplementedError
+
+    def _apply(self, prepared: Any, env: Envelope, now: float, key: str) -> None:
+        raise NotImplementedError
+
+    def _refuse(self, key: str, r: ConfigRefused, retained: bool) -> None:
         raise NotImplementedError
 
     def _tick(self) -> None:
         raise NotImplementedError
+
+    def _on_trial(self) -> bool:
+        """A document is on trial: another one waits for its end."""
+        return self.rec.trial is not None
+
+    # -- a document -----------------------------------------------------------------------------------
+    def _handle(self, msg: Message) -> None:
+        key = hashlib.sha256(msg.payload).hexdigest()
+        now = self.clock()
+        try:
+            env = envelope_of(msg.payload)
+            if env is None:
+                return  # the push was cleared: keep what runs
+            # expiry aside first: the document this device runs comes again at every reconnect, and
+            # still counts after its signing key or its own validity ran out
+            doc = verify_document(env, self.trust, self.me, now, check_expiry=False)
+            if any(a is not None and a.version == doc.version for a in (self.rec.committed, self.rec.trial)):
+                return  # the same document again (retained, at a reconnect)
+            if msg.retained and doc.version <= self.rec.floor:  # a stale retained copy (a group's older one)
+                log.debug("ignoring retained config version %d (floor %d)", doc.version, self.rec.floor)
+                return
+            if self._on_trial():
+                self._hold(msg)  # tried after the current trial
+                return
+            verify_document(env, self.trust, self.me, now)
+            check_version(doc, self.rec.floor)
+            prepared = self._prepare(doc)
+        except ConfigRefused as r:
+            self._refuse(key, r, msg.retained)
+            return
+        self._apply(prepared, env, now, key)
 
     # -- the thread -----------------------------------------------------------------------------------
     def _start_worker(self, name: str) -> None:

@@ -12,7 +12,6 @@ with the agent's remote-config plugin). Nothing here raises into the supervisor.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -24,8 +23,7 @@ from edge_agent.errors import EdgelineError
 from edge_agent.remote_config.errors import ConfigRefused
 from edge_agent.remote_config.overlay import allowed_hosts
 from edge_agent.remote_config.store import Applied, ConfigStore, state_dir_of
-from edge_agent.remote_config.verify import check_version, verify_document
-from edge_agent.remote_config.worker import DocumentWorker, Message, envelope_of
+from edge_agent.remote_config.worker import DocumentWorker
 from edge_agent.stations.layout import (
     Entries,
     LayoutPlan,
@@ -111,28 +109,8 @@ class LayoutConfig(DocumentWorker):
         return self.link, self.topics.device_config_state(self.me.device_id)
 
     # -- worker ---------------------------------------------------------------------------------------
-    def _handle(self, msg: Message) -> None:
-        key = hashlib.sha256(msg.payload).hexdigest()
-        now = self.clock()
-        try:
-            env = envelope_of(msg.payload)
-            if env is None:
-                return  # the push was cleared: keep what runs
-            doc = verify_document(env, self.trust, self.me, now, check_expiry=False)
-            if any(a is not None and a.version == doc.version for a in (self.rec.committed, self.rec.trial)):
-                return  # the same document again (retained, at a reconnect)
-            if msg.retained and doc.version <= self.rec.floor:
-                return
-            if self._trial is not None:
-                self._hold(msg)
-                return
-            verify_document(env, self.trust, self.me, now)
-            check_version(doc, self.rec.floor)
-            prepared = self._prepare(doc)
-        except ConfigRefused as r:
-            self._refuse(key, r, msg.retained)
-            return
-        self._apply(prepared, env, now)
+    def _on_trial(self) -> bool:
+        return self._trial is not None
 
     def _prepare(self, doc: ConfigDocument) -> PreparedLayout:
         v = doc.version
@@ -176,7 +154,7 @@ class LayoutConfig(DocumentWorker):
         else:
             write_layout(self.layout_file, version, entries)
 
-    def _apply(self, p: PreparedLayout, env: Envelope, now: float) -> None:
+    def _apply(self, p: PreparedLayout, env: Envelope, now: float, key: str = "") -> None:
         v = p.doc.version
         self.rec.begin(Applied(v, env.model_dump(mode="json"), now, p.changed, restart=True))
         self._save()
