@@ -40,6 +40,7 @@ from firmware_configs.telemetry_section import TelemetrySection
 from tests.agent.helpers import make_config, wait_for
 from tests.factories import tiny_frames, tiny_model, write_tiny_bundle
 from tests.telemetry.conftest import SECRET
+from tests.telemetry.test_shadow_windows import window_with
 
 CHAMPION = ModelKey("tiny", 1, "c" * 64)
 CHALLENGER = ModelKey("tiny", 2, "a" * 64)
@@ -229,19 +230,7 @@ def _body(**shadow: Any) -> dict[str, Any]:
         "confidence": [0] * 9 + [40],
     }
     block.update(shadow)
-    return {
-        "schema": "edgeline.telemetry/1",
-        "key": "0" * 32,
-        "device": "1" * 32,
-        "model": {"name": "tiny", "version": 1, "sha256": "c" * 64},
-        "start": 1e9,
-        "end": 1e9 + 60,
-        "frames": 40,
-        "class_counts": {"ok": 40},
-        "confidence": [0] * 9 + [40],
-        "input_stats": {},
-        "shadow": block,
-    }
+    return window_with(block)
 
 
 def _matrix(a: str, b: str, n: float) -> dict[str, dict[str, float]]:

@@ -152,7 +152,8 @@ def test_counts_persist_merge_and_take_the_noise() -> None:
     assert wire is not None and wire.noise_scale == noise.scale and both.noise_scale is None
 
 
-def _window_with(shadow: dict[str, Any]) -> dict[str, Any]:
+def window_with(shadow: dict[str, Any]) -> dict[str, Any]:
+    """A window on the wire (a dict) carrying the shadow block ``shadow``."""
     return {
         "schema": "edgeline.telemetry/1",
         "key": "0" * 32,
@@ -180,9 +181,9 @@ def _block(**over: Any) -> dict[str, Any]:
 
 
 def test_a_good_block_parses_and_a_window_without_one_reads_as_before() -> None:
-    w = parse_window(_window_with(_block(anomaly_score=[0] * ANOMALY_BINS)))
+    w = parse_window(window_with(_block(anomaly_score=[0] * ANOMALY_BINS)))
     assert w.shadow is not None and w.shadow.agreed == 40
-    plain = _window_with(_block())
+    plain = window_with(_block())
     del plain["shadow"]
     assert "shadow" not in TelemetryWindow.model_validate(plain).to_body()
 
@@ -204,4 +205,4 @@ def test_a_good_block_parses_and_a_window_without_one_reads_as_before() -> None:
 )
 def test_hostile_blocks_are_refused_naming_the_field(block: dict[str, Any], field: str) -> None:
     with pytest.raises(ProtocolError, match=field.replace(".", r"\.")):
-        parse_window(_window_with(block))
+        parse_window(window_with(block))
