@@ -16,6 +16,7 @@ from typing import Any
 from edge_agent.errors import EdgelineError
 from edge_agent.identity import DeviceIdentity
 from edge_agent.remote_config.store import ConfigRecord, ConfigStore, state_dir_of
+from edge_agent.revocation_file import REVOCATIONS_FILE, apply_revocation_file
 from edge_agent.stations.layout import Entries, file_entries, layout_entries, resolve_layout
 from edge_agent.stations.layout_file import clear_layout, layout_path, read_tables, write_layout
 from edgeline.core.protocol.remote_config import ConfigReason
@@ -43,31 +44,13 @@ def identity_of(device: DeviceConfig) -> DeviceIdentity:
     return DeviceIdentity(d.id, d.hardware_class, tuple(d.groups))
 
 
-#: where an updater keeps the newest revocation list it accepted (``SlotDisk.revocations_path``; the
-#: updater's module is not imported here: it brings the inspection runtime with it)
-REVOCATIONS = "revocations.json"
-
-
 def layout_trust(device: DeviceConfig, stations: dict[str, DeviceConfig]) -> TrustStore:
     """The device's trust store, with every revocation list the device's or a station's updater
     accepted from the fleet (the supervisor runs no updater of its own)."""
     trust = TrustStore.load(Path(device.trust_file))
     for state_dir in (device.updater.state_dir, *(cfg.updater.state_dir for cfg in stations.values())):
-        _apply_revocations(trust, Path(state_dir) / REVOCATIONS)
+        apply_revocation_file(trust, Path(state_dir) / REVOCATIONS_FILE)
     return trust
-
-
-def _apply_revocations(trust: TrustStore, path: Path) -> None:
-    from edgeline.core.protocol.canonical import parse_json
-
-    if not path.exists():
-        return
-    try:
-        data = parse_json(path.read_bytes(), max_bytes=1024 * 1024)
-        if isinstance(data, dict):
-            trust.apply_revocations(data)
-    except (EdgelineError, OSError) as exc:
-        log.warning("ignoring unreadable %s: %s", path, exc)
 
 
 def boot_layout(config_path: Path, now: float | None = None) -> LayoutBoot:

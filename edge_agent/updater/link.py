@@ -8,7 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from edge_agent.errors import EdgelineError, ProtocolError
+from edge_agent.errors import ProtocolError
+from edge_agent.revocation_file import apply_revocation_file
 from edge_agent.updater.slots import SlotDisk
 from edgeline.core.protocol.canonical import parse_json
 from edgeline.core.protocol.delivery import DeviceState
@@ -37,14 +38,7 @@ class UpdaterLink(Protocol):
 def load_trust(trust_file: Path, disk: SlotDisk) -> TrustStore:
     """The configured trust store plus the newest revocation list accepted from the fleet."""
     store = TrustStore.load(trust_file)
-    path = disk.revocations_path
-    if path.exists():
-        try:
-            data = parse_json(path.read_bytes(), max_bytes=1024 * 1024)
-            if isinstance(data, dict):
-                store.apply_revocations(data)
-        except (EdgelineError, OSError) as exc:
-            log.warning("ignoring unreadable %s: %s", path, exc)
+    apply_revocation_file(store, disk.revocations_path)
     return store
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from edge_agent.bundle import MANIFEST_FILE, child_path, open_bundle, sha256_file
 from edge_agent.errors import EdgelineError
 from edge_agent.model import LoadedModel
+from edge_agent.revocation_file import REVOCATIONS_FILE
 from edge_agent.updater.machine import Record, Slot, SlotInfo
 from edgeline.core.fsutil import fsync_dir, write_atomic
 from edgeline.core.protocol.delivery import UpdaterState, envelope_bytes
@@ -53,7 +54,7 @@ class SlotDisk:
 
     @property
     def revocations_path(self) -> Path:
-        return self.state_dir / "revocations.json"
+        return self.state_dir / REVOCATIONS_FILE
 
     def slot_dir(self, slot: Slot) -> Path:
         return self.slots / slot
